@@ -1,0 +1,38 @@
+//! Fixed locations, chosen at build time.
+//!
+//! `CKPT_SYSCONFDIR` (default `/etc/ckpt`) and `CKPT_STATEDIR` (default
+//! `/var/lib/ckpt`) are read by `option_env!` when the crate is compiled.
+//! Nothing at run time (environment, flags) can change them: the helpers are
+//! setuid root and these paths hold the host key and the admin's policy.
+
+/// Configuration directory: `ckpt.toml`, `policy.toml`, `policy.d/`, `keys/`.
+pub const SYSCONFDIR: &str = match option_env!("CKPT_SYSCONFDIR") {
+    Some(dir) => dir,
+    None => "/etc/ckpt",
+};
+
+/// Root-owned state directory (one-shot ledger).
+pub const STATEDIR: &str = match option_env!("CKPT_STATEDIR") {
+    Some(dir) => dir,
+    None => "/var/lib/ckpt",
+};
+
+/// Directory holding host keys.
+pub fn keys_dir() -> std::path::PathBuf {
+    std::path::Path::new(SYSCONFDIR).join("keys")
+}
+
+/// The admin policy file.
+pub fn policy_file() -> std::path::PathBuf {
+    std::path::Path::new(SYSCONFDIR).join("policy.toml")
+}
+
+/// Drop-in policy directory, merged in name order.
+pub fn policy_dropin_dir() -> std::path::PathBuf {
+    std::path::Path::new(SYSCONFDIR).join("policy.d")
+}
+
+/// Host configuration file.
+pub fn host_config_file() -> std::path::PathBuf {
+    std::path::Path::new(SYSCONFDIR).join("ckpt.toml")
+}

@@ -1,0 +1,3 @@
+//! ckpt-sign (placeholder).
+#![forbid(unsafe_code)]
+fn main() {}

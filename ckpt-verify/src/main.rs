@@ -1,0 +1,3 @@
+//! ckpt-verify (placeholder).
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,2 @@
+//! Keys (placeholder).
+#![forbid(unsafe_code)]

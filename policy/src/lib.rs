@@ -1,0 +1,2 @@
+//! Policy (placeholder).
+#![forbid(unsafe_code)]
