@@ -1,1 +1,23 @@
-//! Privilege separation (placeholder).
+//! Privilege separation for the setuid helpers `ckpt-sign` and `ckpt-verify`.
+//!
+//! * [`startup`]: make the process safe before anything else runs
+//!   (`SETUID.md` items 1-7) and capture the [`Caller`].
+//! * [`as_caller`]: open, create and rename caller-named paths in a forked
+//!   child that holds exactly the caller's credentials, passing fds back
+//!   (items 10 and 11).
+//! * [`access`]: ask the kernel whether the caller may ptrace-read a target
+//!   (item 9), and hold targets by pidfd (item 8).
+//!
+//! Trust: this crate trusts the kernel and nothing the caller supplies. It
+//! never resolves a caller-supplied path with elevated credentials.
+//!
+//! Unsafe code is confined to `sys`, one small function per raw call, each
+//! with a `// SAFETY:` comment.
+
+pub mod access;
+pub mod as_caller;
+pub mod caller;
+pub mod startup;
+mod sys;
+
+pub use caller::Caller;

@@ -1,0 +1,226 @@
+//! Start-up hardening for a setuid helper (`SETUID.md` items 1-7).
+//!
+//! [`harden`] is the first thing `main` calls, before argument parsing and
+//! before any library that might consult the environment runs.
+//!
+//! In order it: captures the caller's real ids; makes sure fds 0, 1 and 2 are
+//! open (std reopens closed ones on `/dev/null` before `main`; this checks it
+//! and repairs it if not); clears the whole environment and sets a fixed
+//! `PATH`; makes the process non-dumpable with `RLIMIT_CORE` 0; sets umask
+//! 077; raises soft resource limits to their hard limits and refuses hard
+//! limits that would make the helper fail half-way; ignores `SIGPIPE` and
+//! `SIGXFSZ` (so that write errors are errors, not deaths), restores the
+//! default `SIGCHLD` (an inherited `SIG_IGN` would auto-reap our children)
+//! and unblocks all signals; and finally collects `argv`, refusing an empty
+//! one (argc == 0).
+
+use std::ffi::OsString;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::sys::resource::{Resource, RLIM_INFINITY};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+
+use crate::caller::Caller;
+use crate::sys;
+
+/// The fixed `PATH` the helpers run with.
+pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What [`harden`] hands back to `main`.
+#[derive(Debug)]
+pub struct Startup {
+    /// The real caller, captured before anything else.
+    pub caller: Caller,
+    /// `argv`, never empty (argv\[0\] is present).
+    pub args: Vec<OsString>,
+}
+
+/// Why start-up hardening failed. Every variant means the helper must stop
+/// before doing anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// argc was 0: no program name, no arguments.
+    #[error("started with an empty argument vector (argc == 0)")]
+    EmptyArgv,
+    /// Reading our own ids failed.
+    #[error("cannot read process credentials")]
+    Credentials(#[source] Errno),
+    /// fd 0, 1 or 2 was closed and could not be reopened on /dev/null.
+    #[error("standard fd {fd} is closed and /dev/null could not be opened on it")]
+    StdFd {
+        fd: i32,
+        #[source]
+        errno: Errno,
+    },
+    /// The environment could not be cleared.
+    #[error("cannot clear the environment")]
+    Environment(#[source] Errno),
+    /// `prctl(PR_SET_DUMPABLE, 0)` failed.
+    #[error("cannot make the process non-dumpable")]
+    Dumpable(#[source] Errno),
+    /// Reading or setting a resource limit failed.
+    #[error("cannot adjust resource limit {resource}")]
+    Rlimit {
+        resource: &'static str,
+        #[source]
+        errno: Errno,
+    },
+    /// The caller lowered a hard limit below what the helper needs to finish
+    /// its work; the helper cannot raise it back (no CAP_SYS_RESOURCE).
+    #[error(
+        "resource limit {resource} is too low (hard limit {hard}, need at least {needed}); \
+         raise it and try again"
+    )]
+    LimitTooLow {
+        resource: &'static str,
+        hard: String,
+        needed: String,
+    },
+    /// Setting a signal disposition or the signal mask failed.
+    #[error("cannot set up signal handling for {signal}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        errno: Errno,
+    },
+}
+
+/// Harden the process. See the module documentation for what it does.
+pub fn harden() -> Result<Startup, StartupError> {
+    // 1. Who called us, before anything can change it.
+    let caller = Caller::current().map_err(StartupError::Credentials)?;
+    // 2. fds 0-2.
+    ensure_std_fds()?;
+    // 3. Environment.
+    sys::clear_environment().map_err(StartupError::Environment)?;
+    std::env::set_var("PATH", SAFE_PATH);
+    // 4. Not dumpable, no core.
+    nix::sys::prctl::set_dumpable(false).map_err(StartupError::Dumpable)?;
+    nix::sys::resource::setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|errno| {
+        StartupError::Rlimit {
+            resource: "RLIMIT_CORE",
+            errno,
+        }
+    })?;
+    // 5. umask and the other limits.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
+    reset_rlimits()?;
+    // 6. Signals.
+    reset_signals()?;
+    // 7. argv.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.is_empty() {
+        return Err(StartupError::EmptyArgv);
+    }
+    Ok(Startup { caller, args })
+}
+
+/// Make sure fds 0, 1 and 2 are open; open `/dev/null` on any that is not.
+fn ensure_std_fds() -> Result<(), StartupError> {
+    for fd in 0..=2 {
+        match nix::fcntl::fcntl(fd, FcntlArg::F_GETFD) {
+            Ok(_) => continue,
+            Err(Errno::EBADF) => {}
+            Err(errno) => return Err(StartupError::StdFd { fd, errno }),
+        }
+        // The lowest free fd is `fd` itself because all lower ones are open.
+        let opened = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())
+            .map_err(|errno| StartupError::StdFd { fd, errno })?;
+        if opened != fd {
+            nix::unistd::dup2(opened, fd).map_err(|errno| StartupError::StdFd { fd, errno })?;
+            nix::unistd::close(opened).map_err(|errno| StartupError::StdFd { fd, errno })?;
+        }
+    }
+    Ok(())
+}
+
+/// Minimum hard limits, below which the helper refuses to run. `None` means
+/// the limit must be unlimited.
+const MINIMUMS: &[(Resource, &str, Option<u64>)] = &[
+    // Images are arbitrarily large; a finite file-size limit would cut an
+    // image or a ledger write short half-way.
+    (Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE", None),
+    (Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE", Some(64)),
+    (Resource::RLIMIT_AS, "RLIMIT_AS", Some(1 << 30)),
+    (Resource::RLIMIT_DATA, "RLIMIT_DATA", Some(1 << 30)),
+    (Resource::RLIMIT_STACK, "RLIMIT_STACK", Some(1 << 20)),
+];
+
+/// Every limit whose soft value is raised to its hard value.
+const RAISED: &[(Resource, &str)] = &[
+    (Resource::RLIMIT_AS, "RLIMIT_AS"),
+    (Resource::RLIMIT_CPU, "RLIMIT_CPU"),
+    (Resource::RLIMIT_DATA, "RLIMIT_DATA"),
+    (Resource::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+    (Resource::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
+    (Resource::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+    (Resource::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
+    (Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+    (Resource::RLIMIT_NPROC, "RLIMIT_NPROC"),
+    (Resource::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+    (Resource::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
+    (Resource::RLIMIT_STACK, "RLIMIT_STACK"),
+];
+
+fn show_limit(value: u64) -> String {
+    if value == RLIM_INFINITY {
+        "unlimited".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
+fn reset_rlimits() -> Result<(), StartupError> {
+    for &(resource, name, needed) in MINIMUMS {
+        let (_, hard) =
+            nix::sys::resource::getrlimit(resource).map_err(|errno| StartupError::Rlimit {
+                resource: name,
+                errno,
+            })?;
+        let enough = match needed {
+            None => hard == RLIM_INFINITY,
+            Some(min) => hard == RLIM_INFINITY || hard >= min,
+        };
+        if !enough {
+            return Err(StartupError::LimitTooLow {
+                resource: name,
+                hard: show_limit(hard),
+                needed: show_limit(needed.unwrap_or(RLIM_INFINITY)),
+            });
+        }
+    }
+    for &(resource, name) in RAISED {
+        let err = |errno| StartupError::Rlimit {
+            resource: name,
+            errno,
+        };
+        let (soft, hard) = nix::sys::resource::getrlimit(resource).map_err(err)?;
+        if soft != hard {
+            nix::sys::resource::setrlimit(resource, hard, hard).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+fn reset_signals() -> Result<(), StartupError> {
+    let set = |signal: Signal, ignore: bool, name: &'static str| {
+        sys::set_signal_disposition(signal, ignore).map_err(|errno| StartupError::Signal {
+            signal: name,
+            errno,
+        })
+    };
+    set(Signal::SIGPIPE, true, "SIGPIPE")?;
+    set(Signal::SIGXFSZ, true, "SIGXFSZ")?;
+    set(Signal::SIGCHLD, false, "SIGCHLD")?;
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(|errno| StartupError::Signal {
+        signal: "signal mask",
+        errno,
+    })
+}
