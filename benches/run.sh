@@ -1,0 +1,562 @@
+#!/usr/bin/env bash
+# benches/run.sh: dump / verify / restore throughput and helper peak RSS of
+# ckpt, next to CRIU 4.1.1 on the same workload. Run as root:
+#
+#   sudo benches/run.sh
+#
+# See benches/README.md for what it measures and how. Knobs (environment):
+#   BENCH_MIB    workload size in MiB (default 1024)
+#   BENCH_REPS   repetitions per tool; the median is reported (default 3)
+#   BENCH_TOOLS  "ckpt criu" (default), or one of them
+#   BENCH_DIR    where images are written, same filesystem for both tools
+#                (default /var/tmp/ckpt-bench)
+#   BENCH_DEBIAN_MIRROR  Debian mirror for CRIU's source (default: the one
+#                apt already uses)
+#   BENCH_JOBS   make -j for CRIU (default 2)
+#   BENCH_OUT    JSON output (default benches/results/latest.json)
+set -euo pipefail
+export LC_ALL=C
+
+BENCH_MIB=${BENCH_MIB:-1024}
+BENCH_REPS=${BENCH_REPS:-3}
+BENCH_TOOLS=${BENCH_TOOLS:-ckpt criu}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/ckpt-bench}
+BENCH_JOBS=${BENCH_JOBS:-2}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_OUT=${BENCH_OUT:-$REPO/benches/results/latest.json}
+CACHE=/var/cache/ckpt-bench
+PREFIX=/opt/ckpt-bench
+SYSCONFDIR=$PREFIX/etc
+STATEDIR=$PREFIX/var
+BENCH_USER=ckpt-user
+
+CRIU_VERSION=4.1.1
+CRIU_TARBALL=criu_${CRIU_VERSION}.orig.tar.xz
+# Checked after apt-get source (apt already checks it against the signed
+# Sources index; this pins the exact tarball the numbers were taken with).
+CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+CRIU_SRC=$CACHE/criu-$CRIU_VERSION
+CRIU=$CRIU_SRC/criu/criu
+CRIU_BUILD_DEPS=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libnl-3-dev
+	libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev
+	uuid-dev pkg-config python3-protobuf gcc make xz-utils)
+HARNESS_DEPS=(gcc util-linux passwd procps openssl)
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (sudo benches/run.sh)"
+[[ $BENCH_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_MIB must be a positive integer"
+[[ $BENCH_REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer"
+for t in $BENCH_TOOLS; do
+	[[ $t == ckpt || $t == criu ]] || die "BENCH_TOOLS: unknown tool '$t'"
+done
+want() { [[ " $BENCH_TOOLS " == *" $1 "* ]]; }
+
+mkdir -p "$CACHE"
+chmod 0755 "$CACHE"
+exec 9>"$CACHE/run.lock"
+flock -n 9 || die "another benches/run.sh is running"
+
+# ---------------------------------------------------------------- cleanup
+WORKLOAD_PIDS=()
+# Kill only processes we started, and only while they still run bigmem
+# (guards against pid reuse).
+kill_workload() {
+	local pid=$1
+	[[ -n $pid && -r /proc/$pid/cmdline ]] || return 0
+	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$CACHE/bin/bigmem"; then
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[[ -e /proc/$pid ]] || return 0
+		# A zombie we are not the parent of goes away when init reaps it.
+		[[ $(awk '/^State:/{print $2}' "/proc/$pid/status" 2>/dev/null) == Z ]] && return 0
+		sleep 0.05
+	done
+}
+cleanup() {
+	local pid
+	for pid in "${WORKLOAD_PIDS[@]}"; do
+		kill_workload "$pid"
+	done
+	# Images are large: remove them; keep the logs in $BENCH_DIR/run.
+	if [[ -n ${BENCH_DIR:-} && -d $BENCH_DIR/run ]]; then
+		rm -f "$BENCH_DIR/run/ckpt/image.ckpt"
+		find "$BENCH_DIR/run" -name 'pages-*.img' -delete 2>/dev/null || true
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- apt
+APT_UPDATED=0
+apt_install() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	if ((!APT_UPDATED)); then
+		apt-get update -q >&2
+		APT_UPDATED=1
+	fi
+	log "apt-get install ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+}
+
+# The Debian mirror the machine's apt sources already use (main archive
+# entry for this release, not -security / -updates).
+debian_mirror() {
+	if [[ -n ${BENCH_DEBIAN_MIRROR:-} ]]; then
+		echo "$BENCH_DEBIAN_MIRROR"
+		return
+	fi
+	local codename uri f
+	# shellcheck disable=SC1091
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[[ -e $f ]] || continue
+		# deb822: stanzas separated by blank lines.
+		uri=$(awk -v cn="$codename" '
+			BEGIN { RS = ""; FS = "\n" }
+			{
+				types = ""; uris = ""; suites = ""
+				for (i = 1; i <= NF; i++) {
+					if ($i ~ /^Types:/) types = $i
+					else if ($i ~ /^URIs:/) uris = $i
+					else if ($i ~ /^Suites:/) suites = $i
+				}
+				if (types !~ /(^|[ \t])deb([ \t]|$)/) next
+				if (suites !~ ("[ \t]" cn "([ \t]|$)")) next
+				sub(/^URIs:[ \t]*/, "", uris); split(uris, u, /[ \t]+/)
+				print u[1]; exit
+			}' "$f")
+		[[ -n $uri ]] && { echo "$uri"; return; }
+	done
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[[ -e $f ]] || continue
+		uri=$(awk -v cn="$codename" '
+			$1 == "deb" {
+				i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+				if ($(i + 1) == cn) { print $i; exit }
+			}' "$f")
+		[[ -n $uri ]] && { echo "$uri"; return; }
+	done
+	echo "http://deb.debian.org/debian"
+}
+
+# ---------------------------------------------------------------- CRIU
+criu_ok() {
+	[[ -x $CRIU ]] && "$CRIU" --version 2>/dev/null | grep -q "^Version: $CRIU_VERSION\$"
+}
+
+ensure_criu() {
+	if criu_ok; then
+		log "CRIU $CRIU_VERSION already built: $CRIU"
+		return
+	fi
+	mkdir -p "$CACHE/src"
+	if [[ ! -f $CACHE/src/$CRIU_TARBALL ]]; then
+		if ! apt-cache showsrc "criu=$CRIU_VERSION-1" 2>/dev/null | grep -q "^Version: $CRIU_VERSION"; then
+			local mirror
+			mirror=$(debian_mirror)
+			log "adding deb-src trixie from $mirror"
+			cat >/etc/apt/sources.list.d/ckpt-bench-trixie-src.sources <<-EOF
+				Types: deb-src
+				URIs: $mirror
+				Suites: trixie
+				Components: main
+				Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+			EOF
+			apt-get update -q >&2
+			APT_UPDATED=1
+		fi
+		# Exits non-zero when the .dsc / debian.tar.xz are missing on the
+		# mirror; the orig tarball is all we need.
+		(cd "$CACHE/src" && apt-get source --download-only "criu/trixie" >&2) || true
+		[[ -f $CACHE/src/$CRIU_TARBALL ]] || die "apt-get source did not fetch $CRIU_TARBALL"
+	fi
+	echo "$CRIU_SHA256  $CACHE/src/$CRIU_TARBALL" | sha256sum -c --quiet - ||
+		die "$CRIU_TARBALL: sha256 mismatch"
+	apt_install "${CRIU_BUILD_DEPS[@]}"
+	if [[ ! -d $CRIU_SRC ]]; then
+		tar -C "$CACHE" -xf "$CACHE/src/$CRIU_TARBALL"
+	fi
+	log "building CRIU $CRIU_VERSION (nice -n 19 make -j$BENCH_JOBS criu; log: $CACHE/criu-build.log)"
+	if ! (cd "$CRIU_SRC" && nice -n 19 make -j"$BENCH_JOBS" criu) >"$CACHE/criu-build.log" 2>&1; then
+		tail -30 "$CACHE/criu-build.log" >&2
+		die "CRIU build failed (full log: $CACHE/criu-build.log)"
+	fi
+	criu_ok || die "built CRIU does not report version $CRIU_VERSION"
+	log "CRIU built: $CRIU"
+}
+
+# ---------------------------------------------------------------- ckpt
+find_cargo() {
+	local c
+	if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
+		local home
+		home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+		for c in "$home/.cargo/bin/cargo" /usr/local/cargo/bin/cargo; do
+			[[ -x $c ]] && { echo "$c"; return; }
+		done
+	fi
+	c=$(command -v cargo || true)
+	[[ -n $c ]] && { echo "$c"; return; }
+	for c in /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do
+		[[ -x $c ]] && { echo "$c"; return; }
+	done
+	die "cargo not found (install the Rust toolchain)"
+}
+
+build_ckpt() {
+	local cargo builder=root target=$CACHE/target
+	cargo=$(find_cargo)
+	# Build as the invoking user under sudo (their toolchain, no root-owned
+	# files in their tree). A separate target dir keeps the bench's build-time
+	# CKPT_SYSCONFDIR from invalidating everyone's target/ cache.
+	[[ -n ${SUDO_USER:-} && $SUDO_USER != root ]] && builder=$SUDO_USER
+	mkdir -p "$target"
+	[[ $(stat -c %U "$target") == "$builder" ]] || chown -R "$builder" "$target"
+	log "building ckpt (release, CKPT_SYSCONFDIR=$SYSCONFDIR) as $builder"
+	local -a env=(CKPT_SYSCONFDIR="$SYSCONFDIR" CKPT_STATEDIR="$STATEDIR"
+		CARGO_TARGET_DIR="$target" PATH="$(dirname "$cargo"):$PATH")
+	if [[ $builder == root ]]; then
+		(cd "$REPO" && env "${env[@]}" nice -n 19 "$cargo" build --release -j2 \
+			-p ckpt-sign -p ckpt-verify) >&2
+	else
+		(cd "$REPO" && setpriv --reuid="$builder" --regid="$builder" --init-groups \
+			env HOME="$(getent passwd "$builder" | cut -d: -f6)" "${env[@]}" \
+			nice -n 19 "$cargo" build --release -j2 -p ckpt-sign -p ckpt-verify) >&2
+	fi
+	install -d -o root -g root -m 0755 "$PREFIX" "$PREFIX/bin" "$SYSCONFDIR" "$STATEDIR"
+	install -o root -g root -m 4755 "$target/release/ckpt-sign" "$PREFIX/bin/ckpt-sign"
+	install -o root -g root -m 4755 "$target/release/ckpt-verify" "$PREFIX/bin/ckpt-verify"
+	log "host key: $PREFIX/bin/ckpt-sign keygen --force"
+	"$PREFIX/bin/ckpt-sign" keygen --force >&2
+}
+
+ensure_user() {
+	if ! id "$BENCH_USER" >/dev/null 2>&1; then
+		log "creating user $BENCH_USER"
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin "$BENCH_USER"
+	fi
+	BENCH_UID=$(id -u "$BENCH_USER")
+}
+
+build_tools() {
+	mkdir -p "$CACHE/bin"
+	chmod 0755 "$CACHE/bin"
+	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/bigmem" "$REPO/benches/workloads/bigmem.c"
+	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/measure" "$REPO/benches/tools/measure.c"
+	chmod 0755 "$CACHE/bin/bigmem" "$CACHE/bin/measure"
+}
+
+# ---------------------------------------------------------------- helpers
+as_user() {
+	setpriv --reuid="$BENCH_USER" --regid="$BENCH_USER" --init-groups -- "$@"
+}
+
+# wait_for FILE SECONDS [PID]: wait until FILE exists (and PID, if given,
+# is still alive).
+wait_for() {
+	local file=$1 secs=$2 pid=${3:-} i
+	for ((i = 0; i < secs * 20; i++)); do
+		[[ -s $file ]] && return 0
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			return 1
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+# start_workload DIR USER: starts bigmem as USER in DIR (its cwd; the dir is
+# USER's, so a restore with USER's credentials can chdir back). Sets WL_PID
+# and WL_SUM.
+start_workload() {
+	local dir=$1 user=$2 status=$1/status
+	rm -f "$status" "$status.check"
+	: >"$dir/workload.err"
+	chown "$user:" "$dir/workload.err"
+	# 9>&-: the workload must not inherit the harness's lock fd.
+	(cd "$dir" && exec 9>&- && exec setpriv --reuid="$user" --regid="$user" --init-groups -- \
+		"$CACHE/bin/bigmem" "$BENCH_MIB" "$status" </dev/null >/dev/null 2>"$dir/workload.err") &
+	WL_PID=$!
+	# Not a job: bash still reaps it when it dies, without a "Killed" notice.
+	disown "$WL_PID"
+	WORKLOAD_PIDS+=("$WL_PID")
+	wait_for "$status" 600 "$WL_PID" || {
+		cat "$dir/workload.err" >&2
+		die "workload did not become ready"
+	}
+	local word pid sum
+	read -r word pid sum _ <"$status"
+	[[ $word == ready && $pid == "$WL_PID" ]] || die "workload status: $(cat "$status")"
+	WL_SUM=$sum
+}
+
+# reap PID: after a dump killed the workload, wait until bash has reaped it
+# (it is our child) so its pid is free again (CRIU restores with the same pid).
+reap() {
+	local pid=$1 i
+	if kill -0 "$pid" 2>/dev/null && [[ $(awk '/^State:/{print $2}' "/proc/$pid/status") != Z ]]; then
+		log "note: workload $pid still running after dump; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	for ((i = 0; i < 200; i++)); do
+		[[ -e /proc/$pid ]] || return 0
+		sleep 0.05
+	done
+	die "workload $pid was not reaped"
+}
+
+# check_restored PID DIR EXPECTED_SUM UID: the restored process runs as UID
+# and its memory checksum matches the one computed before the dump.
+check_restored() {
+	local pid=$1 dir=$2 want=$3 want_uid=$4 uid word rpid got
+	kill -0 "$pid" 2>/dev/null || die "restored process $pid is not running"
+	uid=$(awk '/^Uid:/{print $2}' "/proc/$pid/status")
+	[[ $uid == "$want_uid" ]] || die "restored process $pid runs as uid $uid, expected $want_uid"
+	rm -f "$dir/status.check"
+	kill -USR1 "$pid"
+	wait_for "$dir/status.check" 300 "$pid" || die "restored process $pid did not answer SIGUSR1"
+	read -r word rpid got _ <"$dir/status.check"
+	[[ $word == ok && $rpid == "$pid" && $got == "$want" ]] ||
+		die "restored process $pid: memory check failed: $(cat "$dir/status.check") (want $want)"
+}
+
+# measure OUTVAR USER|root CMD...: runs CMD under the measure tool, sets
+# OUTVAR to "seconds peak_kib".
+MEASURE_LAST=""
+measure() {
+	local who=$1
+	shift
+	local out=$RUN/measure.out
+	rm -f "$out"
+	if [[ $who == user ]]; then
+		(cd "$RUN" && as_user "$CACHE/bin/measure" "$out" -- "$@") 9>&-
+	else
+		(cd "$RUN" && "$CACHE/bin/measure" "$out" -- "$@") 9>&-
+	fi
+	local secs kib code
+	read -r secs kib code <"$out"
+	if [[ $code != 0 ]]; then
+		log "command failed with exit code $code: $*"
+		return 1
+	fi
+	MEASURE_LAST="$secs $kib"
+}
+
+declare -A SAMPLES # key "tool.step" -> "secs kib;secs kib;..."
+declare -A IMGSIZE
+add_sample() { SAMPLES[$1]+="${SAMPLES[$1]:+;}$2"; }
+
+# ---------------------------------------------------------------- one rep
+run_ckpt_rep() {
+	local rep=$1 dir=$RUN/ckpt
+	mkdir -p "$dir"
+	chown "$BENCH_USER:" "$dir"
+	chmod 0700 "$dir"
+	local img=$dir/image.ckpt pidfile=$dir/restored.pid
+	rm -f "$img" "$pidfile"
+	start_workload "$dir" "$BENCH_USER"
+	log "ckpt rep $rep: workload pid $WL_PID ready ($BENCH_MIB MiB, sum $WL_SUM)"
+
+	measure user "$PREFIX/bin/ckpt-sign" dump --pid "$WL_PID" -o "$img" || die "ckpt-sign dump failed"
+	add_sample ckpt.dump "$MEASURE_LAST"
+	reap "$WL_PID"
+	IMGSIZE[ckpt]=$(stat -c %s "$img")
+
+	measure user "$PREFIX/bin/ckpt-verify" verify "$img" >"$dir/verify.out" ||
+		{ cat "$dir/verify.out" >&2; die "ckpt-verify verify failed"; }
+	add_sample ckpt.verify "$MEASURE_LAST"
+
+	measure user "$PREFIX/bin/ckpt-verify" restore "$img" --pidfile "$pidfile" >"$dir/restore.out" ||
+		{ cat "$dir/restore.out" >&2; die "ckpt-verify restore failed"; }
+	add_sample ckpt.restore "$MEASURE_LAST"
+	wait_for "$pidfile" 10 || die "ckpt-verify restore wrote no pidfile"
+	local rpid
+	rpid=$(tr -dc 0-9 <"$pidfile")
+	WORKLOAD_PIDS+=("$rpid")
+	check_restored "$rpid" "$dir" "$WL_SUM" "$BENCH_UID"
+	log "ckpt rep $rep: restored pid $rpid alive, memory checksum matches"
+
+	# Reference for verify: one core's SHA-256 (OpenSSL, SHA-NI when the CPU
+	# has it) over the same bytes, warm. coreutils' sha256sum is no reference:
+	# Debian's has no SHA-NI code and runs at a fraction of this speed.
+	measure root openssl dgst -sha256 "$img" >/dev/null || die "openssl dgst failed"
+	add_sample ref.sha256 "$MEASURE_LAST"
+
+	kill_workload "$rpid"
+	rm -f "$img"
+}
+
+run_criu_rep() {
+	local rep=$1 dir=$RUN/criu
+	mkdir -p "$dir"
+	chmod 0700 "$dir"
+	local img=$dir/images pidfile=$dir/restored.pid
+	rm -rf "$img" "$pidfile"
+	mkdir -p "$img"
+	# Same program, but run as root: CRIU itself must run as root, and root
+	# here lacks CAP_SYS_RESOURCE, without which criu dump cannot read another
+	# uid's rlimits (prlimit: "Can't get rlimit 0: Operation not permitted").
+	start_workload "$dir" root
+	log "criu rep $rep: workload pid $WL_PID ready"
+
+	# Started with setsid and no tty: no --shell-job needed.
+	measure root "$CRIU" dump -t "$WL_PID" -D "$img" -o dump.log ||
+		{ tail -20 "$img/dump.log" >&2; die "criu dump failed"; }
+	add_sample criu.dump "$MEASURE_LAST"
+	reap "$WL_PID"
+	IMGSIZE[criu]=$(du -sb "$img" | cut -f1)
+
+	measure root "$CRIU" restore -D "$img" -o restore.log -d --pidfile "$pidfile" ||
+		{ tail -20 "$img/restore.log" >&2; die "criu restore failed"; }
+	add_sample criu.restore "$MEASURE_LAST"
+	local rpid
+	rpid=$(tr -dc 0-9 <"$pidfile")
+	WORKLOAD_PIDS+=("$rpid")
+	check_restored "$rpid" "$dir" "$WL_SUM" 0
+	log "criu rep $rep: restored pid $rpid alive, memory checksum matches"
+
+	kill_workload "$rpid"
+	rm -rf "$img"
+}
+
+# ---------------------------------------------------------------- stats
+# median_field "a b;c d;..." FIELD(1|2)
+median_field() {
+	tr ';' '\n' <<<"$1" | awk -v f="$2" '{print $f}' | sort -g |
+		awk '{v[NR] = $1} END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+fieldlist() { tr ';' '\n' <<<"$1" | awk -v f="$2" -v s="$3" 'BEGIN{ORS=""} {print (NR > 1 ? ", " : "") $f * s}'; }
+
+# ---------------------------------------------------------------- main
+apt_install "${HARNESS_DEPS[@]}"
+if want criu; then ensure_criu; fi
+ensure_user
+build_tools
+if want ckpt; then build_ckpt; fi
+
+mkdir -p "$BENCH_DIR"
+chmod 0755 "$BENCH_DIR"
+RUN=$BENCH_DIR/run
+rm -rf "$RUN"
+mkdir -p "$RUN"
+chmod 0755 "$RUN"
+chown "$BENCH_USER:" "$RUN"
+FS="$(df -P "$BENCH_DIR" | awk 'NR == 2 {print $1}') ($(stat -f -c %T "$BENCH_DIR"))"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "workload $BENCH_MIB MiB, $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
+log "load average at start: $LOAD_START (2 shared cores: numbers are noisy when others build)"
+
+for ((rep = 1; rep <= BENCH_REPS; rep++)); do
+	if want ckpt; then run_ckpt_rep "$rep"; fi
+	if want criu; then run_criu_rep "$rep"; fi
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+BYTES=$((BENCH_MIB * 1048576))
+# Columns per tool/step: median seconds, MB/s (10^6 bytes of workload memory
+# per second), median peak RSS MiB.
+stat_of() { # tool.step -> "secs mbps rss_mib" or "- - -"
+	local s=${SAMPLES[$1]:-}
+	if [[ -z $s ]]; then
+		echo "- - -"
+		return
+	fi
+	local secs kib
+	secs=$(median_field "$s" 1)
+	kib=$(median_field "$s" 2)
+	awk -v s="$secs" -v k="$kib" -v b="$BYTES" 'BEGIN { printf "%.3f %.0f %.1f\n", s, b / 1e6 / s, k / 1024 }'
+}
+
+printf '\nckpt vs CRIU %s: %d MiB resident pseudo-random memory, median of %d, warm page cache\n' \
+	"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_REPS"
+printf 'MB/s = 10^6 bytes of workload memory per second; RSS = helper peak (ru_maxrss)\n\n'
+printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' step "ckpt s" "ckpt MB/s" "ckpt RSS" \
+	"criu s" "criu MB/s" "criu RSS" "ckpt/criu"
+for step in dump verify restore; do
+	read -r cs cm cr <<<"$(stat_of "ckpt.$step")"
+	read -r rs rmb rr <<<"$(stat_of "criu.$step")"
+	ratio=-
+	if [[ $cm != - && $rmb != - ]]; then
+		ratio=$(awk -v a="$cm" -v b="$rmb" 'BEGIN{printf "%.2f", a / b}')
+	fi
+	if [[ $cr != - ]]; then cr="$cr MiB"; fi
+	if [[ $rr != - ]]; then rr="$rr MiB"; fi
+	if [[ $step == verify ]] && want criu; then rs=n/a rmb=n/a rr=n/a; fi
+	printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' "$step" "$cs" "$cm" "$cr" "$rs" "$rmb" "$rr" "$ratio"
+done
+if [[ -n ${SAMPLES[ref.sha256]:-} ]]; then
+	read -r hs hm hr <<<"$(stat_of ref.sha256)"
+	printf '\nreference: openssl dgst -sha256 of the ckpt image (warm, 1 core): %s s, %s MB/s, %s MiB RSS\n' "$hs" "$hm" "$hr"
+fi
+printf 'CRIU has no verify step (it does not sign or check images).\n'
+for t in ckpt criu; do
+	if [[ -n ${IMGSIZE[$t]:-} ]]; then printf 'image size %s: %s bytes\n' "$t" "${IMGSIZE[$t]}"; fi
+done
+printf 'load average: start %s, end %s\n' "$LOAD_START" "$LOAD_END"
+
+# Targets from issue 2 (ckpt only).
+TARGETS_JSON=""
+if want ckpt; then
+	read -r _ dm _ <<<"$(stat_of ckpt.dump)"
+	read -r _ vm vr <<<"$(stat_of ckpt.verify)"
+	read -r _ _ rr <<<"$(stat_of ckpt.restore)"
+	t_dump=$(awk -v v="$dm" 'BEGIN{print (v >= 1000) ? "true" : "false"}')
+	t_verify=$(awk -v v="$vm" 'BEGIN{print (v >= 1000) ? "true" : "false"}')
+	t_vrss=$(awk -v v="$vr" 'BEGIN{print (v < 64) ? "true" : "false"}')
+	t_rrss=$(awk -v v="$rr" 'BEGIN{print (v < 64) ? "true" : "false"}')
+	printf '\ntargets (issue 2): dump >= 1000 MB/s: %s; verify >= 1000 MB/s: %s; verify RSS < 64 MiB: %s; restore RSS < 64 MiB: %s\n' \
+		"$t_dump" "$t_verify" "$t_vrss" "$t_rrss"
+	TARGETS_JSON=$(printf '"targets": {"dump_mbps_ge_1000": %s, "verify_mbps_ge_1000": %s, "verify_rss_lt_64mib": %s, "restore_rss_lt_64mib": %s},' \
+		"$t_dump" "$t_verify" "$t_vrss" "$t_rrss")
+fi
+
+# ---------------------------------------------------------------- JSON
+json_step() { # tool.step
+	local s=${SAMPLES[$1]:-}
+	if [[ -z $s ]]; then
+		printf 'null'
+		return
+	fi
+	read -r secs mbps rss <<<"$(stat_of "$1")"
+	printf '{"seconds_median": %s, "mbps": %s, "peak_rss_mib_median": %s, "seconds": [%s], "peak_rss_kib": [%s]}' \
+		"$secs" "$mbps" "$rss" "$(fieldlist "$s" 1 1)" "$(fieldlist "$s" 2 1)"
+}
+git_rev=$(git -c safe.directory="$REPO" -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
+git_dirty=false
+if [[ -n $(git -c safe.directory="$REPO" -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+	git_dirty=true
+fi
+mkdir -p "$(dirname "$BENCH_OUT")"
+{
+	printf '{\n'
+	printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	printf '  "git_commit": "%s", "git_dirty": %s,\n' "$git_rev" "$git_dirty"
+	printf '  "kernel": "%s", "cpu": "%s", "cpus": %s,\n' "$(uname -r)" \
+		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
+	printf '  "load_average_start": "%s", "load_average_end": "%s",\n' "$LOAD_START" "$LOAD_END"
+	printf '  "workload_mib": %s, "workload_bytes": %s, "reps": %s,\n' "$BENCH_MIB" "$BYTES" "$BENCH_REPS"
+	printf '  "image_dir_fs": "%s", "page_cache": "warm",\n' "$FS"
+	printf '  "mbps_unit": "1e6 bytes of workload memory per second (median seconds)",\n'
+	printf '  "image_bytes": {"ckpt": %s, "criu": %s},\n' "${IMGSIZE[ckpt]:-null}" "${IMGSIZE[criu]:-null}"
+	if [[ -n $TARGETS_JSON ]]; then printf '  %s\n' "$TARGETS_JSON"; fi
+	printf '  "ckpt": {"dump": %s, "verify": %s, "restore": %s},\n' \
+		"$(json_step ckpt.dump)" "$(json_step ckpt.verify)" "$(json_step ckpt.restore)"
+	printf '  "criu": {"version": "%s", "dump": %s, "verify": null, "restore": %s},\n' \
+		"$CRIU_VERSION" "$(json_step criu.dump)" "$(json_step criu.restore)"
+	printf '  "reference_openssl_sha256_of_ckpt_image": %s\n' "$(json_step ref.sha256)"
+	printf '}\n'
+} >"$BENCH_OUT.tmp"
+mv "$BENCH_OUT.tmp" "$BENCH_OUT"
+log "wrote $BENCH_OUT"
