@@ -1,0 +1,190 @@
+//! x86_64 register state: conversion between the saved form
+//! ([`crate::state::GpRegs`]) and the kernel's `user_regs_struct`, the
+//! syscall-restart fix-up, and the xsave feature words.
+//!
+//! Trusts nothing: xsave buffers are length-checked before any field is read.
+
+use crate::state::GpRegs;
+
+/// `-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`, `-ERESTART_RESTARTBLOCK`.
+const ERESTARTSYS: i64 = -512;
+const ERESTARTNOINTR: i64 = -513;
+const ERESTARTNOHAND: i64 = -514;
+const ERESTART_RESTARTBLOCK: i64 = -516;
+/// `__NR_restart_syscall`.
+const NR_RESTART_SYSCALL: u64 = 219;
+/// Length of the `syscall` instruction.
+const SYSCALL_INSN_LEN: u64 = 2;
+
+/// Offset of `xfeatures` (the kernel's XCR0) in the software-reserved bytes
+/// of the fxsave area, and of `XSTATE_BV` in the xsave header.
+const SW_XFEATURES_OFFSET: usize = 464 + 8;
+const XSTATE_BV_OFFSET: usize = 512;
+
+/// Convert the kernel's register block to the saved form.
+pub fn from_user_regs(r: &libc::user_regs_struct) -> GpRegs {
+    GpRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        orig_rax: r.orig_rax,
+        rip: r.rip,
+        cs: r.cs,
+        eflags: r.eflags,
+        rsp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+    }
+}
+
+/// Convert the saved form to the kernel's register block. Segment selectors
+/// come from `current` (the live task), never from the image: the kernel
+/// rejects or misuses foreign selectors, and they carry no process state.
+pub fn to_user_regs(g: &GpRegs, current: &libc::user_regs_struct) -> libc::user_regs_struct {
+    let mut r = *current;
+    r.r15 = g.r15;
+    r.r14 = g.r14;
+    r.r13 = g.r13;
+    r.r12 = g.r12;
+    r.rbp = g.rbp;
+    r.rbx = g.rbx;
+    r.r11 = g.r11;
+    r.r10 = g.r10;
+    r.r9 = g.r9;
+    r.r8 = g.r8;
+    r.rax = g.rax;
+    r.rcx = g.rcx;
+    r.rdx = g.rdx;
+    r.rsi = g.rsi;
+    r.rdi = g.rdi;
+    r.orig_rax = g.orig_rax;
+    r.rip = g.rip;
+    r.eflags = g.eflags;
+    r.rsp = g.rsp;
+    r.fs_base = g.fs_base;
+    r.gs_base = g.gs_base;
+    r
+}
+
+/// Which kind of task the registers will be resumed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeIn {
+    /// The original task, which still has its kernel restart block.
+    Original,
+    /// A new task built by restore (no restart block).
+    Restored,
+}
+
+/// The fix-up the kernel would apply when returning to user space from an
+/// interrupted syscall with no handler to run. Resuming from a syscall-exit
+/// stop skips the kernel's own restart handling, so we apply it: restartable
+/// syscalls are re-executed; `-ERESTART_RESTARTBLOCK` goes through
+/// `restart_syscall` in the original task and becomes `-EINTR` in a restored
+/// one. `orig_rax` becomes -1 so nothing is fixed up twice.
+pub fn restart_fixup(r: &mut libc::user_regs_struct, resume: ResumeIn) {
+    let in_syscall = (r.orig_rax as i64) >= 0;
+    if in_syscall {
+        match r.rax as i64 {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
+            }
+            ERESTART_RESTARTBLOCK => match resume {
+                ResumeIn::Original => {
+                    r.rax = NR_RESTART_SYSCALL;
+                    r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
+                }
+                ResumeIn::Restored => r.rax = (-(libc::EINTR as i64)) as u64,
+            },
+            _ => {}
+        }
+    }
+    r.orig_rax = u64::MAX;
+}
+
+/// The xsave features enabled by the kernel (XCR0), from an `NT_X86_XSTATE`
+/// buffer.
+pub fn xsave_enabled_features(xsave: &[u8]) -> Option<u64> {
+    read_u64(xsave, SW_XFEATURES_OFFSET)
+}
+
+/// The features with live state in this buffer (`XSTATE_BV`).
+pub fn xsave_features_in_use(xsave: &[u8]) -> Option<u64> {
+    read_u64(xsave, XSTATE_BV_OFFSET)
+}
+
+fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
+    let bytes = buf.get(at..at.checked_add(8)?)?;
+    let arr: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_le_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs() -> libc::user_regs_struct {
+        // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn restartable_syscall_is_rewound() {
+        let mut r = regs();
+        r.orig_rax = 34; // pause
+        r.rax = (-514i64) as u64;
+        r.rip = 0x1002;
+        restart_fixup(&mut r, ResumeIn::Restored);
+        assert_eq!((r.rax, r.rip, r.orig_rax), (34, 0x1000, u64::MAX));
+    }
+
+    #[test]
+    fn restart_block_depends_on_task() {
+        let mut a = regs();
+        a.orig_rax = 35;
+        a.rax = (-516i64) as u64;
+        a.rip = 0x2002;
+        let mut b = a;
+        restart_fixup(&mut a, ResumeIn::Original);
+        assert_eq!((a.rax, a.rip), (219, 0x2000));
+        restart_fixup(&mut b, ResumeIn::Restored);
+        assert_eq!((b.rax as i64, b.rip), (-4, 0x2002));
+    }
+
+    #[test]
+    fn not_in_syscall_is_untouched() {
+        let mut r = regs();
+        r.orig_rax = u64::MAX;
+        r.rax = (-512i64) as u64;
+        r.rip = 0x3000;
+        restart_fixup(&mut r, ResumeIn::Restored);
+        assert_eq!((r.rax as i64, r.rip), (-512, 0x3000));
+    }
+
+    #[test]
+    fn short_xsave_has_no_features() {
+        assert_eq!(xsave_enabled_features(&[0u8; 100]), None);
+        let mut buf = vec![0u8; 576];
+        buf[472..480].copy_from_slice(&7u64.to_le_bytes());
+        buf[512..520].copy_from_slice(&3u64.to_le_bytes());
+        assert_eq!(xsave_enabled_features(&buf), Some(7));
+        assert_eq!(xsave_features_in_use(&buf), Some(3));
+    }
+}

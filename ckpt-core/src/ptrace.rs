@@ -1,0 +1,271 @@
+//! A traced task and syscall injection into it.
+//!
+//! Owns: the ptrace relationship with one task (seized for dump, or created
+//! with `PTRACE_TRACEME` for restore). Trusts: the kernel's stop reports.
+//! Signals that reach the task while we drive it are recorded, suppressed,
+//! and handed back to the caller (`stolen_signals`) so they can be re-sent
+//! once the task runs on its own: never silently dropped.
+//!
+//! Injection (`Tracee::syscall`) points the task at a `syscall` instruction
+//! with the arguments in registers and runs it from syscall-entry to
+//! syscall-exit stop. The caller saves the task's own registers first and
+//! puts them back last; `orig_rax` is always -1 in injected state so the
+//! kernel never applies its restart logic to our registers.
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::sys;
+
+/// An error driving a traced task.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    #[error("ptrace {op} on pid {pid}: {errno}")]
+    Request { op: &'static str, pid: i32, errno: Errno },
+    #[error("pid {pid} exited or was killed while being traced ({status})")]
+    Gone { pid: i32, status: String },
+    #[error("pid {pid}: unexpected stop {status} during {during}")]
+    UnexpectedStop { pid: i32, status: String, during: &'static str },
+    #[error("pid {pid}: injected {name} failed: {errno}")]
+    Syscall { pid: i32, name: &'static str, errno: Errno },
+}
+
+/// `PTRACE_EVENT_STOP`.
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// A task under our ptrace control, currently stopped.
+pub struct Tracee {
+    pid: i32,
+    /// Address of a `syscall` instruction in the task.
+    syscall_at: u64,
+    /// Register template for injections (segment selectors etc.).
+    template: Option<libc::user_regs_struct>,
+    /// Signals that arrived while we drove the task.
+    stolen: Vec<i32>,
+    /// Whether any syscall was injected (the task then sits at a
+    /// syscall-exit stop rather than where it was stopped).
+    injected: bool,
+}
+
+impl std::fmt::Debug for Tracee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracee").field("pid", &self.pid).finish()
+    }
+}
+
+fn req(op: &'static str, pid: i32) -> impl Fn(Errno) -> PtraceError {
+    move |errno| PtraceError::Request { op, pid, errno }
+}
+
+impl Tracee {
+    /// Wrap a task that is already traced by us and stopped.
+    pub fn attached(pid: i32) -> Tracee {
+        Tracee { pid, syscall_at: 0, template: None, stolen: Vec::new(), injected: false }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn npid(&self) -> Pid {
+        Pid::from_raw(self.pid)
+    }
+
+    /// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, then wait until the task is in
+    /// its interrupt stop.
+    pub fn seize(pid: i32) -> Result<Tracee, PtraceError> {
+        let opts = libc::PTRACE_O_TRACESYSGOOD;
+        sys::seize(pid, opts).map_err(req("SEIZE", pid))?;
+        let mut t = Tracee::attached(pid);
+        ptrace::interrupt(t.npid()).map_err(req("INTERRUPT", pid))?;
+        t.wait_event_stop()?;
+        Ok(t)
+    }
+
+    fn wait(&self) -> Result<WaitStatus, PtraceError> {
+        loop {
+            match waitpid(self.npid(), Some(WaitPidFlag::__WALL)) {
+                Ok(s) => return Ok(s),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(PtraceError::Request { op: "waitpid", pid: self.pid, errno }),
+            }
+        }
+    }
+
+    fn gone(&self, s: WaitStatus) -> PtraceError {
+        PtraceError::Gone { pid: self.pid, status: format!("{s:?}") }
+    }
+
+    /// Wait for the `PTRACE_EVENT_STOP` that follows `PTRACE_INTERRUPT`,
+    /// stealing any signal that is reported first.
+    fn wait_event_stop(&mut self) -> Result<(), PtraceError> {
+        loop {
+            let s = self.wait()?;
+            match s {
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(()),
+                WaitStatus::Stopped(_, sig) => {
+                    self.stolen.push(sig as i32);
+                    ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
+                other => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{other:?}"),
+                        during: "interrupt",
+                    })
+                }
+            }
+        }
+    }
+
+    /// Resume with `PTRACE_SYSCALL` and wait for the next syscall stop,
+    /// stealing signals on the way.
+    pub fn next_syscall_stop(&mut self) -> Result<(), PtraceError> {
+        ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid))?;
+        loop {
+            let s = self.wait()?;
+            match s {
+                WaitStatus::PtraceSyscall(_) => return Ok(()),
+                WaitStatus::Stopped(_, sig) => {
+                    self.stolen.push(sig as i32);
+                    ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid))?;
+                }
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
+                    ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid))?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
+                other => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{other:?}"),
+                        during: "syscall",
+                    })
+                }
+            }
+        }
+    }
+
+    /// Resume with `PTRACE_CONT` and wait for an exec event stop.
+    pub fn cont_until_exec(&mut self) -> Result<(), PtraceError> {
+        ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
+        loop {
+            let s = self.wait()?;
+            match s {
+                WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXEC => return Ok(()),
+                WaitStatus::Stopped(_, sig) => {
+                    self.stolen.push(sig as i32);
+                    ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
+                other => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{other:?}"),
+                        during: "exec",
+                    })
+                }
+            }
+        }
+    }
+
+    /// Wait for the initial `SIGSTOP` of a `PTRACE_TRACEME` child.
+    pub fn wait_initial_sigstop(&mut self) -> Result<(), PtraceError> {
+        loop {
+            let s = self.wait()?;
+            match s {
+                WaitStatus::Stopped(_, Signal::SIGSTOP) => return Ok(()),
+                WaitStatus::Stopped(_, sig) => {
+                    self.stolen.push(sig as i32);
+                    ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
+                other => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{other:?}"),
+                        during: "start",
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn set_options(&self, opts: ptrace::Options) -> Result<(), PtraceError> {
+        ptrace::setoptions(self.npid(), opts).map_err(req("SETOPTIONS", self.pid))
+    }
+
+    pub fn regs(&self) -> Result<libc::user_regs_struct, PtraceError> {
+        sys::get_regs(self.pid).map_err(req("GETREGS", self.pid))
+    }
+
+    pub fn set_regs(&self, r: &libc::user_regs_struct) -> Result<(), PtraceError> {
+        sys::set_regs(self.pid, r).map_err(req("SETREGS", self.pid))
+    }
+
+    /// Use the `syscall` instruction at `addr` for injections, with `template`
+    /// supplying the registers injections do not set.
+    pub fn set_syscall_site(&mut self, addr: u64, template: libc::user_regs_struct) {
+        self.syscall_at = addr;
+        self.template = Some(template);
+    }
+
+    /// Inject one syscall and return its raw result (negative errno on
+    /// failure). Ends at the syscall-exit stop.
+    pub fn syscall_raw(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, PtraceError> {
+        let template = match self.template {
+            Some(t) => t,
+            None => self.regs()?,
+        };
+        let mut r = template;
+        r.rip = self.syscall_at;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        r.rdi = args[0];
+        r.rsi = args[1];
+        r.rdx = args[2];
+        r.r10 = args[3];
+        r.r8 = args[4];
+        r.r9 = args[5];
+        self.set_regs(&r)?;
+        self.injected = true;
+        self.next_syscall_stop()?; // entry
+        self.next_syscall_stop()?; // exit
+        let out = self.regs()?;
+        Ok(out.rax as i64)
+    }
+
+    /// Inject one syscall; a negative result becomes [`PtraceError::Syscall`].
+    pub fn syscall(&mut self, name: &'static str, nr: libc::c_long, args: [u64; 6]) -> Result<u64, PtraceError> {
+        let r = self.syscall_raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            let errno = Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EINVAL));
+            return Err(PtraceError::Syscall { pid: self.pid, name, errno });
+        }
+        Ok(r as u64)
+    }
+
+    /// Whether any syscall has been injected.
+    pub fn was_injected(&self) -> bool {
+        self.injected
+    }
+
+    /// Signals that arrived while we drove the task.
+    pub fn take_stolen_signals(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.stolen)
+    }
+
+    /// Detach, letting the task run.
+    pub fn detach(self) -> Result<(), PtraceError> {
+        ptrace::detach(self.npid(), None).map_err(req("DETACH", self.pid))
+    }
+}
+
+/// Find a `syscall` instruction (0f 05) in `code`, which was read from
+/// address `base`.
+pub fn find_syscall_insn(code: &[u8], base: u64) -> Option<u64> {
+    code.windows(2).position(|w| w == [0x0f, 0x05]).map(|i| base + i as u64)
+}

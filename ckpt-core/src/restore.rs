@@ -1,0 +1,899 @@
+//! The restore engine: build a process from an image, from the outside, with
+//! ptrace, and let it continue where it stopped.
+//!
+//! Owns: the stub task from its creation until it is detached. The stub is
+//! created with exactly the credentials the caller of this module decided
+//! ([`RestoreCredentials`]), before it does anything else; every file it
+//! reopens is opened *by the stub itself* through an injected `openat`, so
+//! the kernel applies those credentials. Trusts: nothing in the image beyond
+//! what its reader verified — every address, size and count is checked here
+//! again before it is acted on; memory chunks are re-hashed as they stream
+//! (the caller owns the image file and could change it under us).
+//!
+//! If anything fails, the half-built stub is killed (`PTRACE_O_EXITKILL`
+//! also kills it should the restorer die): a process is either fully
+//! restored or not there at all.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::unistd::{ForkResult, Pid};
+use sha2::{Digest, Sha256};
+
+use crate::arch::x86_64::{self as arch, ResumeIn};
+use crate::image::{ImageError, ImageReader, Manifest};
+use crate::procfs;
+use crate::ptrace::{find_syscall_insn, PtraceError, Tracee};
+use crate::state::*;
+use crate::sys;
+
+const PAGE: u64 = 4096;
+/// Most mappings an image may ask for.
+const MAX_VMAS: usize = 65_536;
+/// Most file descriptors an image may ask for.
+const MAX_FDS: usize = 65_536;
+/// Longest path we write into the stub.
+const MAX_PATH: usize = 4000;
+/// Lowest address we map anything at.
+const MIN_ADDR: u64 = 0x10000;
+
+/// Credentials the restored process gets (decided by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreCredentials {
+    /// real, effective, saved, filesystem
+    pub uid: [u32; 4],
+    pub gid: [u32; 4],
+    pub groups: Vec<u32>,
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub creds: RestoreCredentials,
+}
+
+/// A restored, running process.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub pid: i32,
+    /// Things the user should know (what was not restored exactly).
+    pub notices: Vec<String>,
+}
+
+/// Why a restore failed. No restored process is left behind in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the image cannot be restored: {0}")]
+    Invalid(String),
+    #[error("the image needs {0}, which restore does not support yet")]
+    Unsupported(String),
+    #[error("this machine cannot run the image: {0}")]
+    Incompatible(String),
+    #[error("{path} changed since the dump ({what}); refusing to restore")]
+    FileChanged { path: String, what: String },
+    #[error("cannot open {path} with the restored process's credentials: {errno}")]
+    Open { path: String, errno: Errno },
+    #[error("creating the process: {0}")]
+    Spawn(Errno),
+    #[error("restored process {pid}: {source}")]
+    Trace { pid: i32, source: PtraceError },
+    #[error("restored process {pid}: {what} at {addr:#x}: {errno}")]
+    Memory { pid: i32, what: &'static str, addr: u64, errno: Errno },
+    #[error("reading the image: {0}")]
+    Image(#[from] ImageError),
+}
+
+/// Restore the process described by `reader` (whose integrity the caller
+/// has established) with `opts.creds`.
+pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let m = reader.manifest();
+    let plan = Plan::check(m)?;
+    let exe_path = cstring(&m.process.exe.path)?;
+    let stub = spawn_stub(&exe_path, &opts.creds)?;
+    let pid = stub.tracee.pid();
+    let mut notices = Vec::new();
+    if !stub.exec {
+        notices.push(format!(
+            "{} cannot be executed with your credentials without changing them (set-id or file capabilities), or is gone: /proc/{}/exe will not name it",
+            m.process.exe.path,
+            stub.tracee.pid()
+        ));
+    }
+    let mut builder = Builder { stub, m, notices };
+    match builder.build(reader, &plan) {
+        Ok(()) => {
+            let Builder { stub, notices, .. } = builder;
+            stub.finish()?;
+            Ok(Restored { pid, notices })
+        }
+        Err(e) => {
+            builder.stub.kill();
+            Err(e)
+        }
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, RestoreError> {
+    CString::new(s).map_err(|_| RestoreError::Invalid(format!("path with a NUL byte: {s:?}")))
+}
+
+/// Checked facts about the image, derived before anything is created.
+struct Plan {
+    thread: ThreadState,
+}
+
+impl Plan {
+    fn check(m: &Manifest) -> Result<Plan, RestoreError> {
+        let p = &m.process;
+        if m.arch != "x86_64" {
+            return Err(RestoreError::Incompatible(format!("image is for {}", m.arch)));
+        }
+        let thread = match p.threads.as_slice() {
+            [t] => t.clone(),
+            [] => return Err(RestoreError::Invalid("no thread".into())),
+            _ => return Err(RestoreError::Unsupported(format!("{} threads", p.threads.len()))),
+        };
+        if p.vmas.len() > MAX_VMAS || p.fds.len() > MAX_FDS || p.descriptions.len() > MAX_FDS {
+            return Err(RestoreError::Invalid("too many mappings or file descriptors".into()));
+        }
+        let mut prev_end = MIN_ADDR;
+        for v in &p.vmas {
+            let aligned = v.start % PAGE == 0 && v.end % PAGE == 0 && v.offset % PAGE == 0;
+            if !aligned || v.start >= v.end || v.start < prev_end {
+                return Err(RestoreError::Invalid(format!("mapping {:#x}-{:#x} is misplaced", v.start, v.end)));
+            }
+            if v.kind != VmaKind::Vsyscall && v.end > sys::USER_ADDR_END {
+                return Err(RestoreError::Invalid(format!("mapping {:#x}-{:#x} out of range", v.start, v.end)));
+            }
+            if v.kind == VmaKind::File {
+                let ok = v.file.and_then(|i| p.mapped_files.get(i as usize)).is_some();
+                if !ok {
+                    return Err(RestoreError::Invalid(format!("mapping {:#x} names no file", v.start)));
+                }
+            }
+            if v.prot & !((libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32) != 0 {
+                return Err(RestoreError::Invalid(format!("mapping {:#x} has bad protections", v.start)));
+            }
+            prev_end = v.end;
+        }
+        // Every chunk must land inside one mapping whose memory we fill.
+        let mut vi = 0;
+        for c in &m.chunks {
+            let end = c.vaddr.checked_add(c.len).ok_or_else(|| RestoreError::Invalid("chunk overflows".into()))?;
+            while vi < p.vmas.len() && p.vmas[vi].end <= c.vaddr {
+                vi += 1;
+            }
+            let fits = p.vmas.get(vi).is_some_and(|v| {
+                v.start <= c.vaddr
+                    && end <= v.end
+                    && matches!(v.kind, VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File)
+                    && !(v.kind == VmaKind::File && v.shared)
+            });
+            if !fits || c.vaddr % PAGE != 0 || c.len % PAGE != 0 {
+                return Err(RestoreError::Invalid(format!("memory chunk at {:#x} fits no mapping", c.vaddr)));
+            }
+        }
+        for fd in &p.fds {
+            if fd.fd < 0 || fd.description as usize >= p.descriptions.len() {
+                return Err(RestoreError::Invalid(format!("fd {} is malformed", fd.fd)));
+            }
+        }
+        Ok(Plan { thread })
+    }
+}
+
+/// The half-built task.
+struct Stub {
+    tracee: Tracee,
+    pidfd: OwnedFd,
+    /// Whether the stub exec'ed the saved executable (so `/proc/PID/exe`
+    /// names it).
+    exec: bool,
+}
+
+impl Stub {
+    fn pid(&self) -> i32 {
+        self.tracee.pid()
+    }
+
+    fn kill(self) {
+        let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(self.pid()), Some(nix::sys::wait::WaitPidFlag::__WALL));
+    }
+
+    fn finish(mut self) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let stolen = self.tracee.take_stolen_signals();
+        self.tracee.detach().map_err(|source| RestoreError::Trace { pid, source })?;
+        for sig in stolen {
+            let _ = sys::pidfd_send_signal(&self.pidfd, sig);
+        }
+        Ok(())
+    }
+}
+
+/// Create the stub: a child with the decided credentials, in a new session,
+/// all signals blocked, traced by us and stopped. When the saved executable
+/// may be run with those credentials without gaining any (no set-id bit for
+/// anyone else, no file capabilities), the stub execs it so that
+/// `/proc/PID/exe` is right; otherwise it stays a copy of this program until
+/// its memory is replaced.
+fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, RestoreError> {
+    let groups: Vec<libc::gid_t> = creds.groups.clone();
+    let argv: [*const libc::c_char; 2] = [exe.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = c"";
+    let cap_xattr = c"security.capability";
+    let privileged_restorer = nix::unistd::geteuid().is_root();
+    // The child tells us (one byte) whether it will exec the executable.
+    let (decision_r, decision_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
+    let decision_fd = decision_w.as_raw_fd();
+    // SAFETY: the restorer is single-threaded here (image verification
+    // threads have been joined), so the child may run any code; it only
+    // makes raw syscalls on memory prepared above and then stops or execs.
+    let fork = unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn)?;
+    match fork {
+        ForkResult::Child => {
+            // SAFETY: everything passed is prepared before fork and lives
+            // until exec/_exit; only async-signal-safe calls are made.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+                libc::setsid();
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setresgid(creds.gid[0], creds.gid[1], creds.gid[2]) != 0
+                    || libc::setresuid(creds.uid[0], creds.uid[1], creds.uid[2]) != 0
+                    || libc::setfsgid(creds.gid[3]) < 0
+                    || libc::setfsuid(creds.uid[3]) < 0
+                {
+                    libc::_exit(121);
+                }
+                if !privileged_restorer {
+                    libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+                }
+                let fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                let mut exec_ok = false;
+                if fd >= 0 {
+                    let mut st: libc::stat = std::mem::zeroed();
+                    if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG {
+                        let suid_foreign = st.st_mode & libc::S_ISUID != 0 && st.st_uid != creds.uid[1];
+                        let sgid_foreign = st.st_mode & libc::S_ISGID != 0 && st.st_gid != creds.gid[1];
+                        let has_caps = libc::fgetxattr(fd, cap_xattr.as_ptr(), std::ptr::null_mut(), 0) >= 0;
+                        exec_ok = !suid_foreign && !sgid_foreign && !has_caps;
+                    }
+                }
+                let decision: u8 = if exec_ok { b'E' } else { b'F' };
+                libc::write(decision_fd, (&decision as *const u8).cast(), 1);
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32 /* CLOSE_RANGE_CLOEXEC */);
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                    libc::_exit(122);
+                }
+                libc::kill(libc::getpid(), libc::SIGSTOP);
+                if exec_ok {
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        fd,
+                        empty.as_ptr(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
+                    libc::_exit(123);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(decision_w);
+            let mut decision = [0u8; 1];
+            let execs = matches!(nix::unistd::read(decision_r.as_raw_fd(), &mut decision), Ok(1) if decision[0] == b'E');
+            let pid = child.as_raw();
+            let pidfd = match sys::pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(RestoreError::Spawn(e));
+                }
+            };
+            let stub = Stub { tracee: Tracee::attached(pid), pidfd, exec: execs };
+            match prepare_stub(stub) {
+                Ok(s) => Ok(s),
+                Err((s, e)) => {
+                    s.kill();
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Bring a freshly forked stub to a syscall-exit stop from which we inject.
+fn prepare_stub(mut stub: Stub) -> Result<Stub, (Stub, RestoreError)> {
+    let pid = stub.pid();
+    let tr = |source| RestoreError::Trace { pid, source };
+    if let Err(e) = stub.tracee.wait_initial_sigstop() {
+        return Err((stub, tr(e)));
+    }
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACEEXEC
+        | ptrace::Options::PTRACE_O_EXITKILL;
+    if let Err(e) = stub.tracee.set_options(opts) {
+        return Err((stub, tr(e)));
+    }
+    if !stub.exec {
+        // It stays in its signal-delivery stop; injections start from there.
+        return Ok(stub);
+    }
+    match stub.tracee.cont_until_exec() {
+        Ok(()) => {
+            // Step from the exec event (inside execve) to its syscall-exit.
+            if let Err(e) = stub.tracee.next_syscall_stop() {
+                return Err((stub, tr(e)));
+            }
+            Ok(stub)
+        }
+        Err(e) => Err((stub, tr(e))),
+    }
+}
+
+/// Drives the stub from a blank task to the saved process.
+struct Builder<'m> {
+    stub: Stub,
+    m: &'m Manifest,
+    notices: Vec<String>,
+}
+
+/// Occupied address ranges, for picking free spots.
+fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
+    let mut candidate: u64 = 0x1_0000_0000;
+    while candidate + len < sys::USER_ADDR_END {
+        let clash = occupied.iter().find(|&&(s, e)| candidate < e && s < candidate + len);
+        match clash {
+            None => return Some(candidate),
+            Some(&(_, e)) => candidate = (e + (1 << 20)) & !((1 << 20) - 1),
+        }
+    }
+    None
+}
+
+impl<'m> Builder<'m> {
+    fn pid(&self) -> i32 {
+        self.stub.pid()
+    }
+
+    fn tr(&self) -> impl Fn(PtraceError) -> RestoreError {
+        let pid = self.pid();
+        move |source| RestoreError::Trace { pid, source }
+    }
+
+    fn sys(&mut self, name: &'static str, nr: libc::c_long, args: [u64; 6]) -> Result<u64, RestoreError> {
+        let pid = self.pid();
+        self.stub.tracee.syscall(name, nr, args).map_err(|source| RestoreError::Trace { pid, source })
+    }
+
+    fn write_mem(&self, addr: u64, data: &[u8], what: &'static str) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let n = sys::vm_write(pid, addr, data).map_err(|errno| RestoreError::Memory { pid, what, addr, errno })?;
+        if n != data.len() {
+            return Err(RestoreError::Memory { pid, what, addr: addr + n as u64, errno: Errno::EFAULT });
+        }
+        Ok(())
+    }
+
+    fn stub_maps(&self) -> Result<Vec<procfs::maps::MapsEntry>, RestoreError> {
+        let text = std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
+            .map_err(|e| RestoreError::Spawn(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        procfs::maps::parse_maps(&text).map_err(|e| RestoreError::Invalid(format!("stub maps: {e}")))
+    }
+
+    fn build(&mut self, reader: &ImageReader, plan: &Plan) -> Result<(), RestoreError> {
+        let m = self.m;
+        let p = &m.process;
+        let pid = self.pid();
+
+        // 1. The stub as it is: its mappings, vdso, registers, xsave size.
+        let stub_maps = self.stub_maps()?;
+        let find = |name: &str| stub_maps.iter().find(|e| e.path.as_deref() == Some(name)).map(|e| (e.start, e.end));
+        let vdso = find("[vdso]").ok_or_else(|| RestoreError::Incompatible("no [vdso] in the new process".into()))?;
+        let mut vdso_bytes = vec![0u8; usize::try_from(vdso.1 - vdso.0).unwrap_or(0)];
+        let n = sys::vm_read(pid, vdso.0, &mut vdso_bytes)
+            .map_err(|errno| RestoreError::Memory { pid, what: "reading vdso", addr: vdso.0, errno })?;
+        if n != vdso_bytes.len() || Sha256::digest(&vdso_bytes).as_slice() != m.vdso_digest.as_slice() {
+            return Err(RestoreError::Incompatible("the kernel's vdso differs from the one the image was dumped with (another kernel build)".into()));
+        }
+        let syscall_at = find_syscall_insn(&vdso_bytes, vdso.0)
+            .ok_or_else(|| RestoreError::Incompatible("no syscall instruction in the vdso".into()))?;
+        let template = self.stub.tracee.regs().map_err(self.tr())?;
+        self.stub.tracee.set_syscall_site(syscall_at, template);
+
+        let xsave_now = sys::get_xstate(pid)
+            .map_err(|errno| RestoreError::Trace { pid, source: PtraceError::Request { op: "GETREGSET", pid, errno } })?;
+        if xsave_now.len() != plan.thread.xsave.len() {
+            return Err(RestoreError::Incompatible(format!(
+                "xsave area is {} bytes here, {} in the image",
+                xsave_now.len(),
+                plan.thread.xsave.len()
+            )));
+        }
+        let enabled = arch::xsave_enabled_features(&xsave_now).unwrap_or(0);
+        let used = arch::xsave_features_in_use(&plan.thread.xsave).unwrap_or(u64::MAX);
+        if used & !enabled != 0 {
+            return Err(RestoreError::Incompatible(format!(
+                "CPU lacks xsave features {:#x} the process uses",
+                used & !enabled
+            )));
+        }
+
+        // 2. A trampoline (`syscall; int3`) and a scratch page, free both now
+        //    and in the image's layout.
+        let mut occupied: Vec<(u64, u64)> = stub_maps.iter().map(|e| (e.start, e.end)).collect();
+        occupied.extend(p.vmas.iter().map(|v| (v.start, v.end)));
+        let tramp = free_spot(&occupied, 2 * PAGE)
+            .ok_or_else(|| RestoreError::Invalid("no free address for the trampoline".into()))?;
+        let got = self.sys(
+            "mmap(trampoline)",
+            libc::SYS_mmap,
+            [
+                tramp,
+                2 * PAGE,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        if got != tramp {
+            return Err(RestoreError::Invalid("trampoline landed elsewhere".into()));
+        }
+        self.write_mem(tramp, &[0x0f, 0x05, 0xcc], "writing trampoline")?;
+        self.stub.tracee.set_syscall_site(tramp, template);
+        let scratch = tramp + PAGE;
+        occupied.push((tramp, tramp + 2 * PAGE));
+
+        // 3. Drop the stub's own rseq registration and every mapping but the
+        //    trampoline and the vdso family.
+        if let Some((ptr, len, sig)) = sys::get_rseq(pid).ok().flatten() {
+            self.sys("rseq(unregister)", libc::SYS_rseq, [ptr, u64::from(len), 1, u64::from(sig), 0, 0])?;
+        }
+        let keep = |e: &procfs::maps::MapsEntry| {
+            matches!(e.path.as_deref(), Some("[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"))
+        };
+        for e in stub_maps.iter().filter(|e| !keep(e)) {
+            self.sys("munmap(stub)", libc::SYS_munmap, [e.start, e.end - e.start, 0, 0, 0, 0])?;
+        }
+
+        // 4. Move the vdso family where the image had it, keeping its layout.
+        self.move_vdso(&stub_maps, &occupied)?;
+
+        // 5. Mappings, memory, protections.
+        self.map_all(scratch)?;
+        self.fill_memory(reader)?;
+        for v in &p.vmas {
+            if matches!(v.kind, VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File) {
+                self.sys("mprotect", libc::SYS_mprotect, [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0])?;
+                for (flag, advice) in [("dd", libc::MADV_DONTDUMP), ("dc", libc::MADV_DONTFORK), ("wf", libc::MADV_WIPEONFORK)] {
+                    if v.vm_flags.iter().any(|f| f == flag) {
+                        self.sys("madvise", libc::SYS_madvise, [v.start, v.end - v.start, advice as u64, 0, 0, 0])?;
+                    }
+                }
+            }
+        }
+
+        // 6. Files, cwd, umask, name, personality.
+        self.restore_fds(scratch)?;
+        self.put_string(scratch, &p.cwd)?;
+        self.sys("chdir", libc::SYS_chdir, [scratch, 0, 0, 0, 0, 0]).map_err(|e| match e {
+            RestoreError::Trace { source: PtraceError::Syscall { errno, .. }, .. } => {
+                RestoreError::Open { path: p.cwd.clone(), errno }
+            }
+            e => e,
+        })?;
+        self.sys("umask", libc::SYS_umask, [u64::from(p.umask & 0o777), 0, 0, 0, 0, 0])?;
+        let comm: String = p.comm.chars().take(15).collect();
+        self.put_string(scratch, &comm)?;
+        self.sys("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0])?;
+        self.sys("personality", libc::SYS_personality, [u64::from(p.personality), 0, 0, 0, 0, 0])?;
+
+        // 7. Signal dispositions and the alternate stack.
+        for a in &p.sigactions {
+            if a.signal == 0 || a.signal > 64 || a.signal == libc::SIGKILL as u32 || a.signal == libc::SIGSTOP as u32 {
+                return Err(RestoreError::Invalid(format!("signal {} in the image", a.signal)));
+            }
+            let bytes = words_to_bytes(&[a.handler, a.flags, a.restorer, a.mask]);
+            self.write_mem(scratch, &bytes, "writing sigaction")?;
+            self.sys("rt_sigaction", libc::SYS_rt_sigaction, [u64::from(a.signal), scratch, 0, 8, 0, 0])?;
+        }
+        let (ss_sp, ss_flags, ss_size) = plan.thread.altstack;
+        if ss_flags & libc::SS_DISABLE == 0 {
+            let flags = (ss_flags & !libc::SS_ONSTACK) as u32 as u64;
+            self.write_mem(scratch, &words_to_bytes(&[ss_sp, flags, ss_size]), "writing sigaltstack")?;
+            self.sys("sigaltstack", libc::SYS_sigaltstack, [scratch, 0, 0, 0, 0, 0])?;
+        }
+
+        // 8. The mm layout (brk, arg/env areas, auxv).
+        self.set_mm_map(scratch)?;
+
+        // 9. Resource limits: what the restored credentials may set.
+        for l in &p.rlimits {
+            if l.resource >= 16 {
+                continue;
+            }
+            self.write_mem(scratch, &words_to_bytes(&[l.soft, l.hard]), "writing rlimit")?;
+            let r = self
+                .stub
+                .tracee
+                .syscall_raw(libc::SYS_prlimit64, [0, u64::from(l.resource), scratch, 0, 0, 0])
+                .map_err(self.tr())?;
+            if r < 0 {
+                self.notices.push(format!(
+                    "resource limit {} not restored to {}/{} ({}): kept this user's limit",
+                    l.resource,
+                    l.soft,
+                    l.hard,
+                    Errno::from_raw(i32::try_from(-r).unwrap_or(0))
+                ));
+            }
+        }
+
+        // 10. rseq, queued signals, interval timers.
+        if let Some(r) = plan.thread.rseq {
+            self.sys(
+                "rseq",
+                libc::SYS_rseq,
+                [r.abi_pointer, u64::from(r.abi_size), 0, u64::from(r.signature), 0, 0],
+            )?;
+        }
+        for s in &plan.thread.pending {
+            if s.siginfo.len() != sys::SIGINFO_SIZE {
+                return Err(RestoreError::Invalid("pending signal of wrong size".into()));
+            }
+            let signo = u32::from_ne_bytes([s.siginfo[0], s.siginfo[1], s.siginfo[2], s.siginfo[3]]);
+            if signo == 0 || signo > 64 {
+                return Err(RestoreError::Invalid(format!("pending signal {signo}")));
+            }
+            self.write_mem(scratch, &s.siginfo, "writing siginfo")?;
+            if s.shared {
+                self.sys("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [pid as u64, u64::from(signo), scratch, 0, 0, 0])?;
+            } else {
+                self.sys(
+                    "rt_tgsigqueueinfo",
+                    libc::SYS_rt_tgsigqueueinfo,
+                    [pid as u64, pid as u64, u64::from(signo), scratch, 0, 0],
+                )?;
+            }
+        }
+        for t in &p.itimers {
+            if t.which > 2 || (t.value_us == 0 && t.interval_us == 0) {
+                continue;
+            }
+            let sec_usec = |us: u64| [us / 1_000_000, us % 1_000_000];
+            let [is, iu] = sec_usec(t.interval_us);
+            let [vs, vu] = sec_usec(t.value_us);
+            self.write_mem(scratch, &words_to_bytes(&[is, iu, vs, vu]), "writing itimer")?;
+            self.sys("setitimer", libc::SYS_setitimer, [u64::from(t.which), scratch, 0, 0, 0, 0])?;
+        }
+
+        // 11. Last syscall: unmap the trampoline. At its exit stop, put the
+        //     saved registers, FPU state and signal mask in place.
+        self.sys("munmap(trampoline)", libc::SYS_munmap, [tramp, 2 * PAGE, 0, 0, 0, 0])?;
+        let current = self.stub.tracee.regs().map_err(self.tr())?;
+        let mut regs = arch::to_user_regs(&plan.thread.regs, &current);
+        arch::restart_fixup(&mut regs, ResumeIn::Restored);
+        self.stub.tracee.set_regs(&regs).map_err(self.tr())?;
+        sys::set_xstate(pid, &plan.thread.xsave)
+            .map_err(|errno| RestoreError::Trace { pid, source: PtraceError::Request { op: "SETREGSET", pid, errno } })?;
+        sys::set_sigmask(pid, plan.thread.sigmask)
+            .map_err(|errno| RestoreError::Trace { pid, source: PtraceError::Request { op: "SETSIGMASK", pid, errno } })?;
+        Ok(())
+    }
+
+    fn put_string(&self, at: u64, s: &str) -> Result<(), RestoreError> {
+        if s.len() > MAX_PATH || s.as_bytes().contains(&0) {
+            return Err(RestoreError::Invalid(format!("path too long or with NUL: {s:?}")));
+        }
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.write_mem(at, &b, "writing a path")
+    }
+
+    fn move_vdso(&mut self, stub_maps: &[procfs::maps::MapsEntry], occupied: &[(u64, u64)]) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        let family = |kind: VmaKind| p.vmas.iter().find(|v| v.kind == kind).map(|v| (v.start, v.end));
+        let live = |name: &str| stub_maps.iter().find(|e| e.path.as_deref() == Some(name)).map(|e| (e.start, e.end));
+        let pairs = [
+            (live("[vdso]"), family(VmaKind::Vdso), "[vdso]"),
+            (live("[vvar]"), family(VmaKind::Vvar), "[vvar]"),
+            (live("[vvar_vclock]"), family(VmaKind::VvarVclock), "[vvar_vclock]"),
+        ];
+        let mut moves = Vec::new();
+        for (now, then, name) in pairs {
+            match (now, then) {
+                (None, None) => {}
+                (Some(n), Some(t)) if n.1 - n.0 == t.1 - t.0 => moves.push((n, t)),
+                _ => return Err(RestoreError::Incompatible(format!("{name} differs from the image's"))),
+            }
+        }
+        let (Some(lo), Some(hi)) = (moves.iter().map(|m| m.0 .0).min(), moves.iter().map(|m| m.0 .1).max()) else {
+            return Ok(());
+        };
+        let tmp = free_spot(occupied, hi - lo).ok_or_else(|| RestoreError::Invalid("no room to move the vdso".into()))?;
+        // First to a spot free in both layouts, then to the saved place.
+        for ((ns, ne), _) in &moves {
+            let dst = tmp + (ns - lo);
+            self.mremap(*ns, ne - ns, dst)?;
+        }
+        for ((ns, ne), (ts, _)) in &moves {
+            let src = tmp + (ns - lo);
+            if src != *ts {
+                self.mremap(src, ne - ns, *ts)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mremap(&mut self, from: u64, len: u64, to: u64) -> Result<(), RestoreError> {
+        let got = self.sys(
+            "mremap(vdso)",
+            libc::SYS_mremap,
+            [from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to, 0],
+        )?;
+        if got != to {
+            return Err(RestoreError::Invalid("vdso moved elsewhere".into()));
+        }
+        Ok(())
+    }
+
+    /// Open `path` inside the stub (so its credentials apply) and return the
+    /// stub's fd number.
+    fn open_in_stub(&mut self, scratch: u64, path: &str, flags: i32) -> Result<u64, RestoreError> {
+        self.put_string(scratch, path)?;
+        let r = self
+            .stub
+            .tracee
+            .syscall_raw(
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, scratch, (flags | libc::O_CLOEXEC) as u64, 0, 0, 0],
+            )
+            .map_err(self.tr())?;
+        if r < 0 {
+            let errno = Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EIO));
+            return Err(RestoreError::Open { path: path.to_string(), errno });
+        }
+        Ok(r as u64)
+    }
+
+    fn map_all(&mut self, scratch: u64) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        let has_chunks = chunked_vmas(self.m);
+        // Open each mapped file once, in the stub, and check its content.
+        let mut file_fds: HashMap<u32, u64> = HashMap::new();
+        for (i, v) in p.vmas.iter().enumerate() {
+            let flags = match v.kind {
+                VmaKind::Anonymous => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                VmaKind::SharedAnonymous => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                VmaKind::File => {
+                    if v.shared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    }
+                }
+                _ => continue,
+            };
+            let grows = if v.vm_flags.iter().any(|f| f == "gd") { libc::MAP_GROWSDOWN } else { 0 };
+            let mut prot = v.prot;
+            if has_chunks.contains(&i) {
+                prot |= (libc::PROT_READ | libc::PROT_WRITE) as u32;
+            }
+            let fd = match (v.kind, v.file) {
+                (VmaKind::File, Some(fi)) => {
+                    let want_write = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                    match file_fds.get(&fi) {
+                        Some(&fd) => fd,
+                        None => {
+                            let fd = self.open_mapped_file(scratch, fi, want_write || self.file_needs_write(fi))?;
+                            file_fds.insert(fi, fd);
+                            fd
+                        }
+                    }
+                }
+                _ => u64::MAX,
+            };
+            let got = self.sys(
+                "mmap",
+                libc::SYS_mmap,
+                [
+                    v.start,
+                    v.end - v.start,
+                    u64::from(prot),
+                    (flags | grows | libc::MAP_FIXED_NOREPLACE) as u64,
+                    fd,
+                    v.offset,
+                ],
+            );
+            match got {
+                Ok(a) if a == v.start => {}
+                Ok(a) => {
+                    return Err(RestoreError::Invalid(format!("mapping {:#x} landed at {a:#x}", v.start)));
+                }
+                Err(RestoreError::Trace { source: PtraceError::Syscall { errno, .. }, pid }) => {
+                    return Err(RestoreError::Memory { pid, what: "mapping", addr: v.start, errno });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for fd in file_fds.into_values() {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    fn file_needs_write(&self, fi: u32) -> bool {
+        self.m.process.vmas.iter().any(|v| v.file == Some(fi) && v.shared && v.prot & libc::PROT_WRITE as u32 != 0)
+    }
+
+    /// Open mapped file `fi` in the stub and check that its content is what
+    /// was dumped (the same bytes are what the restored code will run).
+    fn open_mapped_file(&mut self, scratch: u64, fi: u32, write: bool) -> Result<u64, RestoreError> {
+        let f = self.m.process.mapped_files.get(fi as usize).cloned().ok_or_else(|| RestoreError::Invalid("file index".into()))?;
+        let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        let fd = self.open_in_stub(scratch, &f.path, mode)?;
+        let local = sys::pidfd_getfd(&self.stub.pidfd, i32::try_from(fd).unwrap_or(-1))
+            .map_err(|errno| RestoreError::Open { path: f.path.clone(), errno })?;
+        let file = std::fs::File::from(local);
+        let meta = file.metadata().map_err(|e| RestoreError::Open {
+            path: f.path.clone(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        if !meta.is_file() {
+            return Err(RestoreError::FileChanged { path: f.path, what: "no longer a regular file".into() });
+        }
+        if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
+            return Err(RestoreError::FileChanged { path: f.path, what: "size differs".into() });
+        }
+        let digest = crate::dump::digest_file(&file).map_err(|e| RestoreError::Open {
+            path: f.path.clone(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        if digest != f.digest {
+            return Err(RestoreError::FileChanged { path: f.path, what: "content digest differs".into() });
+        }
+        Ok(fd)
+    }
+
+    fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let res = reader.for_each_chunk(|c, data| {
+            let n = sys::vm_write(pid, c.vaddr, data).map_err(|errno| RestoreError::Memory {
+                pid,
+                what: "filling memory",
+                addr: c.vaddr,
+                errno,
+            })?;
+            if n != data.len() {
+                return Err(RestoreError::Memory { pid, what: "filling memory", addr: c.vaddr + n as u64, errno: Errno::EFAULT });
+            }
+            Ok(())
+        });
+        res.map_err(|e| match e {
+            crate::image::ChunkStreamError::Image(e) => RestoreError::Image(e),
+            crate::image::ChunkStreamError::Callback(e) => e,
+        })
+    }
+
+    fn restore_fds(&mut self, scratch: u64) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        // Everything the stub inherited goes; then each description is
+        // opened once above every target number and dup'ed into place.
+        self.sys("close_range", libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
+        if p.fds.is_empty() {
+            return Ok(());
+        }
+        let top = p.fds.iter().map(|f| f.fd).max().unwrap_or(0);
+        // Room for the temporary copies.
+        let need = u64::try_from(top).unwrap_or(0) + 1 + p.descriptions.len() as u64 + 1;
+        self.write_mem(scratch, &[0u8; 16], "writing rlimit")?;
+        self.sys("prlimit64(get)", libc::SYS_prlimit64, [0, libc::RLIMIT_NOFILE as u64, 0, scratch, 0, 0])?;
+        let mut cur = [0u8; 16];
+        sys::vm_read(self.pid(), scratch, &mut cur).map_err(|errno| RestoreError::Memory {
+            pid: self.pid(),
+            what: "reading rlimit",
+            addr: scratch,
+            errno,
+        })?;
+        let hard = u64::from_ne_bytes(cur[8..16].try_into().unwrap_or([0; 8]));
+        if need > hard {
+            return Err(RestoreError::Unsupported(format!("fd {top} (above this user's open-file limit {hard})")));
+        }
+        self.write_mem(scratch, &words_to_bytes(&[hard, hard]), "writing rlimit")?;
+        self.sys("prlimit64(set)", libc::SYS_prlimit64, [0, libc::RLIMIT_NOFILE as u64, scratch, 0, 0, 0])?;
+
+        let mut temp = Vec::with_capacity(p.descriptions.len());
+        for d in &p.descriptions {
+            let mut flags = (d.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+            if d.kind == OpenFileKind::Directory {
+                flags |= libc::O_DIRECTORY;
+            }
+            let fd = self.open_in_stub(scratch, &d.path, flags)?;
+            let high = self.sys(
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                [fd, libc::F_DUPFD_CLOEXEC as u64, u64::try_from(top).unwrap_or(0) + 1, 0, 0, 0],
+            )?;
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+            if d.kind == OpenFileKind::Regular && d.offset != 0 {
+                self.sys("lseek", libc::SYS_lseek, [high, d.offset, libc::SEEK_SET as u64, 0, 0, 0])?;
+            }
+            temp.push(high);
+        }
+        for f in &p.fds {
+            let src = temp[f.description as usize];
+            let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+            self.sys("dup3", libc::SYS_dup3, [src, f.fd as u64, flags as u64, 0, 0, 0])?;
+        }
+        for fd in temp {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    fn set_mm_map(&mut self, scratch: u64) -> Result<(), RestoreError> {
+        let mm = &self.m.process.mm;
+        if mm.auxv.len() > 128 || mm.auxv.len() % 2 != 0 {
+            return Err(RestoreError::Invalid("auxv".into()));
+        }
+        let auxv_at = scratch + 256;
+        let auxv_bytes = words_to_bytes(&mm.auxv);
+        let mut head = words_to_bytes(&[
+            mm.start_code,
+            mm.end_code,
+            mm.start_data,
+            mm.end_data,
+            mm.start_brk,
+            mm.brk,
+            mm.start_stack,
+            mm.arg_start,
+            mm.arg_end,
+            mm.env_start,
+            mm.env_end,
+            auxv_at,
+        ]);
+        head.extend_from_slice(&(auxv_bytes.len() as u32).to_ne_bytes());
+        head.extend_from_slice(&u32::MAX.to_ne_bytes()); // exe_fd = -1: keep
+        self.write_mem(scratch, &head, "writing mm map")?;
+        self.write_mem(auxv_at, &auxv_bytes, "writing auxv")?;
+        self.sys(
+            "prctl(PR_SET_MM_MAP)",
+            libc::SYS_prctl,
+            [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, scratch, head.len() as u64, 0, 0],
+        )?;
+        Ok(())
+    }
+}
+
+/// Indexes of the mappings that receive memory chunks.
+fn chunked_vmas(m: &Manifest) -> std::collections::HashSet<usize> {
+    let mut out = std::collections::HashSet::new();
+    let vmas = &m.process.vmas;
+    let mut vi = 0;
+    for c in &m.chunks {
+        while vi < vmas.len() && vmas[vi].end <= c.vaddr {
+            vi += 1;
+        }
+        if vi < vmas.len() {
+            out.insert(vi);
+        }
+    }
+    out
+}
+
+fn words_to_bytes(w: &[u64]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}
