@@ -1,0 +1,679 @@
+//! Strict parsing and validation of one policy file.
+//!
+//! Structure errors (unknown keys, wrong types, unknown privileges) come
+//! from the TOML decoder with the line and column; content errors (a bad
+//! public-key line, a mapping range that overflows, a rule naming a key that
+//! does not exist) name the entry, the field and the line of the entry.
+
+use std::path::Path;
+
+use ckpt_keys::{KeyId, PublicKey};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{Date, IdMap, Origin, Policy, PolicyError, Principal, Privilege, Rule, TargetCred};
+use crate::{TrustedKey, THIS_HOST};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    revoked: Vec<Spanned<String>>,
+    #[serde(default, rename = "key")]
+    keys: Vec<Spanned<RawKey>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: String,
+    public: String,
+    #[serde(default)]
+    not_after: Option<toml::value::Datetime>,
+    #[serde(default)]
+    map_uid: Vec<String>,
+    #[serde(default)]
+    map_gid: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default)]
+    signed_by: Vec<String>,
+    #[serde(default)]
+    requester: Vec<String>,
+    #[serde(default)]
+    caller: Vec<String>,
+    #[serde(default)]
+    target: Vec<String>,
+    #[serde(default)]
+    exe: Option<String>,
+    #[serde(default)]
+    exe_digest: Option<String>,
+    #[serde(default)]
+    host: Vec<String>,
+    #[serde(default)]
+    max_age: Option<String>,
+    #[serde(default)]
+    one_shot: bool,
+    grant: Vec<Privilege>,
+}
+
+/// Line (1-based) and column (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        line_col(self.text, offset).0
+    }
+    fn invalid(&self, offset: usize, what: String, reason: impl Into<String>) -> PolicyError {
+        PolicyError::Invalid {
+            path: self.path.to_owned(),
+            line: self.line(offset),
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parse and validate one policy file's text. `origin` names the file in
+/// errors. Every rule's `signed_by` must name a key of this file (or
+/// `this-host`); use [`crate::load`] for a policy split over several files.
+pub fn parse_str(text: &str, origin: &Path) -> Result<Policy, PolicyError> {
+    let policy = parse_one(text, origin)?;
+    check_references(&policy)?;
+    Ok(policy)
+}
+
+/// Parse one file without checking references to keys in other files.
+pub(crate) fn parse_one(text: &str, origin: &Path) -> Result<Policy, PolicyError> {
+    let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+        PolicyError::Syntax {
+            path: origin.to_owned(),
+            line,
+            column,
+            message: e.message().trim_end().to_owned(),
+        }
+    })?;
+    let cx = Ctx { text, path: origin };
+    let mut policy = Policy::default();
+
+    for id in &raw.revoked {
+        let parsed: KeyId = id.get_ref().parse().map_err(|e: ckpt_keys::KeyError| {
+            cx.invalid(id.span().start, "revoked".to_owned(), e.to_string())
+        })?;
+        if !policy.revoked.contains(&parsed) {
+            policy.revoked.push(parsed);
+        }
+    }
+
+    for spanned in &raw.keys {
+        let at = spanned.span().start;
+        let k = spanned.get_ref();
+        let what = |field: &str| format!("key {:?}: {field}", k.name);
+        if k.name.trim().is_empty() {
+            return Err(cx.invalid(at, "key".to_owned(), "name must not be empty"));
+        }
+        let public = PublicKey::from_line(&k.public)
+            .map_err(|e| cx.invalid(at, what("public"), error_chain(&e)))?;
+        let not_after = match &k.not_after {
+            None => None,
+            Some(dt) => Some(date_only(dt).ok_or_else(|| {
+                cx.invalid(
+                    at,
+                    what("not_after"),
+                    "must be a plain date such as 2027-12-31",
+                )
+            })?),
+        };
+        let map_uid = parse_maps(&k.map_uid).map_err(|r| cx.invalid(at, what("map_uid"), r))?;
+        let map_gid = parse_maps(&k.map_gid).map_err(|r| cx.invalid(at, what("map_gid"), r))?;
+        let entry = TrustedKey {
+            name: k.name.clone(),
+            public,
+            not_after,
+            map_uid,
+            map_gid,
+            origin: Origin {
+                path: origin.to_owned(),
+                line: cx.line(at),
+            },
+        };
+        let mut one = Policy::default();
+        one.keys.push(entry);
+        policy
+            .merge(one)
+            .map_err(|reason| cx.invalid(at, "key".to_owned(), reason))?;
+    }
+
+    for spanned in &raw.rules {
+        let at = spanned.span().start;
+        let r = spanned.get_ref();
+        let rule = parse_rule(
+            r,
+            Origin {
+                path: origin.to_owned(),
+                line: cx.line(at),
+            },
+        )
+        .map_err(|(field, reason)| cx.invalid(at, format!("rule {:?}: {field}", r.name), reason))?;
+        let mut one = Policy::default();
+        one.rules.push(rule);
+        policy
+            .merge(one)
+            .map_err(|reason| cx.invalid(at, "rule".to_owned(), reason))?;
+    }
+    Ok(policy)
+}
+
+/// Every rule's `signed_by` names a key of `policy` or `this-host`.
+pub(crate) fn check_references(policy: &Policy) -> Result<(), PolicyError> {
+    for rule in &policy.rules {
+        for name in &rule.signed_by {
+            if name != THIS_HOST && policy.key_named(name).is_none() {
+                return Err(PolicyError::Invalid {
+                    path: rule.origin.path.clone(),
+                    line: rule.origin.line,
+                    what: format!("rule {:?}: signed_by", rule.name),
+                    reason: format!("no [[key]] is named {name:?}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn date_only(dt: &toml::value::Datetime) -> Option<Date> {
+    if dt.time.is_some() || dt.offset.is_some() {
+        return None;
+    }
+    let d = dt.date?;
+    Date::new(i32::from(d.year), u32::from(d.month), u32::from(d.day))
+}
+
+fn parse_maps(entries: &[String]) -> Result<Vec<IdMap>, String> {
+    let mut maps: Vec<IdMap> = Vec::new();
+    for e in entries {
+        let bad = || format!("{e:?}: expected \"image-id:local-id:count\"");
+        let mut parts = e.split(':');
+        let (Some(a), Some(b), Some(c), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
+        let m = IdMap {
+            image: num(a)?,
+            local: num(b)?,
+            count: num(c)?,
+        };
+        if m.count == 0 {
+            return Err(format!("{e:?}: count must be at least 1"));
+        }
+        let end = |first: u32| u64::from(first) + u64::from(m.count);
+        // u32::MAX is (uid_t)-1, never a valid id.
+        if end(m.image) > u64::from(u32::MAX) || end(m.local) > u64::from(u32::MAX) {
+            return Err(format!("{e:?}: range runs past the largest id"));
+        }
+        if let Some(o) = maps.iter().find(|o| {
+            m.image < o.image.saturating_add(o.count) && o.image < m.image.saturating_add(m.count)
+        }) {
+            return Err(format!(
+                "{e:?}: image ids overlap the range starting at {}",
+                o.image
+            ));
+        }
+        maps.push(m);
+    }
+    Ok(maps)
+}
+
+fn parse_principal(s: &str) -> Result<Principal, String> {
+    let (kind, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected uid:N, user:NAME, gid:N or group:NAME"))?;
+    let num = || {
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|&v| v != u32::MAX)
+            .ok_or_else(|| format!("{s:?}: not a valid id"))
+    };
+    let name = || {
+        if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ':') {
+            Err(format!("{s:?}: not a valid name"))
+        } else {
+            Ok(value.to_owned())
+        }
+    };
+    match kind {
+        "uid" => Ok(Principal::Uid(num()?)),
+        "gid" => Ok(Principal::Gid(num()?)),
+        "user" => Ok(Principal::User(name()?)),
+        "group" => Ok(Principal::Group(name()?)),
+        _ => Err(format!(
+            "{s:?}: expected uid:N, user:NAME, gid:N or group:NAME"
+        )),
+    }
+}
+
+fn parse_target(s: &str) -> Result<TargetCred, String> {
+    let bad = || format!("{s:?}: expected ruid|euid|suid|rgid|egid|sgid:N");
+    let (kind, value) = s.split_once(':').ok_or_else(bad)?;
+    let v = value
+        .parse::<u32>()
+        .ok()
+        .filter(|&v| v != u32::MAX)
+        .ok_or_else(bad)?;
+    Ok(match kind {
+        "ruid" => TargetCred::Ruid(v),
+        "euid" => TargetCred::Euid(v),
+        "suid" => TargetCred::Suid(v),
+        "rgid" => TargetCred::Rgid(v),
+        "egid" => TargetCred::Egid(v),
+        "sgid" => TargetCred::Sgid(v),
+        _ => return Err(bad()),
+    })
+}
+
+/// `30s`, `15m`, `1h`, `2d`, `1w` (one number, one unit) to seconds.
+fn parse_age(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: expected a number and a unit (s, m, h, d, w), e.g. \"1h\"");
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = s.split_at(unit_at);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).filter(|&v| v > 0).ok_or_else(bad)
+}
+
+fn parse_rule(r: &RawRule, origin: Origin) -> Result<Rule, (&'static str, String)> {
+    if r.name.trim().is_empty() {
+        return Err(("name", "must not be empty".to_owned()));
+    }
+    if r.signed_by.is_empty() {
+        return Err((
+            "signed_by",
+            "at least one key name is required (a grant needs a trusted signer)".to_owned(),
+        ));
+    }
+    if r.grant.is_empty() {
+        return Err(("grant", "at least one privilege is required".to_owned()));
+    }
+    let list = |field: &'static str, v: &[String]| {
+        v.iter()
+            .map(|s| parse_principal(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (field, e))
+    };
+    let requester = list("requester", &r.requester)?;
+    let caller = list("caller", &r.caller)?;
+    let target = r
+        .target
+        .iter()
+        .map(|s| parse_target(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("target", e))?;
+    if let Some(exe) = &r.exe {
+        if !exe.starts_with('/') {
+            return Err(("exe", format!("{exe:?}: must be an absolute path")));
+        }
+    }
+    let exe_digest = match &r.exe_digest {
+        None => None,
+        Some(d) => {
+            let hex = d
+                .strip_prefix("sha256:")
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or((
+                    "exe_digest",
+                    format!("{d:?}: expected sha256:<64 hex digits>"),
+                ))?;
+            let bytes: Option<Vec<u8>> = (0..32)
+                .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect();
+            Some(bytes.ok_or(("exe_digest", format!("{d:?}: not hex")))?)
+        }
+    };
+    for h in &r.host {
+        if h.len() != 32 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err((
+                "host",
+                format!("{h:?}: expected a machine id (32 lowercase hex)"),
+            ));
+        }
+    }
+    let max_age = match &r.max_age {
+        None => None,
+        Some(a) => Some(parse_age(a).map_err(|e| ("max_age", e))?),
+    };
+    let mut grant = Vec::new();
+    for g in &r.grant {
+        if !grant.contains(g) {
+            grant.push(*g);
+        }
+    }
+    Ok(Rule {
+        name: r.name.clone(),
+        signed_by: r.signed_by.clone(),
+        requester,
+        caller,
+        target,
+        exe: r.exe.clone(),
+        exe_digest,
+        host: r.host.clone(),
+        max_age,
+        one_shot: r.one_shot,
+        grant,
+        origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::{Trust, THIS_HOST};
+    use ckpt_keys::SigningKey;
+
+    fn key_line() -> (SigningKey, String) {
+        let k = SigningKey::generate().unwrap();
+        let line = k.public_key().to_line();
+        (k, line)
+    }
+
+    fn p() -> &'static Path {
+        Path::new("policy.toml")
+    }
+
+    /// The example of DESIGN §3, with real key lines: it must stay valid.
+    #[test]
+    fn design_example_parses() {
+        let (_a, a) = key_line();
+        let (_b, b) = key_line();
+        let text = format!(
+            r#"# <sysconfdir>/policy.toml  — root-owned, not group/world-writable
+revoked = []                                  # key ids
+
+[[key]]
+name = "this-host"
+public = "{a}"
+
+[[key]]
+name = "build-42"
+public = "{b}"
+not_after = 2027-12-31
+map_uid = ["1500:1001:1"]                     # image id : local id : count
+map_gid = ["1500:1001:1"]
+
+[[rule]]
+name = "resume-passwd"
+signed_by = ["this-host"]
+requester = ["uid:0"]                         # who ran dump
+caller = ["uid:1001", "group:staff"]          # who runs restore
+exe = "/usr/bin/passwd"
+max_age = "1h"
+one_shot = true
+grant = ["credentials", "exe-link"]
+"#
+        );
+        let pol = parse_str(&text, p()).unwrap();
+        assert_eq!(pol.keys.len(), 2);
+        assert_eq!(pol.keys[1].not_after, Date::new(2027, 12, 31));
+        assert_eq!(
+            pol.keys[1].map_uid,
+            vec![IdMap {
+                image: 1500,
+                local: 1001,
+                count: 1
+            }]
+        );
+        assert_eq!(pol.keys[1].origin.line, 8);
+        let r = &pol.rules[0];
+        assert_eq!(r.name, "resume-passwd");
+        assert_eq!(r.requester, vec![Principal::Uid(0)]);
+        assert_eq!(
+            r.caller,
+            vec![Principal::Uid(1001), Principal::Group("staff".into())]
+        );
+        assert_eq!(r.max_age, Some(3600));
+        assert!(r.one_shot);
+        assert_eq!(r.grant, vec![Privilege::Credentials, Privilege::ExeLink]);
+        assert_eq!(r.origin.line, 15);
+    }
+
+    #[test]
+    fn empty_policy() {
+        assert_eq!(parse_str("", p()).unwrap(), Policy::default());
+        assert_eq!(parse_str("# nothing\n", p()).unwrap(), Policy::default());
+    }
+
+    fn err(text: &str) -> String {
+        parse_str(text, p()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_line() {
+        let e = err("revoked = []\nfoo = 1\n");
+        assert!(e.starts_with("policy.toml:2:"), "{e}");
+        assert!(e.contains("foo"), "{e}");
+
+        let (_k, line) = key_line();
+        let e = err(&format!(
+            "[[key]]\nname = \"a\"\npublic = \"{line}\"\ntrusted = true\n"
+        ));
+        assert!(e.starts_with("policy.toml:4:"), "{e}");
+        assert!(e.contains("trusted"), "{e}");
+
+        let e = err("[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\ngrant = [\"root\"]\n");
+        assert!(e.starts_with("policy.toml:4:"), "{e}");
+        assert!(e.contains("root"), "{e}");
+
+        let e = err("[[rules]]\nname = \"r\"\n");
+        assert!(e.contains("rules"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = err("revoked = [\n\"abc\"\n\n[[key]\n");
+        assert!(e.starts_with("policy.toml:"), "{e}");
+        let e = err("\n\nrevoked = 3\n");
+        assert!(e.starts_with("policy.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn content_errors_name_entry_field_and_line() {
+        let e = err("\n[[key]]\nname = \"k\"\npublic = \"ckpt-ed25519 AAAA 00\"\n");
+        assert!(e.starts_with("policy.toml:2: key \"k\": public:"), "{e}");
+
+        let (_k, line) = key_line();
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{line}\"\nmap_uid = [\"1:2\"]\n"
+        ));
+        assert!(e.contains("key \"k\": map_uid"), "{e}");
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{line}\"\nmap_uid = [\"4294967000:1:1000\"]\n"
+        ));
+        assert!(e.contains("past the largest id"), "{e}");
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{line}\"\nmap_uid = [\"10:1:10\", \"15:100:1\"]\n"
+        ));
+        assert!(e.contains("overlap"), "{e}");
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{line}\"\nnot_after = 2027-12-31T10:00:00Z\n"
+        ));
+        assert!(e.contains("not_after"), "{e}");
+
+        let e = err("revoked = [\"xyz\"]\n");
+        assert!(e.starts_with("policy.toml:1: revoked:"), "{e}");
+
+        let e = err("[[rule]]\nname = \"r\"\nsigned_by = [\"nobody\"]\ngrant = [\"same-pid\"]\n");
+        assert!(
+            e.contains("rule \"r\": signed_by: no [[key]] is named"),
+            "{e}"
+        );
+        let e = err("[[rule]]\nname = \"r\"\ngrant = [\"same-pid\"]\n");
+        assert!(e.contains("signed_by"), "{e}");
+        let e = err("[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\ngrant = []\n");
+        assert!(e.contains("grant"), "{e}");
+        let e = err(
+            "[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\ncaller = [\"uid:x\"]\ngrant = [\"same-pid\"]\n",
+        );
+        assert!(e.contains("rule \"r\": caller"), "{e}");
+        let e = err(
+            "[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\nmax_age = \"1y\"\ngrant = [\"same-pid\"]\n",
+        );
+        assert!(e.contains("max_age"), "{e}");
+        let e = err(
+            "[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\nexe = \"passwd\"\ngrant = [\"same-pid\"]\n",
+        );
+        assert!(e.contains("exe"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let (_k, a) = key_line();
+        let (_l, b) = key_line();
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{a}\"\n[[key]]\nname = \"k\"\npublic = \"{b}\"\n"
+        ));
+        assert!(e.contains("already defined"), "{e}");
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{a}\"\n[[key]]\nname = \"l\"\npublic = \"{a}\"\n"
+        ));
+        assert!(e.contains("already listed"), "{e}");
+    }
+
+    #[test]
+    fn all_privileges_and_conditions() {
+        let text = r#"
+[[rule]]
+name = "everything"
+signed_by = ["this-host"]
+requester = ["user:alice", "gid:10"]
+caller = ["uid:1001"]
+target = ["euid:0", "ruid:1001", "sgid:0"]
+exe = "/usr/bin/passwd"
+exe_digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+host = ["0123456789abcdef0123456789abcdef"]
+max_age = "2d"
+grant = ["credentials", "capabilities", "same-pid", "exe-link", "privileged-files", "same-pid"]
+"#;
+        let pol = parse_str(text, p()).unwrap();
+        let r = &pol.rules[0];
+        assert_eq!(r.grant, Privilege::ALL.to_vec());
+        assert_eq!(r.target[0], TargetCred::Euid(0));
+        assert_eq!(r.exe_digest.as_ref().map(Vec::len), Some(32));
+        assert_eq!(r.max_age, Some(2 * 86_400));
+        assert!(!r.one_shot);
+    }
+
+    #[test]
+    fn trust_decisions() {
+        let (_h, host_line) = key_line();
+        let host = PublicKey::from_line(&host_line).unwrap();
+        let (_o, other_line) = key_line();
+        let other = PublicKey::from_line(&other_line).unwrap();
+        let (_s, stranger_line) = key_line();
+        let stranger = PublicKey::from_line(&stranger_line).unwrap();
+        let today = Date::new(2026, 6, 1).unwrap();
+
+        // Empty policy: only the host key.
+        let empty = Policy::default();
+        assert_eq!(
+            empty.trust_on(&host, Some(&host), today),
+            Trust::Trusted {
+                name: THIS_HOST.into()
+            }
+        );
+        assert_eq!(empty.trust_on(&host, None, today), Trust::Untrusted);
+        assert_eq!(empty.trust_on(&other, Some(&host), today), Trust::Untrusted);
+
+        let text = format!(
+            r#"revoked = ["{}"]
+[[key]]
+name = "builder"
+public = "{other_line}"
+not_after = 2026-06-01
+[[key]]
+name = "local"
+public = "{host_line}"
+"#,
+            stranger.key_id()
+        );
+        let pol = parse_str(&text, p()).unwrap();
+        assert_eq!(
+            pol.trust_on(&host, Some(&host), today),
+            Trust::Trusted {
+                name: "local".into()
+            }
+        );
+        assert_eq!(
+            pol.trust_on(&other, Some(&host), today),
+            Trust::Trusted {
+                name: "builder".into()
+            }
+        );
+        let tomorrow = Date::new(2026, 6, 2).unwrap();
+        assert!(matches!(
+            pol.trust_on(&other, Some(&host), tomorrow),
+            Trust::Expired { .. }
+        ));
+        assert!(matches!(
+            pol.trust_on(&stranger, Some(&host), today),
+            Trust::Revoked { name: None, .. }
+        ));
+
+        // Revoking the host key withdraws the default trust.
+        let pol = parse_str(&format!("revoked = [\"{}\"]\n", host.key_id()), p()).unwrap();
+        assert!(matches!(
+            pol.trust_on(&host, Some(&host), today),
+            Trust::Revoked { .. }
+        ));
+    }
+
+    #[test]
+    fn id_map() {
+        let m = IdMap {
+            image: 1500,
+            local: 1001,
+            count: 2,
+        };
+        assert_eq!(m.map(1500), Some(1001));
+        assert_eq!(m.map(1501), Some(1002));
+        assert_eq!(m.map(1502), None);
+        assert_eq!(m.map(0), None);
+    }
+}
