@@ -40,15 +40,27 @@ pub enum DumpError {
     #[error("pid {pid}: {source}")]
     Trace { pid: i32, source: PtraceError },
     #[error("pid {pid}: reading {what}: {source}")]
-    Proc { pid: i32, what: String, source: std::io::Error },
+    Proc {
+        pid: i32,
+        what: String,
+        source: std::io::Error,
+    },
     #[error("pid {pid}: parsing {what}: {source}")]
-    Parse { pid: i32, what: String, source: procfs::ParseError },
+    Parse {
+        pid: i32,
+        what: String,
+        source: procfs::ParseError,
+    },
     #[error("pid {pid}: cannot checkpoint {resource}: not supported yet")]
     Unsupported { pid: i32, resource: String },
     #[error("pid {pid}: reading memory at {addr:#x}: {errno}")]
     Memory { pid: i32, addr: u64, errno: Errno },
     #[error("pid {pid}: mapped file {path}: {reason}")]
-    MappedFile { pid: i32, path: String, reason: String },
+    MappedFile {
+        pid: i32,
+        path: String,
+        reason: String,
+    },
     #[error("pid {pid} went away during the dump")]
     Gone { pid: i32 },
     #[error("writing the image: {0}")]
@@ -99,7 +111,12 @@ impl Frozen {
                 return Err(DumpError::Trace { pid, source });
             }
         };
-        Ok(Frozen { pid, pidfd, tracee: Some(tracee), saved })
+        Ok(Frozen {
+            pid,
+            pidfd,
+            tracee: Some(tracee),
+            saved,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -130,7 +147,9 @@ impl Frozen {
     }
 
     fn tracee(&mut self) -> Result<&mut Tracee, DumpError> {
-        self.tracee.as_mut().ok_or(DumpError::Gone { pid: self.pid })
+        self.tracee
+            .as_mut()
+            .ok_or(DumpError::Gone { pid: self.pid })
     }
 
     /// Capture everything and stream memory into `writer`.
@@ -146,13 +165,17 @@ impl Frozen {
         if status.threads != 1 {
             let tids = task_ids(pid).unwrap_or_default();
             let other = tids.into_iter().find(|t| *t != pid).unwrap_or(0);
-            return Err(unsupported(format!("thread {other} (process has {} threads)", status.threads)));
+            return Err(unsupported(format!(
+                "thread {other} (process has {} threads)",
+                status.threads
+            )));
         }
         if status.seccomp != 0 {
             return Err(unsupported("a seccomp filter".into()));
         }
-        let children = procfs::children::parse_children(&self.read_proc(&format!("task/{pid}/children"))?)
-            .map_err(parse_err("children"))?;
+        let children =
+            procfs::children::parse_children(&self.read_proc(&format!("task/{pid}/children"))?)
+                .map_err(parse_err("children"))?;
         if let Some(child) = children.first() {
             return Err(unsupported(format!("child process {child}")));
         }
@@ -164,22 +187,31 @@ impl Frozen {
         let stat = procfs::stat::parse_stat(&self.read_proc("stat")?).map_err(parse_err("stat"))?;
         let comm = self.read_proc("comm")?.trim_end_matches('\n').to_string();
         let cwd = std::fs::read_link(proc_path(pid, "cwd"))
-            .map_err(|source| DumpError::Proc { pid, what: "cwd".into(), source })?
+            .map_err(|source| DumpError::Proc {
+                pid,
+                what: "cwd".into(),
+                source,
+            })?
             .to_string_lossy()
             .into_owned();
         if cwd.ends_with(" (deleted)") {
             return Err(unsupported(format!("a deleted working directory {cwd}")));
         }
-        let auxv_bytes = std::fs::read(proc_path(pid, "auxv"))
-            .map_err(|source| DumpError::Proc { pid, what: "auxv".into(), source })?;
+        let auxv_bytes =
+            std::fs::read(proc_path(pid, "auxv")).map_err(|source| DumpError::Proc {
+                pid,
+                what: "auxv".into(),
+                source,
+            })?;
         let auxv = procfs::auxv::parse_auxv(&auxv_bytes).map_err(parse_err("auxv"))?;
 
         // Mappings and the files behind them.
         let maps = procfs::maps::parse_maps(&self.read_proc("maps")?).map_err(parse_err("maps"))?;
-        let vmflags: HashMap<u64, Vec<String>> = procfs::smaps::parse_smaps_vmflags(&self.read_proc("smaps")?)
-            .map_err(parse_err("smaps"))?
-            .into_iter()
-            .collect();
+        let vmflags: HashMap<u64, Vec<String>> =
+            procfs::smaps::parse_smaps_vmflags(&self.read_proc("smaps")?)
+                .map_err(parse_err("smaps"))?
+                .into_iter()
+                .collect();
         let mut files = FileTable::default();
         let exe = files.identity_of_exe(pid)?;
         let mut vmas = Vec::with_capacity(maps.len());
@@ -197,11 +229,19 @@ impl Frozen {
                 Some("[vvar_vclock]") => (VmaKind::VvarVclock, None, "[vvar_vclock]".to_string()),
                 Some("[vsyscall]") => (VmaKind::Vsyscall, None, "[vsyscall]".to_string()),
                 Some(p) if p.starts_with('[') && m.inode == 0 => {
-                    let kind = if m.shared { VmaKind::SharedAnonymous } else { VmaKind::Anonymous };
+                    let kind = if m.shared {
+                        VmaKind::SharedAnonymous
+                    } else {
+                        VmaKind::Anonymous
+                    };
                     (kind, None, p.to_string())
                 }
                 None if m.inode == 0 => {
-                    let kind = if m.shared { VmaKind::SharedAnonymous } else { VmaKind::Anonymous };
+                    let kind = if m.shared {
+                        VmaKind::SharedAnonymous
+                    } else {
+                        VmaKind::Anonymous
+                    };
                     (kind, None, String::new())
                 }
                 Some(p) if p.starts_with("/dev/zero") || p.starts_with("/SYSV") => {
@@ -213,12 +253,20 @@ impl Frozen {
                 }
                 Some(p) => {
                     if m.deleted {
-                        return Err(unsupported(format!("mapping of deleted file {p} at {:#x}", m.start)));
+                        return Err(unsupported(format!(
+                            "mapping of deleted file {p} at {:#x}",
+                            m.start
+                        )));
                     }
                     let idx = files.identity_of_mapping(pid, m)?;
                     (VmaKind::File, Some(idx), String::new())
                 }
-                None => return Err(unsupported(format!("unnamed mapping of inode {} at {:#x}", m.inode, m.start))),
+                None => {
+                    return Err(unsupported(format!(
+                        "unnamed mapping of inode {} at {:#x}",
+                        m.inode, m.start
+                    )))
+                }
             };
             vmas.push(Vma {
                 start: m.start,
@@ -241,11 +289,17 @@ impl Frozen {
 
         // Per-thread state and what only the task can tell us.
         let regs = arch::from_user_regs(&self.saved);
-        let xsave = sys::get_xstate(pid).map_err(|errno| ptrace_err(pid, "GETREGSET(XSTATE)", errno))?;
-        let sigmask = sys::get_sigmask(pid).map_err(|errno| ptrace_err(pid, "GETSIGMASK", errno))?;
+        let xsave =
+            sys::get_xstate(pid).map_err(|errno| ptrace_err(pid, "GETREGSET(XSTATE)", errno))?;
+        let sigmask =
+            sys::get_sigmask(pid).map_err(|errno| ptrace_err(pid, "GETSIGMASK", errno))?;
         let rseq = sys::get_rseq(pid)
             .map_err(|errno| ptrace_err(pid, "GET_RSEQ_CONFIGURATION", errno))?
-            .map(|(abi_pointer, abi_size, signature)| Rseq { abi_pointer, abi_size, signature });
+            .map(|(abi_pointer, abi_size, signature)| Rseq {
+                abi_pointer,
+                abi_size,
+                signature,
+            });
         let mut pending = Vec::new();
         for shared in [false, true] {
             for siginfo in sys::peek_siginfo(pid, shared, MAX_PENDING)
@@ -262,7 +316,11 @@ impl Frozen {
             errno,
         })?;
         if n != vdso.len() {
-            return Err(DumpError::Memory { pid, addr: vdso_start + n as u64, errno: Errno::EFAULT });
+            return Err(DumpError::Memory {
+                pid,
+                addr: vdso_start + n as u64,
+                errno: Errno::EFAULT,
+            });
         }
         let vdso_digest = Sha256::digest(&vdso).to_vec();
         let syscall_at = find_syscall_insn(&vdso, vdso_start)
@@ -280,7 +338,10 @@ impl Frozen {
         self.dump_memory(&vmas, writer)?;
 
         let xsave_features = arch::xsave_enabled_features(&xsave).unwrap_or(0);
-        let cpu = CpuFeatures { xsave_features, xsave_size: u32::try_from(xsave.len()).unwrap_or(0) };
+        let cpu = CpuFeatures {
+            xsave_features,
+            xsave_size: u32::try_from(xsave.len()).unwrap_or(0),
+        };
         let thread = ThreadState {
             tid: pid,
             regs,
@@ -325,18 +386,33 @@ impl Frozen {
             descriptions,
             itimers: injected.itimers,
         };
-        Ok(DumpResult { process, cpu, vdso_digest })
+        Ok(DumpResult {
+            process,
+            cpu,
+            vdso_digest,
+        })
     }
 
     fn dump_fds(&self) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
         let pid = self.pid;
         let unsupported = |resource: String| DumpError::Unsupported { pid, resource };
-        let dir = std::fs::read_dir(proc_path(pid, "fd"))
-            .map_err(|source| DumpError::Proc { pid, what: "fd".into(), source })?;
+        let dir = std::fs::read_dir(proc_path(pid, "fd")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "fd".into(),
+            source,
+        })?;
         let mut numbers = Vec::new();
         for entry in dir {
-            let entry = entry.map_err(|source| DumpError::Proc { pid, what: "fd".into(), source })?;
-            if let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            let entry = entry.map_err(|source| DumpError::Proc {
+                pid,
+                what: "fd".into(),
+                source,
+            })?;
+            if let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            {
                 numbers.push(n);
             }
         }
@@ -347,23 +423,34 @@ impl Frozen {
         let mut holders: Vec<i32> = Vec::new();
         for fd in numbers {
             let link = std::fs::read_link(proc_path(pid, &format!("fd/{fd}")))
-                .map_err(|source| DumpError::Proc { pid, what: format!("fd/{fd}"), source })?
+                .map_err(|source| DumpError::Proc {
+                    pid,
+                    what: format!("fd/{fd}"),
+                    source,
+                })?
                 .to_string_lossy()
                 .into_owned();
             let info_text = self.read_proc(&format!("fdinfo/{fd}"))?;
-            let info = procfs::fdinfo::parse_fdinfo(&info_text).map_err(|source| DumpError::Parse {
-                pid,
-                what: format!("fdinfo/{fd}"),
-                source,
-            })?;
+            let info =
+                procfs::fdinfo::parse_fdinfo(&info_text).map_err(|source| DumpError::Parse {
+                    pid,
+                    what: format!("fdinfo/{fd}"),
+                    source,
+                })?;
             if !link.starts_with('/') {
                 return Err(unsupported(format!("fd {fd} ({link})")));
             }
             if link.ends_with(" (deleted)") {
                 return Err(unsupported(format!("fd {fd}: deleted file {link}")));
             }
-            let meta = std::fs::metadata(proc_path(pid, &format!("fd/{fd}")))
-                .map_err(|source| DumpError::Proc { pid, what: format!("fd/{fd}"), source })?;
+            let meta =
+                std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))).map_err(|source| {
+                    DumpError::Proc {
+                        pid,
+                        what: format!("fd/{fd}"),
+                        source,
+                    }
+                })?;
             let ft = meta.file_type();
             let kind = if ft.is_file() {
                 OpenFileKind::Regular
@@ -402,17 +489,27 @@ impl Frozen {
                     descriptions.len() - 1
                 }
             };
-            fds.push(FdState { fd, description: u32::try_from(description).unwrap_or(u32::MAX), cloexec });
+            fds.push(FdState {
+                fd,
+                description: u32::try_from(description).unwrap_or(u32::MAX),
+                cloexec,
+            });
         }
         Ok((fds, descriptions))
     }
 
     fn dump_memory(&self, vmas: &[Vma], writer: &mut ImageWriter) -> Result<(), DumpError> {
         let pid = self.pid;
-        let pagemap = File::open(proc_path(pid, "pagemap"))
-            .map_err(|source| DumpError::Proc { pid, what: "pagemap".into(), source })?;
-        let mem = File::open(proc_path(pid, "mem"))
-            .map_err(|source| DumpError::Proc { pid, what: "mem".into(), source })?;
+        let pagemap = File::open(proc_path(pid, "pagemap")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "pagemap".into(),
+            source,
+        })?;
+        let mem = File::open(proc_path(pid, "mem")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "mem".into(),
+            source,
+        })?;
         let mut buf = vec![0u8; CHUNK_BYTES];
         let mut ranges = Vec::new();
         for vma in vmas {
@@ -432,19 +529,30 @@ impl Frozen {
                 _ => continue,
             };
             ranges.clear();
-            sys::pagemap_scan(&pagemap, vma.start, vma.end, filter, &mut ranges)
-                .map_err(|errno| DumpError::Memory { pid, addr: vma.start, errno })?;
+            sys::pagemap_scan(&pagemap, vma.start, vma.end, filter, &mut ranges).map_err(
+                |errno| DumpError::Memory {
+                    pid,
+                    addr: vma.start,
+                    errno,
+                },
+            )?;
             let readable = vma.prot & (libc::PROT_READ as u32) != 0;
             for &(start, end) in &ranges {
                 let mut addr = start.max(vma.start);
                 let end = end.min(vma.end);
                 while addr < end {
-                    let len = usize::try_from((end - addr).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
+                    let len = usize::try_from((end - addr).min(CHUNK_BYTES as u64))
+                        .unwrap_or(CHUNK_BYTES);
                     let piece = &mut buf[..len];
                     if readable {
-                        let n = sys::vm_read(pid, addr, piece).map_err(|errno| DumpError::Memory { pid, addr, errno })?;
+                        let n = sys::vm_read(pid, addr, piece)
+                            .map_err(|errno| DumpError::Memory { pid, addr, errno })?;
                         if n != len {
-                            return Err(DumpError::Memory { pid, addr: addr + n as u64, errno: Errno::EFAULT });
+                            return Err(DumpError::Memory {
+                                pid,
+                                addr: addr + n as u64,
+                                errno: Errno::EFAULT,
+                            });
                         }
                     } else {
                         sys::mem_read(&mem, addr, piece).map_err(|e| DumpError::Memory {
@@ -485,7 +593,8 @@ impl Frozen {
         for sig in stolen {
             let _ = sys::pidfd_send_signal(&self.pidfd, sig);
         }
-        res.and(det).map_err(|source| DumpError::Trace { pid, source })
+        res.and(det)
+            .map_err(|source| DumpError::Trace { pid, source })
     }
 
     /// Kill the target (the image is safely on disk).
@@ -496,7 +605,11 @@ impl Frozen {
         self.tracee = None;
         r.map_err(|errno| DumpError::Trace {
             pid,
-            source: PtraceError::Request { op: "pidfd_send_signal(SIGKILL)", pid, errno },
+            source: PtraceError::Request {
+                op: "pidfd_send_signal(SIGKILL)",
+                pid,
+                errno,
+            },
         })
     }
 }
@@ -508,7 +621,10 @@ impl Drop for Frozen {
 }
 
 fn ptrace_err(pid: i32, op: &'static str, errno: Errno) -> DumpError {
-    DumpError::Trace { pid, source: PtraceError::Request { op, pid, errno } }
+    DumpError::Trace {
+        pid,
+        source: PtraceError::Request { op, pid, errno },
+    }
 }
 
 fn task_ids(pid: i32) -> std::io::Result<Vec<i32>> {
@@ -527,7 +643,11 @@ fn is_simple_char_device(path: &str, rdev: u64) -> bool {
     major == 1
         && matches!(
             (path, minor),
-            ("/dev/null", 3) | ("/dev/zero", 5) | ("/dev/full", 7) | ("/dev/random", 8) | ("/dev/urandom", 9)
+            ("/dev/null", 3)
+                | ("/dev/zero", 5)
+                | ("/dev/full", 7)
+                | ("/dev/random", 8)
+                | ("/dev/urandom", 9)
         )
 }
 
@@ -579,8 +699,16 @@ fn inject_queries(t: &mut Tracee) -> Result<Injected, PtraceError> {
             let mut b = vec![0u8; len];
             match sys::vm_read(pid, scratch, &mut b) {
                 Ok(n) if n == len => Ok(b),
-                Ok(_) => Err(PtraceError::Request { op: "process_vm_readv(scratch)", pid, errno: Errno::EFAULT }),
-                Err(errno) => Err(PtraceError::Request { op: "process_vm_readv(scratch)", pid, errno }),
+                Ok(_) => Err(PtraceError::Request {
+                    op: "process_vm_readv(scratch)",
+                    pid,
+                    errno: Errno::EFAULT,
+                }),
+                Err(errno) => Err(PtraceError::Request {
+                    op: "process_vm_readv(scratch)",
+                    pid,
+                    errno,
+                }),
             }
         };
         let mut sigactions = Vec::new();
@@ -594,31 +722,71 @@ fn inject_queries(t: &mut Tracee) -> Result<Injected, PtraceError> {
             }
             let b = read(32)?;
             let w = words(&b);
-            sigactions.push(SigAction { signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3] });
+            sigactions.push(SigAction {
+                signal: sig,
+                handler: w[0],
+                flags: w[1],
+                restorer: w[2],
+                mask: w[3],
+            });
         }
-        t.syscall("sigaltstack", libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+        t.syscall(
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [0, scratch, 0, 0, 0, 0],
+        )?;
         let b = read(24)?;
         let w = words(&b);
         let altstack = (w[0], w[1] as u32 as i32, w[2]);
         let brk = t.syscall("brk", libc::SYS_brk, [0; 6])?;
         let mut rlimits = Vec::new();
         for res in 0u32..16 {
-            t.syscall("prlimit64", libc::SYS_prlimit64, [0, res as u64, 0, scratch, 0, 0])?;
+            t.syscall(
+                "prlimit64",
+                libc::SYS_prlimit64,
+                [0, res as u64, 0, scratch, 0, 0],
+            )?;
             let w = words(&read(16)?);
-            rlimits.push(Rlimit { resource: res, soft: w[0], hard: w[1] });
+            rlimits.push(Rlimit {
+                resource: res,
+                soft: w[0],
+                hard: w[1],
+            });
         }
         let mut itimers = Vec::new();
         for which in 0u32..3 {
-            t.syscall("getitimer", libc::SYS_getitimer, [which as u64, scratch, 0, 0, 0, 0])?;
+            t.syscall(
+                "getitimer",
+                libc::SYS_getitimer,
+                [which as u64, scratch, 0, 0, 0, 0],
+            )?;
             let w = words(&read(32)?);
             let us = |sec: u64, usec: u64| sec.saturating_mul(1_000_000).saturating_add(usec);
-            itimers.push(ITimer { which, interval_us: us(w[0], w[1]), value_us: us(w[2], w[3]) });
+            itimers.push(ITimer {
+                which,
+                interval_us: us(w[0], w[1]),
+                value_us: us(w[2], w[3]),
+            });
         }
-        let personality = t.syscall("personality", libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
-        let securebits =
-            t.syscall("prctl(PR_GET_SECUREBITS)", libc::SYS_prctl, [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0])?
-                as u32;
-        Ok(Injected { sigactions, altstack, brk, rlimits, itimers, personality, securebits })
+        let personality = t.syscall(
+            "personality",
+            libc::SYS_personality,
+            [0xffff_ffff, 0, 0, 0, 0, 0],
+        )? as u32;
+        let securebits = t.syscall(
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+        )? as u32;
+        Ok(Injected {
+            sigactions,
+            altstack,
+            brk,
+            rlimits,
+            itimers,
+            personality,
+            securebits,
+        })
     })();
     let unmapped = t.syscall("munmap", libc::SYS_munmap, [scratch, PAGE, 0, 0, 0, 0]);
     let injected = result?;
@@ -646,24 +814,41 @@ struct FileTable {
 impl FileTable {
     fn identity_of_exe(&mut self, pid: i32) -> Result<FileIdentity, DumpError> {
         let link = std::fs::read_link(proc_path(pid, "exe"))
-            .map_err(|source| DumpError::Proc { pid, what: "exe".into(), source })?
+            .map_err(|source| DumpError::Proc {
+                pid,
+                what: "exe".into(),
+                source,
+            })?
             .to_string_lossy()
             .into_owned();
         if link.ends_with(" (deleted)") {
-            return Err(DumpError::Unsupported { pid, resource: format!("a deleted executable {link}") });
+            return Err(DumpError::Unsupported {
+                pid,
+                resource: format!("a deleted executable {link}"),
+            });
         }
-        let file = File::open(proc_path(pid, "exe"))
-            .map_err(|source| DumpError::Proc { pid, what: "exe".into(), source })?;
+        let file = File::open(proc_path(pid, "exe")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "exe".into(),
+            source,
+        })?;
         identify(pid, &link, &file)
     }
 
-    fn identity_of_mapping(&mut self, pid: i32, m: &procfs::maps::MapsEntry) -> Result<u32, DumpError> {
+    fn identity_of_mapping(
+        &mut self,
+        pid: i32,
+        m: &procfs::maps::MapsEntry,
+    ) -> Result<u32, DumpError> {
         let path = m.path.clone().unwrap_or_default();
         let dev = nix::sys::stat::makedev(u64::from(m.dev_major), u64::from(m.dev_minor));
         if let Some(&i) = self.by_inode.get(&(dev, m.inode)) {
             return Ok(i);
         }
-        let file = match File::open(proc_path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end))) {
+        let file = match File::open(proc_path(
+            pid,
+            &format!("map_files/{:x}-{:x}", m.start, m.end),
+        )) {
             Ok(f) => f,
             Err(_) => File::open(&path).map_err(|e| DumpError::MappedFile {
                 pid,
@@ -673,7 +858,11 @@ impl FileTable {
         };
         let id = identify(pid, &path, &file)?;
         if id.dev != dev || id.ino != m.inode {
-            return Err(DumpError::MappedFile { pid, path, reason: "replaced on disk since it was mapped".into() });
+            return Err(DumpError::MappedFile {
+                pid,
+                path,
+                reason: "replaced on disk since it was mapped".into(),
+            });
         }
         let idx = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
         self.list.push(id);
@@ -690,7 +879,10 @@ pub(crate) fn identify(pid: i32, path: &str, file: &File) -> Result<FileIdentity
         reason: format!("fstat: {e}"),
     })?;
     if !meta.is_file() {
-        return Err(DumpError::Unsupported { pid, resource: format!("mapping of non-regular file {path}") });
+        return Err(DumpError::Unsupported {
+            pid,
+            resource: format!("mapping of non-regular file {path}"),
+        });
     }
     let digest = digest_file(file).map_err(|e| DumpError::MappedFile {
         pid,

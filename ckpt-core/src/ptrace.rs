@@ -24,13 +24,25 @@ use crate::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
     #[error("ptrace {op} on pid {pid}: {errno}")]
-    Request { op: &'static str, pid: i32, errno: Errno },
+    Request {
+        op: &'static str,
+        pid: i32,
+        errno: Errno,
+    },
     #[error("pid {pid} exited or was killed while being traced ({status})")]
     Gone { pid: i32, status: String },
     #[error("pid {pid}: unexpected stop {status} during {during}")]
-    UnexpectedStop { pid: i32, status: String, during: &'static str },
+    UnexpectedStop {
+        pid: i32,
+        status: String,
+        during: &'static str,
+    },
     #[error("pid {pid}: injected {name} failed: {errno}")]
-    Syscall { pid: i32, name: &'static str, errno: Errno },
+    Syscall {
+        pid: i32,
+        name: &'static str,
+        errno: Errno,
+    },
 }
 
 /// `PTRACE_EVENT_STOP`.
@@ -63,7 +75,13 @@ fn req(op: &'static str, pid: i32) -> impl Fn(Errno) -> PtraceError {
 impl Tracee {
     /// Wrap a task that is already traced by us and stopped.
     pub fn attached(pid: i32) -> Tracee {
-        Tracee { pid, syscall_at: 0, template: None, stolen: Vec::new(), injected: false }
+        Tracee {
+            pid,
+            syscall_at: 0,
+            template: None,
+            stolen: Vec::new(),
+            injected: false,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -90,13 +108,22 @@ impl Tracee {
             match waitpid(self.npid(), Some(WaitPidFlag::__WALL)) {
                 Ok(s) => return Ok(s),
                 Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(PtraceError::Request { op: "waitpid", pid: self.pid, errno }),
+                Err(errno) => {
+                    return Err(PtraceError::Request {
+                        op: "waitpid",
+                        pid: self.pid,
+                        errno,
+                    })
+                }
             }
         }
     }
 
     fn gone(&self, s: WaitStatus) -> PtraceError {
-        PtraceError::Gone { pid: self.pid, status: format!("{s:?}") }
+        PtraceError::Gone {
+            pid: self.pid,
+            status: format!("{s:?}"),
+        }
     }
 
     /// Wait for the `PTRACE_EVENT_STOP` that follows `PTRACE_INTERRUPT`,
@@ -239,11 +266,20 @@ impl Tracee {
     }
 
     /// Inject one syscall; a negative result becomes [`PtraceError::Syscall`].
-    pub fn syscall(&mut self, name: &'static str, nr: libc::c_long, args: [u64; 6]) -> Result<u64, PtraceError> {
+    pub fn syscall(
+        &mut self,
+        name: &'static str,
+        nr: libc::c_long,
+        args: [u64; 6],
+    ) -> Result<u64, PtraceError> {
         let r = self.syscall_raw(nr, args)?;
         if (-4095..0).contains(&r) {
             let errno = Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EINVAL));
-            return Err(PtraceError::Syscall { pid: self.pid, name, errno });
+            return Err(PtraceError::Syscall {
+                pid: self.pid,
+                name,
+                errno,
+            });
         }
         Ok(r as u64)
     }
@@ -267,5 +303,7 @@ impl Tracee {
 /// Find a `syscall` instruction (0f 05) in `code`, which was read from
 /// address `base`.
 pub fn find_syscall_insn(code: &[u8], base: u64) -> Option<u64> {
-    code.windows(2).position(|w| w == [0x0f, 0x05]).map(|i| base + i as u64)
+    code.windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| base + i as u64)
 }

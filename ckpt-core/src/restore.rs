@@ -81,7 +81,12 @@ pub enum RestoreError {
     #[error("restored process {pid}: {source}")]
     Trace { pid: i32, source: PtraceError },
     #[error("restored process {pid}: {what} at {addr:#x}: {errno}")]
-    Memory { pid: i32, what: &'static str, addr: u64, errno: Errno },
+    Memory {
+        pid: i32,
+        what: &'static str,
+        addr: u64,
+        errno: Errno,
+    },
     #[error("reading the image: {0}")]
     Image(#[from] ImageError),
 }
@@ -129,51 +134,85 @@ impl Plan {
     fn check(m: &Manifest) -> Result<Plan, RestoreError> {
         let p = &m.process;
         if m.arch != "x86_64" {
-            return Err(RestoreError::Incompatible(format!("image is for {}", m.arch)));
+            return Err(RestoreError::Incompatible(format!(
+                "image is for {}",
+                m.arch
+            )));
         }
         let thread = match p.threads.as_slice() {
             [t] => t.clone(),
             [] => return Err(RestoreError::Invalid("no thread".into())),
-            _ => return Err(RestoreError::Unsupported(format!("{} threads", p.threads.len()))),
+            _ => {
+                return Err(RestoreError::Unsupported(format!(
+                    "{} threads",
+                    p.threads.len()
+                )))
+            }
         };
         if p.vmas.len() > MAX_VMAS || p.fds.len() > MAX_FDS || p.descriptions.len() > MAX_FDS {
-            return Err(RestoreError::Invalid("too many mappings or file descriptors".into()));
+            return Err(RestoreError::Invalid(
+                "too many mappings or file descriptors".into(),
+            ));
         }
         let mut prev_end = MIN_ADDR;
         for v in &p.vmas {
             let aligned = v.start % PAGE == 0 && v.end % PAGE == 0 && v.offset % PAGE == 0;
             if !aligned || v.start >= v.end || v.start < prev_end {
-                return Err(RestoreError::Invalid(format!("mapping {:#x}-{:#x} is misplaced", v.start, v.end)));
+                return Err(RestoreError::Invalid(format!(
+                    "mapping {:#x}-{:#x} is misplaced",
+                    v.start, v.end
+                )));
             }
             if v.kind != VmaKind::Vsyscall && v.end > sys::USER_ADDR_END {
-                return Err(RestoreError::Invalid(format!("mapping {:#x}-{:#x} out of range", v.start, v.end)));
+                return Err(RestoreError::Invalid(format!(
+                    "mapping {:#x}-{:#x} out of range",
+                    v.start, v.end
+                )));
             }
             if v.kind == VmaKind::File {
-                let ok = v.file.and_then(|i| p.mapped_files.get(i as usize)).is_some();
+                let ok = v
+                    .file
+                    .and_then(|i| p.mapped_files.get(i as usize))
+                    .is_some();
                 if !ok {
-                    return Err(RestoreError::Invalid(format!("mapping {:#x} names no file", v.start)));
+                    return Err(RestoreError::Invalid(format!(
+                        "mapping {:#x} names no file",
+                        v.start
+                    )));
                 }
             }
             if v.prot & !((libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32) != 0 {
-                return Err(RestoreError::Invalid(format!("mapping {:#x} has bad protections", v.start)));
+                return Err(RestoreError::Invalid(format!(
+                    "mapping {:#x} has bad protections",
+                    v.start
+                )));
             }
             prev_end = v.end;
         }
         // Every chunk must land inside one mapping whose memory we fill.
         let mut vi = 0;
         for c in &m.chunks {
-            let end = c.vaddr.checked_add(c.len).ok_or_else(|| RestoreError::Invalid("chunk overflows".into()))?;
+            let end = c
+                .vaddr
+                .checked_add(c.len)
+                .ok_or_else(|| RestoreError::Invalid("chunk overflows".into()))?;
             while vi < p.vmas.len() && p.vmas[vi].end <= c.vaddr {
                 vi += 1;
             }
             let fits = p.vmas.get(vi).is_some_and(|v| {
                 v.start <= c.vaddr
                     && end <= v.end
-                    && matches!(v.kind, VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File)
+                    && matches!(
+                        v.kind,
+                        VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
+                    )
                     && !(v.kind == VmaKind::File && v.shared)
             });
             if !fits || c.vaddr % PAGE != 0 || c.len % PAGE != 0 {
-                return Err(RestoreError::Invalid(format!("memory chunk at {:#x} fits no mapping", c.vaddr)));
+                return Err(RestoreError::Invalid(format!(
+                    "memory chunk at {:#x} fits no mapping",
+                    c.vaddr
+                )));
             }
         }
         for fd in &p.fds {
@@ -201,13 +240,18 @@ impl Stub {
 
     fn kill(self) {
         let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(self.pid()), Some(nix::sys::wait::WaitPidFlag::__WALL));
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(self.pid()),
+            Some(nix::sys::wait::WaitPidFlag::__WALL),
+        );
     }
 
     fn finish(mut self) -> Result<(), RestoreError> {
         let pid = self.pid();
         let stolen = self.tracee.take_stolen_signals();
-        self.tracee.detach().map_err(|source| RestoreError::Trace { pid, source })?;
+        self.tracee
+            .detach()
+            .map_err(|source| RestoreError::Trace { pid, source })?;
         for sig in stolen {
             let _ = sys::pidfd_send_signal(&self.pidfd, sig);
         }
@@ -229,7 +273,8 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
     let cap_xattr = c"security.capability";
     let privileged_restorer = nix::unistd::geteuid().is_root();
     // The child tells us (one byte) whether it will exec the executable.
-    let (decision_r, decision_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
+    let (decision_r, decision_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
     let decision_fd = decision_w.as_raw_fd();
     // SAFETY: the restorer is single-threaded here (image verification
     // threads have been joined), so the child may run any code; it only
@@ -259,16 +304,25 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
                 let mut exec_ok = false;
                 if fd >= 0 {
                     let mut st: libc::stat = std::mem::zeroed();
-                    if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG {
-                        let suid_foreign = st.st_mode & libc::S_ISUID != 0 && st.st_uid != creds.uid[1];
-                        let sgid_foreign = st.st_mode & libc::S_ISGID != 0 && st.st_gid != creds.gid[1];
-                        let has_caps = libc::fgetxattr(fd, cap_xattr.as_ptr(), std::ptr::null_mut(), 0) >= 0;
+                    if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+                    {
+                        let suid_foreign =
+                            st.st_mode & libc::S_ISUID != 0 && st.st_uid != creds.uid[1];
+                        let sgid_foreign =
+                            st.st_mode & libc::S_ISGID != 0 && st.st_gid != creds.gid[1];
+                        let has_caps =
+                            libc::fgetxattr(fd, cap_xattr.as_ptr(), std::ptr::null_mut(), 0) >= 0;
                         exec_ok = !suid_foreign && !sgid_foreign && !has_caps;
                     }
                 }
                 let decision: u8 = if exec_ok { b'E' } else { b'F' };
                 libc::write(decision_fd, (&decision as *const u8).cast(), 1);
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32 /* CLOSE_RANGE_CLOEXEC */);
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    4u32, /* CLOSE_RANGE_CLOEXEC */
+                );
                 if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
                     libc::_exit(122);
                 }
@@ -302,7 +356,11 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
                     return Err(RestoreError::Spawn(e));
                 }
             };
-            let stub = Stub { tracee: Tracee::attached(pid), pidfd, exec: execs };
+            let stub = Stub {
+                tracee: Tracee::attached(pid),
+                pidfd,
+                exec: execs,
+            };
             match prepare_stub(stub) {
                 Ok(s) => Ok(s),
                 Err((s, e)) => {
@@ -354,7 +412,9 @@ struct Builder<'m> {
 fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
     let mut candidate: u64 = 0x1_0000_0000;
     while candidate + len < sys::USER_ADDR_END {
-        let clash = occupied.iter().find(|&&(s, e)| candidate < e && s < candidate + len);
+        let clash = occupied
+            .iter()
+            .find(|&&(s, e)| candidate < e && s < candidate + len);
         match clash {
             None => return Some(candidate),
             Some(&(_, e)) => candidate = (e + (1 << 20)) & !((1 << 20) - 1),
@@ -373,24 +433,44 @@ impl<'m> Builder<'m> {
         move |source| RestoreError::Trace { pid, source }
     }
 
-    fn sys(&mut self, name: &'static str, nr: libc::c_long, args: [u64; 6]) -> Result<u64, RestoreError> {
+    fn sys(
+        &mut self,
+        name: &'static str,
+        nr: libc::c_long,
+        args: [u64; 6],
+    ) -> Result<u64, RestoreError> {
         let pid = self.pid();
-        self.stub.tracee.syscall(name, nr, args).map_err(|source| RestoreError::Trace { pid, source })
+        self.stub
+            .tracee
+            .syscall(name, nr, args)
+            .map_err(|source| RestoreError::Trace { pid, source })
     }
 
     fn write_mem(&self, addr: u64, data: &[u8], what: &'static str) -> Result<(), RestoreError> {
         let pid = self.pid();
-        let n = sys::vm_write(pid, addr, data).map_err(|errno| RestoreError::Memory { pid, what, addr, errno })?;
+        let n = sys::vm_write(pid, addr, data).map_err(|errno| RestoreError::Memory {
+            pid,
+            what,
+            addr,
+            errno,
+        })?;
         if n != data.len() {
-            return Err(RestoreError::Memory { pid, what, addr: addr + n as u64, errno: Errno::EFAULT });
+            return Err(RestoreError::Memory {
+                pid,
+                what,
+                addr: addr + n as u64,
+                errno: Errno::EFAULT,
+            });
         }
         Ok(())
     }
 
     fn stub_maps(&self) -> Result<Vec<procfs::maps::MapsEntry>, RestoreError> {
-        let text = std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
-            .map_err(|e| RestoreError::Spawn(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
-        procfs::maps::parse_maps(&text).map_err(|e| RestoreError::Invalid(format!("stub maps: {e}")))
+        let text = std::fs::read_to_string(format!("/proc/{}/maps", self.pid())).map_err(|e| {
+            RestoreError::Spawn(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?;
+        procfs::maps::parse_maps(&text)
+            .map_err(|e| RestoreError::Invalid(format!("stub maps: {e}")))
     }
 
     fn build(&mut self, reader: &ImageReader, plan: &Plan) -> Result<(), RestoreError> {
@@ -400,21 +480,41 @@ impl<'m> Builder<'m> {
 
         // 1. The stub as it is: its mappings, vdso, registers, xsave size.
         let stub_maps = self.stub_maps()?;
-        let find = |name: &str| stub_maps.iter().find(|e| e.path.as_deref() == Some(name)).map(|e| (e.start, e.end));
-        let vdso = find("[vdso]").ok_or_else(|| RestoreError::Incompatible("no [vdso] in the new process".into()))?;
+        let find = |name: &str| {
+            stub_maps
+                .iter()
+                .find(|e| e.path.as_deref() == Some(name))
+                .map(|e| (e.start, e.end))
+        };
+        let vdso = find("[vdso]")
+            .ok_or_else(|| RestoreError::Incompatible("no [vdso] in the new process".into()))?;
         let mut vdso_bytes = vec![0u8; usize::try_from(vdso.1 - vdso.0).unwrap_or(0)];
-        let n = sys::vm_read(pid, vdso.0, &mut vdso_bytes)
-            .map_err(|errno| RestoreError::Memory { pid, what: "reading vdso", addr: vdso.0, errno })?;
-        if n != vdso_bytes.len() || Sha256::digest(&vdso_bytes).as_slice() != m.vdso_digest.as_slice() {
+        let n =
+            sys::vm_read(pid, vdso.0, &mut vdso_bytes).map_err(|errno| RestoreError::Memory {
+                pid,
+                what: "reading vdso",
+                addr: vdso.0,
+                errno,
+            })?;
+        if n != vdso_bytes.len()
+            || Sha256::digest(&vdso_bytes).as_slice() != m.vdso_digest.as_slice()
+        {
             return Err(RestoreError::Incompatible("the kernel's vdso differs from the one the image was dumped with (another kernel build)".into()));
         }
-        let syscall_at = find_syscall_insn(&vdso_bytes, vdso.0)
-            .ok_or_else(|| RestoreError::Incompatible("no syscall instruction in the vdso".into()))?;
+        let syscall_at = find_syscall_insn(&vdso_bytes, vdso.0).ok_or_else(|| {
+            RestoreError::Incompatible("no syscall instruction in the vdso".into())
+        })?;
         let template = self.stub.tracee.regs().map_err(self.tr())?;
         self.stub.tracee.set_syscall_site(syscall_at, template);
 
-        let xsave_now = sys::get_xstate(pid)
-            .map_err(|errno| RestoreError::Trace { pid, source: PtraceError::Request { op: "GETREGSET", pid, errno } })?;
+        let xsave_now = sys::get_xstate(pid).map_err(|errno| RestoreError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "GETREGSET",
+                pid,
+                errno,
+            },
+        })?;
         if xsave_now.len() != plan.thread.xsave.len() {
             return Err(RestoreError::Incompatible(format!(
                 "xsave area is {} bytes here, {} in the image",
@@ -460,13 +560,24 @@ impl<'m> Builder<'m> {
         // 3. Drop the stub's own rseq registration and every mapping but the
         //    trampoline and the vdso family.
         if let Some((ptr, len, sig)) = sys::get_rseq(pid).ok().flatten() {
-            self.sys("rseq(unregister)", libc::SYS_rseq, [ptr, u64::from(len), 1, u64::from(sig), 0, 0])?;
+            self.sys(
+                "rseq(unregister)",
+                libc::SYS_rseq,
+                [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
+            )?;
         }
         let keep = |e: &procfs::maps::MapsEntry| {
-            matches!(e.path.as_deref(), Some("[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"))
+            matches!(
+                e.path.as_deref(),
+                Some("[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
+            )
         };
         for e in stub_maps.iter().filter(|e| !keep(e)) {
-            self.sys("munmap(stub)", libc::SYS_munmap, [e.start, e.end - e.start, 0, 0, 0, 0])?;
+            self.sys(
+                "munmap(stub)",
+                libc::SYS_munmap,
+                [e.start, e.end - e.start, 0, 0, 0, 0],
+            )?;
         }
 
         // 4. Move the vdso family where the image had it, keeping its layout.
@@ -476,11 +587,26 @@ impl<'m> Builder<'m> {
         self.map_all(scratch)?;
         self.fill_memory(reader)?;
         for v in &p.vmas {
-            if matches!(v.kind, VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File) {
-                self.sys("mprotect", libc::SYS_mprotect, [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0])?;
-                for (flag, advice) in [("dd", libc::MADV_DONTDUMP), ("dc", libc::MADV_DONTFORK), ("wf", libc::MADV_WIPEONFORK)] {
+            if matches!(
+                v.kind,
+                VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
+            ) {
+                self.sys(
+                    "mprotect",
+                    libc::SYS_mprotect,
+                    [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
+                )?;
+                for (flag, advice) in [
+                    ("dd", libc::MADV_DONTDUMP),
+                    ("dc", libc::MADV_DONTFORK),
+                    ("wf", libc::MADV_WIPEONFORK),
+                ] {
                     if v.vm_flags.iter().any(|f| f == flag) {
-                        self.sys("madvise", libc::SYS_madvise, [v.start, v.end - v.start, advice as u64, 0, 0, 0])?;
+                        self.sys(
+                            "madvise",
+                            libc::SYS_madvise,
+                            [v.start, v.end - v.start, advice as u64, 0, 0, 0],
+                        )?;
                     }
                 }
             }
@@ -489,32 +615,68 @@ impl<'m> Builder<'m> {
         // 6. Files, cwd, umask, name, personality.
         self.restore_fds(scratch)?;
         self.put_string(scratch, &p.cwd)?;
-        self.sys("chdir", libc::SYS_chdir, [scratch, 0, 0, 0, 0, 0]).map_err(|e| match e {
-            RestoreError::Trace { source: PtraceError::Syscall { errno, .. }, .. } => {
-                RestoreError::Open { path: p.cwd.clone(), errno }
-            }
-            e => e,
-        })?;
-        self.sys("umask", libc::SYS_umask, [u64::from(p.umask & 0o777), 0, 0, 0, 0, 0])?;
+        self.sys("chdir", libc::SYS_chdir, [scratch, 0, 0, 0, 0, 0])
+            .map_err(|e| match e {
+                RestoreError::Trace {
+                    source: PtraceError::Syscall { errno, .. },
+                    ..
+                } => RestoreError::Open {
+                    path: p.cwd.clone(),
+                    errno,
+                },
+                e => e,
+            })?;
+        self.sys(
+            "umask",
+            libc::SYS_umask,
+            [u64::from(p.umask & 0o777), 0, 0, 0, 0, 0],
+        )?;
         let comm: String = p.comm.chars().take(15).collect();
         self.put_string(scratch, &comm)?;
-        self.sys("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0])?;
-        self.sys("personality", libc::SYS_personality, [u64::from(p.personality), 0, 0, 0, 0, 0])?;
+        self.sys(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0],
+        )?;
+        self.sys(
+            "personality",
+            libc::SYS_personality,
+            [u64::from(p.personality), 0, 0, 0, 0, 0],
+        )?;
 
         // 7. Signal dispositions and the alternate stack.
         for a in &p.sigactions {
-            if a.signal == 0 || a.signal > 64 || a.signal == libc::SIGKILL as u32 || a.signal == libc::SIGSTOP as u32 {
-                return Err(RestoreError::Invalid(format!("signal {} in the image", a.signal)));
+            if a.signal == 0
+                || a.signal > 64
+                || a.signal == libc::SIGKILL as u32
+                || a.signal == libc::SIGSTOP as u32
+            {
+                return Err(RestoreError::Invalid(format!(
+                    "signal {} in the image",
+                    a.signal
+                )));
             }
             let bytes = words_to_bytes(&[a.handler, a.flags, a.restorer, a.mask]);
             self.write_mem(scratch, &bytes, "writing sigaction")?;
-            self.sys("rt_sigaction", libc::SYS_rt_sigaction, [u64::from(a.signal), scratch, 0, 8, 0, 0])?;
+            self.sys(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [u64::from(a.signal), scratch, 0, 8, 0, 0],
+            )?;
         }
         let (ss_sp, ss_flags, ss_size) = plan.thread.altstack;
         if ss_flags & libc::SS_DISABLE == 0 {
             let flags = (ss_flags & !libc::SS_ONSTACK) as u32 as u64;
-            self.write_mem(scratch, &words_to_bytes(&[ss_sp, flags, ss_size]), "writing sigaltstack")?;
-            self.sys("sigaltstack", libc::SYS_sigaltstack, [scratch, 0, 0, 0, 0, 0])?;
+            self.write_mem(
+                scratch,
+                &words_to_bytes(&[ss_sp, flags, ss_size]),
+                "writing sigaltstack",
+            )?;
+            self.sys(
+                "sigaltstack",
+                libc::SYS_sigaltstack,
+                [scratch, 0, 0, 0, 0, 0],
+            )?;
         }
 
         // 8. The mm layout (brk, arg/env areas, auxv).
@@ -525,11 +687,18 @@ impl<'m> Builder<'m> {
             if l.resource >= 16 {
                 continue;
             }
-            self.write_mem(scratch, &words_to_bytes(&[l.soft, l.hard]), "writing rlimit")?;
+            self.write_mem(
+                scratch,
+                &words_to_bytes(&[l.soft, l.hard]),
+                "writing rlimit",
+            )?;
             let r = self
                 .stub
                 .tracee
-                .syscall_raw(libc::SYS_prlimit64, [0, u64::from(l.resource), scratch, 0, 0, 0])
+                .syscall_raw(
+                    libc::SYS_prlimit64,
+                    [0, u64::from(l.resource), scratch, 0, 0, 0],
+                )
                 .map_err(self.tr())?;
             if r < 0 {
                 self.notices.push(format!(
@@ -547,20 +716,32 @@ impl<'m> Builder<'m> {
             self.sys(
                 "rseq",
                 libc::SYS_rseq,
-                [r.abi_pointer, u64::from(r.abi_size), 0, u64::from(r.signature), 0, 0],
+                [
+                    r.abi_pointer,
+                    u64::from(r.abi_size),
+                    0,
+                    u64::from(r.signature),
+                    0,
+                    0,
+                ],
             )?;
         }
         for s in &plan.thread.pending {
             if s.siginfo.len() != sys::SIGINFO_SIZE {
                 return Err(RestoreError::Invalid("pending signal of wrong size".into()));
             }
-            let signo = u32::from_ne_bytes([s.siginfo[0], s.siginfo[1], s.siginfo[2], s.siginfo[3]]);
+            let signo =
+                u32::from_ne_bytes([s.siginfo[0], s.siginfo[1], s.siginfo[2], s.siginfo[3]]);
             if signo == 0 || signo > 64 {
                 return Err(RestoreError::Invalid(format!("pending signal {signo}")));
             }
             self.write_mem(scratch, &s.siginfo, "writing siginfo")?;
             if s.shared {
-                self.sys("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [pid as u64, u64::from(signo), scratch, 0, 0, 0])?;
+                self.sys(
+                    "rt_sigqueueinfo",
+                    libc::SYS_rt_sigqueueinfo,
+                    [pid as u64, u64::from(signo), scratch, 0, 0, 0],
+                )?;
             } else {
                 self.sys(
                     "rt_tgsigqueueinfo",
@@ -576,54 +757,106 @@ impl<'m> Builder<'m> {
             let sec_usec = |us: u64| [us / 1_000_000, us % 1_000_000];
             let [is, iu] = sec_usec(t.interval_us);
             let [vs, vu] = sec_usec(t.value_us);
-            self.write_mem(scratch, &words_to_bytes(&[is, iu, vs, vu]), "writing itimer")?;
-            self.sys("setitimer", libc::SYS_setitimer, [u64::from(t.which), scratch, 0, 0, 0, 0])?;
+            self.write_mem(
+                scratch,
+                &words_to_bytes(&[is, iu, vs, vu]),
+                "writing itimer",
+            )?;
+            self.sys(
+                "setitimer",
+                libc::SYS_setitimer,
+                [u64::from(t.which), scratch, 0, 0, 0, 0],
+            )?;
         }
 
         // 11. Last syscall: unmap the trampoline. At its exit stop, put the
         //     saved registers, FPU state and signal mask in place.
-        self.sys("munmap(trampoline)", libc::SYS_munmap, [tramp, 2 * PAGE, 0, 0, 0, 0])?;
+        self.sys(
+            "munmap(trampoline)",
+            libc::SYS_munmap,
+            [tramp, 2 * PAGE, 0, 0, 0, 0],
+        )?;
         let current = self.stub.tracee.regs().map_err(self.tr())?;
         let mut regs = arch::to_user_regs(&plan.thread.regs, &current);
         arch::restart_fixup(&mut regs, ResumeIn::Restored);
         self.stub.tracee.set_regs(&regs).map_err(self.tr())?;
-        sys::set_xstate(pid, &plan.thread.xsave)
-            .map_err(|errno| RestoreError::Trace { pid, source: PtraceError::Request { op: "SETREGSET", pid, errno } })?;
-        sys::set_sigmask(pid, plan.thread.sigmask)
-            .map_err(|errno| RestoreError::Trace { pid, source: PtraceError::Request { op: "SETSIGMASK", pid, errno } })?;
+        sys::set_xstate(pid, &plan.thread.xsave).map_err(|errno| RestoreError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "SETREGSET",
+                pid,
+                errno,
+            },
+        })?;
+        sys::set_sigmask(pid, plan.thread.sigmask).map_err(|errno| RestoreError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "SETSIGMASK",
+                pid,
+                errno,
+            },
+        })?;
         Ok(())
     }
 
     fn put_string(&self, at: u64, s: &str) -> Result<(), RestoreError> {
         if s.len() > MAX_PATH || s.as_bytes().contains(&0) {
-            return Err(RestoreError::Invalid(format!("path too long or with NUL: {s:?}")));
+            return Err(RestoreError::Invalid(format!(
+                "path too long or with NUL: {s:?}"
+            )));
         }
         let mut b = s.as_bytes().to_vec();
         b.push(0);
         self.write_mem(at, &b, "writing a path")
     }
 
-    fn move_vdso(&mut self, stub_maps: &[procfs::maps::MapsEntry], occupied: &[(u64, u64)]) -> Result<(), RestoreError> {
+    fn move_vdso(
+        &mut self,
+        stub_maps: &[procfs::maps::MapsEntry],
+        occupied: &[(u64, u64)],
+    ) -> Result<(), RestoreError> {
         let p = &self.m.process;
-        let family = |kind: VmaKind| p.vmas.iter().find(|v| v.kind == kind).map(|v| (v.start, v.end));
-        let live = |name: &str| stub_maps.iter().find(|e| e.path.as_deref() == Some(name)).map(|e| (e.start, e.end));
+        let family = |kind: VmaKind| {
+            p.vmas
+                .iter()
+                .find(|v| v.kind == kind)
+                .map(|v| (v.start, v.end))
+        };
+        let live = |name: &str| {
+            stub_maps
+                .iter()
+                .find(|e| e.path.as_deref() == Some(name))
+                .map(|e| (e.start, e.end))
+        };
         let pairs = [
             (live("[vdso]"), family(VmaKind::Vdso), "[vdso]"),
             (live("[vvar]"), family(VmaKind::Vvar), "[vvar]"),
-            (live("[vvar_vclock]"), family(VmaKind::VvarVclock), "[vvar_vclock]"),
+            (
+                live("[vvar_vclock]"),
+                family(VmaKind::VvarVclock),
+                "[vvar_vclock]",
+            ),
         ];
         let mut moves = Vec::new();
         for (now, then, name) in pairs {
             match (now, then) {
                 (None, None) => {}
                 (Some(n), Some(t)) if n.1 - n.0 == t.1 - t.0 => moves.push((n, t)),
-                _ => return Err(RestoreError::Incompatible(format!("{name} differs from the image's"))),
+                _ => {
+                    return Err(RestoreError::Incompatible(format!(
+                        "{name} differs from the image's"
+                    )))
+                }
             }
         }
-        let (Some(lo), Some(hi)) = (moves.iter().map(|m| m.0 .0).min(), moves.iter().map(|m| m.0 .1).max()) else {
+        let (Some(lo), Some(hi)) = (
+            moves.iter().map(|m| m.0 .0).min(),
+            moves.iter().map(|m| m.0 .1).max(),
+        ) else {
             return Ok(());
         };
-        let tmp = free_spot(occupied, hi - lo).ok_or_else(|| RestoreError::Invalid("no room to move the vdso".into()))?;
+        let tmp = free_spot(occupied, hi - lo)
+            .ok_or_else(|| RestoreError::Invalid("no room to move the vdso".into()))?;
         // First to a spot free in both layouts, then to the saved place.
         for ((ns, ne), _) in &moves {
             let dst = tmp + (ns - lo);
@@ -642,7 +875,14 @@ impl<'m> Builder<'m> {
         let got = self.sys(
             "mremap(vdso)",
             libc::SYS_mremap,
-            [from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to, 0],
+            [
+                from,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+                0,
+            ],
         )?;
         if got != to {
             return Err(RestoreError::Invalid("vdso moved elsewhere".into()));
@@ -659,12 +899,22 @@ impl<'m> Builder<'m> {
             .tracee
             .syscall_raw(
                 libc::SYS_openat,
-                [libc::AT_FDCWD as u64, scratch, (flags | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                [
+                    libc::AT_FDCWD as u64,
+                    scratch,
+                    (flags | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ],
             )
             .map_err(self.tr())?;
         if r < 0 {
             let errno = Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EIO));
-            return Err(RestoreError::Open { path: path.to_string(), errno });
+            return Err(RestoreError::Open {
+                path: path.to_string(),
+                errno,
+            });
         }
         Ok(r as u64)
     }
@@ -687,7 +937,11 @@ impl<'m> Builder<'m> {
                 }
                 _ => continue,
             };
-            let grows = if v.vm_flags.iter().any(|f| f == "gd") { libc::MAP_GROWSDOWN } else { 0 };
+            let grows = if v.vm_flags.iter().any(|f| f == "gd") {
+                libc::MAP_GROWSDOWN
+            } else {
+                0
+            };
             let mut prot = v.prot;
             if has_chunks.contains(&i) {
                 prot |= (libc::PROT_READ | libc::PROT_WRITE) as u32;
@@ -698,7 +952,11 @@ impl<'m> Builder<'m> {
                     match file_fds.get(&fi) {
                         Some(&fd) => fd,
                         None => {
-                            let fd = self.open_mapped_file(scratch, fi, want_write || self.file_needs_write(fi))?;
+                            let fd = self.open_mapped_file(
+                                scratch,
+                                fi,
+                                want_write || self.file_needs_write(fi),
+                            )?;
                             file_fds.insert(fi, fd);
                             fd
                         }
@@ -721,10 +979,21 @@ impl<'m> Builder<'m> {
             match got {
                 Ok(a) if a == v.start => {}
                 Ok(a) => {
-                    return Err(RestoreError::Invalid(format!("mapping {:#x} landed at {a:#x}", v.start)));
+                    return Err(RestoreError::Invalid(format!(
+                        "mapping {:#x} landed at {a:#x}",
+                        v.start
+                    )));
                 }
-                Err(RestoreError::Trace { source: PtraceError::Syscall { errno, .. }, pid }) => {
-                    return Err(RestoreError::Memory { pid, what: "mapping", addr: v.start, errno });
+                Err(RestoreError::Trace {
+                    source: PtraceError::Syscall { errno, .. },
+                    pid,
+                }) => {
+                    return Err(RestoreError::Memory {
+                        pid,
+                        what: "mapping",
+                        addr: v.start,
+                        errno,
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -736,34 +1005,62 @@ impl<'m> Builder<'m> {
     }
 
     fn file_needs_write(&self, fi: u32) -> bool {
-        self.m.process.vmas.iter().any(|v| v.file == Some(fi) && v.shared && v.prot & libc::PROT_WRITE as u32 != 0)
+        self.m
+            .process
+            .vmas
+            .iter()
+            .any(|v| v.file == Some(fi) && v.shared && v.prot & libc::PROT_WRITE as u32 != 0)
     }
 
     /// Open mapped file `fi` in the stub and check that its content is what
     /// was dumped (the same bytes are what the restored code will run).
-    fn open_mapped_file(&mut self, scratch: u64, fi: u32, write: bool) -> Result<u64, RestoreError> {
-        let f = self.m.process.mapped_files.get(fi as usize).cloned().ok_or_else(|| RestoreError::Invalid("file index".into()))?;
+    fn open_mapped_file(
+        &mut self,
+        scratch: u64,
+        fi: u32,
+        write: bool,
+    ) -> Result<u64, RestoreError> {
+        let f = self
+            .m
+            .process
+            .mapped_files
+            .get(fi as usize)
+            .cloned()
+            .ok_or_else(|| RestoreError::Invalid("file index".into()))?;
         let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
         let fd = self.open_in_stub(scratch, &f.path, mode)?;
-        let local = sys::pidfd_getfd(&self.stub.pidfd, i32::try_from(fd).unwrap_or(-1))
-            .map_err(|errno| RestoreError::Open { path: f.path.clone(), errno })?;
+        let local = sys::pidfd_getfd(&self.stub.pidfd, i32::try_from(fd).unwrap_or(-1)).map_err(
+            |errno| RestoreError::Open {
+                path: f.path.clone(),
+                errno,
+            },
+        )?;
         let file = std::fs::File::from(local);
         let meta = file.metadata().map_err(|e| RestoreError::Open {
             path: f.path.clone(),
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
         if !meta.is_file() {
-            return Err(RestoreError::FileChanged { path: f.path, what: "no longer a regular file".into() });
+            return Err(RestoreError::FileChanged {
+                path: f.path,
+                what: "no longer a regular file".into(),
+            });
         }
         if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
-            return Err(RestoreError::FileChanged { path: f.path, what: "size differs".into() });
+            return Err(RestoreError::FileChanged {
+                path: f.path,
+                what: "size differs".into(),
+            });
         }
         let digest = crate::dump::digest_file(&file).map_err(|e| RestoreError::Open {
             path: f.path.clone(),
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
         if digest != f.digest {
-            return Err(RestoreError::FileChanged { path: f.path, what: "content digest differs".into() });
+            return Err(RestoreError::FileChanged {
+                path: f.path,
+                what: "content digest differs".into(),
+            });
         }
         Ok(fd)
     }
@@ -778,7 +1075,12 @@ impl<'m> Builder<'m> {
                 errno,
             })?;
             if n != data.len() {
-                return Err(RestoreError::Memory { pid, what: "filling memory", addr: c.vaddr + n as u64, errno: Errno::EFAULT });
+                return Err(RestoreError::Memory {
+                    pid,
+                    what: "filling memory",
+                    addr: c.vaddr + n as u64,
+                    errno: Errno::EFAULT,
+                });
             }
             Ok(())
         });
@@ -792,7 +1094,11 @@ impl<'m> Builder<'m> {
         let p = &self.m.process;
         // Everything the stub inherited goes; then each description is
         // opened once above every target number and dup'ed into place.
-        self.sys("close_range", libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
+        self.sys(
+            "close_range",
+            libc::SYS_close_range,
+            [0, u64::from(u32::MAX), 0, 0, 0, 0],
+        )?;
         if p.fds.is_empty() {
             return Ok(());
         }
@@ -800,7 +1106,11 @@ impl<'m> Builder<'m> {
         // Room for the temporary copies.
         let need = u64::try_from(top).unwrap_or(0) + 1 + p.descriptions.len() as u64 + 1;
         self.write_mem(scratch, &[0u8; 16], "writing rlimit")?;
-        self.sys("prlimit64(get)", libc::SYS_prlimit64, [0, libc::RLIMIT_NOFILE as u64, 0, scratch, 0, 0])?;
+        self.sys(
+            "prlimit64(get)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, 0, scratch, 0, 0],
+        )?;
         let mut cur = [0u8; 16];
         sys::vm_read(self.pid(), scratch, &mut cur).map_err(|errno| RestoreError::Memory {
             pid: self.pid(),
@@ -810,14 +1120,21 @@ impl<'m> Builder<'m> {
         })?;
         let hard = u64::from_ne_bytes(cur[8..16].try_into().unwrap_or([0; 8]));
         if need > hard {
-            return Err(RestoreError::Unsupported(format!("fd {top} (above this user's open-file limit {hard})")));
+            return Err(RestoreError::Unsupported(format!(
+                "fd {top} (above this user's open-file limit {hard})"
+            )));
         }
         self.write_mem(scratch, &words_to_bytes(&[hard, hard]), "writing rlimit")?;
-        self.sys("prlimit64(set)", libc::SYS_prlimit64, [0, libc::RLIMIT_NOFILE as u64, scratch, 0, 0, 0])?;
+        self.sys(
+            "prlimit64(set)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, scratch, 0, 0, 0],
+        )?;
 
         let mut temp = Vec::with_capacity(p.descriptions.len());
         for d in &p.descriptions {
-            let mut flags = (d.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+            let mut flags =
+                (d.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
             if d.kind == OpenFileKind::Directory {
                 flags |= libc::O_DIRECTORY;
             }
@@ -825,18 +1142,33 @@ impl<'m> Builder<'m> {
             let high = self.sys(
                 "fcntl(F_DUPFD_CLOEXEC)",
                 libc::SYS_fcntl,
-                [fd, libc::F_DUPFD_CLOEXEC as u64, u64::try_from(top).unwrap_or(0) + 1, 0, 0, 0],
+                [
+                    fd,
+                    libc::F_DUPFD_CLOEXEC as u64,
+                    u64::try_from(top).unwrap_or(0) + 1,
+                    0,
+                    0,
+                    0,
+                ],
             )?;
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
             if d.kind == OpenFileKind::Regular && d.offset != 0 {
-                self.sys("lseek", libc::SYS_lseek, [high, d.offset, libc::SEEK_SET as u64, 0, 0, 0])?;
+                self.sys(
+                    "lseek",
+                    libc::SYS_lseek,
+                    [high, d.offset, libc::SEEK_SET as u64, 0, 0, 0],
+                )?;
             }
             temp.push(high);
         }
         for f in &p.fds {
             let src = temp[f.description as usize];
             let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-            self.sys("dup3", libc::SYS_dup3, [src, f.fd as u64, flags as u64, 0, 0, 0])?;
+            self.sys(
+                "dup3",
+                libc::SYS_dup3,
+                [src, f.fd as u64, flags as u64, 0, 0, 0],
+            )?;
         }
         for fd in temp {
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
@@ -872,7 +1204,14 @@ impl<'m> Builder<'m> {
         self.sys(
             "prctl(PR_SET_MM_MAP)",
             libc::SYS_prctl,
-            [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, scratch, head.len() as u64, 0, 0],
+            [
+                libc::PR_SET_MM as u64,
+                libc::PR_SET_MM_MAP as u64,
+                scratch,
+                head.len() as u64,
+                0,
+                0,
+            ],
         )?;
         Ok(())
     }

@@ -96,7 +96,13 @@ pub fn pagemap_scan(
         // SAFETY: `arg` and `regions` live on this stack frame for the whole
         // call; `arg.vec`/`vec_len` describe exactly the `regions` array and
         // `arg.size` is the size of the struct the kernel reads.
-        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
+        let n = unsafe {
+            libc::ioctl(
+                pagemap.as_raw_fd(),
+                PAGEMAP_SCAN,
+                &mut arg as *mut PmScanArg,
+            )
+        };
         let n = Errno::result(n)?;
         let filled = usize::try_from(n).unwrap_or(0).min(regions.len());
         for r in &regions[..filled] {
@@ -154,15 +160,30 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> Result<OwnedFd, Errno> {
 pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: integer arguments.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_FILE,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
     Ok(Errno::result(r)? == 0)
 }
 
 /// Read `buf.len()` bytes at `addr` of process `pid` (`process_vm_readv`).
 /// Returns the number of bytes read (short on a fault).
 pub fn vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: `local` describes `buf`, which we borrow mutably for the call;
     // the remote iovec is only interpreted in the other process.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
@@ -171,8 +192,14 @@ pub fn vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
 
 /// Write `buf` at `addr` of process `pid` (`process_vm_writev`).
 pub fn vm_write(pid: i32, addr: u64, buf: &[u8]) -> Result<usize, Errno> {
-    let local = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    let local = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: `local` describes `buf`, borrowed for the call; the kernel only
     // reads from it. The remote iovec is interpreted in the other process.
     let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
@@ -184,9 +211,21 @@ pub fn vm_write(pid: i32, addr: u64, buf: &[u8]) -> Result<usize, Errno> {
 /// # Safety
 /// `addr` and `data` must be integers or pointers to live buffers large
 /// enough for what `req` reads or writes there.
-unsafe fn ptrace_raw(req: libc::c_uint, pid: i32, addr: usize, data: usize) -> Result<libc::c_long, Errno> {
+unsafe fn ptrace_raw(
+    req: libc::c_uint,
+    pid: i32,
+    addr: usize,
+    data: usize,
+) -> Result<libc::c_long, Errno> {
     // SAFETY: guaranteed by this function's contract.
-    let r = unsafe { libc::ptrace(req, pid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            pid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     Errno::result(r)
 }
 
@@ -194,9 +233,19 @@ unsafe fn ptrace_raw(req: libc::c_uint, pid: i32, addr: usize, data: usize) -> R
 /// kernel reports.
 pub fn get_xstate(pid: i32) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; XSAVE_MAX];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: `data` points at `iov`, which describes `buf`; both outlive the call.
-    unsafe { ptrace_raw(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize) }?;
+    unsafe {
+        ptrace_raw(
+            libc::PTRACE_GETREGSET,
+            pid,
+            NT_X86_XSTATE as usize,
+            &mut iov as *mut _ as usize,
+        )
+    }?;
     let len = iov.iov_len.min(XSAVE_MAX);
     buf.truncate(len);
     Ok(buf)
@@ -205,9 +254,20 @@ pub fn get_xstate(pid: i32) -> Result<Vec<u8>, Errno> {
 /// `PTRACE_SETREGSET(NT_X86_XSTATE)`.
 pub fn set_xstate(pid: i32, xsave: &[u8]) -> Result<(), Errno> {
     let mut copy = xsave.to_vec();
-    let mut iov = libc::iovec { iov_base: copy.as_mut_ptr().cast(), iov_len: copy.len() };
+    let mut iov = libc::iovec {
+        iov_base: copy.as_mut_ptr().cast(),
+        iov_len: copy.len(),
+    };
     // SAFETY: `data` points at `iov`, which describes `copy`; both outlive the call.
-    unsafe { ptrace_raw(libc::PTRACE_SETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize) }.map(drop)
+    unsafe {
+        ptrace_raw(
+            libc::PTRACE_SETREGSET,
+            pid,
+            NT_X86_XSTATE as usize,
+            &mut iov as *mut _ as usize,
+        )
+    }
+    .map(drop)
 }
 
 /// `PTRACE_GETREGS`.
@@ -255,16 +315,22 @@ struct RseqConfig {
 pub fn get_rseq(pid: i32) -> Result<Option<(u64, u32, u32)>, Errno> {
     let mut cfg = RseqConfig::default();
     // SAFETY: `addr` is the struct size, `data` points at it on this frame.
-    unsafe { ptrace_raw(
-        PTRACE_GET_RSEQ_CONFIGURATION,
-        pid,
-        std::mem::size_of::<RseqConfig>(),
-        &mut cfg as *mut _ as usize,
-    ) }?;
+    unsafe {
+        ptrace_raw(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            pid,
+            std::mem::size_of::<RseqConfig>(),
+            &mut cfg as *mut _ as usize,
+        )
+    }?;
     if cfg.rseq_abi_pointer == 0 {
         Ok(None)
     } else {
-        Ok(Some((cfg.rseq_abi_pointer, cfg.rseq_abi_size, cfg.signature)))
+        Ok(Some((
+            cfg.rseq_abi_pointer,
+            cfg.rseq_abi_size,
+            cfg.signature,
+        )))
     }
 }
 
@@ -291,7 +357,14 @@ pub fn peek_siginfo(pid: i32, shared: bool, max: usize) -> Result<Vec<Vec<u8>>, 
             nr: 1,
         };
         // SAFETY: `addr` points at `args`, `data` at a buffer for one siginfo.
-        let n = unsafe { ptrace_raw(PTRACE_PEEKSIGINFO, pid, &mut args as *mut _ as usize, buf.as_mut_ptr() as usize) }?;
+        let n = unsafe {
+            ptrace_raw(
+                PTRACE_PEEKSIGINFO,
+                pid,
+                &mut args as *mut _ as usize,
+                buf.as_mut_ptr() as usize,
+            )
+        }?;
         if n <= 0 {
             break;
         }

@@ -16,9 +16,10 @@ const NR_RESTART_SYSCALL: u64 = 219;
 /// Length of the `syscall` instruction.
 const SYSCALL_INSN_LEN: u64 = 2;
 
-/// Offset of `xfeatures` (the kernel's XCR0) in the software-reserved bytes
-/// of the fxsave area, and of `XSTATE_BV` in the xsave header.
-const SW_XFEATURES_OFFSET: usize = 464 + 8;
+/// Offset of the kernel's XCR0 in an `NT_X86_XSTATE` regset: word 0 of the
+/// fxsave area's software-reserved bytes (`USER_XSTATE_XCR0_WORD`), and of
+/// `XSTATE_BV` in the xsave header.
+const SW_XFEATURES_OFFSET: usize = 464;
 const XSTATE_BV_OFFSET: usize = 512;
 
 /// Convert the kernel's register block to the saved form.
@@ -182,7 +183,7 @@ mod tests {
     fn short_xsave_has_no_features() {
         assert_eq!(xsave_enabled_features(&[0u8; 100]), None);
         let mut buf = vec![0u8; 576];
-        buf[472..480].copy_from_slice(&7u64.to_le_bytes());
+        buf[464..472].copy_from_slice(&7u64.to_le_bytes());
         buf[512..520].copy_from_slice(&3u64.to_le_bytes());
         assert_eq!(xsave_enabled_features(&buf), Some(7));
         assert_eq!(xsave_features_in_use(&buf), Some(3));
