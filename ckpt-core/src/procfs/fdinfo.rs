@@ -1,0 +1,185 @@
+//! `/proc/PID/fdinfo/FD`: the four lines every file has, then lines specific
+//! to the file type (eventfd, timerfd, inotify, epoll, ...), which are ignored
+//! here.
+//!
+//! ```text
+//! pos:    6
+//! flags:  0102002
+//! mnt_id: 27
+//! ino:    10010882
+//! ```
+//!
+//! (a tab, not spaces, after each colon).
+//!
+//! The kernel prints `pos:\t%lli\nflags:\t0%o\nmnt_id:\t%i\nino:\t%lu\n`. `pos`
+//! is printed signed: files with unsigned offsets (`/proc/PID/mem`, `/dev/mem`)
+//! can show a negative number, which is returned as the same 64 bits in a
+//! `u64`. `flags` are the open flags in octal (`O_LARGEFILE` included); `mnt_id`
+//! matches the first field of `/proc/PID/mountinfo`. Each of the four must
+//! appear exactly once.
+
+use super::lex::{self, At, Context};
+use super::{ParseError, Problem, ProcFile};
+
+const FILE: ProcFile = ProcFile::FdInfo;
+
+/// The common part of `/proc/PID/fdinfo/FD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdInfo {
+    /// File position (the bits of the kernel's `loff_t`).
+    pub pos: u64,
+    /// Open flags (`O_*`, octal in the file).
+    pub flags: u32,
+    /// Mount id.
+    pub mnt_id: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// Parses `/proc/PID/fdinfo/FD`.
+pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ParseError> {
+    let (mut pos, mut flags, mut mnt_id, mut ino) = (None, None, None, None);
+    for (n, line) in lex::lines(FILE, text)? {
+        let at = At::line(FILE, n);
+        let Some((key, raw)) = line.split_once(':') else {
+            continue;
+        };
+        let value = || raw.strip_prefix('\t').ok_or(Problem::Malformed);
+        match key {
+            "pos" => set(&mut pos, value().and_then(position), at, "pos")?,
+            "flags" => set(
+                &mut flags,
+                value().and_then(lex::oct).and_then(lex::narrow),
+                at,
+                "flags",
+            )?,
+            "mnt_id" => set(&mut mnt_id, value().and_then(lex::dec), at, "mnt_id")?,
+            "ino" => set(&mut ino, value().and_then(lex::dec), at, "ino")?,
+            _ => {}
+        }
+    }
+    let need = |field| At::whole(FILE).err(field, Problem::Missing);
+    Ok(FdInfo {
+        pos: pos.ok_or_else(|| need("pos"))?,
+        flags: flags.ok_or_else(|| need("flags"))?,
+        mnt_id: mnt_id.ok_or_else(|| need("mnt_id"))?,
+        ino: ino.ok_or_else(|| need("ino"))?,
+    })
+}
+
+fn set<T>(
+    slot: &mut Option<T>,
+    value: Result<T, Problem>,
+    at: At,
+    field: &'static str,
+) -> Result<(), ParseError> {
+    if slot.is_some() {
+        return Err(at.err(field, Problem::Duplicate));
+    }
+    *slot = Some(value.at(at, field)?);
+    Ok(())
+}
+
+/// `%lli`, kept as its 64 bits.
+fn position(v: &str) -> Result<u64, Problem> {
+    lex::dec_signed(v).map(|p| u64::from_ne_bytes(p.to_ne_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata as td;
+    use super::super::Location;
+    use super::*;
+
+    const O_RDWR: u32 = 0o2;
+    const O_APPEND: u32 = 0o2000;
+    const O_NONBLOCK: u32 = 0o4000;
+    const O_LARGEFILE: u32 = 0o100000;
+    const O_CLOEXEC: u32 = 0o2000000;
+
+    fn err(text: &str) -> ParseError {
+        match parse_fdinfo(text) {
+            Err(e) => e,
+            Ok(v) => panic!("accepted {text:?} as {v:?}"),
+        }
+    }
+
+    fn at(line: usize, field: &'static str, problem: Problem) -> ParseError {
+        ParseError::new(FILE, Location::Line(line), field, problem)
+    }
+
+    #[test]
+    fn procfs_fdinfo_real_append_file() -> Result<(), ParseError> {
+        let f = parse_fdinfo(td::FDINFO_APPEND)?;
+        assert_eq!(
+            f,
+            FdInfo {
+                pos: 6,
+                flags: O_LARGEFILE | O_APPEND | O_RDWR,
+                mnt_id: 27,
+                ino: 10_010_882,
+            }
+        );
+        let rw = parse_fdinfo(td::FDINFO_RW)?;
+        assert_eq!((rw.pos, rw.flags), (0, O_LARGEFILE | O_RDWR));
+        Ok(())
+    }
+
+    #[test]
+    fn procfs_fdinfo_real_special_files_extra_lines_ignored() -> Result<(), ParseError> {
+        let e = parse_fdinfo(td::FDINFO_EVENTFD)?;
+        assert_eq!(e.flags, O_CLOEXEC | O_NONBLOCK | O_RDWR);
+        assert_eq!((e.mnt_id, e.ino), (17, 1038));
+        let t = parse_fdinfo(td::FDINFO_TIMERFD)?;
+        assert_eq!(t.flags, O_RDWR);
+        // inotify: its extra line has an `ino:` inside, not as its key.
+        let i = parse_fdinfo(td::FDINFO_INOTIFY)?;
+        assert_eq!((i.flags, i.ino), (0, 1038));
+        Ok(())
+    }
+
+    #[test]
+    fn procfs_fdinfo_negative_pos_keeps_bits() -> Result<(), ParseError> {
+        let f = parse_fdinfo("pos:\t-8388608\nflags:\t0100000\nmnt_id:\t22\nino:\t4\n")?;
+        assert_eq!(f.pos, 0xffff_ffff_ff80_0000);
+        Ok(())
+    }
+
+    #[test]
+    fn procfs_fdinfo_malformed() {
+        let whole = |field| ParseError::new(FILE, Location::Whole, field, Problem::Missing);
+        assert_eq!(err(""), whole("pos"));
+        assert_eq!(err("pos:\t0\nflags:\t02\nmnt_id:\t1\n"), whole("ino"));
+        assert_eq!(
+            err("pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t5"),
+            at(4, "line", Problem::Truncated)
+        );
+        assert_eq!(
+            err("pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t\n"),
+            at(4, "ino", Problem::Empty)
+        );
+        assert_eq!(err("pos: 0\n"), at(1, "pos", Problem::Malformed));
+        assert_eq!(err("pos:\t0x10\n"), at(1, "pos", Problem::InvalidDigit));
+        assert_eq!(
+            err("pos:\t9223372036854775808\n"),
+            at(1, "pos", Problem::Overflow)
+        );
+        assert_eq!(
+            err("pos:\t0\nflags:\t08\n"),
+            at(2, "flags", Problem::InvalidDigit)
+        );
+        assert_eq!(
+            err("pos:\t0\nflags:\t040000000000\n"),
+            at(2, "flags", Problem::Overflow)
+        );
+        assert_eq!(
+            err("pos:\t0\nflags:\t02\nmnt_id:\t-1\n"),
+            at(3, "mnt_id", Problem::InvalidDigit)
+        );
+        assert_eq!(err("pos:\t0\npos:\t0\n"), at(2, "pos", Problem::Duplicate));
+        assert_eq!(
+            err("pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t18446744073709551616\n"),
+            at(4, "ino", Problem::Overflow)
+        );
+    }
+}
