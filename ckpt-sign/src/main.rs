@@ -1,3 +1,208 @@
-//! ckpt-sign (placeholder).
+//! `ckpt-sign`: checkpoint a process the caller could already ptrace-read,
+//! and sign the image with the host key. Installed setuid root.
+//!
+//! Thin: start-up hardening, argument parsing, library calls, exit codes
+//! (see `SECURITY.md`). Every path the caller names is opened as the caller
+//! (`ckpt_privsep::as_caller`); the host key is read as root from the
+//! build-time key directory, used once, and dropped (zeroized).
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod dump;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ckpt_privsep::report::{error_chain, Exit};
+use ckpt_privsep::startup::{self, StartupError};
+use ckpt_privsep::Caller;
+use clap::{Args, Parser, Subcommand};
+
+const PROG: &str = "ckpt-sign";
+
+/// Checkpoint a process and sign the image with this host's key.
+#[derive(Debug, Parser)]
+#[command(name = "ckpt-sign", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the host signing key (root only).
+    Keygen {
+        /// Create the key in the TPM (not yet supported).
+        #[arg(long)]
+        tpm: bool,
+        /// Replace an existing host key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the host public key as one line (for another host's policy).
+    Pubkey {
+        /// The TPM key (not yet supported).
+        #[arg(long)]
+        tpm: bool,
+    },
+    /// Checkpoint a process into a signed image.
+    Dump(DumpArgs),
+}
+
+/// Arguments of `ckpt-sign dump`.
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    /// The process to checkpoint.
+    #[arg(long, value_name = "PID", allow_negative_numbers = true)]
+    pub pid: i64,
+    /// Where to write the image (created by you, mode 0600).
+    #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+    pub output: PathBuf,
+    /// Checkpoint the whole process tree (not yet supported).
+    #[arg(long)]
+    pub tree: bool,
+    /// Let the process continue after the dump instead of killing it.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// Do not sign the image.
+    #[arg(long, conflicts_with = "key")]
+    pub unsigned: bool,
+    /// Overwrite IMAGE if it exists (never through a symbolic link).
+    #[arg(long)]
+    pub force: bool,
+    /// Sign with this secret key file of yours (opened as you) instead of
+    /// the host key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// A failure: the exit code, what was being done, and the error.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub exit: Exit,
+    pub what: String,
+    pub source: Option<Box<dyn std::error::Error>>,
+}
+
+impl Fail {
+    pub fn new(exit: Exit, what: impl Into<String>) -> Fail {
+        Fail {
+            exit,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub fn with(exit: Exit, what: impl Into<String>, e: impl std::error::Error + 'static) -> Fail {
+        Fail {
+            exit,
+            what: what.into(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    fn report(&self) {
+        match &self.source {
+            Some(e) => eprintln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
+            None => eprintln!("{PROG}: {}", self.what),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let startup = match startup::harden() {
+        Ok(s) => s,
+        Err(StartupError::EmptyArgv) => {
+            eprintln!("usage: {PROG} <keygen|pubkey|dump> ... (started without argv[0])");
+            return Exit::Usage.into();
+        }
+        Err(e) => {
+            eprintln!("{PROG}: refusing to start: {}", error_chain(&e));
+            return Exit::Other.into();
+        }
+    };
+    let cli = match Cli::try_parse_from(&startup.args) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are successes; everything else is usage.
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
+    match run(&startup.caller, cli) {
+        Ok(()) => Exit::Ok.into(),
+        Err(f) => {
+            f.report();
+            f.exit.into()
+        }
+    }
+}
+
+fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
+    match cli.command {
+        Command::Keygen { tpm, force } => keygen(caller, tpm, force),
+        Command::Pubkey { tpm } => pubkey(tpm),
+        Command::Dump(args) => dump::run(caller, &args),
+    }
+}
+
+fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
+    if !caller.is_root() || !caller.privileged {
+        return Err(Fail::new(
+            Exit::AccessDenied,
+            format!(
+                "keygen: permission denied: only root may create the host key (you are uid {})",
+                caller.uid
+            ),
+        ));
+    }
+    if tpm {
+        return Err(Fail::new(Exit::Other, "keygen --tpm: not yet supported"));
+    }
+    let dir = ckpt_core::paths::keys_dir();
+    let key = ckpt_keys::SigningKey::generate()
+        .map_err(|e| Fail::with(Exit::Other, "keygen: cannot generate a key", e))?;
+    ckpt_keys::store::write_host_key(&dir, &key, force).map_err(|e| {
+        let hint = if matches!(e, ckpt_keys::KeyError::AlreadyExists { .. }) {
+            " (use --force to replace it)"
+        } else {
+            ""
+        };
+        Fail::with(
+            Exit::Other,
+            format!(
+                "keygen: cannot write the host key in {}{hint}",
+                dir.display()
+            ),
+            e,
+        )
+    })?;
+    let public = key.public_key();
+    drop(key);
+    eprintln!(
+        "{PROG}: created host key {} in {}",
+        public.key_id(),
+        dir.display()
+    );
+    println!("{}", public.to_line());
+    Ok(())
+}
+
+fn pubkey(tpm: bool) -> Result<(), Fail> {
+    if tpm {
+        return Err(Fail::new(Exit::Other, "pubkey --tpm: not yet supported"));
+    }
+    let dir = ckpt_core::paths::keys_dir();
+    let public = ckpt_keys::store::load_host_public(&dir).map_err(|e| {
+        Fail::with(
+            Exit::Other,
+            "pubkey: no usable host key (root can create one with `ckpt-sign keygen`)",
+            e,
+        )
+    })?;
+    println!("{}", public.to_line());
+    Ok(())
+}

@@ -17,6 +17,7 @@
 pub mod access;
 pub mod as_caller;
 pub mod caller;
+pub mod report;
 pub mod startup;
 mod sys;
 

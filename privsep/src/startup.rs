@@ -6,7 +6,7 @@
 //! In order it: captures the caller's real ids; makes sure fds 0, 1 and 2 are
 //! open (std reopens closed ones on `/dev/null` before `main`; this checks it
 //! and repairs it if not); clears the whole environment and sets a fixed
-//! `PATH`; makes the process non-dumpable with `RLIMIT_CORE` 0; sets umask
+//! `PATH`; makes the process non-dumpable with a soft `RLIMIT_CORE` of 0; sets umask
 //! 077; raises soft resource limits to their hard limits and refuses hard
 //! limits that would make the helper fail half-way; ignores `SIGPIPE` and
 //! `SIGXFSZ` (so that write errors are errors, not deaths), restores the
@@ -98,12 +98,14 @@ pub fn harden() -> Result<Startup, StartupError> {
     std::env::set_var("PATH", SAFE_PATH);
     // 4. Not dumpable, no core.
     nix::sys::prctl::set_dumpable(false).map_err(StartupError::Dumpable)?;
-    nix::sys::resource::setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|errno| {
-        StartupError::Rlimit {
-            resource: "RLIMIT_CORE",
-            errno,
-        }
-    })?;
+    // Soft limit 0 stops core dumps; the hard limit is kept so that a
+    // restored process (forked from us) can get its own limit back.
+    let core_err = |errno| StartupError::Rlimit {
+        resource: "RLIMIT_CORE",
+        errno,
+    };
+    let (_, core_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_CORE).map_err(core_err)?;
+    nix::sys::resource::setrlimit(Resource::RLIMIT_CORE, 0, core_hard).map_err(core_err)?;
     // 5. umask and the other limits.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
     reset_rlimits()?;

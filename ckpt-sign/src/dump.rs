@@ -1,0 +1,284 @@
+//! `ckpt-sign dump`: the order of the privileged steps.
+//!
+//! 1. Decide how to sign before touching the target: `--unsigned`; `--key
+//!    FILE` (read as the caller); or the host key, whose public half must be
+//!    present (its secret is read only after the dump).
+//! 2. `pidfd_open`, then ask the kernel, as the caller, whether the caller
+//!    may ptrace-read the pid (`kcmp`); the pidfd still being alive proves
+//!    the pid named the same process during the check.
+//! 3. Create the output's temporary file as the caller.
+//! 4. Freeze the target; check the pidfd again; ask the kernel again now
+//!    that the target cannot exec any more (a target that exec'ed a set-id
+//!    program in between is refused); read its credentials.
+//! 5. Dump, then (with `--leave-running`) resume at once.
+//! 6. Read the host key as root, finish (sign) the image, drop the key.
+//! 7. Rename into place as the caller; only then kill the target (default).
+//!
+//! Any failure before step 7 resumes the target (dropping `Frozen` does)
+//! and removes the temporary file (dropping `PendingOutput` does).
+
+use std::io::Read;
+
+use ckpt_core::dump::Frozen;
+use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
+use ckpt_keys::SigningKey;
+use ckpt_privsep::access::{caller_may_ptrace_read, open_pidfd, pidfd_alive, AccessError};
+use ckpt_privsep::as_caller::{create_output, open_for_read};
+use ckpt_privsep::report::Exit;
+use ckpt_privsep::Caller;
+
+use crate::{DumpArgs, Fail, PROG};
+
+/// Largest key file read for `--key`.
+const MAX_KEY_FILE: u64 = 4096;
+
+/// How the image will be signed.
+enum SignWith {
+    Unsigned,
+    /// The caller's own key, already loaded.
+    UserKey(SigningKey),
+    /// The host key, loaded (as root) after the dump.
+    HostKey,
+}
+
+fn access_fail(pid: i32, e: AccessError) -> Fail {
+    match e {
+        AccessError::NoSuchProcess(_) => Fail::new(
+            Exit::DumpFailed,
+            format!("dump: no such process: pid {pid}"),
+        ),
+        e => Fail::with(
+            Exit::DumpFailed,
+            format!("dump: cannot check access to pid {pid}"),
+            e,
+        ),
+    }
+}
+
+fn denied(pid: i32) -> Fail {
+    Fail::new(
+        Exit::AccessDenied,
+        format!("dump: permission denied: caller may not ptrace-read pid {pid}"),
+    )
+}
+
+pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
+    if args.tree {
+        return Err(Fail::new(Exit::Usage, "dump --tree: not supported yet"));
+    }
+    let pid = i32::try_from(args.pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Fail::new(Exit::Usage, format!("dump: invalid pid {}", args.pid)))?;
+
+    // 1. How to sign.
+    let sign_with = plan_signing(caller, args)?;
+
+    // 2. Access, as the caller, on a pidfd.
+    let pidfd = open_pidfd(pid).map_err(|e| access_fail(pid, e))?;
+    if !caller_may_ptrace_read(caller, pid).map_err(|e| access_fail(pid, e))? {
+        return Err(denied(pid));
+    }
+    if !pidfd_alive(&pidfd) {
+        return Err(Fail::new(
+            Exit::DumpFailed,
+            format!("dump: pid {pid} exited"),
+        ));
+    }
+
+    // 3. The output, as the caller.
+    let pending = create_output(caller, &args.output, args.force).map_err(|e| {
+        let exit = if e.is_access_denied() {
+            Exit::AccessDenied
+        } else {
+            Exit::DumpFailed
+        };
+        Fail::with(exit, "dump: cannot create the image", e)
+    })?;
+    let image_file = pending
+        .file
+        .try_clone()
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
+    let mut writer = ImageWriter::new(image_file)
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
+
+    // 4. Freeze, then check again.
+    let watch = pidfd
+        .try_clone()
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;
+    let mut frozen = Frozen::seize(pidfd, pid).map_err(|e| {
+        Fail::with(
+            Exit::DumpFailed,
+            format!("dump: cannot freeze pid {pid}"),
+            e,
+        )
+    })?;
+    if !pidfd_alive(&watch) {
+        return Err(Fail::new(
+            Exit::DumpFailed,
+            format!("dump: pid {pid} exited"),
+        ));
+    }
+    if !caller_may_ptrace_read(caller, pid).map_err(|e| access_fail(pid, e))? {
+        // Dropping `frozen` resumes the target untouched.
+        drop(frozen);
+        return Err(Fail::new(
+            Exit::AccessDenied,
+            format!(
+                "dump: permission denied: caller may not ptrace-read pid {pid} \
+                 (its credentials changed while it was being frozen)"
+            ),
+        ));
+    }
+    let frozen_creds = frozen.status_creds().map_err(|e| {
+        Fail::with(
+            Exit::DumpFailed,
+            format!("dump: cannot read the credentials of pid {pid}"),
+            e,
+        )
+    })?;
+
+    // 5. Dump.
+    let result = frozen
+        .dump(&mut writer)
+        .map_err(|e| Fail::with(Exit::DumpFailed, format!("dump: pid {pid}"), e))?;
+    let c = &result.process.creds;
+    if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
+        return Err(Fail::new(
+            Exit::DumpFailed,
+            format!("dump: pid {pid}: credentials changed during the dump"),
+        ));
+    }
+    let frozen = if args.leave_running {
+        frozen.resume().map_err(|e| {
+            Fail::with(
+                Exit::DumpFailed,
+                format!("dump: cannot resume pid {pid}"),
+                e,
+            )
+        })?;
+        None
+    } else {
+        Some(frozen)
+    };
+
+    // 6. Metadata, signature.
+    let meta = image_meta(caller, &result)?;
+    let (finished, key_id) = {
+        let key: Option<SigningKey> = match sign_with {
+            SignWith::Unsigned => None,
+            SignWith::UserKey(k) => Some(k),
+            SignWith::HostKey => Some(load_host_key()?),
+        };
+        let key_id = key.as_ref().map(|k| k.public_key().key_id());
+        let signer: Option<&dyn ManifestSigner> = key.as_ref().map(|k| k as &dyn ManifestSigner);
+        let finished = writer
+            .finish(meta, result.process, signer)
+            .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot finish the image", e))?;
+        // `key` is dropped (and zeroized) here, before any further fork.
+        (finished, key_id)
+    };
+    drop(finished.file);
+
+    // 7. Into place, then the target goes.
+    pending
+        .commit()
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot put the image in place", e))?;
+    let image_id: String = finished
+        .image_id
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let signed = match key_id {
+        Some(id) => format!("signed by key {id}"),
+        None => "unsigned".to_owned(),
+    };
+    eprintln!(
+        "{PROG}: wrote {}: image {image_id}, {signed}, {} bytes",
+        args.output.display(),
+        finished.size
+    );
+    if let Some(frozen) = frozen {
+        frozen.kill().map_err(|e| {
+            Fail::with(
+                Exit::DumpFailed,
+                format!("dump: the image is written, but pid {pid} could not be killed"),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
+    if args.unsigned {
+        return Ok(SignWith::Unsigned);
+    }
+    if let Some(path) = &args.key {
+        // The caller's own key, opened as the caller, never as root.
+        let file = open_for_read(caller, path).map_err(|e| {
+            let exit = if e.is_access_denied() {
+                Exit::AccessDenied
+            } else {
+                Exit::Other
+            };
+            Fail::with(exit, "dump: cannot open the key file", e)
+        })?;
+        let mut bytes = zeroize::Zeroizing::new(Vec::new());
+        file.take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Fail::with(Exit::Other, "dump: cannot read the key file", e))?;
+        if bytes.len() as u64 > MAX_KEY_FILE {
+            return Err(Fail::new(
+                Exit::Other,
+                format!("dump: {}: too large for a key file", path.display()),
+            ));
+        }
+        let key = SigningKey::from_secret_file_bytes(&bytes).map_err(|e| {
+            Fail::with(
+                Exit::Other,
+                format!("dump: {}: not a usable key file", path.display()),
+                e,
+            )
+        })?;
+        return Ok(SignWith::UserKey(key));
+    }
+    if !caller.privileged {
+        return Err(Fail::new(
+            Exit::Other,
+            "dump: cannot sign with the host key: ckpt-sign is not running setuid root; \
+             use --key FILE (a key of yours) or --unsigned",
+        ));
+    }
+    // The public half must be there now; the secret is read after the dump.
+    ckpt_keys::store::load_host_public(&ckpt_core::paths::keys_dir()).map_err(|e| {
+        Fail::with(
+            Exit::Other,
+            "dump: no usable host key (root can create one with `ckpt-sign keygen`; \
+             or dump with --unsigned)",
+            e,
+        )
+    })?;
+    Ok(SignWith::HostKey)
+}
+
+fn load_host_key() -> Result<SigningKey, Fail> {
+    ckpt_keys::store::load_host_key(&ckpt_core::paths::keys_dir())
+        .map_err(|e| Fail::with(Exit::Other, "dump: cannot load the host key", e))
+}
+
+fn image_meta(caller: &Caller, result: &ckpt_core::dump::DumpResult) -> Result<ImageMeta, Fail> {
+    let host_fail = |e| Fail::with(Exit::DumpFailed, "dump: cannot identify this host", e);
+    Ok(ImageMeta {
+        host: ckpt_core::host::HostIdentity::current().map_err(host_fail)?,
+        kernel_release: ckpt_core::host::kernel_release().map_err(host_fail)?,
+        arch: ckpt_core::host::arch().map_err(host_fail)?,
+        cpu: result.cpu,
+        vdso_digest: result.vdso_digest.clone(),
+        requester: Requester {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: caller.groups.clone(),
+        },
+    })
+}

@@ -1,0 +1,82 @@
+//! Exit codes shared by both helpers, and the error-chain text they print.
+
+use std::error::Error;
+
+/// The documented exit codes (`docs/TEAM-NOTES.md`, `SECURITY.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success (verify: integrity ok, signed, trusted).
+    Ok = 0,
+    /// Other error (configuration, I/O not covered below).
+    Other = 1,
+    /// Usage.
+    Usage = 2,
+    /// Access denied.
+    AccessDenied = 3,
+    /// Tampered or malformed image.
+    Tampered = 4,
+    /// Policy refusal.
+    PolicyRefusal = 5,
+    /// Dump failure.
+    DumpFailed = 6,
+    /// Restore failure.
+    RestoreFailed = 7,
+    /// verify: integrity ok but unsigned.
+    Unsigned = 8,
+    /// verify: integrity ok, signed, but the signer is not trusted.
+    Untrusted = 9,
+}
+
+impl Exit {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+/// `error: cause: cause ...`, each message once: a source whose text is
+/// already part of the message before it (error types that print their
+/// source themselves) is not repeated.
+pub fn error_chain(err: &dyn Error) -> String {
+    let mut out = err.to_string();
+    let mut last = out.clone();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner: {0}")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn chain_without_repeats() {
+        let e = Outer(Inner(std::io::Error::from_raw_os_error(2)));
+        let s = error_chain(&e);
+        assert_eq!(s.matches("No such file").count(), 1, "{s}");
+        assert!(s.starts_with("outer: inner: "), "{s}");
+    }
+}
