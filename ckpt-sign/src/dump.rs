@@ -36,7 +36,7 @@ const MAX_KEY_FILE: u64 = 4096;
 enum SignWith {
     Unsigned,
     /// The caller's own key, already loaded.
-    UserKey(SigningKey),
+    UserKey(Box<SigningKey>),
     /// The host key, loaded (as root) after the dump.
     HostKey,
 }
@@ -167,7 +167,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
     let (finished, key_id) = {
         let key: Option<SigningKey> = match sign_with {
             SignWith::Unsigned => None,
-            SignWith::UserKey(k) => Some(k),
+            SignWith::UserKey(k) => Some(*k),
             SignWith::HostKey => Some(load_host_key()?),
         };
         let key_id = key.as_ref().map(|k| k.public_key().key_id());
@@ -241,7 +241,7 @@ fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
                 e,
             )
         })?;
-        return Ok(SignWith::UserKey(key));
+        return Ok(SignWith::UserKey(Box::new(key)));
     }
     if !caller.privileged {
         return Err(Fail::new(
