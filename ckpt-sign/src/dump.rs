@@ -165,13 +165,15 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
     // 6. Metadata, signature.
     let meta = image_meta(caller, &result)?;
     let (finished, key_id) = {
-        let key: Option<SigningKey> = match sign_with {
+        // Kept boxed, never moved out: dropping the box zeroizes the key
+        // where it lives.
+        let key: Option<Box<SigningKey>> = match sign_with {
             SignWith::Unsigned => None,
-            SignWith::UserKey(k) => Some(*k),
+            SignWith::UserKey(k) => Some(k),
             SignWith::HostKey => Some(load_host_key()?),
         };
         let key_id = key.as_ref().map(|k| k.public_key().key_id());
-        let signer: Option<&dyn ManifestSigner> = key.as_ref().map(|k| k as &dyn ManifestSigner);
+        let signer: Option<&dyn ManifestSigner> = key.as_deref().map(|k| k as &dyn ManifestSigner);
         let finished = writer
             .finish(meta, result.process, signer)
             .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot finish the image", e))?;
@@ -262,8 +264,9 @@ fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
     Ok(SignWith::HostKey)
 }
 
-fn load_host_key() -> Result<SigningKey, Fail> {
+fn load_host_key() -> Result<Box<SigningKey>, Fail> {
     ckpt_keys::store::load_host_key(&ckpt_core::paths::keys_dir())
+        .map(Box::new)
         .map_err(|e| Fail::with(Exit::Other, "dump: cannot load the host key", e))
 }
 
