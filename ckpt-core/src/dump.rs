@@ -129,12 +129,17 @@ impl Frozen {
         Ok(creds_from_status(&status, 0))
     }
 
+    /// Read a /proc file of the target. Names and paths in there may hold
+    /// any bytes; invalid UTF-8 is replaced (such a path then fails to
+    /// reopen at restore, naming itself, rather than failing the dump).
     fn read_proc(&self, rest: &str) -> Result<String, DumpError> {
-        std::fs::read_to_string(proc_path(self.pid, rest)).map_err(|source| DumpError::Proc {
-            pid: self.pid,
-            what: rest.to_string(),
-            source,
-        })
+        std::fs::read(proc_path(self.pid, rest))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|source| DumpError::Proc {
+                pid: self.pid,
+                what: rest.to_string(),
+                source,
+            })
     }
 
     fn status(&self) -> Result<procfs::status::Status, DumpError> {
@@ -350,6 +355,7 @@ impl Frozen {
             altstack: injected.altstack,
             rseq,
             clear_child_tid: 0,
+            robust_list: sys::get_robust_list(pid).unwrap_or((0, 0)),
             pending,
         };
         let process = ProcessState {

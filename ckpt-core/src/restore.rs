@@ -361,10 +361,11 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
                 pidfd,
                 exec: execs,
             };
-            match prepare_stub(stub) {
-                Ok(s) => Ok(s),
-                Err((s, e)) => {
-                    s.kill();
+            let mut stub = stub;
+            match prepare_stub(&mut stub) {
+                Ok(()) => Ok(stub),
+                Err(e) => {
+                    stub.kill();
                     Err(e)
                 }
             }
@@ -373,32 +374,21 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
 }
 
 /// Bring a freshly forked stub to a syscall-exit stop from which we inject.
-fn prepare_stub(mut stub: Stub) -> Result<Stub, (Stub, RestoreError)> {
+fn prepare_stub(stub: &mut Stub) -> Result<(), RestoreError> {
     let pid = stub.pid();
     let tr = |source| RestoreError::Trace { pid, source };
-    if let Err(e) = stub.tracee.wait_initial_sigstop() {
-        return Err((stub, tr(e)));
-    }
+    stub.tracee.wait_initial_sigstop().map_err(tr)?;
     let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
         | ptrace::Options::PTRACE_O_TRACEEXEC
         | ptrace::Options::PTRACE_O_EXITKILL;
-    if let Err(e) = stub.tracee.set_options(opts) {
-        return Err((stub, tr(e)));
-    }
+    stub.tracee.set_options(opts).map_err(tr)?;
     if !stub.exec {
         // It stays in its signal-delivery stop; injections start from there.
-        return Ok(stub);
+        return Ok(());
     }
-    match stub.tracee.cont_until_exec() {
-        Ok(()) => {
-            // Step from the exec event (inside execve) to its syscall-exit.
-            if let Err(e) = stub.tracee.next_syscall_stop() {
-                return Err((stub, tr(e)));
-            }
-            Ok(stub)
-        }
-        Err(e) => Err((stub, tr(e))),
-    }
+    stub.tracee.cont_until_exec().map_err(tr)?;
+    // Step from the exec event (inside execve) to its syscall-exit stop.
+    stub.tracee.next_syscall_stop().map_err(tr)
 }
 
 /// Drives the stub from a blank task to the saved process.
@@ -711,7 +701,15 @@ impl<'m> Builder<'m> {
             }
         }
 
-        // 10. rseq, queued signals, interval timers.
+        // 10. robust futex list, rseq, queued signals, interval timers.
+        let (head, len) = plan.thread.robust_list;
+        if head != 0 {
+            self.sys(
+                "set_robust_list",
+                libc::SYS_set_robust_list,
+                [head, len, 0, 0, 0, 0],
+            )?;
+        }
         if let Some(r) = plan.thread.rseq {
             self.sys(
                 "rseq",
@@ -1178,7 +1176,7 @@ impl<'m> Builder<'m> {
 
     fn set_mm_map(&mut self, scratch: u64) -> Result<(), RestoreError> {
         let mm = &self.m.process.mm;
-        if mm.auxv.len() > 128 || mm.auxv.len() % 2 != 0 {
+        if mm.auxv.len() > 128 || !mm.auxv.len().is_multiple_of(2) {
             return Err(RestoreError::Invalid("auxv".into()));
         }
         let auxv_at = scratch + 256;

@@ -219,6 +219,9 @@ pub struct ThreadState {
     pub rseq: Option<Rseq>,
     /// `set_tid_address` pointer is not readable; recorded as 0.
     pub clear_child_tid: u64,
+    /// `set_robust_list` registration: (head, len); (0, 0) when none.
+    #[serde(default)]
+    pub robust_list: (u64, u64),
     pub pending: Vec<PendingSignal>,
 }
 

@@ -385,3 +385,21 @@ pub fn mem_read(mem: &File, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     mem.read_exact_at(buf, addr)
 }
+
+/// `get_robust_list(pid)`: the task's robust futex list (head, len).
+pub fn get_robust_list(pid: i32) -> Result<(u64, u64), Errno> {
+    let mut head: u64 = 0;
+    let mut len: libc::size_t = 0;
+    // SAFETY: both out-pointers point at locals on this frame, of the sizes
+    // the syscall writes (a pointer and a size_t).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            pid,
+            &mut head as *mut u64,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    Errno::result(r)?;
+    Ok((head, len as u64))
+}
