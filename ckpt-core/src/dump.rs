@@ -250,8 +250,10 @@ impl Frozen {
                     (kind, None, String::new())
                 }
                 Some(p) if p.starts_with("/dev/zero") || p.starts_with("/SYSV") => {
-                    // Shared anonymous memory shows up as a deleted /dev/zero.
-                    (VmaKind::SharedAnonymous, None, p.to_string())
+                    // Shared anonymous memory shows up as a deleted /dev/zero;
+                    // a private mapping of /dev/zero is plain anonymous memory.
+                    let kind = if m.shared { VmaKind::SharedAnonymous } else { VmaKind::Anonymous };
+                    (kind, None, p.to_string())
                 }
                 Some(p) if p.starts_with("/memfd:") => {
                     return Err(unsupported(format!("memfd mapping {p} at {:#x}", m.start)));
@@ -443,6 +445,9 @@ impl Frozen {
                     what: format!("fdinfo/{fd}"),
                     source,
                 })?;
+            if info_text.lines().any(|l| l.starts_with("lock:")) {
+                return Err(unsupported(format!("fd {fd} ({link}) holds a file lock")));
+            }
             if !link.starts_with('/') {
                 return Err(unsupported(format!("fd {fd} ({link})")));
             }
