@@ -1,0 +1,281 @@
+//! The manifest and the signature block: their types, CBOR encoding and
+//! bounded decoding.
+
+use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::SerializeTuple as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{sanitize, ImageError};
+use crate::host::HostIdentity;
+use crate::limits::MAX_CBOR_DEPTH;
+use crate::state::ProcessState;
+
+/// Everything an image says about itself and the process; signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version; equals the header's.
+    pub format_version: u32,
+    /// Random id of this image (for one-shot restore and logs).
+    #[serde(with = "byte_array")]
+    pub image_id: [u8; 16],
+    /// When the image was written, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// The host that wrote it.
+    pub host: HostIdentity,
+    /// `uname -r` of the kernel the process ran on.
+    pub kernel_release: String,
+    /// `uname -m`, e.g. `x86_64`.
+    pub arch: String,
+    /// CPU features restore depends on.
+    pub cpu: CpuFeatures,
+    /// Digest of the vdso the process had mapped (by `digest_algorithm`).
+    #[serde(with = "bytes")]
+    pub vdso_digest: Vec<u8>,
+    /// Who ran the dump (real credentials).
+    pub requester: Requester,
+    /// The algorithm of every chunk digest (and of file digests in the
+    /// process state).
+    pub digest_algorithm: DigestAlgorithm,
+    /// The chunks, in file order.
+    pub chunks: Vec<ChunkEntry>,
+    /// The process.
+    pub process: ProcessState,
+}
+
+/// CPU features restore depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuFeatures {
+    /// XCR0: the xsave feature mask the state was saved with.
+    pub xsave_features: u64,
+    /// Size of the xsave area for those features.
+    pub xsave_size: u32,
+}
+
+/// Real credentials of whoever ran the dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// A digest algorithm for chunk (and file) contents. Serialised as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DigestAlgorithm {
+    /// SHA-256, 32-byte digests.
+    #[serde(rename = "sha256")]
+    Sha256,
+}
+
+impl DigestAlgorithm {
+    /// Length of a digest.
+    pub fn digest_len(&self) -> usize {
+        match self {
+            DigestAlgorithm::Sha256 => 32,
+        }
+    }
+
+    /// The algorithm's name as written in the manifest.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DigestAlgorithm::Sha256 => "sha256",
+        }
+    }
+}
+
+/// One chunk of memory data: where it belongs, how long it is, its digest.
+/// Its offset in the file is implied by the order of the chunk list.
+/// Encoded as a 3-element CBOR array `[vaddr, len, digest]` to keep large
+/// chunk lists small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// Address in the process it belongs at.
+    pub vaddr: u64,
+    /// Length in bytes (1 ..= [`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)).
+    pub len: u64,
+    /// Digest of the bytes, by the manifest's `digest_algorithm`.
+    pub digest: Vec<u8>,
+}
+
+impl Serialize for ChunkEntry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.vaddr)?;
+        t.serialize_element(&self.len)?;
+        t.serialize_element(&Bytes(&self.digest))?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ChunkEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a chunk entry [vaddr, len, digest]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChunkEntry, A::Error> {
+                let vaddr = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let len = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let digest: ByteBuf = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(4, &self));
+                }
+                Ok(ChunkEntry {
+                    vaddr,
+                    len,
+                    digest: digest.0,
+                })
+            }
+        }
+        d.deserialize_tuple(3, V)
+    }
+}
+
+/// What the caller supplies when finishing an image; the writer adds the
+/// format version, image id, creation time, digest algorithm and chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMeta {
+    /// The host that writes the image.
+    pub host: HostIdentity,
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// `uname -m`.
+    pub arch: String,
+    /// CPU features the saved state depends on.
+    pub cpu: CpuFeatures,
+    /// Digest (SHA-256) of the vdso the process had mapped.
+    pub vdso_digest: Vec<u8>,
+    /// Who ran the dump.
+    pub requester: Requester,
+}
+
+/// The signature block: who signed, and the signature over
+/// [`ckpt_keys::signed_message`] for the manifest digest.
+///
+/// Fields added later (a TPM quote, for example) will be
+/// `#[serde(default)] Option<..>`, so that images without them stay valid;
+/// unknown fields are ignored by this version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureBlock {
+    /// Algorithm name ([`ckpt_keys::Algorithm::name`]).
+    pub algorithm: String,
+    /// Key id of `public_key` (16 bytes).
+    #[serde(with = "bytes")]
+    pub key_id: Vec<u8>,
+    /// The signer's public key.
+    #[serde(with = "bytes")]
+    pub public_key: Vec<u8>,
+    /// The signature.
+    #[serde(with = "bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// CBOR-encodes a value (manifest or signature block).
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(value, &mut out)
+        .map_err(|_| ImageError::InvalidInput("the manifest cannot be encoded as CBOR"))?;
+    Ok(out)
+}
+
+/// Decodes exactly one CBOR item of type `T` filling all of `bytes`, with
+/// nesting limited to [`MAX_CBOR_DEPTH`].
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    region: &'static str,
+) -> Result<T, ImageError> {
+    let mut rest = bytes;
+    let value =
+        ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_CBOR_DEPTH).map_err(|e| {
+            ImageError::Decode {
+                region,
+                detail: sanitize(&e.to_string()),
+            }
+        })?;
+    if !rest.is_empty() {
+        return Err(ImageError::Decode {
+            region,
+            detail: format!("{} bytes after the CBOR item", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+/// A byte string (CBOR major type 2), borrowed for serialising.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// A byte string, owned, for deserialising. Only CBOR byte strings are
+/// accepted (not arrays of integers).
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// `#[serde(with = "bytes")]` for `Vec<u8>` fields: a CBOR byte string.
+mod bytes {
+    use super::{ByteBuf, Bytes};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        Bytes(v).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        ByteBuf::deserialize(d).map(|b| b.0)
+    }
+}
+
+/// `#[serde(with = "byte_array")]` for `[u8; N]` fields: a CBOR byte string
+/// of exactly N bytes.
+mod byte_array {
+    use super::{ByteBuf, Bytes};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        Bytes(v).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let b = ByteBuf::deserialize(d)?;
+        let len = b.0.len();
+        b.0.try_into()
+            .map_err(|_| D::Error::invalid_length(len, &"a fixed-length byte string"))
+    }
+}

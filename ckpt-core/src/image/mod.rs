@@ -1,0 +1,118 @@
+//! The image format (`.ckpt`, version 1): write, read, stream-verify.
+//!
+//! An image is one file: a fixed header, the memory chunks, a CBOR manifest
+//! that describes the process and lists every chunk with its digest, an
+//! optional signature block over the manifest's digest, and a fixed trailer
+//! that locates everything. The writer streams: chunks are hashed as they are
+//! appended, and the manifest is written once they are all known. The
+//! signature covers the manifest's exact bytes, so checking the signature and
+//! then each chunk's digest as it streams by verifies the whole image without
+//! holding it in memory.
+//!
+//! # Byte layout
+//!
+//! All integers are little-endian.
+//!
+//! ```text
+//! offset                      size          content
+//! 0                           32            header
+//!   0                           8             magic  b"CKPTIMG\0"
+//!   8                           4             version (u32) = 1
+//!   12                          20            reserved, must be zero
+//! 32                          data_len      chunks: the raw bytes of every
+//!                                           chunk, back to back, in
+//!                                           manifest order
+//! manifest_offset             manifest_len  manifest: CBOR of `Manifest`
+//! sig_offset                  sig_len       signature block (only when
+//!                                           signed): CBOR of `SignatureBlock`
+//! file_len - 48               48            trailer
+//!   +0                          8             manifest_offset (u64)
+//!   +8                          8             manifest_len (u64)
+//!   +16                         8             sig_offset (u64), 0 if unsigned
+//!   +24                         8             sig_len (u64), 0 if unsigned
+//!   +32                         8             data_len (u64)
+//!   +40                         8             magic  b"CKPTEND\0"
+//! ```
+//!
+//! Every byte of the file belongs to exactly one region, with no gap:
+//! `manifest_offset == 32 + data_len`; when signed,
+//! `sig_offset == manifest_offset + manifest_len`, otherwise `sig_offset`
+//! and `sig_len` are both 0; the file is exactly 48 bytes longer than the end
+//! of the last region; the chunk lengths listed in the manifest add up to
+//! `data_len`, and the offset of each chunk is implied by their order.
+//! Anything else is malformed, including trailing bytes after the trailer
+//! and trailing bytes after the CBOR item inside the manifest or signature
+//! block region.
+//!
+//! # What is signed
+//!
+//! The signature block names the algorithm, the key id and the public key,
+//! and holds a signature over [`ckpt_keys::signed_message`]: the context
+//! `"ckpt-image-v1\0"`, the algorithm name, `"\0"`, the key id and the
+//! SHA-256 digest of the manifest bytes. The manifest carries the header's
+//! version again, the image id, the creation time, the host and kernel, the
+//! CPU features restore depends on, the requester's credentials, the chunk
+//! digest algorithm, every chunk's address, length and digest, and the whole
+//! [`ProcessState`](crate::state::ProcessState). The header and trailer are
+//! not signed but are fully determined by the manifest (version, lengths), so
+//! changing them is detected as malformed. The chunk digest algorithm is
+//! named in the manifest (`"sha256"`), so another can be added later without
+//! changing the layout.
+//!
+//! # Limits
+//!
+//! Checked before anything is allocated or decoded (see [`crate::limits`]):
+//!
+//! | what | cap |
+//! |---|---|
+//! | manifest | 64 MiB ([`MAX_MANIFEST_LEN`](crate::limits::MAX_MANIFEST_LEN)) |
+//! | signature block | 64 KiB ([`MAX_SIGBLOCK_LEN`](crate::limits::MAX_SIGBLOCK_LEN)) |
+//! | one chunk | 8 MiB ([`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)) |
+//! | number of chunks | 2^20 ([`MAX_CHUNKS`](crate::limits::MAX_CHUNKS)) |
+//! | CBOR nesting depth | 32 ([`MAX_CBOR_DEPTH`](crate::limits::MAX_CBOR_DEPTH)) |
+//! | strings, byte strings, arrays | bounded by the manifest length: CBOR is decoded from the in-memory manifest, never from the file |
+//!
+//! Every length and offset in the trailer is checked against the file's
+//! length, with overflow-checked arithmetic, before it is used.
+//!
+//! # Trust
+//!
+//! Nothing in an image is trusted until [`ImageReader::open`] has
+//! established its signature (or its absence), and chunk data is trusted
+//! only once its digest has been checked: [`ImageReader::for_each_chunk`]
+//! checks each chunk's digest after reading it into memory and before
+//! handing it on, because the file may change between a first verification
+//! and a restore. A signed image whose signature or any digest does not
+//! verify is reported as tampered; there is no fallback to "unsigned".
+//!
+//! Errors are deliberately coarse toward the caller (the binaries report
+//! every [`ImageError`] but [`ImageError::Io`] as "tampered or malformed"),
+//! while each variant names the region for the audit log.
+//!
+//! # Writing atomically
+//!
+//! [`ImageWriter`] writes into a file the caller created (empty, under a
+//! temporary name in the target directory) and fsyncs it in
+//! [`ImageWriter::finish`]. The caller then renames it into place and
+//! fsyncs the directory; on any error it removes the temporary file.
+
+mod error;
+mod layout;
+mod manifest;
+mod reader;
+mod sign;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ChunkStreamError, ImageError, Tamper};
+pub use layout::{END_MAGIC, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN};
+pub use manifest::{
+    ChunkEntry, CpuFeatures, DigestAlgorithm, ImageMeta, Manifest, Requester, SignatureBlock,
+};
+pub use reader::{ImageReader, ImageSource, SignatureStatus};
+pub use sign::{ManifestSigner, SignError};
+pub use writer::{FinishedImage, ImageWriter};
+
+pub use crate::host::HostIdentity;

@@ -1,0 +1,429 @@
+//! Bounded image reader and chunk verification.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ckpt_keys::{Algorithm, PublicKey, VerifyError};
+use sha2::{Digest as _, Sha256};
+
+use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
+use super::layout::{check_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
+use super::manifest::{decode, ChunkEntry, DigestAlgorithm, Manifest, SignatureBlock};
+use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
+
+/// Threads used by [`ImageReader::verify_chunks`].
+const VERIFY_THREADS: usize = 2;
+/// Block size in which [`ImageReader::verify_chunks`] reads and hashes.
+const VERIFY_BLOCK_LEN: usize = 1 << 20;
+
+/// Where an image is read from: positional reads, shared between threads.
+/// Implemented for [`File`] and for in-memory images.
+pub trait ImageSource: Sync {
+    /// Fills `buf` from `offset`; an `UnexpectedEof` error if the source
+    /// ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Current length of the source.
+    fn source_len(&self) -> io::Result<u64>;
+}
+
+impl ImageSource for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn source_len(&self) -> io::Result<u64> {
+        self.metadata().map(|m| m.len())
+    }
+}
+
+fn slice_read_exact_at(src: &[u8], buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let range = usize::try_from(offset)
+        .ok()
+        .and_then(|start| Some(start..start.checked_add(buf.len())?))
+        .and_then(|r| src.get(r))
+        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+    buf.copy_from_slice(range);
+    Ok(())
+}
+
+impl ImageSource for &[u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        slice_read_exact_at(self, buf, offset)
+    }
+    fn source_len(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
+impl ImageSource for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        slice_read_exact_at(self, buf, offset)
+    }
+    fn source_len(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
+/// Whether an opened image is signed, and by which key. A signed image's
+/// signature has been verified by [`ImageReader::open`]; whether the key is
+/// trusted is the policy's question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// No signature block.
+    Unsigned,
+    /// Signed by `key`, and the signature verifies.
+    Signed {
+        /// The signer's public key (from the signature block).
+        key: PublicKey,
+    },
+}
+
+/// An opened image: header, trailer, manifest and signature checked; chunk
+/// data not yet read. See the module doc for what is trusted when.
+pub struct ImageReader<S = File> {
+    src: S,
+    manifest: Manifest,
+    manifest_digest: [u8; 32],
+    signature: SignatureStatus,
+    signature_block: Option<SignatureBlock>,
+    /// File offset of each chunk, in manifest order.
+    chunk_offsets: Vec<u64>,
+}
+
+/// Reads `buf.len()` bytes at `offset`, mapping a short source to
+/// [`ImageError::Truncated`].
+fn read_at<S: ImageSource + ?Sized>(
+    src: &S,
+    buf: &mut [u8],
+    offset: u64,
+    op: &'static str,
+) -> Result<(), ImageError> {
+    src.read_exact_at(buf, offset).map_err(|source| {
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            ImageError::Truncated { offset }
+        } else {
+            ImageError::Io { op, source }
+        }
+    })
+}
+
+/// A length already checked against a cap and the file's length, as usize.
+fn to_usize(len: u64) -> Result<usize, ImageError> {
+    usize::try_from(len).map_err(|_| ImageError::Malformed("length does not fit in memory"))
+}
+
+impl ImageReader<File> {
+    /// Opens an image file: see [`ImageReader::from_source`].
+    pub fn open(file: File) -> Result<Self, ImageError> {
+        Self::from_source(file)
+    }
+}
+
+impl<S: ImageSource> ImageReader<S> {
+    /// Reads and checks the header and trailer, reads the manifest and the
+    /// signature block (bounded by the caps), verifies the signature when
+    /// there is one, then decodes and checks the manifest. Chunk data is not
+    /// read.
+    pub fn from_source(src: S) -> Result<Self, ImageError> {
+        let file_len = src.source_len().map_err(|source| ImageError::Io {
+            op: "get the image length",
+            source,
+        })?;
+        if file_len < HEADER_LEN + TRAILER_LEN {
+            return Err(ImageError::Truncated { offset: file_len });
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        read_at(&src, &mut header, 0, "read the header")?;
+        check_header(&header)?;
+        let mut trailer_bytes = [0u8; TRAILER_LEN as usize];
+        read_at(
+            &src,
+            &mut trailer_bytes,
+            file_len - TRAILER_LEN,
+            "read the trailer",
+        )?;
+        let trailer = Trailer::decode(&trailer_bytes)?;
+        trailer.check(file_len)?;
+
+        // Both lengths are now within their caps and within the file.
+        let mut manifest_bytes = vec![0u8; to_usize(trailer.manifest_len)?];
+        read_at(
+            &src,
+            &mut manifest_bytes,
+            trailer.manifest_offset,
+            "read the manifest",
+        )?;
+        let manifest_digest: [u8; 32] = Sha256::digest(&manifest_bytes).into();
+
+        let (signature, signature_block) = if trailer.sig_len == 0 {
+            (SignatureStatus::Unsigned, None)
+        } else {
+            let mut sig_bytes = vec![0u8; to_usize(trailer.sig_len)?];
+            read_at(
+                &src,
+                &mut sig_bytes,
+                trailer.sig_offset,
+                "read the signature block",
+            )?;
+            let block: SignatureBlock = decode(&sig_bytes, "signature block")?;
+            let key = verify_signature(&block, &manifest_digest)?;
+            (SignatureStatus::Signed { key }, Some(block))
+        };
+
+        let manifest: Manifest = decode(&manifest_bytes, "manifest")?;
+        drop(manifest_bytes);
+        let chunk_offsets = check_manifest(&manifest, trailer.data_len)?;
+        Ok(ImageReader {
+            src,
+            manifest,
+            manifest_digest,
+            signature,
+            signature_block,
+            chunk_offsets,
+        })
+    }
+
+    /// The manifest. Signed (if [`signature`](Self::signature) says so), but
+    /// chunk data is only known good after verification.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// SHA-256 of the exact manifest bytes.
+    pub fn manifest_digest(&self) -> [u8; 32] {
+        self.manifest_digest
+    }
+
+    /// Whether the image is signed, and by which key (already verified).
+    pub fn signature(&self) -> SignatureStatus {
+        self.signature.clone()
+    }
+
+    /// The signature block as read (for logs and later attestation data).
+    pub fn signature_block(&self) -> Option<&SignatureBlock> {
+        self.signature_block.as_ref()
+    }
+
+    /// The source the image is read from.
+    pub fn source(&self) -> &S {
+        &self.src
+    }
+
+    /// Gives the source back.
+    pub fn into_source(self) -> S {
+        self.src
+    }
+
+    /// Reads every chunk and checks its digest, on two threads (each reads
+    /// its own contiguous half of the data in 1 MiB blocks). Memory used
+    /// does not depend on the image size.
+    pub fn verify_chunks(&self) -> Result<(), ImageError> {
+        let chunks = &self.manifest.chunks;
+        let split = split_point(chunks, VERIFY_THREADS);
+        let stop = AtomicBool::new(false);
+        let ranges: Vec<(usize, usize)> = split
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .filter(|(a, b)| a < b)
+            .collect();
+        let results: Vec<Result<(), ImageError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|&(first, end)| {
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        let r = self.verify_range(first, end, stop);
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or(Err(ImageError::Malformed("a verification thread panicked")))
+                })
+                .collect()
+        });
+        // Report the first failing chunk in file order; a thread that
+        // stopped because another failed returns Ok.
+        results.into_iter().collect()
+    }
+
+    /// Verifies chunks `first..end`, stopping early when `stop` is set.
+    fn verify_range(&self, first: usize, end: usize, stop: &AtomicBool) -> Result<(), ImageError> {
+        let mut buf = vec![0u8; VERIFY_BLOCK_LEN];
+        for index in first..end {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let (entry, offset) = self.chunk(index)?;
+            let mut hasher = Sha256::new();
+            let mut done = 0u64;
+            while done < entry.len {
+                let n = to_usize((entry.len - done).min(VERIFY_BLOCK_LEN as u64))?;
+                let block = &mut buf[..n];
+                read_at(&self.src, block, offset + done, "read chunk data")?;
+                hasher.update(&*block);
+                done += n as u64;
+            }
+            if hasher.finalize()[..] != entry.digest[..] {
+                return Err(ImageError::Tampered(Tamper::Chunk {
+                    index,
+                    vaddr: entry.vaddr,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn chunk(&self, index: usize) -> Result<(&ChunkEntry, u64), ImageError> {
+        match (
+            self.manifest.chunks.get(index),
+            self.chunk_offsets.get(index),
+        ) {
+            (Some(e), Some(&o)) => Ok((e, o)),
+            _ => Err(ImageError::InvalidInput("chunk index out of range")),
+        }
+    }
+
+    /// Reads chunk `index` into `buf` (resized to its length) and checks its
+    /// digest. Returns its entry.
+    pub fn read_chunk(&self, index: usize, buf: &mut Vec<u8>) -> Result<&ChunkEntry, ImageError> {
+        let (entry, offset) = self.chunk(index)?;
+        buf.clear();
+        buf.resize(to_usize(entry.len)?, 0);
+        read_at(&self.src, buf, offset, "read chunk data")?;
+        if Sha256::digest(&buf[..])[..] != entry.digest[..] {
+            return Err(ImageError::Tampered(Tamper::Chunk {
+                index,
+                vaddr: entry.vaddr,
+            }));
+        }
+        Ok(entry)
+    }
+
+    /// Calls `f` with each chunk's entry and data, in order. Each chunk is
+    /// read into one reused buffer and its digest checked before `f` sees
+    /// it, so a file changed after [`verify_chunks`](Self::verify_chunks)
+    /// is still caught. Memory: one chunk (at most 8 MiB).
+    pub fn for_each_chunk<E>(
+        &self,
+        mut f: impl FnMut(&ChunkEntry, &[u8]) -> Result<(), E>,
+    ) -> Result<(), ChunkStreamError<E>> {
+        let mut buf = Vec::new();
+        for index in 0..self.manifest.chunks.len() {
+            let entry = self
+                .read_chunk(index, &mut buf)
+                .map_err(ChunkStreamError::Image)?;
+            f(entry, &buf).map_err(ChunkStreamError::Callback)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the signature block and the signature over the manifest digest;
+/// returns the signer's key.
+fn verify_signature(block: &SignatureBlock, digest: &[u8; 32]) -> Result<PublicKey, ImageError> {
+    let alg: Algorithm = block
+        .algorithm
+        .parse()
+        .map_err(|_| ImageError::UnsupportedSignature {
+            algorithm: sanitize(&block.algorithm),
+        })?;
+    if block.key_id.len() != 16 {
+        return Err(ImageError::Malformed(
+            "signature block key_id is not 16 bytes",
+        ));
+    }
+    let key = PublicKey::from_parts(alg, &block.public_key)
+        .map_err(|_| ImageError::Tampered(Tamper::PublicKey))?;
+    if key.key_id().0[..] != block.key_id[..] {
+        return Err(ImageError::Tampered(Tamper::KeyId));
+    }
+    match key.verify_manifest_digest(digest, &block.signature) {
+        Ok(()) => Ok(key),
+        Err(VerifyError::UnsupportedAlgorithm(a)) => Err(ImageError::UnsupportedSignature {
+            algorithm: a.name().to_owned(),
+        }),
+        Err(_) => Err(ImageError::Tampered(Tamper::Signature)),
+    }
+}
+
+/// Checks the decoded manifest against the header and trailer and the
+/// caps; returns each chunk's file offset.
+fn check_manifest(m: &Manifest, data_len: u64) -> Result<Vec<u64>, ImageError> {
+    if m.format_version != FORMAT_VERSION {
+        return Err(ImageError::Malformed(
+            "manifest format_version differs from the header",
+        ));
+    }
+    let count = m.chunks.len() as u64;
+    if count > MAX_CHUNKS {
+        return Err(ImageError::TooLarge {
+            what: "chunk count",
+            len: count,
+            cap: MAX_CHUNKS,
+        });
+    }
+    let digest_len = match m.digest_algorithm {
+        DigestAlgorithm::Sha256 => DigestAlgorithm::Sha256.digest_len(),
+    };
+    let mut offsets = Vec::with_capacity(m.chunks.len());
+    let mut offset = HEADER_LEN;
+    for c in &m.chunks {
+        if c.len == 0 {
+            return Err(ImageError::Malformed("a chunk has length zero"));
+        }
+        if c.len > MAX_CHUNK_LEN {
+            return Err(ImageError::TooLarge {
+                what: "chunk",
+                len: c.len,
+                cap: MAX_CHUNK_LEN,
+            });
+        }
+        if c.digest.len() != digest_len {
+            return Err(ImageError::Malformed(
+                "a chunk digest has the wrong length for the digest algorithm",
+            ));
+        }
+        if c.vaddr.checked_add(c.len).is_none() {
+            return Err(ImageError::Malformed("a chunk's address range overflows"));
+        }
+        offsets.push(offset);
+        offset = offset
+            .checked_add(c.len)
+            .ok_or(ImageError::Malformed("chunk lengths overflow"))?;
+    }
+    if offset - HEADER_LEN != data_len {
+        return Err(ImageError::Malformed(
+            "chunk lengths do not add up to data_len",
+        ));
+    }
+    Ok(offsets)
+}
+
+/// Splits chunk indices into `parts` contiguous ranges of about equal byte
+/// counts; returns the `parts + 1` boundaries.
+fn split_point(chunks: &[ChunkEntry], parts: usize) -> Vec<usize> {
+    let total: u64 = chunks.iter().map(|c| c.len).sum();
+    let parts = parts.max(1);
+    let mut bounds = vec![0usize];
+    let mut acc = 0u64;
+    let mut next = 1usize;
+    for (i, c) in chunks.iter().enumerate() {
+        while next < parts && acc >= total / parts as u64 * next as u64 {
+            bounds.push(i);
+            next += 1;
+        }
+        acc += c.len;
+    }
+    while bounds.len() <= parts {
+        bounds.push(chunks.len());
+    }
+    bounds
+}

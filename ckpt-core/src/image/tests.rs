@@ -1,0 +1,942 @@
+//! Round trips and hostile inputs for the image format.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::PathBuf;
+
+use ckpt_keys::{PublicKey, SigningKey};
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{encode_header, Trailer};
+use super::manifest::{decode, encode};
+use super::*;
+use crate::limits::{MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
+use crate::state::*;
+
+/// A file under the temp dir, removed on drop.
+pub(super) struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(tag: &str) -> (TempFile, File) {
+        let mut r = [0u8; 8];
+        getrandom::getrandom(&mut r).unwrap();
+        let path = std::env::temp_dir().join(format!("ckpt-image-{tag}-{}", hex::encode(r)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        (TempFile { path }, file)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+pub(super) fn sample_meta() -> ImageMeta {
+    ImageMeta {
+        host: HostIdentity {
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+            boot_id: "fedcba9876543210fedcba9876543210".into(),
+            hostname: "testhost".into(),
+        },
+        kernel_release: "6.1.0-test".into(),
+        arch: "x86_64".into(),
+        cpu: CpuFeatures {
+            xsave_features: 0x2e7,
+            xsave_size: 2696,
+        },
+        vdso_digest: vec![0x5a; 32],
+        requester: Requester {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 27],
+        },
+    }
+}
+
+pub(super) fn sample_process() -> ProcessState {
+    let exe = FileIdentity {
+        path: "/usr/bin/counter".into(),
+        dev: 0x803,
+        ino: 1234,
+        size: 16384,
+        mode: 0o100755,
+        uid: 0,
+        gid: 0,
+        mtime: (1_700_000_000, 5),
+        digest: vec![7; 32],
+    };
+    ProcessState {
+        pid: 4242,
+        ppid: 1,
+        sid: 4242,
+        pgid: 4242,
+        comm: "counter".into(),
+        exe: exe.clone(),
+        creds: Credentials {
+            uid: [1000; 4],
+            gid: [1000; 4],
+            groups: vec![1000],
+            cap_inheritable: 0,
+            cap_permitted: 0,
+            cap_effective: 0,
+            cap_bounding: 0x1ff_ffff_ffff,
+            cap_ambient: 0,
+            securebits: 0,
+            no_new_privs: false,
+            seccomp_mode: 0,
+        },
+        cwd: "/home/user".into(),
+        umask: 0o022,
+        personality: 0,
+        rlimits: vec![Rlimit {
+            resource: 7,
+            soft: 1024,
+            hard: 4096,
+        }],
+        mm: MmLayout {
+            start_code: 0x400000,
+            end_code: 0x401000,
+            start_data: 0x402000,
+            end_data: 0x403000,
+            start_brk: 0x500000,
+            brk: 0x521000,
+            start_stack: 0x7ffc_0000_0000,
+            arg_start: 0x7ffc_0000_1000,
+            arg_end: 0x7ffc_0000_1100,
+            env_start: 0x7ffc_0000_1100,
+            env_end: 0x7ffc_0000_1f00,
+            auxv: vec![6, 4096, 0, 0],
+        },
+        vmas: vec![Vma {
+            start: 0x400000,
+            end: 0x401000,
+            prot: 5,
+            shared: false,
+            offset: 0,
+            kind: VmaKind::File,
+            file: Some(0),
+            name: String::new(),
+            vm_flags: vec!["rd".into(), "ex".into()],
+        }],
+        mapped_files: vec![exe],
+        threads: vec![ThreadState {
+            tid: 4242,
+            regs: GpRegs {
+                r15: 0,
+                r14: 0,
+                r13: 0,
+                r12: 0,
+                rbp: 0,
+                rbx: 0,
+                r11: 0,
+                r10: 0,
+                r9: 0,
+                r8: 0,
+                rax: 0,
+                rcx: 0,
+                rdx: 0,
+                rsi: 0,
+                rdi: 0,
+                orig_rax: u64::MAX,
+                rip: 0x400100,
+                cs: 0x33,
+                eflags: 0x246,
+                rsp: 0x7ffc_0000_0f00,
+                ss: 0x2b,
+                fs_base: 0,
+                gs_base: 0,
+                ds: 0,
+                es: 0,
+                fs: 0,
+                gs: 0,
+            },
+            xsave: vec![1, 2, 3, 4],
+            sigmask: 0,
+            altstack: (0, 2, 0),
+            rseq: None,
+            clear_child_tid: 0,
+            robust_list: (0, 0),
+            pending: vec![],
+        }],
+        sigactions: vec![SigAction {
+            signal: 10,
+            handler: 0x400200,
+            flags: 0x0400_0000,
+            restorer: 0x400300,
+            mask: 0,
+        }],
+        fds: vec![FdState {
+            fd: 0,
+            description: 0,
+            cloexec: false,
+        }],
+        descriptions: vec![OpenFile {
+            kind: OpenFileKind::CharDevice,
+            path: "/dev/null".into(),
+            flags: 2,
+            offset: 0,
+            dev: 5,
+            ino: 6,
+        }],
+        itimers: vec![],
+    }
+}
+
+/// Chunk contents of the small test image.
+fn sample_chunks() -> Vec<(u64, Vec<u8>)> {
+    vec![
+        (0x400000, (0..=255u8).cycle().take(300).collect()),
+        (0x7ffc_0000_0000, vec![0xa5; 64]),
+        (0x500000, vec![1, 2, 3]),
+    ]
+}
+
+/// Writes the sample image into a temp file; returns its bytes.
+fn build(signer: Option<&dyn ManifestSigner>) -> Vec<u8> {
+    let (tmp, file) = TempFile::new("build");
+    let mut w = ImageWriter::new(file).unwrap();
+    for (vaddr, data) in sample_chunks() {
+        w.write_chunk(vaddr, &data).unwrap();
+    }
+    let done = w.finish(sample_meta(), sample_process(), signer).unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    assert_eq!(bytes.len() as u64, done.size);
+    bytes
+}
+
+fn key() -> SigningKey {
+    SigningKey::generate().unwrap()
+}
+
+fn open_bytes(bytes: &[u8]) -> Result<ImageReader<&[u8]>, ImageError> {
+    ImageReader::from_source(bytes)
+}
+
+fn trailer_of(bytes: &[u8]) -> Trailer {
+    let t: [u8; 48] = bytes[bytes.len() - 48..].try_into().unwrap();
+    Trailer::decode(&t).unwrap()
+}
+
+/// Assembles an image from its parts, with a consistent trailer.
+fn assemble(data: &[u8], manifest: &[u8], sig: &[u8]) -> Vec<u8> {
+    let mut out = encode_header().to_vec();
+    out.extend_from_slice(data);
+    let manifest_offset = out.len() as u64;
+    out.extend_from_slice(manifest);
+    let sig_offset = if sig.is_empty() { 0 } else { out.len() as u64 };
+    out.extend_from_slice(sig);
+    let t = Trailer {
+        manifest_offset,
+        manifest_len: manifest.len() as u64,
+        sig_offset,
+        sig_len: sig.len() as u64,
+        data_len: data.len() as u64,
+    };
+    out.extend_from_slice(&t.encode());
+    out
+}
+
+/// The parts of an image: data, manifest bytes, signature block bytes.
+fn split(bytes: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let t = trailer_of(bytes);
+    let data = bytes[32..t.manifest_offset as usize].to_vec();
+    let m =
+        bytes[t.manifest_offset as usize..(t.manifest_offset + t.manifest_len) as usize].to_vec();
+    let s = if t.sig_len == 0 {
+        Vec::new()
+    } else {
+        bytes[t.sig_offset as usize..(t.sig_offset + t.sig_len) as usize].to_vec()
+    };
+    (data, m, s)
+}
+
+fn open_and_verify(bytes: &[u8]) -> Result<(), ImageError> {
+    let r = open_bytes(bytes)?;
+    r.verify_chunks()?;
+    r.for_each_chunk(|_, _| Ok::<(), std::convert::Infallible>(()))
+        .map_err(|e| match e {
+            ChunkStreamError::Image(e) => e,
+            ChunkStreamError::Callback(never) => match never {},
+        })
+}
+
+#[test]
+fn roundtrip_signed_file() {
+    let k = key();
+    let (tmp, file) = TempFile::new("rt");
+    let mut w = ImageWriter::new(file).unwrap();
+    for (vaddr, data) in sample_chunks() {
+        w.write_chunk(vaddr, &data).unwrap();
+    }
+    let done = w.finish(sample_meta(), sample_process(), Some(&k)).unwrap();
+    assert_eq!(fs::metadata(&tmp.path).unwrap().len(), done.size);
+
+    let r = ImageReader::open(File::open(&tmp.path).unwrap()).unwrap();
+    assert_eq!(r.manifest_digest(), done.manifest_digest);
+    assert_eq!(
+        r.signature(),
+        SignatureStatus::Signed {
+            key: k.public_key()
+        }
+    );
+    let m = r.manifest();
+    assert_eq!(m.format_version, 1);
+    assert_eq!(m.image_id, done.image_id);
+    assert_eq!(m.process, sample_process());
+    assert_eq!(m.host, sample_meta().host);
+    assert_eq!(m.requester, sample_meta().requester);
+    assert_eq!(m.cpu, sample_meta().cpu);
+    assert_eq!(m.vdso_digest, sample_meta().vdso_digest);
+    assert_eq!(m.digest_algorithm, DigestAlgorithm::Sha256);
+    assert!(m.created_unix > 1_600_000_000);
+    r.verify_chunks().unwrap();
+    let mut seen = Vec::new();
+    r.for_each_chunk(|entry, data| {
+        assert_eq!(entry.len, data.len() as u64);
+        seen.push((entry.vaddr, data.to_vec()));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(seen, sample_chunks());
+    let mut buf = Vec::new();
+    let e = r.read_chunk(1, &mut buf).unwrap();
+    assert_eq!((e.vaddr, buf.clone()), sample_chunks()[1]);
+    assert!(r.read_chunk(3, &mut buf).is_err());
+    let block = r.signature_block().unwrap();
+    assert_eq!(block.algorithm, "ed25519");
+    assert_eq!(block.key_id, k.public_key().key_id().0.to_vec());
+}
+
+#[test]
+fn roundtrip_unsigned_and_empty() {
+    let bytes = build(None);
+    let r = open_bytes(&bytes).unwrap();
+    assert_eq!(r.signature(), SignatureStatus::Unsigned);
+    assert!(r.signature_block().is_none());
+    assert_eq!(trailer_of(&bytes).sig_offset, 0);
+    r.verify_chunks().unwrap();
+
+    let (tmp, file) = TempFile::new("empty");
+    let w = ImageWriter::new(file).unwrap();
+    w.finish(sample_meta(), sample_process(), None).unwrap();
+    let r = ImageReader::open(File::open(&tmp.path).unwrap()).unwrap();
+    assert!(r.manifest().chunks.is_empty());
+    r.verify_chunks().unwrap();
+}
+
+#[test]
+fn manifest_digest_is_sha256_of_manifest_bytes() {
+    let bytes = build(Some(&key()));
+    let (_, m, _) = split(&bytes);
+    let r = open_bytes(&bytes).unwrap();
+    assert_eq!(r.manifest_digest()[..], Sha256::digest(&m)[..]);
+}
+
+#[test]
+fn bad_magic() {
+    let mut bytes = build(None);
+    bytes[0] = b'X';
+    assert!(matches!(
+        open_bytes(&bytes),
+        Err(ImageError::BadMagic { region: "header" })
+    ));
+    let mut bytes = build(None);
+    let n = bytes.len();
+    bytes[n - 2] ^= 1;
+    assert!(matches!(
+        open_bytes(&bytes),
+        Err(ImageError::BadMagic { region: "trailer" })
+    ));
+    assert!(open_bytes(b"#!/bin/sh\necho not an image\n################################################################################").is_err());
+}
+
+#[test]
+fn unknown_version() {
+    let mut bytes = build(None);
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert!(matches!(
+        open_bytes(&bytes),
+        Err(ImageError::UnsupportedVersion(2))
+    ));
+    let mut bytes = build(None);
+    bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+    assert!(matches!(
+        open_bytes(&bytes),
+        Err(ImageError::UnsupportedVersion(0))
+    ));
+}
+
+#[test]
+fn manifest_version_must_match_header() {
+    let bytes = build(None);
+    let (data, m, _) = split(&bytes);
+    let mut manifest: Manifest = decode(&m, "manifest").unwrap();
+    manifest.format_version = 2;
+    let image = assemble(&data, &encode(&manifest).unwrap(), &[]);
+    assert!(matches!(open_bytes(&image), Err(ImageError::Malformed(_))));
+}
+
+#[test]
+fn truncation_at_every_offset() {
+    for signer in [None, Some(key())] {
+        let bytes = build(signer.as_ref().map(|k| k as &dyn ManifestSigner));
+        for n in 0..bytes.len() {
+            let r = open_and_verify(&bytes[..n]);
+            assert!(r.is_err(), "truncated to {n} bytes: accepted");
+        }
+        open_and_verify(&bytes).unwrap();
+    }
+}
+
+#[test]
+fn truncated_file_on_disk() {
+    let (tmp, mut file) = TempFile::new("trunc");
+    let bytes = build(None);
+    file.write_all(&bytes[..bytes.len() - 1]).unwrap();
+    assert!(ImageReader::open(File::open(&tmp.path).unwrap()).is_err());
+}
+
+#[test]
+fn byte_flip_at_every_offset_of_a_signed_image() {
+    // One flip per offset, alternating a low and a high bit, split over two
+    // threads (each try verifies an ed25519 signature, slow in debug builds).
+    let bytes = build(Some(&key()));
+    std::thread::scope(|s| {
+        for part in 0..2 {
+            let bytes = &bytes;
+            s.spawn(move || {
+                for i in (part..bytes.len()).step_by(2) {
+                    let mask = if (i / 2) % 2 == 0 { 0x01u8 } else { 0x80 };
+                    let mut bad = bytes.clone();
+                    bad[i] ^= mask;
+                    assert!(
+                        open_and_verify(&bad).is_err(),
+                        "byte {i} ^ {mask:#x} was not detected"
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn flipped_chunk_is_tampered_with_its_index() {
+    let bytes = build(Some(&key()));
+    let mut bad = bytes.clone();
+    bad[32 + 300 + 5] ^= 1; // inside chunk 1
+    let r = open_bytes(&bad).unwrap();
+    assert!(matches!(
+        r.verify_chunks(),
+        Err(ImageError::Tampered(Tamper::Chunk {
+            index: 1,
+            vaddr: 0x7ffc_0000_0000
+        }))
+    ));
+    let mut calls = 0;
+    let res = r.for_each_chunk(|_, _| {
+        calls += 1;
+        Ok::<(), ()>(())
+    });
+    assert!(matches!(
+        res,
+        Err(ChunkStreamError::Image(ImageError::Tampered(
+            Tamper::Chunk { index: 1, .. }
+        )))
+    ));
+    assert_eq!(calls, 1, "the callback must not see the tampered chunk");
+}
+
+#[test]
+fn file_changed_after_verify_is_caught_while_streaming() {
+    let (tmp, mut file) = TempFile::new("toctou");
+    let bytes = build(Some(&key()));
+    file.write_all(&bytes).unwrap();
+    let r = ImageReader::open(File::open(&tmp.path).unwrap()).unwrap();
+    r.verify_chunks().unwrap();
+    file.write_all_at(b"X", 32 + 10).unwrap();
+    let res = r.for_each_chunk(|_, _| -> Result<(), ()> { panic!("must not be called") });
+    assert!(matches!(
+        res,
+        Err(ChunkStreamError::Image(ImageError::Tampered(
+            Tamper::Chunk { index: 0, .. }
+        )))
+    ));
+    // Shrinking the file is caught too.
+    file.set_len(40).unwrap();
+    assert!(r.verify_chunks().is_err());
+}
+
+#[test]
+fn callback_error_stops_streaming() {
+    let bytes = build(None);
+    let r = open_bytes(&bytes).unwrap();
+    let mut calls = 0;
+    let res = r.for_each_chunk(|_, _| {
+        calls += 1;
+        Err("stop")
+    });
+    assert!(matches!(res, Err(ChunkStreamError::Callback("stop"))));
+    assert_eq!(calls, 1);
+}
+
+#[test]
+fn lengths_larger_than_the_file() {
+    let bytes = build(Some(&key()));
+    let good = trailer_of(&bytes);
+    let body = &bytes[..bytes.len() - 48];
+    let variants = [
+        Trailer {
+            manifest_len: MAX_MANIFEST_LEN,
+            ..good
+        },
+        Trailer {
+            manifest_len: u64::MAX,
+            ..good
+        },
+        Trailer {
+            sig_len: MAX_SIGBLOCK_LEN,
+            ..good
+        },
+        Trailer {
+            sig_len: u64::MAX,
+            ..good
+        },
+        Trailer {
+            data_len: 1 << 40,
+            manifest_offset: 32 + (1 << 40),
+            sig_offset: 32 + (1 << 40) + good.manifest_len,
+            ..good
+        },
+        Trailer {
+            data_len: u64::MAX - 31,
+            manifest_offset: 0,
+            ..good
+        },
+        Trailer {
+            manifest_offset: u64::MAX,
+            ..good
+        },
+    ];
+    for t in variants {
+        let mut image = body.to_vec();
+        image.extend_from_slice(&t.encode());
+        let err = open_bytes(&image).err();
+        assert!(err.is_some(), "{t:?} accepted");
+    }
+    let mut image = body.to_vec();
+    image.extend_from_slice(
+        &Trailer {
+            manifest_len: MAX_MANIFEST_LEN + 1,
+            ..good
+        }
+        .encode(),
+    );
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::TooLarge {
+            what: "manifest",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn chunk_table_inconsistencies() {
+    let bytes = build(None);
+    let (data, m, _) = split(&bytes);
+    let manifest: Manifest = decode(&m, "manifest").unwrap();
+    type Edit = Box<dyn Fn(&mut Manifest)>;
+    let cases: Vec<Edit> = vec![
+        Box::new(|m| m.chunks[0].len += 1),
+        Box::new(|m| m.chunks[0].len -= 1),
+        Box::new(|m| m.chunks[2].len = 0),
+        Box::new(|m| m.chunks[0].len = MAX_CHUNK_LEN + 1),
+        Box::new(|m| m.chunks[1].digest.pop().map(drop).unwrap_or(())),
+        Box::new(|m| m.chunks[1].vaddr = u64::MAX - 10),
+        Box::new(|m| {
+            m.chunks.pop();
+        }),
+        Box::new(|m| {
+            let c = m.chunks[0].clone();
+            m.chunks.push(c);
+        }),
+    ];
+    for (i, f) in cases.iter().enumerate() {
+        let mut mm = manifest.clone();
+        f(&mut mm);
+        let image = assemble(&data, &encode(&mm).unwrap(), &[]);
+        assert!(open_bytes(&image).is_err(), "case {i} accepted");
+    }
+    // Reordering chunks keeps the lengths' sum but breaks the digests.
+    let mut mm = manifest.clone();
+    mm.chunks.swap(0, 1);
+    let image = assemble(&data, &encode(&mm).unwrap(), &[]);
+    assert!(open_and_verify(&image).is_err());
+}
+
+#[test]
+fn deep_cbor_nesting_is_refused() {
+    let data = [];
+    for depth in [33usize, 1000, 100_000] {
+        // An array nested `depth` deep: 0x81 (array of one) repeated.
+        let mut deep = vec![0x81u8; depth];
+        deep.push(0x00);
+        let image = assemble(&data, &deep, &[]);
+        assert!(matches!(
+            open_bytes(&image),
+            Err(ImageError::Decode {
+                region: "manifest",
+                ..
+            })
+        ));
+        let bytes = build(None);
+        let (d, m, _) = split(&bytes);
+        let image = assemble(&d, &m, &deep);
+        let err = open_bytes(&image).err();
+        assert!(
+            matches!(
+                err,
+                Some(ImageError::Decode {
+                    region: "signature block",
+                    ..
+                }) | Some(ImageError::TooLarge {
+                    what: "signature block",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        // Maps and tags too.
+        let mut deep_map = Vec::new();
+        for _ in 0..depth {
+            deep_map.extend_from_slice(&[0xa1, 0x00]);
+        }
+        deep_map.push(0x00);
+        assert!(open_bytes(&assemble(&data, &deep_map, &[])).is_err());
+        let mut tags = vec![0xc6u8; depth];
+        tags.push(0x00);
+        assert!(open_bytes(&assemble(&data, &tags, &[])).is_err());
+    }
+}
+
+#[test]
+fn garbage_manifests_are_refused() {
+    let cases: Vec<Vec<u8>> = vec![
+        vec![0xff],
+        vec![0x00],
+        vec![0xa0],
+        // A map claiming 2^32 entries.
+        vec![0xba, 0xff, 0xff, 0xff, 0xff],
+        // An array claiming 2^64-1 entries.
+        vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        // A byte string claiming 2^63 bytes.
+        vec![0x5b, 0x80, 0, 0, 0, 0, 0, 0, 0],
+        // Indefinite array never closed.
+        vec![0x9f, 0x01, 0x02],
+    ];
+    for m in cases {
+        assert!(open_bytes(&assemble(&[], &m, &[])).is_err(), "{m:x?}");
+    }
+}
+
+#[test]
+fn trailing_garbage() {
+    let bytes = build(Some(&key()));
+    let mut more = bytes.clone();
+    more.push(0);
+    assert!(open_bytes(&more).is_err());
+    // A second copy of the trailer at the end: the lengths no longer add up.
+    let mut doubled = bytes.clone();
+    doubled.extend_from_slice(&bytes[bytes.len() - 48..]);
+    assert!(matches!(
+        open_bytes(&doubled),
+        Err(ImageError::Malformed(_))
+    ));
+    // Bytes after the CBOR item inside the manifest region.
+    let unsigned = build(None);
+    let (d, m, _) = split(&unsigned);
+    let mut m2 = m.clone();
+    m2.push(0x00);
+    assert!(matches!(
+        open_bytes(&assemble(&d, &m2, &[])),
+        Err(ImageError::Decode {
+            region: "manifest",
+            ..
+        })
+    ));
+    // And inside the signature block region.
+    let (d, m, s) = split(&bytes);
+    let mut s2 = s.clone();
+    s2.push(0x00);
+    assert!(matches!(
+        open_bytes(&assemble(&d, &m, &s2)),
+        Err(ImageError::Decode { .. })
+    ));
+}
+
+fn with_block(bytes: &[u8], f: impl FnOnce(&mut SignatureBlock)) -> Vec<u8> {
+    let (d, m, s) = split(bytes);
+    let mut block: SignatureBlock = decode(&s, "signature block").unwrap();
+    f(&mut block);
+    assemble(&d, &m, &encode(&block).unwrap())
+}
+
+#[test]
+fn tampered_signature() {
+    let bytes = build(Some(&key()));
+    let image = with_block(&bytes, |b| b.signature[0] ^= 1);
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Signature))
+    ));
+    let image = with_block(&bytes, |b| {
+        b.signature.pop();
+    });
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Signature))
+    ));
+    // A signature over another manifest.
+    let other = build(Some(&key()));
+    let (_, _, other_sig) = split(&other);
+    let other_block: SignatureBlock = decode(&other_sig, "signature block").unwrap();
+    let image = with_block(&bytes, |b| *b = other_block);
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Signature))
+    ));
+}
+
+#[test]
+fn key_id_swapped() {
+    let bytes = build(Some(&key()));
+    let other = key().public_key();
+    let image = with_block(&bytes, |b| b.key_id = other.key_id().0.to_vec());
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::KeyId))
+    ));
+    // Another key with its own (consistent) id: the signature fails.
+    let image = with_block(&bytes, |b| {
+        b.key_id = other.key_id().0.to_vec();
+        b.public_key = other.bytes().to_vec();
+    });
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Signature))
+    ));
+    let image = with_block(&bytes, |b| b.key_id.push(0));
+    assert!(open_bytes(&image).is_err());
+    let image = with_block(&bytes, |b| b.public_key = vec![0; 32]);
+    assert!(open_bytes(&image).is_err());
+}
+
+#[test]
+fn signature_algorithm_must_be_known_and_verifiable() {
+    let bytes = build(Some(&key()));
+    let image = with_block(&bytes, |b| b.algorithm = "rsa\u{1b}[31m".into());
+    match open_bytes(&image) {
+        Err(ImageError::UnsupportedSignature { algorithm }) => {
+            assert!(!algorithm.contains('\u{1b}'))
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    let mut point = vec![0x04u8];
+    point.extend_from_slice(&[7; 64]);
+    let p256 = PublicKey::from_parts(ckpt_keys::Algorithm::EcdsaP256, &point).unwrap();
+    let image = with_block(&bytes, |b| {
+        b.algorithm = "ecdsa-p256".into();
+        b.public_key = point.clone();
+        b.key_id = p256.key_id().0.to_vec();
+    });
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::UnsupportedSignature { .. })
+    ));
+}
+
+#[test]
+fn stripping_the_signature_gives_an_unsigned_image() {
+    // By design: the signature can be removed. Such an image is reported as
+    // unsigned, so it can only be restored with the caller's credentials.
+    let bytes = build(Some(&key()));
+    let (d, m, _) = split(&bytes);
+    let r = ImageReader::from_source(assemble(&d, &m, &[])).unwrap();
+    assert_eq!(r.signature(), SignatureStatus::Unsigned);
+}
+
+#[test]
+fn resigning_reports_the_new_signer() {
+    // Anyone can sign a manifest with their own key; trust is the policy's
+    // decision, so the reader must report that key, never the original.
+    let original = key();
+    let attacker = key();
+    let bytes = build(Some(&original));
+    let (d, m, _) = split(&bytes);
+    let digest: [u8; 32] = Sha256::digest(&m).into();
+    let pk = attacker.public_key();
+    let block = SignatureBlock {
+        algorithm: "ed25519".into(),
+        key_id: pk.key_id().0.to_vec(),
+        public_key: pk.bytes().to_vec(),
+        signature: attacker.sign_manifest_digest(&digest),
+    };
+    let r = ImageReader::from_source(assemble(&d, &m, &encode(&block).unwrap())).unwrap();
+    assert_eq!(r.signature(), SignatureStatus::Signed { key: pk });
+}
+
+#[test]
+fn digest_algorithm_is_named_and_checked() {
+    let bytes = build(None);
+    let (d, m, _) = split(&bytes);
+    // The name appears in the manifest as the text "sha256".
+    assert!(m.windows(6).any(|w| w == b"sha256"));
+    let pos = m.windows(6).position(|w| w == b"sha256").unwrap();
+    let mut m2 = m.clone();
+    m2[pos..pos + 6].copy_from_slice(b"sha999");
+    assert!(matches!(
+        open_bytes(&assemble(&d, &m2, &[])),
+        Err(ImageError::Decode { .. })
+    ));
+}
+
+#[test]
+fn writer_refuses_misuse() {
+    let (_tmp, mut file) = TempFile::new("nonempty");
+    file.write_all(b"x").unwrap();
+    assert!(matches!(
+        ImageWriter::new(file),
+        Err(ImageError::InvalidInput(_))
+    ));
+    let (_tmp, mut file) = TempFile::new("pos");
+    file.seek(SeekFrom::Start(10)).unwrap();
+    assert!(ImageWriter::new(file).is_err());
+
+    let (_tmp, file) = TempFile::new("chunks");
+    let mut w = ImageWriter::new(file).unwrap();
+    assert!(matches!(
+        w.write_chunk(0, &[]),
+        Err(ImageError::InvalidInput(_))
+    ));
+    let big = vec![0u8; MAX_CHUNK_LEN as usize + 1];
+    assert!(matches!(
+        w.write_chunk(0, &big),
+        Err(ImageError::TooLarge { .. })
+    ));
+    assert!(w.write_chunk(u64::MAX - 1, &[1, 2, 3]).is_err());
+    w.write_chunk(0, &big[..MAX_CHUNK_LEN as usize]).unwrap();
+}
+
+struct BrokenSigner(SigningKey, SigningKey);
+
+impl ManifestSigner for BrokenSigner {
+    fn public_key(&self) -> PublicKey {
+        self.0.public_key()
+    }
+    fn sign_manifest_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, SignError> {
+        Ok(self.1.sign_manifest_digest(digest))
+    }
+}
+
+#[test]
+fn writer_checks_the_signers_signature() {
+    let (_tmp, file) = TempFile::new("selfcheck");
+    let w = ImageWriter::new(file).unwrap();
+    let res = w.finish(
+        sample_meta(),
+        sample_process(),
+        Some(&BrokenSigner(key(), key())),
+    );
+    assert!(matches!(
+        res,
+        Err(ImageError::Sign(SignError::SelfCheck(_)))
+    ));
+}
+
+#[test]
+fn file_and_memory_sources_agree() {
+    let bytes = build(Some(&key()));
+    let (tmp, mut file) = TempFile::new("agree");
+    file.write_all(&bytes).unwrap();
+    let a = ImageReader::open(File::open(&tmp.path).unwrap()).unwrap();
+    let b = ImageReader::from_source(bytes.clone()).unwrap();
+    assert_eq!(a.manifest(), b.manifest());
+    assert_eq!(a.manifest_digest(), b.manifest_digest());
+}
+
+/// Throughput of write+finish and verify for 1 GiB. Run with
+/// `cargo test --release -p ckpt-core -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput_1gib() {
+    use std::time::Instant;
+    const TOTAL: usize = 1 << 30;
+    const CHUNK: usize = 1 << 20;
+    // A 64 MiB pool of pseudo-random bytes (xorshift); chunks are slices of
+    // it at varying offsets, so memory stays small and data is non-zero.
+    let mut pool = vec![0u8; 64 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for w in pool.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    let k = key();
+    let (tmp, file) = TempFile::new("throughput");
+    let t0 = Instant::now();
+    let mut w = ImageWriter::new(file).unwrap();
+    for i in 0..TOTAL / CHUNK {
+        let off = (i * 4099 * 64) % (pool.len() - CHUNK);
+        w.write_chunk((i * CHUNK) as u64, &pool[off..off + CHUNK])
+            .unwrap();
+    }
+    let t_chunks = t0.elapsed();
+    let done = w.finish(sample_meta(), sample_process(), Some(&k)).unwrap();
+    let t_total = t0.elapsed();
+    drop(pool);
+    let mb = TOTAL as f64 / 1e6;
+    println!(
+        "write_chunk: {:.0} MB/s ({:.2}s); write+finish incl. sign+fsync: {:.0} MB/s ({:.2}s); size {}",
+        mb / t_chunks.as_secs_f64(),
+        t_chunks.as_secs_f64(),
+        mb / t_total.as_secs_f64(),
+        t_total.as_secs_f64(),
+        done.size
+    );
+
+    let t0 = Instant::now();
+    let r = ImageReader::open(File::open(&tmp.path).unwrap()).unwrap();
+    let t_open = t0.elapsed();
+    r.verify_chunks().unwrap();
+    let t_verify = t0.elapsed();
+    println!(
+        "open: {:.1} ms; open+verify_chunks (page cache warm): {:.0} MB/s ({:.2}s)",
+        t_open.as_secs_f64() * 1e3,
+        mb / t_verify.as_secs_f64(),
+        t_verify.as_secs_f64()
+    );
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    r.for_each_chunk(|_, d| {
+        n += d.len() as u64;
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    println!(
+        "for_each_chunk (1 thread): {:.0} MB/s",
+        n as f64 / 1e6 / t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(n, TOTAL as u64);
+}

@@ -1,0 +1,226 @@
+//! Streaming image writer.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Seek as _, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest as _, Sha256};
+
+use super::error::ImageError;
+use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
+use super::manifest::{encode, ChunkEntry, DigestAlgorithm, ImageMeta, Manifest, SignatureBlock};
+use super::sign::{ManifestSigner, SignError};
+use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
+use crate::state::ProcessState;
+
+/// Size of the write buffer. Chunks at least this large bypass it.
+const WRITE_BUFFER_LEN: usize = 1 << 20;
+
+/// Writes an image: [`new`](ImageWriter::new) writes the header,
+/// [`write_chunk`](ImageWriter::write_chunk) appends and hashes memory
+/// chunks, [`finish`](ImageWriter::finish) writes the manifest, signature
+/// block and trailer and fsyncs. After an error the writer refuses further
+/// use; the caller removes the file.
+pub struct ImageWriter {
+    out: BufWriter<File>,
+    chunks: Vec<ChunkEntry>,
+    data_len: u64,
+    failed: bool,
+}
+
+/// A finished, fsynced image, still under the caller's temporary name.
+#[derive(Debug)]
+pub struct FinishedImage {
+    /// The image file (its position is at the end).
+    pub file: File,
+    /// The random image id written in the manifest.
+    pub image_id: [u8; 16],
+    /// SHA-256 of the manifest bytes (what the signature covers).
+    pub manifest_digest: [u8; 32],
+    /// Total size of the image in bytes.
+    pub size: u64,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ImageError {
+    move |source| ImageError::Io { op, source }
+}
+
+impl ImageWriter {
+    /// Starts an image in `file`, which must be empty and positioned at its
+    /// start (a file the caller just created, under a temporary name).
+    pub fn new(mut file: File) -> Result<Self, ImageError> {
+        let len = file
+            .metadata()
+            .map_err(io_err("inspect the image file"))?
+            .len();
+        let pos = file
+            .stream_position()
+            .map_err(io_err("inspect the image file"))?;
+        if len != 0 || pos != 0 {
+            return Err(ImageError::InvalidInput("the image file is not empty"));
+        }
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER_LEN, file);
+        out.write_all(&encode_header())
+            .map_err(io_err("write the header"))?;
+        Ok(ImageWriter {
+            out,
+            chunks: Vec::new(),
+            data_len: 0,
+            failed: false,
+        })
+    }
+
+    /// Appends a chunk of memory that belongs at `vaddr`: 1 to
+    /// [`MAX_CHUNK_LEN`] bytes, at most [`MAX_CHUNKS`] chunks in all.
+    pub fn write_chunk(&mut self, vaddr: u64, data: &[u8]) -> Result<(), ImageError> {
+        if self.failed {
+            return Err(ImageError::InvalidInput("the writer failed earlier"));
+        }
+        let len = data.len() as u64;
+        if len == 0 {
+            return Err(ImageError::InvalidInput("empty chunk"));
+        }
+        if len > MAX_CHUNK_LEN {
+            return Err(ImageError::TooLarge {
+                what: "chunk",
+                len,
+                cap: MAX_CHUNK_LEN,
+            });
+        }
+        if self.chunks.len() as u64 >= MAX_CHUNKS {
+            return Err(ImageError::TooLarge {
+                what: "chunk count",
+                len: self.chunks.len() as u64 + 1,
+                cap: MAX_CHUNKS,
+            });
+        }
+        if vaddr.checked_add(len).is_none() {
+            return Err(ImageError::InvalidInput("chunk address range overflows"));
+        }
+        let digest = Sha256::digest(data).to_vec();
+        if let Err(source) = self.out.write_all(data) {
+            self.failed = true;
+            return Err(ImageError::Io {
+                op: "write a chunk",
+                source,
+            });
+        }
+        self.data_len += len;
+        self.chunks.push(ChunkEntry { vaddr, len, digest });
+        Ok(())
+    }
+
+    /// Writes the manifest (with `meta`, `process`, the chunk list, a new
+    /// random image id and the current time), the signature block when a
+    /// signer is given, and the trailer; then flushes and fsyncs the file.
+    pub fn finish(
+        mut self,
+        meta: ImageMeta,
+        process: ProcessState,
+        signer: Option<&dyn ManifestSigner>,
+    ) -> Result<FinishedImage, ImageError> {
+        if self.failed {
+            return Err(ImageError::InvalidInput("the writer failed earlier"));
+        }
+        let mut image_id = [0u8; 16];
+        getrandom::getrandom(&mut image_id).map_err(|e| ImageError::Io {
+            op: "get random bytes for the image id",
+            source: e
+                .raw_os_error()
+                .map(io::Error::from_raw_os_error)
+                .unwrap_or_else(|| io::Error::other(e.to_string())),
+        })?;
+        let created_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            image_id,
+            created_unix,
+            host: meta.host,
+            kernel_release: meta.kernel_release,
+            arch: meta.arch,
+            cpu: meta.cpu,
+            vdso_digest: meta.vdso_digest,
+            requester: meta.requester,
+            digest_algorithm: DigestAlgorithm::Sha256,
+            chunks: std::mem::take(&mut self.chunks),
+            process,
+        };
+        let manifest_bytes = encode(&manifest)?;
+        let manifest_len = manifest_bytes.len() as u64;
+        if manifest_len > MAX_MANIFEST_LEN {
+            return Err(ImageError::TooLarge {
+                what: "manifest",
+                len: manifest_len,
+                cap: MAX_MANIFEST_LEN,
+            });
+        }
+        let manifest_digest: [u8; 32] = Sha256::digest(&manifest_bytes).into();
+
+        let sig_bytes = match signer {
+            None => Vec::new(),
+            Some(signer) => {
+                let public_key = signer.public_key();
+                let signature = signer
+                    .sign_manifest_digest(&manifest_digest)
+                    .map_err(ImageError::Sign)?;
+                public_key
+                    .verify_manifest_digest(&manifest_digest, &signature)
+                    .map_err(|e| ImageError::Sign(SignError::SelfCheck(e)))?;
+                let block = SignatureBlock {
+                    algorithm: public_key.algorithm().name().to_owned(),
+                    key_id: public_key.key_id().0.to_vec(),
+                    public_key: public_key.bytes().to_vec(),
+                    signature,
+                };
+                encode(&block)?
+            }
+        };
+        let sig_len = sig_bytes.len() as u64;
+        if sig_len > MAX_SIGBLOCK_LEN {
+            return Err(ImageError::TooLarge {
+                what: "signature block",
+                len: sig_len,
+                cap: MAX_SIGBLOCK_LEN,
+            });
+        }
+
+        let manifest_offset = HEADER_LEN + self.data_len;
+        let sig_offset = if sig_len == 0 {
+            0
+        } else {
+            manifest_offset + manifest_len
+        };
+        let trailer = Trailer {
+            manifest_offset,
+            manifest_len,
+            sig_offset,
+            sig_len,
+            data_len: self.data_len,
+        };
+        let size = manifest_offset + manifest_len + sig_len + TRAILER_LEN;
+
+        self.out
+            .write_all(&manifest_bytes)
+            .map_err(io_err("write the manifest"))?;
+        self.out
+            .write_all(&sig_bytes)
+            .map_err(io_err("write the signature block"))?;
+        self.out
+            .write_all(&trailer.encode())
+            .map_err(io_err("write the trailer"))?;
+        let file = self.out.into_inner().map_err(|e| ImageError::Io {
+            op: "flush the image",
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err("fsync the image"))?;
+        Ok(FinishedImage {
+            file,
+            image_id,
+            manifest_digest,
+            size,
+        })
+    }
+}
