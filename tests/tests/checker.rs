@@ -1,0 +1,100 @@
+//! The checker workload: after a restore it checks its own memory,
+//! protections, fds, offsets, cwd, umask, signal state, rlimits and FPU
+//! state, and reports "OK" or what differs.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+
+use ckpt_tests::{exit, path_str, signal, wait_until, Env, Proc, TestDir, Who, WAIT};
+use nix::sys::signal::Signal;
+
+fn start_checker(env: &Env, dir: &TestDir) -> (Proc, std::path::PathBuf) {
+    let program = dir.compile(env, "checker");
+    let cdir = dir.work.join("chk");
+    fs::create_dir(&cdir).unwrap();
+    std::os::unix::fs::chown(&cdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let proc = Proc::spawn(
+        env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&cdir)],
+        &cdir,
+        &[("CKPT_CHECKER_ENV", "value-42")],
+        &dir.work.join("checker.log"),
+    );
+    let ready = cdir.join("ready");
+    wait_until(WAIT, "the checker has written ready", || {
+        fs::read_to_string(&ready).is_ok_and(|s| s == "ready\n")
+    });
+    (proc, cdir)
+}
+
+/// Sends SIGUSR1 and returns what the checker wrote to its result file.
+fn ask(proc: &mut Proc, cdir: &Path, log: &Path) -> String {
+    let result = cdir.join("result");
+    signal(proc.pid, Signal::SIGUSR1);
+    let mut died = false;
+    wait_until(WAIT, "the checker has written its result", || {
+        if result.exists() {
+            return true;
+        }
+        if !proc.is_alive() {
+            died = true;
+            return true;
+        }
+        false
+    });
+    let text = fs::read_to_string(&result).unwrap_or_default();
+    assert!(
+        !died || !text.is_empty(),
+        "checker (pid {}) died without writing a result; state before: {:?}; log:\n{}",
+        proc.pid,
+        proc.state(),
+        fs::read_to_string(log).unwrap_or_default()
+    );
+    proc.wait_gone("the checker exits after reporting");
+    fs::remove_file(&result).unwrap();
+    text
+}
+
+#[test]
+fn checker_finds_its_state_intact_after_restore() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "checker");
+    let (mut orig, cdir) = start_checker(&env, &dir);
+    let image = dir.work.join("checker.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    env.verify(&dir, &["verify", path_str(&image)])
+        .assert_code(exit::OK, "verify");
+
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    let result = ask(&mut restored, &cdir, &dir.work.join("checker.log"));
+    assert_eq!(result, "OK\n", "checker after restore reported: {result}");
+}
+
+#[test]
+fn checker_left_running_is_intact_and_its_image_restores_too() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "checker-lr");
+    let (mut orig, cdir) = start_checker(&env, &dir);
+    let image = dir.work.join("checker.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &["--leave-running"]);
+    orig.assert_untouched("--leave-running");
+    // The original checks itself first; it appends to append.log, which the
+    // restored copy checks again, so put that file back as it was.
+    let append = cdir.join("append.log");
+    let append_at_dump = fs::read(&append).unwrap();
+    let log = dir.work.join("checker.log");
+    let result = ask(&mut orig, &cdir, &log);
+    assert_eq!(result, "OK\n", "checker left running reported: {result}");
+    fs::write(&append, append_at_dump).unwrap();
+
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    let result = ask(&mut restored, &cdir, &log);
+    assert_eq!(
+        result, "OK\n",
+        "checker restored from a --leave-running image reported: {result}"
+    );
+}
