@@ -1,3 +1,177 @@
-//! ckpt-verify (placeholder).
+//! `ckpt-verify`: verify, inspect, explain and restore checkpoint images;
+//! check the admin policy. Installed setuid root.
+//!
+//! Thin: start-up hardening, argument parsing, library calls, exit codes
+//! (see `SECURITY.md`). The image is always opened as the caller; in this
+//! version a restore always runs with the caller's credentials.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod checked;
+mod inspect;
+mod policy_cmd;
+mod restore;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ckpt_privsep::report::{error_chain, Exit};
+use ckpt_privsep::startup::{self, StartupError};
+use ckpt_privsep::Caller;
+use clap::{Parser, Subcommand};
+
+pub(crate) const PROG: &str = "ckpt-verify";
+
+/// Verify, inspect and restore checkpoint images.
+#[derive(Debug, Parser)]
+#[command(name = "ckpt-verify", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check integrity, signature and trust (exit 0 only when all hold).
+    Verify {
+        image: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an image holds (an untrusted view).
+    Inspect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a restore of this image would do, and why.
+    Explain {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a process from an image; prints its pid.
+    Restore {
+        image: PathBuf,
+        /// Also write the pid to FILE (created by you; never overwritten).
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+        /// Fail instead of falling back to your own credentials.
+        #[arg(long)]
+        require_saved_creds: bool,
+    },
+    /// Policy commands.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file (default: the installed policy, with its
+    /// ownership and mode checks).
+    Check { file: Option<PathBuf> },
+}
+
+/// A failure: the exit code, what was being done, and the error.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub exit: Exit,
+    pub what: String,
+    pub source: Option<Box<dyn std::error::Error>>,
+}
+
+impl Fail {
+    pub fn new(exit: Exit, what: impl Into<String>) -> Fail {
+        Fail {
+            exit,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub fn with(exit: Exit, what: impl Into<String>, e: impl std::error::Error + 'static) -> Fail {
+        Fail {
+            exit,
+            what: what.into(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    fn report(&self) {
+        match &self.source {
+            Some(e) => eprintln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
+            None => eprintln!("{PROG}: {}", self.what),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let startup = match startup::harden() {
+        Ok(s) => s,
+        Err(StartupError::EmptyArgv) => {
+            eprintln!(
+                "usage: {PROG} <verify|inspect|explain|restore|policy> ... (started without argv[0])"
+            );
+            return Exit::Usage.into();
+        }
+        Err(e) => {
+            eprintln!("{PROG}: refusing to start: {}", error_chain(&e));
+            return Exit::Other.into();
+        }
+    };
+    let cli = match Cli::try_parse_from(&startup.args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
+    match run(&startup.caller, cli) {
+        Ok(exit) => exit.into(),
+        Err(f) => {
+            f.report();
+            f.exit.into()
+        }
+    }
+}
+
+fn run(caller: &Caller, cli: Cli) -> Result<Exit, Fail> {
+    match cli.command {
+        Command::Verify { image, json } => verify::verify(caller, &image, json),
+        Command::Inspect { image, json } => inspect::inspect(caller, &image, json),
+        Command::Explain { image, json } => verify::explain(caller, &image, json),
+        Command::Restore {
+            image,
+            pidfile,
+            require_saved_creds,
+        } => restore::restore(caller, &image, pidfile.as_deref(), require_saved_creds),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => policy_cmd::check(caller, file.as_deref()),
+    }
+}
+
+/// Untrusted text for a terminal: control characters escaped.
+pub(crate) fn show(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Bytes as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -51,7 +51,7 @@ use ckpt_keys::{KeyId, PublicKey};
 
 pub use date::Date;
 pub use error::PolicyError;
-pub use load::{load, load_file};
+pub use load::{load, load_file, MAX_POLICY_LEN};
 pub use parse::parse_str;
 
 /// The name under which this host's own key is trusted when the policy does

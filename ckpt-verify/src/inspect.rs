@@ -1,0 +1,272 @@
+//! `ckpt-verify inspect`: what an image holds. An untrusted view: it needs
+//! only a well-formed image (chunks are not read, trust is not asked).
+
+use std::path::Path;
+
+use ckpt_core::image::{ImageReader, Manifest, SignatureStatus};
+use ckpt_core::state::{OpenFileKind, Vma, VmaKind};
+use ckpt_privsep::report::{error_chain, Exit};
+use ckpt_privsep::Caller;
+use serde_json::{json, Value};
+
+use crate::checked::open_as_caller;
+use crate::{hex, show, Fail, PROG};
+
+/// The first line of the text view.
+pub(crate) const BANNER: &str = "UNTRUSTED VIEW: nothing here has been verified";
+
+fn prot(v: &Vma) -> String {
+    let p = v.prot;
+    let bit = |mask: u32, c: char| if p & mask != 0 { c } else { '-' };
+    format!(
+        "{}{}{}{}",
+        bit(0x1, 'r'),
+        bit(0x2, 'w'),
+        bit(0x4, 'x'),
+        if v.shared { 's' } else { 'p' }
+    )
+}
+
+fn kind(k: VmaKind) -> &'static str {
+    match k {
+        VmaKind::Anonymous => "anonymous",
+        VmaKind::SharedAnonymous => "shared-anonymous",
+        VmaKind::File => "file",
+        VmaKind::Vdso => "vdso",
+        VmaKind::Vvar => "vvar",
+        VmaKind::VvarVclock => "vvar_vclock",
+        VmaKind::Vsyscall => "vsyscall",
+    }
+}
+
+fn file_kind(k: &OpenFileKind) -> &'static str {
+    match k {
+        OpenFileKind::Regular => "regular",
+        OpenFileKind::Directory => "directory",
+        OpenFileKind::CharDevice => "char-device",
+    }
+}
+
+fn vma_label(m: &Manifest, v: &Vma) -> String {
+    match v.file.and_then(|i| m.process.mapped_files.get(i as usize)) {
+        Some(f) => f.path.clone(),
+        None => v.name.clone(),
+    }
+}
+
+/// `YYYY-MM-DD hh:mm:ss UTC`.
+fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
+    let d = ckpt_policy::Date::from_days_since_epoch(days);
+    let t = secs % 86_400;
+    format!("{d} {:02}:{:02}:{:02} UTC", t / 3600, t / 60 % 60, t % 60)
+}
+
+fn signer(reader: &ImageReader) -> Option<String> {
+    match reader.signature() {
+        SignatureStatus::Signed { key } => Some(key.key_id().to_string()),
+        SignatureStatus::Unsigned => None,
+    }
+}
+
+pub(crate) fn inspect(caller: &Caller, path: &Path, json: bool) -> Result<Exit, Fail> {
+    let file = open_as_caller(caller, path)?;
+    let reader = match ImageReader::open(file) {
+        Ok(r) => r,
+        Err(e @ ckpt_core::image::ImageError::Io { .. }) => {
+            return Err(Fail::with(Exit::Other, "cannot read the image", e))
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"untrusted_view": true, "integrity": "tampered", "error": error_chain(&e)})
+                );
+            }
+            eprintln!(
+                "{PROG}: {}: {}",
+                show(&path.to_string_lossy()),
+                error_chain(&e)
+            );
+            return Ok(Exit::Tampered);
+        }
+    };
+    if json {
+        println!("{}", to_json(&reader));
+    } else {
+        print_text(path, &reader);
+    }
+    Ok(Exit::Ok)
+}
+
+fn to_json(reader: &ImageReader) -> Value {
+    let m = reader.manifest();
+    let p = &m.process;
+    let total: u64 = m.chunks.iter().map(|c| c.len).sum();
+    let vmas: Vec<Value> = p
+        .vmas
+        .iter()
+        .map(|v| {
+            json!({
+                "start": format!("{:#x}", v.start),
+                "end": format!("{:#x}", v.end),
+                "size": v.end.saturating_sub(v.start),
+                "prot": prot(v),
+                "kind": kind(v.kind),
+                "offset": v.offset,
+                "name": vma_label(m, v),
+            })
+        })
+        .collect();
+    let fds: Vec<Value> = p
+        .fds
+        .iter()
+        .map(|fd| {
+            let d = p.descriptions.get(fd.description as usize);
+            json!({
+                "fd": fd.fd,
+                "cloexec": fd.cloexec,
+                "kind": d.map(|d| file_kind(&d.kind)),
+                "path": d.map(|d| d.path.clone()),
+                "flags": d.map(|d| format!("{:#o}", d.flags)),
+                "offset": d.map(|d| d.offset),
+            })
+        })
+        .collect();
+    let files: Vec<Value> = p
+        .mapped_files
+        .iter()
+        .map(|f| json!({"path": f.path, "size": f.size, "mode": format!("{:o}", f.mode), "uid": f.uid, "gid": f.gid, "digest": hex(&f.digest)}))
+        .collect();
+    json!({
+        "untrusted_view": true,
+        "note": BANNER,
+        "image_id": hex(&m.image_id),
+        "format_version": m.format_version,
+        "created_unix": m.created_unix,
+        "host": {"hostname": m.host.hostname, "machine_id": m.host.machine_id, "boot_id": m.host.boot_id},
+        "kernel_release": m.kernel_release,
+        "arch": m.arch,
+        "cpu": {"xsave_features": format!("{:#x}", m.cpu.xsave_features), "xsave_size": m.cpu.xsave_size},
+        "requester": {"uid": m.requester.uid, "gid": m.requester.gid, "groups": m.requester.groups},
+        "signed": signer(reader).is_some(),
+        "key_id": signer(reader),
+        "digest_algorithm": m.digest_algorithm.name(),
+        "chunks": m.chunks.len(),
+        "memory_bytes": total,
+        "process": {
+            "pid": p.pid, "ppid": p.ppid, "sid": p.sid, "pgid": p.pgid,
+            "comm": p.comm,
+            "exe": {"path": p.exe.path, "size": p.exe.size, "digest": hex(&p.exe.digest)},
+            "cwd": p.cwd,
+            "umask": format!("{:04o}", p.umask),
+            "threads": p.threads.len(),
+        },
+        "credentials": p.creds,
+        "mappings": vmas,
+        "fds": fds,
+        "mapped_files": files,
+    })
+}
+
+fn print_text(path: &Path, reader: &ImageReader) {
+    let m = reader.manifest();
+    let p = &m.process;
+    let c = &p.creds;
+    let total: u64 = m.chunks.iter().map(|c| c.len).sum();
+    println!("{BANNER}");
+    println!("image: {}", show(&path.to_string_lossy()));
+    println!("image id: {}", hex(&m.image_id));
+    println!("format version: {}", m.format_version);
+    println!("created: {} (unix {})", utc(m.created_unix), m.created_unix);
+    println!(
+        "host: {} (machine id {}, boot id {})",
+        show(&m.host.hostname),
+        show(&m.host.machine_id),
+        show(&m.host.boot_id)
+    );
+    println!("kernel: {} ({})", show(&m.kernel_release), show(&m.arch));
+    println!(
+        "cpu: xsave features {:#x}, xsave size {}",
+        m.cpu.xsave_features, m.cpu.xsave_size
+    );
+    println!(
+        "requester: uid {} gid {} groups {:?}",
+        m.requester.uid, m.requester.gid, m.requester.groups
+    );
+    match signer(reader) {
+        Some(id) => println!("signature: key id {id} (trust not checked here)"),
+        None => println!("signature: none (unsigned)"),
+    }
+    println!(
+        "memory: {} chunks, {} bytes ({})",
+        m.chunks.len(),
+        total,
+        m.digest_algorithm.name()
+    );
+    println!();
+    println!("process:");
+    println!(
+        "  pid {} (ppid {}, sid {}, pgid {}), comm {:?}",
+        p.pid,
+        p.ppid,
+        p.sid,
+        p.pgid,
+        show(&p.comm)
+    );
+    println!(
+        "  exe: {} ({} bytes, {} {})",
+        show(&p.exe.path),
+        p.exe.size,
+        m.digest_algorithm.name(),
+        hex(&p.exe.digest)
+    );
+    println!("  cwd: {}", show(&p.cwd));
+    println!("  umask: {:04o}", p.umask);
+    println!("  threads: {}", p.threads.len());
+    println!("credentials:");
+    println!(
+        "  uid: real {}, effective {}, saved {}, fs {}",
+        c.uid[0], c.uid[1], c.uid[2], c.uid[3]
+    );
+    println!(
+        "  gid: real {}, effective {}, saved {}, fs {}",
+        c.gid[0], c.gid[1], c.gid[2], c.gid[3]
+    );
+    println!("  groups: {:?}", c.groups);
+    println!(
+        "  capabilities: permitted {:#x}, effective {:#x}, inheritable {:#x}, bounding {:#x}, ambient {:#x}",
+        c.cap_permitted, c.cap_effective, c.cap_inheritable, c.cap_bounding, c.cap_ambient
+    );
+    println!(
+        "  securebits {:#x}, no_new_privs {}, seccomp mode {}",
+        c.securebits, c.no_new_privs, c.seccomp_mode
+    );
+    println!("mappings ({}):", p.vmas.len());
+    for v in &p.vmas {
+        println!(
+            "  {:#014x}-{:#014x} {} {:>10} {:<16} {}",
+            v.start,
+            v.end,
+            prot(v),
+            v.end.saturating_sub(v.start),
+            kind(v.kind),
+            show(&vma_label(m, v))
+        );
+    }
+    println!("fds ({}):", p.fds.len());
+    for fd in &p.fds {
+        match p.descriptions.get(fd.description as usize) {
+            Some(d) => println!(
+                "  {:>4}: {} {} (flags {:#o}, offset {}{})",
+                fd.fd,
+                file_kind(&d.kind),
+                show(&d.path),
+                d.flags,
+                d.offset,
+                if fd.cloexec { ", close-on-exec" } else { "" }
+            ),
+            None => println!("  {:>4}: (invalid description {})", fd.fd, fd.description),
+        }
+    }
+}

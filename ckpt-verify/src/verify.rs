@@ -1,0 +1,166 @@
+//! `ckpt-verify verify` and `ckpt-verify explain`.
+
+use std::path::Path;
+
+use ckpt_policy::{Privilege, Trust};
+use ckpt_privsep::report::Exit;
+use ckpt_privsep::Caller;
+use serde_json::{json, Value};
+
+use crate::checked::{examine, Facts, Integrity};
+use crate::{hex, show, Fail, PROG};
+
+fn trust_word(t: &Trust) -> &'static str {
+    match t {
+        Trust::Trusted { .. } => "trusted",
+        Trust::Untrusted => "untrusted",
+        Trust::Revoked { .. } => "revoked",
+        Trust::Expired { .. } => "expired",
+    }
+}
+
+/// The common JSON fields: integrity, signed, key_id, trusted, signer.
+fn facts_json(path: &Path, f: &Facts) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("image".into(), json!(path.to_string_lossy()));
+    let ok = matches!(f.integrity, Integrity::Ok);
+    m.insert(
+        "integrity".into(),
+        json!(if ok { "ok" } else { "tampered" }),
+    );
+    if let Integrity::Tampered(e) = &f.integrity {
+        m.insert("error".into(), json!(e));
+    }
+    if let Some(r) = &f.reader {
+        m.insert("image_id".into(), json!(hex(&r.manifest().image_id)));
+    }
+    m.insert("signed".into(), json!(f.signer.is_some()));
+    m.insert(
+        "key_id".into(),
+        json!(f.signer.as_ref().map(|k| k.key_id().to_string())),
+    );
+    m.insert("trusted".into(), json!(ok && f.trusted()));
+    m.insert(
+        "trust".into(),
+        json!(f
+            .trust
+            .as_ref()
+            .map(trust_word)
+            .unwrap_or(if f.signer.is_some() {
+                "unknown"
+            } else {
+                "unsigned"
+            })),
+    );
+    m.insert(
+        "signer".into(),
+        json!(f.trust.as_ref().and_then(|t| t.name().map(str::to_owned))),
+    );
+    if let Some(e) = &f.policy_error {
+        m.insert("policy_error".into(), json!(e));
+    }
+    m
+}
+
+fn exit_for(f: &Facts) -> Exit {
+    match (&f.integrity, &f.signer) {
+        (Integrity::Tampered(_), _) => Exit::Tampered,
+        (Integrity::Ok, None) => Exit::Unsigned,
+        (Integrity::Ok, Some(_)) if f.trusted() => Exit::Ok,
+        (Integrity::Ok, Some(_)) => Exit::Untrusted,
+    }
+}
+
+fn print_facts(path: &Path, f: &Facts) {
+    println!("image: {}", show(&path.to_string_lossy()));
+    match &f.integrity {
+        Integrity::Ok => println!("integrity: ok"),
+        Integrity::Tampered(e) => {
+            println!("integrity: tampered");
+            eprintln!("{PROG}: {}: {e}", show(&path.to_string_lossy()));
+            return;
+        }
+    }
+    match &f.signer {
+        None => {
+            println!("signed: no");
+            println!("trusted: no (unsigned)");
+        }
+        Some(k) => {
+            println!("signed: yes");
+            println!("key id: {}", k.key_id());
+            match &f.trust {
+                Some(Trust::Trusted { name }) => println!("trusted: yes (signer: {})", show(name)),
+                Some(t) => println!("trusted: no ({t})"),
+                None => println!("trusted: no"),
+            }
+        }
+    }
+}
+
+/// `verify IMAGE [--json]`: exit 0 only when integrity is ok, the image is
+/// signed and the signer trusted; 4 tampered, 8 unsigned, 9 untrusted.
+pub(crate) fn verify(caller: &Caller, path: &Path, json: bool) -> Result<Exit, Fail> {
+    let facts = examine(caller, path, true)?;
+    if json {
+        println!("{}", Value::Object(facts_json(path, &facts)));
+        if let Integrity::Tampered(e) = &facts.integrity {
+            eprintln!("{PROG}: {}: {e}", show(&path.to_string_lossy()));
+        }
+    } else {
+        print_facts(path, &facts);
+    }
+    Ok(exit_for(&facts))
+}
+
+/// Why a privilege is not granted, in this version.
+const NOT_YET: &str = "no policy rule can grant it in this version";
+
+/// `explain IMAGE [--json]`: integrity, signer, trust, and the restore
+/// decision (in this version: the caller's own credentials, always).
+pub(crate) fn explain(caller: &Caller, path: &Path, json: bool) -> Result<Exit, Fail> {
+    let facts = examine(caller, path, true)?;
+    let tampered = matches!(facts.integrity, Integrity::Tampered(_));
+    if json {
+        let mut m = facts_json(path, &facts);
+        if tampered {
+            m.insert("decision".into(), json!("refuse"));
+            m.insert("reason".into(), json!("the image is tampered or malformed"));
+        } else {
+            let grants: serde_json::Map<String, Value> = Privilege::ALL
+                .iter()
+                .map(|p| {
+                    (
+                        p.name().to_owned(),
+                        json!({"granted": false, "reason": NOT_YET}),
+                    )
+                })
+                .collect();
+            m.insert("decision".into(), json!("restore-as-caller"));
+            m.insert(
+                "credentials".into(),
+                json!({"uid": caller.uid, "gid": caller.gid, "groups": caller.groups}),
+            );
+            m.insert("grants".into(), Value::Object(grants));
+        }
+        println!("{}", Value::Object(m));
+        return Ok(if tampered { Exit::Tampered } else { Exit::Ok });
+    }
+    print_facts(path, &facts);
+    if tampered {
+        println!("decision: refuse (the image is tampered or malformed)");
+        return Ok(Exit::Tampered);
+    }
+    let groups: Vec<String> = caller.groups.iter().map(u32::to_string).collect();
+    println!(
+        "decision: restore with your own credentials (uid {}, gid {}, groups [{}]), no capabilities",
+        caller.uid,
+        caller.gid,
+        groups.join(", ")
+    );
+    for p in Privilege::ALL {
+        println!("  {}: not granted ({NOT_YET})", p.name());
+    }
+    println!("  the restored process gets a new pid");
+    Ok(Exit::Ok)
+}
