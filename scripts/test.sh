@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Runs every test of ckpt, as root, on a fresh Debian 12 that has the Rust
+# toolchain (cargo, rustfmt, clippy):
+#
+#   1. installs the packages the tests need (gcc, libc6-dev, python3,
+#      util-linux, procps, passwd) and creates the users ckpt-user and
+#      ckpt-other if they are missing;
+#   2. checks formatting (cargo fmt --check) and lints
+#      (cargo clippy --all-targets -- -D warnings);
+#   3. builds the workspace once, in release mode, with the test prefix's
+#      configuration directory baked in (CKPT_SYSCONFDIR=/opt/ckpt-test/etc);
+#   4. installs ckpt-sign and ckpt-verify setuid root (4755) into
+#      /opt/ckpt-test/bin and makes a fresh host key there;
+#   5. runs `cargo test --release --workspace`: every crate's unit tests and
+#      the end-to-end tests in tests/, which drive the installed setuid
+#      helpers as ckpt-user.
+#
+# It exits non-zero if any step fails; formatting, lint and test failures
+# are all reported before it exits. It never touches /etc/ckpt or
+# /usr/local: the demo (scripts/demo.sh) uses those.
+#
+# Environment (optional): CARGO_TARGET_DIR (default target/e2e, kept apart
+# from the demo's build because the configuration directory differs),
+# CKPT_TEST_KEEP=1 keeps every test's directory under /tmp.
+set -euo pipefail
+
+PREFIX=/opt/ckpt-test
+TEST_USER=ckpt-user
+OTHER_USER=ckpt-other
+PACKAGES=(gcc libc6-dev python3 util-linux procps passwd)
+
+started=$SECONDS
+step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (sudo scripts/test.sh): it installs setuid helpers and creates users"
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# sudo may reset PATH: find the Rust toolchain.
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+        if [ -x "$d/cargo" ]; then PATH="$d:$PATH"; break; fi
+    done
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain first"
+
+step "packages: ${PACKAGES[*]}"
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "all present"
+fi
+
+step "users: $TEST_USER, $OTHER_USER"
+for u in "$TEST_USER" "$OTHER_USER"; do
+    if id -u "$u" >/dev/null 2>&1; then
+        echo "$u exists: $(id "$u")"
+    else
+        useradd -m -s /bin/bash "$u"
+        echo "created $u: $(id "$u")"
+    fi
+done
+
+# One configuration for every cargo call below, so the release build of the
+# helpers and the test build share their artifacts and nothing is rebuilt
+# with another configuration directory in between.
+export CKPT_SYSCONFDIR=$PREFIX/etc
+export CKPT_STATEDIR=$PREFIX/state
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/e2e}
+export CARGO_TERM_COLOR=never
+echo "CKPT_SYSCONFDIR=$CKPT_SYSCONFDIR CKPT_STATEDIR=$CKPT_STATEDIR CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+cargo --version
+rustc --version
+
+failed=()
+
+step "cargo fmt --all --check"
+if ! cargo fmt --all --check; then
+    failed+=("cargo fmt --check")
+fi
+
+step "cargo clippy --all-targets -- -D warnings"
+if ! cargo clippy --workspace --all-targets -- -D warnings; then
+    failed+=("cargo clippy")
+fi
+
+step "cargo build --release --workspace --bins"
+cargo build --release --workspace --bins
+
+step "install the helpers setuid root into $PREFIX/bin"
+install -d -o root -g root -m 0755 "$PREFIX" "$PREFIX/bin"
+rm -rf "$PREFIX/etc" "$PREFIX/state"
+install -d -o root -g root -m 0755 "$PREFIX/etc"
+install -d -o root -g root -m 0700 "$PREFIX/state"
+for b in ckpt-sign ckpt-verify; do
+    rm -f "$PREFIX/bin/$b"
+    install -o root -g root -m 4755 "$CARGO_TARGET_DIR/release/$b" "$PREFIX/bin/$b"
+done
+ls -l "$PREFIX/bin"
+if findmnt -n -o OPTIONS -T "$PREFIX/bin" | tr ',' '\n' | grep -qx nosuid; then
+    die "$PREFIX is on a nosuid mount: the setuid tests cannot run there"
+fi
+
+step "host key: ckpt-sign keygen --force"
+"$PREFIX/bin/ckpt-sign" keygen --force
+ls -l "$PREFIX/etc/keys"
+"$PREFIX/bin/ckpt-sign" pubkey
+
+step "cargo test --release --workspace (unit tests and end-to-end tests as $TEST_USER)"
+if ! CKPT_TEST_BIN=$PREFIX/bin CKPT_TEST_USER=$TEST_USER CKPT_TEST_OTHER=$OTHER_USER \
+    cargo test --release --workspace; then
+    failed+=("cargo test")
+fi
+
+step "done in $((SECONDS - started)) s"
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+echo "all checks passed"
