@@ -141,7 +141,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
     // 5. Dump.
     let result = frozen
         .dump(&mut writer)
-        .map_err(|e| Fail::with(Exit::DumpFailed, format!("dump: pid {pid}"), e))?;
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump", e))?;
     let c = &result.process.creds;
     if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
         return Err(Fail::new(
@@ -195,7 +195,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
         Some(id) => format!("signed by key {id}"),
         None => "unsigned".to_owned(),
     };
-    eprintln!(
+    errln!(
         "{PROG}: wrote {}: image {image_id}, {signed}, {} bytes",
         args.output.display(),
         finished.size

@@ -7,6 +7,23 @@
 //! build-time key directory, used once, and dropped (zeroized).
 #![forbid(unsafe_code)]
 
+/// `println!` that does not panic when stdout is closed or a broken pipe
+/// (SIGPIPE is ignored by the start-up hardening).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when stderr is a broken pipe.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod dump;
 
 use std::path::PathBuf;
@@ -102,8 +119,8 @@ impl Fail {
 
     fn report(&self) {
         match &self.source {
-            Some(e) => eprintln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
-            None => eprintln!("{PROG}: {}", self.what),
+            Some(e) => errln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
+            None => errln!("{PROG}: {}", self.what),
         }
     }
 }
@@ -112,11 +129,11 @@ fn main() -> ExitCode {
     let startup = match startup::harden() {
         Ok(s) => s,
         Err(StartupError::EmptyArgv) => {
-            eprintln!("usage: {PROG} <keygen|pubkey|dump> ... (started without argv[0])");
+            errln!("usage: {PROG} <keygen|pubkey|dump> ... (started without argv[0])");
             return Exit::Usage.into();
         }
         Err(e) => {
-            eprintln!("{PROG}: refusing to start: {}", error_chain(&e));
+            errln!("{PROG}: refusing to start: {}", error_chain(&e));
             return Exit::Other.into();
         }
     };
@@ -182,12 +199,12 @@ fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
     })?;
     let public = key.public_key();
     drop(key);
-    eprintln!(
+    errln!(
         "{PROG}: created host key {} in {}",
         public.key_id(),
         dir.display()
     );
-    println!("{}", public.to_line());
+    outln!("{}", public.to_line());
     Ok(())
 }
 
@@ -203,6 +220,6 @@ fn pubkey(tpm: bool) -> Result<(), Fail> {
             e,
         )
     })?;
-    println!("{}", public.to_line());
+    outln!("{}", public.to_line());
     Ok(())
 }

@@ -110,9 +110,7 @@ pub(crate) fn load_policy() -> (Policy, Option<String>) {
         Ok(p) => (p, None),
         Err(e) => {
             let text = error_chain(&e);
-            eprintln!(
-                "{PROG}: warning: policy unusable, treating every image as untrusted: {text}"
-            );
+            errln!("{PROG}: warning: policy unusable, treating every image as untrusted: {text}");
             (Policy::empty(), Some(text))
         }
     }

@@ -78,12 +78,12 @@ pub(crate) fn inspect(caller: &Caller, path: &Path, json: bool) -> Result<Exit, 
         }
         Err(e) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({"untrusted_view": true, "integrity": "tampered", "error": error_chain(&e)})
                 );
             }
-            eprintln!(
+            errln!(
                 "{PROG}: {}: {}",
                 show(&path.to_string_lossy()),
                 error_chain(&e)
@@ -92,7 +92,7 @@ pub(crate) fn inspect(caller: &Caller, path: &Path, json: bool) -> Result<Exit, 
         }
     };
     if json {
-        println!("{}", to_json(&reader));
+        outln!("{}", to_json(&reader));
     } else {
         print_text(path, &reader);
     }
@@ -174,39 +174,42 @@ fn print_text(path: &Path, reader: &ImageReader) {
     let p = &m.process;
     let c = &p.creds;
     let total: u64 = m.chunks.iter().map(|c| c.len).sum();
-    println!("{BANNER}");
-    println!("image: {}", show(&path.to_string_lossy()));
-    println!("image id: {}", hex(&m.image_id));
-    println!("format version: {}", m.format_version);
-    println!("created: {} (unix {})", utc(m.created_unix), m.created_unix);
-    println!(
+    outln!("{BANNER}");
+    outln!("image: {}", show(&path.to_string_lossy()));
+    outln!("image id: {}", hex(&m.image_id));
+    outln!("format version: {}", m.format_version);
+    outln!("created: {} (unix {})", utc(m.created_unix), m.created_unix);
+    outln!(
         "host: {} (machine id {}, boot id {})",
         show(&m.host.hostname),
         show(&m.host.machine_id),
         show(&m.host.boot_id)
     );
-    println!("kernel: {} ({})", show(&m.kernel_release), show(&m.arch));
-    println!(
+    outln!("kernel: {} ({})", show(&m.kernel_release), show(&m.arch));
+    outln!(
         "cpu: xsave features {:#x}, xsave size {}",
-        m.cpu.xsave_features, m.cpu.xsave_size
+        m.cpu.xsave_features,
+        m.cpu.xsave_size
     );
-    println!(
+    outln!(
         "requester: uid {} gid {} groups {:?}",
-        m.requester.uid, m.requester.gid, m.requester.groups
+        m.requester.uid,
+        m.requester.gid,
+        m.requester.groups
     );
     match signer(reader) {
-        Some(id) => println!("signature: key id {id} (trust not checked here)"),
-        None => println!("signature: none (unsigned)"),
+        Some(id) => outln!("signature: key id {id} (trust not checked here)"),
+        None => outln!("signature: none (unsigned)"),
     }
-    println!(
+    outln!(
         "memory: {} chunks, {} bytes ({})",
         m.chunks.len(),
         total,
         m.digest_algorithm.name()
     );
-    println!();
-    println!("process:");
-    println!(
+    outln!();
+    outln!("process:");
+    outln!(
         "  pid {} (ppid {}, sid {}, pgid {}), comm {:?}",
         p.pid,
         p.ppid,
@@ -214,37 +217,45 @@ fn print_text(path: &Path, reader: &ImageReader) {
         p.pgid,
         show(&p.comm)
     );
-    println!(
+    outln!(
         "  exe: {} ({} bytes, {} {})",
         show(&p.exe.path),
         p.exe.size,
         m.digest_algorithm.name(),
         hex(&p.exe.digest)
     );
-    println!("  cwd: {}", show(&p.cwd));
-    println!("  umask: {:04o}", p.umask);
-    println!("  threads: {}", p.threads.len());
-    println!("credentials:");
-    println!(
+    outln!("  cwd: {}", show(&p.cwd));
+    outln!("  umask: {:04o}", p.umask);
+    outln!("  threads: {}", p.threads.len());
+    outln!("credentials:");
+    outln!(
         "  uid: real {}, effective {}, saved {}, fs {}",
-        c.uid[0], c.uid[1], c.uid[2], c.uid[3]
+        c.uid[0],
+        c.uid[1],
+        c.uid[2],
+        c.uid[3]
     );
-    println!(
+    outln!(
         "  gid: real {}, effective {}, saved {}, fs {}",
-        c.gid[0], c.gid[1], c.gid[2], c.gid[3]
+        c.gid[0],
+        c.gid[1],
+        c.gid[2],
+        c.gid[3]
     );
-    println!("  groups: {:?}", c.groups);
-    println!(
+    outln!("  groups: {:?}", c.groups);
+    outln!(
         "  capabilities: permitted {:#x}, effective {:#x}, inheritable {:#x}, bounding {:#x}, ambient {:#x}",
         c.cap_permitted, c.cap_effective, c.cap_inheritable, c.cap_bounding, c.cap_ambient
     );
-    println!(
+    outln!(
         "  securebits {:#x}, no_new_privs {}, seccomp mode {}",
-        c.securebits, c.no_new_privs, c.seccomp_mode
+        c.securebits,
+        c.no_new_privs,
+        c.seccomp_mode
     );
-    println!("mappings ({}):", p.vmas.len());
+    outln!("mappings ({}):", p.vmas.len());
     for v in &p.vmas {
-        println!(
+        outln!(
             "  {:#014x}-{:#014x} {} {:>10} {:<16} {}",
             v.start,
             v.end,
@@ -254,10 +265,10 @@ fn print_text(path: &Path, reader: &ImageReader) {
             show(&vma_label(m, v))
         );
     }
-    println!("fds ({}):", p.fds.len());
+    outln!("fds ({}):", p.fds.len());
     for fd in &p.fds {
         match p.descriptions.get(fd.description as usize) {
-            Some(d) => println!(
+            Some(d) => outln!(
                 "  {:>4}: {} {} (flags {:#o}, offset {}{})",
                 fd.fd,
                 file_kind(&d.kind),
@@ -266,7 +277,7 @@ fn print_text(path: &Path, reader: &ImageReader) {
                 d.offset,
                 if fd.cloexec { ", close-on-exec" } else { "" }
             ),
-            None => println!("  {:>4}: (invalid description {})", fd.fd, fd.description),
+            None => outln!("  {:>4}: (invalid description {})", fd.fd, fd.description),
         }
     }
 }

@@ -6,6 +6,23 @@
 //! version a restore always runs with the caller's credentials.
 #![forbid(unsafe_code)]
 
+/// `println!` that does not panic when stdout is closed or a broken pipe
+/// (SIGPIPE is ignored by the start-up hardening).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when stderr is a broken pipe.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod checked;
 mod inspect;
 mod policy_cmd;
@@ -102,8 +119,8 @@ impl Fail {
 
     fn report(&self) {
         match &self.source {
-            Some(e) => eprintln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
-            None => eprintln!("{PROG}: {}", self.what),
+            Some(e) => errln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
+            None => errln!("{PROG}: {}", self.what),
         }
     }
 }
@@ -112,13 +129,13 @@ fn main() -> ExitCode {
     let startup = match startup::harden() {
         Ok(s) => s,
         Err(StartupError::EmptyArgv) => {
-            eprintln!(
+            errln!(
                 "usage: {PROG} <verify|inspect|explain|restore|policy> ... (started without argv[0])"
             );
             return Exit::Usage.into();
         }
         Err(e) => {
-            eprintln!("{PROG}: refusing to start: {}", error_chain(&e));
+            errln!("{PROG}: refusing to start: {}", error_chain(&e));
             return Exit::Other.into();
         }
     };

@@ -53,12 +53,12 @@ pub(crate) fn check(caller: &Caller, file: Option<&Path>) -> Result<Exit, Fail> 
     let shown = show(&shown.to_string_lossy());
     match result {
         Ok(p) => {
-            println!("{shown}: OK ({})", summary(&p));
+            outln!("{shown}: OK ({})", summary(&p));
             Ok(Exit::Ok)
         }
         Err(e) => {
-            eprintln!("{PROG}: {}", show(&e));
-            println!("{shown}: invalid");
+            errln!("{PROG}: {}", show(&e));
+            outln!("{shown}: invalid");
             Ok(Exit::Other)
         }
     }

@@ -94,9 +94,9 @@ pub(crate) fn restore(
         .map_err(|e| Fail::with(Exit::RestoreFailed, "restore failed", e))?;
     notices.extend(restored.notices);
     for n in &notices {
-        eprintln!("{PROG}: notice: {}", show(n));
+        errln!("{PROG}: notice: {}", show(n));
     }
-    println!("{}", restored.pid);
+    outln!("{}", restored.pid);
     let _ = std::io::stdout().flush();
 
     if let Some(mut pending) = pending {

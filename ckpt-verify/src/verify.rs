@@ -72,27 +72,27 @@ fn exit_for(f: &Facts) -> Exit {
 }
 
 fn print_facts(path: &Path, f: &Facts) {
-    println!("image: {}", show(&path.to_string_lossy()));
+    outln!("image: {}", show(&path.to_string_lossy()));
     match &f.integrity {
-        Integrity::Ok => println!("integrity: ok"),
+        Integrity::Ok => outln!("integrity: ok"),
         Integrity::Tampered(e) => {
-            println!("integrity: tampered");
-            eprintln!("{PROG}: {}: {e}", show(&path.to_string_lossy()));
+            outln!("integrity: tampered");
+            errln!("{PROG}: {}: {e}", show(&path.to_string_lossy()));
             return;
         }
     }
     match &f.signer {
         None => {
-            println!("signed: no");
-            println!("trusted: no (unsigned)");
+            outln!("signed: no");
+            outln!("trusted: no (unsigned)");
         }
         Some(k) => {
-            println!("signed: yes");
-            println!("key id: {}", k.key_id());
+            outln!("signed: yes");
+            outln!("key id: {}", k.key_id());
             match &f.trust {
-                Some(Trust::Trusted { name }) => println!("trusted: yes (signer: {})", show(name)),
-                Some(t) => println!("trusted: no ({t})"),
-                None => println!("trusted: no"),
+                Some(Trust::Trusted { name }) => outln!("trusted: yes (signer: {})", show(name)),
+                Some(t) => outln!("trusted: no ({t})"),
+                None => outln!("trusted: no"),
             }
         }
     }
@@ -103,9 +103,9 @@ fn print_facts(path: &Path, f: &Facts) {
 pub(crate) fn verify(caller: &Caller, path: &Path, json: bool) -> Result<Exit, Fail> {
     let facts = examine(caller, path, true)?;
     if json {
-        println!("{}", Value::Object(facts_json(path, &facts)));
+        outln!("{}", Value::Object(facts_json(path, &facts)));
         if let Integrity::Tampered(e) = &facts.integrity {
-            eprintln!("{PROG}: {}: {e}", show(&path.to_string_lossy()));
+            errln!("{PROG}: {}: {e}", show(&path.to_string_lossy()));
         }
     } else {
         print_facts(path, &facts);
@@ -143,24 +143,24 @@ pub(crate) fn explain(caller: &Caller, path: &Path, json: bool) -> Result<Exit, 
             );
             m.insert("grants".into(), Value::Object(grants));
         }
-        println!("{}", Value::Object(m));
+        outln!("{}", Value::Object(m));
         return Ok(if tampered { Exit::Tampered } else { Exit::Ok });
     }
     print_facts(path, &facts);
     if tampered {
-        println!("decision: refuse (the image is tampered or malformed)");
+        outln!("decision: refuse (the image is tampered or malformed)");
         return Ok(Exit::Tampered);
     }
     let groups: Vec<String> = caller.groups.iter().map(u32::to_string).collect();
-    println!(
+    outln!(
         "decision: restore with your own credentials (uid {}, gid {}, groups [{}]), no capabilities",
         caller.uid,
         caller.gid,
         groups.join(", ")
     );
     for p in Privilege::ALL {
-        println!("  {}: not granted ({NOT_YET})", p.name());
+        outln!("  {}: not granted ({NOT_YET})", p.name());
     }
-    println!("  the restored process gets a new pid");
+    outln!("  the restored process gets a new pid");
     Ok(Exit::Ok)
 }
