@@ -39,15 +39,20 @@ impl Facts {
     }
 }
 
-/// Open `path` for reading as the caller.
+/// Open `path` (an image, or `what`) for reading as the caller.
 pub(crate) fn open_as_caller(caller: &Caller, path: &Path) -> Result<File, Fail> {
+    open_file_as_caller(caller, path, "the image")
+}
+
+/// Open `path` for reading as the caller; `what` names it in errors.
+pub(crate) fn open_file_as_caller(caller: &Caller, path: &Path, what: &str) -> Result<File, Fail> {
     open_image_for_read(caller, path).map_err(|e| {
         let exit = if e.is_access_denied() {
             Exit::AccessDenied
         } else {
             Exit::Other
         };
-        Fail::with(exit, "cannot open the image", e)
+        Fail::with(exit, format!("cannot open {what}"), e)
     })
 }
 

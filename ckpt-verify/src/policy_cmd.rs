@@ -13,7 +13,7 @@ use ckpt_policy::{Policy, MAX_POLICY_LEN};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::Caller;
 
-use crate::checked::open_as_caller;
+use crate::checked::open_file_as_caller;
 use crate::{show, Fail, PROG};
 
 fn summary(p: &Policy) -> String {
@@ -28,7 +28,7 @@ fn summary(p: &Policy) -> String {
 pub(crate) fn check(caller: &Caller, file: Option<&Path>) -> Result<Exit, Fail> {
     let (shown, result) = match file {
         Some(path) => {
-            let f = open_as_caller(caller, path)?;
+            let f = open_file_as_caller(caller, path, "the policy file")?;
             let mut bytes = Vec::new();
             f.take(MAX_POLICY_LEN + 1)
                 .read_to_end(&mut bytes)
