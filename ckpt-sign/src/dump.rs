@@ -23,7 +23,7 @@ use ckpt_core::dump::Frozen;
 use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
 use ckpt_keys::SigningKey;
 use ckpt_privsep::access::{caller_may_ptrace_read, open_pidfd, pidfd_alive, AccessError};
-use ckpt_privsep::as_caller::{create_output, open_for_read};
+use ckpt_privsep::as_caller::{create_output, open_for_read, CreateError};
 use ckpt_privsep::report::Exit;
 use ckpt_privsep::Caller;
 
@@ -93,7 +93,12 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
         } else {
             Exit::DumpFailed
         };
-        Fail::with(exit, "dump: cannot create the image", e)
+        let hint = if matches!(e, CreateError::Exists { .. }) {
+            " (use --force to replace it)"
+        } else {
+            ""
+        };
+        Fail::with(exit, format!("dump: cannot create the image{hint}"), e)
     })?;
     let image_file = pending
         .file

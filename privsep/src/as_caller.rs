@@ -114,7 +114,7 @@ pub enum CreateError {
         errno: Errno,
     },
     /// The output already exists and overwriting was not asked for.
-    #[error("{path}: already exists (refusing to overwrite; use --force)")]
+    #[error("{path}: already exists (refusing to overwrite it)")]
     Exists { path: PathBuf },
     /// The output is a symbolic link: refused even with `--force`.
     #[error("{path}: is a symbolic link (refusing to write through or over it)")]
@@ -169,7 +169,7 @@ pub enum CommitError {
         source: std::io::Error,
     },
     /// The final name appeared in the meantime and overwriting was not asked for.
-    #[error("{path}: already exists (refusing to overwrite; use --force)")]
+    #[error("{path}: already exists (refusing to overwrite it)")]
     Exists { path: PathBuf },
     /// The final name is now a symbolic link.
     #[error("{path}: is a symbolic link (refusing to write over it)")]
