@@ -107,7 +107,11 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
     let mut writer = ImageWriter::new(image_file)
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
 
-    // 4. Freeze, then check again.
+    // 4. Freeze, then check again. From here until the target is released
+    // or killed, only SIGKILL/SIGSTOP can interrupt us (declared before
+    // `frozen`, so it is dropped after it: the target is resumed first).
+    let _signals = ckpt_privsep::startup::block_signals()
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump", e))?;
     let watch = pidfd
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;

@@ -90,8 +90,12 @@ pub(crate) fn restore(
         })?),
     };
 
-    let restored = ckpt_core::restore::restore(reader, &RestoreOptions { creds: mine })
-        .map_err(|e| Fail::with(Exit::RestoreFailed, "restore failed", e))?;
+    // Only SIGKILL/SIGSTOP can interrupt the restore itself.
+    let signals = ckpt_privsep::startup::block_signals()
+        .map_err(|e| Fail::with(Exit::RestoreFailed, "restore", e))?;
+    let restored = ckpt_core::restore::restore(reader, &RestoreOptions { creds: mine });
+    drop(signals);
+    let restored = restored.map_err(|e| Fail::with(Exit::RestoreFailed, "restore failed", e))?;
     notices.extend(restored.notices);
     for n in &notices {
         errln!("{PROG}: notice: {}", show(n));
