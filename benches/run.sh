@@ -304,12 +304,16 @@ start_workload() {
 
 # reap PID: after a dump killed the workload, wait until bash has reaped it
 # (it is our child) so its pid is free again (CRIU restores with the same pid).
+# Both tools kill the target after a dump; a large process takes a moment to
+# exit (its memory is freed first).
 reap() {
 	local pid=$1 i
-	if kill -0 "$pid" 2>/dev/null && [[ $(awk '/^State:/{print $2}' "/proc/$pid/status") != Z ]]; then
-		log "note: workload $pid still running after dump; killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
+	for ((i = 0; i < 200; i++)); do
+		[[ -e /proc/$pid ]] || return 0
+		sleep 0.05
+	done
+	log "note: workload $pid still running 10 s after dump; killing it"
+	kill -KILL "$pid" 2>/dev/null || true
 	for ((i = 0; i < 200; i++)); do
 		[[ -e /proc/$pid ]] || return 0
 		sleep 0.05

@@ -16,8 +16,9 @@
  *
  * Deliberately simple so that a checkpointer supporting only single-threaded
  * processes with regular-file / /dev/null descriptors can handle it: one
- * thread, no sockets, no children. It calls setsid() itself so it does not
- * share a session with the harness.
+ * thread, no sockets, no children. It closes every descriptor above 2 it
+ * inherited, and calls setsid() itself so it does not share a session with
+ * the harness.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -91,6 +92,9 @@ int main(int argc, char **argv)
 	if (snprintf(check_path, sizeof check_path, "%s.check", status) >= (int)sizeof check_path)
 		return 2;
 
+	/* Drop whatever descriptors the harness's parent leaked (pipes from a
+	 * job runner, say): a checkpointer may refuse fds it cannot restore. */
+	(void)close_range(3, ~0U, 0);
 	(void)setsid();
 
 	struct sigaction sa;
