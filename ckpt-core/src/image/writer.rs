@@ -1,7 +1,9 @@
 //! Streaming image writer.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek as _, Write as _};
+use std::io::{self, Seek as _, Write as _};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
@@ -13,19 +15,73 @@ use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 use crate::state::ProcessState;
 
-/// Size of the write buffer. Chunks at least this large bypass it.
-const WRITE_BUFFER_LEN: usize = 1 << 20;
+/// Size of each write buffer handed to the I/O thread.
+const WRITE_BUFFER_LEN: usize = 4 << 20;
+/// Number of write buffers (memory used: this many times
+/// [`WRITE_BUFFER_LEN`]).
+const WRITE_BUFFERS: usize = 3;
 
 /// Writes an image: [`new`](ImageWriter::new) writes the header,
 /// [`write_chunk`](ImageWriter::write_chunk) appends and hashes memory
 /// chunks, [`finish`](ImageWriter::finish) writes the manifest, signature
 /// block and trailer and fsyncs. After an error the writer refuses further
 /// use; the caller removes the file.
+///
+/// Chunk data is copied into 4 MiB buffers and hashed on the caller's
+/// thread while a second thread writes full buffers to the file, so hashing
+/// and writing overlap; at most 3 buffers exist at a time.
 pub struct ImageWriter {
-    out: BufWriter<File>,
+    io: Option<IoThread>,
+    /// The buffer being filled (capacity [`WRITE_BUFFER_LEN`]).
+    current: Vec<u8>,
+    /// Buffers allocated so far (at most [`WRITE_BUFFERS`]).
+    allocated: usize,
     chunks: Vec<ChunkEntry>,
     data_len: u64,
-    failed: bool,
+}
+
+/// The thread that writes full buffers to the file and hands them back.
+struct IoThread {
+    full: SyncSender<Vec<u8>>,
+    empty: Receiver<Vec<u8>>,
+    handle: JoinHandle<io::Result<File>>,
+}
+
+impl IoThread {
+    fn spawn(mut file: File) -> Result<IoThread, ImageError> {
+        let (full, full_rx) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
+        let (empty_tx, empty) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
+        let handle = std::thread::Builder::new()
+            .name("ckpt-image-write".into())
+            .spawn(move || {
+                for mut buf in full_rx {
+                    file.write_all(&buf)?;
+                    buf.clear();
+                    // The writer may be gone (dropped after an error).
+                    let _ = empty_tx.send(buf);
+                }
+                Ok(file)
+            })
+            .map_err(io_err("start the image write thread"))?;
+        Ok(IoThread {
+            full,
+            empty,
+            handle,
+        })
+    }
+
+    /// Waits for the thread; returns the file, or the error that stopped it.
+    fn join(self) -> Result<File, ImageError> {
+        drop(self.full);
+        match self.handle.join() {
+            Ok(Ok(file)) => Ok(file),
+            Ok(Err(source)) => Err(ImageError::Io {
+                op: "write chunk data",
+                source,
+            }),
+            Err(_) => Err(ImageError::InvalidInput("the image write thread panicked")),
+        }
+    }
 }
 
 /// A finished, fsynced image, still under the caller's temporary name.
@@ -59,21 +115,21 @@ impl ImageWriter {
         if len != 0 || pos != 0 {
             return Err(ImageError::InvalidInput("the image file is not empty"));
         }
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER_LEN, file);
-        out.write_all(&encode_header())
+        file.write_all(&encode_header())
             .map_err(io_err("write the header"))?;
         Ok(ImageWriter {
-            out,
+            io: Some(IoThread::spawn(file)?),
+            current: Vec::with_capacity(WRITE_BUFFER_LEN),
+            allocated: 1,
             chunks: Vec::new(),
             data_len: 0,
-            failed: false,
         })
     }
 
     /// Appends a chunk of memory that belongs at `vaddr`: 1 to
     /// [`MAX_CHUNK_LEN`] bytes, at most [`MAX_CHUNKS`] chunks in all.
     pub fn write_chunk(&mut self, vaddr: u64, data: &[u8]) -> Result<(), ImageError> {
-        if self.failed {
+        if self.io.is_none() {
             return Err(ImageError::InvalidInput("the writer failed earlier"));
         }
         let len = data.len() as u64;
@@ -97,17 +153,63 @@ impl ImageWriter {
         if vaddr.checked_add(len).is_none() {
             return Err(ImageError::InvalidInput("chunk address range overflows"));
         }
-        let digest = Sha256::digest(data).to_vec();
-        if let Err(source) = self.out.write_all(data) {
-            self.failed = true;
-            return Err(ImageError::Io {
-                op: "write a chunk",
-                source,
-            });
+        // Hash exactly the bytes that go to the file: the copy.
+        let mut hasher = Sha256::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let start = self.current.len();
+            let n = (WRITE_BUFFER_LEN - start).min(rest.len());
+            let (head, tail) = rest.split_at(n);
+            self.current.extend_from_slice(head);
+            hasher.update(&self.current[start..]);
+            rest = tail;
+            if self.current.len() == WRITE_BUFFER_LEN {
+                self.send_current()?;
+            }
         }
         self.data_len += len;
-        self.chunks.push(ChunkEntry { vaddr, len, digest });
+        self.chunks.push(ChunkEntry {
+            vaddr,
+            len,
+            digest: hasher.finalize().to_vec(),
+        });
         Ok(())
+    }
+
+    /// Hands the current buffer to the I/O thread and takes an empty one.
+    fn send_current(&mut self) -> Result<(), ImageError> {
+        let Some(io) = self.io.as_ref() else {
+            return Err(ImageError::InvalidInput("the writer failed earlier"));
+        };
+        let next = if self.allocated < WRITE_BUFFERS {
+            self.allocated += 1;
+            Ok(Vec::with_capacity(WRITE_BUFFER_LEN))
+        } else {
+            Err(())
+        };
+        let full = std::mem::take(&mut self.current);
+        let sent = io.full.send(full).is_ok();
+        let next = match (sent, next) {
+            (false, _) => None,
+            (true, Ok(buf)) => Some(buf),
+            (true, Err(())) => io.empty.recv().ok(),
+        };
+        match next {
+            Some(buf) => {
+                self.current = buf;
+                Ok(())
+            }
+            // The thread stopped: it has the error.
+            None => Err(self.fail()),
+        }
+    }
+
+    /// Stops the I/O thread after a failure and returns its error.
+    fn fail(&mut self) -> ImageError {
+        match self.io.take().map(IoThread::join) {
+            Some(Err(e)) => e,
+            _ => ImageError::InvalidInput("the image write thread stopped"),
+        }
     }
 
     /// Writes the manifest (with `meta`, `process`, the chunk list, a new
@@ -119,9 +221,13 @@ impl ImageWriter {
         process: ProcessState,
         signer: Option<&dyn ManifestSigner>,
     ) -> Result<FinishedImage, ImageError> {
-        if self.failed {
-            return Err(ImageError::InvalidInput("the writer failed earlier"));
+        if !self.current.is_empty() {
+            self.send_current()?;
         }
+        let mut file = match self.io.take() {
+            Some(io) => io.join()?,
+            None => return Err(ImageError::InvalidInput("the writer failed earlier")),
+        };
         let mut image_id = [0u8; 16];
         getrandom::getrandom(&mut image_id).map_err(|e| ImageError::Io {
             op: "get random bytes for the image id",
@@ -202,19 +308,12 @@ impl ImageWriter {
         };
         let size = manifest_offset + manifest_len + sig_len + TRAILER_LEN;
 
-        self.out
-            .write_all(&manifest_bytes)
+        file.write_all(&manifest_bytes)
             .map_err(io_err("write the manifest"))?;
-        self.out
-            .write_all(&sig_bytes)
+        file.write_all(&sig_bytes)
             .map_err(io_err("write the signature block"))?;
-        self.out
-            .write_all(&trailer.encode())
+        file.write_all(&trailer.encode())
             .map_err(io_err("write the trailer"))?;
-        let file = self.out.into_inner().map_err(|e| ImageError::Io {
-            op: "flush the image",
-            source: e.into_error(),
-        })?;
         file.sync_all().map_err(io_err("fsync the image"))?;
         Ok(FinishedImage {
             file,
