@@ -13,6 +13,9 @@
 #   BENCH_DEBIAN_MIRROR  Debian mirror for CRIU's source (default: the one
 #                apt already uses)
 #   BENCH_JOBS   make -j for CRIU (default 2)
+#   BENCH_WAIT_LOAD  if set (e.g. 1.0), before each run wait up to
+#                BENCH_WAIT_MAX seconds (default 900) for the 1-minute load
+#                average to drop below it
 #   BENCH_OUT    JSON output (default benches/results/latest.json)
 set -euo pipefail
 export LC_ALL=C
@@ -336,8 +339,8 @@ check_restored() {
 		die "restored process $pid: memory check failed: $(cat "$dir/status.check") (want $want)"
 }
 
-# measure OUTVAR USER|root CMD...: runs CMD under the measure tool, sets
-# OUTVAR to "seconds peak_kib".
+# measure user|root CMD...: runs CMD under the measure tool (as the bench
+# user or as root), sets MEASURE_LAST to "seconds peak_kib cpu_seconds".
 MEASURE_LAST=""
 measure() {
 	local who=$1
@@ -349,16 +352,16 @@ measure() {
 	else
 		(cd "$RUN" && "$CACHE/bin/measure" "$out" -- "$@") 9>&-
 	fi
-	local secs kib code
-	read -r secs kib code <"$out"
+	local secs kib code cpu
+	read -r secs kib code cpu <"$out"
 	if [[ $code != 0 ]]; then
 		log "command failed with exit code $code: $*"
 		return 1
 	fi
-	MEASURE_LAST="$secs $kib"
+	MEASURE_LAST="$secs $kib $cpu"
 }
 
-declare -A SAMPLES # key "tool.step" -> "secs kib;secs kib;..."
+declare -A SAMPLES # key "tool.step" -> "secs kib cpu;secs kib cpu;..."
 declare -A IMGSIZE
 add_sample() { SAMPLES[$1]+="${SAMPLES[$1]:+;}$2"; }
 
@@ -462,7 +465,26 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "workload $BENCH_MIB MiB, $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
 log "load average at start: $LOAD_START (2 shared cores: numbers are noisy when others build)"
 
+wait_quiet() {
+	[[ -n ${BENCH_WAIT_LOAD:-} ]] || return 0
+	local waited=0 max=${BENCH_WAIT_MAX:-900} load
+	while :; do
+		load=$(cut -d' ' -f1 /proc/loadavg)
+		if awk -v l="$load" -v t="$BENCH_WAIT_LOAD" 'BEGIN{exit !(l < t)}'; then
+			return 0
+		fi
+		if ((waited >= max)); then
+			log "load average still $load after ${max}s; measuring anyway"
+			return 0
+		fi
+		((waited == 0)) && log "load average $load >= $BENCH_WAIT_LOAD; waiting"
+		sleep 10
+		waited=$((waited + 10))
+	done
+}
+
 for ((rep = 1; rep <= BENCH_REPS; rep++)); do
+	wait_quiet
 	if want ckpt; then run_ckpt_rep "$rep"; fi
 	if want criu; then run_criu_rep "$rep"; fi
 done
@@ -500,9 +522,16 @@ for step in dump verify restore; do
 	if [[ $step == verify ]] && want criu; then rs=n/a rmb=n/a rr=n/a; fi
 	printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' "$step" "$cs" "$cm" "$cr" "$rs" "$rmb" "$rr" "$ratio"
 done
+printf '\nCPU seconds (user+sys, all threads; median):'
+for k in ckpt.dump ckpt.verify ckpt.restore criu.dump criu.restore; do
+	if [[ -n ${SAMPLES[$k]:-} ]]; then
+		printf ' %s %.3f' "$k" "$(median_field "${SAMPLES[$k]}" 3)"
+	fi
+done
+printf '\n'
 if [[ -n ${SAMPLES[ref.sha256]:-} ]]; then
 	read -r hs hm hr <<<"$(stat_of ref.sha256)"
-	printf '\nreference: openssl dgst -sha256 of the ckpt image (warm, 1 core): %s s, %s MB/s, %s MiB RSS\n' "$hs" "$hm" "$hr"
+	printf 'reference: openssl dgst -sha256 of the ckpt image (warm, 1 core): %s s, %s MB/s, %s MiB RSS\n' "$hs" "$hm" "$hr"
 fi
 printf 'CRIU has no verify step (it does not sign or check images).\n'
 for t in ckpt criu; do
@@ -534,8 +563,8 @@ json_step() { # tool.step
 		return
 	fi
 	read -r secs mbps rss <<<"$(stat_of "$1")"
-	printf '{"seconds_median": %s, "mbps": %s, "peak_rss_mib_median": %s, "seconds": [%s], "peak_rss_kib": [%s]}' \
-		"$secs" "$mbps" "$rss" "$(fieldlist "$s" 1 1)" "$(fieldlist "$s" 2 1)"
+	printf '{"seconds_median": %s, "mbps": %s, "peak_rss_mib_median": %s, "cpu_seconds_median": %s, "seconds": [%s], "peak_rss_kib": [%s], "cpu_seconds": [%s]}' \
+		"$secs" "$mbps" "$rss" "$(median_field "$s" 3)" "$(fieldlist "$s" 1 1)" "$(fieldlist "$s" 2 1)" "$(fieldlist "$s" 3 1)"
 }
 git_rev=$(git -c safe.directory="$REPO" -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
 git_dirty=false

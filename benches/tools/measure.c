@@ -6,7 +6,7 @@
  * Forks, execs COMMAND (searching PATH), waits for it with wait4() and
  * writes one line to OUT_FILE:
  *
- *   <elapsed seconds> <peak RSS KiB> <exit code>
+ *   <elapsed seconds> <peak RSS KiB> <exit code> <CPU seconds>
  *
  * Elapsed time is CLOCK_MONOTONIC from just before fork() to wait4()'s
  * return. Peak RSS is ru_maxrss of the rusage that wait4() returns for the
@@ -14,6 +14,9 @@
  * also covers any descendants the child itself waited for (forked privsep
  * workers, for instance), but not processes it left running (a restored,
  * detached task). The exit code is 128+signal if the child was killed.
+ * CPU seconds are user + system time from the same rusage (all threads),
+ * which contention from other processes on the machine affects much less
+ * than wall time.
  *
  * COMMAND's stdout and stderr are inherited; this tool prints nothing on
  * success. It is not setuid and runs as whoever starts it (the harness
@@ -67,7 +70,9 @@ int main(int argc, char **argv)
 	}
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	fprintf(out, "%.6f %ld %d\n", secs, ru.ru_maxrss, code);
+	double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	fprintf(out, "%.6f %ld %d %.6f\n", secs, ru.ru_maxrss, code, cpu);
 	if (fclose(out) != 0) {
 		perror("measure: write output");
 		return 2;
