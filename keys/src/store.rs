@@ -47,7 +47,8 @@ const PUBLIC_MODE: u32 = 0o644;
 
 /// Writes `host.key` and `host.pub` into `dir`, creating `dir` (mode 0755)
 /// if it is missing. Refuses to replace an existing `host.key` unless
-/// `force`. `host.pub` is derived from the key and is always replaced.
+/// `force`. `host.pub` is derived from the key and is always replaced. An
+/// existing `dir` must not be writable by group or others.
 pub fn write_host_key(dir: &Path, key: &SigningKey, force: bool) -> Result<(), KeyError> {
     ensure_dir(dir)?;
     let key_path = dir.join(HOST_KEY_FILE);
@@ -210,10 +211,21 @@ fn read_checked(
 }
 
 /// Creates `dir` (and missing parents) when it does not exist; the last
-/// component gets mode 0755 whatever the umask.
+/// component gets mode 0755 whatever the umask. An existing `dir` must not
+/// be writable by group or others.
 fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
     match fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_dir() => Ok(()),
+        Ok(meta) if meta.file_type().is_dir() => {
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(KeyError::BadMode {
+                    path: dir.to_path_buf(),
+                    mode,
+                    rule: "must not be writable by group or others",
+                });
+            }
+            Ok(())
+        }
         Ok(_) => Err(KeyError::WrongFileType {
             path: dir.to_path_buf(),
             expected: "directory",
@@ -422,6 +434,10 @@ mod tests {
         fs::set_permissions(&t.0, fs::Permissions::from_mode(0o777)).expect("chmod");
         assert!(matches!(
             load_host_key_owned_by(&t.0, owner),
+            Err(KeyError::BadMode { path, .. }) if path == t.0
+        ));
+        assert!(matches!(
+            write_host_key(&t.0, &k, true),
             Err(KeyError::BadMode { path, .. }) if path == t.0
         ));
     }

@@ -262,7 +262,7 @@ impl<S: ImageSource> ImageReader<S> {
                 return Ok(());
             }
             let (entry, offset) = self.chunk(index)?;
-            let mut hasher = Sha256::new();
+            let mut hasher = chunk_hasher(self.manifest.digest_algorithm);
             let mut done = 0u64;
             while done < entry.len {
                 let n = to_usize((entry.len - done).min(VERIFY_BLOCK_LEN as u64))?;
@@ -298,7 +298,9 @@ impl<S: ImageSource> ImageReader<S> {
         buf.clear();
         buf.resize(to_usize(entry.len)?, 0);
         read_at(&self.src, buf, offset, "read chunk data")?;
-        if Sha256::digest(&buf[..])[..] != entry.digest[..] {
+        let mut hasher = chunk_hasher(self.manifest.digest_algorithm);
+        hasher.update(&buf[..]);
+        if hasher.finalize()[..] != entry.digest[..] {
             return Err(ImageError::Tampered(Tamper::Chunk {
                 index,
                 vaddr: entry.vaddr,
@@ -323,6 +325,14 @@ impl<S: ImageSource> ImageReader<S> {
             f(entry, &buf).map_err(ChunkStreamError::Callback)?;
         }
         Ok(())
+    }
+}
+
+/// A hasher for chunk data. Matching on the algorithm here means a new
+/// [`DigestAlgorithm`] cannot be added without deciding how to verify it.
+fn chunk_hasher(alg: DigestAlgorithm) -> Sha256 {
+    match alg {
+        DigestAlgorithm::Sha256 => Sha256::new(),
     }
 }
 

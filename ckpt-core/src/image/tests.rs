@@ -940,3 +940,18 @@ fn throughput_1gib() {
     );
     assert_eq!(n, TOTAL as u64);
 }
+
+/// Writes seed images for the fuzz target into `$CKPT_FUZZ_SEEDS`:
+/// `CKPT_FUZZ_SEEDS=fuzz/seeds/image_reader cargo test -p ckpt-core -- --ignored write_fuzz_seeds`
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = PathBuf::from(std::env::var_os("CKPT_FUZZ_SEEDS").expect("CKPT_FUZZ_SEEDS"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("signed"), build(Some(&key()))).unwrap();
+    fs::write(dir.join("unsigned"), build(None)).unwrap();
+    let (tmp, file) = TempFile::new("seed");
+    let w = ImageWriter::new(file).unwrap();
+    w.finish(sample_meta(), sample_process(), None).unwrap();
+    fs::copy(&tmp.path, dir.join("no-chunks")).unwrap();
+}
