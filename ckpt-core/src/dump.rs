@@ -252,7 +252,11 @@ impl Frozen {
                 Some(p) if p.starts_with("/dev/zero") || p.starts_with("/SYSV") => {
                     // Shared anonymous memory shows up as a deleted /dev/zero;
                     // a private mapping of /dev/zero is plain anonymous memory.
-                    let kind = if m.shared { VmaKind::SharedAnonymous } else { VmaKind::Anonymous };
+                    let kind = if m.shared {
+                        VmaKind::SharedAnonymous
+                    } else {
+                        VmaKind::Anonymous
+                    };
                     (kind, None, p.to_string())
                 }
                 Some(p) if p.starts_with("/memfd:") => {
@@ -861,7 +865,10 @@ impl FileTable {
             &format!("map_files/{:x}-{:x}", m.start, m.end),
         )) {
             Ok(f) => f,
-            Err(_) => File::open(&path).map_err(|e| DumpError::MappedFile {
+            // Without CAP_SYS_ADMIN map_files is closed: open the path the
+            // kernel reported (no symlink, no blocking on a fifo) and check
+            // below that it is the mapped inode.
+            Err(_) => open_nofollow(&path).map_err(|e| DumpError::MappedFile {
                 pid,
                 path: path.clone(),
                 reason: format!("cannot open: {e}"),
@@ -928,4 +935,12 @@ pub fn digest_file(file: &File) -> std::io::Result<Vec<u8>> {
         off += n as u64;
     }
     Ok(h.finalize().to_vec())
+}
+
+fn open_nofollow(path: &str) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }

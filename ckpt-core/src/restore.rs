@@ -291,7 +291,11 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
                 libc::sigfillset(&mut all);
                 libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
                 libc::setsid();
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                // Without privilege the stub already has the caller's
+                // groups, and may not call setgroups at all.
+                let groups_ok =
+                    !privileged_restorer || libc::setgroups(groups.len(), groups.as_ptr()) == 0;
+                if !groups_ok
                     || libc::setresgid(creds.gid[0], creds.gid[1], creds.gid[2]) != 0
                     || libc::setresuid(creds.uid[0], creds.uid[1], creds.uid[2]) != 0
                     || libc::setfsgid(creds.gid[3]) < 0
@@ -1046,21 +1050,34 @@ impl<'m> Builder<'m> {
                 what: "no longer a regular file".into(),
             });
         }
-        if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
-            return Err(RestoreError::FileChanged {
-                path: f.path,
-                what: "size differs".into(),
-            });
-        }
-        let digest = crate::dump::digest_file(&file).map_err(|e| RestoreError::Open {
-            path: f.path.clone(),
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
-        if digest != f.digest {
-            return Err(RestoreError::FileChanged {
-                path: f.path,
-                what: "content digest differs".into(),
-            });
+        // A file mapped privately or executably is code or initial data the
+        // saved memory relies on: it must be exactly what was dumped. A file
+        // only mapped shared is live data the process shares with the file
+        // system; its current content is what the process will see.
+        let strict = self
+            .m
+            .process
+            .vmas
+            .iter()
+            .any(|v| v.file == Some(fi) && (!v.shared || v.prot & libc::PROT_EXEC as u32 != 0));
+        let changed = if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
+            Some("size differs")
+        } else {
+            let digest = crate::dump::digest_file(&file).map_err(|e| RestoreError::Open {
+                path: f.path.clone(),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            (digest != f.digest).then_some("content digest differs")
+        };
+        match changed {
+            Some(what) if strict => {
+                return Err(RestoreError::FileChanged { path: f.path, what: what.into() });
+            }
+            Some(what) => self.notices.push(format!(
+                "{} changed since the dump ({what}); it is mapped shared, so the process sees its current content",
+                f.path
+            )),
+            None => {}
         }
         Ok(fd)
     }
