@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 gid: p.creds.gid,
                 groups: p.creds.groups.clone(),
             };
-            let r = restore(&reader, &RestoreOptions { creds })?;
+            let r = restore(&reader, &RestoreOptions::caller(creds))?;
             eprintln!("restored in {:?}; notices: {:?}", t0.elapsed(), r.notices);
             println!("{}", r.pid);
         }

@@ -51,10 +51,51 @@ pub struct RestoreCredentials {
     pub groups: Vec<u32>,
 }
 
-/// How to restore.
+/// Capability state to give the restored process (the `capabilities` grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreCapabilities {
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+    pub securebits: u32,
+}
+
+/// How to restore: what the policy decided. [`RestoreOptions::caller`]
+/// gives the unprivileged default.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
+    /// Final credentials of the restored process.
     pub creds: RestoreCredentials,
+    /// Capability sets; `None` means none at all.
+    pub caps: Option<RestoreCapabilities>,
+    /// Credentials used to reopen files (the caller's unless the policy
+    /// granted `privileged-files`).
+    pub file_creds: RestoreCredentials,
+    /// Recreate the original pid with `clone3(set_tid)` (`same-pid`).
+    pub same_pid: bool,
+    /// Point `/proc/PID/exe` at the saved executable even when the caller
+    /// could not exec it unchanged (`exe-link`).
+    pub exe_link: bool,
+    /// The restored process will hold more than the caller: build it as an
+    /// untouchable root task, check every mapped file against its signed
+    /// digest, open nothing through a symlink, and drop to `creds` last.
+    pub privileged: bool,
+}
+
+impl RestoreOptions {
+    /// Restore exactly as if `caller` had started the program.
+    pub fn caller(caller: RestoreCredentials) -> RestoreOptions {
+        RestoreOptions {
+            file_creds: caller.clone(),
+            creds: caller,
+            caps: None,
+            same_pid: false,
+            exe_link: false,
+            privileged: false,
+        }
+    }
 }
 
 /// A restored, running process.

@@ -93,7 +93,7 @@ pub(crate) fn restore(
     // Only SIGKILL/SIGSTOP can interrupt the restore itself.
     let signals = ckpt_privsep::startup::block_signals()
         .map_err(|e| Fail::with(Exit::RestoreFailed, "restore", e))?;
-    let restored = ckpt_core::restore::restore(reader, &RestoreOptions { creds: mine });
+    let restored = ckpt_core::restore::restore(reader, &RestoreOptions::caller(mine));
     drop(signals);
     let restored = restored.map_err(|e| Fail::with(Exit::RestoreFailed, "restore failed", e))?;
     notices.extend(restored.notices);
