@@ -780,6 +780,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: checker ABSOLUTE-DIR\n");
 		return 2;
 	}
+	/* Only what this program opens itself: no fd inherited from whoever started it. */
+	close_range(3, ~0U, 0);
 	snprintf(dir, sizeof dir, "%s", argv[1]);
 	snprintf(result_path, sizeof result_path, "%s/result", dir);
 	snprintf(cwd_path, sizeof cwd_path, "%s/cwd", dir);

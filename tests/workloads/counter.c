@@ -23,6 +23,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: counter FILE\n");
 		return 2;
 	}
+	/* Only what this program opens itself: no fd inherited from whoever started it. */
+	close_range(3, ~0U, 0);
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	if (fd < 0) {
 		fprintf(stderr, "counter: open %s: %s\n", argv[1], strerror(errno));

@@ -19,6 +19,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: setuid_sleeper READY-FILE [drop]\n");
 		return 2;
 	}
+	/* Only what this program opens itself: no fd inherited from whoever started it. */
+	close_range(3, ~0U, 0);
 	if (argc == 3 && strcmp(argv[2], "drop") == 0) {
 		uid_t r = getuid();
 		gid_t g = getgid();

@@ -37,6 +37,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: unsupported MODE READY-FILE\n");
 		return 2;
 	}
+	/* Only what this program opens itself: no fd inherited from whoever started it. */
+	close_range(3, ~0U, 0);
 	const char *mode = argv[1];
 	char ready[64] = "ready\n";
 	if (strcmp(mode, "pipe") == 0) {
