@@ -66,6 +66,8 @@ pub struct RestoreCapabilities {
 /// gives the unprivileged default.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
+    /// Who asked for the restore (real ids of the caller).
+    pub caller: RestoreCredentials,
     /// Final credentials of the restored process.
     pub creds: RestoreCredentials,
     /// Capability sets; `None` means none at all.
@@ -89,7 +91,8 @@ impl RestoreOptions {
     pub fn caller(caller: RestoreCredentials) -> RestoreOptions {
         RestoreOptions {
             file_creds: caller.clone(),
-            creds: caller,
+            creds: caller.clone(),
+            caller,
             caps: None,
             same_pid: false,
             exe_link: false,
