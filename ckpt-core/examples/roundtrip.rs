@@ -49,7 +49,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 gid: p.creds.gid,
                 groups: p.creds.groups.clone(),
             };
-            let r = restore(&reader, &RestoreOptions::caller(creds))?;
+            let mut opts = RestoreOptions::caller(creds);
+            // `restore IMAGE --as UID` : a privileged restore for caller UID
+            // with the saved credentials (and --caps, --same-pid, --exe-link).
+            if let Some(i) = args.iter().position(|a| a == "--as") {
+                let uid: u32 = args.get(i + 1).ok_or("uid")?.parse()?;
+                opts.caller = RestoreCredentials {
+                    uid: [uid; 4],
+                    gid: [uid; 4],
+                    groups: vec![],
+                };
+                opts.file_creds = opts.caller.clone();
+                opts.privileged = true;
+                opts.same_pid = args.iter().any(|a| a == "--same-pid");
+                opts.exe_link = args.iter().any(|a| a == "--exe-link");
+                if args.iter().any(|a| a == "--caps") {
+                    let c = &p.creds;
+                    opts.caps = Some(ckpt_core::restore::RestoreCapabilities {
+                        inheritable: c.cap_inheritable,
+                        permitted: c.cap_permitted,
+                        effective: c.cap_effective,
+                        bounding: c.cap_bounding,
+                        ambient: c.cap_ambient,
+                        securebits: c.securebits,
+                    });
+                }
+            }
+            let r = restore(&reader, &opts)?;
             eprintln!("restored in {:?}; notices: {:?}", t0.elapsed(), r.notices);
             println!("{}", r.pid);
         }

@@ -36,9 +36,11 @@ const MAX_VMAS: usize = 65_536;
 /// Most file descriptors an image may ask for.
 const MAX_FDS: usize = 65_536;
 /// Longest path we write into the stub.
-const MAX_PATH: usize = 4000;
+const MAX_PATH: usize = 3900;
 /// Lowest address we map anything at.
 const MIN_ADDR: u64 = 0x10000;
+/// Where in the scratch page an `open_how` goes (paths start at 0).
+const OPEN_HOW_OFFSET: u64 = 4096 - 64;
 /// Threads that read, check and write memory chunks.
 const FILL_THREADS: usize = 2;
 
@@ -124,6 +126,10 @@ pub enum RestoreError {
     Open { path: String, errno: Errno },
     #[error("creating the process: {0}")]
     Spawn(Errno),
+    #[error("pid {0} is in use: cannot restore the original pid")]
+    PidTaken(i32),
+    #[error("{path} can be modified by the caller: it cannot become part of a process with more privilege than the caller")]
+    CallerWritable { path: String },
     #[error("restored process {pid}: {source}")]
     Trace { pid: i32, source: PtraceError },
     #[error("restored process {pid}: {what} at {addr:#x}: {errno}")]
@@ -143,17 +149,41 @@ pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, 
     let m = reader.manifest();
     let plan = Plan::check(m)?;
     let exe_path = cstring(&m.process.exe.path)?;
-    let stub = spawn_stub(&exe_path, &opts.creds)?;
+    let mode = if opts.privileged || opts.exe_link {
+        StubMode::Root
+    } else {
+        StubMode::Final
+    };
+    let want_pid = opts.same_pid.then_some(m.process.pid);
+    let stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
     let pid = stub.tracee.pid();
     let mut notices = Vec::new();
-    if !stub.exec {
+    if !opts.same_pid && pid != m.process.pid {
+        notices.push(format!(
+            "the process gets a new pid {pid} (it was {})",
+            m.process.pid
+        ));
+    }
+    if mode == StubMode::Root && !opts.exe_link {
+        notices.push(format!(
+            "/proc/{pid}/exe will not name {} (no exe-link grant)",
+            m.process.exe.path
+        ));
+    } else if mode == StubMode::Final && !stub.exec {
         notices.push(format!(
             "{} cannot be executed with your credentials without changing them (set-id or file capabilities), or is gone: /proc/{}/exe will not name it",
             m.process.exe.path,
             stub.tracee.pid()
         ));
     }
-    let mut builder = Builder { stub, m, notices };
+    let mut builder = Builder {
+        stub,
+        m,
+        notices,
+        opts,
+        mode,
+        exe_fd: None,
+    };
     match builder.build(reader, &plan) {
         Ok(()) => {
             let Builder { stub, notices, .. } = builder;
@@ -305,28 +335,65 @@ impl Stub {
     }
 }
 
-/// Create the stub: a child with the decided credentials, in a new session,
-/// all signals blocked, traced by us and stopped. When the saved executable
-/// may be run with those credentials without gaining any (no set-id bit for
-/// anyone else, no file capabilities), the stub execs it so that
-/// `/proc/PID/exe` is right; otherwise it stays a copy of this program until
-/// its memory is replaced.
-fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, RestoreError> {
+/// Who the stub is while it is being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StubMode {
+    /// The final credentials from the start (an unprivileged restore): the
+    /// kernel checks everything the stub does as if the caller did it.
+    Final,
+    /// Root (ruid, euid, suid 0, no groups), not dumpable, until the last
+    /// injected syscalls drop it to the final credentials: the caller can
+    /// neither signal nor trace nor read it while it is built, and files
+    /// are opened with `file_creds` as the filesystem ids.
+    Root,
+}
+
+/// Create the stub: a child in a new session, all signals blocked, traced
+/// by us and stopped, with `creds` (mode `Final`) or as root (mode `Root`).
+/// In mode `Final`, when the saved executable may be run with those
+/// credentials without gaining any (no set-id bit for anyone else, no file
+/// capabilities), the stub execs it so that `/proc/PID/exe` is right;
+/// otherwise it stays a copy of this program until its memory is replaced.
+/// With `pid`, the stub gets that pid (`clone3` `set_tid`) or restore fails.
+fn spawn_stub(
+    exe: &CString,
+    creds: &RestoreCredentials,
+    mode: StubMode,
+    pid: Option<i32>,
+) -> Result<Stub, RestoreError> {
     let groups: Vec<libc::gid_t> = creds.groups.clone();
     let argv: [*const libc::c_char; 2] = [exe.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let empty = c"";
     let cap_xattr = c"security.capability";
     let privileged_restorer = nix::unistd::geteuid().is_root();
+    if mode == StubMode::Root && !privileged_restorer {
+        return Err(RestoreError::Unsupported(
+            "a privileged restore without root".into(),
+        ));
+    }
     // The child tells us (one byte) whether it will exec the executable.
     let (decision_r, decision_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
     let decision_fd = decision_w.as_raw_fd();
-    // SAFETY: the restorer is single-threaded here (image verification
-    // threads have been joined), so the child may run any code; it only
-    // makes raw syscalls on memory prepared above and then stops or execs.
-    let fork = unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn)?;
-    match fork {
+    let forked = match pid {
+        // SAFETY: the restorer is single-threaded here (image verification
+        // threads have been joined); the child only makes raw syscalls on
+        // memory prepared above and then stops or execs.
+        None => unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn)?,
+        // SAFETY: as for fork above.
+        Some(want) => match unsafe { sys::fork_with_pid(want) } {
+            Ok(0) => ForkResult::Child,
+            Ok(child) => ForkResult::Parent {
+                child: Pid::from_raw(child),
+            },
+            Err(Errno::EEXIST) => {
+                return Err(RestoreError::PidTaken(want));
+            }
+            Err(e) => return Err(RestoreError::Spawn(e)),
+        },
+    };
+    match forked {
         ForkResult::Child => {
             // SAFETY: everything passed is prepared before fork and lives
             // until exec/_exit; only async-signal-safe calls are made.
@@ -335,34 +402,47 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
                 libc::sigfillset(&mut all);
                 libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
                 libc::setsid();
-                // Without privilege the stub already has the caller's
-                // groups, and may not call setgroups at all.
-                let groups_ok =
-                    !privileged_restorer || libc::setgroups(groups.len(), groups.as_ptr()) == 0;
-                if !groups_ok
-                    || libc::setresgid(creds.gid[0], creds.gid[1], creds.gid[2]) != 0
-                    || libc::setresuid(creds.uid[0], creds.uid[1], creds.uid[2]) != 0
-                    || libc::setfsgid(creds.gid[3]) < 0
-                    || libc::setfsuid(creds.uid[3]) < 0
-                {
-                    libc::_exit(121);
-                }
-                if !privileged_restorer {
-                    libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
-                }
-                let fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
                 let mut exec_ok = false;
-                if fd >= 0 {
-                    let mut st: libc::stat = std::mem::zeroed();
-                    if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+                let mut fd = -1;
+                if mode == StubMode::Root {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(0, 0, 0) != 0
+                        || libc::setresuid(0, 0, 0) != 0
                     {
-                        let suid_foreign =
-                            st.st_mode & libc::S_ISUID != 0 && st.st_uid != creds.uid[1];
-                        let sgid_foreign =
-                            st.st_mode & libc::S_ISGID != 0 && st.st_gid != creds.gid[1];
-                        let has_caps =
-                            libc::fgetxattr(fd, cap_xattr.as_ptr(), std::ptr::null_mut(), 0) >= 0;
-                        exec_ok = !suid_foreign && !sgid_foreign && !has_caps;
+                        libc::_exit(120);
+                    }
+                    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                } else {
+                    // Without privilege the stub already has the caller's
+                    // groups, and may not call setgroups at all.
+                    let groups_ok =
+                        !privileged_restorer || libc::setgroups(groups.len(), groups.as_ptr()) == 0;
+                    if !groups_ok
+                        || libc::setresgid(creds.gid[0], creds.gid[1], creds.gid[2]) != 0
+                        || libc::setresuid(creds.uid[0], creds.uid[1], creds.uid[2]) != 0
+                        || libc::setfsgid(creds.gid[3]) < 0
+                        || libc::setfsuid(creds.uid[3]) < 0
+                    {
+                        libc::_exit(121);
+                    }
+                    if !privileged_restorer {
+                        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+                    }
+                    fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        let mut st: libc::stat = std::mem::zeroed();
+                        if libc::fstat(fd, &mut st) == 0
+                            && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+                        {
+                            let suid_foreign =
+                                st.st_mode & libc::S_ISUID != 0 && st.st_uid != creds.uid[1];
+                            let sgid_foreign =
+                                st.st_mode & libc::S_ISGID != 0 && st.st_gid != creds.gid[1];
+                            let has_caps =
+                                libc::fgetxattr(fd, cap_xattr.as_ptr(), std::ptr::null_mut(), 0)
+                                    >= 0;
+                            exec_ok = !suid_foreign && !sgid_foreign && !has_caps;
+                        }
                     }
                 }
                 let decision: u8 = if exec_ok { b'E' } else { b'F' };
@@ -406,12 +486,11 @@ fn spawn_stub(exe: &CString, creds: &RestoreCredentials) -> Result<Stub, Restore
                     return Err(RestoreError::Spawn(e));
                 }
             };
-            let stub = Stub {
+            let mut stub = Stub {
                 tracee: Tracee::attached(pid),
                 pidfd,
                 exec: execs,
             };
-            let mut stub = stub;
             match prepare_stub(&mut stub) {
                 Ok(()) => Ok(stub),
                 Err(e) => {
@@ -446,6 +525,11 @@ struct Builder<'m> {
     stub: Stub,
     m: &'m Manifest,
     notices: Vec<String>,
+    opts: &'m RestoreOptions,
+    mode: StubMode,
+    /// The stub's fd of the saved executable, kept for `PR_SET_MM_MAP`
+    /// when the exe link is to be set.
+    exe_fd: Option<u64>,
 }
 
 /// Occupied address ranges, for picking free spots.
@@ -620,6 +704,12 @@ impl<'m> Builder<'m> {
             )?;
         }
 
+        // A root-built stub opens files with the file credentials as its
+        // filesystem ids (the kernel then drops its filesystem capabilities).
+        if self.mode == StubMode::Root {
+            self.set_fs_creds(scratch)?;
+        }
+
         // 4. Move the vdso family where the image had it, keeping its layout.
         self.move_vdso(&stub_maps, &occupied)?;
 
@@ -652,20 +742,13 @@ impl<'m> Builder<'m> {
             }
         }
 
+        // The mm layout (brk, arg/env areas, auxv, exe link), while the
+        // executable's fd is still open in the stub.
+        self.set_mm_map(scratch)?;
+
         // 6. Files, cwd, umask, name, personality.
         self.restore_fds(scratch)?;
-        self.put_string(scratch, &p.cwd)?;
-        self.sys("chdir", libc::SYS_chdir, [scratch, 0, 0, 0, 0, 0])
-            .map_err(|e| match e {
-                RestoreError::Trace {
-                    source: PtraceError::Syscall { errno, .. },
-                    ..
-                } => RestoreError::Open {
-                    path: p.cwd.clone(),
-                    errno,
-                },
-                e => e,
-            })?;
+        self.change_dir(scratch, &p.cwd)?;
         self.sys(
             "umask",
             libc::SYS_umask,
@@ -718,9 +801,6 @@ impl<'m> Builder<'m> {
                 [scratch, 0, 0, 0, 0, 0],
             )?;
         }
-
-        // 8. The mm layout (brk, arg/env areas, auxv).
-        self.set_mm_map(scratch)?;
 
         // 9. Resource limits: what the restored credentials may set.
         for l in &p.rlimits {
@@ -815,6 +895,11 @@ impl<'m> Builder<'m> {
                 libc::SYS_setitimer,
                 [u64::from(t.which), scratch, 0, 0, 0, 0],
             )?;
+        }
+
+        // The final credentials, last, for a root-built stub.
+        if self.mode == StubMode::Root {
+            self.drop_to_final_creds(scratch)?;
         }
 
         // 11. Last syscall: unmap the trampoline. At its exit stop, put the
@@ -942,21 +1027,33 @@ impl<'m> Builder<'m> {
     /// stub's fd number.
     fn open_in_stub(&mut self, scratch: u64, path: &str, flags: i32) -> Result<u64, RestoreError> {
         self.put_string(scratch, path)?;
-        let r = self
-            .stub
-            .tracee
-            .syscall_raw(
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    scratch,
-                    (flags | libc::O_CLOEXEC) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-            .map_err(self.tr())?;
+        let flags = (flags | libc::O_CLOEXEC) as u64;
+        let r = if self.mode == StubMode::Root {
+            // No symlink anywhere in the path (the paths in an image are
+            // the kernel's canonical ones), nothing the caller can swap in.
+            const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+            let how = scratch + OPEN_HOW_OFFSET;
+            self.write_mem(
+                how,
+                &words_to_bytes(&[flags, 0, RESOLVE_NO_SYMLINKS]),
+                "writing open_how",
+            )?;
+            self.stub
+                .tracee
+                .syscall_raw(
+                    libc::SYS_openat2,
+                    [libc::AT_FDCWD as u64, scratch, how, 24, 0, 0],
+                )
+                .map_err(self.tr())?
+        } else {
+            self.stub
+                .tracee
+                .syscall_raw(
+                    libc::SYS_openat,
+                    [libc::AT_FDCWD as u64, scratch, flags, 0, 0, 0],
+                )
+                .map_err(self.tr())?
+        };
         if r < 0 {
             let errno = Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EIO));
             return Err(RestoreError::Open {
@@ -1046,8 +1143,207 @@ impl<'m> Builder<'m> {
                 Err(e) => return Err(e),
             }
         }
-        for fd in file_fds.into_values() {
-            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        let exe = &p.exe;
+        let exe_index = p
+            .mapped_files
+            .iter()
+            .position(|f| f.path == exe.path && f.dev == exe.dev && f.ino == exe.ino)
+            .and_then(|i| u32::try_from(i).ok());
+        for (fi, fd) in file_fds {
+            if self.mode == StubMode::Root && self.opts.exe_link && Some(fi) == exe_index {
+                self.exe_fd = Some(fd);
+            } else {
+                self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+            }
+        }
+        if self.mode == StubMode::Root && self.opts.exe_link && self.exe_fd.is_none() {
+            return Err(RestoreError::Invalid(format!(
+                "the executable {} is not among the process's mapped files",
+                exe.path
+            )));
+        }
+        Ok(())
+    }
+
+    /// `chdir` in the stub: with the file credentials and no symlinks for a
+    /// root-built stub.
+    fn change_dir(&mut self, scratch: u64, dir: &str) -> Result<(), RestoreError> {
+        let fd = self.open_in_stub(scratch, dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let r = self
+            .stub
+            .tracee
+            .syscall_raw(libc::SYS_fchdir, [fd, 0, 0, 0, 0, 0])
+            .map_err(self.tr())?;
+        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        if r < 0 {
+            let errno = Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EIO));
+            return Err(RestoreError::Open {
+                path: dir.to_string(),
+                errno,
+            });
+        }
+        Ok(())
+    }
+
+    /// Root-built stub: use `file_creds` as filesystem ids and groups.
+    fn set_fs_creds(&mut self, scratch: u64) -> Result<(), RestoreError> {
+        let fc = self.opts.file_creds.clone();
+        self.set_groups(scratch, &fc.groups)?;
+        self.sys(
+            "setfsgid",
+            libc::SYS_setfsgid,
+            [u64::from(fc.gid[3]), 0, 0, 0, 0, 0],
+        )?;
+        self.sys(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [u64::from(fc.uid[3]), 0, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    fn set_groups(&mut self, scratch: u64, groups: &[u32]) -> Result<(), RestoreError> {
+        if groups.len() > 65_536 {
+            return Err(RestoreError::Invalid("too many groups".into()));
+        }
+        let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        if bytes.len() > 2048 {
+            // Larger than the scratch page leaves room for: map a page.
+            return Err(RestoreError::Unsupported(format!(
+                "{} supplementary groups",
+                groups.len()
+            )));
+        }
+        self.write_mem(scratch, &bytes, "writing groups")?;
+        self.sys(
+            "setgroups",
+            libc::SYS_setgroups,
+            [groups.len() as u64, scratch, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// Root-built stub: become exactly the decided credentials and
+    /// capabilities. Order matters: the bounding set and securebits need
+    /// CAP_SETPCAP (root still has it); keep-caps carries the permitted set
+    /// across the uid change; capset then trims it to the saved sets; the
+    /// ambient set is raised last (it needs permitted and inheritable).
+    fn drop_to_final_creds(&mut self, scratch: u64) -> Result<(), RestoreError> {
+        const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+        const CAP_LAST: u64 = 63;
+        let c = self.opts.creds.clone();
+        let caps = self.opts.caps.clone();
+        if let Some(k) = &caps {
+            for cap in 0..=CAP_LAST {
+                if k.bounding & (1 << cap) == 0 {
+                    // EINVAL for numbers past the kernel's last capability.
+                    let _ = self.stub.tracee.syscall_raw(
+                        libc::SYS_prctl,
+                        [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+                    );
+                }
+            }
+            self.sys(
+                "prctl(PR_SET_SECUREBITS)",
+                libc::SYS_prctl,
+                [
+                    libc::PR_SET_SECUREBITS as u64,
+                    u64::from(k.securebits) | SECBIT_KEEP_CAPS,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+        self.set_groups(scratch, &c.groups)?;
+        self.sys(
+            "setresgid",
+            libc::SYS_setresgid,
+            [
+                u64::from(c.gid[0]),
+                u64::from(c.gid[1]),
+                u64::from(c.gid[2]),
+                0,
+                0,
+                0,
+            ],
+        )?;
+        self.sys(
+            "setfsgid",
+            libc::SYS_setfsgid,
+            [u64::from(c.gid[3]), 0, 0, 0, 0, 0],
+        )?;
+        self.sys(
+            "setresuid",
+            libc::SYS_setresuid,
+            [
+                u64::from(c.uid[0]),
+                u64::from(c.uid[1]),
+                u64::from(c.uid[2]),
+                0,
+                0,
+                0,
+            ],
+        )?;
+        self.sys(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [u64::from(c.uid[3]), 0, 0, 0, 0, 0],
+        )?;
+        let (eff, prm, inh) = caps
+            .as_ref()
+            .map_or((0, 0, 0), |k| (k.effective, k.permitted, k.inheritable));
+        // struct __user_cap_header_struct { u32 version; i32 pid } + 2 x
+        // struct __user_cap_data_struct { u32 effective, permitted, inheritable }
+        let mut buf = Vec::with_capacity(32);
+        buf.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
+        buf.extend_from_slice(&0i32.to_ne_bytes());
+        for half in [0, 32] {
+            for set in [eff, prm, inh] {
+                buf.extend_from_slice(&((set >> half) as u32).to_ne_bytes());
+            }
+        }
+        self.write_mem(scratch, &buf, "writing capabilities")?;
+        self.sys(
+            "capset",
+            libc::SYS_capset,
+            [scratch, scratch + 8, 0, 0, 0, 0],
+        )?;
+        if let Some(k) = &caps {
+            for cap in 0..=CAP_LAST {
+                if k.ambient & (1 << cap) != 0 {
+                    self.sys(
+                        "prctl(PR_CAP_AMBIENT_RAISE)",
+                        libc::SYS_prctl,
+                        [
+                            libc::PR_CAP_AMBIENT as u64,
+                            libc::PR_CAP_AMBIENT_RAISE as u64,
+                            cap,
+                            0,
+                            0,
+                            0,
+                        ],
+                    )?;
+                }
+            }
+            if u64::from(k.securebits) & SECBIT_KEEP_CAPS == 0 {
+                self.sys(
+                    "prctl(PR_SET_KEEPCAPS)",
+                    libc::SYS_prctl,
+                    [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
+                )?;
+            }
+        }
+        // A process whose ids all agree and that holds no capability is
+        // dumpable, as the kernel would make it after exec.
+        let uniform = c.uid.iter().all(|&u| u == c.uid[0]) && c.gid.iter().all(|&g| g == c.gid[0]);
+        if uniform && prm == 0 {
+            self.sys(
+                "prctl(PR_SET_DUMPABLE)",
+                libc::SYS_prctl,
+                [libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0, 0],
+            )?;
         }
         Ok(())
     }
@@ -1098,12 +1394,14 @@ impl<'m> Builder<'m> {
         // saved memory relies on: it must be exactly what was dumped. A file
         // only mapped shared is live data the process shares with the file
         // system; its current content is what the process will see.
-        let strict = self
-            .m
-            .process
-            .vmas
-            .iter()
-            .any(|v| v.file == Some(fi) && (!v.shared || v.prot & libc::PROT_EXEC as u32 != 0));
+        if self.opts.privileged && caller_may_write(&meta, &self.opts.caller) {
+            return Err(RestoreError::CallerWritable { path: f.path });
+        }
+        let strict =
+            self.mode == StubMode::Root
+                || self.m.process.vmas.iter().any(|v| {
+                    v.file == Some(fi) && (!v.shared || v.prot & libc::PROT_EXEC as u32 != 0)
+                });
         let changed = if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
             Some("size differs")
         } else {
@@ -1279,7 +1577,12 @@ impl<'m> Builder<'m> {
             auxv_at,
         ]);
         head.extend_from_slice(&(auxv_bytes.len() as u32).to_ne_bytes());
-        head.extend_from_slice(&u32::MAX.to_ne_bytes()); // exe_fd = -1: keep
+        // exe_fd: the saved executable (exe-link), or -1 to keep the link.
+        let exe_fd = self
+            .exe_fd
+            .and_then(|fd| u32::try_from(fd).ok())
+            .unwrap_or(u32::MAX);
+        head.extend_from_slice(&exe_fd.to_ne_bytes());
         self.write_mem(scratch, &head, "writing mm map")?;
         self.write_mem(auxv_at, &auxv_bytes, "writing auxv")?;
         self.sys(
@@ -1294,6 +1597,9 @@ impl<'m> Builder<'m> {
                 0,
             ],
         )?;
+        if let Some(fd) = self.exe_fd.take() {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
         Ok(())
     }
 }
@@ -1316,4 +1622,18 @@ fn chunked_vmas(m: &Manifest) -> std::collections::HashSet<usize> {
 
 fn words_to_bytes(w: &[u64]) -> Vec<u8> {
     w.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}
+
+/// Whether the caller could write to the file behind `meta` (owner, group
+/// or other write permission that applies to them).
+fn caller_may_write(meta: &std::fs::Metadata, caller: &RestoreCredentials) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    let uid = caller.uid[0];
+    if meta.uid() == uid {
+        // The owner can always chmod and write.
+        return true;
+    }
+    let in_group = meta.gid() == caller.gid[0] || caller.groups.contains(&meta.gid());
+    (in_group && mode & 0o020 != 0) || mode & 0o002 != 0
 }

@@ -403,3 +403,47 @@ pub fn get_robust_list(pid: i32) -> Result<(u64, u64), Errno> {
     Errno::result(r)?;
     Ok((head, len as u64))
 }
+
+/// `struct clone_args` (the fields up to `set_tid_size`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// `clone3` like `fork`, asking for pid `pid` (`set_tid`). Returns 0 in the
+/// child and the child's pid in the parent.
+///
+/// # Safety
+/// Same contract as `fork`: the caller must be single-threaded, and the
+/// child may only make async-signal-safe calls before it execs or exits.
+pub unsafe fn fork_with_pid(pid: i32) -> Result<i32, Errno> {
+    let tids: [libc::pid_t; 1] = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` and `tids` outlive the call; with no CLONE_VM and no
+    // stack the child runs on a copy of this address space, like fork. The
+    // rest is the caller's contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    let r = Errno::result(r)?;
+    i32::try_from(r).map_err(|_| Errno::EINVAL)
+}
