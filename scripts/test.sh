@@ -116,7 +116,7 @@ ls -l "$PREFIX/etc/keys"
 
 step "cargo test --release --workspace (unit tests and end-to-end tests as $TEST_USER)"
 if ! CKPT_TEST_BIN=$PREFIX/bin CKPT_TEST_USER=$TEST_USER CKPT_TEST_OTHER=$OTHER_USER \
-    cargo test --release --workspace; then
+    cargo test --release --workspace --no-fail-fast; then
     failed+=("cargo test")
 fi
 

@@ -92,7 +92,9 @@ mod tests {
     fn own_stat() {
         let me = std::process::id() as i32;
         let st = stat(me).expect("own stat");
-        assert_eq!(st.state, 'R');
+        // The main thread's state: this test runs on another thread.
+        assert!(st.state.is_ascii_alphabetic(), "{st:?}");
+        assert!(st.start_time > 0 && st.ppid > 0, "{st:?}");
         assert!(status(me).expect("own status").contains_key("Uid"));
     }
 }

@@ -369,7 +369,7 @@ fn an_image_the_caller_cannot_read_is_refused() {
     let imgs = make_images(&env, &dir);
     // A valid image, but root's and mode 0600: the helpers open it as the caller.
     let path: &Path = &dir.root.join("roots.ckpt");
-    fs::write(path, &imgs.a).unwrap();
+    dir.file(path, &imgs.a, 0o600, None);
     let v = env.verify(&dir, &["verify", path_str(path)]);
     v.assert_refused("verify of an image only root can read");
     let (r, proc) = env.restore(&dir, path, None);
