@@ -16,6 +16,7 @@ fn trust_word(t: &Trust) -> &'static str {
         Trust::Untrusted => "untrusted",
         Trust::Revoked { .. } => "revoked",
         Trust::Expired { .. } => "expired",
+        Trust::NotYetValid { .. } => "not-yet-valid",
     }
 }
 

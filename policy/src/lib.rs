@@ -3,7 +3,8 @@
 //! The policy lives at `<sysconfdir>/policy.toml`, plus
 //! `<sysconfdir>/policy.d/*.toml` merged in name order (the helpers pass
 //! these build-time paths; nothing at run time can name another policy for
-//! them). Its shape is the example of DESIGN §3:
+//! them). Its shape extends the example of DESIGN §3 (`docs/POLICY.md` is
+//! the admin's documentation):
 //!
 //! ```toml
 //! revoked = []                                  # key ids (32 hex)
@@ -11,6 +12,7 @@
 //! [[key]]
 //! name = "build-42"
 //! public = "ckpt-ed25519 <base64> <key id>"     # as `ckpt-sign pubkey` prints
+//! not_before = 2026-01-01                       # optional, inclusive, UTC
 //! not_after = 2027-12-31                        # optional, inclusive, UTC
 //! map_uid = ["1500:1001:1"]                     # image id : local id : count
 //! map_gid = ["1500:1001:1"]
@@ -20,7 +22,10 @@
 //! signed_by = ["this-host"]
 //! requester = ["uid:0"]                         # who ran dump
 //! caller = ["uid:1001", "group:staff"]          # who runs restore
+//! target = { ruid = ["user:alice"], euid = [0] } # the image's saved credentials
 //! exe = "/usr/bin/passwd"
+//! exe_digest = "sha256:<64 hex>"
+//! host = ["<machine id>", "build-42.example.org"]
 //! max_age = "1h"
 //! one_shot = true
 //! grant = ["credentials", "exe-link"]
@@ -37,19 +42,26 @@
 //! helpers then treat every image as untrusted. Parsing is strict: unknown
 //! keys are errors that name the file, line and key.
 //!
-//! In this version the policy decides *trust* ([`Policy::trust`]); rules are
-//! parsed and validated so that policies written now stay valid, and the
-//! grant decision comes with the restore-with-grants work.
+//! The decision is [`decide`]: a pure function of the policy and the
+//! [`Facts`] the verifier established (in the order of DESIGN §3), which says
+//! for each [`Privilege`] whether it is granted and by which rule, or why not.
 #![forbid(unsafe_code)]
 
+mod caps;
 mod date;
+mod decide;
 mod error;
 mod load;
 mod parse;
 
 use ckpt_keys::{KeyId, PublicKey};
 
+pub use caps::{cap_mask_names, cap_number, CAP_NAMES};
 pub use date::Date;
+pub use decide::{
+    decide, human_duration, Attestation, Decision, Exe, Facts, Ids, ImageCreds, Integrity, Map,
+    Mapped, MappedCreds, MappedIds, Mapping, Names, OneShot, Signer, Verdict, MAX_CLOCK_SKEW,
+};
 pub use error::PolicyError;
 pub use load::{load, load_file, MAX_POLICY_LEN};
 pub use parse::parse_str;
@@ -76,12 +88,16 @@ pub struct TrustedKey {
     pub name: String,
     /// The key.
     pub public: PublicKey,
+    /// First day (UTC, inclusive) on which the key is trusted.
+    pub not_before: Option<Date>,
     /// Last day (UTC, inclusive) on which the key is trusted.
     pub not_after: Option<Date>,
     /// Uid mapping from ids in images signed by this key to local ids.
-    pub map_uid: Vec<IdMap>,
+    /// `None` when the entry has no `map_uid`: identity for this host's
+    /// own key, nothing mapped for any other key.
+    pub map_uid: Option<Vec<IdMap>>,
     /// Gid mapping, likewise.
-    pub map_gid: Vec<IdMap>,
+    pub map_gid: Option<Vec<IdMap>>,
     /// Where the entry was written.
     pub origin: Origin,
 }
@@ -161,7 +177,9 @@ impl Privilege {
 }
 
 /// A user or group condition: `uid:N`, `user:NAME`, `gid:N`, `group:NAME`.
-/// Names are resolved when a decision is made, not when the policy is read.
+/// Names are resolved when a decision is made (see [`Names`]), not when the
+/// policy is read. A gid or group matches the primary gid or any
+/// supplementary group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Uid(u32),
@@ -170,16 +188,126 @@ pub enum Principal {
     Group(String),
 }
 
-/// A condition on the target's saved credentials: `ruid:N`, `euid:N`,
-/// `suid:N`, `rgid:N`, `egid:N`, `sgid:N`.
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Uid(n) => write!(f, "uid:{n}"),
+            Principal::User(n) => write!(f, "user:{n}"),
+            Principal::Gid(n) => write!(f, "gid:{n}"),
+            Principal::Group(n) => write!(f, "group:{n}"),
+        }
+    }
+}
+
+/// One id in a `target` condition: a number, or a name resolved on this
+/// host (`user:NAME` in uid fields, `group:NAME` in gid fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdSpec {
+    Id(u32),
+    Name(String),
+}
+
+/// Which saved id a `target` condition looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetCred {
-    Ruid(u32),
-    Euid(u32),
-    Suid(u32),
-    Rgid(u32),
-    Egid(u32),
-    Sgid(u32),
+pub enum CredField {
+    /// All four uids (real, effective, saved, filesystem).
+    Uid,
+    Ruid,
+    Euid,
+    Suid,
+    Fsuid,
+    /// All four gids.
+    Gid,
+    Rgid,
+    Egid,
+    Sgid,
+    Fsgid,
+}
+
+impl CredField {
+    /// Every field, in the order conditions are evaluated.
+    pub const ALL: [CredField; 10] = [
+        CredField::Uid,
+        CredField::Ruid,
+        CredField::Euid,
+        CredField::Suid,
+        CredField::Fsuid,
+        CredField::Gid,
+        CredField::Rgid,
+        CredField::Egid,
+        CredField::Sgid,
+        CredField::Fsgid,
+    ];
+
+    /// The key used in the policy file.
+    pub fn name(self) -> &'static str {
+        match self {
+            CredField::Uid => "uid",
+            CredField::Ruid => "ruid",
+            CredField::Euid => "euid",
+            CredField::Suid => "suid",
+            CredField::Fsuid => "fsuid",
+            CredField::Gid => "gid",
+            CredField::Rgid => "rgid",
+            CredField::Egid => "egid",
+            CredField::Sgid => "sgid",
+            CredField::Fsgid => "fsgid",
+        }
+    }
+
+    /// True for the gid fields.
+    pub fn is_gid(self) -> bool {
+        matches!(
+            self,
+            CredField::Gid | CredField::Rgid | CredField::Egid | CredField::Sgid | CredField::Fsgid
+        )
+    }
+
+    /// Indexes into `[real, effective, saved, fs]` that must match.
+    pub fn slots(self) -> &'static [usize] {
+        match self {
+            CredField::Uid | CredField::Gid => &[0, 1, 2, 3],
+            CredField::Ruid | CredField::Rgid => &[0],
+            CredField::Euid | CredField::Egid => &[1],
+            CredField::Suid | CredField::Sgid => &[2],
+            CredField::Fsuid | CredField::Fsgid => &[3],
+        }
+    }
+}
+
+/// Conditions on the image's saved credentials (after mapping). Every field
+/// present must hold; each field lists alternatives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetCond {
+    /// Id conditions, in [`CredField::ALL`] order.
+    pub ids: Vec<(CredField, Vec<IdSpec>)>,
+    /// The saved permitted, effective, inheritable and ambient capability
+    /// sets may hold only these capabilities (a bit mask).
+    pub caps_within: Option<u64>,
+}
+
+impl TargetCond {
+    /// True when the rule sets no target condition.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.caps_within.is_none()
+    }
+}
+
+/// A `host` condition entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSpec {
+    /// A machine id (32 lowercase hex), compared with the image's.
+    MachineId(String),
+    /// A host name, compared (ASCII case-insensitively) with the image's.
+    Hostname(String),
+}
+
+impl std::fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostSpec::MachineId(s) | HostSpec::Hostname(s) => f.write_str(s),
+        }
+    }
 }
 
 /// A grant rule. Every condition that is present must hold for the rule to
@@ -195,13 +323,13 @@ pub struct Rule {
     /// Who runs restore.
     pub caller: Vec<Principal>,
     /// The target's saved credentials.
-    pub target: Vec<TargetCred>,
+    pub target: TargetCond,
     /// Absolute path of the executable.
     pub exe: Option<String>,
     /// Content digest of the executable: `sha256:<64 hex>`, stored as bytes.
     pub exe_digest: Option<Vec<u8>>,
-    /// Host identities (machine ids, 32 hex) the image may come from.
-    pub host: Vec<String>,
+    /// Hosts (machine ids or host names) the image may come from.
+    pub host: Vec<HostSpec>,
     /// Maximum age of the image, in seconds.
     pub max_age: Option<u64>,
     /// A second restore of the same image id is refused.
@@ -223,6 +351,8 @@ pub enum Trust {
     Revoked { key_id: KeyId, name: Option<String> },
     /// Named by the policy, but past its `not_after` day.
     Expired { name: String, not_after: Date },
+    /// Named by the policy, but before its `not_before` day.
+    NotYetValid { name: String, not_before: Date },
 }
 
 impl Trust {
@@ -234,7 +364,9 @@ impl Trust {
     /// The name the policy gives the key, if any.
     pub fn name(&self) -> Option<&str> {
         match self {
-            Trust::Trusted { name } | Trust::Expired { name, .. } => Some(name),
+            Trust::Trusted { name }
+            | Trust::Expired { name, .. }
+            | Trust::NotYetValid { name, .. } => Some(name),
             Trust::Revoked { name, .. } => name.as_deref(),
             Trust::Untrusted => None,
         }
@@ -250,6 +382,9 @@ impl std::fmt::Display for Trust {
             Trust::Revoked { name: None, .. } => f.write_str("revoked"),
             Trust::Expired { name, not_after } => {
                 write!(f, "expired ({name}, not after {not_after})")
+            }
+            Trust::NotYetValid { name, not_before } => {
+                write!(f, "not yet valid ({name}, not before {not_before})")
             }
         }
     }
@@ -273,6 +408,45 @@ impl Policy {
         self.trust_on(key, host_key, Date::today())
     }
 
+    /// [`Policy::trust`] as of `now` (seconds since the epoch, UTC).
+    pub fn trust_at(&self, key: &PublicKey, host_key: Option<&PublicKey>, now: u64) -> Trust {
+        let days = i64::try_from(now / 86_400).unwrap_or(i64::MAX);
+        self.trust_on(key, host_key, Date::from_days_since_epoch(days))
+    }
+
+    /// Every user name and every group name the rules mention (in
+    /// `requester`, `caller` and `target`), for [`Names`] to resolve.
+    pub fn names(&self) -> (Vec<String>, Vec<String>) {
+        let mut users: Vec<String> = Vec::new();
+        let mut groups: Vec<String> = Vec::new();
+        let add = |list: &mut Vec<String>, n: &String| {
+            if !list.contains(n) {
+                list.push(n.clone());
+            }
+        };
+        for r in &self.rules {
+            for p in r.requester.iter().chain(&r.caller) {
+                match p {
+                    Principal::User(n) => add(&mut users, n),
+                    Principal::Group(n) => add(&mut groups, n),
+                    Principal::Uid(_) | Principal::Gid(_) => {}
+                }
+            }
+            for (field, specs) in &r.target.ids {
+                for s in specs {
+                    if let IdSpec::Name(n) = s {
+                        if field.is_gid() {
+                            add(&mut groups, n);
+                        } else {
+                            add(&mut users, n);
+                        }
+                    }
+                }
+            }
+        }
+        (users, groups)
+    }
+
     /// [`Policy::trust`] as of `today`.
     pub fn trust_on(&self, key: &PublicKey, host_key: Option<&PublicKey>, today: Date) -> Trust {
         let id = key.key_id();
@@ -284,6 +458,12 @@ impl Policy {
             };
         }
         if let Some(k) = entry {
+            if let Some(first) = k.not_before.filter(|&first| today < first) {
+                return Trust::NotYetValid {
+                    name: k.name.clone(),
+                    not_before: first,
+                };
+            }
             return match k.not_after {
                 Some(last) if today > last => Trust::Expired {
                     name: k.name.clone(),

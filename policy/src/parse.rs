@@ -11,7 +11,8 @@ use ckpt_keys::{KeyId, PublicKey};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{Date, IdMap, Origin, Policy, PolicyError, Principal, Privilege, Rule, TargetCred};
+use crate::{cap_number, CredField, HostSpec, IdSpec, TargetCond};
+use crate::{Date, IdMap, Origin, Policy, PolicyError, Principal, Privilege, Rule};
 use crate::{TrustedKey, THIS_HOST};
 
 #[derive(Deserialize)]
@@ -31,11 +32,13 @@ struct RawKey {
     name: String,
     public: String,
     #[serde(default)]
+    not_before: Option<toml::value::Datetime>,
+    #[serde(default)]
     not_after: Option<toml::value::Datetime>,
     #[serde(default)]
-    map_uid: Vec<String>,
+    map_uid: Option<Vec<String>>,
     #[serde(default)]
-    map_gid: Vec<String>,
+    map_gid: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -49,7 +52,7 @@ struct RawRule {
     #[serde(default)]
     caller: Vec<String>,
     #[serde(default)]
-    target: Vec<String>,
+    target: Option<toml::Value>,
     #[serde(default)]
     exe: Option<String>,
     #[serde(default)]
@@ -61,6 +64,31 @@ struct RawRule {
     #[serde(default)]
     one_shot: bool,
     grant: Vec<Privilege>,
+}
+
+/// `target = { ... }`: conditions on the image's saved credentials.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    uid: Option<Vec<RawId>>,
+    ruid: Option<Vec<RawId>>,
+    euid: Option<Vec<RawId>>,
+    suid: Option<Vec<RawId>>,
+    fsuid: Option<Vec<RawId>>,
+    gid: Option<Vec<RawId>>,
+    rgid: Option<Vec<RawId>>,
+    egid: Option<Vec<RawId>>,
+    sgid: Option<Vec<RawId>>,
+    fsgid: Option<Vec<RawId>>,
+    caps_within: Option<Vec<String>>,
+}
+
+/// An id in a target condition: `0`, `"uid:0"`, `"user:root"`, ...
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawId {
+    Num(i64),
+    Text(String),
 }
 
 /// Line (1-based) and column (1-based) of byte `offset` in `text`.
@@ -131,21 +159,35 @@ pub(crate) fn parse_one(text: &str, origin: &Path) -> Result<Policy, PolicyError
         }
         let public = PublicKey::from_line(&k.public)
             .map_err(|e| cx.invalid(at, what("public"), error_chain(&e)))?;
-        let not_after = match &k.not_after {
-            None => None,
-            Some(dt) => Some(date_only(dt).ok_or_else(|| {
-                cx.invalid(
-                    at,
-                    what("not_after"),
-                    "must be a plain date such as 2027-12-31",
-                )
-            })?),
+        let day = |field: &str, v: &Option<toml::value::Datetime>| match v {
+            None => Ok(None),
+            Some(dt) => date_only(dt).map(Some).ok_or_else(|| {
+                cx.invalid(at, what(field), "must be a plain date such as 2027-12-31")
+            }),
         };
-        let map_uid = parse_maps(&k.map_uid).map_err(|r| cx.invalid(at, what("map_uid"), r))?;
-        let map_gid = parse_maps(&k.map_gid).map_err(|r| cx.invalid(at, what("map_gid"), r))?;
+        let not_before = day("not_before", &k.not_before)?;
+        let not_after = day("not_after", &k.not_after)?;
+        if let (Some(b), Some(a)) = (not_before, not_after) {
+            if b > a {
+                return Err(cx.invalid(
+                    at,
+                    what("not_before"),
+                    format!("{b} is after not_after {a}"),
+                ));
+            }
+        }
+        let maps = |field: &str, v: &Option<Vec<String>>| match v {
+            None => Ok(None),
+            Some(v) => parse_maps(v)
+                .map(Some)
+                .map_err(|r| cx.invalid(at, what(field), r)),
+        };
+        let map_uid = maps("map_uid", &k.map_uid)?;
+        let map_gid = maps("map_gid", &k.map_gid)?;
         let entry = TrustedKey {
             name: k.name.clone(),
             public,
+            not_before,
             not_after,
             map_uid,
             map_gid,
@@ -283,23 +325,110 @@ fn parse_principal(s: &str) -> Result<Principal, String> {
     }
 }
 
-fn parse_target(s: &str) -> Result<TargetCred, String> {
-    let bad = || format!("{s:?}: expected ruid|euid|suid|rgid|egid|sgid:N");
-    let (kind, value) = s.split_once(':').ok_or_else(bad)?;
-    let v = value
-        .parse::<u32>()
-        .ok()
-        .filter(|&v| v != u32::MAX)
-        .ok_or_else(bad)?;
-    Ok(match kind {
-        "ruid" => TargetCred::Ruid(v),
-        "euid" => TargetCred::Euid(v),
-        "suid" => TargetCred::Suid(v),
-        "rgid" => TargetCred::Rgid(v),
-        "egid" => TargetCred::Egid(v),
-        "sgid" => TargetCred::Sgid(v),
-        _ => return Err(bad()),
-    })
+/// One target id: a number, `uid:N`/`user:NAME` (uid fields) or
+/// `gid:N`/`group:NAME` (gid fields).
+fn parse_id(field: CredField, raw: &RawId) -> Result<IdSpec, String> {
+    let (num_kind, name_kind) = if field.is_gid() {
+        ("gid", "group")
+    } else {
+        ("uid", "user")
+    };
+    let valid = |n: i64| {
+        u32::try_from(n)
+            .ok()
+            .filter(|&v| v != u32::MAX)
+            .ok_or_else(|| format!("{n}: not a valid id"))
+    };
+    match raw {
+        RawId::Num(n) => valid(*n).map(IdSpec::Id),
+        RawId::Text(s) => {
+            let bad =
+                || format!("{s:?}: expected a number, \"{num_kind}:N\" or \"{name_kind}:NAME\"");
+            let (kind, value) = s.split_once(':').ok_or_else(bad)?;
+            if kind == num_kind {
+                let n: i64 = value.parse().map_err(|_| bad())?;
+                valid(n).map(IdSpec::Id)
+            } else if kind == name_kind {
+                if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ':') {
+                    Err(format!("{s:?}: not a valid name"))
+                } else {
+                    Ok(IdSpec::Name(value.to_owned()))
+                }
+            } else {
+                Err(bad())
+            }
+        }
+    }
+}
+
+fn parse_target(value: &toml::Value) -> Result<TargetCond, String> {
+    if !value.is_table() {
+        return Err(
+            "expected a table of conditions on the saved credentials, such as \
+             target = { ruid = [\"user:alice\"], euid = [0] }"
+                .to_owned(),
+        );
+    }
+    let raw: RawTarget = value
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_owned())?;
+    let mut cond = TargetCond::default();
+    for field in CredField::ALL {
+        let list = match field {
+            CredField::Uid => &raw.uid,
+            CredField::Ruid => &raw.ruid,
+            CredField::Euid => &raw.euid,
+            CredField::Suid => &raw.suid,
+            CredField::Fsuid => &raw.fsuid,
+            CredField::Gid => &raw.gid,
+            CredField::Rgid => &raw.rgid,
+            CredField::Egid => &raw.egid,
+            CredField::Sgid => &raw.sgid,
+            CredField::Fsgid => &raw.fsgid,
+        };
+        let Some(list) = list else { continue };
+        if list.is_empty() {
+            return Err(format!("{}: list at least one id", field.name()));
+        }
+        let specs = list
+            .iter()
+            .map(|r| parse_id(field, r).map_err(|e| format!("{}: {e}", field.name())))
+            .collect::<Result<Vec<_>, _>>()?;
+        cond.ids.push((field, specs));
+    }
+    if let Some(names) = &raw.caps_within {
+        let mut mask = 0u64;
+        for n in names {
+            let bit = cap_number(n)
+                .ok_or_else(|| format!("caps_within: {n:?} is not a capability name"))?;
+            mask |= 1u64 << bit;
+        }
+        cond.caps_within = Some(mask);
+    }
+    Ok(cond)
+}
+
+fn parse_host(h: &str) -> Result<HostSpec, String> {
+    let hex32 = h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex32 {
+        return if h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(HostSpec::MachineId(h.to_owned()))
+        } else {
+            Err(format!("{h:?}: machine ids are written in lowercase hex"))
+        };
+    }
+    let name_ok = !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if name_ok {
+        Ok(HostSpec::Hostname(h.to_owned()))
+    } else {
+        Err(format!(
+            "{h:?}: expected a machine id (32 lowercase hex) or a host name"
+        ))
+    }
 }
 
 /// `30s`, `15m`, `1h`, `2d`, `1w` (one number, one unit) to seconds.
@@ -340,12 +469,10 @@ fn parse_rule(r: &RawRule, origin: Origin) -> Result<Rule, (&'static str, String
     };
     let requester = list("requester", &r.requester)?;
     let caller = list("caller", &r.caller)?;
-    let target = r
-        .target
-        .iter()
-        .map(|s| parse_target(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ("target", e))?;
+    let target = match &r.target {
+        None => TargetCond::default(),
+        Some(v) => parse_target(v).map_err(|e| ("target", e))?,
+    };
     if let Some(exe) = &r.exe {
         if !exe.starts_with('/') {
             return Err(("exe", format!("{exe:?}: must be an absolute path")));
@@ -367,14 +494,12 @@ fn parse_rule(r: &RawRule, origin: Origin) -> Result<Rule, (&'static str, String
             Some(bytes.ok_or(("exe_digest", format!("{d:?}: not hex")))?)
         }
     };
-    for h in &r.host {
-        if h.len() != 32 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err((
-                "host",
-                format!("{h:?}: expected a machine id (32 lowercase hex)"),
-            ));
-        }
-    }
+    let host = r
+        .host
+        .iter()
+        .map(|h| parse_host(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("host", e))?;
     let max_age = match &r.max_age {
         None => None,
         Some(a) => Some(parse_age(a).map_err(|e| ("max_age", e))?),
@@ -393,7 +518,7 @@ fn parse_rule(r: &RawRule, origin: Origin) -> Result<Rule, (&'static str, String
         target,
         exe: r.exe.clone(),
         exe_digest,
-        host: r.host.clone(),
+        host,
         max_age,
         one_shot: r.one_shot,
         grant,
@@ -454,12 +579,13 @@ grant = ["credentials", "exe-link"]
         assert_eq!(pol.keys[1].not_after, Date::new(2027, 12, 31));
         assert_eq!(
             pol.keys[1].map_uid,
-            vec![IdMap {
+            Some(vec![IdMap {
                 image: 1500,
                 local: 1001,
                 count: 1
-            }]
+            }])
         );
+        assert_eq!(pol.keys[0].map_uid, None);
         assert_eq!(pol.keys[1].origin.line, 8);
         let r = &pol.rules[0];
         assert_eq!(r.name, "resume-passwd");
@@ -584,20 +710,126 @@ name = "everything"
 signed_by = ["this-host"]
 requester = ["user:alice", "gid:10"]
 caller = ["uid:1001"]
-target = ["euid:0", "ruid:1001", "sgid:0"]
+target = { euid = [0], ruid = [1001, "user:alice"], sgid = ["gid:0", "group:root"], caps_within = ["cap_chown", "CAP_SETUID"] }
 exe = "/usr/bin/passwd"
 exe_digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-host = ["0123456789abcdef0123456789abcdef"]
+host = ["0123456789abcdef0123456789abcdef", "build-42.example.org"]
 max_age = "2d"
 grant = ["credentials", "capabilities", "same-pid", "exe-link", "privileged-files", "same-pid"]
 "#;
         let pol = parse_str(text, p()).unwrap();
         let r = &pol.rules[0];
         assert_eq!(r.grant, Privilege::ALL.to_vec());
-        assert_eq!(r.target[0], TargetCred::Euid(0));
+        assert_eq!(
+            r.target.ids,
+            vec![
+                (
+                    CredField::Ruid,
+                    vec![IdSpec::Id(1001), IdSpec::Name("alice".into())]
+                ),
+                (CredField::Euid, vec![IdSpec::Id(0)]),
+                (
+                    CredField::Sgid,
+                    vec![IdSpec::Id(0), IdSpec::Name("root".into())]
+                ),
+            ]
+        );
+        assert_eq!(r.target.caps_within, Some(1 | (1 << 7)));
+        assert_eq!(
+            r.host,
+            vec![
+                HostSpec::MachineId("0123456789abcdef0123456789abcdef".into()),
+                HostSpec::Hostname("build-42.example.org".into())
+            ]
+        );
         assert_eq!(r.exe_digest.as_ref().map(Vec::len), Some(32));
         assert_eq!(r.max_age, Some(2 * 86_400));
         assert!(!r.one_shot);
+    }
+
+    #[test]
+    fn target_host_and_validity_errors() {
+        let r = |body: &str| {
+            err(&format!(
+                "[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\n{body}\ngrant = [\"same-pid\"]\n"
+            ))
+        };
+        let e = r("target = [\"euid:0\"]");
+        assert!(e.contains("rule \"r\": target: expected a table"), "{e}");
+        let e = r("target = { euidd = [0] }");
+        assert!(e.contains("euidd"), "{e}");
+        let e = r("target = { euid = [] }");
+        assert!(e.contains("euid: list at least one id"), "{e}");
+        let e = r("target = { euid = [-1] }");
+        assert!(e.contains("not a valid id"), "{e}");
+        let e = r("target = { euid = [4294967295] }");
+        assert!(e.contains("not a valid id"), "{e}");
+        let e = r("target = { euid = [\"group:staff\"] }");
+        assert!(e.contains("expected a number, \"uid:N\" or"), "{e}");
+        let e = r("target = { rgid = [\"user:alice\"] }");
+        assert!(e.contains("rgid"), "{e}");
+        let e = r("target = { caps_within = [\"cap_root\"] }");
+        assert!(
+            e.contains("caps_within: \"cap_root\" is not a capability"),
+            "{e}"
+        );
+        let e = r("host = [\"0123456789ABCDEF0123456789ABCDEF\"]");
+        assert!(e.contains("lowercase"), "{e}");
+        let e = r("host = [\"bad host\"]");
+        assert!(e.contains("rule \"r\": host"), "{e}");
+        let e = r("exe_digest = \"md5:00\"");
+        assert!(e.contains("exe_digest"), "{e}");
+
+        let (_k, line) = key_line();
+        let e = err(&format!(
+            "[[key]]\nname = \"k\"\npublic = \"{line}\"\nnot_before = 2027-01-01\nnot_after = 2026-01-01\n"
+        ));
+        assert!(e.contains("key \"k\": not_before"), "{e}");
+        let pol = parse_str(
+            &format!("[[key]]\nname = \"k\"\npublic = \"{line}\"\nnot_before = 2026-01-01\nmap_gid = []\n"),
+            p(),
+        )
+        .unwrap();
+        assert_eq!(pol.keys[0].not_before, Date::new(2026, 1, 1));
+        assert_eq!(pol.keys[0].map_gid, Some(vec![]));
+    }
+
+    #[test]
+    fn not_before_and_not_after() {
+        let (_k, line) = key_line();
+        let key = PublicKey::from_line(&line).unwrap();
+        let pol = parse_str(
+            &format!(
+                "[[key]]\nname = \"k\"\npublic = \"{line}\"\nnot_before = 2026-01-01\nnot_after = 2026-12-31\n"
+            ),
+            p(),
+        )
+        .unwrap();
+        let on = |y, m, d| pol.trust_on(&key, None, Date::new(y, m, d).unwrap());
+        assert!(matches!(on(2025, 12, 31), Trust::NotYetValid { .. }));
+        assert!(on(2026, 1, 1).is_trusted());
+        assert!(on(2026, 12, 31).is_trusted());
+        assert!(matches!(on(2027, 1, 1), Trust::Expired { .. }));
+        // 2026-01-01T00:00:00Z
+        assert!(pol.trust_at(&key, None, 1_767_225_600).is_trusted());
+        assert!(matches!(
+            pol.trust_at(&key, None, 1_767_225_599),
+            Trust::NotYetValid { .. }
+        ));
+    }
+
+    #[test]
+    fn names_used_by_rules() {
+        let pol = parse_str(
+            "[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\nrequester = [\"user:root\", \"group:wheel\"]\n\
+             caller = [\"user:alice\", \"uid:5\"]\ntarget = { ruid = [\"user:alice\"], egid = [\"group:shadow\"] }\n\
+             grant = [\"same-pid\"]\n",
+            p(),
+        )
+        .unwrap();
+        let (users, groups) = pol.names();
+        assert_eq!(users, vec!["root".to_owned(), "alice".to_owned()]);
+        assert_eq!(groups, vec!["wheel".to_owned(), "shadow".to_owned()]);
     }
 
     #[test]
