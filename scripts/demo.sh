@@ -115,6 +115,7 @@ show "cd $WORK && ${as_user[*]} setsid $DEMO/counter $COUNT >>counter.log 2>&1 <
 cd "$WORK"
 "${as_user[@]}" setsid "$DEMO/counter" "$COUNT" >>"$WORK/counter.log" 2>&1 </dev/null &
 P1=$!
+disown "$P1" # bash need not report the kill the dump does
 cd "$repo"
 pids+=("$P1")
 wait_for has_lines_of "$P1" 50 || die "the counter did not start counting"
@@ -123,8 +124,7 @@ run tail -n 3 "$COUNT"
 
 say "Checkpoint it as $DEMO_USER (signed with the host key; the counter stops)"
 run "${as_user[@]}" "$BIN/ckpt-sign" dump --pid "$P1" -o "$IMG"
-wait "$P1" 2>/dev/null || true
-alive "$P1" && die "the counter (pid $P1) still runs after the dump"
+wait_for gone "$P1" || die "the counter (pid $P1) still runs after the dump"
 echo "pid $P1 is gone"
 N=$(last_count)
 run ls -l "$IMG"
@@ -138,10 +138,10 @@ run "${as_user[@]}" "$BIN/ckpt-verify" verify "$IMG"
 run "${as_user[@]}" "$BIN/ckpt-verify" verify "$IMG" --json
 
 say "Inspect it (untrusted view of what the image holds)"
-show "${as_user[*]} $BIN/ckpt-verify inspect $IMG | head -n 25"
+show "${as_user[*]} $BIN/ckpt-verify inspect $IMG | head -n 50"
 "${as_user[@]}" "$BIN/ckpt-verify" inspect "$IMG" >"$DEMO/inspect.txt" ||
     die "inspect failed"
-head -n 25 "$DEMO/inspect.txt"
+head -n 50 "$DEMO/inspect.txt"
 
 say "Restore it as $DEMO_USER; it carries on from $N"
 show "${as_user[*]} $BIN/ckpt-verify restore $IMG"
