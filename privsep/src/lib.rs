@@ -16,7 +16,9 @@
 
 pub mod access;
 pub mod as_caller;
+pub mod audit;
 pub mod caller;
+pub mod ledger;
 pub mod report;
 pub mod startup;
 mod sys;
