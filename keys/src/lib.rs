@@ -11,6 +11,8 @@
 //! * [`signed_message`]: the exact, domain-separated bytes that are signed for
 //!   an image. Nothing else is ever signed with a host key.
 //! * [`store`]: the host key files under a directory the caller names.
+//! * [`ecdsa`]: ECDSA P-256 verification (TPM-resident keys sign with it).
+//! * [`quote`]: TPM2 quotes, parsed and verified in pure software.
 //!
 //! What it trusts: nothing it parses. A public-key line must carry the id of
 //! the key it holds; a secret-key file must be consistent with itself; the
@@ -30,8 +32,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ecdsa;
 mod error;
 mod public;
+pub mod quote;
 mod secret;
 pub mod store;
 

@@ -24,8 +24,8 @@ const ED25519_SIGNATURE_LEN: usize = 64;
 pub enum Algorithm {
     /// Ed25519 (RFC 8032), verified with `verify_strict`.
     Ed25519,
-    /// ECDSA over NIST P-256 with SHA-256 (for TPM-resident keys). Keys of
-    /// this algorithm can be parsed and named, but not yet verified.
+    /// ECDSA over NIST P-256 with SHA-256 (for TPM-resident keys), verified
+    /// in software (`p256`); signatures are `r || s` with a low `s`.
     EcdsaP256,
 }
 
@@ -138,6 +138,12 @@ impl PublicKey {
                         reason: "must be a SEC1 point (33 or 65 bytes)",
                     });
                 }
+                if !crate::ecdsa::is_valid_point(bytes) {
+                    return Err(KeyError::InvalidKey {
+                        alg,
+                        reason: "not a point on the P-256 curve",
+                    });
+                }
             }
         }
         Ok(PublicKey {
@@ -225,7 +231,8 @@ impl PublicKey {
     }
 
     /// Verifies `signature` over [`signed_message`] for this key and
-    /// `digest` (ed25519 `verify_strict`).
+    /// `digest` (ed25519 `verify_strict`; ECDSA P-256 with SHA-256 over the
+    /// message, low `s` only).
     pub fn verify_manifest_digest(
         &self,
         digest: &[u8; 32],
@@ -250,7 +257,10 @@ impl PublicKey {
                 vk.verify_strict(&msg, &sig)
                     .map_err(|_| VerifyError::BadSignature)
             }
-            Algorithm::EcdsaP256 => Err(VerifyError::UnsupportedAlgorithm(self.alg)),
+            Algorithm::EcdsaP256 => {
+                let msg = signed_message(self.alg, &self.key_id(), digest);
+                crate::ecdsa::verify_message(&self.bytes, &msg, signature)
+            }
         }
     }
 }
@@ -386,18 +396,34 @@ mod tests {
     }
 
     #[test]
-    fn ecdsa_keys_parse_but_do_not_verify() {
-        let mut point = vec![0x04u8];
-        point.extend_from_slice(&[7u8; 64]);
-        let pk = PublicKey::from_parts(Algorithm::EcdsaP256, &point).expect("shape ok");
+    fn ecdsa_keys_parse_and_verify() {
+        use p256::ecdsa::signature::Signer as _;
+        let mut seed = [7u8; 32];
+        seed[0] = 1;
+        let sk = p256::ecdsa::SigningKey::from_slice(&seed).expect("scalar");
+        let point = sk.verifying_key().to_encoded_point(false);
+        let pk = PublicKey::from_parts(Algorithm::EcdsaP256, point.as_bytes()).expect("point");
         let line = pk.to_line();
         assert!(line.starts_with("ckpt-ecdsa-p256 "));
         assert_eq!(PublicKey::from_line(&line).expect("parse"), pk);
+        let digest = [5u8; 32];
+        let msg = signed_message(Algorithm::EcdsaP256, &pk.key_id(), &digest);
+        let sig: p256::ecdsa::Signature = sk.sign(&msg);
+        let sig = sig.normalize_s().unwrap_or(sig).to_bytes();
+        pk.verify_manifest_digest(&digest, &sig).expect("verifies");
         assert_eq!(
-            pk.verify_manifest_digest(&[0; 32], &[0; 64]),
-            Err(VerifyError::UnsupportedAlgorithm(Algorithm::EcdsaP256))
+            pk.verify_manifest_digest(&[6u8; 32], &sig),
+            Err(VerifyError::BadSignature)
         );
-        assert!(PublicKey::from_parts(Algorithm::EcdsaP256, &point[..64]).is_err());
+        // A signature over the bare digest is not an image signature.
+        let bare: p256::ecdsa::Signature = sk.sign(&digest);
+        let bare = bare.normalize_s().unwrap_or(bare).to_bytes();
+        assert!(pk.verify_manifest_digest(&digest, &bare).is_err());
+        // Shape and curve checks.
+        assert!(PublicKey::from_parts(Algorithm::EcdsaP256, &point.as_bytes()[..64]).is_err());
+        let mut off_curve = point.as_bytes().to_vec();
+        off_curve[64] ^= 1;
+        assert!(PublicKey::from_parts(Algorithm::EcdsaP256, &off_curve).is_err());
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub enum ImageError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Tamper {
+    /// The TPM quote in the signature block is not bound to this image or
+    /// does not verify (see [`super::attest`]).
+    Attestation(ckpt_keys::quote::QuoteError),
     /// The signature does not verify over the manifest digest.
     Signature,
     /// The signature block's public key is not a valid key.
@@ -101,6 +104,7 @@ impl fmt::Display for Tamper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Tamper::Signature => f.write_str("the signature does not verify"),
+            Tamper::Attestation(e) => write!(f, "TPM attestation: {e}"),
             Tamper::PublicKey => f.write_str("the signature block's public key is invalid"),
             Tamper::KeyId => f.write_str("the signature block's key id does not match its key"),
             Tamper::Chunk { index, vaddr } => {

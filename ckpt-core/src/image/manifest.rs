@@ -180,6 +180,12 @@ pub struct SignatureBlock {
     /// The signature.
     #[serde(with = "bytes")]
     pub signature: Vec<u8>,
+    /// A TPM2 quote bound to the manifest digest, with the PCR values it
+    /// covers (see [`super::attest`]). Absent when the dumping host has no
+    /// attestation key (and then not written at all, so such images are
+    /// byte-for-byte what earlier versions wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<super::attest::AttestationBlock>,
 }
 
 /// CBOR-encodes a value (manifest or signature block).
@@ -246,7 +252,7 @@ impl<'de> Deserialize<'de> for ByteBuf {
 }
 
 /// `#[serde(with = "bytes")]` for `Vec<u8>` fields: a CBOR byte string.
-mod bytes {
+pub(super) mod bytes {
     use super::{ByteBuf, Bytes};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -49,7 +49,8 @@
 //! The signature block names the algorithm, the key id and the public key,
 //! and holds a signature over [`ckpt_keys::signed_message`]: the context
 //! `"ckpt-image-v1\0"`, the algorithm name, `"\0"`, the key id and the
-//! SHA-256 digest of the manifest bytes. The manifest carries the header's
+//! SHA-256 digest of the manifest bytes. The block may also carry a TPM2
+//! quote over the manifest digest ([`attest`]). The manifest carries the header's
 //! version again, the image id, the creation time, the host and kernel, the
 //! CPU features restore depends on, the requester's credentials, the chunk
 //! digest algorithm, every chunk's address, length and digest, and the whole
@@ -96,6 +97,7 @@
 //! [`ImageWriter::finish`]. The caller then renames it into place and
 //! fsyncs the directory; on any error it removes the temporary file.
 
+pub mod attest;
 mod error;
 mod layout;
 mod manifest;
@@ -106,6 +108,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use attest::{Attestation, AttestationBlock};
 pub use error::{ChunkStreamError, ImageError, Tamper};
 pub use layout::{END_MAGIC, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN};
 pub use manifest::{

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ckpt_keys::{Algorithm, PublicKey, VerifyError};
 use sha2::{Digest as _, Sha256};
 
+use super::attest::{self, Attestation};
 use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
 use super::layout::{check_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{decode, ChunkEntry, DigestAlgorithm, Manifest, SignatureBlock};
@@ -87,6 +88,8 @@ pub struct ImageReader<S = File> {
     manifest_digest: [u8; 32],
     signature: SignatureStatus,
     signature_block: Option<SignatureBlock>,
+    /// The verified TPM quote, when the signature block has one.
+    attestation: Option<Attestation>,
     /// File offset of each chunk, in manifest order.
     chunk_offsets: Vec<u64>,
 }
@@ -170,6 +173,16 @@ impl<S: ImageSource> ImageReader<S> {
             let key = verify_signature(&block, &manifest_digest)?;
             (SignatureStatus::Signed { key }, Some(block))
         };
+        let attestation = match signature_block
+            .as_ref()
+            .and_then(|b| b.attestation.as_ref())
+        {
+            None => None,
+            Some(a) => Some(
+                attest::verify_block(a, &manifest_digest)
+                    .map_err(|e| ImageError::Tampered(Tamper::Attestation(e)))?,
+            ),
+        };
 
         let manifest: Manifest = decode(&manifest_bytes, "manifest")?;
         drop(manifest_bytes);
@@ -180,6 +193,7 @@ impl<S: ImageSource> ImageReader<S> {
             manifest_digest,
             signature,
             signature_block,
+            attestation,
             chunk_offsets,
         })
     }
@@ -203,6 +217,13 @@ impl<S: ImageSource> ImageReader<S> {
     /// The signature block as read (for logs and later attestation data).
     pub fn signature_block(&self) -> Option<&SignatureBlock> {
         self.signature_block.as_ref()
+    }
+
+    /// The image's TPM quote, verified by [`open`](ImageReader::open): bound
+    /// to this manifest and signed by the attestation key it names. Whether
+    /// that key is trusted is the policy's question.
+    pub fn attestation(&self) -> Option<&Attestation> {
+        self.attestation.as_ref()
     }
 
     /// The source the image is read from.

@@ -752,17 +752,16 @@ fn signature_algorithm_must_be_known_and_verifiable() {
         }
         other => panic!("{:?}", other.err()),
     }
-    let mut point = vec![0x04u8];
-    point.extend_from_slice(&[7; 64]);
-    let p256 = PublicKey::from_parts(ckpt_keys::Algorithm::EcdsaP256, &point).unwrap();
+    // A P-256 key in the block with an ed25519 signature: tampered.
+    let p256 = super::attest::fake::FakeAk::new(5).public();
     let image = with_block(&bytes, |b| {
         b.algorithm = "ecdsa-p256".into();
-        b.public_key = point.clone();
+        b.public_key = p256.bytes().to_vec();
         b.key_id = p256.key_id().0.to_vec();
     });
     assert!(matches!(
         open_bytes(&image),
-        Err(ImageError::UnsupportedSignature { .. })
+        Err(ImageError::Tampered(Tamper::Signature))
     ));
 }
 
@@ -791,6 +790,7 @@ fn resigning_reports_the_new_signer() {
         key_id: pk.key_id().0.to_vec(),
         public_key: pk.bytes().to_vec(),
         signature: attacker.sign_manifest_digest(&digest),
+        attestation: None,
     };
     let r = ImageReader::from_source(assemble(&d, &m, &encode(&block).unwrap())).unwrap();
     assert_eq!(r.signature(), SignatureStatus::Signed { key: pk });
@@ -954,4 +954,126 @@ fn write_fuzz_seeds() {
     let w = ImageWriter::new(file).unwrap();
     w.finish(sample_meta(), sample_process(), None).unwrap();
     fs::copy(&tmp.path, dir.join("no-chunks")).unwrap();
+}
+
+/// The file key plus a software attestation key: what `ckpt-sign` does
+/// with a TPM, without one.
+struct AttestingSigner(SigningKey, super::attest::fake::FakeAk);
+
+fn sample_pcrs() -> Vec<ckpt_keys::quote::PcrValue> {
+    [0u8, 1, 2, 3, 4, 5, 6, 7]
+        .iter()
+        .map(|&i| ckpt_keys::quote::PcrValue {
+            index: i,
+            value: [i ^ 0x33; 32],
+        })
+        .collect()
+}
+
+impl ManifestSigner for AttestingSigner {
+    fn public_key(&self) -> PublicKey {
+        self.0.public_key()
+    }
+    fn sign_manifest_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, SignError> {
+        Ok(self.0.sign_manifest_digest(digest))
+    }
+    fn attest_manifest_digest(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<Option<AttestationBlock>, SignError> {
+        Ok(Some(self.1.quote(digest, &sample_pcrs())))
+    }
+}
+
+#[test]
+fn attested_image_roundtrip() {
+    let signer = AttestingSigner(key(), super::attest::fake::FakeAk::new(7));
+    let bytes = build(Some(&signer));
+    let r = open_bytes(&bytes).unwrap();
+    let a = r.attestation().expect("attested");
+    assert_eq!(a.ak, signer.1.public());
+    assert_eq!(a.pcrs, sample_pcrs());
+    r.verify_chunks().unwrap();
+    // Images without a quote have no attestation field at all.
+    let plain = build(Some(&key()));
+    let (_, _, sig) = split(&plain);
+    let v: ciborium::Value = ciborium::de::from_reader(&sig[..]).unwrap();
+    let fields = v.as_map().unwrap();
+    assert_eq!(fields.len(), 4, "{fields:?}");
+    assert!(open_bytes(&plain).unwrap().attestation().is_none());
+}
+
+#[test]
+fn quote_copied_from_another_image_is_tampered() {
+    let signer = AttestingSigner(key(), super::attest::fake::FakeAk::new(7));
+    let a = build(Some(&signer));
+    let b = build(Some(&signer));
+    let quote_of_a = decode::<SignatureBlock>(&split(&a).2, "signature block")
+        .unwrap()
+        .attestation
+        .unwrap();
+    let image = with_block(&b, |blk| blk.attestation = Some(quote_of_a));
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Attestation(
+            ckpt_keys::quote::QuoteError::WrongQualifyingData
+        )))
+    ));
+    // Edited PCR values, or a quote moved onto an image that had none.
+    let image = with_block(&b, |blk| {
+        if let Some(q) = blk.attestation.as_mut() {
+            q.pcrs[7].value[0] ^= 1;
+        }
+    });
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Attestation(_)))
+    ));
+    let plain = build(Some(&signer.0));
+    let moved = decode::<SignatureBlock>(&split(&b).2, "signature block")
+        .unwrap()
+        .attestation;
+    let image = with_block(&plain, |blk| blk.attestation = moved);
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::Tampered(Tamper::Attestation(_)))
+    ));
+    // Removing the quote leaves a signed, unattested image.
+    let image = with_block(&b, |blk| blk.attestation = None);
+    let r = open_bytes(&image).unwrap();
+    assert!(r.attestation().is_none());
+    assert!(matches!(r.signature(), SignatureStatus::Signed { .. }));
+}
+
+/// A signer whose quote is bound to the wrong digest.
+struct BadQuoteSigner(SigningKey, super::attest::fake::FakeAk);
+
+impl ManifestSigner for BadQuoteSigner {
+    fn public_key(&self) -> PublicKey {
+        self.0.public_key()
+    }
+    fn sign_manifest_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, SignError> {
+        Ok(self.0.sign_manifest_digest(digest))
+    }
+    fn attest_manifest_digest(
+        &self,
+        _digest: &[u8; 32],
+    ) -> Result<Option<AttestationBlock>, SignError> {
+        Ok(Some(self.1.quote(&[0; 32], &sample_pcrs())))
+    }
+}
+
+#[test]
+fn writer_checks_the_signers_quote() {
+    let (_tmp, file) = TempFile::new("quotecheck");
+    let w = ImageWriter::new(file).unwrap();
+    let res = w.finish(
+        sample_meta(),
+        sample_process(),
+        Some(&BadQuoteSigner(key(), super::attest::fake::FakeAk::new(2))),
+    );
+    assert!(matches!(
+        res,
+        Err(ImageError::Sign(SignError::AttestationSelfCheck(_)))
+    ));
 }

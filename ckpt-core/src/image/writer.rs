@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
+use super::attest;
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{encode, ChunkEntry, DigestAlgorithm, ImageMeta, Manifest, SignatureBlock};
@@ -275,11 +276,19 @@ impl ImageWriter {
                 public_key
                     .verify_manifest_digest(&manifest_digest, &signature)
                     .map_err(|e| ImageError::Sign(SignError::SelfCheck(e)))?;
+                let attestation = signer
+                    .attest_manifest_digest(&manifest_digest)
+                    .map_err(ImageError::Sign)?;
+                if let Some(a) = &attestation {
+                    attest::verify_block(a, &manifest_digest)
+                        .map_err(|e| ImageError::Sign(SignError::AttestationSelfCheck(e)))?;
+                }
                 let block = SignatureBlock {
                     algorithm: public_key.algorithm().name().to_owned(),
                     key_id: public_key.key_id().0.to_vec(),
                     public_key: public_key.bytes().to_vec(),
                     signature,
+                    attestation,
                 };
                 encode(&block)?
             }
