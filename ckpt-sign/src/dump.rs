@@ -16,6 +16,11 @@
 //!
 //! Any failure before step 7 resumes the target (dropping `Frozen` does)
 //! and removes the temporary file (dropping `PendingOutput` does).
+//!
+//! Whatever the outcome, one audit line is sent at the end
+//! (`ckpt_privsep::audit`): `event=dump caller_uid= pid= image_id= signer=
+//! signer_name= outcome=ok|refused|failed reason=`. When the audit log is
+//! unreachable the dump carries on, with a warning on stderr.
 
 use std::io::Read;
 
@@ -24,7 +29,8 @@ use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
 use ckpt_keys::SigningKey;
 use ckpt_privsep::access::{caller_may_ptrace_read, open_pidfd, pidfd_alive, AccessError};
 use ckpt_privsep::as_caller::{create_output, open_for_read, CreateError};
-use ckpt_privsep::report::Exit;
+use ckpt_privsep::audit::{AuditLog, Record, Severity};
+use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::Caller;
 
 use crate::{DumpArgs, Fail, PROG};
@@ -62,7 +68,49 @@ fn denied(pid: i32) -> Fail {
     )
 }
 
-pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
+/// The audit record of a dump, before anything is known.
+pub(crate) fn audit_record(caller: &Caller, args: &DumpArgs) -> Record {
+    let mut r = Record::new("dump");
+    r.set("caller_uid", caller.uid.to_string())
+        .set("pid", args.pid.to_string())
+        .set("image_id", "")
+        .set("signer", "")
+        .set("signer_name", "")
+        .set("outcome", "")
+        .set("reason", "");
+    r
+}
+
+/// Complete the record with the outcome and send it. A dump does not
+/// depend on the audit log: failures are warnings.
+pub(crate) fn audit(record: &mut Record, result: &Result<(), Fail>) {
+    let severity = match result {
+        Ok(()) => {
+            record.set("outcome", "ok");
+            Severity::Notice
+        }
+        Err(f) => {
+            let outcome = match f.exit {
+                Exit::AccessDenied | Exit::Usage | Exit::PolicyRefusal => "refused",
+                _ => "failed",
+            };
+            let text = match &f.source {
+                Some(e) => format!("{}: {}", f.what, error_chain(e.as_ref())),
+                None => f.what.clone(),
+            };
+            record.set("outcome", outcome).set("reason", text);
+            Severity::Warning
+        }
+    };
+    if let Err(e) = AuditLog::connect().and_then(|log| log.send(PROG, record, severity)) {
+        errln!(
+            "{PROG}: warning: audit log unavailable: {}",
+            error_chain(&e)
+        );
+    }
+}
+
+pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Result<(), Fail> {
     if args.tree {
         return Err(Fail::new(Exit::Usage, "dump --tree: not supported yet"));
     }
@@ -73,6 +121,13 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
 
     // 1. How to sign.
     let sign_with = plan_signing(caller, args)?;
+    match &sign_with {
+        SignWith::Unsigned => record.set("signer", "unsigned"),
+        SignWith::UserKey(k) => record
+            .set("signer", k.public_key().key_id().to_string())
+            .set("signer_name", "caller-key"),
+        SignWith::HostKey => record.set("signer_name", "host-key"),
+    };
 
     // 2. Access, as the caller, on a pidfd.
     let pidfd = open_pidfd(pid).map_err(|e| access_fail(pid, e))?;
@@ -182,6 +237,9 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
             SignWith::HostKey => Some(load_host_key()?),
         };
         let key_id = key.as_ref().map(|k| k.public_key().key_id());
+        if let Some(id) = &key_id {
+            record.set("signer", id.to_string());
+        }
         let signer: Option<&dyn ManifestSigner> = key.as_deref().map(|k| k as &dyn ManifestSigner);
         let finished = writer
             .finish(meta, result.process, signer)
@@ -200,6 +258,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs) -> Result<(), Fail> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    record.set("image_id", image_id.clone());
     let signed = match key_id {
         Some(id) => format!("signed by key {id}"),
         None => "unsigned".to_owned(),

@@ -4,7 +4,8 @@
 //! Thin: start-up hardening, argument parsing, library calls, exit codes
 //! (see `SECURITY.md`). Every path the caller names is opened as the caller
 //! (`ckpt_privsep::as_caller`); the host key is read as root from the
-//! build-time key directory, used once, and dropped (zeroized).
+//! build-time key directory, used once, and dropped (zeroized). Every dump
+//! (done, refused or failed) is logged as one audit line (syslog, authpriv).
 #![forbid(unsafe_code)]
 
 /// `println!` that does not panic when stdout is closed or a broken pipe
@@ -162,7 +163,12 @@ fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
     match cli.command {
         Command::Keygen { tpm, force } => keygen(caller, tpm, force),
         Command::Pubkey { tpm } => pubkey(tpm),
-        Command::Dump(args) => dump::run(caller, &args),
+        Command::Dump(args) => {
+            let mut record = dump::audit_record(caller, &args);
+            let result = dump::run(caller, &args, &mut record);
+            dump::audit(&mut record, &result);
+            result
+        }
     }
 }
 

@@ -1,17 +1,20 @@
-//! Opening an image as the caller and establishing the facts in order:
-//! integrity, signer, trust (DESIGN §3).
+//! Opening an image as the caller and establishing the facts in order
+//! (DESIGN §3): integrity, signer, trust, attestation, caller, freshness;
+//! the mapping is applied by `ckpt_policy::decide`.
 
 use std::fs::File;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ckpt_core::image::{ImageError, ImageReader, SignatureStatus};
 use ckpt_keys::PublicKey;
-use ckpt_policy::{Policy, Trust};
+use ckpt_policy::{Attestation, Exe, Ids, ImageCreds, Names, OneShot, Policy, Signer, Trust};
 use ckpt_privsep::as_caller::open_image_for_read;
+use ckpt_privsep::ledger::Ledger;
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::Caller;
 
-use crate::{Fail, PROG};
+use crate::{hex, Fail, PROG};
 
 /// Whether every digest and the signature matched.
 pub(crate) enum Integrity {
@@ -27,15 +30,26 @@ pub(crate) struct Facts {
     pub reader: Option<ImageReader>,
     /// The signer, when the image is signed and its signature verifies.
     pub signer: Option<PublicKey>,
+    /// The signer is this host's own key.
+    pub signer_is_host_key: bool,
     /// The policy's view of the signer (only when integrity is ok).
     pub trust: Option<Trust>,
+    /// The policy (the empty policy when it is unusable).
+    pub policy: Policy,
     /// Why the policy could not be used, if it could not.
     pub policy_error: Option<String>,
+    /// When the facts were established (seconds since the epoch).
+    pub now: u64,
 }
 
 impl Facts {
     pub fn trusted(&self) -> bool {
         self.trust.as_ref().is_some_and(Trust::is_trusted)
+    }
+
+    /// The image id in hex, when the image could be read.
+    pub fn image_id(&self) -> Option<String> {
+        self.reader.as_ref().map(|r| hex(&r.manifest().image_id))
     }
 }
 
@@ -63,6 +77,13 @@ fn image_fail(e: ImageError) -> Result<Integrity, Fail> {
     }
 }
 
+/// Seconds since the epoch.
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Open the image as the caller and establish integrity (all chunks when
 /// `all_chunks`, otherwise structure and signature only), signer and trust.
 pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<Facts, Fail> {
@@ -71,8 +92,11 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
         integrity: Integrity::Ok,
         reader: None,
         signer: None,
+        signer_is_host_key: false,
         trust: None,
+        policy: Policy::empty(),
         policy_error: None,
+        now: now_unix(),
     };
     let reader = match ImageReader::open(file) {
         Ok(r) => r,
@@ -94,12 +118,14 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
     facts.reader = Some(reader);
     if let Some(key) = &facts.signer {
         let (policy, error) = load_policy();
+        facts.policy = policy;
         facts.policy_error = error;
         let host = ckpt_keys::store::load_host_public(&ckpt_core::paths::keys_dir()).ok();
+        facts.signer_is_host_key = host.as_ref() == Some(key);
         facts.trust = Some(match &facts.policy_error {
             // An unusable policy makes every image untrusted.
             Some(_) => Trust::Untrusted,
-            None => policy.trust(key, host.as_ref()),
+            None => facts.policy.trust_at(key, host.as_ref(), facts.now),
         });
     }
     Ok(facts)
@@ -119,4 +145,100 @@ pub(crate) fn load_policy() -> (Policy, Option<String>) {
             (Policy::empty(), Some(text))
         }
     }
+}
+
+/// The local users and groups the policy names.
+fn resolve_names(policy: &Policy) -> Names {
+    let (users, groups) = policy.names();
+    let mut names = Names::default();
+    for u in users {
+        if let Ok(Some(user)) = nix::unistd::User::from_name(&u) {
+            names.users.insert(u, user.uid.as_raw());
+        }
+    }
+    for g in groups {
+        if let Ok(Some(group)) = nix::unistd::Group::from_name(&g) {
+            names.groups.insert(g, group.gid.as_raw());
+        }
+    }
+    names
+}
+
+/// What the one-shot ledger says about `image_id`. The ledger is looked at
+/// only when a one-shot rule could apply.
+pub(crate) fn one_shot_state(facts: &Facts, caller: &Caller, image_id: &str) -> OneShot {
+    if !facts.policy.rules.iter().any(|r| r.one_shot) {
+        return OneShot::NotRestored;
+    }
+    if !caller.privileged {
+        return OneShot::Unavailable("ckpt-verify is not running setuid root".to_owned());
+    }
+    match Ledger::open(std::path::Path::new(ckpt_core::paths::STATEDIR), false)
+        .and_then(|l| l.contains(image_id))
+    {
+        Ok(true) => OneShot::AlreadyRestored,
+        Ok(false) => OneShot::NotRestored,
+        Err(e) => OneShot::Unavailable(error_chain(&e)),
+    }
+}
+
+/// The facts for `ckpt_policy::decide`. `None` when the image could not be
+/// read (there is nothing to decide about).
+pub(crate) fn policy_facts(
+    facts: &Facts,
+    caller: &Caller,
+    one_shot: OneShot,
+) -> Option<ckpt_policy::Facts> {
+    let reader = facts.reader.as_ref()?;
+    let m = reader.manifest();
+    let c = &m.process.creds;
+    Some(ckpt_policy::Facts {
+        integrity: match &facts.integrity {
+            Integrity::Ok => ckpt_policy::Integrity::Ok,
+            Integrity::Tampered(e) => ckpt_policy::Integrity::Tampered(e.clone()),
+        },
+        signer: match &facts.signer {
+            None => Signer::Unsigned,
+            Some(key) => Signer::Signed {
+                key: key.clone(),
+                host_key: facts.signer_is_host_key,
+            },
+        },
+        trust: facts.trust.clone(),
+        attestation: Attestation::None,
+        helper_privileged: caller.privileged,
+        caller: Ids {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: caller.groups.clone(),
+        },
+        requester: Ids {
+            uid: m.requester.uid,
+            gid: m.requester.gid,
+            groups: m.requester.groups.clone(),
+        },
+        target: ImageCreds {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.clone(),
+            cap_inheritable: c.cap_inheritable,
+            cap_permitted: c.cap_permitted,
+            cap_effective: c.cap_effective,
+            cap_bounding: c.cap_bounding,
+            cap_ambient: c.cap_ambient,
+            securebits: c.securebits,
+        },
+        exe: Exe {
+            path: m.process.exe.path.clone(),
+            digest_algorithm: m.digest_algorithm.name().to_owned(),
+            digest: m.process.exe.digest.clone(),
+        },
+        machine_id: m.host.machine_id.clone(),
+        hostname: m.host.hostname.clone(),
+        created_unix: m.created_unix,
+        now: facts.now,
+        image_id: hex(&m.image_id),
+        one_shot,
+        names: resolve_names(&facts.policy),
+    })
 }

@@ -55,7 +55,7 @@ fn vma_label(m: &Manifest, v: &Vma) -> String {
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC`.
-fn utc(secs: u64) -> String {
+pub(crate) fn utc(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
     let d = ckpt_policy::Date::from_days_since_epoch(days);
     let t = secs % 86_400;

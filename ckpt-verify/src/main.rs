@@ -2,8 +2,9 @@
 //! check the admin policy. Installed setuid root.
 //!
 //! Thin: start-up hardening, argument parsing, library calls, exit codes
-//! (see `SECURITY.md`). The image is always opened as the caller; in this
-//! version a restore always runs with the caller's credentials.
+//! (see `SECURITY.md`). The image is always opened as the caller; a restore
+//! gets more than the caller's credentials only through a trusted signature
+//! and a grant of the admin's policy (`ckpt_policy::decide`).
 #![forbid(unsafe_code)]
 
 /// `println!` that does not panic when stdout is closed or a broken pipe
@@ -24,7 +25,9 @@ macro_rules! errln {
 }
 
 mod checked;
+mod explain;
 mod inspect;
+mod plan;
 mod policy_cmd;
 mod restore;
 mod verify;
@@ -118,9 +121,13 @@ impl Fail {
     }
 
     fn report(&self) {
+        // The text may quote an image (paths): escape control characters.
         match &self.source {
-            Some(e) => errln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
-            None => errln!("{PROG}: {}", self.what),
+            Some(e) => errln!(
+                "{PROG}: {}",
+                show(&format!("{}: {}", self.what, error_chain(e.as_ref())))
+            ),
+            None => errln!("{PROG}: {}", show(&self.what)),
         }
     }
 }
@@ -163,7 +170,7 @@ fn run(caller: &Caller, cli: Cli) -> Result<Exit, Fail> {
     match cli.command {
         Command::Verify { image, json } => verify::verify(caller, &image, json),
         Command::Inspect { image, json } => inspect::inspect(caller, &image, json),
-        Command::Explain { image, json } => verify::explain(caller, &image, json),
+        Command::Explain { image, json } => explain::explain(caller, &image, json),
         Command::Restore {
             image,
             pidfile,

@@ -1,8 +1,8 @@
-//! `ckpt-verify verify` and `ckpt-verify explain`.
+//! `ckpt-verify verify`, and the facts it prints (shared with `explain`).
 
 use std::path::Path;
 
-use ckpt_policy::{Privilege, Trust};
+use ckpt_policy::Trust;
 use ckpt_privsep::report::Exit;
 use ckpt_privsep::Caller;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ fn trust_word(t: &Trust) -> &'static str {
 }
 
 /// The common JSON fields: integrity, signed, key_id, trusted, signer.
-fn facts_json(path: &Path, f: &Facts) -> serde_json::Map<String, Value> {
+pub(crate) fn facts_json(path: &Path, f: &Facts) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("image".into(), json!(path.to_string_lossy()));
     let ok = matches!(f.integrity, Integrity::Ok);
@@ -72,7 +72,7 @@ fn exit_for(f: &Facts) -> Exit {
     }
 }
 
-fn print_facts(path: &Path, f: &Facts) {
+pub(crate) fn print_facts(path: &Path, f: &Facts) {
     outln!("image: {}", show(&path.to_string_lossy()));
     match &f.integrity {
         Integrity::Ok => outln!("integrity: ok"),
@@ -112,56 +112,4 @@ pub(crate) fn verify(caller: &Caller, path: &Path, json: bool) -> Result<Exit, F
         print_facts(path, &facts);
     }
     Ok(exit_for(&facts))
-}
-
-/// Why a privilege is not granted, in this version.
-const NOT_YET: &str = "no policy rule can grant it in this version";
-
-/// `explain IMAGE [--json]`: integrity, signer, trust, and the restore
-/// decision (in this version: the caller's own credentials, always).
-pub(crate) fn explain(caller: &Caller, path: &Path, json: bool) -> Result<Exit, Fail> {
-    let facts = examine(caller, path, true)?;
-    let tampered = matches!(facts.integrity, Integrity::Tampered(_));
-    if json {
-        let mut m = facts_json(path, &facts);
-        if tampered {
-            m.insert("decision".into(), json!("refuse"));
-            m.insert("reason".into(), json!("the image is tampered or malformed"));
-        } else {
-            let grants: serde_json::Map<String, Value> = Privilege::ALL
-                .iter()
-                .map(|p| {
-                    (
-                        p.name().to_owned(),
-                        json!({"granted": false, "reason": NOT_YET}),
-                    )
-                })
-                .collect();
-            m.insert("decision".into(), json!("restore-as-caller"));
-            m.insert(
-                "credentials".into(),
-                json!({"uid": caller.uid, "gid": caller.gid, "groups": caller.groups}),
-            );
-            m.insert("grants".into(), Value::Object(grants));
-        }
-        outln!("{}", Value::Object(m));
-        return Ok(if tampered { Exit::Tampered } else { Exit::Ok });
-    }
-    print_facts(path, &facts);
-    if tampered {
-        outln!("decision: refuse (the image is tampered or malformed)");
-        return Ok(Exit::Tampered);
-    }
-    let groups: Vec<String> = caller.groups.iter().map(u32::to_string).collect();
-    outln!(
-        "decision: restore with your own credentials (uid {}, gid {}, groups [{}]), no capabilities",
-        caller.uid,
-        caller.gid,
-        groups.join(", ")
-    );
-    for p in Privilege::ALL {
-        outln!("  {}: not granted ({NOT_YET})", p.name());
-    }
-    outln!("  the restored process gets a new pid");
-    Ok(Exit::Ok)
 }

@@ -1,0 +1,312 @@
+//! From the policy's decision to the engine's `RestoreOptions`.
+//!
+//! * `credentials` granted: the saved real/effective/saved/fs uids and gids
+//!   and the supplementary groups, after mapping; otherwise the caller's.
+//! * `capabilities` granted: the saved capability sets (inheritable,
+//!   permitted, effective, bounding, ambient) and securebits, when the image
+//!   holds any capability or securebits; otherwise none at all.
+//! * `privileged-files` granted: files are reopened with the saved (mapped)
+//!   credentials; otherwise with the caller's.
+//! * `same-pid`, `exe-link`: as granted.
+//! * `privileged`: the restored process (or the credentials its files are
+//!   opened with) would hold more than the caller: any id that is not the
+//!   caller's, or any capability. The engine then builds it as root, checks
+//!   every mapped file against its signed digest and drops last.
+
+use ckpt_core::restore::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
+use ckpt_policy::{cap_mask_names, Decision, Facts, Mapping, Privilege, Verdict};
+use ckpt_privsep::Caller;
+
+/// What the restore will do, and what to tell the user.
+pub(crate) struct Plan {
+    pub opts: RestoreOptions,
+    /// Notices known before the restore.
+    pub notices: Vec<String>,
+    /// The saved credentials after mapping, when every id maps.
+    pub saved: Option<RestoreCredentials>,
+}
+
+/// The caller's own credentials.
+pub(crate) fn caller_creds(caller: &Caller) -> RestoreCredentials {
+    RestoreCredentials {
+        uid: [caller.uid; 4],
+        gid: [caller.gid; 4],
+        groups: caller.groups.clone(),
+    }
+}
+
+fn normalized(mut c: RestoreCredentials) -> RestoreCredentials {
+    c.groups.sort_unstable();
+    c.groups.dedup();
+    c
+}
+
+/// Why `p` is not granted (empty if it is).
+pub(crate) fn reason(d: &Decision, p: Privilege) -> String {
+    match d.verdict(p) {
+        Verdict::Denied { reason, .. } => reason.clone(),
+        Verdict::Granted { .. } => String::new(),
+    }
+}
+
+fn rule(d: &Decision, p: Privilege) -> String {
+    match d.verdict(p) {
+        Verdict::Granted { rule, .. } => rule.clone(),
+        Verdict::Denied { .. } => String::new(),
+    }
+}
+
+/// `uid 1001/0/0/0 gid 1001/1001/1001/1001 groups [1001, 27]`.
+pub(crate) fn show_creds(c: &RestoreCredentials) -> String {
+    let j = |v: &[u32], sep: &str| v.iter().map(u32::to_string).collect::<Vec<_>>().join(sep);
+    format!(
+        "uid {} gid {} groups [{}]",
+        j(&c.uid, "/"),
+        j(&c.gid, "/"),
+        j(&c.groups, ", ")
+    )
+}
+
+/// Build the plan.
+pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
+    let mine = normalized(caller_creds(caller));
+    let saved = d
+        .local_target()
+        .map(|(uid, gid, groups)| normalized(RestoreCredentials { uid, gid, groups }));
+    let granted = |p| d.granted(p);
+    let mut notices = Vec::new();
+
+    let creds = match (&saved, granted(Privilege::Credentials)) {
+        (Some(s), true) => {
+            let mut n = format!(
+                "restoring with the image's credentials ({}), granted by rule {:?}",
+                show_creds(s),
+                rule(d, Privilege::Credentials)
+            );
+            if let Mapping::Key { key, .. } = &d.mapping {
+                if *s != normalized(image_creds(f)) {
+                    n.push_str(&format!(" (ids mapped by key {key:?})"));
+                }
+            }
+            notices.push(n);
+            s.clone()
+        }
+        _ => {
+            notices.push(format!(
+                "restoring with your own credentials (uid {}): {}",
+                caller.uid,
+                reason(d, Privilege::Credentials)
+            ));
+            mine.clone()
+        }
+    };
+
+    let t = &f.target;
+    let holds_caps = t.caps_held() != 0 || t.securebits != 0;
+    let caps = if granted(Privilege::Capabilities) && holds_caps {
+        notices.push(format!(
+            "restoring the image's capabilities ({}), granted by rule {:?}",
+            cap_mask_names(t.cap_permitted | t.cap_effective | t.cap_ambient).join(", "),
+            rule(d, Privilege::Capabilities)
+        ));
+        Some(RestoreCapabilities {
+            inheritable: t.cap_inheritable,
+            permitted: t.cap_permitted,
+            effective: t.cap_effective,
+            bounding: t.cap_bounding,
+            ambient: t.cap_ambient,
+            securebits: t.securebits,
+        })
+    } else {
+        if t.cap_permitted | t.cap_effective | t.cap_ambient != 0 {
+            notices.push(format!(
+                "the image's capabilities are not restored: {}",
+                reason(d, Privilege::Capabilities)
+            ));
+        }
+        None
+    };
+
+    let file_creds = match (&saved, granted(Privilege::PrivilegedFiles)) {
+        (Some(s), true) => s.clone(),
+        _ => mine.clone(),
+    };
+    let privileged = creds != mine || file_creds != mine || caps.is_some();
+    Plan {
+        opts: RestoreOptions {
+            caller: mine.clone(),
+            creds,
+            caps,
+            file_creds,
+            same_pid: granted(Privilege::SamePid),
+            exe_link: granted(Privilege::ExeLink),
+            privileged,
+        },
+        notices,
+        saved,
+    }
+}
+
+/// The image's credentials as they are recorded (not mapped).
+fn image_creds(f: &Facts) -> RestoreCredentials {
+    RestoreCredentials {
+        uid: f.target.uid,
+        gid: f.target.gid,
+        groups: f.target.groups.clone(),
+    }
+}
+
+/// True when the saved credentials (mapped) are exactly the caller's, so
+/// restoring with the caller's loses nothing.
+pub(crate) fn saved_is_mine(p: &Plan, caller: &Caller) -> bool {
+    p.saved.as_ref() == Some(&normalized(caller_creds(caller)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use ckpt_policy::{
+        decide, Attestation, Exe, Ids, ImageCreds, Integrity, Names, OneShot, Signer, Trust,
+    };
+
+    fn caller(uid: u32) -> Caller {
+        Caller {
+            uid,
+            gid: uid,
+            groups: vec![uid],
+            privileged: true,
+        }
+    }
+
+    fn facts(target_uid: [u32; 4], caps: u64) -> Facts {
+        let key = ckpt_keys::SigningKey::generate().unwrap().public_key();
+        Facts {
+            integrity: Integrity::Ok,
+            signer: Signer::Signed {
+                key,
+                host_key: true,
+            },
+            trust: Some(Trust::Trusted {
+                name: "this-host".into(),
+            }),
+            attestation: Attestation::None,
+            helper_privileged: true,
+            caller: Ids {
+                uid: 1001,
+                gid: 1001,
+                groups: vec![1001],
+            },
+            requester: Ids {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+            },
+            target: ImageCreds {
+                uid: target_uid,
+                gid: [1001; 4],
+                groups: vec![1001],
+                cap_inheritable: 0,
+                cap_permitted: caps,
+                cap_effective: caps,
+                cap_bounding: u64::MAX >> 23,
+                cap_ambient: 0,
+                securebits: 0,
+            },
+            exe: Exe {
+                path: "/bin/x".into(),
+                digest_algorithm: "sha256".into(),
+                digest: vec![0; 32],
+            },
+            machine_id: "0".repeat(32),
+            hostname: "h".into(),
+            created_unix: 1,
+            now: 2,
+            image_id: "0".repeat(32),
+            one_shot: OneShot::NotRestored,
+            names: Names::default(),
+        }
+    }
+
+    fn policy(grant: &str) -> ckpt_policy::Policy {
+        ckpt_policy::parse_str(
+            &format!("[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\ngrant = [{grant}]\n"),
+            std::path::Path::new("p.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn no_grant_is_the_caller() {
+        let f = facts([1001, 0, 0, 0], 0x1ff);
+        let d = decide(&ckpt_policy::Policy::empty(), &f);
+        let p = plan(&d, &f, &caller(1001));
+        let mine = caller_creds(&caller(1001));
+        assert_eq!(p.opts.creds, mine);
+        assert_eq!(p.opts.file_creds, mine);
+        assert!(p.opts.caps.is_none());
+        assert!(!p.opts.privileged && !p.opts.same_pid && !p.opts.exe_link);
+        assert!(
+            p.notices[0]
+                == "restoring with your own credentials (uid 1001): no rule grants credentials",
+            "{:?}",
+            p.notices
+        );
+        assert!(p.notices[1].contains("capabilities are not restored"));
+        assert!(!saved_is_mine(&p, &caller(1001)));
+    }
+
+    #[test]
+    fn passwd_case_credentials_only() {
+        let f = facts([1001, 0, 0, 0], 0x1ff);
+        let d = decide(&policy("\"credentials\", \"exe-link\""), &f);
+        let p = plan(&d, &f, &caller(1001));
+        assert_eq!(p.opts.creds.uid, [1001, 0, 0, 0]);
+        assert_eq!(p.opts.creds.gid, [1001; 4]);
+        assert!(p.opts.caps.is_none());
+        assert_eq!(p.opts.file_creds, caller_creds(&caller(1001)));
+        assert!(p.opts.privileged && p.opts.exe_link && !p.opts.same_pid);
+    }
+
+    #[test]
+    fn all_grants() {
+        let f = facts([1001, 0, 0, 0], 0x1ff);
+        let d = decide(
+            &policy("\"credentials\", \"capabilities\", \"same-pid\", \"exe-link\", \"privileged-files\""),
+            &f,
+        );
+        let p = plan(&d, &f, &caller(1001));
+        let caps = p.opts.caps.clone().unwrap();
+        assert_eq!(caps.permitted, 0x1ff);
+        assert_eq!(caps.bounding, u64::MAX >> 23);
+        assert_eq!(p.opts.file_creds.uid, [1001, 0, 0, 0]);
+        assert!(p.opts.privileged && p.opts.same_pid);
+    }
+
+    #[test]
+    fn same_creds_and_no_caps_is_not_privileged() {
+        let f = facts([1001; 4], 0);
+        let d = decide(
+            &policy("\"credentials\", \"capabilities\", \"privileged-files\""),
+            &f,
+        );
+        let p = plan(&d, &f, &caller(1001));
+        assert!(!p.opts.privileged);
+        assert!(p.opts.caps.is_none());
+        assert!(saved_is_mine(&p, &caller(1001)));
+    }
+
+    #[test]
+    fn capabilities_alone_are_privileged() {
+        let f = facts([1001; 4], 1 << 10);
+        let d = decide(&policy("\"capabilities\""), &f);
+        let p = plan(&d, &f, &caller(1001));
+        assert_eq!(p.opts.creds, caller_creds(&caller(1001)));
+        assert!(p.opts.privileged);
+        assert!(
+            p.notices[1].contains("cap_net_bind_service"),
+            "{:?}",
+            p.notices
+        );
+    }
+}
