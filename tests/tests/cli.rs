@@ -188,3 +188,34 @@ fn usage_errors_exit_2() {
         "a usage error created files"
     );
 }
+
+#[test]
+fn policy_check_accepts_the_design_example_and_names_the_line_of_an_error() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "cli-policy");
+    let (line, _id) = env.host_key_id(&dir);
+    let good = dir.work.join("good.toml");
+    let text = format!(
+        "revoked = []\n\n[[key]]\nname = \"this-host\"\npublic = \"{line}\"\n\n\
+         [[rule]]\nname = \"resume-passwd\"\nsigned_by = [\"this-host\"]\nrequester = [\"uid:0\"]\n\
+         caller = [\"uid:1001\", \"group:staff\"]\nexe = \"/usr/bin/passwd\"\nmax_age = \"1h\"\n\
+         one_shot = true\ngrant = [\"credentials\", \"exe-link\"]\n"
+    );
+    dir.file(&good, text.as_bytes(), 0o644, Some(&env.user));
+    env.verify(&dir, &["policy", "check", path_str(&good)])
+        .assert_code(exit::OK, "policy check of the DESIGN.md example");
+
+    let bad = dir.work.join("bad.toml");
+    dir.file(
+        &bad,
+        b"revoked = []\n\n[[key]]\nname = \"x\"\npublic = 42\n",
+        0o644,
+        Some(&env.user),
+    );
+    let run = env.verify(&dir, &["policy", "check", path_str(&bad)]);
+    run.assert_refused("policy check of an invalid policy");
+    assert!(
+        run.stderr.contains("bad.toml:5") || run.stdout.contains("bad.toml:5"),
+        "the error names the file and line 5\n{run}"
+    );
+}

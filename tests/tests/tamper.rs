@@ -75,7 +75,8 @@ fn expect_refused(
     }
     if want_verify == exit::TAMPERED {
         let count_before = fs::read(&imgs.count_file).unwrap();
-        let (r, proc) = env.restore(dir, &path, None);
+        let pidfile = dir.work.join(format!("{name}.pid"));
+        let (r, proc) = env.restore(dir, &path, Some(&pidfile));
         if r.code != Some(exit::TAMPERED) {
             problems.push(format!(
                 "{name}: restore: expected exit 4, got {}; stdout: {}; stderr: {}",
@@ -91,6 +92,9 @@ fn expect_refused(
             for pid in strays {
                 drop(Proc::adopt(pid, "stray restored process"));
             }
+        }
+        if pidfile.exists() {
+            problems.push(format!("{name}: a refused restore wrote its pid file"));
         }
         if fs::read(&imgs.count_file).unwrap() != count_before {
             problems.push(format!(
