@@ -13,7 +13,8 @@ use std::path::Path;
 
 use ckpt_core::restore::RestoreCredentials;
 use ckpt_policy::{
-    cap_mask_names, decide, human_duration, Decision, Map, Mapped, Mapping, OneShot, Verdict,
+    cap_mask_names, cap_mask_summary, decide, human_duration, Decision, Map, Mapped, Mapping,
+    OneShot, Verdict,
 };
 use ckpt_privsep::report::Exit;
 use ckpt_privsep::Caller;
@@ -272,9 +273,9 @@ fn explain_text(facts: &Facts, f: &ckpt_policy::Facts, d: &Decision, p: &Plan) {
     let tc = &f.target;
     outln!(
         "target capabilities: permitted [{}], effective [{}], ambient [{}], securebits {:#x}",
-        cap_mask_names(tc.cap_permitted).join(", "),
-        cap_mask_names(tc.cap_effective).join(", "),
-        cap_mask_names(tc.cap_ambient).join(", "),
+        cap_mask_summary(tc.cap_permitted),
+        cap_mask_summary(tc.cap_effective),
+        cap_mask_summary(tc.cap_ambient),
         tc.securebits
     );
     outln!(
@@ -330,10 +331,11 @@ fn explain_text(facts: &Facts, f: &ckpt_policy::Facts, d: &Decision, p: &Plan) {
     match &o.caps {
         None => outln!("  capabilities: none"),
         Some(c) => outln!(
-            "  capabilities: permitted [{}], effective [{}], ambient [{}], securebits {:#x}",
-            cap_mask_names(c.permitted).join(", "),
-            cap_mask_names(c.effective).join(", "),
-            cap_mask_names(c.ambient).join(", "),
+            "  capabilities: permitted [{}], effective [{}], ambient [{}], bounding [{}], securebits {:#x}",
+            cap_mask_summary(c.permitted),
+            cap_mask_summary(c.effective),
+            cap_mask_summary(c.ambient),
+            cap_mask_summary(c.bounding),
             c.securebits
         ),
     }

@@ -14,7 +14,7 @@
 //!   every mapped file against its signed digest and drops last.
 
 use ckpt_core::restore::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
-use ckpt_policy::{cap_mask_names, Decision, Facts, Mapping, Privilege, Verdict};
+use ckpt_policy::{cap_mask_summary, Decision, Facts, Mapping, Privilege, Verdict};
 use ckpt_privsep::Caller;
 
 /// What the restore will do, and what to tell the user.
@@ -106,7 +106,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
     let caps = if granted(Privilege::Capabilities) && holds_caps {
         notices.push(format!(
             "restoring the image's capabilities ({}), granted by rule {:?}",
-            cap_mask_names(t.cap_permitted | t.cap_effective | t.cap_ambient).join(", "),
+            cap_mask_summary(t.cap_permitted | t.cap_effective | t.cap_ambient),
             rule(d, Privilege::Capabilities)
         ));
         Some(RestoreCapabilities {

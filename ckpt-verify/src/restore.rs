@@ -301,15 +301,24 @@ fn run(
         .set("pid", restored.pid.to_string());
 
     let mut notices = plan.notices;
-    let old_pid = reader.manifest().process.pid;
-    if restored.pid != old_pid {
+    // The engine says what it could not restore; say why it was not granted.
+    let exe_lost = restored
+        .notices
+        .iter()
+        .any(|n| n.contains("/exe will not name"));
+    notices.extend(restored.notices);
+    if !plan.opts.same_pid && restored.pid != reader.manifest().process.pid {
         notices.push(format!(
-            "the restored process has a new pid {} (it was {old_pid}): same-pid: {}",
-            restored.pid,
+            "same-pid not granted: {}",
             reason(&decision, Privilege::SamePid)
         ));
     }
-    notices.extend(restored.notices);
+    if !plan.opts.exe_link && exe_lost {
+        notices.push(format!(
+            "exe-link not granted: {}",
+            reason(&decision, Privilege::ExeLink)
+        ));
+    }
     for n in &notices {
         errln!("{PROG}: notice: {}", show(n));
     }

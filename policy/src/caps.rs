@@ -74,6 +74,22 @@ pub fn cap_mask_names(mask: u64) -> Vec<String> {
         .collect()
 }
 
+/// A short text for a capability set: `none`, `all`, `all but cap_x,
+/// cap_y` when most are set, or the list of names.
+pub fn cap_mask_summary(mask: u64) -> String {
+    let known: u64 = (1u64 << CAP_NAMES.len()) - 1;
+    if mask == 0 {
+        return "none".to_owned();
+    }
+    if mask & known == known && mask & !known == 0 {
+        return "all".to_owned();
+    }
+    if (mask & known).count_ones() > 20 && mask & !known == 0 {
+        return format!("all but {}", cap_mask_names(known & !mask).join(", "));
+    }
+    cap_mask_names(mask).join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +101,13 @@ mod tests {
         assert_eq!(cap_number("net_raw"), Some(13));
         assert_eq!(cap_number("cap_checkpoint_restore"), Some(40));
         assert_eq!(cap_number("cap_root"), None);
+        assert_eq!(cap_mask_summary(0), "none");
+        assert_eq!(cap_mask_summary((1 << 41) - 1), "all");
+        assert_eq!(
+            cap_mask_summary(((1 << 41) - 1) & !(1 << 24)),
+            "all but cap_sys_resource"
+        );
+        assert_eq!(cap_mask_summary(1 | (1 << 7)), "cap_chown, cap_setuid");
         assert_eq!(
             cap_mask_names((1 << 10) | (1 << 50)),
             vec!["cap_net_bind_service".to_owned(), "cap_50".to_owned()]

@@ -56,7 +56,7 @@ mod parse;
 
 use ckpt_keys::{KeyId, PublicKey};
 
-pub use caps::{cap_mask_names, cap_number, CAP_NAMES};
+pub use caps::{cap_mask_names, cap_mask_summary, cap_number, CAP_NAMES};
 pub use date::Date;
 pub use decide::{
     decide, human_duration, Attestation, Decision, Exe, Facts, Ids, ImageCreds, Integrity, Map,

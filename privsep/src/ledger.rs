@@ -91,7 +91,9 @@ fn ensure_dir(path: &Path, create: bool) -> Result<bool, LedgerError> {
         Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(false),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             match DirBuilder::new().mode(0o700).create(path) {
-                Ok(()) => {}
+                // Setuid root keeps the caller's gid: give it to root.
+                Ok(()) => std::os::unix::fs::lchown(path, Some(0), Some(0))
+                    .map_err(io(path, "change the owner of"))?,
                 // Created by a concurrent helper: fine, checked below.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io(path, "create")(e)),
@@ -210,7 +212,8 @@ impl Ledger {
             Err(e) => return Err(io(&path, "create")(e)),
         };
         let line: String = note.chars().filter(|c| !c.is_control()).collect();
-        let done = writeln!(file, "{line}")
+        let done = std::os::unix::fs::fchown(&file, Some(0), Some(0))
+            .and_then(|()| writeln!(file, "{line}"))
             .and_then(|()| file.sync_all())
             .and_then(|()| File::open(dir)?.sync_all());
         if let Err(e) = done {
@@ -291,6 +294,8 @@ mod tests {
         let text = fs::read_to_string(state.join(ONE_SHOT_DIR).join(ID)).unwrap();
         assert_eq!(text, "caller_uid=1001 rule=rforged\n");
         assert_eq!(mode(r.path().unwrap()), 0o600);
+        let meta = fs::metadata(r.path().unwrap()).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
         assert!(matches!(
             l.reserve(ID, ""),
             Err(LedgerError::AlreadyRecorded { .. })
