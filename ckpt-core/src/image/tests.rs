@@ -875,14 +875,40 @@ fn file_and_memory_sources_agree() {
     assert_eq!(a.manifest_digest(), b.manifest_digest());
 }
 
+/// Process CPU time (user + system, all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// Peak resident set size since the last [`reset_peak_rss`], in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+fn reset_peak_rss() {
+    fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
 /// Throughput of write+finish and verify for 1 GiB. Run with
 /// `cargo test --release -p ckpt-core -- --ignored --nocapture throughput`.
+/// Prints wall-clock MB/s and the CPU seconds used (all threads), which
+/// tell what the code costs when other work shares the two cores.
 #[test]
 #[ignore]
 fn throughput_1gib() {
     use std::time::Instant;
     const TOTAL: usize = 1 << 30;
     const CHUNK: usize = 1 << 20;
+    let mb = TOTAL as f64 / 1e6;
     // A 64 MiB pool of pseudo-random bytes (xorshift); chunks are slices of
     // it at varying offsets, so memory stays small and data is non-zero.
     let mut pool = vec![0u8; 64 << 20];
@@ -895,48 +921,51 @@ fn throughput_1gib() {
     }
     let k = key();
     let (tmp, file) = TempFile::new("throughput");
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut w = ImageWriter::new(file).unwrap();
     for i in 0..TOTAL / CHUNK {
         let off = (i * 4099 * 64) % (pool.len() - CHUNK);
         w.write_chunk((i * CHUNK) as u64, &pool[off..off + CHUNK])
             .unwrap();
     }
-    let t_chunks = t0.elapsed();
+    let (t_chunks, c_chunks) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     let done = w.finish(sample_meta(), sample_process(), Some(&k)).unwrap();
-    let t_total = t0.elapsed();
+    let (t_total, c_total) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     drop(pool);
-    let mb = TOTAL as f64 / 1e6;
     println!(
-        "write_chunk: {:.0} MB/s ({:.2}s); write+finish incl. sign+fsync: {:.0} MB/s ({:.2}s); size {}",
-        mb / t_chunks.as_secs_f64(),
-        t_chunks.as_secs_f64(),
-        mb / t_total.as_secs_f64(),
-        t_total.as_secs_f64(),
+        "write_chunk x1024 (1 MiB): {:.0} MB/s wall ({t_chunks:.2}s, {c_chunks:.2} CPU-s); \
+         + finish (manifest, sign, fsync): {:.0} MB/s wall ({t_total:.2}s, {c_total:.2} CPU-s); size {}",
+        mb / t_chunks,
+        mb / t_total,
         done.size
     );
 
-    let t0 = Instant::now();
+    reset_peak_rss();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let r = ImageReader::open(File::open(&tmp.path).unwrap()).unwrap();
-    let t_open = t0.elapsed();
+    let t_open = t0.elapsed().as_secs_f64();
     r.verify_chunks().unwrap();
-    let t_verify = t0.elapsed();
+    let (t_verify, c_verify) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     println!(
-        "open: {:.1} ms; open+verify_chunks (page cache warm): {:.0} MB/s ({:.2}s)",
-        t_open.as_secs_f64() * 1e3,
-        mb / t_verify.as_secs_f64(),
-        t_verify.as_secs_f64()
+        "open: {:.1} ms; open + verify_chunks (page cache warm): {:.0} MB/s wall ({t_verify:.2}s, \
+         {c_verify:.2} CPU-s); peak RSS {:.1} MiB",
+        t_open * 1e3,
+        mb / t_verify,
+        peak_rss_mib()
     );
-    let t0 = Instant::now();
+    reset_peak_rss();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut n = 0u64;
     r.for_each_chunk(|_, d| {
         n += d.len() as u64;
         Ok::<(), ()>(())
     })
     .unwrap();
+    let (t_each, c_each) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     println!(
-        "for_each_chunk (1 thread): {:.0} MB/s",
-        n as f64 / 1e6 / t0.elapsed().as_secs_f64()
+        "for_each_chunk (1 thread): {:.0} MB/s wall ({t_each:.2}s, {c_each:.2} CPU-s); peak RSS {:.1} MiB",
+        n as f64 / 1e6 / t_each,
+        peak_rss_mib()
     );
     assert_eq!(n, TOTAL as u64);
 }

@@ -18,6 +18,8 @@ use crate::state::ProcessState;
 
 /// Size of each write buffer handed to the I/O thread.
 const WRITE_BUFFER_LEN: usize = 4 << 20;
+/// Data written between two background fsyncs.
+const SYNC_STEP: usize = 64 << 20;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 3;
@@ -49,18 +51,13 @@ struct IoThread {
 }
 
 impl IoThread {
-    fn spawn(mut file: File) -> Result<IoThread, ImageError> {
+    fn spawn(file: File) -> Result<IoThread, ImageError> {
         let (full, full_rx) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
         let (empty_tx, empty) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
         let handle = std::thread::Builder::new()
             .name("ckpt-image-write".into())
             .spawn(move || {
-                for mut buf in full_rx {
-                    file.write_all(&buf)?;
-                    buf.clear();
-                    // The writer may be gone (dropped after an error).
-                    let _ = empty_tx.send(buf);
-                }
+                write_loop(&file, full_rx, empty_tx)?;
                 Ok(file)
             })
             .map_err(io_err("start the image write thread"))?;
@@ -83,6 +80,47 @@ impl IoThread {
             Err(_) => Err(ImageError::InvalidInput("the image write thread panicked")),
         }
     }
+}
+
+/// Body of the I/O thread: writes each full buffer and hands it back. A
+/// helper thread fsyncs the data written so far every [`SYNC_STEP`] bytes,
+/// so the disk works while hashing and writing go on and the final fsync
+/// in [`ImageWriter::finish`] has little left to do. Both use the same open
+/// file description, so an error the helper's fsync consumes is returned
+/// here rather than lost.
+fn write_loop(file: &File, full: Receiver<Vec<u8>>, empty: SyncSender<Vec<u8>>) -> io::Result<()> {
+    let (tick, ticks) = sync_channel::<()>(1);
+    std::thread::scope(|scope| {
+        let syncer = scope.spawn(move || -> io::Result<()> {
+            for () in ticks {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        let mut since_tick = 0usize;
+        let written = (|| -> io::Result<()> {
+            for mut buf in full {
+                let mut out = file;
+                out.write_all(&buf)?;
+                since_tick += buf.len();
+                if since_tick >= SYNC_STEP {
+                    since_tick = 0;
+                    // Full: a sync is already pending. Gone: it failed,
+                    // and its error is collected below.
+                    let _ = tick.try_send(());
+                }
+                buf.clear();
+                // The writer may be gone (dropped after an error).
+                let _ = empty.send(buf);
+            }
+            Ok(())
+        })();
+        drop(tick);
+        let synced = syncer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the image sync thread panicked")));
+        written.and(synced)
+    })
 }
 
 /// A finished, fsynced image, still under the caller's temporary name.
