@@ -43,8 +43,9 @@ enum SignWith {
     Unsigned,
     /// The caller's own key, already loaded.
     UserKey(Box<SigningKey>),
-    /// The host key, loaded (as root) after the dump.
-    HostKey,
+    /// The host key (file or TPM, see `crate::tpm`), loaded (as root)
+    /// after the dump.
+    HostKey(Box<crate::tpm::HostPlan>),
 }
 
 fn access_fail(pid: i32, e: AccessError) -> Fail {
@@ -126,7 +127,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         SignWith::UserKey(k) => record
             .set("signer", k.public_key().key_id().to_string())
             .set("signer_name", "caller-key"),
-        SignWith::HostKey => record.set("signer_name", "host-key"),
+        SignWith::HostKey(_) => record.set("signer_name", "host-key"),
     };
 
     // 2. Access, as the caller, on a pidfd.
@@ -228,23 +229,36 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
 
     // 6. Metadata, signature.
     let meta = image_meta(caller, &result)?;
+    let mut signed_with = String::new();
     let (finished, key_id) = {
         // Kept boxed, never moved out: dropping the box zeroizes the key
-        // where it lives.
-        let key: Option<Box<SigningKey>> = match sign_with {
-            SignWith::Unsigned => None,
-            SignWith::UserKey(k) => Some(k),
-            SignWith::HostKey => Some(load_host_key()?),
+        // where it lives. The host signer holds the file key the same way,
+        // or a TPM connection (closed when it is dropped).
+        let host = match &sign_with {
+            SignWith::HostKey(plan) => Some(plan.signer()?),
+            _ => None,
         };
-        let key_id = key.as_ref().map(|k| k.public_key().key_id());
+        let key: Option<Box<SigningKey>> = match sign_with {
+            SignWith::Unsigned | SignWith::HostKey(_) => None,
+            SignWith::UserKey(k) => Some(k),
+        };
+        let signer: Option<&dyn ManifestSigner> = match (&host, &key) {
+            (Some(h), _) => Some(h as &dyn ManifestSigner),
+            (None, Some(k)) => Some(k.as_ref() as &dyn ManifestSigner),
+            (None, None) => None,
+        };
+        let key_id = signer.map(|s| s.public_key().key_id());
         if let Some(id) = &key_id {
             record.set("signer", id.to_string());
         }
-        let signer: Option<&dyn ManifestSigner> = key.as_deref().map(|k| k as &dyn ManifestSigner);
+        if let Some(h) = &host {
+            signed_with = format!(" ({})", h.describe);
+        }
         let finished = writer
             .finish(meta, result.process, signer)
             .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot finish the image", e))?;
-        // `key` is dropped (and zeroized) here, before any further fork.
+        // `key` and `host` are dropped (zeroized, TPM closed) here, before
+        // any further fork.
         (finished, key_id)
     };
     drop(finished.file);
@@ -260,7 +274,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         .collect();
     record.set("image_id", image_id.clone());
     let signed = match key_id {
-        Some(id) => format!("signed by key {id}"),
+        Some(id) => format!("signed by key {id}{signed_with}"),
         None => "unsigned".to_owned(),
     };
     errln!(
@@ -283,6 +297,20 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
 fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
     if args.unsigned {
         return Ok(SignWith::Unsigned);
+    }
+    if args.key.as_deref() == Some(std::path::Path::new("tpm")) {
+        // `--key tpm`: the TPM host key, for root only (a key file of
+        // yours named `tpm` is `--key ./tpm`).
+        if !caller.is_root() || !caller.privileged {
+            return Err(Fail::new(
+                Exit::AccessDenied,
+                format!(
+                    "dump: --key tpm: permission denied: only root may choose the TPM host key                      (you are uid {}; for a key file named tpm, use --key ./tpm)",
+                    caller.uid
+                ),
+            ));
+        }
+        return Ok(SignWith::HostKey(Box::new(crate::tpm::plan(true)?)));
     }
     if let Some(path) = &args.key {
         // The caller's own key, opened as the caller, never as root.
@@ -320,22 +348,9 @@ fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
              use --key FILE (a key of yours) or --unsigned",
         ));
     }
-    // The public half must be there now; the secret is read after the dump.
-    ckpt_keys::store::load_host_public(&ckpt_core::paths::keys_dir()).map_err(|e| {
-        Fail::with(
-            Exit::Other,
-            "dump: no usable host key (root can create one with `ckpt-sign keygen`; \
-             or dump with --unsigned)",
-            e,
-        )
-    })?;
-    Ok(SignWith::HostKey)
-}
-
-fn load_host_key() -> Result<Box<SigningKey>, Fail> {
-    ckpt_keys::store::load_host_key(&ckpt_core::paths::keys_dir())
-        .map(Box::new)
-        .map_err(|e| Fail::with(Exit::Other, "dump: cannot load the host key", e))
+    // The keys must be there (and the TPM answer) now; secrets are used
+    // after the dump.
+    Ok(SignWith::HostKey(Box::new(crate::tpm::plan(false)?)))
 }
 
 fn image_meta(caller: &Caller, result: &ckpt_core::dump::DumpResult) -> Result<ImageMeta, Fail> {

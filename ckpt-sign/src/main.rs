@@ -26,6 +26,7 @@ macro_rules! errln {
 }
 
 mod dump;
+mod tpm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +50,8 @@ struct Cli {
 enum Command {
     /// Create the host signing key (root only).
     Keygen {
-        /// Create the key in the TPM (not yet supported).
+        /// Create (or keep) the TPM signing and attestation keys instead,
+        /// with the TCTI and handles of <sysconfdir>/ckpt.toml.
         #[arg(long)]
         tpm: bool,
         /// Replace an existing host key.
@@ -58,9 +60,12 @@ enum Command {
     },
     /// Print the host public key as one line (for another host's policy).
     Pubkey {
-        /// The TPM key (not yet supported).
+        /// The TPM signing key.
         #[arg(long)]
         tpm: bool,
+        /// With --tpm: the TPM attestation key (a policy's attestation_key).
+        #[arg(long, requires = "tpm")]
+        attestation: bool,
     },
     /// Checkpoint a process into a signed image.
     Dump(DumpArgs),
@@ -88,7 +93,7 @@ pub(crate) struct DumpArgs {
     #[arg(long)]
     pub force: bool,
     /// Sign with this secret key file of yours (opened as you) instead of
-    /// the host key.
+    /// the host key. Root only: `--key tpm` signs with the TPM host key.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 }
@@ -138,6 +143,8 @@ fn main() -> ExitCode {
             return Exit::Other.into();
         }
     };
+    // The environment is empty now; libtss2 (TPM keys) gets only this.
+    tpm::quiet_libtss2();
     let cli = match Cli::try_parse_from(&startup.args) {
         Ok(c) => c,
         Err(e) => {
@@ -162,7 +169,7 @@ fn main() -> ExitCode {
 fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
     match cli.command {
         Command::Keygen { tpm, force } => keygen(caller, tpm, force),
-        Command::Pubkey { tpm } => pubkey(tpm),
+        Command::Pubkey { tpm, attestation } => pubkey(tpm, attestation),
         Command::Dump(args) => {
             let mut record = dump::audit_record(caller, &args);
             let result = dump::run(caller, &args, &mut record);
@@ -183,7 +190,7 @@ fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
         ));
     }
     if tpm {
-        return Err(Fail::new(Exit::Other, "keygen --tpm: not yet supported"));
+        return tpm::keygen(force);
     }
     let dir = ckpt_core::paths::keys_dir();
     let key = ckpt_keys::SigningKey::generate()
@@ -214,9 +221,9 @@ fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
     Ok(())
 }
 
-fn pubkey(tpm: bool) -> Result<(), Fail> {
+fn pubkey(tpm: bool, attestation: bool) -> Result<(), Fail> {
     if tpm {
-        return Err(Fail::new(Exit::Other, "pubkey --tpm: not yet supported"));
+        return tpm::pubkey(attestation);
     }
     let dir = ckpt_core::paths::keys_dir();
     let public = ckpt_keys::store::load_host_public(&dir).map_err(|e| {

@@ -4,6 +4,8 @@
 //! * `host.key`: the secret, in the format of
 //!   [`SigningKey::to_secret_file_bytes`]. Mode 0600, owned by root.
 //! * `host.pub`: [`PublicKey::to_line`] and a newline. Mode 0644.
+//! * other key files (the TPM key record of `ckpt-tpm`) through
+//!   [`read_key_file`], [`write_key_file`] and [`load_public_file`].
 //!
 //! Files are written atomically: a temporary file created in the same
 //! directory with `O_CREAT|O_EXCL|O_NOFOLLOW`, written, fsynced, then moved
@@ -92,9 +94,47 @@ fn load_host_key_owned_by(dir: &Path, owner: u32) -> Result<SigningKey, KeyError
     })
 }
 
+/// Loads a public key line from `dir/name` (for example `tpm.pub`), with the
+/// same checks as [`load_host_public`].
+pub fn load_public_file(dir: &Path, name: &str) -> Result<PublicKey, KeyError> {
+    load_public_owned_by(dir, name, ROOT_UID)
+}
+
+/// Reads `dir/name`, a key file of another kind (the TPM key record), with
+/// the checks of the module doc: `secret` files must not be accessible to
+/// group or others at all, other files not writable by them.
+pub fn read_key_file(dir: &Path, name: &str, secret: bool) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    check_dir(dir, ROOT_UID)?;
+    let (forbidden, rule) = if secret {
+        (0o077, "must not be accessible to group or others")
+    } else {
+        (0o022, "must not be writable by group or others")
+    };
+    read_checked(&dir.join(name), ROOT_UID, forbidden, rule)
+}
+
+/// Writes `dir/name` atomically with `mode` (creating `dir` as
+/// [`write_host_key`] does), replacing an existing file only when
+/// `replace`; then fsyncs the directory.
+pub fn write_key_file(
+    dir: &Path,
+    name: &str,
+    content: &[u8],
+    mode: u32,
+    replace: bool,
+) -> Result<(), KeyError> {
+    ensure_dir(dir)?;
+    write_atomic(dir, name, content, mode, replace)?;
+    sync_dir(dir)
+}
+
 fn load_host_public_owned_by(dir: &Path, owner: u32) -> Result<PublicKey, KeyError> {
+    load_public_owned_by(dir, HOST_PUB_FILE, owner)
+}
+
+fn load_public_owned_by(dir: &Path, name: &str, owner: u32) -> Result<PublicKey, KeyError> {
     check_dir(dir, owner)?;
-    let path = dir.join(HOST_PUB_FILE);
+    let path = dir.join(name);
     let bytes = read_checked(
         &path,
         owner,

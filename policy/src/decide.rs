@@ -47,14 +47,16 @@ pub enum Signer {
     },
 }
 
-/// Attestation evidence bound to the image (a TPM quote and its PCR
-/// values). No evidence is produced yet; the TPM work adds variants and the
-/// rule conditions that look at them.
+/// Attestation evidence bound to the image: a TPM quote and its PCR
+/// values, already verified by the image reader (see `attest.rs` for the
+/// `attested` rule condition that looks at it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Attestation {
     /// No attestation.
     None,
+    /// A quote bound to this image.
+    Quote(crate::Quote),
 }
 
 /// A user's ids: uid, primary gid, supplementary groups.
@@ -441,6 +443,8 @@ struct Ctx<'a> {
     target: &'a MappedCreds,
     requester: &'a MappedIds,
     signer_name: Option<&'a str>,
+    /// The `attestation_key` of the signer's `[[key]]` entry.
+    signer_ak: Option<&'a PublicKey>,
     age: u64,
 }
 
@@ -540,6 +544,20 @@ impl Ctx<'_> {
                 None => Err("no trusted signer".to_owned()),
             },
         )?;
+
+        // Attestation: a quote from the signer's attestation key, with
+        // allowed PCR values.
+        if let Some(cond) = &rule.attested {
+            let quote = match &f.attestation {
+                Attestation::Quote(q) => Some(q),
+                Attestation::None => None,
+            };
+            let host = matches!(f.signer, Signer::Signed { host_key: true, .. });
+            step(
+                "attested",
+                crate::attest::check(cond, quote, self.signer_ak, host),
+            )?;
+        }
 
         // Caller.
         if !rule.caller.is_empty() {
@@ -788,6 +806,9 @@ pub fn decide(policy: &Policy, facts: &Facts) -> Decision {
         target: &target,
         requester: &requester,
         signer_name,
+        signer_ak: signer_name
+            .and_then(|n| policy.key_named(n))
+            .and_then(|k| k.attestation_key.as_ref()),
         age,
     };
     // Each rule evaluated once.
@@ -1235,6 +1256,81 @@ mod tests {
                 assert!(why.contains("\"build-1\""), "{why}");
             }
         }
+    }
+
+    #[test]
+    fn attested() {
+        use ckpt_keys::quote::PcrValue;
+        let w = world();
+        let p256 = |seed: u8| {
+            let sk = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+            let pt = sk.verifying_key().to_encoded_point(false);
+            PublicKey::from_parts(ckpt_keys::Algorithm::EcdsaP256, pt.as_bytes()).unwrap()
+        };
+        let ak = p256(3);
+        let quote = |host_ak: bool| {
+            Attestation::Quote(crate::Quote {
+                ak: ak.clone(),
+                host_ak,
+                pcrs: (0..8)
+                    .map(|i| PcrValue {
+                        index: i,
+                        value: [i; 32],
+                    })
+                    .collect(),
+            })
+        };
+        let hex7 = "07".repeat(32);
+        let p = rule(&format!(
+            "attested = [{{ 0 = \"{}\", 7 = \"{hex7}\" }}]",
+            "00".repeat(32)
+        ));
+        // No quote: denied, naming the condition.
+        let (why, c) = denied(&decide(&p, &facts(&w)), Privilege::Credentials);
+        assert_eq!(c, "attested");
+        assert!(why.contains("no TPM quote"), "{why}");
+        // This host's key, quoted by this host's AK: granted.
+        let mut f = facts(&w);
+        f.attestation = quote(true);
+        granted_by(&decide(&p, &f), Privilege::Credentials);
+        // Another AK, not named for the signer: denied.
+        f.attestation = quote(false);
+        let (why, _) = denied(&decide(&p, &f), Privilege::Credentials);
+        assert!(why.contains("names no attestation_key"), "{why}");
+        // A PCR that differs is named.
+        f.attestation = quote(true);
+        let p = rule(&format!("attested = [{{ 7 = \"{}\" }}]", "08".repeat(32)));
+        let (why, c) = denied(&decide(&p, &f), Privilege::Credentials);
+        assert_eq!(c, "attested");
+        assert!(
+            why.contains("PCR 7 is 0707070707070707… in the quote"),
+            "{why}"
+        );
+        // A key entry naming its AK: only that AK's quotes count.
+        let p = policy(&format!(
+            "[[key]]\nname = \"tpm\"\npublic = \"{}\"\nattestation_key = \"{}\"\n\
+             map_uid = [\"0:0:2000\"]\nmap_gid = [\"0:0:2000\"]\n\
+             [[rule]]\nname = \"r\"\nsigned_by = [\"tpm\"]\nattested = true\ngrant = [\"credentials\"]\n",
+            w.other_line,
+            ak.to_line()
+        ));
+        let mut f = facts(&w);
+        f.signer = Signer::Signed {
+            key: w.other.clone(),
+            host_key: false,
+        };
+        f.trust = Some(Trust::Trusted { name: "tpm".into() });
+        f.attestation = quote(false);
+        let d = decide(&p, &f);
+        assert_eq!(granted_by(&d, Privilege::Credentials), "r");
+        let other_ak = p256(4);
+        f.attestation = Attestation::Quote(crate::Quote {
+            ak: other_ak,
+            host_ak: true,
+            pcrs: vec![],
+        });
+        let (why, _) = denied(&decide(&p, &f), Privilege::Credentials);
+        assert!(why.contains("not by the signer's attestation key"), "{why}");
     }
 
     #[test]

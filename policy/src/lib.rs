@@ -47,6 +47,7 @@
 //! for each [`Privilege`] whether it is granted and by which rule, or why not.
 #![forbid(unsafe_code)]
 
+mod attest;
 mod caps;
 mod date;
 mod decide;
@@ -56,6 +57,7 @@ mod parse;
 
 use ckpt_keys::{KeyId, PublicKey};
 
+pub use attest::{AttestedCond, PcrSet, Quote};
 pub use caps::{cap_mask_names, cap_mask_summary, cap_number, CAP_NAMES};
 pub use date::Date;
 pub use decide::{
@@ -88,6 +90,9 @@ pub struct TrustedKey {
     pub name: String,
     /// The key.
     pub public: PublicKey,
+    /// The TPM attestation key whose quotes are trusted for images signed
+    /// by this key (`attested` rules; see `attest.rs`).
+    pub attestation_key: Option<PublicKey>,
     /// First day (UTC, inclusive) on which the key is trusted.
     pub not_before: Option<Date>,
     /// Last day (UTC, inclusive) on which the key is trusted.
@@ -330,6 +335,8 @@ pub struct Rule {
     pub exe_digest: Option<Vec<u8>>,
     /// Hosts (machine ids or host names) the image may come from.
     pub host: Vec<HostSpec>,
+    /// A TPM quote from a trusted attestation key, with allowed PCR values.
+    pub attested: Option<AttestedCond>,
     /// Maximum age of the image, in seconds.
     pub max_age: Option<u64>,
     /// A second restore of the same image id is refused.

@@ -32,6 +32,8 @@ struct RawKey {
     name: String,
     public: String,
     #[serde(default)]
+    attestation_key: Option<String>,
+    #[serde(default)]
     not_before: Option<toml::value::Datetime>,
     #[serde(default)]
     not_after: Option<toml::value::Datetime>,
@@ -61,6 +63,8 @@ struct RawRule {
     host: Vec<String>,
     #[serde(default)]
     max_age: Option<String>,
+    #[serde(default)]
+    attested: Option<toml::Value>,
     #[serde(default)]
     one_shot: bool,
     grant: Vec<Privilege>,
@@ -184,9 +188,25 @@ pub(crate) fn parse_one(text: &str, origin: &Path) -> Result<Policy, PolicyError
         };
         let map_uid = maps("map_uid", &k.map_uid)?;
         let map_gid = maps("map_gid", &k.map_gid)?;
+        let attestation_key = match &k.attestation_key {
+            None => None,
+            Some(line) => {
+                let ak = PublicKey::from_line(line)
+                    .map_err(|e| cx.invalid(at, what("attestation_key"), error_chain(&e)))?;
+                if ak.algorithm() != ckpt_keys::Algorithm::EcdsaP256 {
+                    return Err(cx.invalid(
+                        at,
+                        what("attestation_key"),
+                        "must be a TPM attestation key (ckpt-ecdsa-p256, keys/tpm-ak.pub)",
+                    ));
+                }
+                Some(ak)
+            }
+        };
         let entry = TrustedKey {
             name: k.name.clone(),
             public,
+            attestation_key,
             not_before,
             not_after,
             map_uid,
@@ -504,6 +524,10 @@ fn parse_rule(r: &RawRule, origin: Origin) -> Result<Rule, (&'static str, String
         None => None,
         Some(a) => Some(parse_age(a).map_err(|e| ("max_age", e))?),
     };
+    let attested = match &r.attested {
+        None => None,
+        Some(v) => crate::attest::parse_attested(v).map_err(|e| ("attested", e))?,
+    };
     let mut grant = Vec::new();
     for g in &r.grant {
         if !grant.contains(g) {
@@ -519,6 +543,7 @@ fn parse_rule(r: &RawRule, origin: Origin) -> Result<Rule, (&'static str, String
         exe: r.exe.clone(),
         exe_digest,
         host,
+        attested,
         max_age,
         one_shot: r.one_shot,
         grant,
