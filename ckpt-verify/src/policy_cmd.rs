@@ -54,6 +54,25 @@ pub(crate) fn check(caller: &Caller, file: Option<&Path>) -> Result<Exit, Fail> 
     match result {
         Ok(p) => {
             outln!("{shown}: OK ({})", summary(&p));
+            // Names are resolved at restore time; say which do not resolve
+            // now (a typo would silently never match).
+            let (users, groups) = p.names();
+            for u in users {
+                if !matches!(nix::unistd::User::from_name(&u), Ok(Some(_))) {
+                    errln!(
+                        "{PROG}: warning: {shown}: no user {:?} on this host",
+                        show(&u)
+                    );
+                }
+            }
+            for g in groups {
+                if !matches!(nix::unistd::Group::from_name(&g), Ok(Some(_))) {
+                    errln!(
+                        "{PROG}: warning: {shown}: no group {:?} on this host",
+                        show(&g)
+                    );
+                }
+            }
             Ok(Exit::Ok)
         }
         Err(e) => {
