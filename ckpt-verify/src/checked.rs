@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ckpt_core::image::{ImageError, ImageReader, SignatureStatus};
 use ckpt_keys::PublicKey;
-use ckpt_policy::{Attestation, Exe, Ids, ImageCreds, Names, OneShot, Policy, Signer, Trust};
+use ckpt_policy::{Exe, Ids, ImageCreds, Names, OneShot, Policy, Signer, Trust};
 use ckpt_privsep::as_caller::open_image_for_read;
 use ckpt_privsep::ledger::Ledger;
 use ckpt_privsep::report::{error_chain, Exit};
@@ -121,6 +121,11 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
         facts.policy = policy;
         facts.policy_error = error;
         let host = ckpt_keys::store::load_host_public(&ckpt_core::paths::keys_dir()).ok();
+        // This host's TPM key (`keys/tpm.pub`) is its own key too.
+        let host = match crate::attest::host_tpm_key() {
+            Some(tpm) if tpm == *key => Some(tpm),
+            _ => host,
+        };
         facts.signer_is_host_key = host.as_ref() == Some(key);
         facts.trust = Some(match &facts.policy_error {
             // An unusable policy makes every image untrusted.
@@ -205,7 +210,7 @@ pub(crate) fn policy_facts(
             },
         },
         trust: facts.trust.clone(),
-        attestation: Attestation::None,
+        attestation: crate::attest::fact(reader),
         helper_privileged: caller.privileged,
         caller: Ids {
             uid: caller.uid,

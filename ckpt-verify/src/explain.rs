@@ -143,7 +143,6 @@ fn explain_json(
     p: &Plan,
 ) {
     let (word, detail) = one_shot_word(&f.one_shot);
-    m.insert("attestation".into(), json!("none"));
     m.insert(
         "caller".into(),
         json!({"uid": f.caller.uid, "gid": f.caller.gid, "groups": f.caller.groups}),
@@ -254,7 +253,6 @@ fn explain_text(facts: &Facts, f: &ckpt_policy::Facts, d: &Decision, p: &Plan) {
     if let Some(e) = &facts.policy_error {
         outln!("policy: unusable ({})", show(e));
     }
-    outln!("attestation: none");
     let c = &f.caller;
     outln!("caller: uid {} gid {} groups {:?}", c.uid, c.gid, c.groups);
     match &d.mapping {

@@ -151,6 +151,13 @@ fn to_json(reader: &ImageReader) -> Value {
         "requester": {"uid": m.requester.uid, "gid": m.requester.gid, "groups": m.requester.groups},
         "signed": signer(reader).is_some(),
         "key_id": signer(reader),
+        "attestation": reader.attestation().map(|a| json!({
+            "kind": "tpm2-quote",
+            "attestation_key": a.ak.to_line(),
+            "pcr_bank": "sha256",
+            "pcrs": a.pcrs.iter().map(|p| (p.index.to_string(), Value::from(hex(&p.value)))).collect::<serde_json::Map<_, _>>(),
+            "policy": crate::attest::policy_line(&a.pcrs),
+        })),
         "digest_algorithm": m.digest_algorithm.name(),
         "chunks": m.chunks.len(),
         "memory_bytes": total,
@@ -200,6 +207,22 @@ fn print_text(path: &Path, reader: &ImageReader) {
     match signer(reader) {
         Some(id) => outln!("signature: key id {id} (trust not checked here)"),
         None => outln!("signature: none (unsigned)"),
+    }
+    match reader.attestation() {
+        None => outln!("attestation: none"),
+        Some(a) => {
+            outln!(
+                "attestation: TPM quote by attestation key {} over sha256 PCRs (trust not checked here):",
+                a.ak.key_id()
+            );
+            for p in &a.pcrs {
+                outln!("  PCR {:>2}: {}", p.index, hex(&p.value));
+            }
+            outln!(
+                "  as a policy condition: {}",
+                crate::attest::policy_line(&a.pcrs)
+            );
+        }
     }
     outln!(
         "memory: {} chunks, {} bytes ({})",

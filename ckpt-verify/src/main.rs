@@ -24,6 +24,7 @@ macro_rules! errln {
     }};
 }
 
+mod attest;
 mod checked;
 mod explain;
 mod inspect;

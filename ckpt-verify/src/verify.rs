@@ -60,6 +60,13 @@ pub(crate) fn facts_json(path: &Path, f: &Facts) -> serde_json::Map<String, Valu
     if let Some(e) = &f.policy_error {
         m.insert("policy_error".into(), json!(e));
     }
+    let attestation = f.reader.as_ref().filter(|_| ok).map(crate::attest::fact);
+    m.insert(
+        "attestation".into(),
+        attestation
+            .as_ref()
+            .map_or(Value::Null, crate::attest::to_json),
+    );
     m
 }
 
@@ -95,6 +102,12 @@ pub(crate) fn print_facts(path: &Path, f: &Facts) {
                 Some(t) => outln!("trusted: no ({t})"),
                 None => outln!("trusted: no"),
             }
+        }
+    }
+    if let Some(a) = f.reader.as_ref().map(crate::attest::fact) {
+        outln!("attestation: {}", crate::attest::summary(&a));
+        for line in crate::attest::pcr_lines(&a) {
+            outln!("{line}");
         }
     }
 }

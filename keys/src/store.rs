@@ -33,6 +33,10 @@ use crate::secret::SigningKey;
 pub const HOST_KEY_FILE: &str = "host.key";
 /// File name of the public key line.
 pub const HOST_PUB_FILE: &str = "host.pub";
+/// File name of the TPM signing key's public line (written by `ckpt-tpm`).
+pub const TPM_PUB_FILE: &str = "tpm.pub";
+/// File name of the TPM attestation key's public line (`ckpt-tpm`).
+pub const TPM_AK_PUB_FILE: &str = "tpm-ak.pub";
 
 /// Largest key file accepted (either kind; real ones are ~150 bytes).
 const MAX_KEY_FILE_LEN: usize = 4096;

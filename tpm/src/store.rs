@@ -27,10 +27,7 @@ use zeroize::Zeroizing;
 
 /// The record of the TPM keys.
 pub const TPM_KEY_FILE: &str = "tpm.key";
-/// The signing key's public line.
-pub const TPM_PUB_FILE: &str = "tpm.pub";
-/// The attestation key's public line.
-pub const TPM_AK_PUB_FILE: &str = "tpm-ak.pub";
+pub use ckpt_keys::store::{TPM_AK_PUB_FILE, TPM_PUB_FILE};
 
 const HEADER: &str = "ckpt-tpm-key-v1";
 const WHAT: &str = "TPM key file";
