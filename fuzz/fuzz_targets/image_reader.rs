@@ -19,12 +19,18 @@ fuzz_target!(|data: &[u8]| {
     });
     match streamed {
         Ok(()) => {
-            assert!(verified, "for_each_chunk accepted what verify_chunks refused");
+            assert!(
+                verified,
+                "for_each_chunk accepted what verify_chunks refused"
+            );
             let listed: u64 = reader.manifest().chunks.iter().map(|c| c.len).sum();
             assert_eq!(total, listed);
         }
         Err(ChunkStreamError::Image(_)) => {
-            assert!(!verified, "verify_chunks accepted what for_each_chunk refused");
+            assert!(
+                !verified,
+                "verify_chunks accepted what for_each_chunk refused"
+            );
         }
         Err(ChunkStreamError::Callback(())) => unreachable!("the callback never fails"),
     }
