@@ -27,7 +27,7 @@ set -euo pipefail
 PREFIX=/opt/ckpt-test
 TEST_USER=ckpt-user
 OTHER_USER=ckpt-other
-PACKAGES=(gcc libc6-dev python3 util-linux procps passwd)
+PACKAGES=(gcc libc6-dev python3 util-linux procps passwd swtpm libtss2-dev pkg-config)
 
 started=$SECONDS
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started))" "$*"; }

@@ -24,6 +24,7 @@
 
 pub mod image;
 pub mod procfs;
+pub mod swtpm;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
