@@ -13,6 +13,9 @@
 #   BENCH_DEBIAN_MIRROR  Debian mirror for CRIU's source (default: the one
 #                apt already uses)
 #   BENCH_JOBS   make -j for CRIU (default 2)
+#   BENCH_SOURCE tree (default): build ckpt from the working tree, as it is;
+#                head: build from a clean export of the committed HEAD, so
+#                that the results describe exactly the commit they name
 #   BENCH_WAIT_LOAD  if set (e.g. 1.0), before each run wait up to
 #                BENCH_WAIT_MAX seconds (default 900) for the 1-minute load
 #                average to drop below it
@@ -25,6 +28,7 @@ BENCH_REPS=${BENCH_REPS:-3}
 BENCH_TOOLS=${BENCH_TOOLS:-ckpt criu}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/ckpt-bench}
 BENCH_JOBS=${BENCH_JOBS:-2}
+BENCH_SOURCE=${BENCH_SOURCE:-tree}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$REPO/benches/results/latest.json}
@@ -52,6 +56,7 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root (sudo benches/run.sh)"
 [[ $BENCH_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_MIB must be a positive integer"
 [[ $BENCH_REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer"
+[[ $BENCH_SOURCE == tree || $BENCH_SOURCE == head ]] || die "BENCH_SOURCE must be tree or head"
 for t in $BENCH_TOOLS; do
 	[[ $t == ckpt || $t == criu ]] || die "BENCH_TOOLS: unknown tool '$t'"
 done
@@ -226,14 +231,22 @@ build_ckpt() {
 	[[ -n ${SUDO_USER:-} && $SUDO_USER != root ]] && builder=$SUDO_USER
 	mkdir -p "$target"
 	[[ $(stat -c %U "$target") == "$builder" ]] || chown -R "$builder" "$target"
-	log "building ckpt (release, CKPT_SYSCONFDIR=$SYSCONFDIR) as $builder"
+	local src=$REPO
+	if [[ $BENCH_SOURCE == head ]]; then
+		src=$CACHE/ckpt-src
+		rm -rf "$src"
+		mkdir -p "$src"
+		git -c safe.directory="$REPO" -C "$REPO" archive --format=tar HEAD | tar -x -C "$src"
+		chown -R "$builder" "$src"
+	fi
+	log "building ckpt (release, CKPT_SYSCONFDIR=$SYSCONFDIR) from $src ($BENCH_SOURCE) as $builder"
 	local -a env=(CKPT_SYSCONFDIR="$SYSCONFDIR" CKPT_STATEDIR="$STATEDIR"
 		CARGO_TARGET_DIR="$target" PATH="$(dirname "$cargo"):$PATH")
 	if [[ $builder == root ]]; then
-		(cd "$REPO" && env "${env[@]}" nice -n 19 "$cargo" build --release -j2 \
+		(cd "$src" && env "${env[@]}" nice -n 19 "$cargo" build --release -j2 \
 			-p ckpt-sign -p ckpt-verify) >&2
 	else
-		(cd "$REPO" && setpriv --reuid="$builder" --regid="$builder" --init-groups \
+		(cd "$src" && setpriv --reuid="$builder" --regid="$builder" --init-groups \
 			env HOME="$(getent passwd "$builder" | cut -d: -f6)" "${env[@]}" \
 			nice -n 19 "$cargo" build --release -j2 -p ckpt-sign -p ckpt-verify) >&2
 	fi
@@ -575,7 +588,8 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 {
 	printf '{\n'
 	printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	printf '  "git_commit": "%s", "git_dirty": %s,\n' "$git_rev" "$git_dirty"
+	printf '  "git_commit": "%s", "git_dirty": %s, "built_from": "%s",\n' "$git_rev" "$git_dirty" \
+		"$([[ $BENCH_SOURCE == head ]] && echo "clean export of git_commit" || echo "working tree")"
 	printf '  "kernel": "%s", "cpu": "%s", "cpus": %s,\n' "$(uname -r)" \
 		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
 	printf '  "load_average_start": "%s", "load_average_end": "%s",\n' "$LOAD_START" "$LOAD_END"
