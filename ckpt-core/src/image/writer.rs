@@ -22,7 +22,7 @@ const WRITE_BUFFER_LEN: usize = 4 << 20;
 const SYNC_STEP: usize = 64 << 20;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
-const WRITE_BUFFERS: usize = 3;
+const WRITE_BUFFERS: usize = 4;
 
 /// Writes an image: [`new`](ImageWriter::new) writes the header,
 /// [`write_chunk`](ImageWriter::write_chunk) appends and hashes memory
@@ -30,55 +30,102 @@ const WRITE_BUFFERS: usize = 3;
 /// block and trailer and fsyncs. After an error the writer refuses further
 /// use; the caller removes the file.
 ///
-/// Chunk data is copied into 4 MiB buffers and hashed on the caller's
-/// thread while a second thread writes full buffers to the file, so hashing
-/// and writing overlap; at most 3 buffers exist at a time.
+/// Three stages overlap: the caller's thread copies chunk data into 4 MiB
+/// buffers, a hashing thread computes each chunk's digest, and an I/O thread
+/// writes the buffers to the file. SHA-256 and the page-cache writes then
+/// run on different cores. At most [`WRITE_BUFFERS`] buffers exist.
 pub struct ImageWriter {
-    io: Option<IoThread>,
+    io: Option<Pipeline>,
     /// The buffer being filled (capacity [`WRITE_BUFFER_LEN`]).
     current: Vec<u8>,
+    /// How `current` divides into pieces of chunks.
+    spans: Vec<Span>,
     /// Buffers allocated so far (at most [`WRITE_BUFFERS`]).
     allocated: usize,
+    /// Chunk entries; digests are filled in from the hashing thread.
     chunks: Vec<ChunkEntry>,
     data_len: u64,
 }
 
-/// The thread that writes full buffers to the file and hands them back.
-struct IoThread {
-    full: SyncSender<Vec<u8>>,
+/// A piece of one chunk inside a buffer.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    len: usize,
+    /// The chunk ends with this piece.
+    ends_chunk: bool,
+}
+
+/// The hashing and I/O threads.
+struct Pipeline {
+    full: SyncSender<(Vec<u8>, Vec<Span>)>,
     empty: Receiver<Vec<u8>>,
+    digests: Receiver<Vec<u8>>,
+    hasher: JoinHandle<()>,
     handle: JoinHandle<io::Result<File>>,
 }
 
-impl IoThread {
-    fn spawn(file: File) -> Result<IoThread, ImageError> {
-        let (full, full_rx) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
+impl Pipeline {
+    fn spawn(file: File) -> Result<Pipeline, ImageError> {
+        let (full, full_rx) = sync_channel::<(Vec<u8>, Vec<Span>)>(WRITE_BUFFERS);
+        let (hashed, hashed_rx) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
         let (empty_tx, empty) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
+        let (digest_tx, digests) = std::sync::mpsc::channel::<Vec<u8>>();
+        let hasher = std::thread::Builder::new()
+            .name("ckpt-image-hash".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for (buf, spans) in full_rx {
+                    let mut off = 0usize;
+                    for span in spans {
+                        let end = off.saturating_add(span.len).min(buf.len());
+                        h.update(&buf[off..end]);
+                        off = end;
+                        if span.ends_chunk && digest_tx.send(h.finalize_reset().to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                    if hashed.send(buf).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(io_err("start the image hash thread"))?;
         let handle = std::thread::Builder::new()
             .name("ckpt-image-write".into())
             .spawn(move || {
-                write_loop(&file, full_rx, empty_tx)?;
+                write_loop(&file, hashed_rx, empty_tx)?;
                 Ok(file)
             })
             .map_err(io_err("start the image write thread"))?;
-        Ok(IoThread {
+        Ok(Pipeline {
             full,
             empty,
+            digests,
+            hasher,
             handle,
         })
     }
 
-    /// Waits for the thread; returns the file, or the error that stopped it.
-    fn join(self) -> Result<File, ImageError> {
+    /// Waits for both threads; returns the file and the digests in chunk
+    /// order, or the error that stopped the writing.
+    fn join(self) -> Result<(File, Vec<Vec<u8>>), ImageError> {
         drop(self.full);
-        match self.handle.join() {
-            Ok(Ok(file)) => Ok(file),
-            Ok(Err(source)) => Err(ImageError::Io {
-                op: "write chunk data",
-                source,
-            }),
-            Err(_) => Err(ImageError::InvalidInput("the image write thread panicked")),
+        let hashed = self.hasher.join();
+        let digests: Vec<Vec<u8>> = self.digests.try_iter().collect();
+        let file = match self.handle.join() {
+            Ok(Ok(file)) => file,
+            Ok(Err(source)) => {
+                return Err(ImageError::Io {
+                    op: "write chunk data",
+                    source,
+                })
+            }
+            Err(_) => return Err(ImageError::InvalidInput("the image write thread panicked")),
+        };
+        if hashed.is_err() {
+            return Err(ImageError::InvalidInput("the image hash thread panicked"));
         }
+        Ok((file, digests))
     }
 }
 
@@ -157,8 +204,9 @@ impl ImageWriter {
         file.write_all(&encode_header())
             .map_err(io_err("write the header"))?;
         Ok(ImageWriter {
-            io: Some(IoThread::spawn(file)?),
+            io: Some(Pipeline::spawn(file)?),
             current: Vec::with_capacity(WRITE_BUFFER_LEN),
+            spans: Vec::new(),
             allocated: 1,
             chunks: Vec::new(),
             data_len: 0,
@@ -192,16 +240,19 @@ impl ImageWriter {
         if vaddr.checked_add(len).is_none() {
             return Err(ImageError::InvalidInput("chunk address range overflows"));
         }
-        // Hash exactly the bytes that go to the file: the copy.
-        let mut hasher = Sha256::new();
+        // The hashing thread hashes exactly the bytes that go to the file:
+        // the copy.
         let mut rest = data;
         while !rest.is_empty() {
             let start = self.current.len();
             let n = (WRITE_BUFFER_LEN - start).min(rest.len());
             let (head, tail) = rest.split_at(n);
             self.current.extend_from_slice(head);
-            hasher.update(&self.current[start..]);
             rest = tail;
+            self.spans.push(Span {
+                len: n,
+                ends_chunk: rest.is_empty(),
+            });
             if self.current.len() == WRITE_BUFFER_LEN {
                 self.send_current()?;
             }
@@ -210,7 +261,7 @@ impl ImageWriter {
         self.chunks.push(ChunkEntry {
             vaddr,
             len,
-            digest: hasher.finalize().to_vec(),
+            digest: Vec::new(),
         });
         Ok(())
     }
@@ -227,7 +278,8 @@ impl ImageWriter {
             Err(())
         };
         let full = std::mem::take(&mut self.current);
-        let sent = io.full.send(full).is_ok();
+        let spans = std::mem::take(&mut self.spans);
+        let sent = io.full.send((full, spans)).is_ok();
         let next = match (sent, next) {
             (false, _) => None,
             (true, Ok(buf)) => Some(buf),
@@ -245,7 +297,7 @@ impl ImageWriter {
 
     /// Stops the I/O thread after a failure and returns its error.
     fn fail(&mut self) -> ImageError {
-        match self.io.take().map(IoThread::join) {
+        match self.io.take().map(Pipeline::join) {
             Some(Err(e)) => e,
             _ => ImageError::InvalidInput("the image write thread stopped"),
         }
@@ -263,10 +315,18 @@ impl ImageWriter {
         if !self.current.is_empty() {
             self.send_current()?;
         }
-        let mut file = match self.io.take() {
+        let (mut file, digests) = match self.io.take() {
             Some(io) => io.join()?,
             None => return Err(ImageError::InvalidInput("the writer failed earlier")),
         };
+        if digests.len() != self.chunks.len() {
+            return Err(ImageError::InvalidInput(
+                "the image hash thread stopped early",
+            ));
+        }
+        for (chunk, digest) in self.chunks.iter_mut().zip(digests) {
+            chunk.digest = digest;
+        }
         let mut image_id = [0u8; 16];
         getrandom::getrandom(&mut image_id).map_err(|e| ImageError::Io {
             op: "get random bytes for the image id",
