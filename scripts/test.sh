@@ -8,7 +8,8 @@
 #   2. checks formatting (cargo fmt --check) and lints
 #      (cargo clippy --all-targets -- -D warnings);
 #   3. builds the workspace once, in release mode, with the test prefix's
-#      configuration directory baked in (CKPT_SYSCONFDIR=/opt/ckpt-test/etc);
+#      configuration directory baked in (CKPT_SYSCONFDIR=/opt/ckpt-test/etc,
+#      and the audit socket the tests listen on, CKPT_SYSLOG_SOCKET);
 #   4. installs ckpt-sign and ckpt-verify setuid root (4755) into
 #      /opt/ckpt-test/bin and makes a fresh host key there;
 #   5. runs `cargo test --release --workspace`: every crate's unit tests and
@@ -74,9 +75,12 @@ done
 # with another configuration directory in between.
 export CKPT_SYSCONFDIR=$PREFIX/etc
 export CKPT_STATEDIR=$PREFIX/state
+# The helpers' audit records go to this socket; the tests bind it and read them.
+export CKPT_SYSLOG_SOCKET=$PREFIX/run/syslog.sock
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/e2e}
 export CARGO_TERM_COLOR=never
-echo "CKPT_SYSCONFDIR=$CKPT_SYSCONFDIR CKPT_STATEDIR=$CKPT_STATEDIR CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+echo "CKPT_SYSCONFDIR=$CKPT_SYSCONFDIR CKPT_STATEDIR=$CKPT_STATEDIR CKPT_SYSLOG_SOCKET=$CKPT_SYSLOG_SOCKET"
+echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 cargo --version
 rustc --version
 
@@ -97,8 +101,8 @@ cargo build --release --workspace --bins
 
 step "install the helpers setuid root into $PREFIX/bin"
 install -d -o root -g root -m 0755 "$PREFIX" "$PREFIX/bin"
-rm -rf "$PREFIX/etc" "$PREFIX/state"
-install -d -o root -g root -m 0755 "$PREFIX/etc"
+rm -rf "$PREFIX/etc" "$PREFIX/state" "$PREFIX/run"
+install -d -o root -g root -m 0755 "$PREFIX/etc" "$PREFIX/run"
 install -d -o root -g root -m 0700 "$PREFIX/state"
 for b in ckpt-sign ckpt-verify; do
     rm -f "$PREFIX/bin/$b"

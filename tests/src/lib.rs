@@ -25,6 +25,7 @@
 pub mod image;
 pub mod procfs;
 pub mod swtpm;
+pub mod syslog;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
