@@ -14,7 +14,7 @@ set -euo pipefail
 
 DEMO_USER=ckpt-user
 BIN=/usr/local/bin
-PACKAGES=(gcc libc6-dev python3 util-linux procps passwd)
+PACKAGES=(gcc libc6-dev python3 util-linux procps passwd libtss2-dev pkg-config)
 
 say() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; }

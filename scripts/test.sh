@@ -2,8 +2,9 @@
 # Runs every test of ckpt, as root, on a fresh Debian 12 that has the Rust
 # toolchain (cargo, rustfmt, clippy):
 #
-#   1. installs the packages the tests need (gcc, libc6-dev, python3,
-#      util-linux, procps, passwd) and creates the users ckpt-user and
+#   1. installs the packages the build and the tests need (PACKAGES below:
+#      the C toolchain for the workloads, libtss2 for the TPM code, swtpm
+#      for the TPM tests, setpriv, ps) and creates the users ckpt-user and
 #      ckpt-other if they are missing;
 #   2. checks formatting (cargo fmt --check) and lints
 #      (cargo clippy --all-targets -- -D warnings);
