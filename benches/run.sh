@@ -475,6 +475,7 @@ chmod 0755 "$RUN"
 chown "$BENCH_USER:" "$RUN"
 FS="$(df -P "$BENCH_DIR" | awk 'NR == 2 {print $1}') ($(stat -f -c %T "$BENCH_DIR"))"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+REP_LOADS=()
 log "workload $BENCH_MIB MiB, $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
 log "load average at start: $LOAD_START (2 shared cores: numbers are noisy when others build)"
 
@@ -498,6 +499,7 @@ wait_quiet() {
 
 for ((rep = 1; rep <= BENCH_REPS; rep++)); do
 	wait_quiet
+	REP_LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
 	if want ckpt; then run_ckpt_rep "$rep"; fi
 	if want criu; then run_criu_rep "$rep"; fi
 done
@@ -550,7 +552,8 @@ printf 'CRIU has no verify step (it does not sign or check images).\n'
 for t in ckpt criu; do
 	if [[ -n ${IMGSIZE[$t]:-} ]]; then printf 'image size %s: %s bytes\n' "$t" "${IMGSIZE[$t]}"; fi
 done
-printf 'load average: start %s, end %s\n' "$LOAD_START" "$LOAD_END"
+printf 'load average: start %s, end %s; 1-minute at the start of each run: %s\n' \
+	"$LOAD_START" "$LOAD_END" "${REP_LOADS[*]}"
 
 # Targets from issue 2 (ckpt only).
 TARGETS_JSON=""
@@ -592,7 +595,8 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 		"$([[ $BENCH_SOURCE == head ]] && echo "clean export of git_commit" || echo "working tree")"
 	printf '  "kernel": "%s", "cpu": "%s", "cpus": %s,\n' "$(uname -r)" \
 		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
-	printf '  "load_average_start": "%s", "load_average_end": "%s",\n' "$LOAD_START" "$LOAD_END"
+	printf '  "load_average_start": "%s", "load_average_end": "%s", "load_average_1min_per_rep": [%s],\n' \
+		"$LOAD_START" "$LOAD_END" "$(loads="${REP_LOADS[*]}"; echo "${loads// /, }")"
 	printf '  "workload_mib": %s, "workload_bytes": %s, "reps": %s,\n' "$BENCH_MIB" "$BYTES" "$BENCH_REPS"
 	printf '  "image_dir_fs": "%s", "page_cache": "warm",\n' "$FS"
 	printf '  "mbps_unit": "1e6 bytes of workload memory per second (median seconds)",\n'
