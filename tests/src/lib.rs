@@ -32,7 +32,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -73,15 +73,6 @@ pub struct Account {
 pub enum Who<'a> {
     Root,
     User(&'a Account),
-}
-
-impl Who<'_> {
-    pub fn uid(&self) -> u32 {
-        match self {
-            Who::Root => 0,
-            Who::User(a) => a.uid,
-        }
-    }
 }
 
 /// What the end-to-end tests run against; see the crate doc.
@@ -443,7 +434,8 @@ impl fmt::Display for Run {
 static DIR_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A test's own directory tree under /tmp, removed when dropped (kept when
-/// the test panics, or with `CKPT_TEST_KEEP`).
+/// the test panics, or with `CKPT_TEST_KEEP`). Dropping it also kills any
+/// process still running with its path in its argv.
 ///
 /// * `root`: root-owned 0755;
 /// * `bin`: root-owned 0755, compiled workloads;
@@ -586,6 +578,14 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
+        // Safety net for panic paths: every workload (and every process
+        // restored from one) has this directory's unique path in its argv.
+        for pid in processes_mentioning(path_str(&self.root)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if std::thread::panicking() || std::env::var_os("CKPT_TEST_KEEP").is_some() {
             eprintln!("kept test directory {}", self.root.display());
         } else {
@@ -640,7 +640,7 @@ impl Proc {
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .mode_0644()
+            .mode(0o644)
             .open(log)
             .unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         if let Who::User(a) = who {
@@ -784,16 +784,6 @@ impl Drop for Proc {
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
-    }
-}
-
-trait OpenMode {
-    fn mode_0644(&mut self) -> &mut Self;
-}
-
-impl OpenMode for fs::OpenOptions {
-    fn mode_0644(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o644)
     }
 }
 
