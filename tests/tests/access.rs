@@ -145,6 +145,10 @@ fn dump_of_a_pid_that_does_not_exist_fails_cleanly() {
         ],
     );
     run.assert_refused("dump of a pid that cannot exist");
+    run.assert_code(
+        exit::DUMP_FAILED,
+        "dump of a pid that cannot exist (SECURITY.md §6)",
+    );
     assert!(!Path::new(&image).exists());
     assert!(
         TestDir::list(&dir.work).is_empty(),

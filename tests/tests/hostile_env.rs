@@ -292,11 +292,12 @@ fn helpers_started_with_an_empty_argv_fail_cleanly() {
         }
         cmd.arg("--").arg(&helper).current_dir(&dir.work);
         let run = dir.run(cmd);
-        assert!(
-            matches!(run.code, Some(exit::OTHER | exit::USAGE)),
-            "{} with argc == 0: expected a usage error (exit 2, or 1), got {}\n{run}",
-            helper.display(),
-            run.describe_exit()
+        run.assert_code(
+            exit::USAGE,
+            &format!(
+                "{} with argc == 0 (SECURITY.md §4: usage)",
+                helper.display()
+            ),
         );
         h.assert_no_markers("argc == 0");
     }

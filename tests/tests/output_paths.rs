@@ -50,6 +50,10 @@ fn symlinked_output_is_refused_and_its_target_untouched() {
             "dump -o {name} (a symlink to {})",
             target.display()
         ));
+        run.assert_code(
+            exit::DUMP_FAILED,
+            &format!("dump -o {name}: a symlink (SECURITY.md §6)"),
+        );
         assert_eq!(
             fs::read_link(&link).unwrap(),
             *target,
@@ -117,6 +121,10 @@ fn existing_output_is_kept_without_force_and_replaced_with_force() {
 
     let run = env.sign(&dir, &dump_args(&pid, &out, false));
     run.assert_refused("dump over an existing file without --force");
+    run.assert_code(
+        exit::DUMP_FAILED,
+        "dump over an existing file (SECURITY.md §6)",
+    );
     assert_eq!(
         FileSnapshot::of(&out),
         before,
@@ -161,6 +169,13 @@ fn output_where_only_root_may_write_is_refused_even_with_force() {
             "dump -o {} (root-only directory, force {force})",
             out.display()
         ));
+        run.assert_code(
+            exit::ACCESS_DENIED,
+            &format!(
+                "dump -o {}: the kernel refuses the caller (SECURITY.md §6)",
+                out.display()
+            ),
+        );
         assert_eq!(
             TestDir::list(&rdir),
             vec!["victim.ckpt"],

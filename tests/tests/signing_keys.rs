@@ -70,6 +70,12 @@ fn key_option_cannot_reach_the_host_key() {
             ],
         );
         run.assert_refused(&format!("dump --key {} (root's secret key)", key.display()));
+        if key == &host_key {
+            run.assert_code(
+                exit::ACCESS_DENIED,
+                "dump --key <host key>: opened as the caller (SECURITY.md §6)",
+            );
+        }
         assert!(
             !image.exists(),
             "dump --key {} wrote an image",

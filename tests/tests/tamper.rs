@@ -376,11 +376,19 @@ fn an_image_the_caller_cannot_read_is_refused() {
     dir.file(path, &imgs.a, 0o600, None);
     let v = env.verify(&dir, &["verify", path_str(path)]);
     v.assert_refused("verify of an image only root can read");
+    v.assert_code(
+        exit::ACCESS_DENIED,
+        "verify of an image only root can read (SECURITY.md §6)",
+    );
     let (r, proc) = env.restore(&dir, path, None);
     assert!(
         proc.is_none(),
         "restore of an image only root can read must not run it\n{r}"
     );
     r.assert_refused("restore of an image only root can read");
+    r.assert_code(
+        exit::ACCESS_DENIED,
+        "restore of an image only root can read (SECURITY.md §6)",
+    );
     assert!(processes_mentioning(path_str(&dir.root)).is_empty());
 }

@@ -33,6 +33,10 @@ fn refused(mode: &str, words: &[&str]) {
         &["dump", "--pid", &p.pid.to_string(), "-o", path_str(&image)],
     );
     run.assert_refused(&format!("dump of a process holding a {mode}"));
+    run.assert_code(
+        ckpt_tests::exit::DUMP_FAILED,
+        &format!("dump of a process holding a {mode} (SECURITY.md §6)"),
+    );
     let msg = run.stderr.to_lowercase();
     assert!(
         words.iter().any(|w| msg.contains(w)),
