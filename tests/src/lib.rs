@@ -23,7 +23,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod image;
+pub mod policy;
 pub mod procfs;
+pub mod reporter;
 pub mod swtpm;
 pub mod syslog;
 
