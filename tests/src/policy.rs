@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::syslog::Record;
-use crate::{exit, path_str, Env, Run, TestDir, Who};
+use crate::syslog::{parse, Record, Syslog};
+use crate::{exit, path_str, wait_until, Env, Run, TestDir, Who, WAIT};
 
 /// The lock file shared with the TPM tests (they also change
 /// `<sysconfdir>`).
@@ -334,4 +334,20 @@ pub fn assert_record(r: &Record, keys: &[&str], want: &[(&str, &str)]) {
 pub fn owner_mode(path: &Path) -> (u32, u32, u32) {
     let md = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     (md.uid(), md.gid(), md.mode() & 0o7777)
+}
+
+/// Waits (up to [`WAIT`]) for a record received after the first `before`
+/// records (`log.raw().len()` taken before the command) that matches `pred`.
+pub fn wait_new(log: &Syslog, before: usize, what: &str, pred: impl Fn(&Record) -> bool) -> Record {
+    let find = || {
+        log.raw()
+            .iter()
+            .skip(before)
+            .filter_map(|r| parse(r))
+            .find(|r| pred(r))
+    };
+    wait_until(WAIT, &format!("an audit record for {what}"), || {
+        find().is_some()
+    });
+    find().expect("found")
 }
