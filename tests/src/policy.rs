@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::syslog::{parse, Record, Syslog};
-use crate::{exit, path_str, wait_until, Env, Run, TestDir, Who, WAIT};
+use crate::{exit, path_str, Env, Run, TestDir, Who, WAIT};
 
 /// The lock file shared with the TPM tests (they also change
 /// `<sysconfdir>`).
@@ -346,8 +346,22 @@ pub fn wait_new(log: &Syslog, before: usize, what: &str, pred: impl Fn(&Record) 
             .filter_map(|r| parse(r))
             .find(|r| pred(r))
     };
-    wait_until(WAIT, &format!("an audit record for {what}"), || {
-        find().is_some()
-    });
-    find().expect("found")
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(r) = find() {
+            return r;
+        }
+        if start.elapsed() > WAIT {
+            panic!(
+                "no new audit record for {what} within {WAIT:?}; received since:\n  {}",
+                log.raw()
+                    .iter()
+                    .skip(before)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
