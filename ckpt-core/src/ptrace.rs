@@ -48,6 +48,13 @@ pub enum PtraceError {
 /// `PTRACE_EVENT_STOP`.
 const PTRACE_EVENT_STOP: i32 = 128;
 
+/// How to resume a task after a stop we do not want.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    Cont,
+    Syscall,
+}
+
 /// A task under our ptrace control, currently stopped.
 pub struct Tracee {
     pid: i32,
@@ -126,99 +133,81 @@ impl Tracee {
         }
     }
 
-    /// Wait for the `PTRACE_EVENT_STOP` that follows `PTRACE_INTERRUPT`,
-    /// stealing any signal that is reported first.
-    fn wait_event_stop(&mut self) -> Result<(), PtraceError> {
+    /// How a stolen signal is suppressed and the task resumed while
+    /// waiting for the stop we want.
+    fn resume(&self, how: Resume) -> Result<(), PtraceError> {
+        match how {
+            Resume::Cont => ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid)),
+            Resume::Syscall => ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid)),
+        }
+    }
+
+    /// Wait until `wanted` accepts a stop. Signal-delivery stops on the way
+    /// are stolen (recorded, suppressed) and the task resumed with `how`;
+    /// stray `PTRACE_EVENT_STOP`s are resumed too when `skip_event_stops`.
+    fn wait_for(
+        &mut self,
+        during: &'static str,
+        how: Resume,
+        skip_event_stops: bool,
+        wanted: impl Fn(&WaitStatus) -> bool,
+    ) -> Result<(), PtraceError> {
         loop {
             let s = self.wait()?;
+            if wanted(&s) {
+                return Ok(());
+            }
             match s {
-                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(()),
                 WaitStatus::Stopped(_, sig) => {
                     self.stolen.push(sig as i32);
-                    ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
+                    self.resume(how)?;
+                }
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) if skip_event_stops => {
+                    self.resume(how)?;
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
                 other => {
                     return Err(PtraceError::UnexpectedStop {
                         pid: self.pid,
                         status: format!("{other:?}"),
-                        during: "interrupt",
+                        during,
                     })
                 }
             }
         }
     }
 
-    /// Resume with `PTRACE_SYSCALL` and wait for the next syscall stop,
-    /// stealing signals on the way.
+    /// Wait for the `PTRACE_EVENT_STOP` that follows `PTRACE_INTERRUPT`.
+    fn wait_event_stop(&mut self) -> Result<(), PtraceError> {
+        self.wait_for("interrupt", Resume::Cont, false, |s| {
+            matches!(s, WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP))
+        })
+    }
+
+    /// Resume with `PTRACE_SYSCALL` and wait for the next syscall stop.
     pub fn next_syscall_stop(&mut self) -> Result<(), PtraceError> {
-        ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid))?;
-        loop {
-            let s = self.wait()?;
-            match s {
-                WaitStatus::PtraceSyscall(_) => return Ok(()),
-                WaitStatus::Stopped(_, sig) => {
-                    self.stolen.push(sig as i32);
-                    ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid))?;
-                }
-                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
-                    ptrace::syscall(self.npid(), None).map_err(req("SYSCALL", self.pid))?;
-                }
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
-                other => {
-                    return Err(PtraceError::UnexpectedStop {
-                        pid: self.pid,
-                        status: format!("{other:?}"),
-                        during: "syscall",
-                    })
-                }
-            }
-        }
+        self.resume(Resume::Syscall)?;
+        self.wait_for("syscall", Resume::Syscall, true, |s| {
+            matches!(s, WaitStatus::PtraceSyscall(_))
+        })
     }
 
     /// Resume with `PTRACE_CONT` and wait for an exec event stop.
     pub fn cont_until_exec(&mut self) -> Result<(), PtraceError> {
-        ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
-        loop {
-            let s = self.wait()?;
-            match s {
-                WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXEC => return Ok(()),
-                WaitStatus::Stopped(_, sig) => {
-                    self.stolen.push(sig as i32);
-                    ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
-                }
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
-                other => {
-                    return Err(PtraceError::UnexpectedStop {
-                        pid: self.pid,
-                        status: format!("{other:?}"),
-                        during: "exec",
-                    })
-                }
-            }
-        }
+        self.resume(Resume::Cont)?;
+        self.wait_for(
+            "exec",
+            Resume::Cont,
+            false,
+            |s| matches!(s, WaitStatus::PtraceEvent(_, _, ev) if *ev == libc::PTRACE_EVENT_EXEC),
+        )
     }
 
     /// Wait for the initial `SIGSTOP` of a `PTRACE_TRACEME` child.
     pub fn wait_initial_sigstop(&mut self) -> Result<(), PtraceError> {
-        loop {
-            let s = self.wait()?;
-            match s {
-                WaitStatus::Stopped(_, Signal::SIGSTOP) => return Ok(()),
-                WaitStatus::Stopped(_, sig) => {
-                    self.stolen.push(sig as i32);
-                    ptrace::cont(self.npid(), None).map_err(req("CONT", self.pid))?;
-                }
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
-                other => {
-                    return Err(PtraceError::UnexpectedStop {
-                        pid: self.pid,
-                        status: format!("{other:?}"),
-                        during: "start",
-                    })
-                }
-            }
-        }
+        self.wait_for("start", Resume::Cont, false, |s| {
+            matches!(s, WaitStatus::Stopped(_, Signal::SIGSTOP))
+        })
     }
 
     pub fn set_options(&self, opts: ptrace::Options) -> Result<(), PtraceError> {
