@@ -670,3 +670,72 @@ fn passwd_case_changed_library_is_refused() {
     assert_eq!(rep.uid, [u, 0, 0], "{rep:?}");
     assert_eq!(rep.mark, 42, "{rep:?}");
 }
+
+/// Moves the audit socket away (the capture keeps its socket, but the
+/// helpers can no longer reach it) and puts it back when dropped. Only
+/// under the configuration lock: every test of this binary that looks at
+/// the audit log holds it.
+struct AuditAway {
+    path: PathBuf,
+    away: PathBuf,
+}
+
+impl AuditAway {
+    fn new() -> AuditAway {
+        let Some(sock) = option_env!("CKPT_SYSLOG_SOCKET") else {
+            panic!("this build has no CKPT_SYSLOG_SOCKET (scripts/test.sh sets it)");
+        };
+        let path = PathBuf::from(sock);
+        let away = path.with_extension("sock.e2e-away");
+        fs::rename(&path, &away).expect("move the audit socket away");
+        AuditAway { path, away }
+    }
+}
+
+impl Drop for AuditAway {
+    fn drop(&mut self) {
+        let _ = fs::rename(&self.away, &self.path);
+    }
+}
+
+#[test]
+fn granted_restore_is_refused_when_the_audit_log_is_unreachable() {
+    let env = Env::require();
+    let log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "passwd-no-audit");
+    let d = dump_passwd_case(&env, &dir, "p");
+    let u = env.user.uid;
+    guard.policy(&passwd_rule(&env, &d, "e2e-passwd"));
+    {
+        let _away = AuditAway::new();
+        let run = env.verify(&dir, &restore_args(&d.image, &[]));
+        run.assert_code(exit::POLICY, "a granted restore without the audit log");
+        assert!(
+            run.stderr.contains("the audit log is unavailable"),
+            "the refusal says why\n{run}"
+        );
+        assert_nothing_left(&dir, "a restore refused for want of an audit log");
+
+        // Without a grant the restore carries on, with a warning.
+        guard.clear();
+        let (run, mut p) = restore_ok(&env, &dir, &d.image, &[]);
+        assert!(
+            run.stderr.contains("warning: audit log unavailable"),
+            "{run}"
+        );
+        let st = procfs::status(p.pid).expect("status");
+        assert_eq!(status_ids(&st, "Uid"), vec![u64::from(u); 4], "{run}");
+        p.assert_untouched("restored as the caller");
+    }
+    // The log is back: the same granted restore goes through and is logged.
+    guard.policy(&passwd_rule(&env, &d, "e2e-passwd"));
+    let before = log.raw().len();
+    let (run, p) = restore_ok(&env, &dir, &d.image, &["--require-saved-creds"]);
+    let st = procfs::status(p.pid).expect("status");
+    assert_eq!(status_ids(&st, "Uid"), vec![u64::from(u), 0, 0, 0], "{run}");
+    let rec = ckpt_tests::policy::wait_new(log, before, "the granted restore", |r| {
+        r.get("image_id") == Some(d.image_id.as_str())
+    });
+    assert_eq!(rec.get("outcome"), Some("ok"), "{}", rec.raw);
+}
