@@ -74,6 +74,12 @@ impl Reporter {
     /// with ruid = the user, euid = suid = fsuid = 0 and has the library
     /// mapped.
     pub fn start(env: &Env, dir: &TestDir, name: &str) -> Reporter {
+        Reporter::start_holding(env, dir, name, None)
+    }
+
+    /// Like [`Reporter::start`]; with `hold`, the program also keeps that
+    /// file open (read-only, opened with euid 0).
+    pub fn start_holding(env: &Env, dir: &TestDir, name: &str, hold: Option<&Path>) -> Reporter {
         let (program, library) = build(env, dir);
         let report = dir.work.join(format!("{name}.report"));
         crate::write_owned(&report, b"", &env.user);
@@ -82,7 +88,10 @@ impl Reporter {
             env,
             Who::User(&env.user),
             &program,
-            &[path_str(&report)],
+            &[path_str(&report)]
+                .into_iter()
+                .chain(hold.map(path_str))
+                .collect::<Vec<_>>(),
             &dir.work,
             &[],
             &dir.work.join(format!("{name}.log")),

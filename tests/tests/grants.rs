@@ -49,14 +49,21 @@ struct Dumped {
     /// From `explain --json` under the default policy.
     exe_digest: String,
     machine_id: String,
+    /// The original's /proc/PID/status just before the dump.
+    status: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts the reporter as the user, dumps it as root and checks what the
 /// default policy says about the image: signed by this host, trusted,
 /// nothing granted.
 fn dump_passwd_case(env: &Env, dir: &TestDir, name: &str) -> Dumped {
-    let mut reporter = Reporter::start(env, dir, name);
+    dump_passwd_case_holding(env, dir, name, None)
+}
+
+fn dump_passwd_case_holding(env: &Env, dir: &TestDir, name: &str, hold: Option<&Path>) -> Dumped {
+    let mut reporter = Reporter::start_holding(env, dir, name, hold);
     let pid = reporter.proc.pid;
+    let status = procfs::status(pid).expect("status of the reporter");
     let (run, image) = dump_as_root(env, dir, pid, name, &[]);
     reporter
         .proc
@@ -114,6 +121,7 @@ fn dump_passwd_case(env: &Env, dir: &TestDir, name: &str) -> Dumped {
         image,
         last_count,
         reporter,
+        status,
     }
 }
 
@@ -350,6 +358,22 @@ fn passwd_case_with_a_matching_rule_gets_euid_0_and_the_exe_link_back() {
             ("pid", &pid_s),
             ("reason", "-"),
         ],
+    );
+    // Not dumpable, as the kernel makes a set-id process: the user cannot
+    // ptrace-read it, so cannot checkpoint it either.
+    let run = env.sign(
+        &dir,
+        &[
+            "dump",
+            "--pid",
+            &pid_s,
+            "-o",
+            path_str(&dir.work.join("stolen.ckpt")),
+        ],
+    );
+    run.assert_code(
+        exit::ACCESS_DENIED,
+        "the user's dump of the restored euid-0 process",
     );
     p.assert_untouched("the restored process runs on, untraced");
 }
@@ -738,4 +762,227 @@ fn granted_restore_is_refused_when_the_audit_log_is_unreachable() {
         r.get("image_id") == Some(d.image_id.as_str())
     });
     assert_eq!(rec.get("outcome"), Some("ok"), "{}", rec.raw);
+}
+
+/// `CapXxx` of a status map, as a number.
+fn cap(status: &std::collections::BTreeMap<String, String>, key: &str) -> u64 {
+    status_ids(status, key)[0]
+}
+
+#[test]
+fn passwd_case_with_capabilities_gets_the_saved_capability_sets() {
+    let env = Env::require();
+    let log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "passwd-caps");
+    let d = dump_passwd_case(&env, &dir, "p");
+    let u = env.user.uid;
+    let prm = cap(&d.status, "CapPrm");
+    assert_ne!(prm, 0, "a setuid-root program holds capabilities");
+    guard.policy(&passwd_rule(&env, &d, "e2e-root").replace(
+        "grant = [\"credentials\", \"exe-link\"]",
+        "grant = [\"credentials\", \"capabilities\", \"exe-link\"]",
+    ));
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    assert_granted(&v, &run, "capabilities", "e2e-root");
+    let c = &v["restore"]["capabilities"];
+    assert_eq!(c["permitted"], format!("{prm:#x}"), "{run}");
+    assert_eq!(
+        c["effective"],
+        format!("{:#x}", cap(&d.status, "CapEff")),
+        "{run}"
+    );
+    assert_eq!(
+        c["bounding"],
+        format!("{:#x}", cap(&d.status, "CapBnd")),
+        "{run}"
+    );
+    let names = v["target"]["capabilities"]["permitted"].to_string();
+    assert!(
+        names.contains("cap_setuid") && names.contains("cap_sys_admin"),
+        "{run}"
+    );
+
+    let (run, p) = restore_ok(&env, &dir, &d.image, &["--require-saved-creds"]);
+    let st = procfs::status(p.pid).expect("status");
+    assert_eq!(status_ids(&st, "Uid"), vec![u64::from(u), 0, 0, 0], "{run}");
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            cap(&st, k),
+            cap(&d.status, k),
+            "{k} of the restored process is the original's\n{run}"
+        );
+    }
+    assert!(
+        run.stderr.contains("restoring the image's capabilities"),
+        "{run}"
+    );
+    let rec = restore_record(log, &d.image_id, "ok");
+    assert_record(
+        &rec,
+        &RESTORE_FIELDS,
+        &[
+            (
+                "grants",
+                "credentials:e2e-root,capabilities:e2e-root,exe-link:e2e-root",
+            ),
+            ("denied", "same-pid,privileged-files"),
+        ],
+    );
+}
+
+#[test]
+fn passwd_case_root_only_file_needs_privileged_files() {
+    let env = Env::require();
+    let _log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "passwd-files");
+    let hold = dir.root.join("root-only.secret");
+    dir.file(&hold, b"only root may read this\n", 0o600, None);
+    let d = dump_passwd_case_holding(&env, &dir, "p", Some(&hold));
+    let u = env.user.uid;
+    let holds = |pid: i32| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .flatten()
+            .any(|e| fs::read_link(e.path()).ok().as_deref() == Some(hold.as_path()))
+    };
+
+    // Without privileged-files (no rule, then credentials only): the
+    // restore fails naming the file and the missing grant.
+    for policy in [None, Some(passwd_rule(&env, &d, "e2e-passwd"))] {
+        match &policy {
+            Some(text) => {
+                guard.policy(text);
+            }
+            None => guard.clear(),
+        }
+        let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+        assert_denied(&v, &run, "privileged-files", "no-rule", None, &[]);
+        assert_eq!(
+            v["restore"]["file_credentials"]["uid"],
+            serde_json::json!([u, u, u, u]),
+            "{run}"
+        );
+        let run = env.verify(&dir, &restore_args(&d.image, &[]));
+        run.assert_code(
+            exit::RESTORE_FAILED,
+            "restore of a process holding a root-only file",
+        );
+        assert!(
+            run.stderr.contains(path_str(&hold)) && run.stderr.contains("`privileged-files` grant"),
+            "the failure names the file and the grant\n{run}"
+        );
+        assert_nothing_left(&dir, "a restore that cannot reopen a file");
+    }
+
+    // With it: the file is reopened with the saved credentials.
+    guard.policy(&passwd_rule(&env, &d, "e2e-files").replace(
+        "grant = [\"credentials\", \"exe-link\"]",
+        "grant = [\"credentials\", \"exe-link\", \"privileged-files\"]",
+    ));
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    assert_granted(&v, &run, "privileged-files", "e2e-files");
+    assert_eq!(
+        v["restore"]["file_credentials"]["uid"],
+        serde_json::json!([u, 0, 0, 0]),
+        "{run}"
+    );
+    let (run, p) = restore_ok(&env, &dir, &d.image, &[]);
+    assert!(
+        holds(p.pid),
+        "the restored process holds {} again\n{run}",
+        hold.display()
+    );
+    d.reporter.wait_for(p.pid, d.last_count + 3);
+}
+
+#[test]
+fn passwd_case_explain_names_the_failing_condition() {
+    let env = Env::require();
+    let _log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "passwd-conditions");
+    let d = dump_passwd_case(&env, &dir, "p");
+    let base = passwd_rule(&env, &d, "e2e-cond");
+    let other_key = ckpt_keys::SigningKey::generate().unwrap().public_key();
+    let exe_line = format!("exe = {}", toml_str(path_str(&d.reporter.program)));
+    let zero_digest = format!("sha256:{}", "0".repeat(64));
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "signed_by",
+            format!(
+                "[[key]]\nname = \"e2e-elsewhere\"\npublic = {}\n\n{}",
+                toml_str(&other_key.to_line()),
+                base.replace(
+                    "signed_by = [\"this-host\"]",
+                    "signed_by = [\"e2e-elsewhere\"]"
+                )
+            ),
+            vec!["e2e-elsewhere".into()],
+        ),
+        (
+            "caller",
+            base.replace(
+                &format!("caller = [\"user:{0}\", \"group:{0}\"]", env.user.name),
+                &format!("caller = [\"group:{}\"]", env.other.name),
+            ),
+            vec![format!("group:{}", env.other.name)],
+        ),
+        (
+            "target",
+            base.replace("euid = [0]", "euid = [1]"),
+            vec!["euid".into(), "is 0".into()],
+        ),
+        (
+            "exe",
+            base.replace(&exe_line, "exe = \"/usr/bin/passwd\""),
+            vec!["/usr/bin/passwd".into()],
+        ),
+        (
+            "exe_digest",
+            base.replace(&d.exe_digest, &zero_digest),
+            vec![zero_digest[7..19].to_string()],
+        ),
+        (
+            "host",
+            base.replace(&d.machine_id, "00000000000000000000000000000001"),
+            vec!["00000000000000000000000000000001".into()],
+        ),
+    ];
+    for (condition, text, words) in &cases {
+        guard.policy(text);
+        env.verify_as(Who::Root, &dir, &["policy", "check"])
+            .assert_code(
+                exit::OK,
+                &format!("the {condition} variant is a valid policy"),
+            );
+        let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        for p in ["credentials", "exe-link"] {
+            assert_denied(&v, &run, p, condition, Some("e2e-cond"), &words);
+        }
+        assert_eq!(v["decision"], "restore-as-caller", "{run}");
+    }
+    // max_age: wait until the image is older than a second.
+    guard.policy(&base.replace("max_age = \"1h\"", "max_age = \"1s\""));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    assert_denied(
+        &v,
+        &run,
+        "credentials",
+        "max_age",
+        Some("e2e-cond"),
+        &["more than 1s"],
+    );
+    let run = env.verify(&dir, &restore_args(&d.image, &["--require-saved-creds"]));
+    run.assert_code(exit::POLICY, "restore of an image older than max_age");
+    assert!(run.stderr.contains("max_age"), "{run}");
+    let text = env.verify(&dir, &["explain", path_str(&d.image)]);
+    assert!(
+        text.stdout
+            .contains("credentials: not granted: rule \"e2e-cond\": max_age:"),
+        "{text}"
+    );
 }

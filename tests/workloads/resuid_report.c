@@ -15,7 +15,11 @@
  * on from where it was, under the restored pid, with the credentials the
  * restore gave it.
  *
- * Usage: resuid_report REPORT
+ * With HOLD, it also opens HOLD read-only at start (with euid 0, so a
+ * root-only file) and keeps it open: a restore must reopen it, which only
+ * the saved credentials can do (the `privileged-files` grant).
+ *
+ * Usage: resuid_report REPORT [HOLD]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,8 +33,8 @@ int ckpt_mark(void);
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: resuid_report REPORT\n");
+	if (argc != 2 && argc != 3) {
+		fprintf(stderr, "usage: resuid_report REPORT [HOLD]\n");
 		return 2;
 	}
 	/* Only what this program opens itself: no fd inherited from whoever started it. */
@@ -38,6 +42,10 @@ int main(int argc, char **argv)
 	int fd = open(argv[1], O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "resuid_report: open %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	if (argc == 3 && open(argv[2], O_RDONLY) < 0) {
+		fprintf(stderr, "resuid_report: open %s: %s\n", argv[2], strerror(errno));
 		return 1;
 	}
 	unsigned long count = 0;
