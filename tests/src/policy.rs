@@ -169,6 +169,10 @@ impl Drop for PolicyGuard {
             let _ = fs::remove_dir(self.dropin_dir());
         }
         let ledger = self.statedir.join("one-shot");
+        if ledger.is_dir() {
+            let _ = fs::set_permissions(&ledger, fs::Permissions::from_mode(0o700));
+            let _ = std::os::unix::fs::chown(&ledger, Some(0), Some(0));
+        }
         for name in ledger_entries(&ledger) {
             if !self.ledger_before.contains(&name) {
                 let _ = fs::remove_file(ledger.join(&name));
@@ -230,6 +234,7 @@ pub const PRIVILEGES: [&str; 5] = [
 /// Asserts `explain --json` grants `privilege` by `rule`.
 pub fn assert_granted(v: &Value, run: &Run, privilege: &str, rule: &str) {
     let g = &v["grants"][privilege];
+    assert_keys(g, &["granted", "one_shot", "origin", "rule"], run);
     assert_eq!(g["granted"], true, "{privilege} must be granted\n{run}");
     assert_eq!(g["rule"], rule, "{privilege} granted by rule {rule}\n{run}");
     let origin = g["origin"].as_str().unwrap_or_default();
@@ -250,6 +255,7 @@ pub fn assert_denied(
     words: &[&str],
 ) {
     let g = &v["grants"][privilege];
+    assert_keys(g, &["condition", "granted", "reason", "rule"], run);
     assert_eq!(g["granted"], false, "{privilege} must be denied\n{run}");
     assert_eq!(
         g["condition"], condition,
@@ -365,3 +371,42 @@ pub fn wait_new(log: &Syslog, before: usize, what: &str, pred: impl Fn(&Record) 
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Asserts the JSON object `v` has exactly the keys `keys` (sorted).
+pub fn assert_keys(v: &Value, keys: &[&str], run: &Run) {
+    let mut found: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("expected a JSON object, got {v}\n{run}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    found.sort_unstable();
+    let mut want = keys.to_vec();
+    want.sort_unstable();
+    assert_eq!(found, want, "the keys of {v}\n{run}");
+}
+
+/// The top-level keys of `explain --json` for an intact image
+/// (docs/POLICY.md, "What explain says").
+pub const EXPLAIN_KEYS: [&str; 20] = [
+    "image",
+    "integrity",
+    "image_id",
+    "signed",
+    "key_id",
+    "trusted",
+    "trust",
+    "signer",
+    "attestation",
+    "caller",
+    "mapping",
+    "requester",
+    "target",
+    "exe",
+    "host",
+    "freshness",
+    "grants",
+    "decision",
+    "restore",
+    "notices",
+];

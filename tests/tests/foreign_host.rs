@@ -550,5 +550,75 @@ fn expired_not_yet_valid_and_unknown_foreign_keys_are_untrusted() {
     // A key the policy does not name at all.
     guard.policy(&migrate_rule(&env).replace(&format!("{KEY:?}"), "\"this-host\""));
     verify_trust(&env, &dir, &f, "untrusted");
+    let before = log.raw().len();
     assert_untrusted_grants_nothing(&env, &dir, &f, &[&f.key_id, "not trusted"]);
+    let rec = wait_new(
+        log,
+        before,
+        "the refused restore of an unknown key's image",
+        |r| r.program == "ckpt-verify" && r.get("image_id") == Some(f.image_id.as_str()),
+    );
+    assert_record(
+        &rec,
+        &RESTORE_FIELDS,
+        &[
+            ("signer", &f.key_id),
+            ("signer_name", "-"),
+            ("trusted", "no"),
+            ("grants", "-"),
+            ("outcome", "refused"),
+        ],
+    );
+}
+
+#[test]
+fn revoking_this_hosts_own_key_withdraws_its_default_trust() {
+    let env = Env::require();
+    let log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "host-revoked");
+    let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
+    let image = dir.work.join("c.ckpt");
+    env.dump_ok(&dir, c.proc.pid, &image, &[]);
+    c.proc.wait_gone("the dump kills the target");
+    let (_line, host_id) = env.host_key_id(&dir);
+    let rule = format!(
+        "[[rule]]\nname = \"e2e-own\"\nsigned_by = [\"this-host\"]\n\
+         caller = [\"uid:{}\"]\ngrant = [\"same-pid\"]\n",
+        env.user.uid
+    );
+    guard.policy(&rule);
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &image);
+    assert_granted(&v, &run, "same-pid", "e2e-own");
+
+    guard.policy(&format!("revoked = [{}]\n\n{rule}", toml_str(&host_id)));
+    let (run, v) = env.verify_json(&dir, &image);
+    run.assert_code(
+        exit::UNTRUSTED,
+        "verify of a host-signed image, host key revoked",
+    );
+    assert_eq!(v["trust"], "revoked", "{run}");
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &image);
+    for p in PRIVILEGES {
+        assert_denied(&v, &run, p, "trust", None, &[&host_id, "revoked"]);
+    }
+    let before = log.raw().len();
+    let run = env.verify(&dir, &["restore", path_str(&image)]);
+    run.assert_code(exit::OK, "restore as the caller");
+    let pid: i32 = run.stdout.trim().parse().expect("pid");
+    let _p = ckpt_tests::Proc::adopt(pid, "restored counter").expect("runs");
+    assert!(run.stderr.contains("same-pid not granted"), "{run}");
+    let rec = wait_new(log, before, "the restore under a revoked host key", |r| {
+        r.program == "ckpt-verify" && r.get("pid") == Some(pid.to_string().as_str())
+    });
+    assert_record(
+        &rec,
+        &RESTORE_FIELDS,
+        &[
+            ("signer", &host_id),
+            ("trusted", "no"),
+            ("grants", "-"),
+            ("outcome", "ok"),
+        ],
+    );
 }

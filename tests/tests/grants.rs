@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use ckpt_tests::image::Layout;
 use ckpt_tests::policy::{
-    assert_denied, assert_granted, assert_record, explain, toml_str, PolicyGuard, DUMP_FIELDS,
-    PRIVILEGES, RESTORE_FIELDS,
+    assert_denied, assert_granted, assert_keys, assert_record, explain, toml_str, PolicyGuard,
+    DUMP_FIELDS, EXPLAIN_KEYS, PRIVILEGES, RESTORE_FIELDS,
 };
 use ckpt_tests::reporter::{dump_as_root, Reporter};
 use ckpt_tests::syslog::{Record, Syslog};
@@ -223,6 +223,36 @@ fn passwd_case_with_a_matching_rule_gets_euid_0_and_the_exe_link_back() {
 
     // explain: credentials and exe-link granted by the rule, at its line.
     let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    assert_keys(&v, &EXPLAIN_KEYS, &run);
+    assert_keys(
+        &v["restore"],
+        &[
+            "credentials",
+            "capabilities",
+            "file_credentials",
+            "same_pid",
+            "exe_link",
+            "privileged",
+        ],
+        &run,
+    );
+    assert_keys(
+        &v["freshness"],
+        &[
+            "created_unix",
+            "now",
+            "age_seconds",
+            "one_shot",
+            "one_shot_detail",
+        ],
+        &run,
+    );
+    assert_keys(&v["grants"], &PRIVILEGES, &run);
+    assert_eq!(
+        v["caller"],
+        serde_json::json!({"uid": u, "gid": g, "groups": env.user.groups}),
+        "{run}"
+    );
     assert_eq!(v["decision"], "restore-with-grants", "{run}");
     assert_granted(&v, &run, "credentials", "e2e-passwd");
     assert_granted(&v, &run, "exe-link", "e2e-passwd");
@@ -908,7 +938,7 @@ fn passwd_case_explain_names_the_failing_condition() {
     let other_key = ckpt_keys::SigningKey::generate().unwrap().public_key();
     let exe_line = format!("exe = {}", toml_str(path_str(&d.reporter.program)));
     let zero_digest = format!("sha256:{}", "0".repeat(64));
-    let cases: Vec<(&str, String, Vec<String>)> = vec![
+    let mut cases: Vec<(&str, String, Vec<String>)> = vec![
         (
             "signed_by",
             format!(
@@ -950,6 +980,19 @@ fn passwd_case_explain_names_the_failing_condition() {
             vec!["00000000000000000000000000000001".into()],
         ),
     ];
+    cases.push((
+        "caller",
+        base.replace(
+            &format!("caller = [\"user:{0}\", \"group:{0}\"]", env.user.name),
+            "caller = [\"user:no-such-user-e2e\"]",
+        ),
+        vec!["no user \"no-such-user-e2e\" on this host".into()],
+    ));
+    cases.push((
+        "target",
+        base.replace("euid = [0] }", "euid = [0], caps_within = [] }"),
+        vec!["caps_within: the process holds".into(), "cap_setuid".into()],
+    ));
     for (condition, text, words) in &cases {
         guard.policy(text);
         env.verify_as(Who::Root, &dir, &["policy", "check"])
@@ -964,6 +1007,19 @@ fn passwd_case_explain_names_the_failing_condition() {
         }
         assert_eq!(v["decision"], "restore-as-caller", "{run}");
     }
+    // Host names match case-insensitively; a list is alternatives.
+    let (_run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    let hostname = v["host"]["hostname"]
+        .as_str()
+        .expect("hostname")
+        .to_uppercase();
+    guard.policy(&base.replace(
+        &format!("host = [{}]", toml_str(&d.machine_id)),
+        &format!("host = [\"no-such-host.example\", {}]", toml_str(&hostname)),
+    ));
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    assert_granted(&v, &run, "credentials", "e2e-cond");
+
     // max_age: wait until the image is older than a second.
     guard.policy(&base.replace("max_age = \"1h\"", "max_age = \"1s\""));
     std::thread::sleep(std::time::Duration::from_millis(2100));

@@ -324,3 +324,69 @@ fn concurrent_restores_of_a_one_shot_image_grant_once() {
     }
     assert!(guard.ledger_entry(&d.image_id).exists());
 }
+
+#[test]
+fn an_unusable_ledger_makes_one_shot_rules_match_nothing() {
+    let env = Env::require();
+    let _log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "one-shot-ledger");
+    let d = dump_passwd_case(&env, &dir);
+    guard.policy(&once_rule(&env, &d.reporter.program));
+    // The helper creates the ledger directory (root, 0700) when missing.
+    let run = restore(&env, &dir, &d.image, &["--require-saved-creds"]);
+    run.assert_code(exit::OK, "restore under a one-shot rule");
+    drop(adopt(&run));
+    let ledger = guard
+        .ledger_entry(&d.image_id)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert_eq!(owner_mode(&ledger), (0, 0, 0o700), "{}", ledger.display());
+    guard.forget(&d.image_id);
+
+    // Group-writable, then owned by the user: unusable, so one-shot rules
+    // grant nothing (fail closed), and explain says why.
+    for (what, mode, owner) in [
+        ("group-writable", 0o770, 0),
+        ("owned by the user", 0o700, env.user.uid),
+    ] {
+        fs::set_permissions(&ledger, fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&ledger, Some(owner), None).unwrap();
+        let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+        assert_eq!(v["freshness"]["one_shot"], "unavailable", "{what}\n{run}");
+        let detail = v["freshness"]["one_shot_detail"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            detail.contains(path_str(&ledger)),
+            "{what}: the detail names the directory\n{run}"
+        );
+        assert_denied(
+            &v,
+            &run,
+            "credentials",
+            "one_shot",
+            Some("e2e-once"),
+            &["the one-shot ledger is unavailable"],
+        );
+        let run = restore(&env, &dir, &d.image, &["--require-saved-creds"]);
+        run.assert_code(exit::POLICY, &format!("restore with the ledger {what}"));
+        assert!(
+            run.stderr.contains("ledger is unavailable"),
+            "{what}\n{run}"
+        );
+        assert!(
+            processes_mentioning(path_str(&dir.root)).is_empty(),
+            "{run}"
+        );
+        assert!(
+            !guard.ledger_entry(&d.image_id).exists(),
+            "{what}: nothing recorded"
+        );
+    }
+    fs::set_permissions(&ledger, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&ledger, Some(0), Some(0)).unwrap();
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &d.image);
+    assert_eq!(v["freshness"]["one_shot"], "not-restored", "{run}");
+}
