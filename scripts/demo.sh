@@ -44,6 +44,21 @@ else
     echo "already installed: ${PACKAGES[*]}"
 fi
 
+say "Audit log: the helpers log every dump and restore to syslog (/dev/log, authpriv)"
+if [ -S /dev/log ]; then
+    echo "/dev/log is there: a syslog daemon is listening"
+else
+    # No syslog daemon on this machine (no systemd-journald either): start
+    # rsyslog, which writes authpriv to /var/log/auth.log.
+    if ! command -v rsyslogd >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        run apt-get install -y -q --no-install-recommends rsyslog
+    fi
+    run rsyslogd
+    for _ in $(seq 50); do [ -S /dev/log ] && break; sleep 0.1; done
+    [ -S /dev/log ] || die "rsyslogd did not create /dev/log"
+fi
+
 say "Build (release; configuration directory: the default, /etc/ckpt)"
 unset CKPT_SYSCONFDIR CKPT_STATEDIR
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
@@ -191,6 +206,13 @@ expect_exit 4 "${as_user[@]}" "$BIN/ckpt-verify" restore "$BAD"
 after=$(pgrep -u "$DEMO_USER" -c -f "$DEMO/counter" || true)
 [ "$before" = "$after" ] || die "a process was started from the tampered image"
 echo "the tampered image was refused and nothing was started"
+
+say "The audit trail of this demo"
+if [ -r /var/log/auth.log ]; then
+    run sh -c "grep -a 'ckpt-' /var/log/auth.log | tail -n 6"
+else
+    echo "(the syslog daemon on this machine keeps authpriv elsewhere: see journalctl -t ckpt-verify -t ckpt-sign)"
+fi
 
 say "Clean up"
 run kill "$P2"
