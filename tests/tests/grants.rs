@@ -1042,3 +1042,102 @@ fn passwd_case_explain_names_the_failing_condition() {
         "{text}"
     );
 }
+
+#[test]
+fn privileged_files_do_not_follow_a_symlink_the_caller_swapped_in() {
+    let env = Env::require();
+    let _log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "passwd-symlink");
+    // Root-only files in directories the user owns: after the dump the
+    // user replaces the file (then a directory above it) with a symbolic
+    // link to another root-only file.
+    let decoy_dir = dir.dir("decoy", 0o700, None);
+    let decoy = decoy_dir.join("held");
+    dir.file(
+        &decoy,
+        b"the decoy: never to be opened for the user\n",
+        0o600,
+        None,
+    );
+    let sub = dir.work.join("sub");
+    fs::create_dir(&sub).unwrap();
+    std::os::unix::fs::chown(&sub, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let hold = sub.join("held");
+    dir.file(&hold, b"the file the process opened\n", 0o600, None);
+    let d = dump_passwd_case_holding(&env, &dir, "p", Some(&hold));
+    guard.policy(&passwd_rule(&env, &d, "e2e-files").replace(
+        "grant = [\"credentials\", \"exe-link\"]",
+        "grant = [\"credentials\", \"exe-link\", \"privileged-files\"]",
+    ));
+    let points_at_decoy = |pid: i32| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| fs::read_link(e.path()).ok().as_deref() == Some(decoy.as_path()))
+            })
+            .unwrap_or(false)
+    };
+
+    // The file itself becomes a link.
+    let kept = sub.join("held.orig");
+    fs::rename(&hold, &kept).unwrap();
+    std::os::unix::fs::symlink(&decoy, &hold).unwrap();
+    std::os::unix::fs::lchown(&hold, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let run = env.verify(&dir, &restore_args(&d.image, &[]));
+    if run.code == Some(exit::OK) {
+        let pid: i32 = run.stdout.trim().parse().unwrap_or(0);
+        let _p = Proc::adopt(pid, "restored through a symlink");
+        panic!(
+            "a privileged restore reopened {} through a symbolic link (holds the decoy: {})\n{run}",
+            hold.display(),
+            points_at_decoy(pid)
+        );
+    }
+    run.assert_code(
+        exit::RESTORE_FAILED,
+        "privileged restore through a swapped-in symlink",
+    );
+    assert!(
+        run.stderr.contains(path_str(&hold)),
+        "the failure names the file\n{run}"
+    );
+    assert_nothing_left(&dir, "a restore refused for a symbolic link");
+    fs::remove_file(&hold).unwrap();
+    fs::rename(&kept, &hold).unwrap();
+
+    // A directory above it becomes a link (to a copy of the layout).
+    let fake = dir.dir("fake-sub", 0o755, None);
+    fs::hard_link(&decoy, fake.join("held")).unwrap();
+    let sub_kept = dir.work.join("sub.orig");
+    fs::rename(&sub, &sub_kept).unwrap();
+    std::os::unix::fs::symlink(&fake, &sub).unwrap();
+    std::os::unix::fs::lchown(&sub, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let run = env.verify(&dir, &restore_args(&d.image, &[]));
+    if run.code == Some(exit::OK) {
+        let pid: i32 = run.stdout.trim().parse().unwrap_or(0);
+        let _p = Proc::adopt(pid, "restored through a symlink");
+        panic!(
+            "a privileged restore reopened {} through a symbolic link in its path (holds the \
+             decoy: {})\n{run}",
+            hold.display(),
+            points_at_decoy(pid)
+        );
+    }
+    run.assert_code(
+        exit::RESTORE_FAILED,
+        "privileged restore through a symlinked directory",
+    );
+    assert_nothing_left(&dir, "a restore refused for a symbolic link");
+    fs::remove_file(&sub).unwrap();
+    fs::rename(&sub_kept, &sub).unwrap();
+
+    // Put back: the restore goes through and holds the right file.
+    let (run, p) = restore_ok(&env, &dir, &d.image, &[]);
+    assert!(!points_at_decoy(p.pid), "{run}");
+    let holds_it = fs::read_dir(format!("/proc/{}/fd", p.pid))
+        .unwrap()
+        .flatten()
+        .any(|e| fs::read_link(e.path()).ok().as_deref() == Some(hold.as_path()));
+    assert!(holds_it, "{run}");
+}
