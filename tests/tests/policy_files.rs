@@ -116,6 +116,25 @@ fn broken_policy_files_are_refused_and_make_every_image_untrusted() {
     );
     assert!(v.get("policy_error").is_none(), "{run}");
 
+    // Drop-ins merge in name order (the first rule granting a privilege is
+    // the one named); names not ending in .toml, or starting with a dot,
+    // are not read at all (these two would not even parse).
+    guard.dropin(
+        "20-e2e-later.toml",
+        &grant_rule(&env).replace("e2e-grant", "e2e-later"),
+    );
+    guard.dropin("30-e2e-notes.txt", "this is not TOML [[[\n");
+    guard.dropin(".40-e2e-hidden.toml", "this is not TOML [[[\n");
+    let run = env.verify(&dir, &["policy", "check"]);
+    run.assert_code(exit::OK, "policy check with two drop-ins and ignored files");
+    assert!(
+        run.stdout
+            .contains("OK (0 trusted keys, 0 revoked, 2 rules)"),
+        "{run}"
+    );
+    let (run, v) = explain(&env, &dir, Who::User(&env.user), &image);
+    assert_granted(&v, &run, "same-pid", "e2e-grant");
+
     let cases = vec![
         Case {
             what: "a group-writable policy.toml",
