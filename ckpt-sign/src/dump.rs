@@ -95,11 +95,7 @@ pub(crate) fn audit(record: &mut Record, result: &Result<(), Fail>) {
                 Exit::AccessDenied | Exit::Usage | Exit::PolicyRefusal => "refused",
                 _ => "failed",
             };
-            let text = match &f.source {
-                Some(e) => format!("{}: {}", f.what, error_chain(e.as_ref())),
-                None => f.what.clone(),
-            };
-            record.set("outcome", outcome).set("reason", text);
+            record.set("outcome", outcome).set("reason", f.text());
             Severity::Warning
         }
     };

@@ -98,38 +98,7 @@ pub(crate) struct DumpArgs {
     pub key: Option<PathBuf>,
 }
 
-/// A failure: the exit code, what was being done, and the error.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub exit: Exit,
-    pub what: String,
-    pub source: Option<Box<dyn std::error::Error>>,
-}
-
-impl Fail {
-    pub fn new(exit: Exit, what: impl Into<String>) -> Fail {
-        Fail {
-            exit,
-            what: what.into(),
-            source: None,
-        }
-    }
-
-    pub fn with(exit: Exit, what: impl Into<String>, e: impl std::error::Error + 'static) -> Fail {
-        Fail {
-            exit,
-            what: what.into(),
-            source: Some(Box::new(e)),
-        }
-    }
-
-    fn report(&self) {
-        match &self.source {
-            Some(e) => errln!("{PROG}: {}: {}", self.what, error_chain(e.as_ref())),
-            None => errln!("{PROG}: {}", self.what),
-        }
-    }
-}
+pub(crate) use ckpt_privsep::report::Fail;
 
 fn main() -> ExitCode {
     let startup = match startup::harden() {
@@ -160,7 +129,7 @@ fn main() -> ExitCode {
     match run(&startup.caller, cli) {
         Ok(()) => Exit::Ok.into(),
         Err(f) => {
-            f.report();
+            errln!("{PROG}: {}", f.message());
             f.exit.into()
         }
     }

@@ -96,42 +96,7 @@ enum PolicyCommand {
     Check { file: Option<PathBuf> },
 }
 
-/// A failure: the exit code, what was being done, and the error.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub exit: Exit,
-    pub what: String,
-    pub source: Option<Box<dyn std::error::Error>>,
-}
-
-impl Fail {
-    pub fn new(exit: Exit, what: impl Into<String>) -> Fail {
-        Fail {
-            exit,
-            what: what.into(),
-            source: None,
-        }
-    }
-
-    pub fn with(exit: Exit, what: impl Into<String>, e: impl std::error::Error + 'static) -> Fail {
-        Fail {
-            exit,
-            what: what.into(),
-            source: Some(Box::new(e)),
-        }
-    }
-
-    fn report(&self) {
-        // The text may quote an image (paths): escape control characters.
-        match &self.source {
-            Some(e) => errln!(
-                "{PROG}: {}",
-                show(&format!("{}: {}", self.what, error_chain(e.as_ref())))
-            ),
-            None => errln!("{PROG}: {}", show(&self.what)),
-        }
-    }
-}
+pub(crate) use ckpt_privsep::report::Fail;
 
 fn main() -> ExitCode {
     let startup = match startup::harden() {
@@ -161,7 +126,7 @@ fn main() -> ExitCode {
     match run(&startup.caller, cli) {
         Ok(exit) => exit.into(),
         Err(f) => {
-            f.report();
+            errln!("{PROG}: {}", f.message());
             f.exit.into()
         }
     }
@@ -185,15 +150,7 @@ fn run(caller: &Caller, cli: Cli) -> Result<Exit, Fail> {
 
 /// Untrusted text for a terminal: control characters escaped.
 pub(crate) fn show(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    ckpt_privsep::report::escape_controls(s)
 }
 
 /// Bytes as lowercase hex.

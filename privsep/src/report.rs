@@ -1,4 +1,5 @@
-//! Exit codes shared by both helpers, and the error-chain text they print.
+//! Exit codes shared by both helpers, the failure they end with, and the
+//! error-chain text they print.
 
 use std::error::Error;
 
@@ -79,4 +80,59 @@ mod tests {
         assert_eq!(s.matches("No such file").count(), 1, "{s}");
         assert!(s.starts_with("outer: inner: "), "{s}");
     }
+}
+
+/// How a helper command failed: the exit code, what was being done, and the
+/// error behind it, if any.
+#[derive(Debug)]
+pub struct Fail {
+    pub exit: Exit,
+    pub what: String,
+    pub source: Option<Box<dyn Error>>,
+}
+
+impl Fail {
+    pub fn new(exit: Exit, what: impl Into<String>) -> Fail {
+        Fail {
+            exit,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub fn with(exit: Exit, what: impl Into<String>, e: impl Error + 'static) -> Fail {
+        Fail {
+            exit,
+            what: what.into(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// `what: error: cause ...`, as is.
+    pub fn text(&self) -> String {
+        match &self.source {
+            Some(e) => format!("{}: {}", self.what, error_chain(e.as_ref())),
+            None => self.what.clone(),
+        }
+    }
+
+    /// [`text`](Self::text) with control characters escaped, for a
+    /// terminal (it may quote paths or names taken from an image or the
+    /// caller).
+    pub fn message(&self) -> String {
+        escape_controls(&self.text())
+    }
+}
+
+/// Untrusted text for a terminal or a log: control characters escaped.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
