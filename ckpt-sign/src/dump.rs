@@ -152,12 +152,6 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         };
         Fail::with(exit, format!("dump: cannot create the image{hint}"), e)
     })?;
-    let image_file = pending
-        .file
-        .try_clone()
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
-    let mut writer = ImageWriter::new(image_file)
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
 
     // 4. Freeze, then check again. From here until the target is released
     // or killed, only SIGKILL/SIGSTOP can interrupt us (declared before
@@ -199,7 +193,15 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         )
     })?;
 
-    // 5. Dump.
+    // 5. Dump. The writer starts its hashing and I/O threads only now, after
+    // the last as-caller child has been forked and reaped: no fork happens
+    // while they run (`finish` joins them before the commit forks again).
+    let image_file = pending
+        .file
+        .try_clone()
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
+    let mut writer = ImageWriter::new(image_file)
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     let result = frozen
         .dump(&mut writer)
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump", e))?;
