@@ -30,7 +30,7 @@ use crate::sys;
 pub const CHUNK_BYTES: usize = 4 << 20;
 const PAGE: u64 = 4096;
 /// At most this many queued signals are saved per queue.
-const MAX_PENDING: usize = 4096;
+pub(crate) const MAX_PENDING: usize = 4096;
 
 /// Why a dump failed. The target is left running, untouched, in every case.
 #[derive(Debug, thiserror::Error)]

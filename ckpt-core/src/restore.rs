@@ -296,6 +296,19 @@ impl Plan {
                 return Err(RestoreError::Invalid(format!("fd {} is malformed", fd.fd)));
             }
         }
+        // Each of these costs an injected syscall: bound them by what a
+        // real process can have, not by what fits in a manifest.
+        if p.sigactions.len() > 64
+            || p.rlimits.len() > 16
+            || p.itimers.len() > 3
+            || thread.pending.len() > 2 * crate::dump::MAX_PENDING
+            || p.creds.groups.len() > 512
+        {
+            return Err(RestoreError::Invalid(
+                "more signal actions, limits, timers, queued signals or groups than a process has"
+                    .into(),
+            ));
+        }
         Ok(Plan { thread })
     }
 }
