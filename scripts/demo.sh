@@ -24,25 +24,12 @@ die() { printf '\ndemo.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (sudo scripts/demo.sh): it installs setuid helpers"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-if ! command -v cargo >/dev/null 2>&1; then
-    for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin /usr/local/cargo/bin; do
-        if [ -x "$d/cargo" ]; then PATH="$d:$PATH"; break; fi
-    done
-fi
-command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain first"
+# shellcheck source=scripts/lib.sh
+. "$repo/scripts/lib.sh"
+find_cargo
 
 say "Install build and demo dependencies"
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    run apt-get update -q
-    run apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    echo "already installed: ${PACKAGES[*]}"
-fi
+ensure_packages "${PACKAGES[@]}"
 
 say "Audit log: the helpers log every dump and restore to syslog (/dev/log, authpriv)"
 if [ -S /dev/log ]; then
@@ -50,10 +37,7 @@ if [ -S /dev/log ]; then
 else
     # No syslog daemon on this machine (no systemd-journald either): start
     # rsyslog, which writes authpriv to /var/log/auth.log.
-    if ! command -v rsyslogd >/dev/null 2>&1; then
-        export DEBIAN_FRONTEND=noninteractive
-        run apt-get install -y -q --no-install-recommends rsyslog
-    fi
+    ensure_packages rsyslog
     run rsyslogd
     for _ in $(seq 50); do [ -S /dev/log ] && break; sleep 0.1; done
     [ -S /dev/log ] || die "rsyslogd did not create /dev/log"

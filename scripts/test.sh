@@ -39,27 +39,12 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-# sudo may reset PATH: find the Rust toolchain.
-if ! command -v cargo >/dev/null 2>&1; then
-    for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin /usr/local/cargo/bin; do
-        if [ -x "$d/cargo" ]; then PATH="$d:$PATH"; break; fi
-    done
-fi
-command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain first"
+# shellcheck source=scripts/lib.sh
+. "$repo/scripts/lib.sh"
+find_cargo
 
 step "packages: ${PACKAGES[*]}"
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    echo "all present"
-fi
+ensure_packages "${PACKAGES[@]}"
 
 step "users: $TEST_USER, $OTHER_USER"
 for u in "$TEST_USER" "$OTHER_USER"; do
