@@ -18,7 +18,7 @@
 //! matches the first field of `/proc/PID/mountinfo`. Each of the four must
 //! appear exactly once.
 
-use super::lex::{self, At, Context};
+use super::lex::{self, set, At};
 use super::{ParseError, Problem, ProcFile};
 
 const FILE: ProcFile = ProcFile::FdInfo;
@@ -65,19 +65,6 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ParseError> {
         mnt_id: mnt_id.ok_or_else(|| need("mnt_id"))?,
         ino: ino.ok_or_else(|| need("ino"))?,
     })
-}
-
-fn set<T>(
-    slot: &mut Option<T>,
-    value: Result<T, Problem>,
-    at: At,
-    field: &'static str,
-) -> Result<(), ParseError> {
-    if slot.is_some() {
-        return Err(at.err(field, Problem::Duplicate));
-    }
-    *slot = Some(value.at(at, field)?);
-    Ok(())
 }
 
 /// `%lli`, kept as its 64 bits.

@@ -127,6 +127,21 @@ pub(super) fn flag(s: &str) -> Result<bool, Problem> {
     }
 }
 
+/// Stores a key's value the first time the key is seen; a second sighting
+/// is [`Problem::Duplicate`].
+pub(super) fn set<T>(
+    slot: &mut Option<T>,
+    value: Result<T, Problem>,
+    at: At,
+    field: &'static str,
+) -> Result<(), ParseError> {
+    if slot.is_some() {
+        return Err(at.err(field, Problem::Duplicate));
+    }
+    *slot = Some(value.at(at, field)?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 //! 4.7 lack. Keys this parser does not use are skipped, but every line must
 //! still be a `Key:` line.
 
-use super::lex::{self, At, Context};
+use super::lex::{self, set, At};
 use super::{ParseError, Problem, ProcFile};
 
 const FILE: ProcFile = ProcFile::Status;
@@ -165,20 +165,6 @@ pub fn parse_status(text: &str) -> Result<Status, ParseError> {
         no_new_privs: s.no_new_privs.ok_or_else(|| need("NoNewPrivs"))?,
         seccomp: s.seccomp.ok_or_else(|| need("Seccomp"))?,
     })
-}
-
-/// Stores a field seen for the first time.
-fn set<T>(
-    slot: &mut Option<T>,
-    value: Result<T, Problem>,
-    at: At,
-    field: &'static str,
-) -> Result<(), ParseError> {
-    if slot.is_some() {
-        return Err(at.err(field, Problem::Duplicate));
-    }
-    *slot = Some(value.at(at, field)?);
-    Ok(())
 }
 
 /// Undoes `seq_escape_str(.., ESCAPE_SPACE | ESCAPE_SPECIAL, "\n\\")`: only a
