@@ -847,7 +847,13 @@ impl FileTable {
             what: "exe".into(),
             source,
         })?;
-        identify(pid, &link, &file)
+        let id = identify(pid, &link, &file)?;
+        // The executable is mapped too: its mappings find it here instead
+        // of hashing the file a second time.
+        let idx = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.by_inode.insert((id.dev, id.ino), idx);
+        self.list.push(id.clone());
+        Ok(id)
     }
 
     fn identity_of_mapping(
