@@ -23,12 +23,19 @@
 #
 # Environment (optional): CARGO_TARGET_DIR (default target/e2e, kept apart
 # from the demo's build because the configuration directory differs),
-# CKPT_TEST_KEEP=1 keeps every test's directory under /tmp.
+# CKPT_TEST_KEEP=1 keeps every test's directory under /tmp,
+# CKPT_TEST_PREFIX (default /opt/ckpt-test) to keep two checkouts' installs
+# apart.
+#
+# Arguments (optional, for development): when any are given, formatting and
+# lints are not checked and `cargo test --release ARGS...` runs instead of
+# the whole workspace, e.g. `scripts/test.sh -p ckpt-tests --test hostile`.
 set -euo pipefail
 
-PREFIX=/opt/ckpt-test
+PREFIX=${CKPT_TEST_PREFIX:-/opt/ckpt-test}
 TEST_USER=ckpt-user
 OTHER_USER=ckpt-other
+THIRD_USER=ckpt-third
 PACKAGES=(gcc libc6-dev python3 util-linux procps passwd swtpm libtss2-dev pkg-config)
 
 started=$SECONDS
@@ -46,8 +53,8 @@ find_cargo
 step "packages: ${PACKAGES[*]}"
 ensure_packages "${PACKAGES[@]}"
 
-step "users: $TEST_USER, $OTHER_USER"
-for u in "$TEST_USER" "$OTHER_USER"; do
+step "users: $TEST_USER, $OTHER_USER, $THIRD_USER"
+for u in "$TEST_USER" "$OTHER_USER" "$THIRD_USER"; do
     if id -u "$u" >/dev/null 2>&1; then
         echo "$u exists: $(id "$u")"
     else
@@ -72,14 +79,16 @@ rustc --version
 
 failed=()
 
-step "cargo fmt --all --check"
-if ! cargo fmt --all --check; then
-    failed+=("cargo fmt --check")
-fi
+if [ "$#" -eq 0 ]; then
+    step "cargo fmt --all --check"
+    if ! cargo fmt --all --check; then
+        failed+=("cargo fmt --check")
+    fi
 
-step "cargo clippy --all-targets -- -D warnings"
-if ! cargo clippy --workspace --all-targets -- -D warnings; then
-    failed+=("cargo clippy")
+    step "cargo clippy --all-targets -- -D warnings"
+    if ! cargo clippy --workspace --all-targets -- -D warnings; then
+        failed+=("cargo clippy")
+    fi
 fi
 
 step "cargo build --release --workspace --bins"
@@ -104,9 +113,12 @@ step "host key: ckpt-sign keygen --force"
 ls -l "$PREFIX/etc/keys"
 "$PREFIX/bin/ckpt-sign" pubkey
 
-step "cargo test --release --workspace (unit tests and end-to-end tests as $TEST_USER)"
+if [ "$#" -eq 0 ]; then
+    set -- --workspace --no-fail-fast
+fi
+step "cargo test --release $* (unit tests and end-to-end tests as $TEST_USER)"
 if ! CKPT_TEST_BIN=$PREFIX/bin CKPT_TEST_USER=$TEST_USER CKPT_TEST_OTHER=$OTHER_USER \
-    cargo test --release --workspace --no-fail-fast; then
+    CKPT_TEST_THIRD=$THIRD_USER cargo test --release "$@"; then
     failed+=("cargo test")
 fi
 
