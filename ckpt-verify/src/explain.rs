@@ -224,7 +224,7 @@ fn explain_json(
             "file_credentials": creds_json(&o.file_creds),
             "same_pid": o.same_pid,
             "exe_link": o.exe_link,
-            "privileged": o.privileged,
+            "privileged": o.privileged(),
         }),
     );
     m.insert("notices".into(), json!(p.notices));
@@ -356,7 +356,7 @@ fn explain_text(facts: &Facts, f: &ckpt_policy::Facts, d: &Decision, p: &Plan) {
     );
     outln!(
         "  privileged build: {}",
-        if o.privileged {
+        if o.privileged() {
             "yes (every mapped file is checked against its signed digest)"
         } else {
             "no"

@@ -367,7 +367,7 @@ fn restore_fail(e: RestoreError, d: &Decision, p: &Plan) -> Fail {
             );
         }
     }
-    if matches!(e, RestoreError::FileChanged { .. }) && p.opts.privileged {
+    if matches!(e, RestoreError::FileChanged { .. }) && p.opts.privileged() {
         return Fail::with(
             Exit::RestoreFailed,
             "restore refused (a privileged restore needs every mapped file to match its \
