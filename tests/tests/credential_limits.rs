@@ -163,6 +163,7 @@ fn credentials_rule(env: &Env, extra_grants: &str) -> String {
 #[test]
 fn a_process_in_its_own_user_namespace_is_not_dumped() {
     let env = Env::require();
+    let _log = Syslog::start();
     let dir = TestDir::new(&env, "userns-dump");
     let (mut target, p) = start(&env, &dir, Who::User(&env.user), false, "u", &["userns"]);
     let pid = target.pid;
@@ -204,6 +205,7 @@ fn a_process_in_its_own_user_namespace_is_not_dumped() {
 #[test]
 fn a_process_in_another_pid_namespace_is_not_dumped() {
     let env = Env::require();
+    let _log = Syslog::start();
     let dir = TestDir::new(&env, "pidns-dump");
     let (mut parent, _p) = start(&env, &dir, Who::Root, false, "p", &["pidns"]);
     let pp = parent.pid;
