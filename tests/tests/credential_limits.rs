@@ -81,7 +81,9 @@ fn start(
         &dir.work.join(format!("{name}.log")),
     );
     let p = Probe { report };
-    p.wait_count(proc.pid, 3);
+    // In a pid namespace of its own the counting child is pid 1 there.
+    let counting = if opts.contains(&"pidns") { 1 } else { proc.pid };
+    p.wait_count(counting, 3);
     (proc, p)
 }
 
