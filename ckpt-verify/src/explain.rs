@@ -357,7 +357,11 @@ fn explain_text(facts: &Facts, f: &ckpt_policy::Facts, d: &Decision, p: &Plan) {
     outln!(
         "  privileged build: {}",
         if o.privileged() {
-            "yes (every mapped file is checked against its signed digest)"
+            "yes (more than you hold; every mapped file is checked against its signed digest \
+             and must not be writable by you)"
+        } else if !o.is_plain() {
+            "no (nothing more than you hold; built as root, every mapped file is checked \
+             against its signed digest)"
         } else {
             "no"
         }
