@@ -357,13 +357,6 @@ fn root_restoring_with_credentials_and_same_pid_is_not_an_escalation() {
          caller = [\"uid:0\"]\ntarget = {{ uid = [{u}] }}\n\
          grant = [\"credentials\", \"same-pid\"]\n"
     ));
-    let explain = env.verify_as(Who::Root, &dir, &["explain", path_str(&image), "--json"]);
-    let v: serde_json::Value = serde_json::from_str(explain.stdout.trim())
-        .unwrap_or_else(|e| panic!("explain --json ({e})\n{explain}"));
-    assert_eq!(
-        v["restore"]["privileged"], false,
-        "root already holds every id it restores\n{explain}"
-    );
     let run = env.verify_as(Who::Root, &dir, &["restore", path_str(&image)]);
     run.assert_code(exit::OK, "root's restore with credentials and same-pid");
     let r = restored(&run);
@@ -376,4 +369,11 @@ fn root_restoring_with_credentials_and_same_pid_is_not_an_escalation() {
     c.assert_continuous(&[p1]);
     let mut r = r;
     assert!(r.is_alive());
+    let explain = env.verify_as(Who::Root, &dir, &["explain", path_str(&image), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(explain.stdout.trim())
+        .unwrap_or_else(|e| panic!("explain --json ({e})\n{explain}"));
+    assert_eq!(
+        v["restore"]["privileged"], false,
+        "root already holds every id it restored\n{explain}"
+    );
 }
