@@ -60,7 +60,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     groups: vec![],
                 };
                 opts.file_creds = opts.caller.clone();
-                opts.privileged = true;
                 opts.same_pid = args.iter().any(|a| a == "--same-pid");
                 opts.exe_link = args.iter().any(|a| a == "--exe-link");
                 if args.iter().any(|a| a == "--caps") {

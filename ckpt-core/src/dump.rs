@@ -151,6 +151,33 @@ impl Frozen {
         })
     }
 
+    /// The target's user and pid namespaces, refused unless they are the
+    /// dumping process's own: capability sets read from `/proc` are
+    /// relative to the target's user namespace (a user who created one is
+    /// "root" with every capability in it), and pids to its pid namespace.
+    /// Namespaces are not supported, so a target in another one is
+    /// [`DumpError::Unsupported`], naming the namespace.
+    pub fn namespaces(&self) -> Result<Namespaces, DumpError> {
+        let pid = self.pid;
+        let target = read_namespaces(&format!("/proc/{pid}"), pid)?;
+        let own = read_namespaces("/proc/self", pid)?;
+        for (kind, theirs, ours) in [
+            ("user", target.user, own.user),
+            ("pid", target.pid, own.pid),
+        ] {
+            if theirs != ours {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    resource: format!(
+                        "a process in another {kind} namespace ({kind}:{theirs}; \
+                         the dump runs in {kind}:{ours}; namespaces are not supported)"
+                    ),
+                });
+            }
+        }
+        Ok(target)
+    }
+
     fn tracee(&mut self) -> Result<&mut Tracee, DumpError> {
         self.tracee
             .as_mut()
@@ -167,6 +194,7 @@ impl Frozen {
         };
 
         let status = self.status()?;
+        let namespaces = self.namespaces()?;
         if status.threads != 1 {
             let tids = task_ids(pid).unwrap_or_default();
             let other = tids.into_iter().find(|t| *t != pid).unwrap_or(0);
@@ -372,6 +400,7 @@ impl Frozen {
             comm,
             exe,
             creds,
+            namespaces: Some(namespaces),
             cwd,
             umask: status.umask.unwrap_or(0o022),
             personality: injected.personality,
@@ -633,6 +662,28 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         let _ = self.release();
     }
+}
+
+/// The user and pid namespaces of `proc_dir` (`/proc/PID` or
+/// `/proc/self`); errors name `pid`, the target.
+fn read_namespaces(proc_dir: &str, pid: i32) -> Result<Namespaces, DumpError> {
+    let id = |kind: &str| {
+        let path = format!("{proc_dir}/ns/{kind}");
+        std::fs::metadata(&path)
+            .map(|m| NsId {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+            .map_err(|source| DumpError::Proc {
+                pid,
+                what: path,
+                source,
+            })
+    };
+    Ok(Namespaces {
+        user: id("user")?,
+        pid: id("pid")?,
+    })
 }
 
 fn ptrace_err(pid: i32, op: &'static str, errno: Errno) -> DumpError {

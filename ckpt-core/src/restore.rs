@@ -82,11 +82,20 @@ pub struct RestoreOptions {
     /// Point `/proc/PID/exe` at the saved executable even when the caller
     /// could not exec it unchanged (`exe-link`).
     pub exe_link: bool,
-    /// The restored process will hold more than the caller: build it as an
-    /// untouchable root task, check every mapped file against its signed
-    /// digest, open nothing through a symlink, and drop to `creds` last.
-    pub privileged: bool,
+    /// The capabilities the caller can already hold: for a caller whose
+    /// real uid is 0, what exec gives it (the permitted set the setuid
+    /// helper got at exec: its bounding set, none under `SECBIT_NOROOT`);
+    /// 0 for anyone else. [`RestoreOptions::privileged`] compares against it.
+    pub caller_caps: u64,
 }
+
+/// `CAP_SETGID`, `CAP_SETUID`: with both, any ids are the caller's to take.
+const CAP_SETGID: u64 = 1 << 6;
+const CAP_SETUID: u64 = 1 << 7;
+/// Securebits (`linux/securebits.h`).
+const SECBIT_NOROOT: u64 = 1 << 0;
+const SECBIT_NOROOT_LOCKED: u64 = 1 << 1;
+const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 
 impl RestoreOptions {
     /// Restore exactly as if `caller` had started the program.
@@ -98,9 +107,48 @@ impl RestoreOptions {
             caps: None,
             same_pid: false,
             exe_link: false,
-            privileged: false,
+            caller_caps: 0,
         }
     }
+
+    /// The result exceeds what the caller already has: ids (final or for
+    /// reopening files) that are not the caller's, unless the caller holds
+    /// `CAP_SETUID` and `CAP_SETGID` (root); or a capability the caller
+    /// cannot hold. Such a restore is built as an untouchable root task,
+    /// every mapped file must match its signed digest and must not be
+    /// writable by the caller, nothing is opened through a symlink, and the
+    /// stub drops to `creds` last. Derived from the options, never set.
+    pub fn privileged(&self) -> bool {
+        let ids_free = self.caller_caps & (CAP_SETUID | CAP_SETGID) == CAP_SETUID | CAP_SETGID;
+        let foreign = |c: &RestoreCredentials| !same_creds(c, &self.caller);
+        let ids = !ids_free && (foreign(&self.creds) || foreign(&self.file_creds));
+        let caps = self.caps.as_ref().is_some_and(|k| {
+            (k.permitted | k.effective | k.inheritable | k.ambient) & !self.caller_caps != 0
+        });
+        ids || caps
+    }
+
+    /// The restore is exactly the caller starting the program: the caller's
+    /// ids for everything, no capability sets to set, no exe link. Only
+    /// then is the stub created with the final credentials from the start
+    /// (and for a root caller gets what exec gives root); anything else is
+    /// built as root and dropped to exactly `creds` and `caps` last.
+    pub fn is_plain(&self) -> bool {
+        same_creds(&self.creds, &self.caller)
+            && same_creds(&self.file_creds, &self.caller)
+            && self.caps.is_none()
+            && !self.exe_link
+    }
+}
+
+/// Equal ids, and the same set of supplementary groups.
+fn same_creds(a: &RestoreCredentials, b: &RestoreCredentials) -> bool {
+    let set = |g: &[u32]| {
+        g.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<u32>>()
+    };
+    a.uid == b.uid && a.gid == b.gid && set(&a.groups) == set(&b.groups)
 }
 
 /// A restored, running process.
@@ -149,10 +197,10 @@ pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, 
     let m = reader.manifest();
     let plan = Plan::check(m)?;
     let exe_path = cstring(&m.process.exe.path)?;
-    let mode = if opts.privileged || opts.exe_link {
-        StubMode::Root
-    } else {
+    let mode = if opts.is_plain() {
         StubMode::Final
+    } else {
+        StubMode::Root
     };
     let want_pid = opts.same_pid.then_some(m.process.pid);
     let stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
@@ -914,6 +962,14 @@ impl<'m> Builder<'m> {
         if self.mode == StubMode::Root {
             self.drop_to_final_creds(scratch)?;
         }
+        // no_new_privs only ever takes privilege away: always restored.
+        if p.creds.no_new_privs {
+            self.sys(
+                "prctl(PR_SET_NO_NEW_PRIVS)",
+                libc::SYS_prctl,
+                [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+            )?;
+        }
 
         // 11. Last syscall: unmap the trampoline. At its exit stop, put the
         //     saved registers, FPU state and signal mask in place.
@@ -1241,8 +1297,13 @@ impl<'m> Builder<'m> {
     /// CAP_SETPCAP (root still has it); keep-caps carries the permitted set
     /// across the uid change; capset then trims it to the saved sets; the
     /// ambient set is raised last (it needs permitted and inheritable).
+    ///
+    /// Without capability sets (no `capabilities` grant) the process holds
+    /// none, and one with uid 0 as its real, effective or saved uid also
+    /// gets `SECBIT_NOROOT | SECBIT_NOROOT_LOCKED`: exec does not give it
+    /// every capability back for being uid 0 (set-user-id-root programs
+    /// included); only file capabilities still apply, as for any user.
     fn drop_to_final_creds(&mut self, scratch: u64) -> Result<(), RestoreError> {
-        const SECBIT_KEEP_CAPS: u64 = 1 << 4;
         const CAP_LAST: u64 = 63;
         let c = self.opts.creds.clone();
         let caps = self.opts.caps.clone();
@@ -1262,6 +1323,19 @@ impl<'m> Builder<'m> {
                 [
                     libc::PR_SET_SECUREBITS as u64,
                     u64::from(k.securebits) | SECBIT_KEEP_CAPS,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        } else if c.uid[..3].contains(&0) {
+            self.sys(
+                "prctl(PR_SET_SECUREBITS)",
+                libc::SYS_prctl,
+                [
+                    libc::PR_SET_SECUREBITS as u64,
+                    SECBIT_NOROOT | SECBIT_NOROOT_LOCKED,
                     0,
                     0,
                     0,
@@ -1407,7 +1481,7 @@ impl<'m> Builder<'m> {
         // saved memory relies on: it must be exactly what was dumped. A file
         // only mapped shared is live data the process shares with the file
         // system; its current content is what the process will see.
-        if self.opts.privileged && caller_may_write(&meta, &self.opts.caller) {
+        if self.opts.privileged() && caller_may_write(&meta, &self.opts.caller) {
             return Err(RestoreError::CallerWritable { path: f.path });
         }
         let strict =

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ckpt_core::image::{ImageError, ImageReader, SignatureStatus};
 use ckpt_keys::PublicKey;
-use ckpt_policy::{Exe, Ids, ImageCreds, Names, OneShot, Policy, Signer, Trust};
+use ckpt_policy::{Exe, Ids, ImageCreds, Names, OneShot, Policy, Signer, Trust, UserNs};
 use ckpt_privsep::as_caller::open_image_for_read;
 use ckpt_privsep::ledger::Ledger;
 use ckpt_privsep::report::{error_chain, Exit};
@@ -232,6 +232,13 @@ pub(crate) fn policy_facts(
             cap_bounding: c.cap_bounding,
             cap_ambient: c.cap_ambient,
             securebits: c.securebits,
+            // Only the initial user namespace's capabilities are host
+            // ones; an image without the record gets no grant from them.
+            user_ns: match &m.process.namespaces {
+                Some(ns) if ns.user.is_initial_user() => UserNs::Initial,
+                Some(ns) => UserNs::Other(ns.user.ino),
+                None => UserNs::Unrecorded,
+            },
         },
         exe: Exe {
             path: m.process.exe.path.clone(),

@@ -224,7 +224,7 @@ fn explain_json(
             "file_credentials": creds_json(&o.file_creds),
             "same_pid": o.same_pid,
             "exe_link": o.exe_link,
-            "privileged": o.privileged,
+            "privileged": o.privileged(),
         }),
     );
     m.insert("notices".into(), json!(p.notices));
@@ -356,8 +356,12 @@ fn explain_text(facts: &Facts, f: &ckpt_policy::Facts, d: &Decision, p: &Plan) {
     );
     outln!(
         "  privileged build: {}",
-        if o.privileged {
-            "yes (every mapped file is checked against its signed digest)"
+        if o.privileged() {
+            "yes (more than you hold; every mapped file is checked against its signed digest \
+             and must not be writable by you)"
+        } else if !o.is_plain() {
+            "no (nothing more than you hold; built as root, every mapped file is checked \
+             against its signed digest)"
         } else {
             "no"
         }

@@ -3,15 +3,19 @@
 //! * `credentials` granted: the saved real/effective/saved/fs uids and gids
 //!   and the supplementary groups, after mapping; otherwise the caller's.
 //! * `capabilities` granted: the saved capability sets (inheritable,
-//!   permitted, effective, bounding, ambient) and securebits, when the image
-//!   holds any capability or securebits; otherwise none at all.
+//!   permitted, effective, ambient) and securebits, when the image holds
+//!   any capability or securebits, and a bounding set limited to what it
+//!   holds (so that no exec gives it more than was granted); otherwise none
+//!   at all (and the engine locks `SECBIT_NOROOT` on a process with uid 0).
+//!   Nothing is granted from an image whose user namespace is not the
+//!   initial one (`ckpt_policy::decide` denies it).
 //! * `privileged-files` granted: files are reopened with the saved (mapped)
 //!   credentials; otherwise with the caller's.
 //! * `same-pid`, `exe-link`: as granted.
-//! * `privileged`: the restored process (or the credentials its files are
-//!   opened with) would hold more than the caller: any id that is not the
-//!   caller's, or any capability. The engine then builds it as root, checks
-//!   every mapped file against its signed digest and drops last.
+//! * `caller_caps`: what the caller can already hold (for a root caller,
+//!   the permitted set exec gave this helper; otherwise nothing). Whether
+//!   the restore is privileged (exceeds the caller) is derived from the
+//!   options by `RestoreOptions::privileged`, never decided here.
 
 use ckpt_core::restore::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
 use ckpt_policy::{cap_mask_summary, Decision, Facts, Mapping, Privilege, Verdict};
@@ -113,7 +117,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             inheritable: t.cap_inheritable,
             permitted: t.cap_permitted,
             effective: t.cap_effective,
-            bounding: t.cap_bounding,
+            bounding: t.cap_bounding & t.caps_held(),
             ambient: t.cap_ambient,
             securebits: t.securebits,
         })
@@ -131,7 +135,6 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
         (Some(s), true) => s.clone(),
         _ => mine.clone(),
     };
-    let privileged = creds != mine || file_creds != mine || caps.is_some();
     Plan {
         opts: RestoreOptions {
             caller: mine.clone(),
@@ -140,11 +143,27 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             file_creds,
             same_pid: granted(Privilege::SamePid),
             exe_link: granted(Privilege::ExeLink),
-            privileged,
+            caller_caps: caller_caps(caller),
         },
         notices,
         saved,
     }
+}
+
+/// The capabilities the caller can already hold. A caller whose real uid
+/// is 0 gets, from any exec, the permitted set this setuid-root helper got
+/// at its own exec (its bounding set; nothing under `SECBIT_NOROOT`); that
+/// set is read back from `/proc/self/status`. Anyone else: none (what a
+/// non-root caller may gain from file capabilities or set-id programs is
+/// not theirs to hand to another process).
+pub(crate) fn caller_caps(caller: &Caller) -> u64 {
+    if !caller.is_root() || !caller.privileged {
+        return 0;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| ckpt_core::procfs::status::parse_status(&text).ok())
+        .map_or(0, |s| s.cap_prm)
 }
 
 /// The image's credentials as they are recorded (not mapped).
@@ -212,6 +231,7 @@ mod tests {
                 cap_bounding: u64::MAX >> 23,
                 cap_ambient: 0,
                 securebits: 0,
+                user_ns: ckpt_policy::UserNs::Initial,
             },
             exe: Exe {
                 path: "/bin/x".into(),
@@ -245,7 +265,7 @@ mod tests {
         assert_eq!(p.opts.creds, mine);
         assert_eq!(p.opts.file_creds, mine);
         assert!(p.opts.caps.is_none());
-        assert!(!p.opts.privileged && !p.opts.same_pid && !p.opts.exe_link);
+        assert!(!p.opts.privileged() && !p.opts.same_pid && !p.opts.exe_link);
         assert!(
             p.notices[0]
                 == "restoring with your own credentials (uid 1001): no rule grants credentials",
@@ -265,7 +285,7 @@ mod tests {
         assert_eq!(p.opts.creds.gid, [1001; 4]);
         assert!(p.opts.caps.is_none());
         assert_eq!(p.opts.file_creds, caller_creds(&caller(1001)));
-        assert!(p.opts.privileged && p.opts.exe_link && !p.opts.same_pid);
+        assert!(p.opts.privileged() && p.opts.exe_link && !p.opts.same_pid);
     }
 
     #[test]
@@ -278,9 +298,12 @@ mod tests {
         let p = plan(&d, &f, &caller(1001));
         let caps = p.opts.caps.clone().unwrap();
         assert_eq!(caps.permitted, 0x1ff);
-        assert_eq!(caps.bounding, u64::MAX >> 23);
+        assert_eq!(
+            caps.bounding, 0x1ff,
+            "the saved bounding set, limited to the grant"
+        );
         assert_eq!(p.opts.file_creds.uid, [1001, 0, 0, 0]);
-        assert!(p.opts.privileged && p.opts.same_pid);
+        assert!(p.opts.privileged() && p.opts.same_pid);
     }
 
     #[test]
@@ -291,9 +314,49 @@ mod tests {
             &f,
         );
         let p = plan(&d, &f, &caller(1001));
-        assert!(!p.opts.privileged);
+        assert!(!p.opts.privileged());
         assert!(p.opts.caps.is_none());
         assert!(saved_is_mine(&p, &caller(1001)));
+    }
+
+    #[test]
+    fn bounding_set_is_limited_to_the_granted_capabilities() {
+        let mut f = facts([1001, 0, 0, 0], 1 << 10);
+        f.target.cap_bounding = u64::MAX >> 23;
+        let d = decide(&policy("\"credentials\", \"capabilities\""), &f);
+        let p = plan(&d, &f, &caller(1001));
+        let caps = p.opts.caps.clone().unwrap();
+        assert_eq!(caps.permitted, 1 << 10);
+        assert_eq!(
+            caps.bounding,
+            1 << 10,
+            "exec can give no more than was granted"
+        );
+    }
+
+    #[test]
+    fn privileged_is_what_exceeds_the_caller() {
+        // Root, holding every capability, restoring someone else's ids and
+        // groups: nothing it could not do itself.
+        let f = facts([1001; 4], 1 << 10);
+        let d = decide(
+            &policy("\"credentials\", \"capabilities\", \"same-pid\", \"privileged-files\""),
+            &f,
+        );
+        let mut p = plan(&d, &f, &caller(0));
+        p.opts.caller_caps = u64::MAX >> 23;
+        assert_ne!(p.opts.creds, p.opts.caller);
+        assert!(!p.opts.privileged(), "root already has all of it");
+        assert!(
+            !p.opts.is_plain(),
+            "still built as root, to set the ids and sets"
+        );
+        // Root without CAP_SETUID/CAP_SETGID (or anyone else): privileged.
+        p.opts.caller_caps = 1 << 10;
+        assert!(p.opts.privileged());
+        // A capability root does not hold is privileged too.
+        p.opts.caller_caps = (u64::MAX >> 23) & !(1 << 10);
+        assert!(p.opts.privileged());
     }
 
     #[test]
@@ -302,7 +365,7 @@ mod tests {
         let d = decide(&policy("\"capabilities\""), &f);
         let p = plan(&d, &f, &caller(1001));
         assert_eq!(p.opts.creds, caller_creds(&caller(1001)));
-        assert!(p.opts.privileged);
+        assert!(p.opts.privileged());
         assert!(
             p.notices[1].contains("cap_net_bind_service"),
             "{:?}",

@@ -367,10 +367,10 @@ fn restore_fail(e: RestoreError, d: &Decision, p: &Plan) -> Fail {
             );
         }
     }
-    if matches!(e, RestoreError::FileChanged { .. }) && p.opts.privileged {
+    if matches!(e, RestoreError::FileChanged { .. }) && !p.opts.is_plain() {
         return Fail::with(
             Exit::RestoreFailed,
-            "restore refused (a privileged restore needs every mapped file to match its \
+            "restore refused (a restore built as root needs every mapped file to match its \
              signed digest)",
             e,
         );

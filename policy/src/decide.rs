@@ -15,6 +15,11 @@
 //! that passed the most conditions, in evaluation order), or "no rule".
 //! `credentials` and `privileged-files` also need every saved uid, gid and
 //! group of the image to have a local id under the signer's mapping.
+//! `credentials`, `capabilities` and `privileged-files` are never granted
+//! from an image whose process was not in the initial user namespace of
+//! the host that dumped it, or that does not record its namespace (images
+//! written before it was recorded): capability sets are relative to the
+//! process's own user namespace, so such facts say nothing about the host.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +85,39 @@ pub struct ImageCreds {
     pub cap_bounding: u64,
     pub cap_ambient: u64,
     pub securebits: u32,
+    /// The user namespace all of the above is relative to.
+    pub user_ns: UserNs,
+}
+
+/// The user namespace an image records for its process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNs {
+    /// The initial user namespace of the host that made the image: its
+    /// capabilities are host capabilities.
+    Initial,
+    /// Another user namespace (the inode of its nsfs file).
+    Other(u64),
+    /// The image does not say (written before namespaces were recorded).
+    Unrecorded,
+}
+
+impl UserNs {
+    /// Why nothing may be granted from the image's credentials (None for
+    /// the initial user namespace).
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            UserNs::Initial => None,
+            UserNs::Other(ino) => Some(format!(
+                "the process ran in user namespace user:[{ino}], not the host's initial one: \
+                 its ids and capabilities are not host ones"
+            )),
+            UserNs::Unrecorded => Some(
+                "the image does not record the process's user namespace (made by an older \
+                 version): its capabilities cannot be taken as host ones"
+                    .to_owned(),
+            ),
+        }
+    }
 }
 
 impl ImageCreds {
@@ -745,6 +783,15 @@ fn needs_mapped_ids(p: Privilege) -> bool {
     matches!(p, Privilege::Credentials | Privilege::PrivilegedFiles)
 }
 
+/// Privileges computed from the image's credentials or capability sets,
+/// which need them to be relative to the initial user namespace.
+fn needs_initial_user_ns(p: Privilege) -> bool {
+    matches!(
+        p,
+        Privilege::Credentials | Privilege::Capabilities | Privilege::PrivilegedFiles
+    )
+}
+
 /// The decision. Pure: see the module documentation.
 pub fn decide(policy: &Policy, facts: &Facts) -> Decision {
     let mapping = mapping_for(policy, facts);
@@ -818,17 +865,23 @@ pub fn decide(policy: &Policy, facts: &Facts) -> Decision {
         policy.rules.iter().map(|r| cx.eval(r)).collect()
     };
     let unmapped = target.unmapped();
+    let foreign_ns = facts.target.user_ns.refusal();
 
     let verdicts = Privilege::ALL
         .iter()
         .map(|&p| {
-            let v = match &global {
-                Some((condition, reason)) => Verdict::Denied {
+            let v = match (&global, &foreign_ns) {
+                (Some((condition, reason)), _) => Verdict::Denied {
                     reason: reason.clone(),
                     condition,
                     rule: None,
                 },
-                None => verdict_for(p, policy, &results, &unmapped, &mapping),
+                (None, Some(reason)) if needs_initial_user_ns(p) => Verdict::Denied {
+                    reason: reason.clone(),
+                    condition: "user-namespace",
+                    rule: None,
+                },
+                (None, _) => verdict_for(p, policy, &results, &unmapped, &mapping),
             };
             (p, v)
         })
@@ -963,6 +1016,7 @@ mod tests {
                 cap_bounding: 0x1ff_ffff_ffff,
                 cap_ambient: 0,
                 securebits: 0,
+                user_ns: UserNs::Initial,
             },
             exe: Exe {
                 path: "/usr/bin/passwd".into(),
@@ -1024,6 +1078,42 @@ mod tests {
         );
         assert_eq!(d.mapping, rule_mapping_identity());
         assert_eq!(d.age, 600);
+    }
+
+    #[test]
+    fn another_user_namespace_grants_nothing_from_credentials() {
+        let w = world();
+        let p = policy(
+            "[[rule]]\nname = \"r\"\nsigned_by = [\"this-host\"]\n\
+             grant = [\"credentials\", \"capabilities\", \"privileged-files\", \"same-pid\", \"exe-link\"]\n",
+        );
+        for (ns, want) in [
+            (
+                UserNs::Other(4026532001),
+                "user namespace user:[4026532001]",
+            ),
+            (
+                UserNs::Unrecorded,
+                "does not record the process's user namespace",
+            ),
+        ] {
+            let mut f = facts(&w);
+            f.target.user_ns = ns;
+            let d = decide(&p, &f);
+            for priv_ in [
+                Privilege::Credentials,
+                Privilege::Capabilities,
+                Privilege::PrivilegedFiles,
+            ] {
+                let (why, cond) = denied(&d, priv_);
+                assert_eq!(cond, "user-namespace", "{ns:?} {priv_:?}");
+                assert!(why.contains(want), "{why}");
+            }
+            assert_eq!(granted_by(&d, Privilege::SamePid), "r");
+            assert_eq!(granted_by(&d, Privilege::ExeLink), "r");
+        }
+        let d = decide(&p, &facts(&w));
+        assert_eq!(granted_by(&d, Privilege::Capabilities), "r");
     }
 
     fn rule_mapping_identity() -> Mapping {

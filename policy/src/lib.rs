@@ -62,7 +62,8 @@ pub use caps::{cap_mask_names, cap_mask_summary, cap_number, CAP_NAMES};
 pub use date::Date;
 pub use decide::{
     decide, human_duration, Attestation, Decision, Exe, Facts, Ids, ImageCreds, Integrity, Map,
-    Mapped, MappedCreds, MappedIds, Mapping, Names, OneShot, Signer, Verdict, MAX_CLOCK_SKEW,
+    Mapped, MappedCreds, MappedIds, Mapping, Names, OneShot, Signer, UserNs, Verdict,
+    MAX_CLOCK_SKEW,
 };
 pub use error::PolicyError;
 pub use load::{load, load_file, MAX_POLICY_LEN};

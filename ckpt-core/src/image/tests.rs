@@ -96,6 +96,16 @@ pub(super) fn sample_process() -> ProcessState {
             no_new_privs: false,
             seccomp_mode: 0,
         },
+        namespaces: Some(Namespaces {
+            user: NsId {
+                dev: 4,
+                ino: NsId::INITIAL_USER_INO,
+            },
+            pid: NsId {
+                dev: 4,
+                ino: NsId::INITIAL_PID_INO,
+            },
+        }),
         cwd: "/home/user".into(),
         umask: 0o022,
         personality: 0,
