@@ -23,6 +23,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod image;
+pub mod lifecycle;
 pub mod policy;
 pub mod procfs;
 pub mod reporter;
