@@ -59,6 +59,7 @@ pub mod exit {
     pub const RESTORE_FAILED: i32 = 7;
     pub const UNSIGNED: i32 = 8;
     pub const UNTRUSTED: i32 = 9;
+    pub const INTERRUPTED: i32 = 10;
 }
 
 /// A local account the tests act as.

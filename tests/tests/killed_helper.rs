@@ -147,7 +147,7 @@ fn leave_running_dump_target_survives_whatever_is_done_to_the_helper() {
             fs::remove_file(&image).unwrap();
             images += 1;
         }
-        if st.code() == Some(10) {
+        if st.code() == Some(exit::INTERRUPTED) {
             assert!(
                 h.stderr.contains("interrupted by"),
                 "{what}: exit 10 says it was interrupted\n{}",
@@ -245,6 +245,14 @@ fn restore_leaves_no_stub_whatever_is_done_to_the_helper() {
         }
         if st.code() == Some(exit::OK) {
             assert_eq!(procs.len(), 1, "{what}: exit 0 and a process runs");
+        }
+        if st.code() == Some(exit::INTERRUPTED) {
+            assert!(procs.is_empty(), "{what}: interrupted, nothing runs");
+            assert!(
+                h.stderr.contains("interrupted by"),
+                "{what}: exit 10 says it was interrupted\n{}",
+                h.stderr
+            );
         }
 
         // No temporary pid file; a pid file names the process.
