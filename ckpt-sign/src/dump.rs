@@ -23,7 +23,7 @@
 //! cannot kill or stop the helper (setuid run), and a terminal signal
 //! received before step 7 rolls the dump back (target resumed untouched,
 //! temporary file removed, exit 10); from step 7 on the dump completes.
-//! Nothing is printed until the dump is over and the shield lowered.
+//! No result is printed until the dump is over and the shield lowered.
 //!
 //! One audit line per dump (`ckpt_privsep::audit`): `event=dump caller_uid=
 //! pid= image_id= signer= signer_name= outcome=ok|refused|failed reason=`,

@@ -17,10 +17,10 @@
 //! stop the helper (setuid run), and a terminal signal (`SIGINT`,
 //! `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGTSTP`) received before the audit
 //! line was sent calls the restore off (exit 10, nothing left running,
-//! ledger entry released); after that the restore completes. Nothing is
-//! written to stdout or stderr before the process is released, the pid file
-//! is in place and the audit line is sent: a full or closed stdout cannot
-//! delay or change the outcome.
+//! ledger entry released); after that the restore completes. No notice or
+//! pid is written before the process is released, the pid file is in place
+//! and the audit line is sent: a full or closed stdout cannot change the
+//! outcome or its record.
 //!
 //! The one-shot entry is reserved *before* the restore (an `O_EXCL` create),
 //! not recorded after it: of two concurrent restores of one image only one
