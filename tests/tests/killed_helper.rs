@@ -11,6 +11,10 @@
 //! while the helper is shielded, which is the point), `SIGINT`, `SIGHUP`,
 //! `SIGTERM`, `SIGQUIT` and `SIGTSTP`+`SIGCONT` sent to the helper's
 //! process group the way a terminal sends them, and closing its pipes.
+//!
+//! A third test kills the helpers outright (`SIGKILL` as root, standing for
+//! the OOM killer or a `cgroup.kill`) at random instants: no temporary file
+//! and no half-built process may remain.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -275,4 +279,98 @@ fn restore_leaves_no_stub_whatever_is_done_to_the_helper() {
         started.elapsed(),
         tally.by_outcome
     );
+}
+
+/// Killers the caller does not control (root here; the OOM killer or a
+/// `cgroup.kill` alike) still leave no file and no half-built process: the
+/// output is unnamed until it is linked into place, and the restore stub
+/// dies with its helper at every instant before release.
+#[test]
+fn helper_killed_outright_leaves_no_file_and_no_stub() {
+    const KILLS: usize = 40;
+    let env = Env::require();
+    let log = Syslog::start();
+    let dir = TestDir::new(&env, "killed-outright");
+    let out = dir.dir("out", 0o755, Some(&env.user));
+    let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
+    let image = dir.work.join("c.ckpt");
+    env.dump_ok(&dir, c.proc.pid, &image, &[]);
+    c.proc.wait_gone("dump kills the target");
+    let mut rng = Rng::new("outright kills");
+    let (run, first) = env.restore_ok(&dir, &image, None);
+    drop(run);
+    let t = Instant::now();
+    let target = first.pid.to_string();
+    env.dump_ok(&dir, first.pid, &out.join("probe"), &["--leave-running"]);
+    let span_us = (t.elapsed().as_micros() as u64).max(1000) * 6 / 5;
+    fs::remove_file(out.join("probe")).unwrap();
+
+    // Dumps of the restored counter, killed by root at random instants.
+    for round in 0..KILLS {
+        let name = format!("{round}.ckpt");
+        let mut h = Running::start(
+            &env,
+            Who::User(&env.user),
+            &env.sign_path(),
+            &[
+                "dump",
+                "--pid",
+                &target,
+                "-o",
+                path_str(&out.join(&name)),
+                "--leave-running",
+            ],
+            &dir.work,
+        );
+        std::thread::sleep(Duration::from_micros(rng.below(span_us)));
+        signal(h.pid, nix::sys::signal::Signal::SIGKILL);
+        h.wait(RUN_LIMIT, &format!("dump round {round}"));
+        let what = format!("dump round {round}, helper killed by root");
+        if !only(&out, &[&name], &what).is_empty() {
+            let run = env.verify(&dir, &["verify", path_str(&out.join(&name))]);
+            run.assert_code(exit::OK, &format!("{what}: the image under its final name"));
+            fs::remove_file(out.join(&name)).unwrap();
+        }
+    }
+    end(first);
+
+    // Restores, killed by root at random instants.
+    let span_us = span_us * 2;
+    for round in 0..KILLS {
+        let pidname = format!("{round}.pid");
+        let mut h = Running::start(
+            &env,
+            Who::User(&env.user),
+            &env.verify_path(),
+            &[
+                "restore",
+                path_str(&image),
+                "--pidfile",
+                path_str(&out.join(&pidname)),
+            ],
+            &dir.work,
+        );
+        std::thread::sleep(Duration::from_micros(rng.below(span_us)));
+        signal(h.pid, nix::sys::signal::Signal::SIGKILL);
+        h.wait(RUN_LIMIT, &format!("restore round {round}"));
+        let what = format!("restore round {round}, helper killed by root");
+        only(&out, &[&pidname], &what);
+        let _ = fs::remove_file(out.join(&pidname));
+        // Anything left must be a released process that counts (a stub
+        // would be stopped, traced, or silent), with its audit record.
+        std::thread::sleep(Duration::from_millis(20));
+        for p in processes_mentioning(path_str(&dir.root)) {
+            let mut proc = Proc::adopt(p, "restored counter")
+                .unwrap_or_else(|| panic!("{what}: process {p} vanished"));
+            proc.assert_untouched(&format!("{what}: a left process (a stub?)"));
+            c.wait_for(p, 1);
+            let ps = p.to_string();
+            log.wait_for(&format!("{what}: the audit record of {p}"), |r| {
+                r.program == "ckpt-verify"
+                    && r.get("event") == Some("restore")
+                    && r.get("pid") == Some(ps.as_str())
+            });
+            end(proc);
+        }
+    }
 }
