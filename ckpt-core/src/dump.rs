@@ -63,6 +63,9 @@ pub enum DumpError {
     },
     #[error("pid {pid} went away during the dump")]
     Gone { pid: i32 },
+    /// The cancellation hook ([`Frozen::set_cancel`]) asked to stop.
+    #[error("pid {pid}: the dump was called off")]
+    Cancelled { pid: i32 },
     #[error("writing the image: {0}")]
     Image(#[from] ImageError),
 }
@@ -77,12 +80,20 @@ pub struct DumpResult {
 }
 
 /// A target stopped under our control. Dropping it resumes the target.
+///
+/// The target's own registers are put back as soon as the injected queries
+/// are done, before its memory is read: should the tracer die after that
+/// (the kernel then detaches), the target carries on exactly as on a normal
+/// release. Only while the queries run does it hold borrowed registers.
 pub struct Frozen {
     pid: i32,
     pidfd: OwnedFd,
     tracee: Option<Tracee>,
     /// Registers at the freeze, before any fix-up.
     saved: libc::user_regs_struct,
+    /// Polled between steps; `true` makes [`Frozen::dump`] stop with
+    /// [`DumpError::Cancelled`].
+    cancel: Option<fn() -> bool>,
 }
 
 impl std::fmt::Debug for Frozen {
@@ -116,11 +127,42 @@ impl Frozen {
             pidfd,
             tracee: Some(tracee),
             saved,
+            cancel: None,
         })
     }
 
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Poll `cancelled` between the steps of [`Frozen::dump`] (and between
+    /// memory chunks): when it returns `true` the dump stops with
+    /// [`DumpError::Cancelled`] and dropping `self` resumes the target.
+    pub fn set_cancel(&mut self, cancelled: fn() -> bool) {
+        self.cancel = Some(cancelled);
+    }
+
+    fn check_cancel(&self) -> Result<(), DumpError> {
+        match self.cancel {
+            Some(f) if f() => Err(DumpError::Cancelled { pid: self.pid }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Put the target's own registers back (with the syscall-restart
+    /// fix-up when syscalls were injected), leaving it stopped.
+    fn put_back_registers(&mut self) -> Result<(), DumpError> {
+        let pid = self.pid;
+        let mut regs = self.saved;
+        let Some(tracee) = self.tracee.as_mut() else {
+            return Err(DumpError::Gone { pid });
+        };
+        if tracee.was_injected() {
+            arch::restart_fixup(&mut regs, ResumeIn::Original);
+        }
+        tracee
+            .set_regs(&regs)
+            .map_err(|source| DumpError::Trace { pid, source })
     }
 
     /// Credentials read again from `/proc` now that the task is stopped.
@@ -193,6 +235,7 @@ impl Frozen {
             move |source| DumpError::Parse { pid, what, source }
         };
 
+        self.check_cancel()?;
         let status = self.status()?;
         let namespaces = self.namespaces()?;
         if status.threads != 1 {
@@ -364,10 +407,14 @@ impl Frozen {
         let vdso_digest = Sha256::digest(&vdso).to_vec();
         let syscall_at = find_syscall_insn(&vdso, vdso_start)
             .ok_or_else(|| unsupported("a vdso without a syscall instruction".into()))?;
+        self.check_cancel()?;
         let template = self.saved;
         let tracee = self.tracee()?;
         tracee.set_syscall_site(syscall_at, template);
         let injected = inject_queries(tracee).map_err(|source| DumpError::Trace { pid, source })?;
+        // From here on a dying tracer leaves the target as a release would.
+        self.put_back_registers()?;
+        self.check_cancel()?;
 
         let securebits = injected.securebits;
         let mut creds = creds_from_status(&status, securebits);
@@ -585,6 +632,7 @@ impl Frozen {
                 let mut addr = start.max(vma.start);
                 let end = end.min(vma.end);
                 while addr < end {
+                    self.check_cancel()?;
                     let len = usize::try_from((end - addr).min(CHUNK_BYTES as u64))
                         .unwrap_or(CHUNK_BYTES);
                     let piece = &mut buf[..len];

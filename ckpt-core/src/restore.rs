@@ -10,9 +10,18 @@
 //! again before it is acted on; memory chunks are re-hashed as they stream
 //! (the caller owns the image file and could change it under us).
 //!
-//! If anything fails, the half-built stub is killed (`PTRACE_O_EXITKILL`
-//! also kills it should the restorer die): a process is either fully
-//! restored or not there at all.
+//! If anything fails, the half-built stub is killed: a process is either
+//! fully restored or not there at all. Should the restorer die instead, the
+//! kernel kills the stub: from its creation until it is traced with
+//! `PTRACE_O_EXITKILL` it holds a parent-death signal (`SIGKILL`, set after
+//! its credentials are changed, which would clear it, and checked against a
+//! parent that died before it was set); from then on `PTRACE_O_EXITKILL`
+//! does. The parent-death signal is cleared again just before release, so
+//! the restored process does not die with the restorer.
+//!
+//! [`restore_with`] lets the caller act at the last moment before the
+//! process is released to run (the audit record of a granted restore must
+//! be durable before its effect) and call the restore off instead.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -189,11 +198,48 @@ pub enum RestoreError {
     },
     #[error("reading the image: {0}")]
     Image(#[from] ImageError),
+    /// The caller's [`Release`] hook called the restore off; the process
+    /// was killed before it ran.
+    #[error("the restore of process {pid} was called off before it was released")]
+    CalledOff { pid: i32 },
+}
+
+/// What the caller of [`restore_with`] decides about the release.
+pub trait Release {
+    /// Polled before the stub is created and before release: `true` calls
+    /// the restore off.
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    /// Called once the process is complete and stopped, right before it is
+    /// released to run. `false` calls the restore off (the process is
+    /// killed, [`RestoreError::CalledOff`]).
+    fn before_release(&mut self, restored: &Restored) -> bool;
+}
+
+/// The [`Release`] of [`restore`]: always go ahead.
+struct GoAhead;
+
+impl Release for GoAhead {
+    fn before_release(&mut self, _restored: &Restored) -> bool {
+        true
+    }
 }
 
 /// Restore the process described by `reader` (whose integrity the caller
 /// has established) with `opts.creds`.
 pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_with(reader, opts, &mut GoAhead)
+}
+
+/// [`restore`], with `release` consulted before anything is created and
+/// again right before the finished process is released to run.
+pub fn restore_with(
+    reader: &ImageReader,
+    opts: &RestoreOptions,
+    release: &mut dyn Release,
+) -> Result<Restored, RestoreError> {
     let m = reader.manifest();
     let plan = Plan::check(m)?;
     let exe_path = cstring(&m.process.exe.path)?;
@@ -203,6 +249,9 @@ pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, 
         StubMode::Root
     };
     let want_pid = opts.same_pid.then_some(m.process.pid);
+    if release.cancelled() {
+        return Err(RestoreError::CalledOff { pid: 0 });
+    }
     let stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
     let pid = stub.tracee.pid();
     let mut notices = Vec::new();
@@ -235,8 +284,13 @@ pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, 
     match builder.build(reader, &plan) {
         Ok(()) => {
             let Builder { stub, notices, .. } = builder;
+            let restored = Restored { pid, notices };
+            if release.cancelled() || !release.before_release(&restored) {
+                stub.kill();
+                return Err(RestoreError::CalledOff { pid });
+            }
             stub.finish()?;
-            Ok(Restored { pid, notices })
+            Ok(restored)
         }
         Err(e) => {
             builder.stub.kill();
@@ -386,9 +440,15 @@ impl Stub {
     fn finish(mut self) -> Result<(), RestoreError> {
         let pid = self.pid();
         let stolen = self.tracee.take_stolen_signals();
-        self.tracee
-            .detach()
-            .map_err(|source| RestoreError::Trace { pid, source })?;
+        if let Err(source) = self.tracee.detach() {
+            // Not released: it must not run half-finished.
+            let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::__WALL),
+            );
+            return Err(RestoreError::Trace { pid, source });
+        }
         for sig in stolen {
             let _ = sys::pidfd_send_signal(&self.pidfd, sig);
         }
@@ -428,6 +488,8 @@ fn spawn_stub(
     let empty = c"";
     let cap_xattr = c"security.capability";
     let privileged_restorer = nix::unistd::geteuid().is_root();
+    // The stub dies with us until it is traced with PTRACE_O_EXITKILL.
+    let parent = nix::unistd::getpid().as_raw();
     if mode == StubMode::Root && !privileged_restorer {
         return Err(RestoreError::Unsupported(
             "a privileged restore without root".into(),
@@ -505,6 +567,13 @@ fn spawn_stub(
                             exec_ok = !suid_foreign && !sgid_foreign && !has_caps;
                         }
                     }
+                }
+                // Set only now: changing credentials clears it. A parent
+                // that died before it was set is seen by getppid.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                    || libc::getppid() != parent
+                {
+                    libc::_exit(124);
                 }
                 let decision: u8 = if exec_ok { b'E' } else { b'F' };
                 libc::write(decision_fd, (&decision as *const u8).cast(), 1);
@@ -970,6 +1039,14 @@ impl<'m> Builder<'m> {
                 [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
             )?;
         }
+
+        // No parent-death signal in the released process (EXITKILL
+        // covers the stub until it is detached).
+        self.sys(
+            "prctl(PR_SET_PDEATHSIG, 0)",
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+        )?;
 
         // 11. Last syscall: unmap the trampoline. At its exit stop, put the
         //     saved registers, FPU state and signal mask in place.

@@ -12,15 +12,25 @@
 //!    program in between is refused); read its credentials.
 //! 5. Dump, then (with `--leave-running`) resume at once.
 //! 6. Read the host key as root, finish (sign) the image, drop the key.
-//! 7. Rename into place as the caller; only then kill the target (default).
+//! 7. Send the audit line of the finished image (`outcome=ok`, its image
+//!    id and signer), then rename into place as the caller; only then kill
+//!    the target (default).
 //!
 //! Any failure before step 7 resumes the target (dropping `Frozen` does)
 //! and removes the temporary file (dropping `PendingOutput` does).
 //!
-//! Whatever the outcome, one audit line is sent at the end
-//! (`ckpt_privsep::audit`): `event=dump caller_uid= pid= image_id= signer=
-//! signer_name= outcome=ok|refused|failed reason=`. When the audit log is
-//! unreachable the dump carries on, with a warning on stderr.
+//! The whole dump runs under a [`Shield`] (raised by `main`): the caller
+//! cannot kill or stop the helper (setuid run), and a terminal signal
+//! received before step 7 rolls the dump back (target resumed untouched,
+//! temporary file removed, exit 10); from step 7 on the dump completes.
+//! No result is printed until the dump is over and the shield lowered.
+//!
+//! One audit line per dump (`ckpt_privsep::audit`): `event=dump caller_uid=
+//! pid= image_id= signer= signer_name= outcome=ok|refused|failed reason=`,
+//! sent before the image gets its final name when the dump succeeds, at the
+//! end otherwise; a second line (`outcome=failed`) follows only when a step
+//! after the first line fails (the rename, or killing the target). When the
+//! audit log is unreachable the dump carries on, with a warning on stderr.
 
 use std::io::Read;
 
@@ -31,6 +41,7 @@ use ckpt_privsep::access::{caller_may_ptrace_read, open_pidfd, pidfd_alive, Acce
 use ckpt_privsep::as_caller::{create_output, open_for_read, CreateError};
 use ckpt_privsep::audit::{AuditLog, Record, Severity};
 use ckpt_privsep::report::{error_chain, Exit};
+use ckpt_privsep::shield::{Interrupted, Shield};
 use ckpt_privsep::Caller;
 
 use crate::{DumpArgs, Fail, PROG};
@@ -69,45 +80,91 @@ fn denied(pid: i32) -> Fail {
     )
 }
 
-/// The audit record of a dump, before anything is known.
-pub(crate) fn audit_record(caller: &Caller, args: &DumpArgs) -> Record {
-    let mut r = Record::new("dump");
-    r.set("caller_uid", caller.uid.to_string())
-        .set("pid", args.pid.to_string())
-        .set("image_id", "")
-        .set("signer", "")
-        .set("signer_name", "")
-        .set("outcome", "")
-        .set("reason", "");
-    r
+/// The audit record of a dump and whether it was sent already.
+pub(crate) struct Audit {
+    pub record: Record,
+    /// Sent before the rename (`outcome=ok`).
+    sent: bool,
 }
 
-/// Complete the record with the outcome and send it. A dump does not
-/// depend on the audit log: failures are warnings.
-pub(crate) fn audit(record: &mut Record, result: &Result<(), Fail>) {
-    let severity = match result {
-        Ok(()) => {
-            record.set("outcome", "ok");
-            Severity::Notice
+impl Audit {
+    /// The record of a dump, before anything is known.
+    pub(crate) fn new(caller: &Caller, args: &DumpArgs) -> Audit {
+        let mut r = Record::new("dump");
+        r.set("caller_uid", caller.uid.to_string())
+            .set("pid", args.pid.to_string())
+            .set("image_id", "")
+            .set("signer", "")
+            .set("signer_name", "")
+            .set("outcome", "")
+            .set("reason", "");
+        Audit {
+            record: r,
+            sent: false,
         }
-        Err(f) => {
-            let outcome = match f.exit {
-                Exit::AccessDenied | Exit::Usage | Exit::PolicyRefusal => "refused",
-                _ => "failed",
-            };
-            record.set("outcome", outcome).set("reason", f.text());
-            Severity::Warning
+    }
+
+    fn send(&self, severity: Severity) -> Result<(), String> {
+        AuditLog::connect()
+            .and_then(|log| log.send(PROG, &self.record, severity))
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Right before the image gets its final name. A dump does not depend
+    /// on the audit log: a failure is a warning.
+    fn before_commit(&mut self, warnings: &mut Vec<String>) {
+        self.record.set("outcome", "ok");
+        match self.send(Severity::Notice) {
+            Ok(()) => self.sent = true,
+            Err(why) => warnings.push(format!("warning: audit log unavailable: {why}")),
         }
-    };
-    if let Err(e) = AuditLog::connect().and_then(|log| log.send(PROG, record, severity)) {
-        errln!(
-            "{PROG}: warning: audit log unavailable: {}",
-            error_chain(&e)
-        );
+    }
+
+    /// At the end: send the outcome unless the record sent before the
+    /// rename already tells it. Returns the warnings to print.
+    pub(crate) fn finish(mut self, result: &Result<(), Fail>, warnings: &mut Vec<String>) {
+        let severity = match result {
+            Ok(()) if self.sent => return,
+            Ok(()) => {
+                self.record.set("outcome", "ok");
+                Severity::Notice
+            }
+            Err(f) => {
+                let outcome = match f.exit {
+                    Exit::AccessDenied | Exit::Usage | Exit::PolicyRefusal => "refused",
+                    _ => "failed",
+                };
+                self.record.set("outcome", outcome).set("reason", f.text());
+                Severity::Warning
+            }
+        };
+        if let Err(why) = self.send(severity) {
+            warnings.push(format!("warning: audit log unavailable: {why}"));
+        }
     }
 }
 
-pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Result<(), Fail> {
+/// What `main` prints once the dump is over.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub warnings: Vec<String>,
+    pub lines: Vec<String>,
+}
+
+fn interrupted(i: Interrupted, what: &str) -> Fail {
+    Fail::new(Exit::Interrupted, format!("dump: {i}; {what}"))
+}
+
+pub(crate) fn run(
+    caller: &Caller,
+    args: &DumpArgs,
+    audit: &mut Audit,
+    shield: &Shield,
+    report: &mut Report,
+) -> Result<(), Fail> {
+    let untouched = "nothing was done";
+    let rolled_back = "the target was resumed untouched and no image was written";
+    let record = &mut audit.record;
     if args.tree {
         return Err(Fail::new(Exit::Usage, "dump --tree: not supported yet"));
     }
@@ -125,6 +182,8 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
             .set("signer_name", "caller-key"),
         SignWith::HostKey(_) => record.set("signer_name", "host-key"),
     };
+
+    shield.check().map_err(|i| interrupted(i, untouched))?;
 
     // 2. Access, as the caller, on a pidfd.
     let pidfd = open_pidfd(pid).map_err(|e| access_fail(pid, e))?;
@@ -153,11 +212,10 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         Fail::with(exit, format!("dump: cannot create the image{hint}"), e)
     })?;
 
-    // 4. Freeze, then check again. From here until the target is released
-    // or killed, only SIGKILL/SIGSTOP can interrupt us (declared before
-    // `frozen`, so it is dropped after it: the target is resumed first).
-    let _signals = ckpt_privsep::startup::block_signals()
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump", e))?;
+    shield.check().map_err(|i| interrupted(i, untouched))?;
+
+    // 4. Freeze, then check again. A terminal signal from here on rolls
+    // back at the next step (dropping `frozen` resumes the target).
     let watch = pidfd
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;
@@ -168,6 +226,7 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
             e,
         )
     })?;
+    frozen.set_cancel(ckpt_privsep::shield::interrupted);
     if !pidfd_alive(&watch) {
         return Err(Fail::new(
             Exit::DumpFailed,
@@ -202,9 +261,13 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
     let mut writer = ImageWriter::new(image_file)
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
-    let result = frozen
-        .dump(&mut writer)
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump", e))?;
+    let result = frozen.dump(&mut writer).map_err(|e| match e {
+        ckpt_core::dump::DumpError::Cancelled { .. } => match shield.check() {
+            Err(i) => interrupted(i, rolled_back),
+            Ok(()) => Fail::with(Exit::DumpFailed, "dump", e),
+        },
+        e => Fail::with(Exit::DumpFailed, "dump", e),
+    })?;
     let c = &result.process.creds;
     if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
         return Err(Fail::new(
@@ -224,6 +287,8 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
     } else {
         Some(frozen)
     };
+
+    shield.check().map_err(|i| interrupted(i, rolled_back))?;
 
     // 6. Metadata, signature.
     let meta = image_meta(caller, &result)?;
@@ -260,26 +325,30 @@ pub(crate) fn run(caller: &Caller, args: &DumpArgs, record: &mut Record) -> Resu
         (finished, key_id)
     };
     drop(finished.file);
-
-    // 7. Into place, then the target goes.
-    pending
-        .commit()
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot put the image in place", e))?;
     let image_id: String = finished
         .image_id
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     record.set("image_id", image_id.clone());
+
+    // The last point where a terminal signal rolls back.
+    shield.check().map_err(|i| interrupted(i, rolled_back))?;
+
+    // 7. The audit record, then into place, then the target goes.
+    audit.before_commit(&mut report.warnings);
+    pending
+        .commit()
+        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot put the image in place", e))?;
     let signed = match key_id {
         Some(id) => format!("signed by key {id}{signed_with}"),
         None => "unsigned".to_owned(),
     };
-    errln!(
-        "{PROG}: wrote {}: image {image_id}, {signed}, {} bytes",
+    report.lines.push(format!(
+        "wrote {}: image {image_id}, {signed}, {} bytes",
         args.output.display(),
         finished.size
-    );
+    ));
     if let Some(frozen) = frozen {
         frozen.kill().map_err(|e| {
             Fail::with(

@@ -140,9 +140,29 @@ fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
         Command::Keygen { tpm, force } => keygen(caller, tpm, force),
         Command::Pubkey { tpm, attestation } => pubkey(tpm, attestation),
         Command::Dump(args) => {
-            let mut record = dump::audit_record(caller, &args);
-            let result = dump::run(caller, &args, &mut record);
-            dump::audit(&mut record, &result);
+            let mut audit = dump::Audit::new(caller, &args);
+            let mut report = dump::Report::default();
+            let result = match ckpt_privsep::shield::Shield::raise(caller) {
+                Ok(shield) => {
+                    let r = dump::run(caller, &args, &mut audit, &shield, &mut report);
+                    audit.finish(&r, &mut report.warnings);
+                    // The image and its record are in place: the caller may
+                    // kill us again, and a full stdout changes nothing.
+                    shield.lower();
+                    r
+                }
+                Err(e) => {
+                    let r = Err(Fail::with(Exit::Other, "dump: cannot start", e));
+                    audit.finish(&r, &mut report.warnings);
+                    r
+                }
+            };
+            for w in &report.warnings {
+                errln!("{PROG}: {w}");
+            }
+            for l in &report.lines {
+                errln!("{PROG}: {l}");
+            }
             result
         }
     }

@@ -6,9 +6,21 @@
 //! first); build the restore options; apply `--require-saved-creds`; make
 //! sure the audit log is reachable when any grant is used; reserve the
 //! one-shot ledger entry when a one-shot rule granted something; create the
-//! pid file's temporary file as the caller; restore; print the pid; put the
-//! pid file in place; send the audit line. Nothing is created before the
-//! image has been verified and the decision made.
+//! pid file's temporary file as the caller; restore; send the audit line
+//! while the restored process is still stopped (for a restore that uses a
+//! grant, a line that cannot be sent calls the restore off: exit 5, the
+//! process is killed before it ran); release the process; put the pid file
+//! in place; give the real uid back to the caller; print the pid. Nothing
+//! is created before the image has been verified and the decision made.
+//!
+//! The whole operation runs under a [`Shield`]: the caller cannot kill or
+//! stop the helper (setuid run), and a terminal signal (`SIGINT`,
+//! `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGTSTP`) received before the audit
+//! line was sent calls the restore off (exit 10, nothing left running,
+//! ledger entry released); after that the restore completes. No notice or
+//! pid is written before the process is released, the pid file is in place
+//! and the audit line is sent: a full or closed stdout cannot change the
+//! outcome or its record.
 //!
 //! The one-shot entry is reserved *before* the restore (an `O_EXCL` create),
 //! not recorded after it: of two concurrent restores of one image only one
@@ -21,19 +33,23 @@
 use std::io::Write;
 use std::path::Path;
 
-use ckpt_core::restore::RestoreError;
+use ckpt_core::restore::{Release, RestoreError, Restored};
 use ckpt_policy::{decide, Decision, OneShot, Privilege};
 use ckpt_privsep::as_caller::create_output;
 use ckpt_privsep::audit::{AuditLog, Record, Severity};
 use ckpt_privsep::ledger::{Ledger, LedgerError, Reservation};
 use ckpt_privsep::report::{error_chain, Exit};
+use ckpt_privsep::shield::{Interrupted, Shield};
 use ckpt_privsep::Caller;
 
 use crate::checked::{examine, one_shot_state, policy_facts, Integrity};
 use crate::plan::{plan, reason, saved_is_mine, show_creds, Plan};
 use crate::{show, Fail, PROG};
 
-/// The audit record of this restore, sent once at the end.
+/// The audit record of this restore: sent right before the process is
+/// released (a successful restore), or at the end (a refusal or failure).
+/// A second record follows only when something fails after the first was
+/// sent (the release itself, or the pid file).
 struct Audit {
     record: Record,
     log: Option<AuditLog>,
@@ -41,6 +57,12 @@ struct Audit {
     unavailable: bool,
     /// The process was restored: later errors do not change the outcome.
     restored: bool,
+    /// The record was sent before the release.
+    sent: bool,
+    /// A grant is used: the record must be sent before the release.
+    required: bool,
+    /// Warnings for stderr, printed once the restore is over.
+    warnings: Vec<String>,
 }
 
 impl Audit {
@@ -62,6 +84,9 @@ impl Audit {
             log: None,
             unavailable: false,
             restored: false,
+            sent: false,
+            required: false,
+            warnings: Vec::new(),
         }
     }
 
@@ -84,6 +109,7 @@ impl Audit {
 
     /// Connect now: a restore that uses a grant needs the audit log.
     fn require(&mut self) -> Result<(), Fail> {
+        self.required = true;
         if self.log.is_some() {
             return Ok(());
         }
@@ -120,7 +146,8 @@ impl Audit {
         self.record.set("outcome", outcome).set("reason", text);
     }
 
-    fn finish(mut self) {
+    /// Send the record as it is now. `Err` says why it could not be.
+    fn send(&mut self) -> Result<(), String> {
         let severity = if self.record.get("outcome") == Some("ok") {
             Severity::Notice
         } else {
@@ -128,28 +155,117 @@ impl Audit {
         };
         if self.log.is_none() {
             if self.unavailable {
-                return;
+                return Err("unreachable".into());
             }
             match AuditLog::connect() {
                 Ok(l) => self.log = Some(l),
                 Err(e) => {
-                    errln!(
-                        "{PROG}: warning: audit log unavailable: {}",
-                        error_chain(&e)
-                    );
-                    return;
+                    self.unavailable = true;
+                    return Err(error_chain(&e));
                 }
             }
         }
-        if let Some(log) = &self.log {
-            if let Err(e) = log.send(PROG, &self.record, severity) {
-                errln!(
-                    "{PROG}: warning: audit log unavailable: {}",
-                    error_chain(&e)
-                );
+        match &self.log {
+            Some(log) => log
+                .send(PROG, &self.record, severity)
+                .map_err(|e| error_chain(&e)),
+            None => Err("unreachable".into()),
+        }
+    }
+
+    /// Right before release: the record of the successful restore.
+    /// `Err` (only when a grant is used) calls the restore off.
+    fn before_release(&mut self, pid: i32) -> Result<(), Fail> {
+        self.record.set("outcome", "ok").set("pid", pid.to_string());
+        match self.send() {
+            Ok(()) => {
+                self.sent = true;
+                Ok(())
+            }
+            Err(why) if self.required => {
+                self.record.set("outcome", "").set("pid", "");
+                Err(Fail::new(
+                    Exit::PolicyRefusal,
+                    format!(
+                        "policy refusal: the audit log is unavailable ({why}), and a restore \
+                         that uses a policy grant must be audited before it runs"
+                    ),
+                ))
+            }
+            Err(why) => {
+                self.warnings
+                    .push(format!("warning: audit log unavailable: {why}"));
+                Ok(())
             }
         }
     }
+
+    /// At the end: send the record unless it was sent before the release
+    /// and nothing changed since (a failure after that is sent again).
+    fn finish(mut self) -> Vec<String> {
+        let changed = self.record.get("reason").is_some_and(|r| !r.is_empty())
+            || self.record.get("outcome") != Some("ok");
+        if self.sent && !changed {
+            return self.warnings;
+        }
+        if self.unavailable && !self.sent {
+            // Already reported (a refusal) or warned about.
+            if self.warnings.is_empty() && !self.required {
+                self.warnings
+                    .push("warning: audit log unavailable".to_owned());
+            }
+            return self.warnings;
+        }
+        if let Err(why) = self.send() {
+            self.warnings
+                .push(format!("warning: audit log unavailable: {why}"));
+        }
+        self.warnings
+    }
+}
+
+/// The restored process, once released: printed after everything else.
+struct Done {
+    pid: i32,
+    notices: Vec<String>,
+}
+
+/// The engine's [`Release`]: a terminal signal calls the restore off until
+/// the audit record is sent; sending it is the last step before release.
+struct Gate<'a> {
+    audit: &'a mut Audit,
+    shield: &'a Shield,
+    /// Why the restore was called off.
+    fail: Option<Fail>,
+}
+
+impl Release for Gate<'_> {
+    fn cancelled(&self) -> bool {
+        self.shield.check().is_err()
+    }
+
+    fn before_release(&mut self, restored: &Restored) -> bool {
+        if let Err(i) = self.shield.check() {
+            self.fail = Some(interrupted(i));
+            return false;
+        }
+        match self.audit.before_release(restored.pid) {
+            Ok(()) => true,
+            Err(f) => {
+                self.fail = Some(f);
+                false
+            }
+        }
+    }
+}
+
+fn interrupted(i: Interrupted) -> Fail {
+    Fail::new(
+        Exit::Interrupted,
+        format!(
+            "restore: {i}; nothing was restored (the half-built process was killed before it ran)"
+        ),
+    )
 }
 
 pub(crate) fn restore(
@@ -159,11 +275,44 @@ pub(crate) fn restore(
     require_saved_creds: bool,
 ) -> Result<Exit, Fail> {
     let mut audit = Audit::new(caller);
-    let result = run(caller, path, pidfile, require_saved_creds, &mut audit);
+    let shield = match Shield::raise(caller) {
+        Ok(s) => s,
+        Err(e) => {
+            let f = Fail::with(Exit::Other, "restore: cannot start", e);
+            audit.failed(&f);
+            for w in audit.finish() {
+                errln!("{PROG}: {w}");
+            }
+            return Err(f);
+        }
+    };
+    let mut done = None;
+    let result = run(
+        caller,
+        path,
+        pidfile,
+        require_saved_creds,
+        &mut audit,
+        &shield,
+        &mut done,
+    );
     if let Err(f) = &result {
         audit.failed(f);
     }
-    audit.finish();
+    let warnings = audit.finish();
+    // Everything is in place: from here the caller may kill us again, and
+    // a full or closed stdout changes nothing.
+    shield.lower();
+    for w in warnings {
+        errln!("{PROG}: {w}");
+    }
+    if let Some(done) = done {
+        for n in &done.notices {
+            errln!("{PROG}: notice: {}", show(n));
+        }
+        outln!("{}", done.pid);
+        let _ = std::io::stdout().flush();
+    }
     result
 }
 
@@ -184,8 +333,11 @@ fn run(
     pidfile: Option<&Path>,
     require_saved_creds: bool,
     audit: &mut Audit,
+    shield: &Shield,
+    done: &mut Option<Done>,
 ) -> Result<Exit, Fail> {
     let facts = examine(caller, path, true)?;
+    shield.check().map_err(interrupted)?;
     if let Some(id) = facts.image_id() {
         audit.record.set("image_id", id);
     }
@@ -259,6 +411,10 @@ fn run(
         }
     };
 
+    if let Err(i) = shield.check() {
+        release(reservation);
+        return Err(interrupted(i));
+    }
     // The pid file's temporary file, before anything runs.
     let pending = match pidfile {
         None => None,
@@ -276,22 +432,29 @@ fn run(
         },
     };
 
-    // Only SIGKILL/SIGSTOP can interrupt the restore itself.
-    let signals = match ckpt_privsep::startup::block_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            release(reservation);
-            return Err(Fail::with(Exit::RestoreFailed, "restore", e));
-        }
+    // The restore; the audit record is sent right before the release.
+    let mut gate = Gate {
+        audit: &mut *audit,
+        shield,
+        fail: None,
     };
-    let restored = ckpt_core::restore::restore(reader, &plan.opts);
-    drop(signals);
+    let restored = ckpt_core::restore::restore_with(reader, &plan.opts, &mut gate);
+    let called_off = gate.fail.take();
     let restored = match restored {
         Ok(r) => r,
         Err(e) => {
             // The engine leaves no process behind: the image was not used.
             release(reservation);
-            return Err(restore_fail(e, &decision, &plan));
+            // Had the record gone out already (the release itself failed),
+            // `finish` sends a second one with the failure.
+            return Err(match (e, called_off) {
+                (RestoreError::CalledOff { .. }, Some(f)) => f,
+                (RestoreError::CalledOff { .. }, None) => match shield.check() {
+                    Err(i) => interrupted(i),
+                    Ok(()) => Fail::new(Exit::RestoreFailed, "restore: called off"),
+                },
+                (e, _) => restore_fail(e, &decision, &plan),
+            });
         }
     };
     audit.restored = true;
@@ -299,6 +462,8 @@ fn run(
         .record
         .set("outcome", "ok")
         .set("pid", restored.pid.to_string());
+    // The reservation (if any) stays: the image was used.
+    drop(reservation);
 
     let mut notices = plan.notices;
     // The engine says what it could not restore; say why it was not granted.
@@ -319,11 +484,10 @@ fn run(
             reason(&decision, Privilege::ExeLink)
         ));
     }
-    for n in &notices {
-        errln!("{PROG}: notice: {}", show(n));
-    }
-    outln!("{}", restored.pid);
-    let _ = std::io::stdout().flush();
+    *done = Some(Done {
+        pid: restored.pid,
+        notices,
+    });
 
     if let Some(mut pending) = pending {
         let written = writeln!(pending.file, "{}", restored.pid);

@@ -21,7 +21,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -645,14 +645,18 @@ fn temp_name(name: &OsStr) -> Result<OsString, Errno> {
     Ok(tmp)
 }
 
-/// An output file being written: a temporary file in the final directory,
-/// created by the caller, mode 0600. [`PendingOutput::commit`] renames it
-/// into place; dropping it uncommitted removes it (as the caller).
+/// An output file being written: an unnamed (`O_TMPFILE`) or temporary
+/// file in the final directory, created by the caller, mode 0600.
+/// [`PendingOutput::commit`] links or renames it into place; dropping it
+/// uncommitted removes it (as the caller; an unnamed file just vanishes).
 #[derive(Debug)]
 pub struct PendingOutput {
     /// The temporary file, open read-write.
     pub file: File,
     dir: OwnedFd,
+    /// The file has no name yet (`O_TMPFILE`): `tmp_name` is used only
+    /// for a `--force` replacement.
+    unnamed: bool,
     tmp_name: CString,
     final_name: CString,
     final_path: PathBuf,
@@ -668,6 +672,10 @@ pub struct PendingOutput {
 /// symbolic link, a directory or not a regular file). The temporary file is
 /// `.<name>.tmp.<random>` created with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode
 /// 0600, in the same directory.
+///
+/// Where the file system supports it the file is first created without a
+/// name (`O_TMPFILE`, mode 0600): a helper that dies before the commit then
+/// leaves nothing at all; the named temporary file is the fallback.
 pub fn create_output(
     caller: &Caller,
     final_path: &Path,
@@ -693,6 +701,23 @@ pub fn create_output(
         )
         .map_err(|e| ChildFail::new(OP_OPEN_DIR, e))?;
         check_existing(dirfd, &c_name, force)?;
+        // An unnamed file first: nothing to leave behind if we die.
+        match nix::fcntl::openat(
+            Some(dirfd),
+            c".",
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => {
+                return Ok(ChildOk {
+                    value: 1,
+                    fds: vec![dirfd, fd],
+                })
+            }
+            // The file system (or kernel) has no O_TMPFILE: a named one.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL | Errno::ENOENT) => {}
+            Err(e) => return Err(ChildFail::new(OP_CREATE, e)),
+        }
         let fd = nix::fcntl::openat(
             Some(dirfd),
             c_tmp.as_c_str(),
@@ -734,6 +759,7 @@ pub fn create_output(
             });
         }
     };
+    let unnamed = reply.value == 1;
     let mut fds = reply.fds.into_iter();
     let (Some(dirfd), Some(fd), None) = (fds.next(), fds.next(), fds.next()) else {
         return Err(HelperError::BadReply.into());
@@ -741,6 +767,7 @@ pub fn create_output(
     let pending = PendingOutput {
         file: File::from(fd),
         dir: dirfd,
+        unnamed,
         tmp_name: c_tmp,
         final_name: c_name,
         final_path: final_path.to_owned(),
@@ -762,7 +789,7 @@ pub fn create_output(
     if !is_type(st.st_mode, SFlag::S_IFREG)
         || !is_type(dst.st_mode, SFlag::S_IFDIR)
         || st.st_uid != caller.uid
-        || st.st_nlink != 1
+        || st.st_nlink != u64::from(!pending.unnamed)
         || st.st_mode & 0o7777 != 0o600
     {
         return Err(CreateError::Unexpected { path: path() });
@@ -797,13 +824,58 @@ fn check_existing(dirfd: RawFd, name: &CString, force: bool) -> Result<(), Child
     }
 }
 
+/// In the commit child: give the unnamed file `fd` its final `name` in
+/// `dirfd`, through `/proc/self/fd` (`linkat` with `AT_EMPTY_PATH` would
+/// need `CAP_DAC_READ_SEARCH`). Without `force` the link never replaces
+/// anything; with it, an existing name is replaced by linking under `tmp`
+/// and renaming over it.
+fn link_unnamed(
+    dir: BorrowedFd<'_>,
+    fd: RawFd,
+    tmp: &CString,
+    name: &CString,
+    force: bool,
+) -> Result<(), ChildFail> {
+    let dirfd = dir.as_raw_fd();
+    let Ok(proc_path) = CString::new(format!("/proc/self/fd/{fd}")) else {
+        return Err(ChildFail::new(OP_RENAME, Errno::EINVAL));
+    };
+    let link = |to: &CString| {
+        nix::unistd::linkat(
+            None,
+            proc_path.as_c_str(),
+            Some(dirfd),
+            to.as_c_str(),
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )
+    };
+    match link(name) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) if force => {
+            link(tmp).map_err(|e| ChildFail::new(OP_RENAME, e))?;
+            sys::renameat2(dir, tmp, name, 0).map_err(|e| {
+                let _ = nix::unistd::unlinkat(
+                    Some(dirfd),
+                    tmp.as_c_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                ChildFail::new(OP_RENAME, e)
+            })
+        }
+        Err(Errno::EEXIST) => Err(ChildFail::new(OP_EXISTS, Errno::EEXIST)),
+        Err(e) => Err(ChildFail::new(OP_RENAME, e)),
+    }
+}
+
 impl PendingOutput {
     /// The final path this output will be committed to.
     pub fn final_path(&self) -> &Path {
         &self.final_path
     }
 
-    /// fsync the file, rename it into place as the caller (with
+    /// fsync the file, put it into place as the caller (an unnamed file
+    /// with `linkat`, which never replaces, or with `force` by linking it
+    /// under the temporary name and renaming that over; a named one with
     /// `RENAME_NOREPLACE` unless `force`; never onto a symbolic link or a
     /// directory), then fsync the directory.
     pub fn commit(mut self) -> Result<(), CommitError> {
@@ -813,14 +885,18 @@ impl PendingOutput {
             source,
         })?;
         let dirfd = self.dir.as_raw_fd();
+        let filefd = self.file.as_raw_fd();
         let force = self.force;
         let tmp = self.tmp_name.clone();
         let name = self.final_name.clone();
-        let reply = run_as_caller(&self.caller, &[dirfd], || {
+        let unnamed = self.unnamed;
+        let reply = run_as_caller(&self.caller, &[dirfd, filefd], || {
             check_existing(dirfd, &name, force)?;
-            // `dirfd` is kept open in the child by run_as_caller.
+            // `dirfd` and `filefd` are kept open in the child by run_as_caller.
             let dir = self.dir.as_fd();
-            if force {
+            if unnamed {
+                link_unnamed(dir, filefd, &tmp, &name, force)?;
+            } else if force {
                 sys::renameat2(dir, &tmp, &name, 0).map_err(|e| ChildFail::new(OP_RENAME, e))?;
             } else {
                 match sys::renameat2(dir, &tmp, &name, libc::RENAME_NOREPLACE) {
@@ -886,7 +962,8 @@ impl PendingOutput {
 
 impl Drop for PendingOutput {
     fn drop(&mut self) {
-        if self.committed {
+        if self.committed || self.unnamed {
+            // An unnamed file vanishes with its last fd.
             return;
         }
         let dirfd = self.dir.as_raw_fd();

@@ -192,13 +192,19 @@ impl AuditLog {
     /// Send `record` as `prog` with this process's pid.
     pub fn send(&self, prog: &str, record: &Record, severity: Severity) -> Result<(), AuditError> {
         let line = record.datagram(prog, std::process::id(), severity);
-        let sent = self
-            .sock
-            .send(line.as_bytes())
-            .map_err(|source| AuditError::Send {
-                path: self.path.clone(),
-                source,
-            })?;
+        let sent = loop {
+            // A caught signal interrupts a send with a timeout (EINTR even
+            // with SA_RESTART): try again, the record must get through.
+            match self.sock.send(line.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => {
+                    break r.map_err(|source| AuditError::Send {
+                        path: self.path.clone(),
+                        source,
+                    })?
+                }
+            }
+        };
         if sent != line.len() {
             return Err(AuditError::Send {
                 path: self.path.clone(),

@@ -5,6 +5,9 @@
 //! * [`as_caller`]: open, create and rename caller-named paths in a forked
 //!   child that holds exactly the caller's credentials, passing fds back
 //!   (items 10 and 11).
+//! * [`shield`]: while a dump or restore runs, the caller can no longer
+//!   kill or stop the helper, and terminal signals roll the operation back
+//!   at safe points instead of cutting it short.
 //! * [`access`]: ask the kernel whether the caller may ptrace-read a target
 //!   (item 9), and hold targets by pidfd (item 8).
 //!
@@ -20,6 +23,7 @@ pub mod audit;
 pub mod caller;
 pub mod ledger;
 pub mod report;
+pub mod shield;
 pub mod startup;
 mod sys;
 

@@ -27,6 +27,10 @@ pub enum Exit {
     Unsigned = 8,
     /// verify: integrity ok, signed, but the signer is not trusted.
     Untrusted = 9,
+    /// A terminal signal (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`,
+    /// `SIGTSTP`) stopped a dump or restore before its effect; everything
+    /// was rolled back.
+    Interrupted = 10,
 }
 
 impl Exit {

@@ -226,39 +226,3 @@ fn reset_signals() -> Result<(), StartupError> {
         errno,
     })
 }
-
-/// While alive, every catchable signal is blocked (only `SIGKILL` and
-/// `SIGSTOP` get through). Used around steps that must not be cut short by
-/// a signal the caller sends (the caller's real uid lets them signal us):
-/// a dump target frozen with injected syscalls, a restore in progress.
-/// Dropping it restores the previous mask; pending signals are delivered
-/// then.
-#[derive(Debug)]
-pub struct SignalsBlocked {
-    old: nix::sys::signal::SigSet,
-}
-
-/// Block every catchable signal until the returned guard is dropped.
-pub fn block_signals() -> Result<SignalsBlocked, StartupError> {
-    let mut old = nix::sys::signal::SigSet::empty();
-    nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::all()),
-        Some(&mut old),
-    )
-    .map_err(|errno| StartupError::Signal {
-        signal: "signal mask",
-        errno,
-    })?;
-    Ok(SignalsBlocked { old })
-}
-
-impl Drop for SignalsBlocked {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::sigprocmask(
-            nix::sys::signal::SigmaskHow::SIG_SETMASK,
-            Some(&self.old),
-            None,
-        );
-    }
-}

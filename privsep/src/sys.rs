@@ -162,3 +162,66 @@ pub(crate) fn own_received_fd(fd: RawFd) -> OwnedFd {
     // becomes its only owner.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Install `handler` for `signal` (`SA_RESTART`, nothing else blocked while
+/// it runs); returns the previous action.
+pub(crate) fn catch_signal(
+    signal: nix::sys::signal::Signal,
+    handler: extern "C" fn(libc::c_int),
+) -> Result<nix::sys::signal::SigAction, Errno> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the only handler installed through this function is
+    // `shield::note_signal`, which does one atomic compare-and-swap: it is
+    // async-signal-safe and touches no state the interrupted code holds.
+    unsafe { nix::sys::signal::sigaction(signal, &action) }
+}
+
+/// Set `signal` to `SIG_IGN`; returns the previous action.
+pub(crate) fn ignore_signal(
+    signal: nix::sys::signal::Signal,
+) -> Result<nix::sys::signal::SigAction, Errno> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN runs no code of ours in signal context.
+    unsafe { nix::sys::signal::sigaction(signal, &action) }
+}
+
+/// Put back an action returned by [`catch_signal`] or [`ignore_signal`].
+pub(crate) fn restore_signal(
+    signal: nix::sys::signal::Signal,
+    old: &nix::sys::signal::SigAction,
+) -> Result<(), Errno> {
+    // SAFETY: `old` is an action this process had installed before (the
+    // default, SIG_IGN, or a handler of ours); reinstalling it restores a
+    // state that was already valid.
+    unsafe { nix::sys::signal::sigaction(signal, old) }.map(drop)
+}
+
+/// Disarm `ITIMER_REAL`, `ITIMER_VIRTUAL` and `ITIMER_PROF` (they survive
+/// `execve`, so the caller may have armed them).
+pub(crate) fn disarm_interval_timers() -> Result<(), Errno> {
+    let zero = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    for which in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF] {
+        // SAFETY: `zero` is a valid itimerval borrowed for the call; a null
+        // old-value pointer is allowed.
+        let rc = unsafe { libc::setitimer(which, &zero, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}

@@ -23,6 +23,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod image;
+pub mod lifecycle;
 pub mod policy;
 pub mod procfs;
 pub mod reporter;
@@ -58,6 +59,7 @@ pub mod exit {
     pub const RESTORE_FAILED: i32 = 7;
     pub const UNSIGNED: i32 = 8;
     pub const UNTRUSTED: i32 = 9;
+    pub const INTERRUPTED: i32 = 10;
 }
 
 /// A local account the tests act as.
