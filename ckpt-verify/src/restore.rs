@@ -19,6 +19,7 @@
 //! entry).
 
 use std::io::Write;
+use std::os::fd::AsRawFd as _;
 use std::path::Path;
 
 use ckpt_core::restore::RestoreError;
@@ -275,6 +276,27 @@ fn run(
             }
         },
     };
+    // And its blocks (a pid is at most 11 bytes; KEEP_SIZE leaves the file
+    // empty): on a full file system the restore fails here, before anything
+    // runs, not once the process is running.
+    if let (Some(pending), Some(p)) = (&pending, pidfile) {
+        match nix::fcntl::fallocate(
+            pending.file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            0,
+            64,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => {}
+            Err(e) => {
+                release(reservation);
+                return Err(Fail::with(
+                    Exit::Other,
+                    format!("cannot create the pid file {}", p.display()),
+                    e,
+                ));
+            }
+        }
+    }
 
     // Only SIGKILL/SIGSTOP can interrupt the restore itself.
     let signals = match ckpt_privsep::startup::block_signals() {
