@@ -29,7 +29,10 @@ struct Saved {
 
 impl Saved {
     fn new(path: &Path) -> Saved {
-        Saved { path: path.to_path_buf(), snap: FileSnapshot::of(path) }
+        Saved {
+            path: path.to_path_buf(),
+            snap: FileSnapshot::of(path),
+        }
     }
 }
 
@@ -38,8 +41,13 @@ impl Drop for Saved {
         let _ = fs::remove_file(&self.path);
         let _ = fs::remove_dir_all(&self.path);
         fs::write(&self.path, &self.snap.content).expect("put the file back");
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(self.snap.mode & 0o7777)).expect("chmod back");
-        std::os::unix::fs::chown(&self.path, Some(self.snap.uid), Some(self.snap.gid)).expect("chown back");
+        fs::set_permissions(
+            &self.path,
+            fs::Permissions::from_mode(self.snap.mode & 0o7777),
+        )
+        .expect("chmod back");
+        std::os::unix::fs::chown(&self.path, Some(self.snap.uid), Some(self.snap.gid))
+            .expect("chown back");
     }
 }
 
@@ -58,22 +66,33 @@ fn broken_keys_policy_and_configuration() {
     let other_key = ckpt_keys::SigningKey::generate().expect("key");
     let mut cases = Cases::default();
 
-    let dump_refused = |cases: &mut Cases, c: &mut Counter, name: &str, want: i32, extra: &[&str]| {
-        let before = TestDir::list(&dir.work);
-        let out = dir.work.join(format!("{name}.ckpt"));
-        let mut args = vec!["dump", "--pid", &pid, "-o", path_str(&out), "--leave-running"];
-        args.extend_from_slice(extra);
-        let r = env.sign(&dir, &args);
-        cases.check(name, outcome(&r, want, None).map(|e| format!("dump: {e}")));
-        let new = new_entries(&dir.work, &before);
-        if !new.is_empty() {
-            cases.fail(name, format!("new files: {new:?}"));
-        }
-        c.proc.assert_untouched(name);
-    };
+    let dump_refused =
+        |cases: &mut Cases, c: &mut Counter, name: &str, want: i32, extra: &[&str]| {
+            let before = TestDir::list(&dir.work);
+            let out = dir.work.join(format!("{name}.ckpt"));
+            let mut args = vec![
+                "dump",
+                "--pid",
+                &pid,
+                "-o",
+                path_str(&out),
+                "--leave-running",
+            ];
+            args.extend_from_slice(extra);
+            let r = env.sign(&dir, &args);
+            cases.check(name, outcome(&r, want, None).map(|e| format!("dump: {e}")));
+            let new = new_entries(&dir.work, &before);
+            if !new.is_empty() {
+                cases.fail(name, format!("new files: {new:?}"));
+            }
+            c.proc.assert_untouched(name);
+        };
     let verify_is = |cases: &mut Cases, name: &str, want: i32| {
         let r = env.verify(&dir, &["verify", path_str(&image)]);
-        cases.check(name, outcome(&r, want, None).map(|e| format!("verify: {e}")));
+        cases.check(
+            name,
+            outcome(&r, want, None).map(|e| format!("verify: {e}")),
+        );
     };
 
     // The host secret key.
@@ -84,7 +103,10 @@ fn broken_keys_policy_and_configuration() {
         fs::remove_file(&host_key).unwrap();
         dump_refused(&mut cases, &mut c, name, exit::OTHER, &[]);
     }
-    for (name, mode) in [("host-key-mode-0644", 0o644), ("host-key-mode-0000-group-writable", 0o620)] {
+    for (name, mode) in [
+        ("host-key-mode-0644", 0o644),
+        ("host-key-mode-0000-group-writable", 0o620),
+    ] {
         cases.start(name);
         let _s = Saved::new(&host_key);
         fs::set_permissions(&host_key, fs::Permissions::from_mode(mode)).unwrap();
@@ -181,7 +203,11 @@ fn broken_keys_policy_and_configuration() {
         let name = "ckpt-toml-unparseable";
         cases.start(name);
         let p = etc.join("ckpt.toml");
-        assert!(!p.exists(), "{} exists: this test expects the default configuration", p.display());
+        assert!(
+            !p.exists(),
+            "{} exists: this test expects the default configuration",
+            p.display()
+        );
         fs::write(&p, "[tpm\nsign = maybe\n").unwrap();
         dump_refused(&mut cases, &mut c, name, exit::OTHER, &[]);
         fs::remove_file(&p).unwrap();
@@ -214,7 +240,10 @@ fn broken_keys_policy_and_configuration() {
 fn audit_socket_down_or_blocking() {
     let (_g, env) = setup_exclusive();
     let dir = TestDir::new(&env, "audit-down");
-    let sock = PathBuf::from(option_env!("CKPT_SYSLOG_SOCKET").expect("built with CKPT_SYSLOG_SOCKET"));
+    let sock = PathBuf::from(match option_env!("CKPT_SYSLOG_SOCKET") {
+        Some(p) => p,
+        None => panic!("built without CKPT_SYSLOG_SOCKET (scripts/test.sh sets it)"),
+    });
     let aside = sock.with_extension("aside");
     let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
     let pid = c.proc.pid.to_string();
@@ -232,19 +261,47 @@ fn audit_socket_down_or_blocking() {
         });
         let image = dir.work.join(format!("{name}.ckpt"));
         let t = Instant::now();
-        let r = env.sign(&dir, &["dump", "--pid", &pid, "-o", path_str(&image), "--leave-running"]);
-        cases.check(name, outcome(&r, exit::OK, None).map(|e| format!("dump: {e}")));
+        let r = env.sign(
+            &dir,
+            &[
+                "dump",
+                "--pid",
+                &pid,
+                "-o",
+                path_str(&image),
+                "--leave-running",
+            ],
+        );
+        cases.check(
+            name,
+            outcome(&r, exit::OK, None).map(|e| format!("dump: {e}")),
+        );
         if !r.stderr.contains("audit") {
-            cases.fail(name, format!("the dump did not warn that the audit log is unavailable: {:?}", r.stderr));
+            cases.fail(
+                name,
+                format!(
+                    "the dump did not warn that the audit log is unavailable: {:?}",
+                    r.stderr
+                ),
+            );
         }
         let (r2, p) = env.restore(&dir, &image, None);
-        cases.check(name, outcome(&r2, exit::OK, None).map(|e| format!("restore: {e}")));
+        cases.check(
+            name,
+            outcome(&r2, exit::OK, None).map(|e| format!("restore: {e}")),
+        );
         if let Some(p) = &p {
             cases.check(name, crate::caller_creds_only(p.pid, &env.user));
         }
         drop(p);
         if t.elapsed() > Duration::from_secs(20) {
-            cases.fail(name, format!("a dump and a restore took {:?} against a stuck audit socket", t.elapsed()));
+            cases.fail(
+                name,
+                format!(
+                    "a dump and a restore took {:?} against a stuck audit socket",
+                    t.elapsed()
+                ),
+            );
         }
         c.proc.assert_untouched(name);
         drop(blocker);

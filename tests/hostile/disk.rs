@@ -20,8 +20,16 @@ impl Tmpfs {
     fn mount(env: &Env, dir: &TestDir, name: &str, opts: &str) -> Tmpfs {
         let p = dir.dir(name, 0o755, Some(&env.user));
         let o = format!("{opts},uid={},gid={},mode=0755", env.user.uid, env.user.gid);
-        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &o, "ckpt-hostile-full"]).arg(&p).status().expect("run mount");
-        assert!(st.success(), "mount -t tmpfs -o {o} {} failed: the full-disk test cannot run", p.display());
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &o, "ckpt-hostile-full"])
+            .arg(&p)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mount -t tmpfs -o {o} {} failed: the full-disk test cannot run",
+            p.display()
+        );
         Tmpfs(p)
     }
 }
@@ -36,7 +44,13 @@ fn fill(path: &Path) {
     // Write until ENOSPC.
     let block = vec![0x5au8; 4096];
     let mut n = 0;
-    while fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, &block)).is_ok() {
+    while fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &block))
+        .is_ok()
+    {
         n += 1;
         assert!(n < 100_000, "the tmpfs never filled up");
     }
@@ -66,7 +80,10 @@ fn full_disk() {
         cases.check(name, outcome(&r, exit::DUMP_FAILED, None));
         let left = TestDir::list(&fs_.0);
         if !left.is_empty() {
-            cases.fail(name, format!("files left on the full file system: {left:?}"));
+            cases.fail(
+                name,
+                format!("files left on the full file system: {left:?}"),
+            );
         }
         if !c.proc.is_alive() {
             cases.fail(name, "a failed dump killed its target");
@@ -82,7 +99,10 @@ fn full_disk() {
     let fs_ = Tmpfs::mount(&env, &dir, name, "size=8k");
     fill(&fs_.0.join("filler"));
     let pidfile = fs_.0.join("pid");
-    let r = env.verify(&dir, &["restore", path_str(&image), "--pidfile", path_str(&pidfile)]);
+    let r = env.verify(
+        &dir,
+        &["restore", path_str(&image), "--pidfile", path_str(&pidfile)],
+    );
     cases.check(name, outcome(&r, exit::OTHER, None));
     cases.check(name, strays_except(&dir, &[c.proc.pid]));
     if pidfile.exists() {

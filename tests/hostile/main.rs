@@ -16,20 +16,23 @@
 //! |---|---|---|
 //! | [`images`] | header, trailer and framing fields | 24 |
 //! | [`images`] | manifest fields, re-encoded structurally (unsigned images) | 34 |
+//! | [`images`] | manifests claiming root (unsigned, re-signed by the caller) and a 64 MiB flood | 4 |
 //! | [`images`] | manifest fields changed under a valid signature | 15 |
 //! | [`images`] | signature block fields | 15 |
-//! | [`images`] | chunks, manifests and signatures swapped between images | 10 |
+//! | [`images`] | chunks, manifests, signatures and trailers swapped between images | 10 |
 //! | [`paths`] | a name flipped between a file and a symlink during the call | 4 |
-//! | [`pids`] | targets that exit during the dump, reused pids | 9 |
-//! | [`start`] | poisoned environment, closed fds, rlimits, umask, signals | 27 |
+//! | [`pids`] | targets that die during the dump, reused pids, a user-namespace target | 10 |
+//! | [`start`] | poisoned environment (12), closed fds (4), rlimits (10), umask (2), signals (5) | 33 |
 //! | [`disk`] | a full file system | 4 |
-//! | [`config`] | unreadable or missing keys, policy, `ckpt.toml`; audit socket down or full | 21 |
+//! | [`config`] | host keys (10), policy (4), `ckpt.toml` (1), `--key` files (4), audit socket (2) | 21 |
 //! | [`concurrency`] | three users dumping and restoring at once | 2 |
+//!
+//! 176 cases in all.
 //!
 //! Tests that change the helpers' configuration directory or the audit
 //! socket hold [`exclusive`]; every other test holds [`shared`], so none of
 //! them sees a configuration a case broke on purpose.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::too_many_arguments)]
 
 mod concurrency;
 mod config;
@@ -91,7 +94,10 @@ impl Cases {
     /// Starts a case; names must be unique within a table.
     pub fn start(&mut self, name: &str) {
         self.total += 1;
-        assert!(self.names.insert(name.to_string()), "duplicate case name {name}");
+        assert!(
+            self.names.insert(name.to_string()),
+            "duplicate case name {name}"
+        );
     }
 
     pub fn fail(&mut self, name: &str, what: impl Into<String>) {
@@ -120,7 +126,10 @@ impl Cases {
 
 /// The non-empty lines of stderr.
 fn stderr_lines(run: &Run) -> Vec<&str> {
-    run.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+    run.stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect()
 }
 
 /// `None` when `run` exited `want` and, for a failure, said why in exactly
@@ -163,9 +172,10 @@ pub fn one_line(run: &Run, needle: Option<&str>) -> Option<String> {
         ));
     }
     let line = lines[0];
-    if !(line.starts_with("ckpt-sign: ") || line.starts_with("ckpt-verify: ")) || line.len() < 20
-    {
-        return Some(format!("the message does not say which helper failed and why: {line:?}"));
+    if !(line.starts_with("ckpt-sign: ") || line.starts_with("ckpt-verify: ")) || line.len() < 20 {
+        return Some(format!(
+            "the message does not say which helper failed and why: {line:?}"
+        ));
     }
     if let Some(n) = needle {
         if !line.contains(n) {
@@ -226,7 +236,9 @@ pub fn root_owned_under(top: &Path, include_top: bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![top.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(md) = fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.uid() == 0 && (include_top || p != top) {
             out.push(p.clone());
         }
@@ -245,13 +257,19 @@ pub fn caller_creds_only(pid: i32, who: &ckpt_tests::Account) -> Option<String> 
     let st = procfs::status(pid)?;
     let uids = status_ids(&st, "Uid");
     let gids = status_ids(&st, "Gid");
-    if uids.iter().any(|&u| u != u64::from(who.uid)) || gids.iter().any(|&g| g != u64::from(who.gid))
+    if uids.iter().any(|&u| u != u64::from(who.uid))
+        || gids.iter().any(|&g| g != u64::from(who.gid))
     {
-        return Some(format!("pid {pid} runs with uids {uids:?} gids {gids:?}, not the caller's"));
+        return Some(format!(
+            "pid {pid} runs with uids {uids:?} gids {gids:?}, not the caller's"
+        ));
     }
     for cap in ["CapPrm", "CapEff", "CapAmb", "CapInh"] {
         if status_ids(&st, cap)[0] != 0 {
-            return Some(format!("pid {pid} holds capabilities: {cap} {:x}", status_ids(&st, cap)[0]));
+            return Some(format!(
+                "pid {pid} holds capabilities: {cap} {:x}",
+                status_ids(&st, cap)[0]
+            ));
         }
     }
     None
@@ -272,6 +290,10 @@ pub fn run_wrapped(
         dir.compile(env, "hostile_start");
     }
     let mut cmd = env.command(who, &launcher);
-    cmd.args(wrapper).arg("--").arg(program).args(args).current_dir(&dir.work);
+    cmd.args(wrapper)
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .current_dir(&dir.work);
     dir.run(cmd)
 }

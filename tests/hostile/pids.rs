@@ -18,14 +18,26 @@ use crate::{exclusive, new_entries, outcome, outcome_any, setup, strays, Cases};
 
 /// Dumps `pid` to `image`; checks `codes` and that either the image is
 /// complete (exit 0: it verifies) or nothing was left in the work dir.
-fn dump_checked(env: &Env, dir: &TestDir, cases: &mut Cases, name: &str, pid: i32, image: &Path, codes: &[i32], needle: Option<&str>) -> Option<i32> {
+fn dump_checked(
+    env: &Env,
+    dir: &TestDir,
+    cases: &mut Cases,
+    name: &str,
+    pid: i32,
+    image: &Path,
+    codes: &[i32],
+    needle: Option<&str>,
+) -> Option<i32> {
     let before = TestDir::list(&dir.work);
     let pid_s = pid.to_string();
     let r = env.sign(dir, &["dump", "--pid", &pid_s, "-o", path_str(image)]);
     cases.check(name, outcome_any(&r, codes, needle));
     if r.code == Some(exit::OK) {
         let v = env.verify(dir, &["verify", path_str(image)]);
-        cases.check(name, outcome(&v, exit::OK, None).map(|e| format!("the image of a dump that exited 0: {e}")));
+        cases.check(
+            name,
+            outcome(&v, exit::OK, None).map(|e| format!("the image of a dump that exited 0: {e}")),
+        );
         let _ = fs::remove_file(image);
     } else {
         let left = new_entries(&dir.work, &before);
@@ -51,7 +63,16 @@ fn targets_that_die_during_the_dump() {
         let pid = c.proc.pid;
         signal(pid, Signal::SIGKILL);
         c.proc.wait_gone("killed by its owner");
-        dump_checked(&env, &dir, &mut cases, name, pid, &image, &[exit::DUMP_FAILED], Some(&pid.to_string()));
+        dump_checked(
+            &env,
+            &dir,
+            &mut cases,
+            name,
+            pid,
+            &image,
+            &[exit::DUMP_FAILED],
+            Some(&pid.to_string()),
+        );
     }
     // A zombie of the caller's (its parent never reaps it).
     {
@@ -72,7 +93,16 @@ fn targets_that_die_during_the_dump() {
             zombie.is_some()
         });
         let zombie = zombie.unwrap();
-        dump_checked(&env, &dir, &mut cases, name, zombie, &image, &[exit::DUMP_FAILED], Some(&zombie.to_string()));
+        dump_checked(
+            &env,
+            &dir,
+            &mut cases,
+            name,
+            zombie,
+            &image,
+            &[exit::DUMP_FAILED],
+            Some(&zombie.to_string()),
+        );
         let _ = parent.kill();
         let _ = parent.wait();
     }
@@ -86,7 +116,16 @@ fn targets_that_die_during_the_dump() {
             std::thread::sleep(Duration::from_millis(delay_ms));
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         });
-        let code = dump_checked(&env, &dir, &mut cases, &name, pid, &image, &[exit::OK, exit::DUMP_FAILED], None);
+        let code = dump_checked(
+            &env,
+            &dir,
+            &mut cases,
+            &name,
+            pid,
+            &image,
+            &[exit::OK, exit::DUMP_FAILED],
+            None,
+        );
         killer.join().unwrap();
         c.proc.wait_gone("killed by its owner or by the dump");
         cases.check(&name, strays(&dir));
@@ -102,7 +141,16 @@ fn targets_that_die_during_the_dump() {
             .spawn()
             .expect("start a short sleep");
         let pid = short.id() as i32;
-        dump_checked(&env, &dir, &mut cases, name, pid, &image, &[exit::OK, exit::DUMP_FAILED], None);
+        dump_checked(
+            &env,
+            &dir,
+            &mut cases,
+            name,
+            pid,
+            &image,
+            &[exit::OK, exit::DUMP_FAILED],
+            None,
+        );
         let _ = short.wait();
     }
     cases.check("pid-exits-by-itself", strays(&dir));
@@ -113,8 +161,14 @@ fn targets_that_die_during_the_dump() {
 /// retrying while other processes take it first.
 fn spawn_at_pid(want: i32, mut make: impl FnMut() -> Command) -> Option<Child> {
     for _ in 0..200 {
-        fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string()).expect("write ns_last_pid as root");
-        let mut child = make().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string())
+            .expect("write ns_last_pid as root");
+        let mut child = make()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         if child.id() as i32 == want {
             return Some(child);
         }
@@ -135,7 +189,10 @@ fn reused_pid_now_belongs_to_someone_else() {
     let image = dir.work.join("x.ckpt");
     let other = env.other.clone();
     let tag = format!("# {}", dir.root.display());
-    for (name, who) in [("pid-reused-by-another-user", Some(other)), ("pid-reused-by-root", None)] {
+    for (name, who) in [
+        ("pid-reused-by-another-user", Some(other)),
+        ("pid-reused-by-root", None),
+    ] {
         cases.start(name);
         let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, name);
         let pid = c.proc.pid;
@@ -151,19 +208,84 @@ fn reused_pid_now_belongs_to_someone_else() {
             cmd
         });
         let Some(mut child) = child else {
-            cases.fail(name, format!("could not recycle pid {pid} within 200 tries"));
+            cases.fail(
+                name,
+                format!("could not recycle pid {pid} within 200 tries"),
+            );
             continue;
         };
         ckpt_tests::wait_until(ckpt_tests::WAIT, "the new owner's sleep runs", || {
-            fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() == Some(Path::new("/usr/bin/sleep"))
-                || fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() == Some(Path::new("/bin/sleep"))
+            fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref()
+                == Some(Path::new("/usr/bin/sleep"))
+                || fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref()
+                    == Some(Path::new("/bin/sleep"))
         });
         let mut theirs = Proc::adopt(pid, "the pid's new owner").expect("the new process runs");
-        dump_checked(&env, &dir, &mut cases, name, pid, &image, &[exit::ACCESS_DENIED], Some(&pid.to_string()));
+        dump_checked(
+            &env,
+            &dir,
+            &mut cases,
+            name,
+            pid,
+            &image,
+            &[exit::ACCESS_DENIED],
+            Some(&pid.to_string()),
+        );
         theirs.assert_untouched("the dump of a recycled pid was refused");
         drop(theirs);
         let _ = child.wait();
     }
     cases.check("pid-reused-by-root", strays(&dir));
     cases.finish("reused pids");
+}
+
+/// A target inside a user namespace the caller made (root mapped to the
+/// caller, a full capability set relative to that namespace): its
+/// capabilities are not host capabilities, so the dump refuses it (exit 6,
+/// naming the namespace) and writes nothing.
+#[test]
+fn target_in_a_user_namespace() {
+    let (_g, env) = setup();
+    let dir = TestDir::new(&env, "pid-userns");
+    let mut cases = Cases::default();
+    let name = "target-in-a-user-namespace";
+    cases.start(name);
+    let mut child = env
+        .command(Who::User(&env.user), Path::new("/usr/bin/unshare"))
+        .args(["-Ur", "/bin/sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unshare -Ur sleep");
+    let pid = child.id() as i32;
+    ckpt_tests::wait_until(ckpt_tests::WAIT, "sleep runs in its user namespace", || {
+        fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|p| p.file_name().is_some_and(|n| n == "sleep"))
+    });
+    let host_ns = fs::read_link("/proc/self/ns/user").unwrap();
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/user")).unwrap(),
+        host_ns,
+        "the target runs in a user namespace of its own"
+    );
+    let mut target = Proc::adopt(pid, "sleep in a user namespace").expect("target runs");
+    let image = dir.work.join("userns.ckpt");
+    dump_checked(
+        &env,
+        &dir,
+        &mut cases,
+        name,
+        pid,
+        &image,
+        &[exit::DUMP_FAILED],
+        Some("namespace"),
+    );
+    if target.is_alive() {
+        target.assert_untouched("a refused dump");
+    } else {
+        cases.fail(name, "a refused dump killed its target");
+    }
+    drop(target);
+    let _ = child.wait();
+    cases.finish("user namespaces");
 }
