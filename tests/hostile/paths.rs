@@ -17,8 +17,9 @@ use ckpt_tests::{exit, path_str, write_owned, Account, Counter, FileSnapshot, Te
 
 use crate::{caller_creds_only, outcome_any, root_owned_under, setup, strays_except, Cases};
 
-/// Flips `name` between a regular file of `owner` holding `content` and
-/// symbolic links (owned by `owner`) to each of `targets`, until stopped.
+/// Flips `name` between a regular file of `owner` holding `content`,
+/// symbolic links (owned by `owner`) to each of `targets`, and no file at
+/// all, until stopped.
 struct Flipper {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<u64>>,
@@ -44,6 +45,10 @@ impl Flipper {
                     flips += 1;
                     std::thread::yield_now();
                 }
+                // And absent for a moment, so a create can succeed.
+                let _ = fs::remove_file(&name);
+                flips += 1;
+                std::thread::yield_now();
             }
             flips
         });
