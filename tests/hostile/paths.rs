@@ -1,6 +1,6 @@
 //! Path races: while a helper runs, a name the caller passed flips in a
-//! loop between a regular file of the caller's and a symbolic link to a
-//! root-only file (or to a name in a root-only directory). Whatever the
+//! loop between a regular file of the caller's, a symbolic link to a
+//! root-only file (or to a name in a root-only directory) and nothing. Whatever the
 //! interleaving, the helper only ever acts on what the caller could reach
 //! alone: the root-only files are never read, written or created, no
 //! root-owned file appears in the caller's directory, no temporary file is
