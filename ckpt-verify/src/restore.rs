@@ -9,8 +9,11 @@
 //! pid file's temporary file as the caller; restore; send the audit line
 //! while the restored process is still stopped (for a restore that uses a
 //! grant, a line that cannot be sent calls the restore off: exit 5, the
-//! process is killed before it ran); release the process; put the pid file
-//! in place; give the real uid back to the caller; print the pid. Nothing
+//! process is killed before it ran); put the pid file in place, still
+//! before release (a pid file that cannot be put in place, say because the
+//! caller planted a name there meanwhile, calls the restore off too: exit
+//! 1, a second audit line records the failure); release the process; give
+//! the real uid back to the caller; print the pid. Nothing
 //! is created before the image has been verified and the decision made.
 //!
 //! The whole operation runs under a [`Shield`]: the caller cannot kill or
@@ -31,11 +34,12 @@
 //! entry).
 
 use std::io::Write;
+use std::os::fd::AsRawFd as _;
 use std::path::Path;
 
 use ckpt_core::restore::{Release, RestoreError, Restored};
 use ckpt_policy::{decide, Decision, OneShot, Privilege};
-use ckpt_privsep::as_caller::create_output;
+use ckpt_privsep::as_caller::{create_output, PendingOutput};
 use ckpt_privsep::audit::{AuditLog, Record, Severity};
 use ckpt_privsep::ledger::{Ledger, LedgerError, Reservation};
 use ckpt_privsep::report::{error_chain, Exit};
@@ -231,12 +235,35 @@ struct Done {
 }
 
 /// The engine's [`Release`]: a terminal signal calls the restore off until
-/// the audit record is sent; sending it is the last step before release.
+/// the audit record is sent; sending it, then putting the pid file in
+/// place, are the last steps before release. A pid file that cannot be put
+/// in place (a name the caller planted meanwhile, a full disk) calls the
+/// restore off: no process runs unless its pid file is there.
 struct Gate<'a> {
     audit: &'a mut Audit,
     shield: &'a Shield,
+    /// The pid file, not yet under its final name.
+    pidfile: Option<PendingOutput>,
     /// Why the restore was called off.
     fail: Option<Fail>,
+}
+
+impl Gate<'_> {
+    fn put_pidfile(&mut self, pid: i32) -> Result<(), Fail> {
+        let Some(mut pending) = self.pidfile.take() else {
+            return Ok(());
+        };
+        writeln!(pending.file, "{pid}")
+            .map_err(|e| Fail::with(Exit::Other, "cannot write the pid file", e))?;
+        pending.commit().map_err(|e| {
+            Fail::with(
+                Exit::Other,
+                "cannot put the pid file in place; nothing was restored (the process was \
+                 killed before it ran)",
+                e,
+            )
+        })
+    }
 }
 
 impl Release for Gate<'_> {
@@ -249,7 +276,11 @@ impl Release for Gate<'_> {
             self.fail = Some(interrupted(i));
             return false;
         }
-        match self.audit.before_release(restored.pid) {
+        let ready = self
+            .audit
+            .before_release(restored.pid)
+            .and_then(|()| self.put_pidfile(restored.pid));
+        match ready {
             Ok(()) => true,
             Err(f) => {
                 self.fail = Some(f);
@@ -431,11 +462,33 @@ fn run(
             }
         },
     };
+    // And its blocks (a pid is at most 11 bytes; KEEP_SIZE leaves the file
+    // empty): on a full file system the restore fails here, before anything
+    // runs, not once the process is running.
+    if let (Some(pending), Some(p)) = (&pending, pidfile) {
+        match nix::fcntl::fallocate(
+            pending.file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            0,
+            64,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => {}
+            Err(e) => {
+                release(reservation);
+                return Err(Fail::with(
+                    Exit::Other,
+                    format!("cannot create the pid file {}", p.display()),
+                    e,
+                ));
+            }
+        }
+    }
 
     // The restore; the audit record is sent right before the release.
     let mut gate = Gate {
         audit: &mut *audit,
         shield,
+        pidfile: pending,
         fail: None,
     };
     let restored = ckpt_core::restore::restore_with(reader, &plan.opts, &mut gate);
@@ -489,23 +542,6 @@ fn run(
         notices,
     });
 
-    if let Some(mut pending) = pending {
-        let written = writeln!(pending.file, "{}", restored.pid);
-        let result = written
-            .map_err(|e| Fail::with(Exit::Other, "cannot write the pid file", e))
-            .and_then(|()| {
-                pending
-                    .commit()
-                    .map_err(|e| Fail::with(Exit::Other, "cannot put the pid file in place", e))
-            });
-        if let Err(mut f) = result {
-            f.what = format!(
-                "process {} is restored and running, but {}",
-                restored.pid, f.what
-            );
-            return Err(f);
-        }
-    }
     Ok(Exit::Ok)
 }
 

@@ -106,11 +106,13 @@ pub fn harden() -> Result<Startup, StartupError> {
     };
     let (_, core_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_CORE).map_err(core_err)?;
     nix::sys::resource::setrlimit(Resource::RLIMIT_CORE, 0, core_hard).map_err(core_err)?;
-    // 5. umask and the other limits.
+    // 5. Signals, before the limits are checked: a refusal of a tiny
+    // `RLIMIT_FSIZE` is reported on a stderr that may be a file, and that
+    // write must fail with EFBIG, not kill us with the caller's SIGXFSZ.
+    reset_signals()?;
+    // 6. umask and the other limits.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
     reset_rlimits()?;
-    // 6. Signals.
-    reset_signals()?;
     // 7. argv.
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.is_empty() {
