@@ -118,6 +118,22 @@ def session_members(sid):
     return out
 
 
+def children_of(ppid):
+    out = []
+    for ent in os.listdir("/proc"):
+        if not ent.isdigit():
+            continue
+        try:
+            with open(f"/proc/{ent}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1] == str(ppid):
+            out.append(int(ent))
+    return out
+
+
 def kill_session(sid):
     """SIGKILL every process of session SID (a session this runner's test
     or restore created: the test's pid and the restored pid lead theirs)."""
@@ -252,12 +268,14 @@ class Runner:
                     "--init-groups", "--"] + argv
         return argv
 
-    def helper(self, mode, argv, cwd, secs):
-        """Runs a helper as the caller in its own session; returns
-        (exit code or None on timeout, stdout, stderr)."""
+    def helper(self, mode, argv, cwd, secs, sessions):
+        """Runs a helper as the caller in a session of its own (added to
+        SESSIONS: anything left in it is killed when the test ends);
+        returns (exit code or None on timeout, stdout, stderr)."""
         p = subprocess.Popen(self.as_caller(mode, argv), cwd=cwd, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True, env={"PATH": PATH, "LC_ALL": "C"})
+        sessions.append(p.pid)
         try:
             out, err = p.communicate(timeout=secs)
         except subprocess.TimeoutExpired:
@@ -287,6 +305,11 @@ class Runner:
         desc = read_desc(self.static, name)
         flags = str(desc.get("flags", "")).split()
         r["suid"] = "suid" in flags
+        # Per step; a test's .desc may ask for more (maps04: 60).
+        try:
+            timeout = max(self.timeout, int(desc.get("timeout", 0)))
+        except (TypeError, ValueError):
+            timeout = self.timeout
         binary = os.path.join(self.static, name)
         if not os.access(binary, os.X_OK):
             r.update(stage="build", reason="the test did not build")
@@ -335,9 +358,11 @@ class Runner:
                                         stderr=logf, env=env, start_new_session=True)
             sessions.append(launcher.pid)
             try:
-                code = launcher.wait(timeout=self.timeout)
+                code = launcher.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                r.update(stage="start", reason=f"the test did not start within {self.timeout}s")
+                # Its forked child has left the launcher's session (setsid).
+                sessions.extend(children_of(launcher.pid))
+                r.update(stage="start", reason=f"the test did not start within {timeout}s")
                 return r
             pid = None
             try:
@@ -360,9 +385,9 @@ class Runner:
 
             # Dump, as the caller.
             code, so, se = self.helper(mode, [os.path.join(self.bin, "ckpt-sign"), "dump",
-                                              "--pid", str(pid), "-o", image], d, self.timeout)
+                                              "--pid", str(pid), "-o", image], d, timeout, sessions)
             if code is None:
-                r.update(stage="dump", reason=f"ckpt-sign dump timed out after {self.timeout}s")
+                r.update(stage="dump", reason=f"ckpt-sign dump timed out after {timeout}s")
                 return r
             if code != 0:
                 r.update(stage="dump", exit=code, reason=f"dump refused (exit {code}): {one_line(se)}")
@@ -378,7 +403,7 @@ class Runner:
 
             # Restore, as the caller.
             code, so, se = self.helper(mode, [os.path.join(self.bin, "ckpt-verify"), "restore",
-                                              image, "--pidfile", rpidfile], d, self.timeout)
+                                              image, "--pidfile", rpidfile], d, timeout, sessions)
             notices = [ln.strip() for ln in se.splitlines() if ln.strip()]
             if notices:
                 r["restore_notices"] = notices[:10]
@@ -390,11 +415,8 @@ class Runner:
                 pass
             if rpid:
                 sessions.append(rpid)
-                rs = session_of(rpid)
-                if rs and rs != rpid:
-                    sessions.append(rs)
             if code is None:
-                r.update(stage="restore", reason=f"ckpt-verify restore timed out after {self.timeout}s")
+                r.update(stage="restore", reason=f"ckpt-verify restore timed out after {timeout}s")
                 return r
             if code != 0:
                 r.update(stage="restore", exit=code, reason=f"restore failed (exit {code}): {one_line(se)}")
@@ -412,9 +434,9 @@ class Runner:
                          + (tail_text(out) or tail_text(inprogress) or tail_text(logpath) or "no output"))
                 return r
             os.kill(rpid, signal.SIGTERM)
-            if not wait_gone(rpid, self.timeout):
+            if not wait_gone(rpid, timeout):
                 r.update(stage="check", reason=f"the restored process did not exit within "
-                         f"{self.timeout}s of SIGTERM")
+                         f"{timeout}s of SIGTERM")
                 return r
             verdict_file = out if os.path.exists(out) else inprogress
             text = ""
