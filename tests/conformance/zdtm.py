@@ -20,9 +20,11 @@ import datetime
 import json
 import os
 import pwd
+import re
 import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -81,10 +83,10 @@ def proc_state(pid):
     """The one-letter state of PID, or None when it does not exist."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
+            line = f.read()
     except OSError:
         return None
-    return stat[stat.rfind(")") + 2:].split()[0]
+    return line[line.rfind(")") + 2:].split()[0]
 
 
 def alive(pid):
@@ -108,10 +110,10 @@ def session_members(sid):
             continue
         try:
             with open(f"/proc/{ent}/stat") as f:
-                stat = f.read()
+                line = f.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = line[line.rfind(")") + 2:].split()
         # state ppid pgrp session ...
         if len(fields) > 3 and fields[3] == str(sid):
             out.append(int(ent))
@@ -125,10 +127,10 @@ def children_of(ppid):
             continue
         try:
             with open(f"/proc/{ent}/stat") as f:
-                stat = f.read()
+                line = f.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = line[line.rfind(")") + 2:].split()
         if len(fields) > 1 and fields[1] == str(ppid):
             out.append(int(ent))
     return out
@@ -154,10 +156,29 @@ def kill_session(sid):
 def session_of(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        return int(stat[stat.rfind(")") + 2:].split()[3])
+            line = f.read()
+        return int(line[line.rfind(")") + 2:].split()[3])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def remove_tmp_sockets(argv):
+    """sockets_dgram binds /tmp/<its --filename>.* (a fixed directory, not
+    its own): a run that was killed leaves those sockets behind, and the
+    next run (another mode, another uid) cannot bind them. Removes the
+    sockets in /tmp named after the test's --filename (sockets only)."""
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("--filename=")]
+    for n in names:
+        if not n or "/" in n:
+            continue
+        for ent in os.listdir("/tmp"):
+            if ent == n or ent.startswith(n + "."):
+                path = os.path.join("/tmp", ent)
+                try:
+                    if stat.S_ISSOCK(os.lstat(path).st_mode):
+                        os.unlink(path)
+                except OSError:
+                    pass
 
 
 def tail_text(path, lines=3, limit=400):
@@ -348,9 +369,11 @@ class Runner:
         os.chown(logpath, owner if not r["suid"] else 0, -1)
 
         sessions = []
+        argv = None
         try:
             argv, menv = self.launch_argv(name)
             env.update(menv)
+            remove_tmp_sockets(argv)
             r["command"] = " ".join(shlex.quote(a) for a in argv)
             # Start: the launcher forks, the child calls setsid() and the
             # launcher writes its pid to NAME.pid and exits 0.
@@ -459,6 +482,8 @@ class Runner:
             logf.close()
             for s in sessions:
                 kill_session(s)
+            if argv:
+                remove_tmp_sockets(argv)
 
     def run_mode(self, mode, tests):
         workroot = self.args.workdir
@@ -469,6 +494,8 @@ class Runner:
             r["list"] = lst
             r["category"] = cat
             r["seconds"] = round(time.monotonic() - t0, 2)
+            if r["result"] != "pass":
+                r["cause"] = cause_of(r)
             results.append(r)
             mark = {"pass": "PASS", "skip": "SKIP"}.get(r["result"], "FAIL")
             extra = ""
@@ -476,6 +503,40 @@ class Runner:
                 extra = " (PASS in .out.inprogress: new pid)"
             log(f"[{mode}] {name:18} {mark}{extra}" + (f"  {r['reason']}" if r["reason"] else ""))
         return results
+
+
+CAUSES = [
+    # (regular expression on the reason, cause); the first match wins.
+    (r"cannot checkpoint thread", "dump refuses threads"),
+    (r"cannot checkpoint child process", "dump refuses child processes"),
+    (r"cannot checkpoint fd \d+ \(socket:", "dump refuses sockets"),
+    (r"cannot checkpoint fd \d+ \(pipe:", "dump refuses pipes"),
+    (r"cannot checkpoint fd \d+ \(anon_inode:\[(\w+)\]", "dump refuses {0} fds"),
+    (r"cannot checkpoint fd \d+: deleted file /memfd:", "dump refuses memfd"),
+    (r"cannot checkpoint fd \d+: deleted file /dev/zero", "dump refuses shared anonymous memory fds (/dev/zero)"),
+    (r"cannot checkpoint fd \d+: deleted file", "dump refuses unlinked open files"),
+    (r"cannot checkpoint a deleted working directory", "dump refuses a deleted working directory"),
+    (r"cannot checkpoint a POSIX timer", "dump refuses POSIX timers"),
+    (r"cannot checkpoint fd \d+ \(/", "dump refuses FIFOs (or another special file)"),
+    (r"may not ptrace-read", "suid test runs as root: the unprivileged caller may not dump it"),
+    (r"^dump refused", "dump refused (other)"),
+    (r"^restore failed", "restore failed"),
+    (r"timed out|did not exit within|did not start within", "timeout"),
+]
+
+
+def cause_of(r):
+    """A short cause for a failing result: the work item it points at."""
+    reason = r.get("reason") or ""
+    if r["result"] == "skip":
+        return "skipped by NAME.checkskip"
+    for rx, cause in CAUSES:
+        m = re.search(rx, reason)
+        if m:
+            return cause.format(*m.groups())
+    if r.get("stage") == "check":
+        return "state not restored (the test's own check fails)"
+    return f"{r.get('stage')}: other"
 
 
 def score(results, lst=None):
@@ -560,6 +621,18 @@ def main():
     for m, s in summary.items():
         print(f"  {m}: {s['pass_in_out_inprogress']} of {s['pass']} passes read from .out.inprogress")
     print()
+    print("Failures by cause (tests per mode):")
+    causes = {}
+    for m, rs in all_results.items():
+        for r in rs:
+            if r["result"] != "pass":
+                causes.setdefault(r["cause"], {}).setdefault(m, []).append(r["test"])
+    for cause, per_mode in sorted(causes.items(), key=lambda kv: -max(len(v) for v in kv[1].values())):
+        print(f"  {cause}:")
+        for m in all_results:
+            if m in per_mode:
+                print(f"    {m} ({len(per_mode[m])}): {' '.join(per_mode[m])}")
+    print()
     print("Failures (mode: test [stage] reason):")
     for m, rs in all_results.items():
         for r in rs:
@@ -575,6 +648,7 @@ def main():
         "timeout_seconds_per_step": args.timeout,
         "modes": {m: MODES[m] for m in all_results},
         "summary": summary,
+        "failures_by_cause": causes,
         "results": all_results,
     }
     doc.update(json.loads(args.meta))
