@@ -103,63 +103,60 @@ def wait_gone(pid, secs):
     return not alive(pid)
 
 
-def session_members(sid):
+def scan_procs(token):
+    """(pid, ppid, session, carries TOKEN in its environment) for every
+    process."""
     out = []
+    needle = token.encode() + b"\0"  # a whole entry, not a prefix of another
     for ent in os.listdir("/proc"):
         if not ent.isdigit():
             continue
         try:
             with open(f"/proc/{ent}/stat") as f:
                 line = f.read()
-        except OSError:
+            fields = line[line.rfind(")") + 2:].split()
+            ppid, sid = int(fields[1]), int(fields[3])
+        except (OSError, ValueError, IndexError):
             continue
-        fields = line[line.rfind(")") + 2:].split()
-        # state ppid pgrp session ...
-        if len(fields) > 3 and fields[3] == str(sid):
-            out.append(int(ent))
-    return out
-
-
-def children_of(ppid):
-    out = []
-    for ent in os.listdir("/proc"):
-        if not ent.isdigit():
-            continue
+        marked = False
         try:
-            with open(f"/proc/{ent}/stat") as f:
-                line = f.read()
+            with open(f"/proc/{ent}/environ", "rb") as f:
+                marked = needle in f.read()
         except OSError:
-            continue
-        fields = line[line.rfind(")") + 2:].split()
-        if len(fields) > 1 and fields[1] == str(ppid):
-            out.append(int(ent))
+            pass
+        out.append((int(ent), ppid, sid, marked))
     return out
 
 
-def kill_session(sid):
-    """SIGKILL every process of session SID (a session this runner's test
-    or restore created: the test's pid and the restored pid lead theirs)."""
-    if not sid or sid <= 1:
-        return
-    for _ in range(50):
-        members = [p for p in session_members(sid) if alive(p)]
-        if not members:
+def kill_everything(token, roots, sessions):
+    """SIGKILL every process this test started: those that carry the test's
+    TOKEN in their environment (the launcher and every process it forked,
+    even one that made its own session), ROOTS (the test's and the restored
+    pids), the members of SESSIONS (the launcher's, each helper's, the
+    test's, the restored process's: each created by this runner or by a
+    process it started), and every descendant of those. Repeats until none
+    is left."""
+    me = os.getpid()
+    for _ in range(100):
+        procs = scan_procs(token)
+        doomed = {p for p, _, sid, marked in procs
+                  if marked or p in roots or (sid in sessions and sid > 1)}
+        grew = True
+        while grew:
+            grew = False
+            for p, ppid, _, _ in procs:
+                if ppid in doomed and p not in doomed:
+                    doomed.add(p)
+                    grew = True
+        doomed = {p for p in doomed if p not in (me, 1) and alive(p)}
+        if not doomed:
             return
-        for p in members:
+        for p in doomed:
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.05)
-
-
-def session_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            line = f.read()
-        return int(line[line.rfind(")") + 2:].split()[3])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def remove_tmp_sockets(argv):
@@ -281,6 +278,7 @@ class Runner:
         self.user = pwd.getpwnam(args.user)
         self.user_groups = os.getgrouplist(args.user, self.user.pw_gid)
         self.timeout = args.timeout
+        self.leftovers = {}
 
     # -- helpers run as the caller ------------------------------------------
     def as_caller(self, mode, argv):
@@ -300,7 +298,7 @@ class Runner:
         try:
             out, err = p.communicate(timeout=secs)
         except subprocess.TimeoutExpired:
-            kill_session(p.pid)
+            kill_everything(self.token, set(), {p.pid})
             out, err = p.communicate()
             return None, out.decode(errors="replace"), err.decode(errors="replace")
         return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
@@ -369,7 +367,12 @@ class Runner:
         os.chown(logpath, owner if not r["suid"] else 0, -1)
 
         sessions = []
+        roots = []
         argv = None
+        # Every process the test starts inherits this: the clean-up finds
+        # them by it, wherever they went (setsid, reparenting to init).
+        self.token = f"CKPT_ZDTM_RUN={os.getpid()}.{mode}.{name}.{time.monotonic_ns()}"
+        env["CKPT_ZDTM_RUN"] = self.token.split("=", 1)[1]
         try:
             argv, menv = self.launch_argv(name)
             env.update(menv)
@@ -383,8 +386,6 @@ class Runner:
             try:
                 code = launcher.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                # Its forked child has left the launcher's session (setsid).
-                sessions.extend(children_of(launcher.pid))
                 r.update(stage="start", reason=f"the test did not start within {timeout}s")
                 return r
             pid = None
@@ -395,6 +396,7 @@ class Runner:
                 pass
             if pid:
                 sessions.append(pid)
+                roots.append(pid)
             if code != 0 or not pid:
                 why = tail_text(inprogress) or tail_text(logpath) or ""
                 r.update(stage="start", reason=f"the test did not start (launcher exit {code}): {why}")
@@ -438,6 +440,7 @@ class Runner:
                 pass
             if rpid:
                 sessions.append(rpid)
+                roots.append(rpid)
             if code is None:
                 r.update(stage="restore", reason=f"ckpt-verify restore timed out after {timeout}s")
                 return r
@@ -480,8 +483,7 @@ class Runner:
             return r
         finally:
             logf.close()
-            for s in sessions:
-                kill_session(s)
+            kill_everything(self.token, set(roots), set(sessions))
             if argv:
                 remove_tmp_sockets(argv)
 
@@ -502,7 +504,33 @@ class Runner:
             if r["result"] == "pass" and r.get("verdict_file", "").endswith(".inprogress"):
                 extra = " (PASS in .out.inprogress: new pid)"
             log(f"[{mode}] {name:18} {mark}{extra}" + (f"  {r['reason']}" if r["reason"] else ""))
+        self.check_leftovers(mode)
         return results
+
+    def check_leftovers(self, mode):
+        """A safety net: after a mode, no test program may still run. The
+        binaries live in this runner's build cache and only the runner
+        (which holds the cache lock) starts them, so any left is ours."""
+        prefix = os.path.join(self.static, "").encode()
+        left = []
+        for ent in os.listdir("/proc"):
+            if not ent.isdigit():
+                continue
+            try:
+                with open(f"/proc/{ent}/cmdline", "rb") as f:
+                    argv0 = f.read().split(b"\0", 1)[0]
+            except OSError:
+                continue
+            if argv0.startswith(prefix) and alive(int(ent)):
+                left.append(int(ent))
+        if left:
+            log(f"[{mode}] warning: test processes left running after the mode: {left}; killing them")
+            self.leftovers.setdefault(mode, []).extend(left)
+            for p in left:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 CAUSES = [
@@ -649,6 +677,7 @@ def main():
         "modes": {m: MODES[m] for m in all_results},
         "summary": summary,
         "failures_by_cause": causes,
+        "leftover_processes": runner.leftovers,
         "results": all_results,
     }
     doc.update(json.loads(args.meta))
