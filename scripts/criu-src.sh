@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # CRIU 4.1.1's source, as Debian publishes it for trixie. Shared by
 # benches/run.sh (which builds CRIU itself) and tests/conformance/run.sh
 # (which builds CRIU's ZDTM tests). Sourced, not run; needs root.
@@ -15,6 +16,7 @@ CRIU_TARBALL=criu_${CRIU_VERSION}.orig.tar.xz
 CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
 # What building CRIU, or its test suite, needs from Debian 12.
 # (libprotobuf-dev: google/protobuf/descriptor.proto.)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 CRIU_BUILD_DEPS=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler
 	libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev
 	uuid-dev pkg-config python3-protobuf gcc make xz-utils)

@@ -89,9 +89,9 @@ if [[ ! -f $STAMP ]]; then
 	}
 	# Only netns_sub_veth is known not to build; every listed test must.
 	missing=()
-	for t in $(grep -hv '^#' "$HERE/core.list" "$HERE/extra.list" | awk 'NF {print $1}'); do
+	while read -r t; do
 		[[ -x $STATIC/$t ]] || missing+=("$t")
-	done
+	done < <(grep -hv '^#' "$HERE/core.list" "$HERE/extra.list" | awk 'NF {print $1}')
 	((${#missing[@]} == 0)) || log "warning: not built (they will fail as such): ${missing[*]}"
 	touch "$STAMP"
 fi
