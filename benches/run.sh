@@ -38,16 +38,13 @@ SYSCONFDIR=$PREFIX/etc
 STATEDIR=$PREFIX/var
 BENCH_USER=ckpt-user
 
-CRIU_VERSION=4.1.1
-CRIU_TARBALL=criu_${CRIU_VERSION}.orig.tar.xz
-# Checked after apt-get source (apt already checks it against the signed
-# Sources index; this pins the exact tarball the numbers were taken with).
-CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+# CRIU's version, tarball, pinned SHA-256, build dependencies and the
+# deb-src download: shared with tests/conformance/run.sh.
+# shellcheck source=scripts/criu-src.sh
+. "$REPO/scripts/criu-src.sh"
+export CRIU_DEBIAN_MIRROR=${BENCH_DEBIAN_MIRROR:-}
 CRIU_SRC=$CACHE/criu-$CRIU_VERSION
 CRIU=$CRIU_SRC/criu/criu
-CRIU_BUILD_DEPS=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libnl-3-dev
-	libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev
-	uuid-dev pkg-config python3-protobuf gcc make xz-utils)
 HARNESS_DEPS=(gcc util-linux passwd procps openssl)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -117,47 +114,6 @@ apt_install() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
 }
 
-# The Debian mirror the machine's apt sources already use (main archive
-# entry for this release, not -security / -updates).
-debian_mirror() {
-	if [[ -n ${BENCH_DEBIAN_MIRROR:-} ]]; then
-		echo "$BENCH_DEBIAN_MIRROR"
-		return
-	fi
-	local codename uri f
-	# shellcheck disable=SC1091
-	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[[ -e $f ]] || continue
-		# deb822: stanzas separated by blank lines.
-		uri=$(awk -v cn="$codename" '
-			BEGIN { RS = ""; FS = "\n" }
-			{
-				types = ""; uris = ""; suites = ""
-				for (i = 1; i <= NF; i++) {
-					if ($i ~ /^Types:/) types = $i
-					else if ($i ~ /^URIs:/) uris = $i
-					else if ($i ~ /^Suites:/) suites = $i
-				}
-				if (types !~ /(^|[ \t])deb([ \t]|$)/) next
-				if (suites !~ ("[ \t]" cn "([ \t]|$)")) next
-				sub(/^URIs:[ \t]*/, "", uris); split(uris, u, /[ \t]+/)
-				print u[1]; exit
-			}' "$f")
-		[[ -n $uri ]] && { echo "$uri"; return; }
-	done
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[[ -e $f ]] || continue
-		uri=$(awk -v cn="$codename" '
-			$1 == "deb" {
-				i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-				if ($(i + 1) == cn) { print $i; exit }
-			}' "$f")
-		[[ -n $uri ]] && { echo "$uri"; return; }
-	done
-	echo "http://deb.debian.org/debian"
-}
-
 # ---------------------------------------------------------------- CRIU
 criu_ok() {
 	[[ -x $CRIU ]] && "$CRIU" --version 2>/dev/null | grep -q "^Version: $CRIU_VERSION\$"
@@ -168,33 +124,8 @@ ensure_criu() {
 		log "CRIU $CRIU_VERSION already built: $CRIU"
 		return
 	fi
-	mkdir -p "$CACHE/src"
-	if [[ ! -f $CACHE/src/$CRIU_TARBALL ]]; then
-		if ! apt-cache showsrc "criu=$CRIU_VERSION-1" 2>/dev/null | grep -q "^Version: $CRIU_VERSION"; then
-			local mirror
-			mirror=$(debian_mirror)
-			log "adding deb-src trixie from $mirror"
-			cat >/etc/apt/sources.list.d/ckpt-bench-trixie-src.sources <<-EOF
-				Types: deb-src
-				URIs: $mirror
-				Suites: trixie
-				Components: main
-				Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-			EOF
-			apt-get update -q >&2
-			APT_UPDATED=1
-		fi
-		# Exits non-zero when the .dsc / debian.tar.xz are missing on the
-		# mirror; the orig tarball is all we need.
-		(cd "$CACHE/src" && apt-get source --download-only "criu/trixie" >&2) || true
-		[[ -f $CACHE/src/$CRIU_TARBALL ]] || die "apt-get source did not fetch $CRIU_TARBALL"
-	fi
-	echo "$CRIU_SHA256  $CACHE/src/$CRIU_TARBALL" | sha256sum -c --quiet - ||
-		die "$CRIU_TARBALL: sha256 mismatch"
+	criu_source "$CACHE/src" "$CACHE" || die "could not get CRIU $CRIU_VERSION's source"
 	apt_install "${CRIU_BUILD_DEPS[@]}"
-	if [[ ! -d $CRIU_SRC ]]; then
-		tar -C "$CACHE" -xf "$CACHE/src/$CRIU_TARBALL"
-	fi
 	log "building CRIU $CRIU_VERSION (nice -n 19 make -j$BENCH_JOBS criu; log: $CACHE/criu-build.log)"
 	if ! (cd "$CRIU_SRC" && nice -n 19 make -j"$BENCH_JOBS" criu) >"$CACHE/criu-build.log" 2>&1; then
 		tail -30 "$CACHE/criu-build.log" >&2
