@@ -40,6 +40,10 @@ pub enum ImageError {
         /// The decoder's message (printable ASCII, at most 160 characters).
         detail: String,
     },
+    /// The manifest decodes but breaks a rule of
+    /// [`validate`](super::validate::validate); names the field.
+    #[error("malformed image: manifest {0}")]
+    Invalid(#[from] super::validate::Invalid),
     /// A length exceeds its cap (see [`crate::limits`]).
     #[error("{what} too large: {len} bytes or items, at most {cap}")]
     TooLarge {

@@ -5,9 +5,10 @@ use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::budget::{Budgeted, OVER_BUDGET, TOO_MANY_ENTRIES};
 use super::error::{sanitize, ImageError};
 use crate::host::HostIdentity;
-use crate::limits::MAX_CBOR_DEPTH;
+use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_CBOR_DEPTH, MAX_MANIFEST_DECODED};
 use crate::state::ProcessState;
 
 /// Everything an image says about itself and the process; signed.
@@ -197,19 +198,36 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
 }
 
 /// Decodes exactly one CBOR item of type `T` filling all of `bytes`, with
-/// nesting limited to [`MAX_CBOR_DEPTH`].
+/// nesting limited to [`MAX_CBOR_DEPTH`], every list to
+/// [`MAX_CBOR_COLLECTION_LEN`](crate::limits::MAX_CBOR_COLLECTION_LEN)
+/// entries and the memory the value takes to
+/// [`MAX_MANIFEST_DECODED`] (see [`super::budget`]).
 pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     region: &'static str,
 ) -> Result<T, ImageError> {
     let mut rest = bytes;
     let value =
-        ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_CBOR_DEPTH).map_err(|e| {
-            ImageError::Decode {
-                region,
-                detail: sanitize(&e.to_string()),
-            }
-        })?;
+        ciborium::de::from_reader_with_recursion_limit::<Budgeted<T>, _>(&mut rest, MAX_CBOR_DEPTH)
+            .map_err(|e| match e {
+                ciborium::de::Error::Semantic(_, m) if m == OVER_BUDGET => ImageError::TooLarge {
+                    what: region_memory(region),
+                    len: MAX_MANIFEST_DECODED.saturating_add(1),
+                    cap: MAX_MANIFEST_DECODED,
+                },
+                ciborium::de::Error::Semantic(_, m) if m == TOO_MANY_ENTRIES => {
+                    ImageError::TooLarge {
+                        what: region_list(region),
+                        len: MAX_CBOR_COLLECTION_LEN.saturating_add(1),
+                        cap: MAX_CBOR_COLLECTION_LEN,
+                    }
+                }
+                e => ImageError::Decode {
+                    region,
+                    detail: sanitize(&e.to_string()),
+                },
+            })?
+            .0;
     if !rest.is_empty() {
         return Err(ImageError::Decode {
             region,
@@ -217,6 +235,25 @@ pub(crate) fn decode<T: DeserializeOwned>(
         });
     }
     Ok(value)
+}
+
+/// What [`ImageError::TooLarge`] names when `region` would take too much
+/// memory.
+fn region_memory(region: &'static str) -> &'static str {
+    if region == "manifest" {
+        "decoded manifest (memory)"
+    } else {
+        "decoded signature block (memory)"
+    }
+}
+
+/// What [`ImageError::TooLarge`] names when a list in `region` is too long.
+fn region_list(region: &'static str) -> &'static str {
+    if region == "manifest" {
+        "a list in the manifest (entries)"
+    } else {
+        "a list in the signature block (entries)"
+    }
 }
 
 /// A byte string (CBOR major type 2), borrowed for serialising.
