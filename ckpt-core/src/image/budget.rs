@@ -11,8 +11,10 @@
 //!   growth of the `Vec` it goes into (modelled exactly as `Vec` grows:
 //!   capacity 4, then doubling; the sequence's size hint is withheld, so
 //!   nothing is preallocated from a length the input declares);
-//! * every string and byte string is charged for its heap copy (length plus
-//!   allocator overhead) when it reaches the visitor;
+//! * every string and byte string that is stored is charged for its heap
+//!   copy (length plus allocator overhead) when it reaches the visitor
+//!   (struct field names and skipped unknown fields are only compared or
+//!   skipped, so they are not);
 //! * no sequence or map may have more than
 //!   [`MAX_CBOR_COLLECTION_LEN`](crate::limits::MAX_CBOR_COLLECTION_LEN)
 //!   entries;
@@ -27,6 +29,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
@@ -41,13 +44,13 @@ pub(crate) const OVER_BUDGET: &str = "decoding needs more memory than the budget
 /// The error message when a collection is too long.
 pub(crate) const TOO_MANY_ENTRIES: &str = "a list has more entries than the cap allows";
 
-/// Bytes allocated for a heap copy of `len` bytes, at most (glibc: 8 bytes
-/// of header, 16-byte granules, 32 bytes minimum).
+/// Bytes a heap copy of `len` bytes takes (glibc: 8 bytes of header,
+/// 16-byte granules, 32 bytes at least; nothing for an empty one).
 fn heap_cost(len: usize) -> u64 {
     if len == 0 {
         0
     } else {
-        (len as u64).saturating_add(32)
+        ((len as u64).saturating_add(8 + 15) & !15).max(32)
     }
 }
 
@@ -110,12 +113,25 @@ pub(crate) struct De<'b, D> {
 struct Vis<'b, V> {
     inner: V,
     budget: &'b Budget,
+    /// Whether strings it sees are stored (false for struct field names and
+    /// ignored values, which are compared or skipped, never copied).
+    stored: bool,
+}
+
+impl<V> Vis<'_, V> {
+    fn charge_copy<E: de::Error>(&self, len: usize) -> Result<(), E> {
+        if self.stored {
+            self.budget.charge(heap_cost(len))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 macro_rules! forward_de {
     ($($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(Vis { inner: visitor, budget: self.budget })
+            self.inner.$method(Vis { inner: visitor, budget: self.budget, stored: true })
         }
     )*};
 }
@@ -130,7 +146,22 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
         deserialize_f32 deserialize_f64 deserialize_char
         deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
         deserialize_option deserialize_unit deserialize_seq deserialize_map
-        deserialize_identifier deserialize_ignored_any
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_identifier(Vis {
+            inner: visitor,
+            budget: self.budget,
+            stored: false,
+        })
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_ignored_any(Vis {
+            inner: visitor,
+            budget: self.budget,
+            stored: false,
+        })
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(
@@ -143,6 +174,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -157,6 +189,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -171,6 +204,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -187,6 +221,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -203,6 +238,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -219,6 +255,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -251,32 +288,32 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Vis<'_, V> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
-        self.budget.charge(heap_cost(v.len()))?;
+        self.charge_copy(v.len())?;
         self.inner.visit_str(v)
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<V::Value, E> {
-        self.budget.charge(heap_cost(v.len()))?;
+        self.charge_copy(v.len())?;
         self.inner.visit_borrowed_str(v)
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<V::Value, E> {
-        self.budget.charge(heap_cost(v.len()))?;
+        self.charge_copy(v.len())?;
         self.inner.visit_string(v)
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
-        self.budget.charge(heap_cost(v.len()))?;
+        self.charge_copy(v.len())?;
         self.inner.visit_bytes(v)
     }
 
     fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<V::Value, E> {
-        self.budget.charge(heap_cost(v.len()))?;
+        self.charge_copy(v.len())?;
         self.inner.visit_borrowed_bytes(v)
     }
 
     fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<V::Value, E> {
-        self.budget.charge(heap_cost(v.len()))?;
+        self.charge_copy(v.len())?;
         self.inner.visit_byte_buf(v)
     }
 
@@ -344,6 +381,18 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
     }
 }
 
+/// The seed offered for an entry past the cap: the end of the list passes
+/// (it is never called), an entry is an error before it is decoded.
+struct Refuse<V>(PhantomData<V>);
+
+impl<'de, V> DeserializeSeed<'de> for Refuse<V> {
+    type Value = V;
+
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<V, D::Error> {
+        Err(de::Error::custom(TOO_MANY_ENTRIES))
+    }
+}
+
 /// A wrapped sequence: counts its elements and charges the growth of the
 /// `Vec` they would fill.
 struct Seq<'b, A> {
@@ -374,7 +423,8 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
     ) -> Result<Option<T::Value>, A::Error> {
         self.count += 1;
         if self.count > MAX_CBOR_COLLECTION_LEN {
-            return Err(de::Error::custom(TOO_MANY_ENTRIES));
+            // Only the end of the list may follow.
+            return self.inner.next_element_seed(Refuse(PhantomData));
         }
         let size = std::mem::size_of::<T::Value>() as u64;
         if self.count > self.capacity {
@@ -412,7 +462,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
     ) -> Result<Option<K::Value>, A::Error> {
         self.count += 1;
         if self.count > MAX_CBOR_COLLECTION_LEN {
-            return Err(de::Error::custom(TOO_MANY_ENTRIES));
+            return self.inner.next_key_seed(Refuse(PhantomData));
         }
         self.inner.next_key_seed(Seed {
             inner: seed,
@@ -486,6 +536,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }
@@ -500,6 +551,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
             Vis {
                 inner: visitor,
                 budget: self.budget,
+                stored: true,
             },
         )
     }

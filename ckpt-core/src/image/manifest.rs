@@ -210,16 +210,19 @@ pub(crate) fn decode<T: DeserializeOwned>(
     let value =
         ciborium::de::from_reader_with_recursion_limit::<Budgeted<T>, _>(&mut rest, MAX_CBOR_DEPTH)
             .map_err(|e| match e {
-                ciborium::de::Error::Semantic(_, m) if m == OVER_BUDGET => ImageError::TooLarge {
-                    what: region_memory(region),
-                    len: MAX_MANIFEST_DECODED.saturating_add(1),
-                    cap: MAX_MANIFEST_DECODED,
-                },
+                ciborium::de::Error::Semantic(_, m) if m == OVER_BUDGET => {
+                    ImageError::DecodeLimit {
+                        region,
+                        what: format!(
+                            "needs more than {} MiB of memory to decode",
+                            MAX_MANIFEST_DECODED >> 20
+                        ),
+                    }
+                }
                 ciborium::de::Error::Semantic(_, m) if m == TOO_MANY_ENTRIES => {
-                    ImageError::TooLarge {
-                        what: region_list(region),
-                        len: MAX_CBOR_COLLECTION_LEN.saturating_add(1),
-                        cap: MAX_CBOR_COLLECTION_LEN,
+                    ImageError::DecodeLimit {
+                        region,
+                        what: format!("has a list of more than {MAX_CBOR_COLLECTION_LEN} entries"),
                     }
                 }
                 e => ImageError::Decode {
@@ -235,25 +238,6 @@ pub(crate) fn decode<T: DeserializeOwned>(
         });
     }
     Ok(value)
-}
-
-/// What [`ImageError::TooLarge`] names when `region` would take too much
-/// memory.
-fn region_memory(region: &'static str) -> &'static str {
-    if region == "manifest" {
-        "decoded manifest (memory)"
-    } else {
-        "decoded signature block (memory)"
-    }
-}
-
-/// What [`ImageError::TooLarge`] names when a list in `region` is too long.
-fn region_list(region: &'static str) -> &'static str {
-    if region == "manifest" {
-        "a list in the manifest (entries)"
-    } else {
-        "a list in the signature block (entries)"
-    }
 }
 
 /// A byte string (CBOR major type 2), borrowed for serialising.
