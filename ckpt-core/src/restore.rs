@@ -8,8 +8,9 @@
 //! the kernel applies those credentials. Trusts: nothing in the image beyond
 //! what its reader verified — every address, size and count is checked again
 //! before it is acted on (by [`crate::image::validate`], the rules every
-//! reader applies, then by what this restore supports); memory chunks are re-hashed as they stream
-//! (the caller owns the image file and could change it under us).
+//! reader applies, then against what this restore supports); memory chunks
+//! are re-hashed as they stream (the caller owns the image file and could
+//! change it under us).
 //!
 //! If anything fails, the half-built stub is killed (`PTRACE_O_EXITKILL`
 //! also kills it should the restorer die): a process is either fully
