@@ -126,7 +126,7 @@ fn process(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
         ));
     }
     let auxv = p.mm.auxv.len();
-    if auxv > MAX_AUXV_WORDS || auxv % 2 != 0 {
+    if auxv > MAX_AUXV_WORDS || !auxv.is_multiple_of(2) {
         return Err(invalid(
             "process.mm.auxv",
             format!("{auxv} words: not pairs, or more than {MAX_AUXV_WORDS}"),
@@ -363,6 +363,8 @@ fn signals_and_limits(p: &ProcessState) -> Result<(), Invalid> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::image::tests::sample_manifest;
     use crate::state::{FdState, PendingSignal, SigAction, Vma};
