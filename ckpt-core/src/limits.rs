@@ -3,8 +3,26 @@
 //! ([`crate::image::ImageError::TooLarge`]); the writer refuses to produce
 //! one.
 
-/// Largest manifest (CBOR bytes) an image may have: 64 MiB.
+/// Largest manifest (CBOR bytes) an image may have: 64 MiB. The chunk list
+/// dominates a real manifest: about 49 bytes per chunk, so
+/// [`MAX_CHUNKS`] chunks need 49 MiB. Length alone does not bound the memory
+/// decoding takes: see [`MAX_MANIFEST_DECODED`].
 pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
+
+/// Most memory (bytes) the decoded manifest or signature block may take:
+/// 256 MiB, charged before each allocation is made (see
+/// `image::budget`). A manifest at every other cap at once (2^20 chunks,
+/// 65,536 mappings with 30 `VmFlags` each) needs about 230 MiB; a real
+/// one, a few MiB. Peak memory of a reader is therefore at most the
+/// manifest bytes (64 MiB), this budget, and one string being decoded
+/// (bounded by the manifest length): about 400 MiB in the worst case,
+/// well under the 1 GiB address-space limit the helpers accept at start-up.
+pub const MAX_MANIFEST_DECODED: u64 = 256 << 20;
+
+/// Most entries in any one CBOR array or map of the manifest or signature
+/// block: 2^20 (the longest real list is the chunk list, [`MAX_CHUNKS`]).
+/// Checked as each entry is decoded, before it is stored.
+pub const MAX_CBOR_COLLECTION_LEN: u64 = 1 << 20;
 
 /// Largest signature block (CBOR bytes): 64 KiB.
 pub const MAX_SIGBLOCK_LEN: u64 = 64 << 10;
@@ -18,3 +36,51 @@ pub const MAX_CHUNKS: u64 = 1 << 20;
 /// Deepest nesting of CBOR arrays, maps and tags accepted when decoding the
 /// manifest or the signature block (a valid manifest needs fewer than 10).
 pub const MAX_CBOR_DEPTH: usize = 32;
+
+// Caps of the semantic validation (`image::validate`): what a real process
+// can have, not what fits in a manifest. Each entry restore acts on costs
+// an injected syscall.
+
+/// Most mappings an image may list (the kernel's default
+/// `vm.max_map_count` is 65,530).
+pub const MAX_VMAS: usize = 65_536;
+
+/// Most file descriptors, and open file descriptions, an image may list.
+pub const MAX_FDS: usize = 65_536;
+
+/// Most supplementary groups (the kernel's `NGROUPS_MAX`).
+pub const MAX_GROUPS: usize = 65_536;
+
+/// Most threads an image may list.
+pub const MAX_THREADS: usize = 65_536;
+
+/// Most `VmFlags` mnemonics on one mapping (the kernel has about 40).
+pub const MAX_VM_FLAGS: usize = 64;
+
+/// Longest string in the process state (paths: the kernel's `PATH_MAX`).
+pub const MAX_IMAGE_STRING_LEN: usize = 4096;
+
+/// Lowest address a mapping may start at.
+pub const MIN_MAP_ADDR: u64 = 0x10000;
+
+/// Size range of a saved xsave area: the legacy area and the xsave header
+/// (576 bytes) up to 64 KiB.
+pub const MIN_XSAVE_LEN: usize = 576;
+/// See [`MIN_XSAVE_LEN`].
+pub const MAX_XSAVE_LEN: usize = 64 << 10;
+
+/// Most signal dispositions (signals 1..=64 but SIGKILL and SIGSTOP).
+pub const MAX_SIGACTIONS: usize = 64;
+
+/// Most resource limits (`RLIM_NLIMITS` is 16).
+pub const MAX_RLIMITS: usize = 16;
+
+/// Most interval timers (real, virtual, prof).
+pub const MAX_ITIMERS: usize = 3;
+
+/// Most queued signals per thread (a thread's and its process's queue, each
+/// saved up to 4,096).
+pub const MAX_PENDING_SIGNALS: usize = 2 * 4096;
+
+/// Most auxiliary-vector words (`AT_VECTOR_SIZE` pairs and then some).
+pub const MAX_AUXV_WORDS: usize = 128;

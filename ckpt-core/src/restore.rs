@@ -6,9 +6,11 @@
 //! ([`RestoreCredentials`]), before it does anything else; every file it
 //! reopens is opened *by the stub itself* through an injected `openat`, so
 //! the kernel applies those credentials. Trusts: nothing in the image beyond
-//! what its reader verified — every address, size and count is checked here
-//! again before it is acted on; memory chunks are re-hashed as they stream
-//! (the caller owns the image file and could change it under us).
+//! what its reader verified — every address, size and count is checked again
+//! before it is acted on (by [`crate::image::validate`], the rules every
+//! reader applies, then against what this restore supports); memory chunks
+//! are re-hashed as they stream (the caller owns the image file and could
+//! change it under us).
 //!
 //! If anything fails, the half-built stub is killed: a process is either
 //! fully restored or not there at all. Should the restorer die instead, the
@@ -33,6 +35,7 @@ use nix::unistd::{ForkResult, Pid};
 use sha2::{Digest, Sha256};
 
 use crate::arch::x86_64::{self as arch, ResumeIn};
+use crate::image::validate::validate;
 use crate::image::{ImageError, ImageReader, Manifest};
 use crate::procfs;
 use crate::ptrace::{find_syscall_insn, PtraceError, Tracee};
@@ -40,14 +43,8 @@ use crate::state::*;
 use crate::sys;
 
 const PAGE: u64 = 4096;
-/// Most mappings an image may ask for.
-const MAX_VMAS: usize = 65_536;
-/// Most file descriptors an image may ask for.
-const MAX_FDS: usize = 65_536;
 /// Longest path we write into the stub.
 const MAX_PATH: usize = 3900;
-/// Lowest address we map anything at.
-const MIN_ADDR: u64 = 0x10000;
 /// Where in the scratch page an `open_how` goes (paths start at 0).
 const OPEN_HOW_OFFSET: u64 = 4096 - 64;
 /// Threads that read, check and write memory chunks.
@@ -309,7 +306,10 @@ struct Plan {
 }
 
 impl Plan {
+    /// The image is well-formed ([`validate`], the same check every reader
+    /// ran when opening it), and this restore can build it.
     fn check(m: &Manifest) -> Result<Plan, RestoreError> {
+        validate(m).map_err(|e| RestoreError::Image(ImageError::Invalid(e)))?;
         let p = &m.process;
         if m.arch != "x86_64" {
             return Err(RestoreError::Incompatible(format!(
@@ -319,6 +319,7 @@ impl Plan {
         }
         let thread = match p.threads.as_slice() {
             [t] => t.clone(),
+            // `validate` refuses an image without threads.
             [] => return Err(RestoreError::Invalid("no thread".into())),
             _ => {
                 return Err(RestoreError::Unsupported(format!(
@@ -327,89 +328,12 @@ impl Plan {
                 )))
             }
         };
-        if p.vmas.len() > MAX_VMAS || p.fds.len() > MAX_FDS || p.descriptions.len() > MAX_FDS {
-            return Err(RestoreError::Invalid(
-                "too many mappings or file descriptors".into(),
-            ));
-        }
-        let mut prev_end = MIN_ADDR;
-        for v in &p.vmas {
-            let aligned = v.start % PAGE == 0 && v.end % PAGE == 0 && v.offset % PAGE == 0;
-            if !aligned || v.start >= v.end || v.start < prev_end {
-                return Err(RestoreError::Invalid(format!(
-                    "mapping {:#x}-{:#x} is misplaced",
-                    v.start, v.end
-                )));
-            }
-            if v.kind != VmaKind::Vsyscall && v.end > sys::USER_ADDR_END {
-                return Err(RestoreError::Invalid(format!(
-                    "mapping {:#x}-{:#x} out of range",
-                    v.start, v.end
-                )));
-            }
-            if v.kind == VmaKind::File {
-                let ok = v
-                    .file
-                    .and_then(|i| p.mapped_files.get(i as usize))
-                    .is_some();
-                if !ok {
-                    return Err(RestoreError::Invalid(format!(
-                        "mapping {:#x} names no file",
-                        v.start
-                    )));
-                }
-            }
-            if v.prot & !((libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32) != 0 {
-                return Err(RestoreError::Invalid(format!(
-                    "mapping {:#x} has bad protections",
-                    v.start
-                )));
-            }
-            prev_end = v.end;
-        }
-        // Every chunk must land inside one mapping whose memory we fill.
-        let mut vi = 0;
-        for c in &m.chunks {
-            let end = c
-                .vaddr
-                .checked_add(c.len)
-                .ok_or_else(|| RestoreError::Invalid("chunk overflows".into()))?;
-            while vi < p.vmas.len() && p.vmas[vi].end <= c.vaddr {
-                vi += 1;
-            }
-            let fits = p.vmas.get(vi).is_some_and(|v| {
-                v.start <= c.vaddr
-                    && end <= v.end
-                    && matches!(
-                        v.kind,
-                        VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
-                    )
-                    && !(v.kind == VmaKind::File && v.shared)
-            });
-            if !fits || c.vaddr % PAGE != 0 || c.len % PAGE != 0 {
-                return Err(RestoreError::Invalid(format!(
-                    "memory chunk at {:#x} fits no mapping",
-                    c.vaddr
-                )));
-            }
-        }
-        for fd in &p.fds {
-            if fd.fd < 0 || fd.description as usize >= p.descriptions.len() {
-                return Err(RestoreError::Invalid(format!("fd {} is malformed", fd.fd)));
-            }
-        }
-        // Each of these costs an injected syscall: bound them by what a
-        // real process can have, not by what fits in a manifest.
-        if p.sigactions.len() > 64
-            || p.rlimits.len() > 16
-            || p.itimers.len() > 3
-            || thread.pending.len() > 2 * crate::dump::MAX_PENDING
-            || p.creds.groups.len() > 512
-        {
-            return Err(RestoreError::Invalid(
-                "more signal actions, limits, timers, queued signals or groups than a process has"
-                    .into(),
-            ));
+        // The groups are written into the scratch page.
+        if p.creds.groups.len() > 512 {
+            return Err(RestoreError::Unsupported(format!(
+                "{} supplementary groups",
+                p.creds.groups.len()
+            )));
         }
         Ok(Plan { thread })
     }

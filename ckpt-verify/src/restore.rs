@@ -37,6 +37,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
 
+use ckpt_core::image::ImageError;
 use ckpt_core::restore::{Release, RestoreError, Restored};
 use ckpt_policy::{decide, Decision, OneShot, Privilege};
 use ckpt_privsep::as_caller::{create_output, PendingOutput};
@@ -546,7 +547,14 @@ fn run(
 }
 
 /// A restore failure, naming the missing grant where one would have helped.
+/// An image found tampered or malformed while restoring (a chunk changed
+/// since it was verified) is exit 4, as it is everywhere else.
 fn restore_fail(e: RestoreError, d: &Decision, p: &Plan) -> Fail {
+    if let RestoreError::Image(ie) = &e {
+        if !matches!(ie, ImageError::Io { .. }) {
+            return Fail::with(Exit::Tampered, "refusing to restore", e);
+        }
+    }
     if let RestoreError::Open { path, errno } = &e {
         let saved_differs = p.saved.as_ref() != Some(&p.opts.file_creds);
         if saved_differs && !d.granted(Privilege::PrivilegedFiles) {

@@ -159,6 +159,23 @@ pub fn with_trailer(bytes: &[u8], t: &Trailer) -> Vec<u8> {
     v
 }
 
+/// An unsigned image `bytes` with its manifest replaced by `manifest` (the
+/// trailer's lengths follow; chunk data is kept).
+pub fn with_manifest(bytes: &[u8], manifest: &[u8]) -> Result<Vec<u8>, String> {
+    let l = Layout::parse(bytes)?;
+    if !l.sig.is_empty() {
+        return Err("with_manifest needs an unsigned image".into());
+    }
+    let mut v = bytes[..l.manifest.start as usize].to_vec();
+    v.extend_from_slice(manifest);
+    let t = Trailer {
+        manifest_len: manifest.len() as u64,
+        ..l.trailer
+    };
+    v.extend_from_slice(&t.encode());
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,20 @@ pub enum ImageError {
         /// The decoder's message (printable ASCII, at most 160 characters).
         detail: String,
     },
+    /// The manifest decodes but breaks a rule of
+    /// [`validate`](super::validate::validate); names the field.
+    #[error("malformed image: manifest {0}")]
+    Invalid(#[from] super::validate::Invalid),
+    /// Decoding the manifest or signature block would exceed a limit of
+    /// [`crate::limits`]: a list's entries, or the memory the decoded value
+    /// may take. Nothing past the limit was allocated.
+    #[error("malformed image: the {region} {what}")]
+    DecodeLimit {
+        /// `"manifest"` or `"signature block"`.
+        region: &'static str,
+        /// Which limit, e.g. "has a list of more than 1048576 entries".
+        what: String,
+    },
     /// A length exceeds its cap (see [`crate::limits`]).
     #[error("{what} too large: {len} bytes or items, at most {cap}")]
     TooLarge {

@@ -5,9 +5,10 @@ use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::budget::{Budgeted, OVER_BUDGET, TOO_MANY_ENTRIES};
 use super::error::{sanitize, ImageError};
 use crate::host::HostIdentity;
-use crate::limits::MAX_CBOR_DEPTH;
+use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_CBOR_DEPTH, MAX_MANIFEST_DECODED};
 use crate::state::ProcessState;
 
 /// Everything an image says about itself and the process; signed.
@@ -197,19 +198,39 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
 }
 
 /// Decodes exactly one CBOR item of type `T` filling all of `bytes`, with
-/// nesting limited to [`MAX_CBOR_DEPTH`].
+/// nesting limited to [`MAX_CBOR_DEPTH`], every list to
+/// [`MAX_CBOR_COLLECTION_LEN`](crate::limits::MAX_CBOR_COLLECTION_LEN)
+/// entries and the memory the value takes to
+/// [`MAX_MANIFEST_DECODED`] (see [`super::budget`]).
 pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     region: &'static str,
 ) -> Result<T, ImageError> {
     let mut rest = bytes;
     let value =
-        ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_CBOR_DEPTH).map_err(|e| {
-            ImageError::Decode {
-                region,
-                detail: sanitize(&e.to_string()),
-            }
-        })?;
+        ciborium::de::from_reader_with_recursion_limit::<Budgeted<T>, _>(&mut rest, MAX_CBOR_DEPTH)
+            .map_err(|e| match e {
+                ciborium::de::Error::Semantic(_, m) if m == OVER_BUDGET => {
+                    ImageError::DecodeLimit {
+                        region,
+                        what: format!(
+                            "needs more than {} MiB of memory to decode",
+                            MAX_MANIFEST_DECODED >> 20
+                        ),
+                    }
+                }
+                ciborium::de::Error::Semantic(_, m) if m == TOO_MANY_ENTRIES => {
+                    ImageError::DecodeLimit {
+                        region,
+                        what: format!("has a list of more than {MAX_CBOR_COLLECTION_LEN} entries"),
+                    }
+                }
+                e => ImageError::Decode {
+                    region,
+                    detail: sanitize(&e.to_string()),
+                },
+            })?
+            .0;
     if !rest.is_empty() {
         return Err(ImageError::Decode {
             region,

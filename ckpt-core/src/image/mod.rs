@@ -71,10 +71,15 @@
 //! | one chunk | 8 MiB ([`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)) |
 //! | number of chunks | 2^20 ([`MAX_CHUNKS`](crate::limits::MAX_CHUNKS)) |
 //! | CBOR nesting depth | 32 ([`MAX_CBOR_DEPTH`](crate::limits::MAX_CBOR_DEPTH)) |
-//! | strings, byte strings, arrays | bounded by the manifest length: CBOR is decoded from the in-memory manifest, never from the file |
+//! | entries in one CBOR array or map | 2^20 ([`MAX_CBOR_COLLECTION_LEN`](crate::limits::MAX_CBOR_COLLECTION_LEN)) |
+//! | memory of the decoded manifest | 256 MiB ([`MAX_MANIFEST_DECODED`](crate::limits::MAX_MANIFEST_DECODED)), charged before each allocation |
+//! | strings, byte strings | bounded by the manifest length: CBOR is decoded from the in-memory manifest, never from the file |
 //!
 //! Every length and offset in the trailer is checked against the file's
-//! length, with overflow-checked arithmetic, before it is used.
+//! length, with overflow-checked arithmetic, before it is used. A decoded
+//! manifest is then checked by [`validate::validate`] (mappings, chunks,
+//! indexes, counts, sizes, strings): an image that opens is one restore
+//! accepts as well-formed.
 //!
 //! # Trust
 //!
@@ -98,11 +103,14 @@
 //! fsyncs the directory; on any error it removes the temporary file.
 
 pub mod attest;
+mod budget;
 mod error;
+pub mod fuzzing;
 mod layout;
 mod manifest;
 mod reader;
 mod sign;
+pub mod validate;
 mod writer;
 
 #[cfg(test)]

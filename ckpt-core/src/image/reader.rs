@@ -126,8 +126,9 @@ impl ImageReader<File> {
 impl<S: ImageSource> ImageReader<S> {
     /// Reads and checks the header and trailer, reads the manifest and the
     /// signature block (bounded by the caps), verifies the signature when
-    /// there is one, then decodes and checks the manifest. Chunk data is not
-    /// read.
+    /// there is one, then decodes the manifest (within its memory budget)
+    /// and checks it against the layout and [`super::validate`]. Chunk data
+    /// is not read.
     pub fn from_source(src: S) -> Result<Self, ImageError> {
         let file_len = src.source_len().map_err(|source| ImageError::Io {
             op: "get the image length",
@@ -187,6 +188,7 @@ impl<S: ImageSource> ImageReader<S> {
         let manifest: Manifest = decode(&manifest_bytes, "manifest")?;
         drop(manifest_bytes);
         let chunk_offsets = check_manifest(&manifest, trailer.data_len)?;
+        super::validate::validate(&manifest)?;
         Ok(ImageReader {
             src,
             manifest,

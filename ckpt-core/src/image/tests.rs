@@ -53,7 +53,7 @@ pub(super) fn sample_meta() -> ImageMeta {
         arch: "x86_64".into(),
         cpu: CpuFeatures {
             xsave_features: 0x2e7,
-            xsave_size: 2696,
+            xsave_size: 576,
         },
         vdso_digest: vec![0x5a; 32],
         requester: Requester {
@@ -128,17 +128,41 @@ pub(super) fn sample_process() -> ProcessState {
             env_end: 0x7ffc_0000_1f00,
             auxv: vec![6, 4096, 0, 0],
         },
-        vmas: vec![Vma {
-            start: 0x400000,
-            end: 0x401000,
-            prot: 5,
-            shared: false,
-            offset: 0,
-            kind: VmaKind::File,
-            file: Some(0),
-            name: String::new(),
-            vm_flags: vec!["rd".into(), "ex".into()],
-        }],
+        vmas: vec![
+            Vma {
+                start: 0x400000,
+                end: 0x401000,
+                prot: 5,
+                shared: false,
+                offset: 0,
+                kind: VmaKind::File,
+                file: Some(0),
+                name: String::new(),
+                vm_flags: vec!["rd".into(), "ex".into()],
+            },
+            Vma {
+                start: 0x500000,
+                end: 0x521000,
+                prot: 3,
+                shared: false,
+                offset: 0,
+                kind: VmaKind::Anonymous,
+                file: None,
+                name: "[heap]".into(),
+                vm_flags: vec!["rd".into(), "wr".into()],
+            },
+            Vma {
+                start: 0x7ffc_0000_0000,
+                end: 0x7ffc_0000_2000,
+                prot: 3,
+                shared: false,
+                offset: 0,
+                kind: VmaKind::Anonymous,
+                file: None,
+                name: "[stack]".into(),
+                vm_flags: vec!["rd".into(), "wr".into(), "gd".into()],
+            },
+        ],
         mapped_files: vec![exe],
         threads: vec![ThreadState {
             tid: 4242,
@@ -171,7 +195,7 @@ pub(super) fn sample_process() -> ProcessState {
                 fs: 0,
                 gs: 0,
             },
-            xsave: vec![1, 2, 3, 4],
+            xsave: vec![0; 576],
             sigmask: 0,
             altstack: (0, 2, 0),
             rseq: None,
@@ -203,12 +227,39 @@ pub(super) fn sample_process() -> ProcessState {
     }
 }
 
-/// Chunk contents of the small test image.
+/// The manifest of the sample image (chunk digests are zero).
+pub(super) fn sample_manifest() -> Manifest {
+    let meta = sample_meta();
+    Manifest {
+        format_version: super::FORMAT_VERSION,
+        image_id: [1; 16],
+        created_unix: 1_700_000_000,
+        host: meta.host,
+        kernel_release: meta.kernel_release,
+        arch: meta.arch,
+        cpu: meta.cpu,
+        vdso_digest: meta.vdso_digest,
+        requester: meta.requester,
+        digest_algorithm: DigestAlgorithm::Sha256,
+        chunks: sample_chunks()
+            .into_iter()
+            .map(|(vaddr, data)| ChunkEntry {
+                vaddr,
+                len: data.len() as u64,
+                digest: vec![0; 32],
+            })
+            .collect(),
+        process: sample_process(),
+    }
+}
+
+/// Chunk contents of the small test image (whole pages, in address order,
+/// inside the sample process's mappings).
 fn sample_chunks() -> Vec<(u64, Vec<u8>)> {
     vec![
-        (0x400000, (0..=255u8).cycle().take(300).collect()),
-        (0x7ffc_0000_0000, vec![0xa5; 64]),
-        (0x500000, vec![1, 2, 3]),
+        (0x400000, (0..=255u8).cycle().take(4096).collect()),
+        (0x500000, [1, 2, 3].repeat(4096 / 3 + 1)[..4096].to_vec()),
+        (0x7ffc_0000_0000, vec![0xa5; 8192]),
     ]
 }
 
@@ -444,13 +495,13 @@ fn byte_flip_at_every_offset_of_a_signed_image() {
 fn flipped_chunk_is_tampered_with_its_index() {
     let bytes = build(Some(&key()));
     let mut bad = bytes.clone();
-    bad[32 + 300 + 5] ^= 1; // inside chunk 1
+    bad[32 + 4096 + 5] ^= 1; // inside chunk 1
     let r = open_bytes(&bad).unwrap();
     assert!(matches!(
         r.verify_chunks(),
         Err(ImageError::Tampered(Tamper::Chunk {
             index: 1,
-            vaddr: 0x7ffc_0000_0000
+            vaddr: 0x500000
         }))
     ));
     let mut calls = 0;
@@ -1115,4 +1166,154 @@ fn writer_checks_the_signers_quote() {
         res,
         Err(ImageError::Sign(SignError::AttestationSelfCheck(_)))
     ));
+}
+
+// Decoding within the memory budget (see `super::budget`).
+
+/// `m` encoded with every mapping's `vm_flags` replaced by `n` empty strings
+/// (one byte each in CBOR, 24 bytes each as a `String`).
+fn with_empty_flags(m: &Manifest, n: u32) -> Vec<u8> {
+    let mut m = m.clone();
+    for v in &mut m.process.vmas {
+        v.vm_flags = vec!["SPLICEME".into()];
+    }
+    let bytes = encode(&m).unwrap();
+    let marker = [&[0x81u8, 0x68][..], b"SPLICEME"].concat();
+    let mut filler = vec![0x9a];
+    filler.extend_from_slice(&n.to_be_bytes());
+    filler.resize(5 + n as usize, 0x60);
+    let mut out = Vec::with_capacity(bytes.len() + m.process.vmas.len() * filler.len());
+    let mut rest = &bytes[..];
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(&filler);
+        rest = &rest[at + marker.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+fn charged() -> u64 {
+    super::budget::LAST_CHARGED.with(|c| c.get())
+}
+
+#[test]
+fn a_list_longer_than_the_cap_is_refused_before_it_is_stored() {
+    use crate::limits::MAX_CBOR_COLLECTION_LEN;
+    let cap = u32::try_from(MAX_CBOR_COLLECTION_LEN).unwrap();
+    let ok = with_empty_flags(&sample_manifest(), cap);
+    let m: Manifest = decode(&ok, "manifest").unwrap();
+    assert_eq!(
+        m.process.vmas[0].vm_flags.len() as u64,
+        MAX_CBOR_COLLECTION_LEN
+    );
+    let bad = with_empty_flags(&sample_manifest(), cap + 1);
+    match decode::<Manifest>(&bad, "manifest") {
+        Err(e @ ImageError::DecodeLimit { .. }) => assert_eq!(
+            e.to_string(),
+            "malformed image: the manifest has a list of more than 1048576 entries"
+        ),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Nothing past the cap was charged (or stored): the cap's worth of
+    // `String`s, and the few other lists of the sample.
+    assert!(
+        charged() <= MAX_CBOR_COLLECTION_LEN * 24 + (64 << 10),
+        "{}",
+        charged()
+    );
+}
+
+#[test]
+fn tiny_items_cannot_exceed_the_memory_budget() {
+    use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_MANIFEST_DECODED};
+    // 16 mappings with 2^20 - 1 empty flags each: a 16 MiB manifest that
+    // would decode to 16 * 24 MiB.
+    let mut m = sample_manifest();
+    let v = m.process.vmas[1].clone();
+    m.process.vmas = vec![v; 16];
+    let bytes = with_empty_flags(&m, u32::try_from(MAX_CBOR_COLLECTION_LEN).unwrap() - 1);
+    assert!(bytes.len() as u64 <= MAX_MANIFEST_LEN);
+    match decode::<Manifest>(&bytes, "manifest") {
+        Err(e @ ImageError::DecodeLimit { .. }) => assert_eq!(
+            e.to_string(),
+            "malformed image: the manifest needs more than 256 MiB of memory to decode"
+        ),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(charged(), MAX_MANIFEST_DECODED);
+    // Through the reader: refused as too large (never an abort).
+    let data: Vec<u8> = sample_chunks().into_iter().flat_map(|c| c.1).collect();
+    let image = assemble(&data, &bytes, &[]);
+    assert!(matches!(
+        open_bytes(&image),
+        Err(ImageError::DecodeLimit {
+            region: "manifest",
+            ..
+        })
+    ));
+}
+
+/// A manifest at the caps real images can reach at once (every chunk, every
+/// mapping with 30 flags) decodes within the budget.
+#[test]
+fn the_largest_real_manifest_fits_the_budget() {
+    use crate::limits::{MAX_CHUNKS, MAX_MANIFEST_DECODED, MAX_VMAS};
+    let mut m = sample_manifest();
+    m.chunks = (0..MAX_CHUNKS)
+        .map(|i| ChunkEntry {
+            vaddr: 0x7f00_0000_0000 + i * 0x2000,
+            len: 0x1000,
+            digest: vec![0x5a; 32],
+        })
+        .collect();
+    let v = Vma {
+        start: 0x7f00_0000_0000,
+        end: 0x7f00_0001_0000,
+        prot: 3,
+        shared: false,
+        offset: 0,
+        kind: VmaKind::Anonymous,
+        file: None,
+        name: String::new(),
+        vm_flags: vec!["rd".into(); 30],
+    };
+    m.process.vmas = vec![v; MAX_VMAS];
+    let bytes = encode(&m).unwrap();
+    assert!(
+        bytes.len() as u64 <= MAX_MANIFEST_LEN,
+        "{} bytes",
+        bytes.len()
+    );
+    let back: Manifest = decode(&bytes, "manifest").unwrap();
+    assert_eq!(back, m);
+    let used = charged();
+    println!(
+        "largest real manifest: {} MiB of CBOR, {} MiB charged of {} MiB",
+        bytes.len() >> 20,
+        used >> 20,
+        MAX_MANIFEST_DECODED >> 20
+    );
+    assert!(used < MAX_MANIFEST_DECODED);
+}
+
+#[test]
+fn an_invalid_manifest_is_refused_when_opened_naming_the_field() {
+    let bytes = build(None);
+    let (data, m, _) = split(&bytes);
+    let mut manifest: Manifest = decode(&m, "manifest").unwrap();
+    // The stack mapping moved to overlap the heap.
+    manifest.process.vmas[2].start = 0x510000;
+    manifest.process.vmas[2].end = 0x530000;
+    let image = assemble(&data, &encode(&manifest).unwrap(), &[]);
+    match open_bytes(&image) {
+        Err(e @ ImageError::Invalid(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("process.vmas[2] 0x510000..0x530000"),
+                "{text}"
+            );
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }
