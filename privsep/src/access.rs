@@ -8,8 +8,10 @@
 //! memory:
 //!
 //! * the address is the target's vDSO, or failing that a string on its
-//!   initial stack, taken from `/proc/PID/auxv` (read as the caller too; a
-//!   caller the kernel will not let read it is refused as well);
+//!   initial stack, taken from `/proc/PID/auxv` by the helper itself before
+//!   the fork (only a hint: whatever the address, the answer is the
+//!   kernel's access decision, see the next point; when the file cannot be
+//!   read, address 0 is probed);
 //! * the kernel checks access to the whole address space before touching
 //!   any page (`mm_access`): `EPERM` is its refusal, and a copied byte or an
 //!   `EFAULT` (the page was unmapped in the meantime) both mean the check
@@ -59,20 +61,17 @@ pub enum AccessError {
         #[source]
         errno: Errno,
     },
-    /// Reading the target's `/proc/PID/auxv` or one byte of its memory
-    /// failed for a reason other than a denial: the helper refuses rather
-    /// than guess.
-    #[error("cannot ask the kernel whether pid {pid} may be attached to ({step})")]
+    /// Reading one byte of the target's memory failed for a reason other
+    /// than a denial: the helper refuses rather than guess.
+    #[error("cannot ask the kernel whether pid {pid} may be attached to (process_vm_readv)")]
     Probe {
         pid: i32,
-        step: &'static str,
         #[source]
         errno: Errno,
     },
 }
 
-const OP_AUXV: u32 = 1;
-const OP_READ: u32 = 2;
+const OP_READ: u32 = 1;
 
 /// `AT_SYSINFO_EHDR`: the address of the vDSO.
 const AT_SYSINFO_EHDR: u64 = 33;
@@ -111,28 +110,20 @@ pub fn caller_may_ptrace_attach(caller: &Caller, pid: i32) -> Result<bool, Acces
     if pid <= 0 {
         return Err(AccessError::InvalidPid(pid));
     }
-    let auxv_path = format!("/proc/{pid}/auxv");
-    let verdict = |allowed: bool| ChildOk {
-        value: i64::from(allowed),
-        fds: Vec::new(),
-    };
+    // A hint only (see the module documentation): any failure means 0.
+    let address = std::fs::read(format!("/proc/{pid}/auxv"))
+        .map(|auxv| probe_address(&auxv))
+        .unwrap_or(0);
     let reply = run_as_caller(caller, &[], || {
-        let auxv = match std::fs::read(&auxv_path) {
-            Ok(auxv) => auxv,
-            Err(e) => {
-                let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-                return match errno {
-                    Errno::EPERM | Errno::EACCES => Ok(verdict(false)),
-                    Errno::ENOENT => Err(ChildFail::new(OP_AUXV, Errno::ESRCH)),
-                    errno => Err(ChildFail::new(OP_AUXV, errno)),
-                };
-            }
+        let allowed = match sys::process_vm_read_byte(pid, address) {
+            Ok(_) | Err(Errno::EFAULT) => true,
+            Err(Errno::EPERM) | Err(Errno::EACCES) => false,
+            Err(e) => return Err(ChildFail::new(OP_READ, e)),
         };
-        match sys::process_vm_read_byte(pid, probe_address(&auxv)) {
-            Ok(_) | Err(Errno::EFAULT) => Ok(verdict(true)),
-            Err(Errno::EPERM) | Err(Errno::EACCES) => Ok(verdict(false)),
-            Err(e) => Err(ChildFail::new(OP_READ, e)),
-        }
+        Ok(ChildOk {
+            value: i64::from(allowed),
+            fds: Vec::new(),
+        })
     });
     match reply {
         Ok(r) => Ok(r.value == 1),
@@ -140,11 +131,6 @@ pub fn caller_may_ptrace_attach(caller: &Caller, pid: i32) -> Result<bool, Acces
         Err(RunError::Op(f)) if f.errno() == Errno::ESRCH => Err(AccessError::NoSuchProcess(pid)),
         Err(RunError::Op(f)) => Err(AccessError::Probe {
             pid,
-            step: if f.code == OP_AUXV {
-                "reading /proc/PID/auxv"
-            } else {
-                "process_vm_readv"
-            },
             errno: f.errno(),
         }),
     }
