@@ -6,7 +6,7 @@
 //! running as it was). Trusts: the kernel; nothing the target wrote into its
 //! memory is interpreted except as opaque bytes. Access control is not
 //! decided here: the caller (the setuid helper) asks the kernel whether the
-//! real user may ptrace-read the target before and after the freeze.
+//! real user may ptrace-attach to the target before and after the freeze.
 //!
 //! Anything the restore engine cannot rebuild makes `dump` fail with
 //! [`DumpError::Unsupported`] naming the resource.

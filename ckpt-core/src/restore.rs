@@ -180,6 +180,9 @@ pub enum RestoreError {
     Open { path: String, errno: Errno },
     #[error("creating the process: {0}")]
     Spawn(Errno),
+    /// The restorer has other threads: forking the stub would not be sound.
+    #[error("creating the process: the restorer must be single-threaded ({0} threads)")]
+    Threaded(usize),
     #[error("pid {0} is in use: cannot restore the original pid")]
     PidTaken(i32),
     #[error("{path} can be modified by the caller: it cannot become part of a process with more privilege than the caller")]
@@ -423,12 +426,19 @@ fn spawn_stub(
     let (decision_r, decision_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
     let decision_fd = decision_w.as_raw_fd();
+    // The child body below is only sound in a copy of a single-threaded
+    // process (no lock another thread held at the fork can be needed in it).
+    match sys::thread_count().map_err(RestoreError::Spawn)? {
+        1 => {}
+        n => return Err(RestoreError::Threaded(n)),
+    }
     let forked = match pid {
-        // SAFETY: the restorer is single-threaded here (image verification
-        // threads have been joined); the child only makes raw syscalls on
-        // memory prepared above and then stops or execs.
+        // SAFETY: this process has one thread (checked just above, and
+        // nothing between the check and here starts one); the child only
+        // makes raw, async-signal-safe system calls on memory prepared
+        // above and then stops, execs or `_exit`s.
         None => unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn)?,
-        // SAFETY: as for fork above.
+        // SAFETY: as for fork above; that is `fork_with_pid`'s contract.
         Some(want) => match unsafe { sys::fork_with_pid(want) } {
             Ok(0) => ForkResult::Child,
             Ok(child) => ForkResult::Parent {

@@ -404,6 +404,17 @@ pub fn get_robust_list(pid: i32) -> Result<(u64, u64), Errno> {
     Ok((head, len as u64))
 }
 
+/// How many threads this process has (`/proc/self/task`).
+pub fn thread_count() -> Result<usize, Errno> {
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mut n = 0usize;
+    for entry in std::fs::read_dir("/proc/self/task").map_err(errno)? {
+        entry.map_err(errno)?;
+        n = n.saturating_add(1);
+    }
+    Ok(n)
+}
+
 /// `struct clone_args` (the fields up to `set_tid_size`).
 #[repr(C)]
 #[derive(Default)]

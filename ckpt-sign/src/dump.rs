@@ -4,8 +4,9 @@
 //!    FILE` (read as the caller); or the host key, whose public half must be
 //!    present (its secret is read only after the dump).
 //! 2. `pidfd_open`, then ask the kernel, as the caller, whether the caller
-//!    may ptrace-read the pid (`kcmp`); the pidfd still being alive proves
-//!    the pid named the same process during the check.
+//!    may ptrace-attach to the pid (a one-byte `process_vm_readv`, the
+//!    `PTRACE_MODE_ATTACH_REALCREDS` check); the pidfd still being alive
+//!    proves the pid named the same process during the check.
 //! 3. Create the output's temporary file as the caller.
 //! 4. Freeze the target; check the pidfd again; ask the kernel again now
 //!    that the target cannot exec any more (a target that exec'ed a set-id
@@ -37,7 +38,7 @@ use std::io::Read;
 use ckpt_core::dump::Frozen;
 use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
 use ckpt_keys::SigningKey;
-use ckpt_privsep::access::{caller_may_ptrace_read, open_pidfd, pidfd_alive, AccessError};
+use ckpt_privsep::access::{caller_may_ptrace_attach, open_pidfd, pidfd_alive, AccessError};
 use ckpt_privsep::as_caller::{create_output, open_for_read, CreateError};
 use ckpt_privsep::audit::{AuditLog, Record, Severity};
 use ckpt_privsep::report::{error_chain, Exit};
@@ -76,7 +77,7 @@ fn access_fail(pid: i32, e: AccessError) -> Fail {
 fn denied(pid: i32) -> Fail {
     Fail::new(
         Exit::AccessDenied,
-        format!("dump: permission denied: caller may not ptrace-read pid {pid}"),
+        format!("dump: permission denied: caller may not ptrace-attach to pid {pid}"),
     )
 }
 
@@ -187,7 +188,7 @@ pub(crate) fn run(
 
     // 2. Access, as the caller, on a pidfd.
     let pidfd = open_pidfd(pid).map_err(|e| access_fail(pid, e))?;
-    if !caller_may_ptrace_read(caller, pid).map_err(|e| access_fail(pid, e))? {
+    if !caller_may_ptrace_attach(caller, pid).map_err(|e| access_fail(pid, e))? {
         return Err(denied(pid));
     }
     if !pidfd_alive(&pidfd) {
@@ -233,13 +234,13 @@ pub(crate) fn run(
             format!("dump: pid {pid} exited"),
         ));
     }
-    if !caller_may_ptrace_read(caller, pid).map_err(|e| access_fail(pid, e))? {
+    if !caller_may_ptrace_attach(caller, pid).map_err(|e| access_fail(pid, e))? {
         // Dropping `frozen` resumes the target untouched.
         drop(frozen);
         return Err(Fail::new(
             Exit::AccessDenied,
             format!(
-                "dump: permission denied: caller may not ptrace-read pid {pid} \
+                "dump: permission denied: caller may not ptrace-attach to pid {pid} \
                  (its credentials changed while it was being frozen)"
             ),
         ));

@@ -1,4 +1,4 @@
-//! `ckpt-sign`: checkpoint a process the caller could already ptrace-read,
+//! `ckpt-sign`: checkpoint a process the caller could already ptrace-attach to,
 //! and sign the image with the host key. Installed setuid root.
 //!
 //! Thin: start-up hardening, argument parsing, library calls, exit codes

@@ -55,9 +55,14 @@ fn missing_process_is_a_dump_failure() {
     assert!(err.contains("no such process"), "{err}");
 }
 
+/// `--attestation` names the TPM attestation key: without `--tpm` it is a
+/// usage error. (`pubkey --tpm` itself depends on the installed TPM key; it
+/// is tested end to end, against a software TPM, in `tests/tests/tpm.rs`.)
 #[test]
-fn tpm_is_not_supported_yet() {
-    assert_eq!(code(&["pubkey", "--tpm"]).0, 1);
+fn pubkey_attestation_needs_tpm() {
+    let (c, err) = code(&["pubkey", "--attestation"]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("--tpm"), "{err}");
 }
 
 struct Child(std::process::Child);

@@ -299,13 +299,19 @@ where
     keep_sorted.dedup();
     let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
 
-    match sys::fork().map_err(HelperError::Fork)? {
+    // SAFETY: the child branch below drops credentials, runs `op` (one
+    // operation of this module: a few system calls) inside `catch_unwind`,
+    // sends one message and always leaves with `exit_child` (`_exit`),
+    // never returning into the caller's frames.
+    match unsafe { sys::fork() }.map_err(HelperError::Fork)? {
         None => {
             // Child. Never returns.
             drop(parent_sock);
             let sock = child_sock.as_raw_fd();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                child_close_fds(&keep_sorted);
+                // SAFETY: this is the forked child, which leaves with
+                // `exit_child` and never touches the owners of closed fds.
+                unsafe { child_close_fds(&keep_sorted) };
                 child_drop(caller, &groups)?;
                 op()
             }));
@@ -374,7 +380,14 @@ fn receive(sock: &OwnedFd) -> Result<Option<Result<Reply, RunError>>, HelperErro
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {
                         if let ControlMessageOwned::ScmRights(raw) = c {
-                            fds.extend(raw.into_iter().map(sys::own_received_fd));
+                            // SAFETY: these fd numbers were installed in
+                            // our table by the recvmsg call that returned
+                            // them just now; nothing else owns them, and
+                            // each is taken once.
+                            fds.extend(
+                                raw.into_iter()
+                                    .map(|fd| unsafe { sys::own_received_fd(fd) }),
+                            );
                         }
                     }
                 }
@@ -415,7 +428,11 @@ fn drop_error(step: &'static str, fail: ChildFail) -> RunError {
 }
 
 /// Close every fd above 2 except `keep` (sorted).
-fn child_close_fds(keep: &[RawFd]) {
+///
+/// # Safety
+/// Only for the forked child of [`run_as_caller`], which never uses or
+/// drops an owner of the closed fds afterwards (it leaves with `_exit`).
+unsafe fn child_close_fds(keep: &[RawFd]) {
     let mut next: u32 = 3;
     for &fd in keep {
         let Ok(fd) = u32::try_from(fd) else { continue };
@@ -424,10 +441,13 @@ fn child_close_fds(keep: &[RawFd]) {
         }
         // Errors are impossible for valid ranges; a failure leaves fds open,
         // which the dropped child does not use.
-        let _ = sys::close_range(next, fd - 1);
+        // SAFETY: this function's contract: no owner of these fds is used
+        // or dropped afterwards in this process.
+        let _ = unsafe { sys::close_range(next, fd - 1) };
         next = fd + 1;
     }
-    let _ = sys::close_range(next, u32::MAX);
+    // SAFETY: as above.
+    let _ = unsafe { sys::close_range(next, u32::MAX) };
 }
 
 /// Drop to exactly the caller's credentials and prove they stick.

@@ -8,14 +8,17 @@
 //! * [`shield`]: while a dump or restore runs, the caller can no longer
 //!   kill or stop the helper, and terminal signals roll the operation back
 //!   at safe points instead of cutting it short.
-//! * [`access`]: ask the kernel whether the caller may ptrace-read a target
-//!   (item 9), and hold targets by pidfd (item 8).
+//! * [`access`]: ask the kernel whether the caller may ptrace-attach to a
+//!   target (read its memory), and hold targets by pidfd.
 //!
 //! Trust: this crate trusts the kernel and nothing the caller supplies. It
 //! never resolves a caller-supplied path with elevated credentials.
 //!
 //! Unsafe code is confined to `sys`, one small function per raw call, each
-//! with a `// SAFETY:` comment.
+//! with a `// SAFETY:` comment. Those whose soundness depends on the caller
+//! (`fork`, `close_range`, taking ownership of a received fd) are `unsafe
+//! fn`s; their one user, `as_caller`, says at each call why the contract
+//! holds there.
 
 pub mod access;
 pub mod as_caller;

@@ -57,6 +57,10 @@ pub enum StartupError {
     /// The environment could not be cleared.
     #[error("cannot clear the environment")]
     Environment(#[source] Errno),
+    /// Hardening must run before any other thread exists (clearing the
+    /// environment under another thread's `getenv` is undefined behaviour).
+    #[error("start-up hardening must run before any other thread exists ({threads} threads)")]
+    Threaded { threads: usize },
     /// `prctl(PR_SET_DUMPABLE, 0)` failed.
     #[error("cannot make the process non-dumpable")]
     Dumpable(#[source] Errno),
@@ -94,7 +98,10 @@ pub fn harden() -> Result<Startup, StartupError> {
     // 2. fds 0-2.
     ensure_std_fds()?;
     // 3. Environment.
-    sys::clear_environment().map_err(StartupError::Environment)?;
+    sys::clear_environment().map_err(|e| match e {
+        sys::ClearEnvError::Threaded(threads) => StartupError::Threaded { threads },
+        sys::ClearEnvError::Failed(errno) => StartupError::Environment(errno),
+    })?;
     std::env::set_var("PATH", SAFE_PATH);
     // 4. Not dumpable, no core.
     nix::sys::prctl::set_dumpable(false).map_err(StartupError::Dumpable)?;

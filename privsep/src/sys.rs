@@ -1,5 +1,7 @@
 //! The few raw system calls privsep needs that `nix` does not wrap, each in a
-//! small safe function. Every `unsafe` block of this crate lives here.
+//! small function. Every `unsafe` block of this crate's library lives here.
+//! A call whose soundness depends on its caller is an `unsafe fn` with a
+//! `# Safety` section; the others check what they need themselves.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -9,17 +11,16 @@ use nix::errno::Errno;
 ///
 /// Returns `Ok(None)` in the child and `Ok(Some(pid))` in the parent.
 ///
+/// # Safety
 /// The child must only do what [`crate::as_caller`] does: drop credentials,
-/// make a few system calls, send one message and leave with [`exit_child`].
-/// It never returns into the caller's stack frames (the caller wraps the
-/// child's work in `catch_unwind` and always ends with `_exit`).
-pub(crate) fn fork() -> Result<Option<nix::unistd::Pid>, Errno> {
-    // SAFETY: the child branch of every caller of this function runs a
-    // bounded piece of code and ends in `exit_child` (`_exit`), never
-    // returning into code that assumes it is the original process. The
-    // helpers are single-threaded; in multi-threaded test processes the
-    // child only uses glibc functions that glibc keeps usable after fork
-    // (malloc is reset by glibc's fork handlers) and raw system calls.
+/// make a few system calls, send one message and leave with [`exit_child`],
+/// never returning into the caller's stack frames (so no object it shares
+/// with the parent is dropped twice). In a multi-threaded process it may
+/// only use what glibc keeps usable in a forked child (raw system calls,
+/// malloc, which glibc's fork handlers reset).
+pub(crate) unsafe fn fork() -> Result<Option<nix::unistd::Pid>, Errno> {
+    // SAFETY: the contract above is this function's own contract, passed
+    // on to the caller: it is exactly `nix::unistd::fork`'s.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => Ok(None),
         nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
@@ -34,18 +35,45 @@ pub(crate) fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// How many threads this process has (`/proc/self/task`).
+pub(crate) fn thread_count() -> Result<usize, Errno> {
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc/self/task").map_err(errno)? {
+        entry.map_err(errno)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Why [`clear_environment`] did not clear the environment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClearEnvError {
+    /// Other threads exist: one of them could be reading the environment.
+    Threaded(usize),
+    /// Counting the threads or `clearenv` failed.
+    Failed(Errno),
+}
+
 /// `clearenv(3)`. `std::env::remove_var` cannot remove every entry a hostile
 /// caller can put in `envp` (names that contain `=` or are empty make it
 /// panic), so the whole table is dropped at once.
-pub(crate) fn clear_environment() -> Result<(), Errno> {
-    // SAFETY: called once from `startup::harden`, before any other thread
-    // exists and before anything holds a pointer into the environment
-    // (std's own `env` functions copy what they read).
+///
+/// Refused unless this process has exactly one thread: `clearenv` frees the
+/// table other threads' `getenv` could be reading.
+pub(crate) fn clear_environment() -> Result<(), ClearEnvError> {
+    match thread_count().map_err(ClearEnvError::Failed)? {
+        1 => {}
+        n => return Err(ClearEnvError::Threaded(n)),
+    }
+    // SAFETY: checked just above that this thread is the only one, so no
+    // other thread can be reading the table being freed; std's `env`
+    // functions copy what they read, so nothing holds a pointer into it.
     let rc = unsafe { libc::clearenv() };
     if rc == 0 {
         Ok(())
     } else {
-        Err(Errno::last())
+        Err(ClearEnvError::Failed(Errno::last()))
     }
 }
 
@@ -99,27 +127,53 @@ pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> Result<(), Errn
     }
 }
 
-/// `kcmp(pid1, pid2, KCMP_VM, 0, 0)`. The kernel checks
-/// `PTRACE_MODE_READ_REALCREDS` access to both processes before comparing.
-pub(crate) fn kcmp_vm(pid1: i32, pid2: i32) -> Result<i64, Errno> {
-    const KCMP_VM: libc::c_int = 1;
-    // SAFETY: kcmp with KCMP_VM takes only integers and dereferences nothing.
-    let rc = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_VM, 0, 0) };
+/// `process_vm_readv(pid, [one byte here], 1, [one byte at addr], 1, 0)`:
+/// copy one byte of `pid`'s memory at `addr`. Returns the number of bytes
+/// copied.
+///
+/// The kernel decides access first, for the whole address space
+/// (`mm_access(task, PTRACE_MODE_ATTACH_REALCREDS)`, answering `EPERM`),
+/// and only then pins the remote page (answering `EFAULT` if `addr` is not
+/// readable there). A zero-length request returns before the access check,
+/// which is why exactly one byte is asked for.
+pub(crate) fn process_vm_read_byte(pid: i32, addr: u64) -> Result<usize, Errno> {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: std::ptr::addr_of_mut!(byte).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        // An address in the other process, never dereferenced here.
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: `local` describes one writable byte (`byte`) that lives for
+    // the whole call; `remote` is only interpreted by the kernel in the
+    // other process's address space. Both iovec arrays have exactly one
+    // element, as the counts say.
+    let rc = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     if rc < 0 {
         Err(Errno::last())
     } else {
-        Ok(rc)
+        usize::try_from(rc).map_err(|_| Errno::EINVAL)
     }
 }
 
 /// `close_range(first, last, 0)`.
-pub(crate) fn close_range(first: u32, last: u32) -> Result<(), Errno> {
+///
+/// # Safety
+/// Closing an fd that an `OwnedFd`, `File` or other owner still holds breaks
+/// that owner (its later use or drop acts on whatever reuses the number).
+/// The caller guarantees that no fd in `first..=last` is used or dropped
+/// through an owner afterwards: in practice, only a forked child that then
+/// leaves with `_exit` may call this.
+pub(crate) unsafe fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     if first > last {
         return Ok(());
     }
-    // SAFETY: close_range takes integers only. It is called in a forked child
-    // that owns no Rust objects wrapping the fds it closes except those the
-    // caller explicitly keeps outside the range.
+    // SAFETY: the system call takes integers only; what closing the fds
+    // means for their owners is this function's contract, upheld by the
+    // caller.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
     if rc < 0 {
         Err(Errno::last())
@@ -156,10 +210,14 @@ pub(crate) fn renameat2(
 }
 
 /// Take ownership of an fd that `recvmsg` just installed (SCM_RIGHTS).
-pub(crate) fn own_received_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was installed in our fd table by the recvmsg call that
-    // returned it a moment ago; no other object refers to it, so OwnedFd
-    // becomes its only owner.
+///
+/// # Safety
+/// `fd` must be open and owned by nothing else, and be passed here once:
+/// the fd numbers of an `SCM_RIGHTS` message the kernel has just delivered
+/// to this process qualify.
+pub(crate) unsafe fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: by this function's contract `fd` is open and has no other
+    // owner, so OwnedFd becomes its only owner.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 

@@ -7,12 +7,13 @@
 
 use std::fs;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ckpt_privsep::access::{caller_may_ptrace_read, open_pidfd, pidfd_alive, AccessError};
+use ckpt_privsep::access::{caller_may_ptrace_attach, open_pidfd, pidfd_alive, AccessError};
 use ckpt_privsep::as_caller::{create_output, open_for_read, CommitError, CreateError, OpenError};
 use ckpt_privsep::Caller;
 
@@ -93,40 +94,161 @@ fn sleeper(uid: Option<u32>) -> Kill {
 
 // ---- access -------------------------------------------------------------
 
-#[test]
-fn root_may_read_any_process() {
-    let child = sleeper(None);
-    let pid = i32::try_from(child.0.id()).expect("pid");
-    assert!(caller_may_ptrace_read(&root(), pid).expect("kcmp"));
+/// Runs `sh -c 'echo ready; exec sleep 60'` (as `uid` if given) and returns
+/// once the shell has printed: it has exec'ed, so the kernel has made it
+/// dumpable again after the uid change (until then it is not, and a check
+/// would race with exec).
+fn ready_sleeper(uid: Option<u32>) -> Kill {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new("sh");
+    c.args(["-c", "echo ready; exec sleep 60"])
+        .stdout(std::process::Stdio::piped());
+    if let Some(u) = uid {
+        c.uid(u).gid(u);
+    }
+    let mut child = c.spawn().expect("spawn sh");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read the readiness line");
+    assert_eq!(line, "ready\n", "the sleeper did not start");
+    Kill(child)
 }
 
 #[test]
-fn other_user_may_not_read_root_process() {
-    let child = sleeper(None);
+fn root_may_attach_to_any_process() {
+    let child = ready_sleeper(None);
     let pid = i32::try_from(child.0.id()).expect("pid");
-    assert!(!caller_may_ptrace_read(&nobody(), pid).expect("kcmp"));
+    assert!(caller_may_ptrace_attach(&root(), pid).expect("access check"));
+}
+
+#[test]
+fn other_user_may_not_attach_to_a_root_process() {
+    let child = ready_sleeper(None);
+    let pid = i32::try_from(child.0.id()).expect("pid");
+    assert!(!caller_may_ptrace_attach(&nobody(), pid).expect("access check"));
     // And not this (root) test process either.
     let me = i32::try_from(std::process::id()).expect("pid");
-    assert!(!caller_may_ptrace_read(&nobody(), me).expect("kcmp"));
+    assert!(!caller_may_ptrace_attach(&nobody(), me).expect("access check"));
 }
 
 #[test]
-fn user_may_read_own_process() {
-    let child = sleeper(Some(NOBODY));
+fn user_may_attach_to_own_process() {
+    let child = ready_sleeper(Some(NOBODY));
     let pid = i32::try_from(child.0.id()).expect("pid");
-    // Give exec a moment to finish so the target runs `sleep` as nobody.
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(caller_may_ptrace_read(&nobody(), pid).expect("kcmp"));
+    assert!(caller_may_ptrace_attach(&nobody(), pid).expect("access check"));
+}
+
+/// A forked child of this test that drops to `nobody` without exec'ing and
+/// marks itself non-dumpable, then, when told, dumpable again. Each step is
+/// acknowledged over a pipe, so the checks below never race with it.
+struct Undumpable {
+    pid: nix::unistd::Pid,
+    go: Option<std::fs::File>,
+    ack: std::fs::File,
+}
+
+impl Undumpable {
+    fn start() -> Undumpable {
+        require_root();
+        // Close-on-exec: children other tests spawn meanwhile must not
+        // inherit these.
+        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+        let (ack_r, ack_w) = nix::unistd::pipe2(cloexec).expect("pipe");
+        let (go_r, go_w) = nix::unistd::pipe2(cloexec).expect("pipe");
+        // SAFETY: the child below only makes raw system calls (setgroups,
+        // setresgid, setresuid, prctl, read, write) on values prepared
+        // before the fork, and leaves with `_exit`; it never returns into
+        // the test harness.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                drop(ack_r);
+                drop(go_w);
+                let id = nix::unistd::Uid::from_raw(NOBODY);
+                let gid = nix::unistd::Gid::from_raw(NOBODY);
+                let set_dumpable = |on: libc::c_ulong| {
+                    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+                    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on, 0, 0, 0) == 0 }
+                };
+                let dropped = nix::unistd::setgroups(&[]).is_ok()
+                    && nix::unistd::setresgid(gid, gid, gid).is_ok()
+                    && nix::unistd::setresuid(id, id, id).is_ok()
+                    && set_dumpable(0);
+                let mut byte = [0u8; 1];
+                let ok = dropped
+                    && nix::unistd::write(&ack_w, b"1") == Ok(1)
+                    && nix::unistd::read(go_r.as_raw_fd(), &mut byte) == Ok(1)
+                    && set_dumpable(1)
+                    && nix::unistd::write(&ack_w, b"2") == Ok(1);
+                // Wait for the parent to close `go` (end of file) or kill us.
+                let _ = nix::unistd::read(go_r.as_raw_fd(), &mut byte);
+                // SAFETY: `_exit` never returns and runs no atexit handler
+                // of the test process this is a copy of.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let mut u = Undumpable {
+                    pid: child,
+                    go: Some(std::fs::File::from(go_w)),
+                    ack: std::fs::File::from(ack_r),
+                };
+                u.expect_ack(b'1', "dropped to nobody, non-dumpable");
+                u
+            }
+        }
+    }
+
+    fn expect_ack(&mut self, want: u8, what: &str) {
+        let mut byte = [0u8; 1];
+        self.ack.read_exact(&mut byte).expect(what);
+        assert_eq!(byte[0], want, "{what}");
+    }
+
+    fn make_dumpable(&mut self) {
+        self.go
+            .as_mut()
+            .expect("go pipe")
+            .write_all(b"g")
+            .expect("tell the child");
+        self.expect_ack(b'2', "dumpable again");
+    }
+}
+
+impl Drop for Undumpable {
+    fn drop(&mut self) {
+        drop(self.go.take());
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+#[test]
+fn user_may_not_attach_to_own_non_dumpable_process() {
+    // Same uid, gid and (empty) groups as the caller: only the kernel's
+    // dumpable rule tells the two cases apart.
+    let mut child = Undumpable::start();
+    let pid = child.pid.as_raw();
+    assert!(
+        !caller_may_ptrace_attach(&nobody(), pid).expect("access check"),
+        "a non-dumpable process of the caller must be refused"
+    );
+    child.make_dumpable();
+    assert!(
+        caller_may_ptrace_attach(&nobody(), pid).expect("access check"),
+        "the same process, dumpable again, must be allowed"
+    );
 }
 
 #[test]
 fn missing_process_is_an_error() {
     assert!(matches!(
-        caller_may_ptrace_read(&root(), i32::MAX),
+        caller_may_ptrace_attach(&root(), i32::MAX),
         Err(AccessError::NoSuchProcess(_))
     ));
     assert!(matches!(
-        caller_may_ptrace_read(&root(), 0),
+        caller_may_ptrace_attach(&root(), 0),
         Err(AccessError::InvalidPid(0))
     ));
     assert!(matches!(

@@ -1,20 +1,63 @@
 //! Start-up hardening, tested in a fresh process: the test binary re-runs
-//! itself (only the `probe` test) under a shell that poisons the
-//! environment, closes fds, lowers limits and ignores signals, and the probe
-//! reports what `harden` left.
+//! itself as the probe under a shell that poisons the environment, closes
+//! fds, lowers limits and ignores signals, and the probe reports what
+//! `harden` left.
+//!
+//! No libtest harness (`harness = false`): `harden` refuses to run once a
+//! second thread exists, as in the helpers it must run first in `main`, and
+//! libtest runs every test on a thread of its own. `main` below is either the
+//! probe (with the variable set) or a small runner of the checks that prints
+//! libtest's result line.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::Command;
 
 const PROBE_VAR: &str = "CKPT_STARTUP_PROBE";
 
-/// Runs only as the child of the tests below (the variable is set there);
-/// on its own it has nothing to check.
-#[test]
-fn probe() {
-    if std::env::var_os(PROBE_VAR).is_none() {
+fn main() {
+    if std::env::var_os(PROBE_VAR).is_some() {
+        probe();
         return;
     }
+    let checks: [(&str, fn()); 4] = [
+        ("hardens_a_hostile_start", hardens_a_hostile_start),
+        (
+            "refuses_a_lowered_hard_file_size_limit",
+            refuses_a_lowered_hard_file_size_limit,
+        ),
+        (
+            "refuses_a_tiny_hard_nofile_limit",
+            refuses_a_tiny_hard_nofile_limit,
+        ),
+        (
+            "refuses_to_run_with_other_threads",
+            refuses_to_run_with_other_threads,
+        ),
+    ];
+    println!("\nrunning {} tests", checks.len());
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        let ok = std::panic::catch_unwind(check).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        checks.len() - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        eprintln!("failed: {}", failed.join(", "));
+        std::process::exit(101);
+    }
+}
+
+/// The probe: runs `harden` first thing in a fresh single-threaded process
+/// and reports what it left; the checks below assert on the report.
+fn probe() {
     let result = ckpt_privsep::startup::harden();
     let s = match result {
         Ok(s) => s,
@@ -55,7 +98,7 @@ fn run_probe(shell_prefix: &str) -> String {
     let exe = std::env::current_exe().expect("exe");
     let script = format!(
         "{shell_prefix}; exec env -i {PROBE_VAR}=1 LD_PRELOAD=/nonexistent/evil.so \
-         TSS2_LOGFILE=/tmp/ckpt-evil-log PATH=/evil:/bin IFS=x \"$0\" probe --exact --nocapture --test-threads=1 0<&- 2>&-"
+         TSS2_LOGFILE=/tmp/ckpt-evil-log PATH=/evil:/bin IFS=x \"$0\" 0<&- 2>&-"
     );
     let out = Command::new("/bin/bash")
         .arg("-c")
@@ -75,7 +118,6 @@ fn field<'a>(text: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
-#[test]
 fn hardens_a_hostile_start() {
     let text = run_probe("ulimit -S -n 100; ulimit -S -c 1000; umask 000; trap '' CHLD PIPE");
     assert_eq!(field(&text, "env"), "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
@@ -88,16 +130,35 @@ fn hardens_a_hostile_start() {
     assert_eq!(field(&text, "wait"), "Ok(true)");
 }
 
-#[test]
 fn refuses_a_lowered_hard_file_size_limit() {
     let text = run_probe("ulimit -f 1000");
     let e = field(&text, "error");
     assert!(e.contains("RLIMIT_FSIZE"), "{e}");
 }
 
-#[test]
 fn refuses_a_tiny_hard_nofile_limit() {
     let text = run_probe("ulimit -n 16");
     let e = field(&text, "error");
     assert!(e.contains("RLIMIT_NOFILE"), "{e}");
+}
+
+/// In a process that already has a second thread, `harden` refuses rather
+/// than clear the environment under that thread, and says why.
+fn refuses_to_run_with_other_threads() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || rx.recv());
+    let err = ckpt_privsep::startup::harden().expect_err("harden with two threads");
+    assert!(
+        matches!(
+            err,
+            ckpt_privsep::startup::StartupError::Threaded { threads: 2 }
+        ),
+        "{err}"
+    );
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the environment is untouched"
+    );
+    drop(tx);
+    let _ = other.join();
 }

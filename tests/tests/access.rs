@@ -1,5 +1,6 @@
-//! Access: dumping a process the caller may not ptrace-read (another user's,
-//! root's, a setuid program's) is refused with exit 3 and leaves the target
+//! Access: dumping a process the caller may not ptrace-attach to (another
+//! user's, root's, a setuid program's, a process that made itself
+//! non-dumpable) is refused with exit 3 and leaves the target
 //! running, not stopped, not traced, still doing its work, and writes no image.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -121,6 +122,37 @@ fn dump_of_a_setuid_process_that_dropped_its_privileges_is_denied() {
         &dir,
         &mut p,
         "a setuid program that dropped to the caller's uid",
+    );
+}
+
+#[test]
+fn dump_of_a_same_user_process_that_made_itself_non_dumpable_is_denied() {
+    // PR_SET_DUMPABLE 0 in a program the caller started themself: same
+    // uids, gids and groups as the caller, no set-id bit. The kernel refuses
+    // the caller ptrace-attach (and process_vm_readv), so the dump must be
+    // refused too.
+    let env = Env::require();
+    let dir = TestDir::new(&env, "undumpable");
+    let program = dir.compile(&env, "undumpable");
+    let ready = dir.work.join("ready");
+    let mut p = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&ready)],
+        &dir.work,
+        &[],
+        &dir.work.join("undumpable.log"),
+    );
+    wait_until(WAIT, "the non-dumpable sleeper is ready", || ready.exists());
+    let st = procfs::status(p.pid).expect("status");
+    let u = u64::from(env.user.uid);
+    assert_eq!(status_ids(&st, "Uid"), vec![u; 4], "the target's uids");
+    assert_dump_denied(
+        &env,
+        &dir,
+        &mut p,
+        "a same-user process that is non-dumpable",
     );
 }
 

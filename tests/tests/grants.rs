@@ -390,7 +390,7 @@ fn passwd_case_with_a_matching_rule_gets_euid_0_and_the_exe_link_back() {
         ],
     );
     // Not dumpable, as the kernel makes a set-id process: the user cannot
-    // ptrace-read it, so cannot checkpoint it either.
+    // ptrace-attach to it, so cannot checkpoint it either.
     let run = env.sign(
         &dir,
         &[

@@ -12,6 +12,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use ckpt_tests::policy::{
     assert_denied, assert_granted, assert_record, explain, owner_mode, toml_str, wait_new,
@@ -294,22 +295,43 @@ fn concurrent_restores_of_a_one_shot_image_grant_once() {
     let d = dump_passwd_case(&env, &dir);
     let u = env.user.uid;
     guard.policy(&once_rule(&env, &d.reporter.program));
-    let runs: Vec<Run> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| restore(&env, &dir, &d.image, &["--require-saved-creds"])))
+    // All restores leave the barrier together, so each one's check of the
+    // ledger falls inside the others' restores: a ledger that checked first
+    // and recorded only after restoring would let several win. The timings
+    // prove they overlapped.
+    const N: usize = 4;
+    let barrier = std::sync::Barrier::new(N);
+    let timed: Vec<(Run, Instant, Instant)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let run = restore(&env, &dir, &d.image, &["--require-saved-creds"]);
+                    (run, start, Instant::now())
+                })
+            })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("restore thread"))
             .collect()
     });
+    let last_start = timed.iter().map(|t| t.1).max().unwrap();
+    let first_end = timed.iter().map(|t| t.2).min().unwrap();
+    assert!(
+        last_start < first_end,
+        "the restores did not overlap: the last started {:?} after the first ended",
+        last_start - first_end
+    );
+    let runs: Vec<Run> = timed.into_iter().map(|t| t.0).collect();
     let won: Vec<&Run> = runs.iter().filter(|r| r.code == Some(exit::OK)).collect();
     let refused = runs.iter().filter(|r| r.code == Some(exit::POLICY)).count();
     let all: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
     assert_eq!(
         (won.len(), refused),
-        (1, 2),
-        "exactly one of three concurrent restores is granted:\n{}",
+        (1, N - 1),
+        "exactly one of {N} concurrent restores is granted:\n{}",
         all.join("\n")
     );
     let p = adopt(won[0]);
