@@ -86,6 +86,8 @@ pub(crate) struct Audit {
     pub record: Record,
     /// Sent before the rename (`outcome=ok`).
     sent: bool,
+    /// Sending before the rename failed (and was warned about).
+    unreachable: bool,
 }
 
 impl Audit {
@@ -102,6 +104,7 @@ impl Audit {
         Audit {
             record: r,
             sent: false,
+            unreachable: false,
         }
     }
 
@@ -117,7 +120,10 @@ impl Audit {
         self.record.set("outcome", "ok");
         match self.send(Severity::Notice) {
             Ok(()) => self.sent = true,
-            Err(why) => warnings.push(format!("warning: audit log unavailable: {why}")),
+            Err(why) => {
+                self.unreachable = true;
+                warnings.push(format!("warning: audit log unavailable: {why}"));
+            }
         }
     }
 
@@ -126,6 +132,8 @@ impl Audit {
     pub(crate) fn finish(mut self, result: &Result<(), Fail>, warnings: &mut Vec<String>) {
         let severity = match result {
             Ok(()) if self.sent => return,
+            // Tried right before the rename, and already warned about.
+            Ok(()) if self.unreachable => return,
             Ok(()) => {
                 self.record.set("outcome", "ok");
                 Severity::Notice
