@@ -428,7 +428,9 @@ fn spawn_stub(
     let decision_fd = decision_w.as_raw_fd();
     // The child body below is only sound in a copy of a single-threaded
     // process (no lock another thread held at the fork can be needed in it).
-    match sys::thread_count().map_err(RestoreError::Spawn)? {
+    // Threads that were joined just before (chunk verification) may still
+    // be listed for a moment: wait for them to be gone.
+    match sys::settled_thread_count().map_err(RestoreError::Spawn)? {
         1 => {}
         n => return Err(RestoreError::Threaded(n)),
     }
