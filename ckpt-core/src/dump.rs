@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::arch::x86_64::{self as arch, ResumeIn};
 use crate::image::{CpuFeatures, ImageError, ImageWriter};
+use crate::model::*;
 use crate::procfs;
 use crate::ptrace::{find_syscall_insn, PtraceError, Tracee};
-use crate::state::*;
 use crate::sys;
 
 /// Largest piece of memory written as one image chunk.

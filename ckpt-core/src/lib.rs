@@ -13,6 +13,7 @@ pub mod dump;
 pub mod host;
 pub mod image;
 pub mod limits;
+pub mod model;
 pub mod paths;
 pub mod procfs;
 pub mod ptrace;

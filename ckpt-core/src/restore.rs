@@ -39,7 +39,7 @@ use crate::image::validate::validate;
 use crate::image::{ImageError, ImageReader, Manifest};
 use crate::procfs;
 use crate::ptrace::{find_syscall_insn, PtraceError, Tracee};
-use crate::state::*;
+use crate::model::*;
 use crate::sys;
 
 const PAGE: u64 = 4096;
