@@ -9,6 +9,7 @@
 //! stub only waits to be released). Trusts: nothing; the registers pass
 //! through the same syscall-restart fix-up a signal return would apply.
 
+use super::files::check_path;
 use super::mm::PAGE;
 use super::plan::Plan;
 use super::{Builder, RestoreError};
@@ -66,11 +67,7 @@ impl Builder<'_> {
     pub(super) fn set_name_and_personality(&mut self) -> Result<(), RestoreError> {
         let p = &self.m.process;
         let comm: String = p.comm.chars().take(15).collect();
-        if comm.as_bytes().contains(&0) {
-            return Err(RestoreError::Invalid(format!(
-                "path too long or with NUL: {comm:?}"
-            )));
-        }
+        check_path(&comm)?;
         let name = self.inj.put_cstr(&comm, "writing a path")?;
         self.sys(
             "prctl(PR_SET_NAME)",

@@ -38,6 +38,9 @@ impl Frozen {
         Ok(cwd)
     }
 
+    /// Every fd, in number order, and the descriptions they refer to
+    /// (indexed by `FdState::description`); refuses what restore cannot
+    /// reopen, naming the fd.
     pub(super) fn dump_fds(&self) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
         let pid = self.pid;
         let unsupported = |resource: String| DumpError::Unsupported { pid, resource };

@@ -26,7 +26,7 @@ use crate::model::{OpenFile, OpenFileKind};
 const MAX_PATH: usize = 3900;
 
 /// A path the stub may be given: not too long, no NUL byte.
-fn check_path(s: &str) -> Result<(), RestoreError> {
+pub(super) fn check_path(s: &str) -> Result<(), RestoreError> {
     if s.len() > MAX_PATH || s.as_bytes().contains(&0) {
         return Err(RestoreError::Invalid(format!(
             "path too long or with NUL: {s:?}"
