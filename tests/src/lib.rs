@@ -787,6 +787,17 @@ impl Drop for Proc {
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
+            return;
+        }
+        // Not our child (adopted): we cannot reap it, but wait until the
+        // kill took effect, so that a check for leftover processes right
+        // after the drop does not see it still running.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && procfs::stat(self.pid)
+                .is_some_and(|s| s.start_time == self.start_time && !matches!(s.state, 'Z' | 'X'))
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
