@@ -509,6 +509,8 @@ impl Frozen {
         let mut descriptions: Vec<OpenFile> = Vec::new();
         // description index -> one fd holding it (for kcmp)
         let mut holders: Vec<i32> = Vec::new();
+        // fds 0-2 recorded as connected outside the image.
+        let mut outside: Vec<Outside> = Vec::new();
         for fd in numbers {
             let link = std::fs::read_link(proc_path(pid, &format!("fd/{fd}")))
                 .map_err(|source| DumpError::Proc {
@@ -528,12 +530,6 @@ impl Frozen {
             if info_text.lines().any(|l| l.starts_with("lock:")) {
                 return Err(unsupported(format!("fd {fd} ({link}) holds a file lock")));
             }
-            if !link.starts_with('/') {
-                return Err(unsupported(format!("fd {fd} ({link})")));
-            }
-            if link.ends_with(" (deleted)") {
-                return Err(unsupported(format!("fd {fd}: deleted file {link}")));
-            }
             let meta =
                 std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))).map_err(|source| {
                     DumpError::Proc {
@@ -543,7 +539,13 @@ impl Frozen {
                     }
                 })?;
             let ft = meta.file_type();
-            let kind = if ft.is_file() {
+            let kind = if let Some(kind) = external_fd(pid, fd, &link, &meta, &mut outside)? {
+                kind
+            } else if !link.starts_with('/') {
+                return Err(unsupported(format!("fd {fd} ({link})")));
+            } else if link.ends_with(" (deleted)") {
+                return Err(unsupported(format!("fd {fd}: deleted file {link}")));
+            } else if ft.is_file() {
                 OpenFileKind::Regular
             } else if ft.is_dir() {
                 OpenFileKind::Directory
@@ -749,6 +751,85 @@ fn task_ids(pid: i32) -> std::io::Result<Vec<i32>> {
         }
     }
     Ok(out)
+}
+
+/// An fd 0-2 recorded as connected outside the image.
+struct Outside {
+    fd: i32,
+    dev: u64,
+    ino: u64,
+}
+
+/// Descriptors connected outside the image (what CRIU's `--shell-job`
+/// handles): fd 0, 1 or 2 on a terminal, a pipe or FIFO, or a socket is
+/// [`OpenFileKind::External`] (restore connects it to the restore caller's
+/// own fd of that number). `None` for anything else, which the caller
+/// classifies as before. Refused: such an object on any other fd (it would
+/// need restoring, not reconnecting), and one pipe or socket held through
+/// two different open file descriptions (both ends of a pipe: the other end
+/// is inside the image). fds 0-2 that dup one description, or that opened
+/// one terminal separately, are fine. `outside` collects fds 0-2 so
+/// recorded; fds are classified in increasing order.
+fn external_fd(
+    pid: i32,
+    fd: i32,
+    link: &str,
+    meta: &std::fs::Metadata,
+    outside: &mut Vec<Outside>,
+) -> Result<Option<OpenFileKind>, DumpError> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    let terminal = ft.is_char_device() && is_terminal(meta.rdev());
+    if !(terminal || ft.is_fifo() || ft.is_socket()) {
+        return Ok(None);
+    }
+    let what = if terminal {
+        "terminal"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "pipe"
+    };
+    let same = outside
+        .iter()
+        .find(|o| o.dev == meta.dev() && o.ino == meta.ino());
+    let refuse = |resource: String| Err(DumpError::Unsupported { pid, resource });
+    if fd > 2 {
+        return match same {
+            Some(o) => refuse(format!(
+                "fd {fd} ({link}), the same {what} as fd {} (only fds 0-2 may be connected outside the image: close fd {fd} before the dump, or start the program with it closed)",
+                o.fd
+            )),
+            None => refuse(format!(
+                "fd {fd} ({link}), a {what} connected outside the image (only fds 0-2 may be: close it before the dump, or start the program with it closed)"
+            )),
+        };
+    }
+    if let Some(o) = same {
+        if !terminal && !sys::kcmp_same_file(pid, o.fd, fd).unwrap_or(false) {
+            return refuse(format!(
+                "fd {} and fd {fd} ({link}), two ends of one {what} held by the process (its other end would be inside the image)",
+                o.fd
+            ));
+        }
+    }
+    outside.push(Outside {
+        fd,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    });
+    Ok(Some(OpenFileKind::External {
+        connected_to: link.to_string(),
+    }))
+}
+
+/// A terminal: a virtual console or serial line (major 4), `/dev/tty` or
+/// `/dev/console` (5:0, 5:1), a pseudo-terminal's terminal side (majors
+/// 136-143). Not a pseudo-terminal's master (`/dev/ptmx`, 5:2).
+fn is_terminal(rdev: u64) -> bool {
+    let major = nix::sys::stat::major(rdev);
+    let minor = nix::sys::stat::minor(rdev);
+    major == 4 || (major == 5 && minor <= 1) || (136..=143).contains(&major)
 }
 
 fn is_simple_char_device(path: &str, rdev: u64) -> bool {

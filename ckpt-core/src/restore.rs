@@ -1569,12 +1569,29 @@ impl<'m> Builder<'m> {
 
     fn restore_fds(&mut self, scratch: u64) -> Result<(), RestoreError> {
         let p = &self.m.process;
-        // Everything the stub inherited goes; then each description is
-        // opened once above every target number and dup'ed into place.
+        // Everything the stub inherited goes, except the caller's fds 0-2
+        // that external fds take over (see `reconnect_external`); then each
+        // description is opened once above every target number and dup'ed
+        // into place.
+        let external = |f: &FdState| {
+            p.descriptions
+                .get(f.description as usize)
+                .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
+        };
+        let keep: Vec<u64> = p
+            .fds
+            .iter()
+            .filter(|f| external(f))
+            .filter_map(|f| u64::try_from(f.fd).ok())
+            .collect();
+        let first_closed = if keep.is_empty() { 0 } else { 3 };
+        for n in (0..first_closed).filter(|n| !keep.contains(n)) {
+            self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
+        }
         self.sys(
             "close_range",
             libc::SYS_close_range,
-            [0, u64::from(u32::MAX), 0, 0, 0, 0],
+            [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
             return Ok(());
@@ -1610,6 +1627,10 @@ impl<'m> Builder<'m> {
 
         let mut temp = Vec::with_capacity(p.descriptions.len());
         for d in &p.descriptions {
+            if matches!(d.kind, OpenFileKind::External { .. }) {
+                temp.push(None);
+                continue;
+            }
             let mut flags =
                 (d.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
             if d.kind == OpenFileKind::Directory {
@@ -1636,10 +1657,13 @@ impl<'m> Builder<'m> {
                     [high, d.offset, libc::SEEK_SET as u64, 0, 0, 0],
                 )?;
             }
-            temp.push(high);
+            temp.push(Some(high));
         }
         for f in &p.fds {
-            let src = temp[f.description as usize];
+            let Some(src) = temp[f.description as usize] else {
+                self.reconnect_external(f)?;
+                continue;
+            };
             let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
             self.sys(
                 "dup3",
@@ -1647,9 +1671,54 @@ impl<'m> Builder<'m> {
                 [src, f.fd as u64, flags as u64, 0, 0, 0],
             )?;
         }
-        for fd in temp {
+        for fd in temp.into_iter().flatten() {
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
+        Ok(())
+    }
+
+    /// An fd connected outside the image at dump (a terminal, pipe or
+    /// socket on fd 0-2, [`OpenFileKind::External`]) becomes the restore
+    /// caller's own fd of the same number: the stub inherited the helper's
+    /// fds 0-2, which are the caller's (start-up reopens a closed one on
+    /// `/dev/null`), and `restore_fds` kept it open. Only the close-on-exec
+    /// flag is set as saved: the file status flags (`O_NONBLOCK`,
+    /// `O_APPEND`) belong to the caller's open file description, shared
+    /// with the caller, and are left as the caller has them.
+    fn reconnect_external(&mut self, f: &FdState) -> Result<(), RestoreError> {
+        let Some(OpenFileKind::External { connected_to }) = self
+            .m
+            .process
+            .descriptions
+            .get(f.description as usize)
+            .map(|d| &d.kind)
+        else {
+            return Err(RestoreError::Invalid(format!("fd {}", f.fd)));
+        };
+        let saved = self.m.process.descriptions[f.description as usize].flags;
+        let fd = u64::try_from(f.fd)
+            .ok()
+            .filter(|&n| n <= 2)
+            .ok_or_else(|| RestoreError::Invalid(format!("external fd {}", f.fd)))?;
+        let mine = self.sys(
+            "fcntl(F_GETFL)",
+            libc::SYS_fcntl,
+            [fd, libc::F_GETFL as u64, 0, 0, 0, 0],
+        )?;
+        let cloexec = if f.cloexec { libc::FD_CLOEXEC } else { 0 };
+        self.sys(
+            "fcntl(F_SETFD)",
+            libc::SYS_fcntl,
+            [fd, libc::F_SETFD as u64, cloexec as u64, 0, 0, 0],
+        )?;
+        let mut notice = format!(
+            "fd {fd} was connected to {connected_to} at dump; it is now connected to your fd {fd}"
+        );
+        let status = (libc::O_NONBLOCK | libc::O_APPEND) as u64;
+        if (mine ^ u64::from(saved)) & status != 0 {
+            notice.push_str(" (with your fd's file status flags: O_NONBLOCK and O_APPEND are not as they were at dump)");
+        }
+        self.notices.push(notice);
         Ok(())
     }
 
