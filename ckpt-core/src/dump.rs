@@ -797,11 +797,11 @@ fn external_fd(
     if fd > 2 {
         return match same {
             Some(o) => refuse(format!(
-                "fd {fd} ({link}), the same {what} as fd {} (only fds 0-2 may be connected outside the image: close fd {fd} before the dump, or start the program with it closed)",
+                "fd {fd} ({link}), the same {what} as fd {} (only fds 0-2 may be a terminal, pipe or socket, which restore connects to the caller's own: close fd {fd} before the dump, or start the program with it closed)",
                 o.fd
             )),
             None => refuse(format!(
-                "fd {fd} ({link}), a {what} connected outside the image (only fds 0-2 may be: close it before the dump, or start the program with it closed)"
+                "fd {fd} ({link}), a {what} (only fds 0-2 may be a terminal, pipe or socket, which restore connects to the caller's own: close it before the dump, or start the program with it closed)"
             )),
         };
     }

@@ -322,6 +322,8 @@ pub enum OpenFileKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenFile {
     pub kind: OpenFileKind,
+    /// The path reopened at restore; for `External`, the same text as
+    /// `connected_to` (never opened).
     pub path: String,
     /// `O_*` status flags from fdinfo (without `O_CLOEXEC`).
     pub flags: u32,

@@ -406,7 +406,9 @@ fn a_pipe_on_fd_3_is_refused_with_what_to_do() {
     let run = refused_dump("pipe");
     assert!(
         run.stderr.contains("fd 3 (pipe:[")
-            && run.stderr.contains("only fds 0-2 may be")
+            && run
+                .stderr
+                .contains("only fds 0-2 may be a terminal, pipe or socket")
             && run.stderr.contains("close it before the dump"),
         "the refusal names fd 3 and the pipe, and says what to do\n{run}"
     );
