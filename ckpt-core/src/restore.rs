@@ -1686,16 +1686,15 @@ impl<'m> Builder<'m> {
     /// `O_APPEND`) belong to the caller's open file description, shared
     /// with the caller, and are left as the caller has them.
     fn reconnect_external(&mut self, f: &FdState) -> Result<(), RestoreError> {
-        let Some(OpenFileKind::External { connected_to }) = self
-            .m
+        let m = self.m;
+        let Some((OpenFileKind::External { connected_to }, saved)) = m
             .process
             .descriptions
             .get(f.description as usize)
-            .map(|d| &d.kind)
+            .map(|d| (&d.kind, d.flags))
         else {
             return Err(RestoreError::Invalid(format!("fd {}", f.fd)));
         };
-        let saved = self.m.process.descriptions[f.description as usize].flags;
         let fd = u64::try_from(f.fd)
             .ok()
             .filter(|&n| n <= 2)
@@ -1714,9 +1713,22 @@ impl<'m> Builder<'m> {
         let mut notice = format!(
             "fd {fd} was connected to {connected_to} at dump; it is now connected to your fd {fd}"
         );
-        let status = (libc::O_NONBLOCK | libc::O_APPEND) as u64;
-        if (mine ^ u64::from(saved)) & status != 0 {
-            notice.push_str(" (with your fd's file status flags: O_NONBLOCK and O_APPEND are not as they were at dump)");
+        let differ: Vec<String> = [
+            (libc::O_NONBLOCK, "O_NONBLOCK"),
+            (libc::O_APPEND, "O_APPEND"),
+        ]
+        .into_iter()
+        .filter(|&(bit, _)| (mine ^ u64::from(saved)) & bit as u64 != 0)
+        .map(|(bit, name)| {
+            let on = mine & bit as u64 != 0;
+            format!("{name} {}", if on { "on" } else { "off" })
+        })
+        .collect();
+        if !differ.is_empty() {
+            notice.push_str(&format!(
+                " (its file status flags are yours, not the dump's: {})",
+                differ.join(", ")
+            ));
         }
         self.notices.push(notice);
         Ok(())

@@ -359,6 +359,11 @@ fn a_counter_piped_into_cat_continues_on_the_restore_callers_stdout() {
         "the count on the restore caller's stdout (no gap after the count through cat)",
     );
     assert_notice(&run, 1, &link);
+    assert!(
+        run.stderr
+            .contains("its file status flags are yours, not the dump's: O_APPEND on"),
+        "the notice says the caller's O_APPEND (the pipe had none) is kept\n{run}"
+    );
     assert_own_session(pid2);
     assert_eq!(
         fs::read_link(format!("/proc/{pid2}/fd/1")).unwrap(),
