@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use ciborium::Value;
 use ckpt_tests::image::{with_manifest, Layout};
+use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
     counter_lines, exit, path_str, procfs, wait_until, write_owned, Counter, Env, Proc, Run,
     TestDir, Who, HELPER_TIMEOUT, WAIT,
@@ -284,8 +286,39 @@ fn pid_running(exe: &Path) -> i32 {
 
 #[test]
 fn a_counter_piped_into_cat_continues_on_the_restore_callers_stdout() {
+    piped_counter(false);
+}
+
+/// The same through a restore built as root (an `exe-link` grant): the
+/// caller's own fds 0-2 are handed over there too.
+#[test]
+fn a_privileged_restore_also_connects_the_callers_stdout() {
+    piped_counter(true);
+}
+
+fn piped_counter(privileged: bool) {
     let env = Env::require();
-    let dir = TestDir::new(&env, "stdio-pipe");
+    let guard = privileged.then(|| {
+        Syslog::start();
+        let guard = PolicyGuard::lock(&env);
+        guard.policy(&format!(
+            "[[rule]]\n\
+             name = \"e2e-stdio\"\n\
+             signed_by = [\"this-host\"]\n\
+             caller = [{}]\n\
+             grant = [\"exe-link\"]\n",
+            toml_str(&format!("user:{}", env.user.name))
+        ));
+        guard
+    });
+    let dir = TestDir::new(
+        &env,
+        if privileged {
+            "stdio-pipe-root"
+        } else {
+            "stdio-pipe"
+        },
+    );
     let counter = dir.compile(&env, "counter");
     let catted = dir.work.join("catted");
     let sh = fs::canonicalize("/bin/sh").unwrap();
@@ -370,6 +403,17 @@ fn a_counter_piped_into_cat_continues_on_the_restore_callers_stdout() {
         out,
         "fd 1 is the caller's stdout"
     );
+    if privileged {
+        // A granted exe-link makes the restore one built as root.
+        let pid_s = pid2.to_string();
+        Syslog::start().wait_for("the audit record of the granted restore", |r| {
+            r.program == "ckpt-verify"
+                && r.get("event") == Some("restore")
+                && r.get("pid") == Some(pid_s.as_str())
+                && r.get("grants") == Some("exe-link:e2e-stdio")
+        });
+    }
+    drop(guard);
     assert_eq!(
         counter_lines(&catted).len() as u64,
         n,
