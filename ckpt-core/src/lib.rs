@@ -5,14 +5,16 @@
 //! Trust: nothing read from an image is trusted before the image's signature
 //! (or its absence) is established by [`image`]; nothing read from `/proc` or
 //! from the target's memory is trusted to be well-formed either. Unsafe code
-//! lives only in the modules that talk to the kernel (`sys`, `restore`'s stub
-//! creation), each block with a `// SAFETY:` comment.
+//! lives only in the modules that talk to the kernel (`sys`, `restore::stub`),
+//! each block with a `// SAFETY:` comment.
 
 pub mod arch;
 pub mod dump;
 pub mod host;
 pub mod image;
+pub mod inject;
 pub mod limits;
+pub mod model;
 pub mod paths;
 pub mod procfs;
 pub mod ptrace;

@@ -415,6 +415,22 @@ pub fn thread_count() -> Result<usize, Errno> {
     Ok(n)
 }
 
+/// The number of threads of this process once threads that were already
+/// joined are gone. A joined thread can stay listed in `/proc/self/task`
+/// for a moment after the join returned (the kernel wakes the joiner when
+/// it clears the thread's tid, before it unhashes the exiting thread), so
+/// while more than one thread is listed this polls for up to one second.
+pub fn settled_thread_count() -> Result<usize, Errno> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let n = thread_count()?;
+        if n <= 1 || std::time::Instant::now() >= deadline {
+            return Ok(n);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// `struct clone_args` (the fields up to `set_tid_size`).
 #[repr(C)]
 #[derive(Default)]

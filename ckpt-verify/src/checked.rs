@@ -1,5 +1,5 @@
 //! Opening an image as the caller and establishing the facts in order
-//! (DESIGN §3): integrity, signer, trust, attestation, caller, freshness;
+//! (docs/DESIGN.md §4): integrity, signer, trust, attestation, caller, freshness;
 //! the mapping is applied by `ckpt_policy::decide`.
 
 use std::fs::File;

@@ -3,7 +3,7 @@
 //!
 //! [`decide`] is a pure function: it reads no file, no clock and no user
 //! database. Everything it needs is in [`Facts`], which the verifier fills
-//! in the order of DESIGN §3: integrity, signer, trust, attestation, caller,
+//! in the order of docs/DESIGN.md §4: integrity, signer, trust, attestation, caller,
 //! freshness (time, one-shot ledger). Uid/gid mapping is applied here, to
 //! the image's ids (target credentials and requester), *before* any rule is
 //! evaluated, with the mapping rules of the key that signed the image.

@@ -3,7 +3,7 @@
 //! The policy lives at `<sysconfdir>/policy.toml`, plus
 //! `<sysconfdir>/policy.d/*.toml` merged in name order (the helpers pass
 //! these build-time paths; nothing at run time can name another policy for
-//! them). Its shape extends the example of DESIGN §3 (`docs/POLICY.md` is
+//! them). Its shape extends the example in docs/DESIGN.md (`docs/POLICY.md` is
 //! the admin's documentation):
 //!
 //! ```toml
@@ -43,7 +43,7 @@
 //! keys are errors that name the file, line and key.
 //!
 //! The decision is [`decide`]: a pure function of the policy and the
-//! [`Facts`] the verifier established (in the order of DESIGN §3), which says
+//! [`Facts`] the verifier established (in the order of docs/DESIGN.md §4), which says
 //! for each [`Privilege`] whether it is granted and by which rule, or why not.
 #![forbid(unsafe_code)]
 
@@ -144,7 +144,7 @@ impl IdMap {
     }
 }
 
-/// A privilege a rule can grant (DESIGN §3).
+/// A privilege a rule can grant (docs/DESIGN.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Privilege {

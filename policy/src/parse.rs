@@ -568,7 +568,7 @@ mod tests {
         Path::new("policy.toml")
     }
 
-    /// The example of DESIGN §3, with real key lines: it must stay valid.
+    /// The example policy of docs/DESIGN.md §4, with real key lines: it must stay valid.
     #[test]
     fn design_example_parses() {
         let (_a, a) = key_line();

@@ -1,4 +1,4 @@
-//! Acting as the caller (`SETUID.md` items 10 and 11).
+//! Acting as the caller (docs/HARDENING.md, rules 10 and 11).
 //!
 //! Every path the caller names (the input image, the output image, a pid
 //! file, the caller's own key) is opened by a forked child that first drops

@@ -1,10 +1,10 @@
 //! Privilege separation for the setuid helpers `ckpt-sign` and `ckpt-verify`.
 //!
 //! * [`startup`]: make the process safe before anything else runs
-//!   (`SETUID.md` items 1-7) and capture the [`Caller`].
+//!   (docs/HARDENING.md, rules 1-7) and capture the [`Caller`].
 //! * [`as_caller`]: open, create and rename caller-named paths in a forked
 //!   child that holds exactly the caller's credentials, passing fds back
-//!   (items 10 and 11).
+//!   (docs/HARDENING.md, rules 10 and 11).
 //! * [`shield`]: while a dump or restore runs, the caller can no longer
 //!   kill or stop the helper, and terminal signals roll the operation back
 //!   at safe points instead of cutting it short.

@@ -1,4 +1,4 @@
-//! Start-up hardening for a setuid helper (`SETUID.md` items 1-7).
+//! Start-up hardening for a setuid helper (docs/HARDENING.md, rules 1-7).
 //!
 //! [`harden`] is the first thing `main` calls, before argument parsing and
 //! before any library that might consult the environment runs.

@@ -1,4 +1,4 @@
-//! The admin policy and the one-shot ledger, for the tests of issue 3.
+//! The admin policy and the one-shot ledger, for the policy and grant tests.
 //!
 //! `<sysconfdir>/policy.toml`, `<sysconfdir>/policy.d/` and
 //! `<statedir>/one-shot/` are shared by every test of the run (the helpers'

@@ -1,4 +1,4 @@
-//! Issue 3, test 2: images from another host's key, with uid/gid mapping.
+//! Images from another host's key, with uid/gid mapping.
 //!
 //! "Another host" is a second ed25519 key made with the library: ckpt-other
 //! dumps its own counter signing with `--key FILE` (that key's secret), so

@@ -1,4 +1,4 @@
-//! Issue 3, test 1: the seed's `/bin/passwd` case, end to end.
+//! The `/bin/passwd` case (a set-uid-root process dumped by root, restored by a user under a grant), end to end.
 //!
 //! `resuid_report` (root-owned, setuid, linked against a library in a
 //! root-owned directory) is started by the test user, so it runs with

@@ -1,4 +1,4 @@
-//! Issue 3, test 3: one-shot replay.
+//! One-shot replay.
 //!
 //! A `one_shot = true` rule grants the passwd case's credentials to the
 //! first restore of an image id only: the helper records the id in the

@@ -1,4 +1,4 @@
-//! Issue 3, test 5: policy file permissions and syntax errors.
+//! Policy file permissions and syntax errors.
 //!
 //! A valid drop-in grants `same-pid` to the test user; then, one at a time,
 //! the installed policy is broken: a group- or world-writable `policy.toml`

@@ -1,4 +1,4 @@
-//! Issue 3, test 4: the `same-pid` grant.
+//! The `same-pid` grant.
 //!
 //! The test user's counter, dumped by the user (host key):
 //! * granted and free (the dump killed the original, so its pid is free):

@@ -1,10 +1,10 @@
 //! x86_64 register state: conversion between the saved form
-//! ([`crate::state::GpRegs`]) and the kernel's `user_regs_struct`, the
+//! ([`crate::model::GpRegs`]) and the kernel's `user_regs_struct`, the
 //! syscall-restart fix-up, and the xsave feature words.
 //!
 //! Trusts nothing: xsave buffers are length-checked before any field is read.
 
-use crate::state::GpRegs;
+use crate::model::GpRegs;
 
 /// `-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`, `-ERESTART_RESTARTBLOCK`.
 const ERESTARTSYS: i64 = -512;

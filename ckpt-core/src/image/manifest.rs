@@ -9,7 +9,7 @@ use super::budget::{Budgeted, OVER_BUDGET, TOO_MANY_ENTRIES};
 use super::error::{sanitize, ImageError};
 use crate::host::HostIdentity;
 use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_CBOR_DEPTH, MAX_MANIFEST_DECODED};
-use crate::state::ProcessState;
+use crate::model::ProcessState;
 
 /// Everything an image says about itself and the process; signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,7 +54,7 @@
 //! version again, the image id, the creation time, the host and kernel, the
 //! CPU features restore depends on, the requester's credentials, the chunk
 //! digest algorithm, every chunk's address, length and digest, and the whole
-//! [`ProcessState`](crate::state::ProcessState). The header and trailer are
+//! [`ProcessState`](crate::model::ProcessState). The header and trailer are
 //! not signed but are fully determined by the manifest (version, lengths), so
 //! changing them is detected as malformed. The chunk digest algorithm is
 //! named in the manifest (`"sha256"`), so another can be added later without

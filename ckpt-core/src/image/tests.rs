@@ -13,7 +13,7 @@ use super::layout::{encode_header, Trailer};
 use super::manifest::{decode, encode};
 use super::*;
 use crate::limits::{MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
-use crate::state::*;
+use crate::model::*;
 
 /// A file under the temp dir, removed on drop.
 pub(super) struct TempFile {
@@ -1316,4 +1316,31 @@ fn an_invalid_manifest_is_refused_when_opened_naming_the_field() {
         }
         other => panic!("{:?}", other.map(|_| ())),
     }
+}
+
+/// Every committed image seed decodes into the model and encodes back to
+/// exactly the bytes it was read from: the model's serde representation is
+/// the image format and must not drift when its types move or change.
+#[test]
+fn model_reencodes_seeds_byte_for_byte() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/image_reader");
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = fs::read(&path).unwrap();
+        let t = TRAILER_LEN as usize;
+        let trailer = Trailer::decode(data[data.len() - t..].try_into().unwrap()).unwrap();
+        let start = trailer.manifest_offset as usize;
+        let bytes = &data[start..start + trailer.manifest_len as usize];
+        let m: Manifest = decode(bytes, "manifest").unwrap();
+        assert!(!m.process.threads.is_empty(), "{}", path.display());
+        assert_eq!(
+            encode(&m).unwrap(),
+            bytes,
+            "{}: the manifest re-encodes differently",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 3, "expected the committed seeds in {}", dir.display());
 }

@@ -22,7 +22,7 @@ use crate::limits::{
     MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
-use crate::state::{OpenFileKind, ProcessState, ThreadState, VmaKind};
+use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
 const PAGE: u64 = 4096;
@@ -392,7 +392,7 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::state::{FdState, PendingSignal, SigAction, Vma};
+    use crate::model::{FdState, PendingSignal, SigAction, Vma};
 
     fn sample() -> Manifest {
         sample_manifest()

@@ -14,7 +14,7 @@ use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_
 use super::manifest::{encode, ChunkEntry, DigestAlgorithm, ImageMeta, Manifest, SignatureBlock};
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
-use crate::state::ProcessState;
+use crate::model::ProcessState;
 
 /// Size of each write buffer handed to the I/O thread.
 const WRITE_BUFFER_LEN: usize = 4 << 20;

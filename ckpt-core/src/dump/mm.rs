@@ -1,0 +1,257 @@
+//! Memory: every mapping from `/proc/PID/maps` and `smaps` (with the file
+//! behind it, identified and hashed once), the vdso's digest, the mm
+//! layout, and the memory worth saving, found with the `PAGEMAP_SCAN`
+//! ioctl and streamed into the image with `process_vm_readv` (or
+//! `/proc/PID/mem` for pages without read permission).
+//!
+//! Owns: the chunk stream. Trusts: nothing the target wrote into its
+//! memory (copied as opaque bytes); nothing from `/proc` to be well formed.
+
+use std::collections::HashMap;
+use std::fs::File;
+
+use nix::errno::Errno;
+use sha2::{Digest, Sha256};
+
+use super::identity::MappedFiles;
+use super::{proc_path, DumpError, Frozen, CHUNK_BYTES};
+use crate::image::ImageWriter;
+use crate::inject::{InjectError, Injector};
+use crate::model::{MmLayout, Vma, VmaKind};
+use crate::procfs;
+use crate::ptrace::find_syscall_insn;
+use crate::sys;
+
+impl Frozen {
+    /// The raw auxiliary vector.
+    pub(super) fn auxv(&self) -> Result<Vec<u64>, DumpError> {
+        let pid = self.pid;
+        let auxv_bytes =
+            std::fs::read(proc_path(pid, "auxv")).map_err(|source| DumpError::Proc {
+                pid,
+                what: "auxv".into(),
+                source,
+            })?;
+        procfs::auxv::parse_auxv(&auxv_bytes).map_err(self.parse_err("auxv"))
+    }
+
+    /// Every mapping, in address order, with mapped files added to
+    /// `files`; and where the vdso is. Refuses what restore cannot map
+    /// again (memfd, deleted or unnamed files).
+    pub(super) fn mappings(
+        &self,
+        files: &mut MappedFiles,
+    ) -> Result<(Vec<Vma>, (u64, u64)), DumpError> {
+        let pid = self.pid;
+        let maps =
+            procfs::maps::parse_maps(&self.read_proc("maps")?).map_err(self.parse_err("maps"))?;
+        let vmflags: HashMap<u64, Vec<String>> =
+            procfs::smaps::parse_smaps_vmflags(&self.read_proc("smaps")?)
+                .map_err(self.parse_err("smaps"))?
+                .into_iter()
+                .collect();
+        let mut vmas = Vec::with_capacity(maps.len());
+        let mut vdso_range = None;
+        for m in &maps {
+            let prot = (if m.read { libc::PROT_READ } else { 0 })
+                | (if m.write { libc::PROT_WRITE } else { 0 })
+                | (if m.exec { libc::PROT_EXEC } else { 0 });
+            let (kind, file, name) = match m.path.as_deref() {
+                Some("[vdso]") => {
+                    vdso_range = Some((m.start, m.end));
+                    (VmaKind::Vdso, None, "[vdso]".to_string())
+                }
+                Some("[vvar]") => (VmaKind::Vvar, None, "[vvar]".to_string()),
+                Some("[vvar_vclock]") => (VmaKind::VvarVclock, None, "[vvar_vclock]".to_string()),
+                Some("[vsyscall]") => (VmaKind::Vsyscall, None, "[vsyscall]".to_string()),
+                Some(p) if p.starts_with('[') && m.inode == 0 => {
+                    let kind = if m.shared {
+                        VmaKind::SharedAnonymous
+                    } else {
+                        VmaKind::Anonymous
+                    };
+                    (kind, None, p.to_string())
+                }
+                None if m.inode == 0 => {
+                    let kind = if m.shared {
+                        VmaKind::SharedAnonymous
+                    } else {
+                        VmaKind::Anonymous
+                    };
+                    (kind, None, String::new())
+                }
+                Some(p) if p.starts_with("/dev/zero") || p.starts_with("/SYSV") => {
+                    // Shared anonymous memory shows up as a deleted /dev/zero;
+                    // a private mapping of /dev/zero is plain anonymous memory.
+                    let kind = if m.shared {
+                        VmaKind::SharedAnonymous
+                    } else {
+                        VmaKind::Anonymous
+                    };
+                    (kind, None, p.to_string())
+                }
+                Some(p) if p.starts_with("/memfd:") => {
+                    return Err(self.unsupported(format!("memfd mapping {p} at {:#x}", m.start)));
+                }
+                Some(p) => {
+                    if m.deleted {
+                        return Err(self.unsupported(format!(
+                            "mapping of deleted file {p} at {:#x}",
+                            m.start
+                        )));
+                    }
+                    let idx = files.identity_of_mapping(pid, m)?;
+                    (VmaKind::File, Some(idx), String::new())
+                }
+                None => {
+                    return Err(self.unsupported(format!(
+                        "unnamed mapping of inode {} at {:#x}",
+                        m.inode, m.start
+                    )))
+                }
+            };
+            vmas.push(Vma {
+                start: m.start,
+                end: m.end,
+                prot: prot as u32,
+                shared: m.shared,
+                offset: m.offset,
+                kind,
+                file,
+                name,
+                vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
+            });
+        }
+        let Some(vdso) = vdso_range else {
+            return Err(self.unsupported("a process without [vdso]".into()));
+        };
+        Ok((vmas, vdso))
+    }
+
+    /// SHA-256 of the vdso (restore needs the same kernel's), and the
+    /// address of a `syscall` instruction in it to inject through.
+    pub(super) fn read_vdso(
+        &self,
+        vdso_start: u64,
+        vdso_end: u64,
+    ) -> Result<(Vec<u8>, u64), DumpError> {
+        let pid = self.pid;
+        let mut vdso = vec![0u8; usize::try_from(vdso_end - vdso_start).unwrap_or(0)];
+        let n = sys::vm_read(pid, vdso_start, &mut vdso).map_err(|errno| DumpError::Memory {
+            pid,
+            addr: vdso_start,
+            errno,
+        })?;
+        if n != vdso.len() {
+            return Err(DumpError::Memory {
+                pid,
+                addr: vdso_start + n as u64,
+                errno: Errno::EFAULT,
+            });
+        }
+        let vdso_digest = Sha256::digest(&vdso).to_vec();
+        let syscall_at = find_syscall_insn(&vdso, vdso_start)
+            .ok_or_else(|| self.unsupported("a vdso without a syscall instruction".into()))?;
+        Ok((vdso_digest, syscall_at))
+    }
+
+    pub(super) fn dump_memory(
+        &self,
+        vmas: &[Vma],
+        writer: &mut ImageWriter,
+    ) -> Result<(), DumpError> {
+        let pid = self.pid;
+        let pagemap = File::open(proc_path(pid, "pagemap")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "pagemap".into(),
+            source,
+        })?;
+        let mem = File::open(proc_path(pid, "mem")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "mem".into(),
+            source,
+        })?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut ranges = Vec::new();
+        for vma in vmas {
+            let filter = match vma.kind {
+                VmaKind::Anonymous => sys::PageFilter {
+                    exclude: sys::PAGE_IS_PFNZERO,
+                    any_of: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+                },
+                VmaKind::File if !vma.shared => sys::PageFilter {
+                    exclude: sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
+                    any_of: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+                },
+                VmaKind::SharedAnonymous => sys::PageFilter {
+                    exclude: 0,
+                    any_of: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+                },
+                _ => continue,
+            };
+            ranges.clear();
+            sys::pagemap_scan(&pagemap, vma.start, vma.end, filter, &mut ranges).map_err(
+                |errno| DumpError::Memory {
+                    pid,
+                    addr: vma.start,
+                    errno,
+                },
+            )?;
+            let readable = vma.prot & (libc::PROT_READ as u32) != 0;
+            for &(start, end) in &ranges {
+                let mut addr = start.max(vma.start);
+                let end = end.min(vma.end);
+                while addr < end {
+                    self.check_cancel()?;
+                    let len = usize::try_from((end - addr).min(CHUNK_BYTES as u64))
+                        .unwrap_or(CHUNK_BYTES);
+                    let piece = &mut buf[..len];
+                    if readable {
+                        let n = sys::vm_read(pid, addr, piece)
+                            .map_err(|errno| DumpError::Memory { pid, addr, errno })?;
+                        if n != len {
+                            return Err(DumpError::Memory {
+                                pid,
+                                addr: addr + n as u64,
+                                errno: Errno::EFAULT,
+                            });
+                        }
+                    } else {
+                        sys::mem_read(&mem, addr, piece).map_err(|e| DumpError::Memory {
+                            pid,
+                            addr,
+                            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                        })?;
+                    }
+                    writer.write_chunk(addr, piece)?;
+                    addr += len as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The mm layout for `PR_SET_MM_MAP`: `/proc/PID/stat`'s fields, the
+/// current break (asked of the task) and the auxv.
+pub(super) fn layout(stat: &procfs::stat::Stat, brk: u64, auxv: Vec<u64>) -> MmLayout {
+    MmLayout {
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_brk: stat.start_brk,
+        brk,
+        start_stack: stat.start_stack,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+        auxv,
+    }
+}
+
+/// The current program break, asked of the task.
+pub(super) fn query_brk(inj: &mut Injector<'_>) -> Result<u64, InjectError> {
+    inj.syscall("brk", libc::SYS_brk, [0; 6])
+}

@@ -1,0 +1,321 @@
+//! The dump engine: freeze a process, capture its state, stream its memory
+//! into an image, then resume or kill it.
+//!
+//! Owns: the ptrace relationship with the target while it is frozen (a
+//! [`Frozen`] resumes the target when dropped, so any failure leaves it
+//! running as it was). Trusts: the kernel; nothing the target wrote into its
+//! memory is interpreted except as opaque bytes. Access control is not
+//! decided here: the caller (the setuid helper) asks the kernel whether the
+//! real user may ptrace-attach to the target before and after the freeze.
+//!
+//! Anything the restore engine cannot rebuild makes `dump` fail with
+//! [`DumpError::Unsupported`] naming the resource.
+//!
+//! Layout: this module holds the order of the steps ([`Frozen::dump`]);
+//! each kind of state is captured by its own module, the same split as
+//! [`crate::model`] and [`crate::restore`]: [`freeze`] (seize, interrupt,
+//! resume, kill), [`refuse`] (what the engine cannot rebuild, refused
+//! naming the resource), [`task`] (registers, xsave, rseq, robust list),
+//! [`mm`] (mappings, `PAGEMAP_SCAN`, memory streaming), [`files`] (the fd
+//! table, one module per kind of description), [`identity`] (file
+//! identities and digests), [`creds`], [`signals`], [`timers`] (and
+//! resource limits). What only the task itself can report is asked through
+//! the typed [`Injector`](crate::inject::Injector).
+
+mod creds;
+mod files;
+mod freeze;
+mod identity;
+mod mm;
+mod refuse;
+mod signals;
+mod task;
+mod timers;
+
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+
+use crate::arch::x86_64 as arch;
+use crate::image::{CpuFeatures, ImageError, ImageWriter};
+use crate::inject::{InjectError, Injector};
+use crate::model::*;
+use crate::procfs;
+use crate::ptrace::{PtraceError, Tracee};
+use crate::sys;
+
+pub use identity::digest_file;
+
+/// Largest piece of memory written as one image chunk.
+pub const CHUNK_BYTES: usize = 4 << 20;
+const PAGE: u64 = 4096;
+/// At most this many queued signals are saved per queue.
+pub(crate) const MAX_PENDING: usize = 4096;
+
+/// Why a dump failed. The target is left running, untouched, in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("cannot freeze pid {pid}: {source}")]
+    Freeze { pid: i32, source: PtraceError },
+    #[error("pid {pid}: {source}")]
+    Trace { pid: i32, source: PtraceError },
+    #[error("pid {pid}: reading {what}: {source}")]
+    Proc {
+        pid: i32,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("pid {pid}: parsing {what}: {source}")]
+    Parse {
+        pid: i32,
+        what: String,
+        source: procfs::ParseError,
+    },
+    #[error("pid {pid}: cannot checkpoint {resource}: not supported yet")]
+    Unsupported { pid: i32, resource: String },
+    #[error("pid {pid}: reading memory at {addr:#x}: {errno}")]
+    Memory { pid: i32, addr: u64, errno: Errno },
+    #[error("pid {pid}: mapped file {path}: {reason}")]
+    MappedFile {
+        pid: i32,
+        path: String,
+        reason: String,
+    },
+    #[error("pid {pid} went away during the dump")]
+    Gone { pid: i32 },
+    /// The cancellation hook ([`Frozen::set_cancel`]) asked to stop.
+    #[error("pid {pid}: the dump was called off")]
+    Cancelled { pid: i32 },
+    #[error("writing the image: {0}")]
+    Image(#[from] ImageError),
+    /// The scratch area in the target had no room for a query.
+    #[error("{0}")]
+    Inject(InjectError),
+}
+
+/// What [`Frozen::dump`] produced besides the memory chunks.
+#[derive(Debug, Clone)]
+pub struct DumpResult {
+    pub process: ProcessState,
+    pub cpu: CpuFeatures,
+    /// SHA-256 of the `[vdso]` bytes (restore needs the same kernel's vdso).
+    pub vdso_digest: Vec<u8>,
+}
+
+/// A target stopped under our control. Dropping it resumes the target.
+///
+/// The target's own registers are put back as soon as the injected queries
+/// are done, before its memory is read: should the tracer die after that
+/// (the kernel then detaches), the target carries on exactly as on a normal
+/// release. Only while the queries run does it hold borrowed registers.
+pub struct Frozen {
+    pid: i32,
+    pidfd: OwnedFd,
+    tracee: Option<Tracee>,
+    /// Registers at the freeze, before any fix-up.
+    saved: libc::user_regs_struct,
+    /// Polled between steps; `true` makes [`Frozen::dump`] stop with
+    /// [`DumpError::Cancelled`].
+    cancel: Option<fn() -> bool>,
+}
+
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frozen").field("pid", &self.pid).finish()
+    }
+}
+
+fn proc_path(pid: i32, rest: &str) -> String {
+    format!("/proc/{pid}/{rest}")
+}
+
+impl Frozen {
+    /// Credentials read again from `/proc` now that the task is stopped.
+    pub fn status_creds(&self) -> Result<Credentials, DumpError> {
+        let status = self.status()?;
+        Ok(creds::creds_from_status(&status, 0))
+    }
+
+    /// Read a /proc file of the target. Names and paths in there may hold
+    /// any bytes; invalid UTF-8 is replaced (such a path then fails to
+    /// reopen at restore, naming itself, rather than failing the dump).
+    fn read_proc(&self, rest: &str) -> Result<String, DumpError> {
+        std::fs::read(proc_path(self.pid, rest))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|source| DumpError::Proc {
+                pid: self.pid,
+                what: rest.to_string(),
+                source,
+            })
+    }
+
+    fn status(&self) -> Result<procfs::status::Status, DumpError> {
+        let text = self.read_proc("status")?;
+        procfs::status::parse_status(&text).map_err(|source| DumpError::Parse {
+            pid: self.pid,
+            what: "status".into(),
+            source,
+        })
+    }
+
+    fn tracee(&mut self) -> Result<&mut Tracee, DumpError> {
+        self.tracee
+            .as_mut()
+            .ok_or(DumpError::Gone { pid: self.pid })
+    }
+
+    fn unsupported(&self, resource: String) -> DumpError {
+        DumpError::Unsupported {
+            pid: self.pid,
+            resource,
+        }
+    }
+
+    fn parse_err(&self, what: &str) -> impl Fn(procfs::ParseError) -> DumpError {
+        let pid = self.pid;
+        let what = what.to_string();
+        move |source| DumpError::Parse {
+            pid,
+            what: what.clone(),
+            source,
+        }
+    }
+
+    /// Capture everything and stream memory into `writer`.
+    pub fn dump(&mut self, writer: &mut ImageWriter) -> Result<DumpResult, DumpError> {
+        let pid = self.pid;
+
+        self.check_cancel()?;
+        let status = self.status()?;
+        let namespaces = self.namespaces()?;
+        self.refuse_process_level(&status)?;
+        let stat =
+            procfs::stat::parse_stat(&self.read_proc("stat")?).map_err(self.parse_err("stat"))?;
+        let comm = self.read_proc("comm")?.trim_end_matches('\n').to_string();
+        let cwd = self.cwd()?;
+        let auxv = self.auxv()?;
+
+        // Mappings and the files behind them.
+        let mut files = identity::MappedFiles::default();
+        let exe = files.identity_of_exe(pid)?;
+        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files)?;
+
+        // File descriptors.
+        let (fds, descriptions) = self.dump_fds()?;
+
+        // Per-thread state and what only the task can tell us.
+        let (regs, xsave, sigmask, rseq) = self.thread_registers()?;
+        let pending = self.pending_signals()?;
+        let (vdso_digest, syscall_at) = self.read_vdso(vdso_start, vdso_end)?;
+        self.check_cancel()?;
+        let template = self.saved;
+        let tracee = self.tracee()?;
+        tracee.set_syscall_site(syscall_at, template);
+        let injected = query_task(tracee)?;
+        // From here on a dying tracer leaves the target as a release would.
+        self.put_back_registers()?;
+        self.check_cancel()?;
+
+        let mut creds = creds::creds_from_status(&status, injected.securebits);
+        creds.no_new_privs = status.no_new_privs;
+
+        // Memory, streamed.
+        self.dump_memory(&vmas, writer)?;
+
+        let xsave_features = arch::xsave_enabled_features(&xsave).unwrap_or(0);
+        let cpu = CpuFeatures {
+            xsave_features,
+            xsave_size: u32::try_from(xsave.len()).unwrap_or(0),
+        };
+        let thread = ThreadState {
+            tid: pid,
+            regs,
+            xsave,
+            sigmask,
+            altstack: injected.altstack,
+            rseq,
+            clear_child_tid: 0,
+            robust_list: sys::get_robust_list(pid).unwrap_or((0, 0)),
+            pending,
+        };
+        let process = ProcessState {
+            pid,
+            ppid: stat.ppid,
+            sid: stat.session,
+            pgid: stat.pgrp,
+            comm,
+            exe,
+            creds,
+            namespaces: Some(namespaces),
+            cwd,
+            umask: status.umask.unwrap_or(0o022),
+            personality: injected.personality,
+            rlimits: injected.rlimits,
+            mm: mm::layout(&stat, injected.brk, auxv),
+            vmas,
+            mapped_files: files.list,
+            threads: vec![thread],
+            sigactions: injected.sigactions,
+            fds,
+            descriptions,
+            itimers: injected.itimers,
+        };
+        Ok(DumpResult {
+            process,
+            cpu,
+            vdso_digest,
+        })
+    }
+}
+
+fn ptrace_err(pid: i32, op: &'static str, errno: Errno) -> DumpError {
+    DumpError::Trace {
+        pid,
+        source: PtraceError::Request { op, pid, errno },
+    }
+}
+
+impl From<InjectError> for DumpError {
+    fn from(e: InjectError) -> DumpError {
+        match e {
+            InjectError::Trace { pid, source } => DumpError::Trace { pid, source },
+            InjectError::Memory {
+                pid, addr, errno, ..
+            } => DumpError::Memory { pid, addr, errno },
+            e @ InjectError::ScratchFull { .. } => DumpError::Inject(e),
+        }
+    }
+}
+
+/// What the task itself reports through injected syscalls.
+struct Injected {
+    sigactions: Vec<SigAction>,
+    altstack: (u64, i32, u64),
+    brk: u64,
+    rlimits: Vec<Rlimit>,
+    itimers: Vec<ITimer>,
+    personality: u32,
+    securebits: u32,
+}
+
+/// Run the read-only queries inside the task, with a scratch page mapped
+/// for them and unmapped again (also when a query fails).
+fn query_task(t: &mut Tracee) -> Result<Injected, DumpError> {
+    let mut inj = Injector::new(t);
+    inj.map_scratch(PAGE)?;
+    let result = (|| {
+        Ok(Injected {
+            sigactions: signals::query_sigactions(&mut inj)?,
+            altstack: signals::query_altstack(&mut inj)?,
+            brk: mm::query_brk(&mut inj)?,
+            rlimits: timers::query_rlimits(&mut inj)?,
+            itimers: timers::query_itimers(&mut inj)?,
+            personality: task::query_personality(&mut inj)?,
+            securebits: creds::query_securebits(&mut inj)?,
+        })
+    })();
+    let unmapped = inj.unmap_scratch();
+    let injected: Injected = result.map_err(|e: InjectError| DumpError::from(e))?;
+    unmapped?;
+    Ok(injected)
+}

@@ -1,0 +1,34 @@
+//! The saved state of one process: what dump captures and restore rebuilds.
+//!
+//! These types are plain data, serialised into the image manifest (CBOR).
+//! They own no resources and trust nothing: a [`ProcessState`] read from an
+//! image is attacker-controlled until the image's signature has been
+//! checked, and restore still validates every field it acts on (addresses,
+//! sizes, counts) against the limits in [`crate::limits`].
+//!
+//! One module per kind of state, the same split as [`crate::dump`] and
+//! [`crate::restore`]: [`task`] (the process and its threads), [`mm`]
+//! (mappings and the mm layout), [`creds`], [`signals`], [`timers`] (and
+//! resource limits), [`files`] (file identities, fds and open file
+//! descriptions). Memory contents are not here: they are the image's bulk
+//! chunks, each naming the address it belongs at.
+//!
+//! The serde representation (field names, field order, enum
+//! representation) is the image format: moving a type between these
+//! modules changes nothing, renaming or reordering a field does. A unit
+//! test in `image` (`model_reencodes_seeds_byte_for_byte`) pins it against
+//! the committed fuzz seeds.
+
+pub mod creds;
+pub mod files;
+pub mod mm;
+pub mod signals;
+pub mod task;
+pub mod timers;
+
+pub use creds::{Credentials, Namespaces, NsId};
+pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind};
+pub use mm::{MmLayout, Vma, VmaKind};
+pub use signals::{PendingSignal, SigAction};
+pub use task::{GpRegs, ProcessState, Rseq, ThreadState};
+pub use timers::{ITimer, Rlimit};

@@ -1,0 +1,124 @@
+//! Tasks: the process as a whole and each of its threads (registers,
+//! xsave, rseq, robust list, pending thread-directed signals).
+//!
+//! Owns the shape of [`ProcessState`], the root of the saved state, and of
+//! [`ThreadState`]. Trusts nothing: plain data, checked by
+//! [`crate::image::validate`] before use.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Credentials, FdState, FileIdentity, ITimer, MmLayout, Namespaces, OpenFile, PendingSignal,
+    Rlimit, SigAction, Vma,
+};
+
+/// Everything about one process except memory contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// Pid in the dumped pid namespace.
+    pub pid: i32,
+    /// Parent pid at dump time (informational).
+    pub ppid: i32,
+    /// Session id and process group id at dump time.
+    pub sid: i32,
+    pub pgid: i32,
+    /// `/proc/PID/comm`.
+    pub comm: String,
+    /// `/proc/PID/exe`, with identity and digest.
+    pub exe: FileIdentity,
+    /// Credentials of the target at dump time.
+    pub creds: Credentials,
+    /// The user and pid namespaces the process ran in. Its capability sets
+    /// are relative to `user` (see [`Namespaces`]). `None` in images written
+    /// before namespaces were recorded: nothing is granted from the
+    /// credentials of such an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Namespaces>,
+    /// Working directory (absolute path).
+    pub cwd: String,
+    /// File mode creation mask.
+    pub umask: u32,
+    /// `personality(2)` flags.
+    pub personality: u32,
+    /// Resource limits, by `RLIMIT_*` number.
+    pub rlimits: Vec<Rlimit>,
+    /// mm layout fields for `PR_SET_MM_MAP`.
+    pub mm: MmLayout,
+    /// Every mapping, in address order.
+    pub vmas: Vec<Vma>,
+    /// Every file the process maps (including the executable), once each.
+    /// `Vma::file` indexes this list.
+    pub mapped_files: Vec<FileIdentity>,
+    /// Threads; the first is the thread-group leader.
+    pub threads: Vec<ThreadState>,
+    /// Signal dispositions for signals 1..=64 (SIGKILL and SIGSTOP omitted).
+    pub sigactions: Vec<SigAction>,
+    /// Open file descriptors.
+    pub fds: Vec<FdState>,
+    /// Open file descriptions, referenced by `FdState::description`.
+    /// Two fds that share a description (dup) share an entry here.
+    pub descriptions: Vec<OpenFile>,
+    /// itimers (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value in µs.
+    pub itimers: Vec<ITimer>,
+}
+
+/// x86_64 general registers, in `struct user_regs_struct` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// An rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    pub abi_pointer: u64,
+    pub abi_size: u32,
+    pub signature: u32,
+}
+
+/// Per-thread state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub tid: i32,
+    /// Registers as seen at the freeze, before any syscall-restart fix-up.
+    pub regs: GpRegs,
+    /// `NT_X86_XSTATE` regset, exactly as large as the kernel reported.
+    pub xsave: Vec<u8>,
+    /// Blocked signal mask.
+    pub sigmask: u64,
+    /// sigaltstack: (ss_sp, ss_flags, ss_size).
+    pub altstack: (u64, i32, u64),
+    pub rseq: Option<Rseq>,
+    /// `set_tid_address` pointer is not readable; recorded as 0.
+    pub clear_child_tid: u64,
+    /// `set_robust_list` registration: (head, len); (0, 0) when none.
+    #[serde(default)]
+    pub robust_list: (u64, u64),
+    pub pending: Vec<PendingSignal>,
+}

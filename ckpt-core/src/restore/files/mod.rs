@@ -1,0 +1,193 @@
+//! The file table and the filesystem context: every fd the process had,
+//! each open file description recreated once (by the module for its kind)
+//! and dup'ed to every fd number that shared it; the working directory and
+//! the umask.
+//!
+//! Owns: opening files *in the stub* ([`Builder::open_in_stub`]), so the
+//! kernel applies the stub's (file) credentials; for a root-built stub
+//! with `openat2(RESOLVE_NO_SYMLINKS)`, so nothing the caller can swap in
+//! is followed. Trusts: nothing in the image (paths are checked for
+//! length and NUL bytes; fd numbers against the open-file limit).
+//!
+//! A new kind of description: a variant of
+//! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
+//! recreates it in the stub, and one arm in
+//! [`Builder::open_description`]. fds 0-2 that were connected outside the
+//! image are handed the caller's own ([`external`]).
+
+mod external;
+mod regular;
+
+use super::{Builder, RestoreError, StubMode};
+use crate::inject::errno_of;
+use crate::inject::structs::{OpenHow, Rlimit64, RESOLVE_NO_SYMLINKS};
+use crate::inject::KernelStruct;
+use crate::model::{OpenFile, OpenFileKind};
+
+/// Longest path we write into the stub.
+const MAX_PATH: usize = 3900;
+
+/// A path the stub may be given: not too long, no NUL byte.
+pub(super) fn check_path(s: &str) -> Result<(), RestoreError> {
+    if s.len() > MAX_PATH || s.as_bytes().contains(&0) {
+        return Err(RestoreError::Invalid(format!(
+            "path too long or with NUL: {s:?}"
+        )));
+    }
+    Ok(())
+}
+
+impl Builder<'_> {
+    /// Open `path` inside the stub (so its credentials apply) and return the
+    /// stub's fd number.
+    pub(super) fn open_in_stub(&mut self, path: &str, flags: i32) -> Result<u64, RestoreError> {
+        check_path(path)?;
+        let at = self.inj.put_cstr(path, "writing a path")?;
+        let flags = (flags | libc::O_CLOEXEC) as u64;
+        let r = if self.mode == StubMode::Root {
+            // No symlink anywhere in the path (the paths in an image are
+            // the kernel's canonical ones), nothing the caller can swap in.
+            let how = self.inj.put_struct(&OpenHow {
+                flags,
+                mode: 0,
+                resolve: RESOLVE_NO_SYMLINKS,
+            })?;
+            self.sys_raw(
+                libc::SYS_openat2,
+                [libc::AT_FDCWD as u64, at, how, OpenHow::SIZE as u64, 0, 0],
+            )?
+        } else {
+            self.sys_raw(
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, at, flags, 0, 0, 0],
+            )?
+        };
+        if r < 0 {
+            return Err(RestoreError::Open {
+                path: path.to_string(),
+                errno: errno_of(r),
+            });
+        }
+        Ok(r as u64)
+    }
+
+    /// `chdir` in the stub: with the file credentials and no symlinks for a
+    /// root-built stub.
+    pub(super) fn change_dir(&mut self, dir: &str) -> Result<(), RestoreError> {
+        let fd = self.open_in_stub(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let r = self.sys_raw(libc::SYS_fchdir, [fd, 0, 0, 0, 0, 0])?;
+        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        if r < 0 {
+            return Err(RestoreError::Open {
+                path: dir.to_string(),
+                errno: errno_of(r),
+            });
+        }
+        Ok(())
+    }
+
+    /// The file mode creation mask.
+    pub(super) fn set_umask(&mut self) -> Result<(), RestoreError> {
+        let umask = self.m.process.umask;
+        self.sys(
+            "umask",
+            libc::SYS_umask,
+            [u64::from(umask & 0o777), 0, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// Recreate description `d` in the stub, at a number above `top` (the
+    /// highest fd to restore), close-on-exec; the stub's fd.
+    fn open_description(&mut self, d: &OpenFile, top: i32) -> Result<u64, RestoreError> {
+        match d.kind {
+            OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
+                self.reopen_by_path(d, top)
+            }
+            // Never opened: the caller's fd takes its place (`restore_fds`).
+            OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
+                "{}: an external description cannot be opened",
+                d.path
+            ))),
+        }
+    }
+
+    /// Close everything the stub inherited, except the caller's fds 0-2
+    /// that external fds take over (see [`external`]); then open each
+    /// description once above every target number and dup it into place.
+    pub(super) fn restore_fds(&mut self) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        let external = |f: &&crate::model::FdState| {
+            p.descriptions
+                .get(f.description as usize)
+                .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
+        };
+        let keep: Vec<u64> = p
+            .fds
+            .iter()
+            .filter(external)
+            .filter_map(|f| u64::try_from(f.fd).ok())
+            .collect();
+        let first_closed = if keep.is_empty() { 0 } else { 3 };
+        for n in (0..first_closed).filter(|n| !keep.contains(n)) {
+            self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
+        }
+        self.sys(
+            "close_range",
+            libc::SYS_close_range,
+            [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
+        )?;
+        if p.fds.is_empty() {
+            return Ok(());
+        }
+        let top = p.fds.iter().map(|f| f.fd).max().unwrap_or(0);
+        // Room for the temporary copies.
+        let need = u64::try_from(top).unwrap_or(0) + 1 + p.descriptions.len() as u64 + 1;
+        let cur = self.inj.alloc_struct::<Rlimit64>()?;
+        self.sys(
+            "prlimit64(get)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, 0, cur, 0, 0],
+        )?;
+        let hard = self.inj.get_struct::<Rlimit64>(cur)?.max;
+        if need > hard {
+            return Err(RestoreError::Unsupported(format!(
+                "fd {top} (above this user's open-file limit {hard})"
+            )));
+        }
+        let new = self.inj.put_struct(&Rlimit64 {
+            cur: hard,
+            max: hard,
+        })?;
+        self.sys(
+            "prlimit64(set)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
+        )?;
+
+        let mut temp = Vec::with_capacity(p.descriptions.len());
+        for d in &p.descriptions {
+            if matches!(d.kind, OpenFileKind::External { .. }) {
+                temp.push(None);
+                continue;
+            }
+            temp.push(Some(self.open_description(d, top)?));
+        }
+        for f in &p.fds {
+            let Some(src) = temp[f.description as usize] else {
+                self.reconnect_external(f)?;
+                continue;
+            };
+            let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+            self.sys(
+                "dup3",
+                libc::SYS_dup3,
+                [src, f.fd as u64, flags as u64, 0, 0, 0],
+            )?;
+        }
+        for fd in temp.into_iter().flatten() {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,505 @@
+//! Memory: the stub's own mappings cleared away, the trampoline and
+//! scratch page, the vdso family moved to its saved place, every saved
+//! mapping recreated (files opened in the stub and checked against their
+//! signed digests), memory filled from the image with every chunk hashed
+//! again, and the final protections and madvise flags.
+//!
+//! Owns: the stub's address space while it is built. Trusts: nothing in
+//! the image (the reader re-hashes chunks as they stream; the vdso must be
+//! byte-identical to the recorded one; mapped files must match their
+//! digests where the saved code relies on them).
+
+use std::collections::HashMap;
+
+use nix::errno::Errno;
+use sha2::{Digest, Sha256};
+
+use super::{Builder, RestoreCredentials, RestoreError, StubMode};
+use crate::image::{ImageReader, Manifest};
+use crate::model::VmaKind;
+use crate::procfs;
+use crate::ptrace::{find_syscall_insn, PtraceError};
+use crate::sys;
+
+pub(super) const PAGE: u64 = 4096;
+/// Threads that read, check and write memory chunks.
+const FILL_THREADS: usize = 2;
+
+/// Occupied address ranges, for picking free spots.
+fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
+    let mut candidate: u64 = 0x1_0000_0000;
+    while candidate + len < sys::USER_ADDR_END {
+        let clash = occupied
+            .iter()
+            .find(|&&(s, e)| candidate < e && s < candidate + len);
+        match clash {
+            None => return Some(candidate),
+            Some(&(_, e)) => candidate = (e + (1 << 20)) & !((1 << 20) - 1),
+        }
+    }
+    None
+}
+
+impl Builder<'_> {
+    pub(super) fn stub_maps(&self) -> Result<Vec<procfs::maps::MapsEntry>, RestoreError> {
+        let text = std::fs::read_to_string(format!("/proc/{}/maps", self.pid())).map_err(|e| {
+            RestoreError::Spawn(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?;
+        procfs::maps::parse_maps(&text)
+            .map_err(|e| RestoreError::Invalid(format!("stub maps: {e}")))
+    }
+
+    /// Check that the stub's vdso is the one the image was dumped with and
+    /// inject through its `syscall` instruction until the trampoline is
+    /// mapped. Returns the registers injections start from.
+    pub(super) fn inject_through_vdso(
+        &mut self,
+        stub_maps: &[procfs::maps::MapsEntry],
+    ) -> Result<libc::user_regs_struct, RestoreError> {
+        let m = self.m;
+        let pid = self.pid();
+        let find = |name: &str| {
+            stub_maps
+                .iter()
+                .find(|e| e.path.as_deref() == Some(name))
+                .map(|e| (e.start, e.end))
+        };
+        let vdso = find("[vdso]")
+            .ok_or_else(|| RestoreError::Incompatible("no [vdso] in the new process".into()))?;
+        let mut vdso_bytes = vec![0u8; usize::try_from(vdso.1 - vdso.0).unwrap_or(0)];
+        let n =
+            sys::vm_read(pid, vdso.0, &mut vdso_bytes).map_err(|errno| RestoreError::Memory {
+                pid,
+                what: "reading vdso",
+                addr: vdso.0,
+                errno,
+            })?;
+        if n != vdso_bytes.len()
+            || Sha256::digest(&vdso_bytes).as_slice() != m.vdso_digest.as_slice()
+        {
+            return Err(RestoreError::Incompatible("the kernel's vdso differs from the one the image was dumped with (another kernel build)".into()));
+        }
+        let syscall_at = find_syscall_insn(&vdso_bytes, vdso.0).ok_or_else(|| {
+            RestoreError::Incompatible("no syscall instruction in the vdso".into())
+        })?;
+        let template = self.inj.tracee().regs().map_err(self.tr())?;
+        self.inj.tracee().set_syscall_site(syscall_at, template);
+        Ok(template)
+    }
+
+    /// Map the trampoline (`syscall; int3`) and the scratch page after it
+    /// at an address free both now and in the image's layout, and inject
+    /// from there. Returns its address and the occupied ranges.
+    pub(super) fn place_trampoline(
+        &mut self,
+        stub_maps: &[procfs::maps::MapsEntry],
+        template: libc::user_regs_struct,
+    ) -> Result<(u64, Vec<(u64, u64)>), RestoreError> {
+        let p = &self.m.process;
+        let mut occupied: Vec<(u64, u64)> = stub_maps.iter().map(|e| (e.start, e.end)).collect();
+        occupied.extend(p.vmas.iter().map(|v| (v.start, v.end)));
+        let tramp = free_spot(&occupied, 2 * PAGE)
+            .ok_or_else(|| RestoreError::Invalid("no free address for the trampoline".into()))?;
+        let got = self.sys(
+            "mmap(trampoline)",
+            libc::SYS_mmap,
+            [
+                tramp,
+                2 * PAGE,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        if got != tramp {
+            return Err(RestoreError::Invalid("trampoline landed elsewhere".into()));
+        }
+        self.inj
+            .write(tramp, &[0x0f, 0x05, 0xcc], "writing trampoline")?;
+        self.inj.tracee().set_syscall_site(tramp, template);
+        self.inj.use_scratch(tramp + PAGE, PAGE);
+        occupied.push((tramp, tramp + 2 * PAGE));
+        Ok((tramp, occupied))
+    }
+
+    /// Unmap every mapping of the stub but the trampoline and the vdso
+    /// family.
+    pub(super) fn unmap_stub(
+        &mut self,
+        stub_maps: &[procfs::maps::MapsEntry],
+    ) -> Result<(), RestoreError> {
+        let keep = |e: &procfs::maps::MapsEntry| {
+            matches!(
+                e.path.as_deref(),
+                Some("[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
+            )
+        };
+        for e in stub_maps.iter().filter(|e| !keep(e)) {
+            self.sys(
+                "munmap(stub)",
+                libc::SYS_munmap,
+                [e.start, e.end - e.start, 0, 0, 0, 0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The saved protections, and the madvise flags restore keeps.
+    pub(super) fn set_protections(&mut self) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        for v in &p.vmas {
+            if matches!(
+                v.kind,
+                VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
+            ) {
+                self.sys(
+                    "mprotect",
+                    libc::SYS_mprotect,
+                    [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
+                )?;
+                for (flag, advice) in [
+                    ("dd", libc::MADV_DONTDUMP),
+                    ("dc", libc::MADV_DONTFORK),
+                    ("wf", libc::MADV_WIPEONFORK),
+                ] {
+                    if v.vm_flags.iter().any(|f| f == flag) {
+                        self.sys(
+                            "madvise",
+                            libc::SYS_madvise,
+                            [v.start, v.end - v.start, advice as u64, 0, 0, 0],
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn move_vdso(
+        &mut self,
+        stub_maps: &[procfs::maps::MapsEntry],
+        occupied: &[(u64, u64)],
+    ) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        let family = |kind: VmaKind| {
+            p.vmas
+                .iter()
+                .find(|v| v.kind == kind)
+                .map(|v| (v.start, v.end))
+        };
+        let live = |name: &str| {
+            stub_maps
+                .iter()
+                .find(|e| e.path.as_deref() == Some(name))
+                .map(|e| (e.start, e.end))
+        };
+        let pairs = [
+            (live("[vdso]"), family(VmaKind::Vdso), "[vdso]"),
+            (live("[vvar]"), family(VmaKind::Vvar), "[vvar]"),
+            (
+                live("[vvar_vclock]"),
+                family(VmaKind::VvarVclock),
+                "[vvar_vclock]",
+            ),
+        ];
+        let mut moves = Vec::new();
+        for (now, then, name) in pairs {
+            match (now, then) {
+                (None, None) => {}
+                (Some(n), Some(t)) if n.1 - n.0 == t.1 - t.0 => moves.push((n, t)),
+                _ => {
+                    return Err(RestoreError::Incompatible(format!(
+                        "{name} differs from the image's"
+                    )))
+                }
+            }
+        }
+        let (Some(lo), Some(hi)) = (
+            moves.iter().map(|m| m.0 .0).min(),
+            moves.iter().map(|m| m.0 .1).max(),
+        ) else {
+            return Ok(());
+        };
+        let tmp = free_spot(occupied, hi - lo)
+            .ok_or_else(|| RestoreError::Invalid("no room to move the vdso".into()))?;
+        // First to a spot free in both layouts, then to the saved place.
+        for ((ns, ne), _) in &moves {
+            let dst = tmp + (ns - lo);
+            self.mremap(*ns, ne - ns, dst)?;
+        }
+        for ((ns, ne), (ts, _)) in &moves {
+            let src = tmp + (ns - lo);
+            if src != *ts {
+                self.mremap(src, ne - ns, *ts)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mremap(&mut self, from: u64, len: u64, to: u64) -> Result<(), RestoreError> {
+        let got = self.sys(
+            "mremap(vdso)",
+            libc::SYS_mremap,
+            [
+                from,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+                0,
+            ],
+        )?;
+        if got != to {
+            return Err(RestoreError::Invalid("vdso moved elsewhere".into()));
+        }
+        Ok(())
+    }
+
+    /// Map every saved region at its address: anonymous memory, and files
+    /// opened once each in the stub and checked against their digests.
+    pub(super) fn map_all(&mut self) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        let has_chunks = chunked_vmas(self.m);
+        // Open each mapped file once, in the stub, and check its content.
+        let mut file_fds: HashMap<u32, u64> = HashMap::new();
+        for (i, v) in p.vmas.iter().enumerate() {
+            let flags = match v.kind {
+                VmaKind::Anonymous => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                VmaKind::SharedAnonymous => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                VmaKind::File => {
+                    if v.shared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    }
+                }
+                _ => continue,
+            };
+            let grows = if v.vm_flags.iter().any(|f| f == "gd") {
+                libc::MAP_GROWSDOWN
+            } else {
+                0
+            };
+            let mut prot = v.prot;
+            if has_chunks.contains(&i) {
+                prot |= (libc::PROT_READ | libc::PROT_WRITE) as u32;
+            }
+            let fd = match (v.kind, v.file) {
+                (VmaKind::File, Some(fi)) => {
+                    let want_write = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                    match file_fds.get(&fi) {
+                        Some(&fd) => fd,
+                        None => {
+                            let fd =
+                                self.open_mapped_file(fi, want_write || self.file_needs_write(fi))?;
+                            file_fds.insert(fi, fd);
+                            fd
+                        }
+                    }
+                }
+                _ => u64::MAX,
+            };
+            let got = self.sys(
+                "mmap",
+                libc::SYS_mmap,
+                [
+                    v.start,
+                    v.end - v.start,
+                    u64::from(prot),
+                    (flags | grows | libc::MAP_FIXED_NOREPLACE) as u64,
+                    fd,
+                    v.offset,
+                ],
+            );
+            match got {
+                Ok(a) if a == v.start => {}
+                Ok(a) => {
+                    return Err(RestoreError::Invalid(format!(
+                        "mapping {:#x} landed at {a:#x}",
+                        v.start
+                    )));
+                }
+                Err(RestoreError::Trace {
+                    source: PtraceError::Syscall { errno, .. },
+                    pid,
+                }) => {
+                    return Err(RestoreError::Memory {
+                        pid,
+                        what: "mapping",
+                        addr: v.start,
+                        errno,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let exe = &p.exe;
+        let exe_index = p
+            .mapped_files
+            .iter()
+            .position(|f| f.path == exe.path && f.dev == exe.dev && f.ino == exe.ino)
+            .and_then(|i| u32::try_from(i).ok());
+        for (fi, fd) in file_fds {
+            if self.mode == StubMode::Root && self.opts.exe_link && Some(fi) == exe_index {
+                self.exe_fd = Some(fd);
+            } else {
+                self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+            }
+        }
+        if self.mode == StubMode::Root && self.opts.exe_link && self.exe_fd.is_none() {
+            return Err(RestoreError::Invalid(format!(
+                "the executable {} is not among the process's mapped files",
+                exe.path
+            )));
+        }
+        Ok(())
+    }
+
+    fn file_needs_write(&self, fi: u32) -> bool {
+        self.m
+            .process
+            .vmas
+            .iter()
+            .any(|v| v.file == Some(fi) && v.shared && v.prot & libc::PROT_WRITE as u32 != 0)
+    }
+
+    /// Open mapped file `fi` in the stub and check that its content is what
+    /// was dumped (the same bytes are what the restored code will run).
+    fn open_mapped_file(&mut self, fi: u32, write: bool) -> Result<u64, RestoreError> {
+        let f = self
+            .m
+            .process
+            .mapped_files
+            .get(fi as usize)
+            .cloned()
+            .ok_or_else(|| RestoreError::Invalid("file index".into()))?;
+        let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        let fd = self.open_in_stub(&f.path, mode)?;
+        let local =
+            sys::pidfd_getfd(self.pidfd, i32::try_from(fd).unwrap_or(-1)).map_err(|errno| {
+                RestoreError::Open {
+                    path: f.path.clone(),
+                    errno,
+                }
+            })?;
+        let file = std::fs::File::from(local);
+        let meta = file.metadata().map_err(|e| RestoreError::Open {
+            path: f.path.clone(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        if !meta.is_file() {
+            return Err(RestoreError::FileChanged {
+                path: f.path,
+                what: "no longer a regular file".into(),
+            });
+        }
+        // A file mapped privately or executably is code or initial data the
+        // saved memory relies on: it must be exactly what was dumped. A file
+        // only mapped shared is live data the process shares with the file
+        // system; its current content is what the process will see.
+        if self.opts.privileged() && caller_may_write(&meta, &self.opts.caller) {
+            return Err(RestoreError::CallerWritable { path: f.path });
+        }
+        let strict =
+            self.mode == StubMode::Root
+                || self.m.process.vmas.iter().any(|v| {
+                    v.file == Some(fi) && (!v.shared || v.prot & libc::PROT_EXEC as u32 != 0)
+                });
+        let changed = if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
+            Some("size differs")
+        } else {
+            let digest = crate::dump::digest_file(&file).map_err(|e| RestoreError::Open {
+                path: f.path.clone(),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            (digest != f.digest).then_some("content digest differs")
+        };
+        match changed {
+            Some(what) if strict => {
+                return Err(RestoreError::FileChanged { path: f.path, what: what.into() });
+            }
+            Some(what) => self.notices.push(format!(
+                "{} changed since the dump ({what}); it is mapped shared, so the process sees its current content",
+                f.path
+            )),
+            None => {}
+        }
+        Ok(fd)
+    }
+
+    /// Stream every chunk into the stub. Two threads each take every other
+    /// chunk, read it, check its digest and write it: SHA-256 is the cost,
+    /// and this spreads it over both cores. Memory: one chunk per thread.
+    pub(super) fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let count = self.m.chunks.len();
+        let worker = |first: usize| -> Result<(), RestoreError> {
+            let mut buf = Vec::new();
+            for index in (first..count).step_by(FILL_THREADS) {
+                let c = reader.read_chunk(index, &mut buf)?;
+                let n =
+                    sys::vm_write(pid, c.vaddr, &buf).map_err(|errno| RestoreError::Memory {
+                        pid,
+                        what: "filling memory",
+                        addr: c.vaddr,
+                        errno,
+                    })?;
+                if n != buf.len() {
+                    return Err(RestoreError::Memory {
+                        pid,
+                        what: "filling memory",
+                        addr: c.vaddr + n as u64,
+                        errno: Errno::EFAULT,
+                    });
+                }
+            }
+            Ok(())
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..FILL_THREADS)
+                .map(|i| scope.spawn(move || worker(i)))
+                .collect();
+            let mut first_err = Ok(());
+            for h in handles {
+                let r = h.join().unwrap_or_else(|_| {
+                    Err(RestoreError::Invalid("a fill thread panicked".into()))
+                });
+                if first_err.is_ok() {
+                    first_err = r;
+                }
+            }
+            first_err
+        })
+    }
+}
+
+/// Indexes of the mappings that receive memory chunks.
+fn chunked_vmas(m: &Manifest) -> std::collections::HashSet<usize> {
+    let mut out = std::collections::HashSet::new();
+    let vmas = &m.process.vmas;
+    let mut vi = 0;
+    for c in &m.chunks {
+        while vi < vmas.len() && vmas[vi].end <= c.vaddr {
+            vi += 1;
+        }
+        if vi < vmas.len() {
+            out.insert(vi);
+        }
+    }
+    out
+}
+
+/// Whether the caller could write to the file behind `meta` (owner, group
+/// or other write permission that applies to them).
+fn caller_may_write(meta: &std::fs::Metadata, caller: &RestoreCredentials) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    let uid = caller.uid[0];
+    if meta.uid() == uid {
+        // The owner can always chmod and write.
+        return true;
+    }
+    let in_group = meta.gid() == caller.gid[0] || caller.groups.contains(&meta.gid());
+    (in_group && mode & 0o020 != 0) || mode & 0o002 != 0
+}

@@ -1,0 +1,344 @@
+//! The restore engine: build a process from an image, from the outside, with
+//! ptrace, and let it continue where it stopped.
+//!
+//! Owns: the stub task from its creation until it is detached. The stub is
+//! created with exactly the credentials the caller of this module decided
+//! ([`RestoreCredentials`]), before it does anything else; every file it
+//! reopens is opened *by the stub itself* through an injected `openat`, so
+//! the kernel applies those credentials. Trusts: nothing in the image beyond
+//! what its reader verified — every address, size and count is checked again
+//! before it is acted on (by [`crate::image::validate`], the rules every
+//! reader applies, then against what this restore supports); memory chunks
+//! are re-hashed as they stream (the caller owns the image file and could
+//! change it under us).
+//!
+//! If anything fails, the half-built stub is killed: a process is either
+//! fully restored or not there at all. Should the restorer die instead, the
+//! kernel kills the stub: from its creation until it is traced with
+//! `PTRACE_O_EXITKILL` it holds a parent-death signal (`SIGKILL`, set after
+//! its credentials are changed, which would clear it, and checked against a
+//! parent that died before it was set); from then on `PTRACE_O_EXITKILL`
+//! does. The parent-death signal is cleared again just before release, so
+//! the restored process does not die with the restorer.
+//!
+//! [`restore_with`] lets the caller act at the last moment before the
+//! process is released to run (the audit record of a granted restore must
+//! be durable before its effect) and call the restore off instead.
+//!
+//! Layout: this module holds the order of the steps ([`Builder::build`]);
+//! each kind of state is restored by its own module, the same split as
+//! [`crate::model`] and [`crate::dump`]: [`options`] (what was decided),
+//! [`plan`] (checks before anything is created), [`stub`] (creating the
+//! task), [`mm`] (vdso, mappings, memory), [`files`] (the fd table, one
+//! module per kind of description), [`creds`], [`signals`], [`timers`]
+//! (and resource limits), [`task`] (registers, rseq, name, mm layout). All
+//! syscalls go through the typed [`Injector`](crate::inject::Injector).
+
+mod creds;
+mod files;
+mod mm;
+mod options;
+mod plan;
+mod signals;
+mod stub;
+mod task;
+mod timers;
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+
+use crate::image::{ImageError, ImageReader, Manifest};
+use crate::inject::{InjectError, Injector};
+use crate::ptrace::PtraceError;
+
+pub use options::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
+use plan::Plan;
+use stub::{spawn_stub, Stub, StubMode};
+
+/// A restored, running process.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub pid: i32,
+    /// Things the user should know (what was not restored exactly).
+    pub notices: Vec<String>,
+}
+
+/// Why a restore failed. No restored process is left behind in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the image cannot be restored: {0}")]
+    Invalid(String),
+    #[error("the image needs {0}, which restore does not support yet")]
+    Unsupported(String),
+    #[error("this machine cannot run the image: {0}")]
+    Incompatible(String),
+    #[error("{path} changed since the dump ({what}); refusing to restore")]
+    FileChanged { path: String, what: String },
+    #[error("cannot open {path} with the restored process's credentials: {errno}")]
+    Open { path: String, errno: Errno },
+    #[error("creating the process: {0}")]
+    Spawn(Errno),
+    /// The restorer has other threads: forking the stub would not be sound.
+    #[error("creating the process: the restorer must be single-threaded ({0} threads)")]
+    Threaded(usize),
+    #[error("pid {0} is in use: cannot restore the original pid")]
+    PidTaken(i32),
+    #[error("{path} can be modified by the caller: it cannot become part of a process with more privilege than the caller")]
+    CallerWritable { path: String },
+    #[error("restored process {pid}: {source}")]
+    Trace { pid: i32, source: PtraceError },
+    #[error("restored process {pid}: {what} at {addr:#x}: {errno}")]
+    Memory {
+        pid: i32,
+        what: &'static str,
+        addr: u64,
+        errno: Errno,
+    },
+    #[error("reading the image: {0}")]
+    Image(#[from] ImageError),
+    /// The scratch area in the stub had no room for an argument.
+    #[error("restored process: {0}")]
+    Inject(InjectError),
+    /// The caller's [`Release`] hook called the restore off; the process
+    /// was killed before it ran.
+    #[error("the restore of process {pid} was called off before it was released")]
+    CalledOff { pid: i32 },
+}
+
+/// What the caller of [`restore_with`] decides about the release.
+pub trait Release {
+    /// Polled before the stub is created and before release: `true` calls
+    /// the restore off.
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    /// Called once the process is complete and stopped, right before it is
+    /// released to run. `false` calls the restore off (the process is
+    /// killed, [`RestoreError::CalledOff`]).
+    fn before_release(&mut self, restored: &Restored) -> bool;
+}
+
+/// The [`Release`] of [`restore`]: always go ahead.
+struct GoAhead;
+
+impl Release for GoAhead {
+    fn before_release(&mut self, _restored: &Restored) -> bool {
+        true
+    }
+}
+
+/// Restore the process described by `reader` (whose integrity the caller
+/// has established) with `opts.creds`.
+pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_with(reader, opts, &mut GoAhead)
+}
+
+/// [`restore`], with `release` consulted before anything is created and
+/// again right before the finished process is released to run.
+pub fn restore_with(
+    reader: &ImageReader,
+    opts: &RestoreOptions,
+    release: &mut dyn Release,
+) -> Result<Restored, RestoreError> {
+    let m = reader.manifest();
+    let plan = Plan::check(m)?;
+    let exe_path = cstring(&m.process.exe.path)?;
+    let mode = if opts.is_plain() {
+        StubMode::Final
+    } else {
+        StubMode::Root
+    };
+    let want_pid = opts.same_pid.then_some(m.process.pid);
+    if release.cancelled() {
+        return Err(RestoreError::CalledOff { pid: 0 });
+    }
+    let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
+    let pid = stub.pid();
+    let mut notices = Vec::new();
+    if !opts.same_pid && pid != m.process.pid {
+        notices.push(format!(
+            "the process gets a new pid {pid} (it was {})",
+            m.process.pid
+        ));
+    }
+    if mode == StubMode::Root && !opts.exe_link {
+        notices.push(format!(
+            "/proc/{pid}/exe will not name {} (no exe-link grant)",
+            m.process.exe.path
+        ));
+    } else if mode == StubMode::Final && !stub.exec {
+        notices.push(format!(
+            "{} cannot be executed with your credentials without changing them (set-id or file capabilities), or is gone: /proc/{}/exe will not name it",
+            m.process.exe.path,
+            stub.pid()
+        ));
+    }
+    let built = {
+        let Stub { tracee, pidfd, .. } = &mut stub;
+        let mut builder = Builder {
+            inj: Injector::new(tracee),
+            pidfd,
+            m,
+            notices,
+            opts,
+            mode,
+            exe_fd: None,
+        };
+        builder.build(reader, &plan).map(|()| builder.notices)
+    };
+    match built {
+        Ok(notices) => {
+            let restored = Restored { pid, notices };
+            if release.cancelled() || !release.before_release(&restored) {
+                stub.kill();
+                return Err(RestoreError::CalledOff { pid });
+            }
+            stub.finish()?;
+            Ok(restored)
+        }
+        Err(e) => {
+            stub.kill();
+            Err(e)
+        }
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, RestoreError> {
+    CString::new(s).map_err(|_| RestoreError::Invalid(format!("path with a NUL byte: {s:?}")))
+}
+
+impl From<InjectError> for RestoreError {
+    fn from(e: InjectError) -> RestoreError {
+        match e {
+            InjectError::Trace { pid, source } => RestoreError::Trace { pid, source },
+            InjectError::Memory {
+                pid,
+                what,
+                addr,
+                errno,
+            } => RestoreError::Memory {
+                pid,
+                what,
+                addr,
+                errno,
+            },
+            e @ InjectError::ScratchFull { .. } => RestoreError::Inject(e),
+        }
+    }
+}
+
+/// Drives the stub from a blank task to the saved process. Each module of
+/// the restore engine adds the steps for its kind of state to it.
+struct Builder<'a> {
+    /// Injects into the stub; its scratch area is the page after the
+    /// trampoline once that is mapped.
+    inj: Injector<'a>,
+    /// The stub's pidfd (to take copies of fds it opened).
+    pidfd: &'a OwnedFd,
+    m: &'a Manifest,
+    notices: Vec<String>,
+    opts: &'a RestoreOptions,
+    mode: StubMode,
+    /// The stub's fd of the saved executable, kept for `PR_SET_MM_MAP`
+    /// when the exe link is to be set.
+    exe_fd: Option<u64>,
+}
+
+impl Builder<'_> {
+    fn pid(&self) -> i32 {
+        self.inj.pid()
+    }
+
+    fn tr(&self) -> impl Fn(PtraceError) -> RestoreError {
+        let pid = self.pid();
+        move |source| RestoreError::Trace { pid, source }
+    }
+
+    /// Inject a syscall; failure names it.
+    fn sys(
+        &mut self,
+        name: &'static str,
+        nr: libc::c_long,
+        args: [u64; 6],
+    ) -> Result<u64, RestoreError> {
+        Ok(self.inj.syscall(name, nr, args)?)
+    }
+
+    /// Inject a syscall; its raw result (negative errno on failure).
+    fn sys_raw(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, RestoreError> {
+        Ok(self.inj.syscall_raw(nr, args)?)
+    }
+
+    /// The steps, in order. Each later step may rely on the earlier ones
+    /// (files are opened with the file credentials set in step 3, the
+    /// final credentials are dropped to only after everything that needs
+    /// privilege, the registers are set at the very last syscall's exit).
+    fn build(&mut self, reader: &ImageReader, plan: &Plan) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+
+        // 1. The stub as it is: its mappings, vdso, registers, xsave size.
+        let stub_maps = self.stub_maps()?;
+        let template = self.inject_through_vdso(&stub_maps)?;
+        self.check_xsave(plan)?;
+
+        // 2. A trampoline (`syscall; int3`) and a scratch page, free both now
+        //    and in the image's layout.
+        let (tramp, occupied) = self.place_trampoline(&stub_maps, template)?;
+
+        // 3. Drop the stub's own rseq registration and every mapping but the
+        //    trampoline and the vdso family.
+        self.unregister_stub_rseq()?;
+        self.unmap_stub(&stub_maps)?;
+
+        // A root-built stub opens files with the file credentials as its
+        // filesystem ids (the kernel then drops its filesystem capabilities).
+        if self.mode == StubMode::Root {
+            self.set_fs_creds()?;
+        }
+
+        // 4. Move the vdso family where the image had it, keeping its layout.
+        self.move_vdso(&stub_maps, &occupied)?;
+
+        // 5. Mappings, memory, protections.
+        self.map_all()?;
+        self.fill_memory(reader)?;
+        self.set_protections()?;
+
+        // The mm layout (brk, arg/env areas, auxv, exe link), while the
+        // executable's fd is still open in the stub.
+        self.set_mm_map()?;
+
+        // 6. Files, cwd, umask, name, personality.
+        self.restore_fds()?;
+        self.change_dir(&p.cwd)?;
+        self.set_umask()?;
+        self.set_name_and_personality()?;
+
+        // 7. Signal dispositions and the alternate stack.
+        self.restore_sigactions()?;
+        self.restore_altstack(plan)?;
+
+        // 8. Resource limits: what the restored credentials may set.
+        self.restore_rlimits()?;
+
+        // 9. robust futex list, rseq, queued signals, interval timers.
+        self.restore_robust_list_and_rseq(plan)?;
+        self.queue_pending_signals(plan)?;
+        self.restore_itimers()?;
+
+        // 10. The final credentials, last, for a root-built stub; then
+        //     no_new_privs, which only ever takes privilege away.
+        if self.mode == StubMode::Root {
+            self.drop_to_final_creds()?;
+        }
+        self.restore_no_new_privs()?;
+        self.clear_pdeathsig()?;
+
+        // 11. Last syscall: unmap the trampoline. At its exit stop, put the
+        //     saved registers, FPU state and signal mask in place.
+        self.finish_thread(plan, tramp)
+    }
+}

@@ -1,0 +1,50 @@
+//! Restore-specific checks on an image, made before anything is created:
+//! [`validate`] (the rules every reader applies) again, then what this
+//! restore can build (the architecture, one thread, the number of groups).
+//!
+//! Owns: the [`Plan`], the checked facts the build then relies on. Trusts:
+//! nothing in the manifest.
+
+use super::RestoreError;
+use crate::image::validate::validate;
+use crate::image::{ImageError, Manifest};
+use crate::model::ThreadState;
+
+/// Checked facts about the image, derived before anything is created.
+pub(super) struct Plan {
+    pub(super) thread: ThreadState,
+}
+
+impl Plan {
+    /// The image is well-formed ([`validate`], the same check every reader
+    /// ran when opening it), and this restore can build it.
+    pub(super) fn check(m: &Manifest) -> Result<Plan, RestoreError> {
+        validate(m).map_err(|e| RestoreError::Image(ImageError::Invalid(e)))?;
+        let p = &m.process;
+        if m.arch != "x86_64" {
+            return Err(RestoreError::Incompatible(format!(
+                "image is for {}",
+                m.arch
+            )));
+        }
+        let thread = match p.threads.as_slice() {
+            [t] => t.clone(),
+            // `validate` refuses an image without threads.
+            [] => return Err(RestoreError::Invalid("no thread".into())),
+            _ => {
+                return Err(RestoreError::Unsupported(format!(
+                    "{} threads",
+                    p.threads.len()
+                )))
+            }
+        };
+        // The groups are written into the scratch page.
+        if p.creds.groups.len() > 512 {
+            return Err(RestoreError::Unsupported(format!(
+                "{} supplementary groups",
+                p.creds.groups.len()
+            )));
+        }
+        Ok(Plan { thread })
+    }
+}

@@ -1,0 +1,264 @@
+//! The stub: the task that becomes the restored process. Created with the
+//! decided credentials (fork, or `clone3` with `set_tid` for a granted same
+//! pid), in a new session with every signal blocked, a parent-death signal
+//! and then `PTRACE_O_EXITKILL` so it never outlives the restorer, and
+//! exec'ing the saved executable when that gains nothing.
+//!
+//! Owns: the stub from its creation until it is released ([`Stub::finish`])
+//! or killed ([`Stub::kill`]); the only unsafe code of the restore engine
+//! (the child side of the fork). Trusts: the kernel.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::unistd::{ForkResult, Pid};
+
+use super::{RestoreCredentials, RestoreError};
+use crate::ptrace::Tracee;
+use crate::sys;
+
+/// The half-built task.
+pub(super) struct Stub {
+    pub(super) tracee: Tracee,
+    pub(super) pidfd: OwnedFd,
+    /// Whether the stub exec'ed the saved executable (so `/proc/PID/exe`
+    /// names it).
+    pub(super) exec: bool,
+}
+
+impl Stub {
+    pub(super) fn pid(&self) -> i32 {
+        self.tracee.pid()
+    }
+
+    pub(super) fn kill(self) {
+        let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(self.pid()),
+            Some(nix::sys::wait::WaitPidFlag::__WALL),
+        );
+    }
+
+    pub(super) fn finish(mut self) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let stolen = self.tracee.take_stolen_signals();
+        if let Err(source) = self.tracee.detach() {
+            // Not released: it must not run half-finished.
+            let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::__WALL),
+            );
+            return Err(RestoreError::Trace { pid, source });
+        }
+        for sig in stolen {
+            let _ = sys::pidfd_send_signal(&self.pidfd, sig);
+        }
+        Ok(())
+    }
+}
+
+/// Who the stub is while it is being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StubMode {
+    /// The final credentials from the start (an unprivileged restore): the
+    /// kernel checks everything the stub does as if the caller did it.
+    Final,
+    /// Root (ruid, euid, suid 0, no groups), not dumpable, until the last
+    /// injected syscalls drop it to the final credentials: the caller can
+    /// neither signal nor trace nor read it while it is built, and files
+    /// are opened with `file_creds` as the filesystem ids.
+    Root,
+}
+
+/// Create the stub: a child in a new session, all signals blocked, traced
+/// by us and stopped, with `creds` (mode `Final`) or as root (mode `Root`).
+/// In mode `Final`, when the saved executable may be run with those
+/// credentials without gaining any (no set-id bit for anyone else, no file
+/// capabilities), the stub execs it so that `/proc/PID/exe` is right;
+/// otherwise it stays a copy of this program until its memory is replaced.
+/// With `pid`, the stub gets that pid (`clone3` `set_tid`) or restore fails.
+pub(super) fn spawn_stub(
+    exe: &CString,
+    creds: &RestoreCredentials,
+    mode: StubMode,
+    pid: Option<i32>,
+) -> Result<Stub, RestoreError> {
+    let groups: Vec<libc::gid_t> = creds.groups.clone();
+    let argv: [*const libc::c_char; 2] = [exe.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = c"";
+    let cap_xattr = c"security.capability";
+    let privileged_restorer = nix::unistd::geteuid().is_root();
+    // The stub dies with us until it is traced with PTRACE_O_EXITKILL.
+    let parent = nix::unistd::getpid().as_raw();
+    if mode == StubMode::Root && !privileged_restorer {
+        return Err(RestoreError::Unsupported(
+            "a privileged restore without root".into(),
+        ));
+    }
+    // The child tells us (one byte) whether it will exec the executable.
+    let (decision_r, decision_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
+    let decision_fd = decision_w.as_raw_fd();
+    // The child body below is only sound in a copy of a single-threaded
+    // process (no lock another thread held at the fork can be needed in it).
+    // Threads that were joined just before (chunk verification) may still
+    // be listed for a moment: wait for them to be gone.
+    match sys::settled_thread_count().map_err(RestoreError::Spawn)? {
+        1 => {}
+        n => return Err(RestoreError::Threaded(n)),
+    }
+    let forked = match pid {
+        // SAFETY: this process has one thread (checked just above, and
+        // nothing between the check and here starts one); the child only
+        // makes raw, async-signal-safe system calls on memory prepared
+        // above and then stops, execs or `_exit`s.
+        None => unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn)?,
+        // SAFETY: as for fork above; that is `fork_with_pid`'s contract.
+        Some(want) => match unsafe { sys::fork_with_pid(want) } {
+            Ok(0) => ForkResult::Child,
+            Ok(child) => ForkResult::Parent {
+                child: Pid::from_raw(child),
+            },
+            Err(Errno::EEXIST) => {
+                return Err(RestoreError::PidTaken(want));
+            }
+            Err(e) => return Err(RestoreError::Spawn(e)),
+        },
+    };
+    match forked {
+        ForkResult::Child => {
+            // SAFETY: everything passed is prepared before fork and lives
+            // until exec/_exit; only async-signal-safe calls are made.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+                libc::setsid();
+                let mut exec_ok = false;
+                let mut fd = -1;
+                if mode == StubMode::Root {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(0, 0, 0) != 0
+                        || libc::setresuid(0, 0, 0) != 0
+                    {
+                        libc::_exit(120);
+                    }
+                    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                } else {
+                    // Without privilege the stub already has the caller's
+                    // groups, and may not call setgroups at all.
+                    let groups_ok =
+                        !privileged_restorer || libc::setgroups(groups.len(), groups.as_ptr()) == 0;
+                    if !groups_ok
+                        || libc::setresgid(creds.gid[0], creds.gid[1], creds.gid[2]) != 0
+                        || libc::setresuid(creds.uid[0], creds.uid[1], creds.uid[2]) != 0
+                        || libc::setfsgid(creds.gid[3]) < 0
+                        || libc::setfsuid(creds.uid[3]) < 0
+                    {
+                        libc::_exit(121);
+                    }
+                    if !privileged_restorer {
+                        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+                    }
+                    fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        let mut st: libc::stat = std::mem::zeroed();
+                        if libc::fstat(fd, &mut st) == 0
+                            && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+                        {
+                            let suid_foreign =
+                                st.st_mode & libc::S_ISUID != 0 && st.st_uid != creds.uid[1];
+                            let sgid_foreign =
+                                st.st_mode & libc::S_ISGID != 0 && st.st_gid != creds.gid[1];
+                            let has_caps =
+                                libc::fgetxattr(fd, cap_xattr.as_ptr(), std::ptr::null_mut(), 0)
+                                    >= 0;
+                            exec_ok = !suid_foreign && !sgid_foreign && !has_caps;
+                        }
+                    }
+                }
+                // Set only now: changing credentials clears it. A parent
+                // that died before it was set is seen by getppid.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                    || libc::getppid() != parent
+                {
+                    libc::_exit(124);
+                }
+                let decision: u8 = if exec_ok { b'E' } else { b'F' };
+                libc::write(decision_fd, (&decision as *const u8).cast(), 1);
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    4u32, /* CLOSE_RANGE_CLOEXEC */
+                );
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                    libc::_exit(122);
+                }
+                libc::kill(libc::getpid(), libc::SIGSTOP);
+                if exec_ok {
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        fd,
+                        empty.as_ptr(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
+                    libc::_exit(123);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(decision_w);
+            let mut decision = [0u8; 1];
+            let execs = matches!(nix::unistd::read(decision_r.as_raw_fd(), &mut decision), Ok(1) if decision[0] == b'E');
+            let pid = child.as_raw();
+            let pidfd = match sys::pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(RestoreError::Spawn(e));
+                }
+            };
+            let mut stub = Stub {
+                tracee: Tracee::attached(pid),
+                pidfd,
+                exec: execs,
+            };
+            match prepare_stub(&mut stub) {
+                Ok(()) => Ok(stub),
+                Err(e) => {
+                    stub.kill();
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Bring a freshly forked stub to a syscall-exit stop from which we inject.
+fn prepare_stub(stub: &mut Stub) -> Result<(), RestoreError> {
+    let pid = stub.pid();
+    let tr = |source| RestoreError::Trace { pid, source };
+    stub.tracee.wait_initial_sigstop().map_err(tr)?;
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACEEXEC
+        | ptrace::Options::PTRACE_O_EXITKILL;
+    stub.tracee.set_options(opts).map_err(tr)?;
+    if !stub.exec {
+        // It stays in its signal-delivery stop; injections start from there.
+        return Ok(());
+    }
+    stub.tracee.cont_until_exec().map_err(tr)?;
+    // Step from the exec event (inside execve) to its syscall-exit stop.
+    stub.tracee.next_syscall_stop().map_err(tr)
+}

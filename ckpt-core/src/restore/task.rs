@@ -1,0 +1,205 @@
+//! The task itself: the xsave area this CPU must be able to hold, the
+//! stub's own rseq registration dropped and the saved one registered, the
+//! robust futex list, the name and personality, the mm layout
+//! (`PR_SET_MM_MAP`: brk, argument and environment areas, auxv, exe link),
+//! and last the registers, xsave state and signal mask at the final
+//! syscall's exit.
+//!
+//! Owns: the very end of the build (after [`Builder::finish_thread`] the
+//! stub only waits to be released). Trusts: nothing; the registers pass
+//! through the same syscall-restart fix-up a signal return would apply.
+
+use super::files::check_path;
+use super::mm::PAGE;
+use super::plan::Plan;
+use super::{Builder, RestoreError};
+use crate::arch::x86_64::{self as arch, ResumeIn};
+use crate::inject::structs::{words_to_bytes, PrctlMmMap};
+use crate::inject::KernelStruct;
+use crate::ptrace::PtraceError;
+use crate::sys;
+
+impl Builder<'_> {
+    /// The xsave area here is as large as the saved one, and this CPU has
+    /// every feature the process used.
+    pub(super) fn check_xsave(&self, plan: &Plan) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let xsave_now = sys::get_xstate(pid).map_err(|errno| RestoreError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "GETREGSET",
+                pid,
+                errno,
+            },
+        })?;
+        if xsave_now.len() != plan.thread.xsave.len() {
+            return Err(RestoreError::Incompatible(format!(
+                "xsave area is {} bytes here, {} in the image",
+                xsave_now.len(),
+                plan.thread.xsave.len()
+            )));
+        }
+        let enabled = arch::xsave_enabled_features(&xsave_now).unwrap_or(0);
+        let used = arch::xsave_features_in_use(&plan.thread.xsave).unwrap_or(u64::MAX);
+        if used & !enabled != 0 {
+            return Err(RestoreError::Incompatible(format!(
+                "CPU lacks xsave features {:#x} the process uses",
+                used & !enabled
+            )));
+        }
+        Ok(())
+    }
+
+    /// Unregister the stub's own rseq area (glibc registered it) before
+    /// the memory it lives in goes away.
+    pub(super) fn unregister_stub_rseq(&mut self) -> Result<(), RestoreError> {
+        if let Some((ptr, len, sig)) = sys::get_rseq(self.pid()).ok().flatten() {
+            self.sys(
+                "rseq(unregister)",
+                libc::SYS_rseq,
+                [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The thread name (15 bytes at most) and the personality.
+    pub(super) fn set_name_and_personality(&mut self) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        let comm: String = p.comm.chars().take(15).collect();
+        check_path(&comm)?;
+        let name = self.inj.put_cstr(&comm, "writing a path")?;
+        self.sys(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+        )?;
+        self.sys(
+            "personality",
+            libc::SYS_personality,
+            [u64::from(p.personality), 0, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// The robust futex list and the rseq registration of the thread.
+    pub(super) fn restore_robust_list_and_rseq(&mut self, plan: &Plan) -> Result<(), RestoreError> {
+        let (head, len) = plan.thread.robust_list;
+        if head != 0 {
+            self.sys(
+                "set_robust_list",
+                libc::SYS_set_robust_list,
+                [head, len, 0, 0, 0, 0],
+            )?;
+        }
+        if let Some(r) = plan.thread.rseq {
+            self.sys(
+                "rseq",
+                libc::SYS_rseq,
+                [
+                    r.abi_pointer,
+                    u64::from(r.abi_size),
+                    0,
+                    u64::from(r.signature),
+                    0,
+                    0,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The mm layout in one `PR_SET_MM_MAP`, with the exe link when it is
+    /// to be set (the executable's fd is then closed).
+    pub(super) fn set_mm_map(&mut self) -> Result<(), RestoreError> {
+        let mm = &self.m.process.mm;
+        if mm.auxv.len() > 128 || !mm.auxv.len().is_multiple_of(2) {
+            return Err(RestoreError::Invalid("auxv".into()));
+        }
+        let auxv_bytes = words_to_bytes(&mm.auxv);
+        let auxv = self.inj.put_bytes(&auxv_bytes, "writing auxv")?;
+        // exe_fd: the saved executable (exe-link), or -1 to keep the link.
+        let exe_fd = self
+            .exe_fd
+            .and_then(|fd| u32::try_from(fd).ok())
+            .unwrap_or(u32::MAX);
+        let map = self.inj.put_struct(&PrctlMmMap {
+            fields: [
+                mm.start_code,
+                mm.end_code,
+                mm.start_data,
+                mm.end_data,
+                mm.start_brk,
+                mm.brk,
+                mm.start_stack,
+                mm.arg_start,
+                mm.arg_end,
+                mm.env_start,
+                mm.env_end,
+            ],
+            auxv,
+            auxv_size: auxv_bytes.len() as u32,
+            exe_fd,
+        })?;
+        self.sys(
+            "prctl(PR_SET_MM_MAP)",
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_MM as u64,
+                libc::PR_SET_MM_MAP as u64,
+                map,
+                PrctlMmMap::SIZE as u64,
+                0,
+                0,
+            ],
+        )?;
+        if let Some(fd) = self.exe_fd.take() {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    /// No parent-death signal in the released process (EXITKILL covers the
+    /// stub until it is detached).
+    pub(super) fn clear_pdeathsig(&mut self) -> Result<(), RestoreError> {
+        self.sys(
+            "prctl(PR_SET_PDEATHSIG, 0)",
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// The last syscall unmaps the trampoline at `tramp`; at its exit stop
+    /// the saved registers (with the syscall-restart fix-up), xsave state
+    /// and signal mask are put in place.
+    pub(super) fn finish_thread(&mut self, plan: &Plan, tramp: u64) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        self.sys(
+            "munmap(trampoline)",
+            libc::SYS_munmap,
+            [tramp, 2 * PAGE, 0, 0, 0, 0],
+        )?;
+        let current = self.inj.tracee().regs().map_err(self.tr())?;
+        let mut regs = arch::to_user_regs(&plan.thread.regs, &current);
+        arch::restart_fixup(&mut regs, ResumeIn::Restored);
+        self.inj.tracee().set_regs(&regs).map_err(self.tr())?;
+        sys::set_xstate(pid, &plan.thread.xsave).map_err(|errno| RestoreError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "SETREGSET",
+                pid,
+                errno,
+            },
+        })?;
+        sys::set_sigmask(pid, plan.thread.sigmask).map_err(|errno| RestoreError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "SETSIGMASK",
+                pid,
+                errno,
+            },
+        })?;
+        Ok(())
+    }
+}
