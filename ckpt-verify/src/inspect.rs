@@ -44,6 +44,15 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Regular => "regular",
         OpenFileKind::Directory => "directory",
         OpenFileKind::CharDevice => "char-device",
+        OpenFileKind::External { .. } => "external",
+    }
+}
+
+/// What restore does with an fd connected outside the image.
+fn external_note(k: &OpenFileKind) -> &'static str {
+    match k {
+        OpenFileKind::External { .. } => ", restore connects it to the caller's fd of that number",
+        _ => "",
     }
 }
 
@@ -130,6 +139,10 @@ fn to_json(reader: &ImageReader) -> Value {
                 "path": d.map(|d| d.path.clone()),
                 "flags": d.map(|d| format!("{:#o}", d.flags)),
                 "offset": d.map(|d| d.offset),
+                "connected_to": d.and_then(|d| match &d.kind {
+                    OpenFileKind::External { connected_to } => Some(connected_to.clone()),
+                    _ => None,
+                }),
             })
         })
         .collect();
@@ -292,13 +305,14 @@ fn print_text(path: &Path, reader: &ImageReader) {
     for fd in &p.fds {
         match p.descriptions.get(fd.description as usize) {
             Some(d) => outln!(
-                "  {:>4}: {} {} (flags {:#o}, offset {}{})",
+                "  {:>4}: {} {} (flags {:#o}, offset {}{}{})",
                 fd.fd,
                 file_kind(&d.kind),
                 show(&d.path),
                 d.flags,
                 d.offset,
-                if fd.cloexec { ", close-on-exec" } else { "" }
+                if fd.cloexec { ", close-on-exec" } else { "" },
+                external_note(&d.kind)
             ),
             None => outln!("  {:>4}: (invalid description {})", fd.fd, fd.description),
         }

@@ -3,6 +3,8 @@
  *
  * Usage: counter FILE
  *
+ * FILE "-" means the stdout it was started with (fd 1: a terminal, a pipe).
+ *
  * The count lives only in this process's memory and the file is kept open
  * (O_APPEND) for the whole run, so after a checkpoint and a restore the
  * restored process carries on with count+1, under its new pid. The tests
@@ -25,7 +27,7 @@ int main(int argc, char **argv)
 	}
 	/* Only what this program opens itself: no fd inherited from whoever started it. */
 	close_range(3, ~0U, 0);
-	int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	int fd = strcmp(argv[1], "-") == 0 ? 1 : open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	if (fd < 0) {
 		fprintf(stderr, "counter: open %s: %s\n", argv[1], strerror(errno));
 		return 1;

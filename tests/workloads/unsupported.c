@@ -5,6 +5,7 @@
  *
  * Usage: unsupported MODE READY-FILE
  *   pipe     holds both ends of a pipe
+ *   stdpipe  holds both ends of a pipe as its fd 0 and fd 1
  *   socket   holds a listening TCP socket on 127.0.0.1 (any port)
  *   unix     holds a connected pair of Unix sockets
  *   thread   runs a second thread
@@ -45,6 +46,12 @@ int main(int argc, char **argv)
 		int p[2];
 		if (pipe(p) != 0)
 			return 1;
+	} else if (strcmp(mode, "stdpipe") == 0) {
+		int p[2];
+		if (pipe(p) != 0 || dup2(p[0], 0) != 0 || dup2(p[1], 1) != 1)
+			return 1;
+		close(p[0]);
+		close(p[1]);
 	} else if (strcmp(mode, "socket") == 0) {
 		int s = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in a;

@@ -22,7 +22,7 @@ use crate::limits::{
     MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
-use crate::model::{ProcessState, ThreadState, VmaKind};
+use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
 const PAGE: u64 = 4096;
@@ -269,7 +269,22 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     count("process.fds", p.fds.len(), MAX_FDS)?;
     count("process.descriptions", p.descriptions.len(), MAX_FDS)?;
     for (i, d) in p.descriptions.iter().enumerate() {
-        path(format_args!("process.descriptions[{i}].path"), &d.path)?;
+        match &d.kind {
+            // Not a path: what the fd was connected to, shown to the user.
+            OpenFileKind::External { connected_to } => {
+                text(
+                    format_args!("process.descriptions[{i}].kind.connected_to"),
+                    connected_to,
+                    MAX_IMAGE_STRING_LEN,
+                )?;
+                text(
+                    format_args!("process.descriptions[{i}].path"),
+                    &d.path,
+                    MAX_IMAGE_STRING_LEN,
+                )?;
+            }
+            _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
+        }
     }
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
@@ -288,6 +303,16 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                     fd.description,
                     p.descriptions.len()
                 ),
+            ));
+        }
+        let external = p
+            .descriptions
+            .get(fd.description as usize)
+            .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }));
+        if external && fd.fd > 2 {
+            return Err(invalid(
+                at(),
+                "is connected outside the image (External), which only fds 0-2 may be",
             ));
         }
     }
@@ -491,6 +516,38 @@ mod tests {
                 })
             },
             "process.fds[1] (fd 0)",
+        );
+    }
+
+    #[test]
+    fn external_descriptors_only_on_fds_0_to_2() {
+        let external = |m: &mut Manifest, fd: i32| {
+            m.process.descriptions[0].kind = OpenFileKind::External {
+                connected_to: "pipe:[12345]".into(),
+            };
+            m.process.descriptions[0].path = "pipe:[12345]".into();
+            m.process.fds[0].fd = fd;
+        };
+        for fd in 0..=2 {
+            let mut m = sample();
+            external(&mut m, fd);
+            assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "fd {fd}");
+        }
+        refused(|m| external(m, 3), "process.fds[0] (fd 3)");
+        refused(|m| external(m, 5), "process.fds[0] (fd 5)");
+        refused(
+            |m| {
+                external(m, 1);
+                m.process.descriptions[0].kind = OpenFileKind::External {
+                    connected_to: "a\0b".into(),
+                };
+            },
+            "process.descriptions[0].kind.connected_to",
+        );
+        // Not External: the path must still be absolute.
+        refused(
+            |m| m.process.descriptions[0].path = "pipe:[1]".into(),
+            "process.descriptions[0].path",
         );
     }
 

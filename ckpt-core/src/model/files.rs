@@ -42,12 +42,20 @@ pub enum OpenFileKind {
     Directory,
     /// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`.
     CharDevice,
+    /// A terminal, pipe, FIFO or socket on fd 0, 1 or 2 whose other end is
+    /// outside the image (a shell's terminal or pipe, journald's socket):
+    /// not saved, but connected at restore to the restore caller's own fd
+    /// of the same number. `connected_to` says what it was at dump time
+    /// (`/dev/pts/3`, `pipe:[12345]`, `socket:[678]`), for the user only.
+    External { connected_to: String },
 }
 
 /// An open file description (shared by all fds that dup'ed it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenFile {
     pub kind: OpenFileKind,
+    /// The path reopened at restore; for `External`, the same text as
+    /// `connected_to` (never opened).
     pub path: String,
     /// `O_*` status flags from fdinfo (without `O_CLOEXEC`).
     pub flags: u32,

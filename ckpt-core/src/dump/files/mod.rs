@@ -10,7 +10,9 @@
 //! A new kind of description: a variant of
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
 //! recognises and captures it, and one arm where `kind` is decided below.
+//! fds 0-2 connected outside the image are [`external`].
 
+mod external;
 mod regular;
 
 use std::os::unix::fs::MetadataExt;
@@ -69,6 +71,8 @@ impl Frozen {
         let mut descriptions: Vec<OpenFile> = Vec::new();
         // description index -> one fd holding it (for kcmp)
         let mut holders: Vec<i32> = Vec::new();
+        // fds 0-2 recorded as connected outside the image.
+        let mut outside = Vec::new();
         for fd in numbers {
             let link = std::fs::read_link(proc_path(pid, &format!("fd/{fd}")))
                 .map_err(|source| DumpError::Proc {
@@ -88,12 +92,6 @@ impl Frozen {
             if info_text.lines().any(|l| l.starts_with("lock:")) {
                 return Err(unsupported(format!("fd {fd} ({link}) holds a file lock")));
             }
-            if !link.starts_with('/') {
-                return Err(unsupported(format!("fd {fd} ({link})")));
-            }
-            if link.ends_with(" (deleted)") {
-                return Err(unsupported(format!("fd {fd}: deleted file {link}")));
-            }
             let meta =
                 std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))).map_err(|source| {
                     DumpError::Proc {
@@ -102,8 +100,17 @@ impl Frozen {
                         source,
                     }
                 })?;
-            let kind = regular::kind_of(&link, &meta)
-                .ok_or_else(|| unsupported(format!("fd {fd} ({link})")))?;
+            let kind = match external::classify(pid, fd, &link, &meta, &mut outside)? {
+                Some(kind) => kind,
+                None if !link.starts_with('/') => {
+                    return Err(unsupported(format!("fd {fd} ({link})")));
+                }
+                None if link.ends_with(" (deleted)") => {
+                    return Err(unsupported(format!("fd {fd}: deleted file {link}")));
+                }
+                None => regular::kind_of(&link, &meta)
+                    .ok_or_else(|| unsupported(format!("fd {fd} ({link})")))?,
+            };
             let cloexec = info.flags & (libc::O_CLOEXEC as u32) != 0;
             let flags = info.flags & !(libc::O_CLOEXEC as u32);
             // Same description as an earlier fd?

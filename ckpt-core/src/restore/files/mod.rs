@@ -12,8 +12,10 @@
 //! A new kind of description: a variant of
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
 //! recreates it in the stub, and one arm in
-//! [`Builder::open_description`].
+//! [`Builder::open_description`]. fds 0-2 that were connected outside the
+//! image are handed the caller's own ([`external`]).
 
+mod external;
 mod regular;
 
 use super::{Builder, RestoreError, StubMode};
@@ -102,17 +104,38 @@ impl Builder<'_> {
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }
+            // Never opened: the caller's fd takes its place (`restore_fds`).
+            OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
+                "{}: an external description cannot be opened",
+                d.path
+            ))),
         }
     }
 
-    /// Close everything the stub inherited, then open each description once
-    /// above every target number and dup it into place.
+    /// Close everything the stub inherited, except the caller's fds 0-2
+    /// that external fds take over (see [`external`]); then open each
+    /// description once above every target number and dup it into place.
     pub(super) fn restore_fds(&mut self) -> Result<(), RestoreError> {
         let p = &self.m.process;
+        let external = |f: &&crate::model::FdState| {
+            p.descriptions
+                .get(f.description as usize)
+                .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
+        };
+        let keep: Vec<u64> = p
+            .fds
+            .iter()
+            .filter(external)
+            .filter_map(|f| u64::try_from(f.fd).ok())
+            .collect();
+        let first_closed = if keep.is_empty() { 0 } else { 3 };
+        for n in (0..first_closed).filter(|n| !keep.contains(n)) {
+            self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
+        }
         self.sys(
             "close_range",
             libc::SYS_close_range,
-            [0, u64::from(u32::MAX), 0, 0, 0, 0],
+            [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
             return Ok(());
@@ -144,10 +167,17 @@ impl Builder<'_> {
 
         let mut temp = Vec::with_capacity(p.descriptions.len());
         for d in &p.descriptions {
-            temp.push(self.open_description(d, top)?);
+            if matches!(d.kind, OpenFileKind::External { .. }) {
+                temp.push(None);
+                continue;
+            }
+            temp.push(Some(self.open_description(d, top)?));
         }
         for f in &p.fds {
-            let src = temp[f.description as usize];
+            let Some(src) = temp[f.description as usize] else {
+                self.reconnect_external(f)?;
+                continue;
+            };
             let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
             self.sys(
                 "dup3",
@@ -155,7 +185,7 @@ impl Builder<'_> {
                 [src, f.fd as u64, flags as u64, 0, 0, 0],
             )?;
         }
-        for fd in temp {
+        for fd in temp.into_iter().flatten() {
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
         Ok(())
