@@ -181,6 +181,9 @@ fn to_json(reader: &ImageReader) -> Value {
             "cwd": p.cwd,
             "umask": format!("{:04o}", p.umask),
             "threads": p.threads.len(),
+            "oom_score_adj": p.oom_score_adj,
+            "child_subreaper": p.child_subreaper,
+            "pdeathsig": p.pdeathsig,
         },
         "credentials": p.creds,
         "mappings": vmas,
@@ -263,6 +266,17 @@ fn print_text(path: &Path, reader: &ImageReader) {
     outln!("  cwd: {}", show(&p.cwd));
     outln!("  umask: {:04o}", p.umask);
     outln!("  threads: {}", p.threads.len());
+    outln!("  oom_score_adj: {}", p.oom_score_adj);
+    outln!(
+        "  child subreaper: {}",
+        if p.child_subreaper { "yes" } else { "no" }
+    );
+    if p.pdeathsig != 0 {
+        outln!(
+            "  parent-death signal: {} (recorded; not restored)",
+            p.pdeathsig
+        );
+    }
     outln!("credentials:");
     outln!(
         "  uid: real {}, effective {}, saved {}, fs {}",

@@ -259,6 +259,9 @@ impl Frozen {
             fds,
             descriptions,
             itimers: injected.itimers,
+            oom_score_adj: self.oom_score_adj()?,
+            child_subreaper: injected.child_subreaper,
+            pdeathsig: injected.pdeathsig,
         };
         Ok(DumpResult {
             process,
@@ -296,6 +299,8 @@ struct Injected {
     itimers: Vec<ITimer>,
     personality: u32,
     securebits: u32,
+    child_subreaper: bool,
+    pdeathsig: i32,
 }
 
 /// Run the read-only queries inside the task, with a scratch page mapped
@@ -312,6 +317,8 @@ fn query_task(t: &mut Tracee) -> Result<Injected, DumpError> {
             itimers: timers::query_itimers(&mut inj)?,
             personality: task::query_personality(&mut inj)?,
             securebits: creds::query_securebits(&mut inj)?,
+            child_subreaper: task::query_child_subreaper(&mut inj)?,
+            pdeathsig: task::query_pdeathsig(&mut inj)?,
         })
     })();
     let unmapped = inj.unmap_scratch();

@@ -1,6 +1,7 @@
 //! The task: registers as seen at the freeze, the full xsave area (its
-//! size is the kernel's), the signal mask, the rseq registration, and the
-//! personality (asked of the task).
+//! size is the kernel's), the signal mask, the rseq registration, the
+//! personality, the child-subreaper flag and the parent-death signal
+//! (asked of the task), and `oom_score_adj` (read from `/proc`).
 //!
 //! Trusts: the kernel.
 
@@ -31,6 +32,46 @@ impl Frozen {
             });
         Ok((regs, xsave, sigmask, rseq))
     }
+
+    /// `/proc/PID/oom_score_adj`.
+    pub(super) fn oom_score_adj(&self) -> Result<i32, DumpError> {
+        let text = self.read_proc("oom_score_adj")?;
+        text.trim().parse().map_err(|_| DumpError::Proc {
+            pid: self.pid,
+            what: "oom_score_adj".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a number: {:?}", text.trim()),
+            ),
+        })
+    }
+}
+
+/// `prctl(PR_GET_CHILD_SUBREAPER, &int)`, asked of the task.
+pub(super) fn query_child_subreaper(inj: &mut Injector<'_>) -> Result<bool, InjectError> {
+    Ok(query_prctl_int(
+        inj,
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        libc::PR_GET_CHILD_SUBREAPER,
+    )? != 0)
+}
+
+/// `prctl(PR_GET_PDEATHSIG, &int)`, asked of the task.
+pub(super) fn query_pdeathsig(inj: &mut Injector<'_>) -> Result<i32, InjectError> {
+    query_prctl_int(inj, "prctl(PR_GET_PDEATHSIG)", libc::PR_GET_PDEATHSIG)
+}
+
+/// A `prctl` that stores one `int` through its second argument.
+fn query_prctl_int(
+    inj: &mut Injector<'_>,
+    name: &'static str,
+    option: libc::c_int,
+) -> Result<i32, InjectError> {
+    let at = inj.alloc(4, 4, "prctl int")?;
+    inj.write(at, &[0; 4], "prctl int")?;
+    inj.syscall(name, libc::SYS_prctl, [option as u64, at, 0, 0, 0, 0])?;
+    let b = inj.read(at, 4, "prctl int")?;
+    Ok(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `personality(0xffffffff)`: the current personality, asked of the task.

@@ -224,6 +224,9 @@ pub(super) fn sample_process() -> ProcessState {
             ino: 6,
         }],
         itimers: vec![],
+        oom_score_adj: 0,
+        child_subreaper: false,
+        pdeathsig: 0,
     }
 }
 

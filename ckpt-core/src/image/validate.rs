@@ -125,6 +125,18 @@ fn process(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
             format!("{} is not a seccomp mode", p.creds.seccomp_mode),
         ));
     }
+    if !(-1000..=1000).contains(&p.oom_score_adj) {
+        return Err(invalid(
+            "process.oom_score_adj",
+            format!("{} is outside -1000..=1000", p.oom_score_adj),
+        ));
+    }
+    if !(0..=64).contains(&p.pdeathsig) {
+        return Err(invalid(
+            "process.pdeathsig",
+            format!("{} is not a signal number (0..=64)", p.pdeathsig),
+        ));
+    }
     let auxv = p.mm.auxv.len();
     if auxv > MAX_AUXV_WORDS || !auxv.is_multiple_of(2) {
         return Err(invalid(
@@ -420,6 +432,19 @@ mod tests {
     #[test]
     fn the_sample_is_valid() {
         validate(&sample()).unwrap();
+    }
+
+    #[test]
+    fn process_settings() {
+        refused(|m| m.process.oom_score_adj = 1001, "process.oom_score_adj");
+        refused(|m| m.process.oom_score_adj = -1001, "process.oom_score_adj");
+        refused(|m| m.process.pdeathsig = 65, "process.pdeathsig");
+        refused(|m| m.process.pdeathsig = -1, "process.pdeathsig");
+        let mut m = sample();
+        m.process.oom_score_adj = -1000;
+        m.process.pdeathsig = 64;
+        m.process.child_subreaper = true;
+        validate(&m).unwrap();
     }
 
     #[test]

@@ -60,6 +60,23 @@ pub struct ProcessState {
     pub descriptions: Vec<OpenFile>,
     /// itimers (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value in µs.
     pub itimers: Vec<ITimer>,
+    /// `/proc/PID/oom_score_adj` (-1000..=1000); 0, the default, is not
+    /// written (images from before it was recorded decode as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_score_adj: i32,
+    /// `PR_GET_CHILD_SUBREAPER`: whether the process adopts its orphaned
+    /// descendants.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub child_subreaper: bool,
+    /// `PR_GET_PDEATHSIG`: the signal the process gets when its parent
+    /// thread dies (0: none). Recorded, never restored: the parent it
+    /// refers to is not part of the image (see `restore::task`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pdeathsig: i32,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
 }
 
 /// x86_64 general registers, in `struct user_regs_struct` order.

@@ -2,7 +2,8 @@
 //! scratch page, the vdso family moved to its saved place, every saved
 //! mapping recreated (files opened in the stub and checked against their
 //! signed digests), memory filled from the image with every chunk hashed
-//! again, and the final protections and madvise flags.
+//! again, the final protections and madvise flags, and memory locks
+//! (`mlock`, after the credentials drop).
 //!
 //! Owns: the stub's address space while it is built. Trusts: nothing in
 //! the image (the reader re-hashes chunks as they stream; the vdso must be
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Builder, RestoreCredentials, RestoreError, StubMode};
 use crate::image::{ImageReader, Manifest};
+use crate::inject::errno_of;
 use crate::model::VmaKind;
 use crate::procfs;
 use crate::ptrace::{find_syscall_insn, PtraceError};
@@ -171,6 +173,57 @@ impl Builder<'_> {
                         )?;
                     }
                 }
+                // Hints this kernel may not offer (THP or KSM compiled out
+                // or disabled): refused, the restore goes on with a notice.
+                for (flag, advice, name) in [
+                    ("hg", libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"),
+                    ("nh", libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE"),
+                    ("mg", libc::MADV_MERGEABLE, "MADV_MERGEABLE"),
+                ] {
+                    if v.vm_flags.iter().any(|f| f == flag) {
+                        let r = self.sys_raw(
+                            libc::SYS_madvise,
+                            [v.start, v.end - v.start, advice as u64, 0, 0, 0],
+                        )?;
+                        if r < 0 {
+                            self.notices.push(format!(
+                                "{name} not restored on {:#x}..{:#x}: {}",
+                                v.start,
+                                v.end,
+                                errno_of(r)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Mappings that were locked (`VmFlags` `lo`: `mlock`, `MAP_LOCKED`)
+    /// are locked again with an injected `mlock`, once the stub holds its
+    /// final credentials and resource limits, so the kernel counts them
+    /// against the restored process's own `RLIMIT_MEMLOCK` (a root-built
+    /// stub would otherwise lock without limit). Refused, the mapping
+    /// stays as it is and a notice names it.
+    pub(super) fn lock_mappings(&mut self) -> Result<(), RestoreError> {
+        let p = &self.m.process;
+        for v in &p.vmas {
+            if !matches!(
+                v.kind,
+                VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
+            ) || !v.vm_flags.iter().any(|f| f == "lo")
+            {
+                continue;
+            }
+            let r = self.sys_raw(libc::SYS_mlock, [v.start, v.end - v.start, 0, 0, 0, 0])?;
+            if r < 0 {
+                self.notices.push(format!(
+                    "mapping {:#x}..{:#x} not locked in memory again (mlock: {}; RLIMIT_MEMLOCK?)",
+                    v.start,
+                    v.end,
+                    errno_of(r)
+                ));
             }
         }
         Ok(())

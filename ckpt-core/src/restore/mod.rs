@@ -335,9 +335,21 @@ impl Builder<'_> {
             self.drop_to_final_creds()?;
         }
         self.restore_no_new_privs()?;
-        self.clear_pdeathsig()?;
 
-        // 11. Last syscall: unmap the trampoline. At its exit stop, put the
+        // 11. What the restored credentials' own rights decide: memory
+        //     locks (within its RLIMIT_MEMLOCK), oom_score_adj (raising is
+        //     free, lowering needs CAP_SYS_RESOURCE); then the
+        //     child-subreaper flag. The stub's parent-death signal is
+        //     cleared and a saved one is only reported, never set: its
+        //     parent would be this restorer, which exits (see
+        //     `Builder::note_pdeathsig`).
+        self.lock_mappings()?;
+        self.restore_oom_score_adj()?;
+        self.restore_child_subreaper()?;
+        self.clear_pdeathsig()?;
+        self.note_pdeathsig();
+
+        // 12. Last syscall: unmap the trampoline. At its exit stop, put the
         //     saved registers, FPU state and signal mask in place.
         self.finish_thread(plan, tramp)
     }

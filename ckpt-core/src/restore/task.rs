@@ -2,12 +2,16 @@
 //! stub's own rseq registration dropped and the saved one registered, the
 //! robust futex list, the name and personality, the mm layout
 //! (`PR_SET_MM_MAP`: brk, argument and environment areas, auxv, exe link),
-//! and last the registers, xsave state and signal mask at the final
-//! syscall's exit.
+//! `oom_score_adj` and the child-subreaper flag (a saved parent-death
+//! signal is recorded but deliberately not restored, with a notice), and
+//! last the registers, xsave state and signal mask at the final syscall's
+//! exit.
 //!
 //! Owns: the very end of the build (after [`Builder::finish_thread`] the
 //! stub only waits to be released). Trusts: nothing; the registers pass
 //! through the same syscall-restart fix-up a signal return would apply.
+
+use nix::errno::Errno;
 
 use super::files::check_path;
 use super::mm::PAGE;
@@ -15,7 +19,7 @@ use super::plan::Plan;
 use super::{Builder, RestoreError};
 use crate::arch::x86_64::{self as arch, ResumeIn};
 use crate::inject::structs::{words_to_bytes, PrctlMmMap};
-use crate::inject::KernelStruct;
+use crate::inject::{errno_of, KernelStruct};
 use crate::ptrace::PtraceError;
 use crate::sys;
 
@@ -201,5 +205,97 @@ impl Builder<'_> {
             },
         })?;
         Ok(())
+    }
+}
+
+/// Process-wide settings kept by `prctl` and `/proc`: `oom_score_adj`, the
+/// child-subreaper flag, and what becomes of a saved parent-death signal.
+impl Builder<'_> {
+    /// `oom_score_adj`, written by the stub itself to
+    /// `/proc/self/oom_score_adj` once it holds its final credentials, so
+    /// the kernel applies *those* rights: raising the value is always
+    /// allowed, lowering it below what the stub inherited needs
+    /// `CAP_SYS_RESOURCE`. Refused (`EACCES`/`EPERM`), the restore goes on
+    /// with a notice naming the value.
+    pub(super) fn restore_oom_score_adj(&mut self) -> Result<(), RestoreError> {
+        let want = self.m.process.oom_score_adj;
+        if want == 0 {
+            return Ok(());
+        }
+        let path = "/proc/self/oom_score_adj";
+        let at = self.inj.put_cstr(path, "oom_score_adj path")?;
+        let fd = self.sys_raw(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                at,
+                (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        let r = if fd < 0 {
+            fd
+        } else {
+            let text = want.to_string();
+            let buf = self.inj.put_bytes(text.as_bytes(), "oom_score_adj value")?;
+            let w = self.sys_raw(
+                libc::SYS_write,
+                [fd as u64, buf, text.len() as u64, 0, 0, 0],
+            )?;
+            self.sys("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
+            w
+        };
+        if r >= 0 {
+            return Ok(());
+        }
+        let errno = errno_of(r);
+        if matches!(errno, Errno::EACCES | Errno::EPERM) {
+            self.notices.push(format!(
+                "oom_score_adj {want} not restored: the restored credentials may not set it ({errno})"
+            ));
+            return Ok(());
+        }
+        Err(RestoreError::Trace {
+            pid: self.pid(),
+            source: PtraceError::Syscall {
+                name: "write(/proc/self/oom_score_adj)",
+                pid: self.pid(),
+                errno,
+            },
+        })
+    }
+
+    /// `PR_SET_CHILD_SUBREAPER`: needs no privilege.
+    pub(super) fn restore_child_subreaper(&mut self) -> Result<(), RestoreError> {
+        if self.m.process.child_subreaper {
+            self.sys(
+                "prctl(PR_SET_CHILD_SUBREAPER)",
+                libc::SYS_prctl,
+                [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A saved parent-death signal is **not** restored; a notice says so.
+    ///
+    /// It is tied to the parent *thread* of the dumped process, which is
+    /// not in the image. The restored process's parent is this restorer,
+    /// which exits right after the release: set on the stub, the signal
+    /// would fire at once and (for the usual `SIGKILL`/`SIGTERM`) kill the
+    /// process just restored. After the restorer exits the process is
+    /// reparented (to init or a subreaper), but by then it is no longer
+    /// traced and nothing can be injected into it. So the only honest
+    /// outcomes are "not set" or "fires at once"; restore leaves it unset
+    /// (the stub's own is cleared by [`Builder::clear_pdeathsig`]).
+    pub(super) fn note_pdeathsig(&mut self) {
+        let sig = self.m.process.pdeathsig;
+        if sig != 0 {
+            self.notices.push(format!(
+                "parent-death signal {sig} not restored: the parent it watched is not part of the image (the restored process's parent is the restorer, which exits)"
+            ));
+        }
     }
 }
