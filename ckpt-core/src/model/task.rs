@@ -60,8 +60,9 @@ pub struct ProcessState {
     pub descriptions: Vec<OpenFile>,
     /// itimers (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value in µs.
     pub itimers: Vec<ITimer>,
-    /// `/proc/PID/oom_score_adj` (-1000..=1000); 0, the default, is not
-    /// written (images from before it was recorded decode as 0).
+    /// `/proc/PID/oom_score_adj` (-1000..=1000); 0, the default, is left
+    /// out of the encoding (images from before it was recorded decode as
+    /// 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub oom_score_adj: i32,
     /// `PR_GET_CHILD_SUBREAPER`: whether the process adopts its orphaned

@@ -217,9 +217,17 @@ impl Builder<'_> {
     /// allowed, lowering it below what the stub inherited needs
     /// `CAP_SYS_RESOURCE`. Refused (`EACCES`/`EPERM`), the restore goes on
     /// with a notice naming the value.
+    ///
+    /// The stub inherits the restorer's value (the caller's, unless the
+    /// caller is itself adjusted, e.g. by a service manager); nothing is
+    /// written when that is already the saved one (the usual 0, and every
+    /// image from before the value was recorded).
     pub(super) fn restore_oom_score_adj(&mut self) -> Result<(), RestoreError> {
         let want = self.m.process.oom_score_adj;
-        if want == 0 {
+        let now = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", self.pid()))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if now == Some(want) {
             return Ok(());
         }
         let path = "/proc/self/oom_score_adj";
