@@ -8,7 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ckpt_tests::{exit, path_str, signal, wait_until, Env, Proc, TestDir, Who, WAIT};
+use ciborium::Value;
+use ckpt_tests::image::{with_manifest, Layout};
+use ckpt_tests::{exit, path_str, signal, wait_until, write_owned, Env, Proc, TestDir, Who, WAIT};
 use nix::sys::signal::Signal;
 
 fn start(env: &Env, dir: &TestDir, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
@@ -102,4 +104,93 @@ fn oom_score_adj_subreaper_mlock_and_madvise_flags_survive_restore() {
     );
     let result = ask(&mut restored, &sdir, &log);
     assert_eq!(result, "OK\n", "procstate after restore reported: {result}");
+}
+
+/// The image as the dump wrote it, with `process.<key>` set to `value`
+/// (an unsigned image: its manifest can be rewritten, as a caller could).
+fn with_process_field(image: &[u8], key: &str, value: Value) -> Vec<u8> {
+    let l = Layout::parse(image).unwrap();
+    let mut m: Value =
+        ciborium::de::from_reader(&image[l.manifest.start as usize..l.manifest.end as usize])
+            .unwrap();
+    let Value::Map(top) = &mut m else {
+        panic!("the manifest is not a map")
+    };
+    let process = top
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some("process"))
+        .map(|(_, v)| v)
+        .expect("the manifest has a process");
+    let Value::Map(fields) = process else {
+        panic!("process is not a map")
+    };
+    fields.retain(|(k, _)| k.as_text() != Some(key));
+    fields.push((Value::Text(key.into()), value));
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&m, &mut out).unwrap();
+    with_manifest(image, &out).unwrap()
+}
+
+/// A value the restored credentials may not set is a notice, not a failed
+/// restore. Nobody here may lower oom_score_adj below 0 (even root lacks
+/// `CAP_SYS_RESOURCE`), so the image says -500 by a rewritten unsigned
+/// manifest; the user restoring it may not go below the value the stub
+/// inherits, so the process keeps that and restore names -500. An
+/// out-of-range value is a malformed image.
+#[test]
+fn oom_score_adj_the_caller_may_not_set_is_a_notice() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "procstate-oom");
+    let (mut orig, sdir, log) = start(&env, &dir, &[]);
+    let unsigned = dir.work.join("ps-unsigned.ckpt");
+    env.dump_ok(&dir, orig.pid, &unsigned, &["--unsigned"]);
+    orig.wait_gone("dump kills the target");
+    let bytes = fs::read(&unsigned).unwrap();
+
+    let absurd = dir.work.join("ps-2000.ckpt");
+    write_owned(
+        &absurd,
+        &with_process_field(&bytes, "oom_score_adj", Value::Integer(2000.into())),
+        &env.user,
+    );
+    let run = env.verify(&dir, &["restore", path_str(&absurd)]);
+    run.assert_code(exit::TAMPERED, "oom_score_adj 2000");
+    assert!(
+        run.stderr.contains("process.oom_score_adj"),
+        "the refusal names the field\n{run}"
+    );
+
+    let image = dir.work.join("ps-minus.ckpt");
+    write_owned(
+        &image,
+        &with_process_field(&bytes, "oom_score_adj", Value::Integer((-500).into())),
+        &env.user,
+    );
+    let inherited: i32 = fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        inherited > -500,
+        "the test must run with oom_score_adj above -500 (it has {inherited})"
+    );
+    let (run, mut restored) = env.restore_ok(&dir, &image, None);
+    assert!(
+        run.stderr.contains("oom_score_adj -500 not restored"),
+        "restore must name the oom_score_adj it could not set\n{run}"
+    );
+    let pid = restored.pid;
+    let now = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    assert_eq!(
+        now.trim(),
+        inherited.to_string(),
+        "the value inherited from the restorer stays"
+    );
+    let result = ask(&mut restored, &sdir, &log);
+    assert_eq!(
+        result,
+        format!("FAIL: oom_score_adj {inherited}, expected 500\n"),
+        "only oom_score_adj may differ"
+    );
 }
