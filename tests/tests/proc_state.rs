@@ -135,7 +135,8 @@ fn with_process_field(image: &[u8], key: &str, value: Value) -> Vec<u8> {
 /// restore. Nobody here may lower oom_score_adj below 0 (even root lacks
 /// `CAP_SYS_RESOURCE`), so the image says -500 by a rewritten unsigned
 /// manifest; the user restoring it may not go below the value the stub
-/// inherits, so the process keeps that and restore names -500. An
+/// inherits (its floor is 0 here), so the process keeps that and restore
+/// names -500. An
 /// out-of-range value is a malformed image.
 #[test]
 fn oom_score_adj_the_caller_may_not_set_is_a_notice() {

@@ -338,7 +338,8 @@ impl Builder<'_> {
 
         // 11. What the restored credentials' own rights decide: memory
         //     locks (within its RLIMIT_MEMLOCK), oom_score_adj (raising is
-        //     free, lowering needs CAP_SYS_RESOURCE); then the
+        //     free, lowering below the inherited floor needs
+        //     CAP_SYS_RESOURCE); then the
         //     child-subreaper flag. The stub's parent-death signal is
         //     cleared and a saved one is only reported, never set: its
         //     parent would be this restorer, which exits (see

@@ -214,8 +214,9 @@ impl Builder<'_> {
     /// `oom_score_adj`, written by the stub itself to
     /// `/proc/self/oom_score_adj` once it holds its final credentials, so
     /// the kernel applies *those* rights: raising the value is always
-    /// allowed, lowering it below what the stub inherited needs
-    /// `CAP_SYS_RESOURCE`. Refused (`EACCES`/`EPERM`), the restore goes on
+    /// allowed, lowering it below the floor the stub inherited (where a
+    /// process holding `CAP_SYS_RESOURCE` last set it; 0 unless one did)
+    /// needs `CAP_SYS_RESOURCE`. Refused (`EACCES`/`EPERM`), the restore goes on
     /// with a notice naming the value.
     ///
     /// The stub inherits the restorer's value (the caller's, unless the
@@ -243,8 +244,8 @@ impl Builder<'_> {
                 0,
             ],
         )?;
-        let r = if fd < 0 {
-            fd
+        let (r, name) = if fd < 0 {
+            (fd, "openat(/proc/self/oom_score_adj)")
         } else {
             let text = want.to_string();
             let buf = self.inj.put_bytes(text.as_bytes(), "oom_score_adj value")?;
@@ -253,7 +254,7 @@ impl Builder<'_> {
                 [fd as u64, buf, text.len() as u64, 0, 0, 0],
             )?;
             self.sys("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
-            w
+            (w, "write(/proc/self/oom_score_adj)")
         };
         if r >= 0 {
             return Ok(());
@@ -268,7 +269,7 @@ impl Builder<'_> {
         Err(RestoreError::Trace {
             pid: self.pid(),
             source: PtraceError::Syscall {
-                name: "write(/proc/self/oom_score_adj)",
+                name,
                 pid: self.pid(),
                 errno,
             },
