@@ -1,6 +1,6 @@
 //! Process-wide settings through dump → restore, as the test user with the
 //! installed helpers: `oom_score_adj`, the child-subreaper flag, memory
-//! locks and madvise flags survive; a parent-death signal is recorded but
+//! locks and madvise flags (`dc`, `wf`, `dd`, `hg`, `nh`, `mg`) survive; a parent-death signal is recorded but
 //! deliberately not restored (its parent is not part of the image), with a
 //! notice. The `procstate` workload checks its own state and reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]

@@ -13,6 +13,9 @@
  *   MADV_DONTFORK     2 anonymous pages with a pattern
  *   MADV_WIPEONFORK   2 anonymous pages with a pattern
  *   MADV_DONTDUMP     2 anonymous pages with a pattern
+ *   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE   2 pages each, likewise
+ *                     (the kernel must offer THP and KSM: set-up fails
+ *                     otherwise)
  * Each setting is read back once before "ready\n" is written to DIR/ready.
  *
  * On SIGUSR1 (sent by the test after the restore) it checks everything and
@@ -71,6 +74,9 @@ static struct area areas[] = {
 	{"MADV_DONTFORK", 2, NULL, "dc"},
 	{"MADV_WIPEONFORK", 2, NULL, "wf"},
 	{"MADV_DONTDUMP", 2, NULL, "dd"},
+	{"MADV_HUGEPAGE", 2, NULL, "hg"},
+	{"MADV_NOHUGEPAGE", 2, NULL, "nh"},
+	{"MADV_MERGEABLE", 2, NULL, "mg"},
 };
 #define NAREAS (sizeof areas / sizeof areas[0])
 
@@ -186,7 +192,8 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) != 0)
 		die("PR_SET_PDEATHSIG");
 
-	static const int advice[NAREAS] = {-1, MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP};
+	static const int advice[NAREAS] = {-1,		  MADV_DONTFORK,   MADV_WIPEONFORK, MADV_DONTDUMP,
+					   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE};
 	for (size_t a = 0; a < NAREAS; a++) {
 		struct area *ar = &areas[a];
 		ar->at = mmap(NULL, ar->pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
