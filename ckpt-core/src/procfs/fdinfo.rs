@@ -25,7 +25,7 @@
 //! ```text
 //! eventfd-count:                5      %16llx: hex, space-padded
 //! eventfd-semaphore: 0
-//! sigmask:	0000000400000200           hex, bit n-1 = signal n
+//! sigmask:  0000000400000200           hex (a tab after the colon), bit n-1 = signal n
 //! clockid: 1
 //! ticks: 0
 //! settime flags: 00                    octal
