@@ -7,6 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{exit, path_str, signal, wait_until, Env, Proc, TestDir, Who, WAIT};
 use nix::sys::signal::Signal;
 
@@ -113,4 +115,42 @@ fn fd_kinds_left_running_checks_itself_too() {
         result, "OK\n",
         "fd_kinds restored from a --leave-running image reported: {result}"
     );
+}
+
+/// Through a restore built as root (an `exe-link` grant): the stub creates
+/// the eventfds, the signalfd and the timerfds itself, with the
+/// credentials the decision gave, and the workload finds them intact.
+#[test]
+fn a_privileged_restore_recreates_them_too() {
+    let env = Env::require();
+    let syslog = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    guard.policy(&format!(
+        "[[rule]]\n\
+         name = \"e2e-fd-kinds\"\n\
+         signed_by = [\"this-host\"]\n\
+         caller = [{}]\n\
+         grant = [\"exe-link\"]\n",
+        toml_str(&format!("user:{}", env.user.name))
+    ));
+    let dir = TestDir::new(&env, "fd-kinds-root");
+    let (mut orig, wdir) = start(&env, &dir);
+    let image = dir.work.join("fdk.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    let pid_s = restored.pid.to_string();
+    syslog.wait_for("the audit record of the granted restore", |r| {
+        r.program == "ckpt-verify"
+            && r.get("event") == Some("restore")
+            && r.get("pid") == Some(pid_s.as_str())
+            && r.get("grants") == Some("exe-link:e2e-fd-kinds")
+    });
+    let result = ask(&mut restored, &wdir, &dir.work.join("fd_kinds.log"));
+    assert_eq!(
+        result, "OK\n",
+        "fd_kinds after a privileged restore reported: {result}"
+    );
+    drop(guard);
 }
