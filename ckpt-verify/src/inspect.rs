@@ -45,6 +45,9 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Directory => "directory",
         OpenFileKind::CharDevice => "char-device",
         OpenFileKind::External { .. } => "external",
+        OpenFileKind::Eventfd { .. } => "eventfd",
+        OpenFileKind::Signalfd { .. } => "signalfd",
+        OpenFileKind::Timerfd { .. } => "timerfd",
     }
 }
 
@@ -53,6 +56,31 @@ fn external_note(k: &OpenFileKind) -> &'static str {
     match k {
         OpenFileKind::External { .. } => ", restore connects it to the caller's fd of that number",
         _ => "",
+    }
+}
+
+/// The saved state of a description restore creates anew, or "".
+fn anonymous_state(k: &OpenFileKind) -> String {
+    match k {
+        OpenFileKind::Eventfd { count, semaphore } => format!(
+            ", count {count}{}",
+            if *semaphore { ", semaphore" } else { "" }
+        ),
+        OpenFileKind::Signalfd { sigmask } => format!(", sigmask {sigmask:#018x}"),
+        OpenFileKind::Timerfd {
+            clockid,
+            value_ns,
+            interval_ns,
+            ticks,
+            ..
+        } => format!(
+            ", clock {clockid}, next in {}.{:09} s, every {}.{:09} s, {ticks} unread",
+            value_ns / 1_000_000_000,
+            value_ns % 1_000_000_000,
+            interval_ns / 1_000_000_000,
+            interval_ns % 1_000_000_000
+        ),
+        _ => String::new(),
     }
 }
 
@@ -143,6 +171,7 @@ fn to_json(reader: &ImageReader) -> Value {
                     OpenFileKind::External { connected_to } => Some(connected_to.clone()),
                     _ => None,
                 }),
+                "state": d.map(|d| anonymous_state(&d.kind).trim_start_matches(", ").to_string()),
             })
         })
         .collect();
@@ -319,12 +348,13 @@ fn print_text(path: &Path, reader: &ImageReader) {
     for fd in &p.fds {
         match p.descriptions.get(fd.description as usize) {
             Some(d) => outln!(
-                "  {:>4}: {} {} (flags {:#o}, offset {}{}{})",
+                "  {:>4}: {} {} (flags {:#o}, offset {}{}{}{})",
                 fd.fd,
                 file_kind(&d.kind),
                 show(&d.path),
                 d.flags,
                 d.offset,
+                anonymous_state(&d.kind),
                 if fd.cloexec { ", close-on-exec" } else { "" },
                 external_note(&d.kind)
             ),

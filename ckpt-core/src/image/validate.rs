@@ -22,7 +22,7 @@ use crate::limits::{
     MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
-use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind};
+use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
 const PAGE: u64 = 4096;
@@ -268,6 +268,15 @@ fn chunks(m: &Manifest) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The name of a description created anew at restore (never opened).
+fn anonymous(i: usize, name: &str) -> Result<(), Invalid> {
+    text(
+        format_args!("process.descriptions[{i}].path"),
+        name,
+        MAX_IMAGE_STRING_LEN,
+    )
+}
+
 fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     count("process.mapped_files", p.mapped_files.len(), MAX_VMAS)?;
     for (i, f) in p.mapped_files.iter().enumerate() {
@@ -294,6 +303,27 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                     &d.path,
                     MAX_IMAGE_STRING_LEN,
                 )?;
+            }
+            // Created anew at restore: the path is the kernel's name of
+            // it, shown to the user, never opened.
+            OpenFileKind::Eventfd { count, .. } => {
+                anonymous(i, &d.path)?;
+                if *count == u64::MAX {
+                    return Err(invalid(
+                        format!("process.descriptions[{i}].kind.count"),
+                        "is above an eventfd's largest value",
+                    ));
+                }
+            }
+            OpenFileKind::Signalfd { .. } => anonymous(i, &d.path)?,
+            OpenFileKind::Timerfd { clockid, .. } => {
+                anonymous(i, &d.path)?;
+                if !TIMERFD_CLOCKS.contains(clockid) {
+                    return Err(invalid(
+                        format!("process.descriptions[{i}].kind.clockid"),
+                        format!("is clock {clockid}, not REALTIME, MONOTONIC or BOOTTIME"),
+                    ));
+                }
             }
             _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
         }
@@ -541,6 +571,63 @@ mod tests {
                 })
             },
             "process.fds[1] (fd 0)",
+        );
+    }
+
+    #[test]
+    fn anonymous_descriptors_are_checked() {
+        let set = |m: &mut Manifest, kind: OpenFileKind| {
+            m.process.descriptions[0].kind = kind;
+            m.process.descriptions[0].path = "anon_inode:[timerfd]".into();
+        };
+        let timer = |clockid| OpenFileKind::Timerfd {
+            clockid,
+            value_ns: 1,
+            interval_ns: 0,
+            ticks: 0,
+            settime_flags: 0,
+        };
+        for kind in [
+            OpenFileKind::Eventfd {
+                count: u64::MAX - 1,
+                semaphore: true,
+            },
+            OpenFileKind::Signalfd { sigmask: u64::MAX },
+            timer(libc::CLOCK_MONOTONIC),
+            timer(libc::CLOCK_BOOTTIME),
+        ] {
+            let mut m = sample();
+            set(&mut m, kind.clone());
+            assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "{kind:?}");
+        }
+        refused(
+            |m| {
+                set(
+                    m,
+                    OpenFileKind::Eventfd {
+                        count: u64::MAX,
+                        semaphore: false,
+                    },
+                )
+            },
+            "process.descriptions[0].kind.count",
+        );
+        for clock in [
+            libc::CLOCK_REALTIME_ALARM,
+            libc::CLOCK_PROCESS_CPUTIME_ID,
+            -1,
+        ] {
+            refused(
+                |m| set(m, timer(clock)),
+                "process.descriptions[0].kind.clockid",
+            );
+        }
+        refused(
+            |m| {
+                set(m, OpenFileKind::Signalfd { sigmask: 0 });
+                m.process.descriptions[0].path = "a".repeat(5000);
+            },
+            "process.descriptions[0].path",
         );
     }
 

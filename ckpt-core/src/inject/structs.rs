@@ -164,6 +164,33 @@ impl KernelStruct for ITimerVal {
     }
 }
 
+/// `struct itimerspec` (`timerfd_settime`): interval and value, each
+/// seconds and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ITimerSpec {
+    pub interval_ns: u64,
+    pub value_ns: u64,
+}
+
+impl KernelStruct for ITimerSpec {
+    const SIZE: usize = 32;
+    const WHAT: &'static str = "writing itimerspec";
+    fn encode(&self) -> Vec<u8> {
+        const NS: u64 = 1_000_000_000;
+        let mut out = Vec::with_capacity(Self::SIZE);
+        let (i, v) = (self.interval_ns, self.value_ns);
+        put(&mut out, &[i / NS, i % NS, v / NS, v % NS]);
+        out
+    }
+    fn decode(b: &[u8]) -> Self {
+        let ns = |sec: u64, nsec: u64| sec.saturating_mul(1_000_000_000).saturating_add(nsec);
+        ITimerSpec {
+            interval_ns: ns(word(b, 0), word(b, 1)),
+            value_ns: ns(word(b, 2), word(b, 3)),
+        }
+    }
+}
+
 /// `struct prctl_mm_map` (`PR_SET_MM_MAP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrctlMmMap {

@@ -33,6 +33,10 @@ pub struct FdState {
     pub cloexec: bool,
 }
 
+/// The clocks a timerfd may be on in an image (REALTIME, MONOTONIC,
+/// BOOTTIME): any user can create a timerfd on them.
+pub const TIMERFD_CLOCKS: [i32; 3] = [0, 1, 7];
+
 /// What an open file description refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpenFileKind {
@@ -48,6 +52,34 @@ pub enum OpenFileKind {
     /// of the same number. `connected_to` says what it was at dump time
     /// (`/dev/pts/3`, `pipe:[12345]`, `socket:[678]`), for the user only.
     External { connected_to: String },
+    /// An eventfd, created anew by the stub with this counter value.
+    /// `flags` keep `O_NONBLOCK`.
+    Eventfd { count: u64, semaphore: bool },
+    /// A signalfd for the signals in `sigmask` (bit `n - 1` is signal `n`).
+    Signalfd { sigmask: u64 },
+    /// A timerfd on `clockid`, with the time left until it next fires and
+    /// its period (nanoseconds, 0 = disarmed / one-shot), and the
+    /// expirations not yet read. `settime_flags` are kept for the record:
+    /// restore arms it relative to the remaining time.
+    Timerfd {
+        clockid: i32,
+        value_ns: u64,
+        interval_ns: u64,
+        ticks: u64,
+        settime_flags: u32,
+    },
+}
+
+impl OpenFileKind {
+    /// Created anew by the stub (never opened by a path): an eventfd,
+    /// signalfd or timerfd. `path` holds the kernel's name of it
+    /// (`anon_inode:[eventfd]`), for the user only.
+    pub fn is_anonymous(&self) -> bool {
+        matches!(
+            self,
+            Self::Eventfd { .. } | Self::Signalfd { .. } | Self::Timerfd { .. }
+        )
+    }
 }
 
 /// An open file description (shared by all fds that dup'ed it).
@@ -55,7 +87,9 @@ pub enum OpenFileKind {
 pub struct OpenFile {
     pub kind: OpenFileKind,
     /// The path reopened at restore; for `External`, the same text as
-    /// `connected_to` (never opened).
+    /// `connected_to` (never opened); for an anonymous kind
+    /// ([`OpenFileKind::is_anonymous`]), the kernel's name of it (never
+    /// opened).
     pub path: String,
     /// `O_*` status flags from fdinfo (without `O_CLOEXEC`).
     pub flags: u32,

@@ -545,6 +545,14 @@ eventfd-count:                5\n\
 eventfd-id: 1\n\
 eventfd-semaphore: 0\n";
 
+/// fdinfo of `signalfd(-1, {SIGUSR1, SIGRTMIN+1}, SFD_NONBLOCK)`.
+pub(super) const FDINFO_SIGNALFD: &str = "\
+pos:\t0\n\
+flags:\t04002\n\
+mnt_id:\t17\n\
+ino:\t1038\n\
+sigmask:\t0000000400000200\n";
+
 /// fdinfo of an armed CLOCK_MONOTONIC timerfd.
 pub(super) const FDINFO_TIMERFD: &str = "\
 pos:\t0\n\

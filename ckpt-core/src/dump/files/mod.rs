@@ -5,15 +5,19 @@
 //! Trusts: nothing read from `/proc` (paths may hold any bytes; fdinfo is
 //! parsed strictly). What restore cannot reopen is refused here, naming
 //! the fd: file locks, anything that is not a path (pipes, sockets,
-//! anonymous inodes), deleted files, other devices.
+//! anonymous inodes other than eventfd, signalfd and timerfd), deleted
+//! files, other devices.
 //!
 //! A new kind of description: a variant of
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
 //! recognises and captures it, and one arm where `kind` is decided below.
 //! fds 0-2 connected outside the image are [`external`].
 
+mod eventfd;
 mod external;
 mod regular;
+mod signalfd;
+mod timerfd;
 
 use std::os::unix::fs::MetadataExt;
 
@@ -102,6 +106,9 @@ impl Frozen {
                 })?;
             let kind = match external::classify(pid, fd, &link, &meta, &mut outside)? {
                 Some(kind) => kind,
+                None if link == eventfd::LINK => eventfd::capture(pid, fd, &info_text)?,
+                None if link == signalfd::LINK => signalfd::capture(pid, fd, &info_text)?,
+                None if link == timerfd::LINK => timerfd::capture(pid, fd, &info_text)?,
                 None if !link.starts_with('/') => {
                     return Err(unsupported(format!("fd {fd} ({link})")));
                 }

@@ -13,10 +13,15 @@
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
 //! recreates it in the stub, and one arm in
 //! [`Builder::open_description`]. fds 0-2 that were connected outside the
-//! image are handed the caller's own ([`external`]).
+//! image are handed the caller's own ([`external`]). eventfds, signalfds
+//! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
+//! [`timerfd`]): no path, the stub's credentials.
 
+mod eventfd;
 mod external;
 mod regular;
+mod signalfd;
+mod timerfd;
 
 use super::{Builder, RestoreError, StubMode};
 use crate::inject::errno_of;
@@ -100,16 +105,56 @@ impl Builder<'_> {
     /// Recreate description `d` in the stub, at a number above `top` (the
     /// highest fd to restore), close-on-exec; the stub's fd.
     fn open_description(&mut self, d: &OpenFile, top: i32) -> Result<u64, RestoreError> {
-        match d.kind {
+        match d.kind.clone() {
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }
+            // Created by the stub itself, with its credentials.
+            OpenFileKind::Eventfd { count, semaphore } => {
+                self.create_eventfd(d, count, semaphore, top)
+            }
+            OpenFileKind::Signalfd { sigmask } => self.create_signalfd(d, sigmask, top),
+            OpenFileKind::Timerfd {
+                clockid,
+                value_ns,
+                interval_ns,
+                ticks,
+                settime_flags: _,
+            } => self.create_timerfd(
+                d,
+                &timerfd::Timer {
+                    clockid,
+                    value_ns,
+                    interval_ns,
+                    ticks,
+                },
+                top,
+            ),
             // Never opened: the caller's fd takes its place (`restore_fds`).
             OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
                 "{}: an external description cannot be opened",
                 d.path
             ))),
         }
+    }
+
+    /// Move the stub's `fd` to the lowest free number above `top`,
+    /// close-on-exec; the new number.
+    fn move_above(&mut self, fd: u64, top: i32) -> Result<u64, RestoreError> {
+        let high = self.sys(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            [
+                fd,
+                libc::F_DUPFD_CLOEXEC as u64,
+                u64::try_from(top).unwrap_or(0) + 1,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        Ok(high)
     }
 
     /// Close everything the stub inherited, except the caller's fds 0-2
