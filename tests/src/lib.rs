@@ -802,6 +802,26 @@ impl Drop for Proc {
     }
 }
 
+/// The result a self-checking workload wrote to `result` after being asked
+/// (a signal, a file): waits until the file exists or the process is gone,
+/// fails the test (with the workload's log) when it wrote nothing, then
+/// waits for the workload to exit, as they all do after reporting.
+pub fn workload_result(proc: &mut Proc, result: &Path, log: &Path, what: &str) -> String {
+    wait_until(WAIT, &format!("{what} has written its result"), || {
+        result.exists() || !proc.is_alive()
+    });
+    let text = fs::read_to_string(result).unwrap_or_default();
+    assert!(
+        !text.is_empty(),
+        "{what} (pid {}) wrote no result; state: {:?}; log:\n{}",
+        proc.pid,
+        proc.state(),
+        fs::read_to_string(log).unwrap_or_default()
+    );
+    proc.wait_gone(&format!("{what} exits after reporting"));
+    text
+}
+
 /// The `counter` workload: appends `"<count> <pid>"` lines to a file.
 #[derive(Debug)]
 pub struct Counter {

@@ -6,7 +6,9 @@
 use std::fs;
 use std::path::Path;
 
-use ckpt_tests::{exit, path_str, signal, wait_until, Env, Proc, TestDir, Who, WAIT};
+use ckpt_tests::{
+    exit, path_str, signal, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
+};
 use nix::sys::signal::Signal;
 
 fn start_checker(env: &Env, dir: &TestDir) -> (Proc, std::path::PathBuf) {
@@ -34,26 +36,7 @@ fn start_checker(env: &Env, dir: &TestDir) -> (Proc, std::path::PathBuf) {
 fn ask(proc: &mut Proc, cdir: &Path, log: &Path) -> String {
     let result = cdir.join("result");
     signal(proc.pid, Signal::SIGUSR1);
-    let mut died = false;
-    wait_until(WAIT, "the checker has written its result", || {
-        if result.exists() {
-            return true;
-        }
-        if !proc.is_alive() {
-            died = true;
-            return true;
-        }
-        false
-    });
-    let text = fs::read_to_string(&result).unwrap_or_default();
-    assert!(
-        !died || !text.is_empty(),
-        "checker (pid {}) died without writing a result; state before: {:?}; log:\n{}",
-        proc.pid,
-        proc.state(),
-        fs::read_to_string(log).unwrap_or_default()
-    );
-    proc.wait_gone("the checker exits after reporting");
+    let text = workload_result(proc, &result, log, "the checker");
     fs::remove_file(&result).unwrap();
     text
 }

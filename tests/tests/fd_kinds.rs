@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use ckpt_tests::policy::{toml_str, PolicyGuard};
 use ckpt_tests::syslog::Syslog;
-use ckpt_tests::{exit, path_str, signal, wait_until, Env, Proc, TestDir, Who, WAIT};
+use ckpt_tests::{
+    exit, path_str, signal, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
+};
 use nix::sys::signal::Signal;
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
@@ -36,29 +38,9 @@ fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
 /// Queues SIGUSR1 for its signalfd, lets it check itself, and returns what
 /// it wrote to its result file.
 fn ask(proc: &mut Proc, wdir: &Path, log: &Path) -> String {
-    let result = wdir.join("result");
     signal(proc.pid, Signal::SIGUSR1);
     fs::write(wdir.join("go"), b"go\n").unwrap();
-    let mut died = false;
-    wait_until(WAIT, "fd_kinds has written its result", || {
-        if result.exists() {
-            return true;
-        }
-        if !proc.is_alive() {
-            died = true;
-            return true;
-        }
-        false
-    });
-    let text = fs::read_to_string(&result).unwrap_or_default();
-    assert!(
-        !died || !text.is_empty(),
-        "fd_kinds (pid {}) died without writing a result; log:\n{}",
-        proc.pid,
-        fs::read_to_string(log).unwrap_or_default()
-    );
-    proc.wait_gone("fd_kinds exits after reporting");
-    text
+    workload_result(proc, &wdir.join("result"), log, "fd_kinds")
 }
 
 #[test]

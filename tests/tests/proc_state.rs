@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 use ckpt_tests::image::{with_manifest, Layout};
-use ckpt_tests::{exit, path_str, signal, wait_until, write_owned, Env, Proc, TestDir, Who, WAIT};
+use ckpt_tests::{
+    exit, path_str, signal, wait_until, workload_result, write_owned, Env, Proc, TestDir, Who, WAIT,
+};
 use nix::sys::signal::Signal;
 
 fn start(env: &Env, dir: &TestDir, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
@@ -36,20 +38,8 @@ fn start(env: &Env, dir: &TestDir, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
 
 /// Sends SIGUSR1 and returns what the workload wrote to its result file.
 fn ask(proc: &mut Proc, sdir: &Path, log: &Path) -> String {
-    let result = sdir.join("result");
     signal(proc.pid, Signal::SIGUSR1);
-    wait_until(WAIT, "procstate has written its result", || {
-        result.exists() || !proc.is_alive()
-    });
-    let text = fs::read_to_string(&result).unwrap_or_default();
-    assert!(
-        !text.is_empty(),
-        "procstate (pid {}) wrote no result; log:\n{}",
-        proc.pid,
-        fs::read_to_string(log).unwrap_or_default()
-    );
-    proc.wait_gone("procstate exits after reporting");
-    text
+    workload_result(proc, &sdir.join("result"), log, "procstate")
 }
 
 /// The workload's own checks hold on a process nobody dumped (so a pass
