@@ -14,6 +14,7 @@
  *   MADV_WIPEONFORK   2 anonymous pages with a pattern
  *   MADV_DONTDUMP     2 anonymous pages with a pattern
  *   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE   2 pages each, likewise
+ *   MADV_SEQUENTIAL, MADV_RANDOM                     2 pages each, likewise
  *                     (the kernel must offer THP and KSM: set-up fails
  *                     otherwise)
  * Each setting is read back once before "ready\n" is written to DIR/ready.
@@ -77,6 +78,8 @@ static struct area areas[] = {
 	{"MADV_HUGEPAGE", 2, NULL, "hg"},
 	{"MADV_NOHUGEPAGE", 2, NULL, "nh"},
 	{"MADV_MERGEABLE", 2, NULL, "mg"},
+	{"MADV_SEQUENTIAL", 2, NULL, "sr"},
+	{"MADV_RANDOM", 2, NULL, "rr"},
 };
 #define NAREAS (sizeof areas / sizeof areas[0])
 
@@ -193,7 +196,8 @@ int main(int argc, char **argv)
 		die("PR_SET_PDEATHSIG");
 
 	static const int advice[NAREAS] = {-1,		  MADV_DONTFORK,   MADV_WIPEONFORK, MADV_DONTDUMP,
-					   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE};
+					   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE,
+					   MADV_SEQUENTIAL, MADV_RANDOM};
 	for (size_t a = 0; a < NAREAS; a++) {
 		struct area *ar = &areas[a];
 		ar->at = mmap(NULL, ar->pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -164,6 +164,8 @@ impl Builder<'_> {
                     ("dd", libc::MADV_DONTDUMP),
                     ("dc", libc::MADV_DONTFORK),
                     ("wf", libc::MADV_WIPEONFORK),
+                    ("sr", libc::MADV_SEQUENTIAL),
+                    ("rr", libc::MADV_RANDOM),
                 ] {
                     if v.vm_flags.iter().any(|f| f == flag) {
                         self.sys(
