@@ -160,41 +160,35 @@ impl Builder<'_> {
                     libc::SYS_mprotect,
                     [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
                 )?;
-                for (flag, advice) in [
-                    ("dd", libc::MADV_DONTDUMP),
-                    ("dc", libc::MADV_DONTFORK),
-                    ("wf", libc::MADV_WIPEONFORK),
-                    ("sr", libc::MADV_SEQUENTIAL),
-                    ("rr", libc::MADV_RANDOM),
+                // `hint`: advice this kernel may not offer (THP or KSM
+                // compiled out or disabled): refused, the restore goes on
+                // with a notice. The others always apply to such a mapping.
+                for (flag, advice, name, hint) in [
+                    ("dd", libc::MADV_DONTDUMP, "MADV_DONTDUMP", false),
+                    ("dc", libc::MADV_DONTFORK, "MADV_DONTFORK", false),
+                    ("wf", libc::MADV_WIPEONFORK, "MADV_WIPEONFORK", false),
+                    ("sr", libc::MADV_SEQUENTIAL, "MADV_SEQUENTIAL", false),
+                    ("rr", libc::MADV_RANDOM, "MADV_RANDOM", false),
+                    ("hg", libc::MADV_HUGEPAGE, "MADV_HUGEPAGE", true),
+                    ("nh", libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE", true),
+                    ("mg", libc::MADV_MERGEABLE, "MADV_MERGEABLE", true),
                 ] {
-                    if v.vm_flags.iter().any(|f| f == flag) {
-                        self.sys(
-                            "madvise",
-                            libc::SYS_madvise,
-                            [v.start, v.end - v.start, advice as u64, 0, 0, 0],
-                        )?;
+                    if !v.vm_flags.iter().any(|f| f == flag) {
+                        continue;
                     }
-                }
-                // Hints this kernel may not offer (THP or KSM compiled out
-                // or disabled): refused, the restore goes on with a notice.
-                for (flag, advice, name) in [
-                    ("hg", libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"),
-                    ("nh", libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE"),
-                    ("mg", libc::MADV_MERGEABLE, "MADV_MERGEABLE"),
-                ] {
-                    if v.vm_flags.iter().any(|f| f == flag) {
-                        let r = self.sys_raw(
-                            libc::SYS_madvise,
-                            [v.start, v.end - v.start, advice as u64, 0, 0, 0],
-                        )?;
-                        if r < 0 {
-                            self.notices.push(format!(
-                                "{name} not restored on {:#x}..{:#x}: {}",
-                                v.start,
-                                v.end,
-                                errno_of(r)
-                            ));
-                        }
+                    let args = [v.start, v.end - v.start, advice as u64, 0, 0, 0];
+                    if !hint {
+                        self.sys(name, libc::SYS_madvise, args)?;
+                        continue;
+                    }
+                    let r = self.sys_raw(libc::SYS_madvise, args)?;
+                    if r < 0 {
+                        self.notices.push(format!(
+                            "{name} not restored on {:#x}..{:#x}: {}",
+                            v.start,
+                            v.end,
+                            errno_of(r)
+                        ));
                     }
                 }
             }

@@ -140,7 +140,7 @@ impl Builder<'_> {
 
     /// Move the stub's `fd` to the lowest free number above `top`,
     /// close-on-exec; the new number.
-    fn move_above(&mut self, fd: u64, top: i32) -> Result<u64, RestoreError> {
+    pub(super) fn move_above(&mut self, fd: u64, top: i32) -> Result<u64, RestoreError> {
         let high = self.sys(
             "fcntl(F_DUPFD_CLOEXEC)",
             libc::SYS_fcntl,

@@ -18,19 +18,7 @@ impl Builder<'_> {
             flags |= libc::O_DIRECTORY;
         }
         let fd = self.open_in_stub(&d.path, flags)?;
-        let high = self.sys(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            [
-                fd,
-                libc::F_DUPFD_CLOEXEC as u64,
-                u64::try_from(top).unwrap_or(0) + 1,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        let high = self.move_above(fd, top)?;
         if d.kind == OpenFileKind::Regular && d.offset != 0 {
             self.sys(
                 "lseek",
