@@ -6,6 +6,8 @@
 #
 # See benches/README.md for what it measures and how. Knobs (environment):
 #   BENCH_MIB    workload size in MiB (default 1024)
+#   BENCH_THREADS  threads in the workload (default 1); the memory is split
+#                evenly between them
 #   BENCH_REPS   repetitions per tool; the median is reported (default 3)
 #   BENCH_TOOLS  "ckpt criu" (default), or one of them
 #   BENCH_DIR    where images are written, same filesystem for both tools
@@ -24,6 +26,7 @@ set -euo pipefail
 export LC_ALL=C
 
 BENCH_MIB=${BENCH_MIB:-1024}
+BENCH_THREADS=${BENCH_THREADS:-1}
 BENCH_REPS=${BENCH_REPS:-3}
 BENCH_TOOLS=${BENCH_TOOLS:-ckpt criu}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/ckpt-bench}
@@ -52,6 +55,7 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (sudo benches/run.sh)"
 [[ $BENCH_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_MIB must be a positive integer"
+[[ $BENCH_THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
 [[ $BENCH_REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer"
 [[ $BENCH_SOURCE == tree || $BENCH_SOURCE == head ]] || die "BENCH_SOURCE must be tree or head"
 for t in $BENCH_TOOLS; do
@@ -200,7 +204,7 @@ ensure_user() {
 build_tools() {
 	mkdir -p "$CACHE/bin"
 	chmod 0755 "$CACHE/bin"
-	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/bigmem" "$REPO/benches/workloads/bigmem.c"
+	gcc -O2 -Wall -Wextra -Werror -pthread -o "$CACHE/bin/bigmem" "$REPO/benches/workloads/bigmem.c"
 	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/measure" "$REPO/benches/tools/measure.c"
 	chmod 0755 "$CACHE/bin/bigmem" "$CACHE/bin/measure"
 }
@@ -234,7 +238,7 @@ start_workload() {
 	chown "$user:" "$dir/workload.err"
 	# 9>&-: the workload must not inherit the harness's lock fd.
 	(cd "$dir" && exec 9>&- && exec setpriv --reuid="$user" --regid="$user" --init-groups -- \
-		"$CACHE/bin/bigmem" "$BENCH_MIB" "$status" </dev/null >/dev/null 2>"$dir/workload.err") &
+		"$CACHE/bin/bigmem" "$BENCH_MIB" "$status" "$BENCH_THREADS" </dev/null >/dev/null 2>"$dir/workload.err") &
 	WL_PID=$!
 	# Not a job: bash still reaps it when it dies, without a "Killed" notice.
 	disown "$WL_PID"
@@ -407,7 +411,7 @@ chown "$BENCH_USER:" "$RUN"
 FS="$(df -P "$BENCH_DIR" | awk 'NR == 2 {print $1}') ($(stat -f -c %T "$BENCH_DIR"))"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 REP_LOADS=()
-log "workload $BENCH_MIB MiB, $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
+log "workload $BENCH_MIB MiB in $BENCH_THREADS thread(s), $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
 log "load average at start: $LOAD_START (2 shared cores: numbers are noisy when others build)"
 
 wait_quiet() {
@@ -451,8 +455,8 @@ stat_of() { # tool.step -> "secs mbps rss_mib" or "- - -"
 	awk -v s="$secs" -v k="$kib" -v b="$BYTES" 'BEGIN { printf "%.3f %.0f %.1f\n", s, b / 1e6 / s, k / 1024 }'
 }
 
-printf '\nckpt vs CRIU %s: %d MiB resident pseudo-random memory, median of %d, warm page cache\n' \
-	"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_REPS"
+printf '\nckpt vs CRIU %s: %d MiB resident pseudo-random memory, %d thread(s), median of %d, warm page cache\n' \
+	"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_THREADS" "$BENCH_REPS"
 printf 'MB/s = 10^6 bytes of workload memory per second; RSS = helper peak (ru_maxrss)\n\n'
 printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' step "ckpt s" "ckpt MB/s" "ckpt RSS" \
 	"criu s" "criu MB/s" "criu RSS" "ckpt/criu"
@@ -528,7 +532,8 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
 	printf '  "load_average_start": "%s", "load_average_end": "%s", "load_average_1min_per_rep": [%s],\n' \
 		"$LOAD_START" "$LOAD_END" "$(loads="${REP_LOADS[*]}"; echo "${loads// /, }")"
-	printf '  "workload_mib": %s, "workload_bytes": %s, "reps": %s,\n' "$BENCH_MIB" "$BYTES" "$BENCH_REPS"
+	printf '  "workload_mib": %s, "workload_threads": %s, "workload_bytes": %s, "reps": %s,\n' \
+		"$BENCH_MIB" "$BENCH_THREADS" "$BYTES" "$BENCH_REPS"
 	printf '  "image_dir_fs": "%s", "page_cache": "warm",\n' "$FS"
 	printf '  "mbps_unit": "1e6 bytes of workload memory per second (median seconds)",\n'
 	printf '  "image_bytes": {"ckpt": %s, "criu": %s},\n' "${IMGSIZE[ckpt]:-null}" "${IMGSIZE[criu]:-null}"

@@ -1,11 +1,14 @@
 /*
  * bigmem: benchmark workload for benches/run.sh.
  *
- *   bigmem MIB STATUS_FILE
+ *   bigmem MIB STATUS_FILE [THREADS]
  *
  * Maps MIB MiB of anonymous memory and fills every byte with a pseudo-random
  * stream (xorshift64*), so that neither zero-page detection nor compression
- * can shrink a checkpoint of it. It computes a 64-bit checksum of the buffer,
+ * can shrink a checkpoint of it. With THREADS > 1 (default 1) the buffer is
+ * cut into THREADS slices; THREADS - 1 extra threads each fill one slice
+ * (the main thread fills the first) and then stay alive, waking every 100 ms
+ * like the main thread, so that a checkpoint has THREADS live threads. It computes a 64-bit checksum of the buffer,
  * writes "ready PID CHECKSUM MIB" to STATUS_FILE (atomically: temp file then
  * rename), and then sleeps in a loop.
  *
@@ -14,14 +17,15 @@
  * After a restore, the harness compares that checksum with the one written
  * at start-up: same value means the restored memory is intact.
  *
- * Deliberately simple so that a checkpointer supporting only single-threaded
- * processes with regular-file / /dev/null descriptors can handle it: one
- * thread, no sockets, no children. It closes every descriptor above 2 it
+ * Deliberately simple so that a checkpointer supporting only processes
+ * with regular-file / /dev/null descriptors can handle it: no sockets, no
+ * children, no threads unless asked for. It closes every descriptor above 2 it
  * inherited, and calls setsid() itself so it does not share a session with
  * the harness.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -51,6 +55,43 @@ static uint64_t checksum(const uint64_t *w, size_t nwords)
 	return h;
 }
 
+/* Fills words [0, n) of w with the xorshift64* stream seeded by seed. */
+static void fill(uint64_t *w, size_t n, uint64_t seed)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ULL ^ seed;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+		w[i] = x * 0x2545f4914f6cdd1dULL;
+	}
+}
+
+struct slice {
+	uint64_t *w;
+	size_t n;
+	uint64_t seed;
+	pthread_mutex_t *lock;
+	pthread_cond_t *cond;
+	unsigned *filled;
+};
+
+/* An extra thread: fill its slice, report, then idle forever. */
+static void *slice_thread(void *arg)
+{
+	struct slice *s = arg;
+	fill(s->w, s->n, s->seed);
+	pthread_mutex_lock(s->lock);
+	(*s->filled)++;
+	pthread_cond_signal(s->cond);
+	pthread_mutex_unlock(s->lock);
+	for (;;) {
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 };
+		(void)nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
 static int write_status(const char *path, const char *text)
 {
 	char tmp[4096];
@@ -77,8 +118,8 @@ static int write_status(const char *path, const char *text)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s MIB STATUS_FILE\n", argc > 0 ? argv[0] : "bigmem");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: %s MIB STATUS_FILE [THREADS]\n", argc > 0 ? argv[0] : "bigmem");
 		return 2;
 	}
 	char *end;
@@ -86,6 +127,14 @@ int main(int argc, char **argv)
 	if (*end != '\0' || mib == 0 || mib > (1UL << 20)) {
 		fprintf(stderr, "bigmem: bad size '%s'\n", argv[1]);
 		return 2;
+	}
+	unsigned long nthreads = 1;
+	if (argc == 4) {
+		nthreads = strtoul(argv[3], &end, 10);
+		if (*end != '\0' || nthreads == 0 || nthreads > 1024) {
+			fprintf(stderr, "bigmem: bad thread count '%s'\n", argv[3]);
+			return 2;
+		}
 	}
 	const char *status = argv[2];
 	char check_path[4096];
@@ -117,12 +166,36 @@ int main(int argc, char **argv)
 	/* No transparent huge pages: keep the layout ordinary 4 KiB pages. */
 	(void)madvise(buf, bytes, MADV_NOHUGEPAGE);
 
-	uint64_t x = 0x9e3779b97f4a7c15ULL ^ (uint64_t)mib;
-	for (size_t i = 0; i < nwords; i++) {
-		x ^= x >> 12;
-		x ^= x << 25;
-		x ^= x >> 27;
-		buf[i] = x * 0x2545f4914f6cdd1dULL;
+	if (nthreads == 1) {
+		fill(buf, nwords, (uint64_t)mib);
+	} else {
+		static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+		static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+		unsigned filled = 0;
+		size_t per = nwords / nthreads;
+		struct slice *slices = calloc(nthreads, sizeof *slices);
+		if (slices == NULL) {
+			perror("bigmem: calloc");
+			return 1;
+		}
+		for (unsigned long t = 0; t < nthreads; t++) {
+			size_t first = t * per;
+			size_t n = t + 1 == nthreads ? nwords - first : per;
+			slices[t] = (struct slice){ buf + first, n, (uint64_t)mib + t, &lock, &cond, &filled };
+		}
+		for (unsigned long t = 1; t < nthreads; t++) {
+			pthread_t th;
+			int err = pthread_create(&th, NULL, slice_thread, &slices[t]);
+			if (err != 0) {
+				fprintf(stderr, "bigmem: pthread_create: %s\n", strerror(err));
+				return 1;
+			}
+		}
+		fill(slices[0].w, slices[0].n, slices[0].seed);
+		pthread_mutex_lock(&lock);
+		while (filled + 1 < nthreads)
+			pthread_cond_wait(&cond, &lock);
+		pthread_mutex_unlock(&lock);
 	}
 	const uint64_t expected = checksum(buf, nwords);
 
