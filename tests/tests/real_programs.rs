@@ -286,9 +286,9 @@ fn jvm_warms_up_and_checks_itself_without_checkpoint() {
 }
 
 #[test]
-#[ignore = "needs threads (then a unix socketpair whose peer is closed, and the shared \
-            read-write mapping of /tmp/hsperfdata_USER/PID): cannot checkpoint thread N \
-            (process has 26 threads): not supported yet"]
+#[ignore = "needs threads (then a unix stream socket whose peer is closed, the JDK's \
+            pre-close socket): cannot checkpoint thread N (process has 26 threads): \
+            not supported yet"]
 fn warmed_up_jvm_carries_on_after_restore() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-java");
