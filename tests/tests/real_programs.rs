@@ -313,7 +313,8 @@ fn go_server(env: &Env, dir: &TestDir) -> PathBuf {
         );
         let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
         fs::create_dir_all(&base).unwrap();
-        let out = base.join(format!("server-{}", std::process::id()));
+        // Overwritten by each run; tests run copies of it (`install`).
+        let out = base.join("server");
         let mut cmd = env.command(Who::Root, go);
         cmd.args(["build", "-o", path_str(&out)])
             .arg(workloads().join("go/server.go"))
@@ -327,7 +328,7 @@ fn go_server(env: &Env, dir: &TestDir) -> PathBuf {
         // The first build compiles the standard library into the empty
         // cache: minutes on a loaded 2-core machine, more than a helper
         // run may take.
-        let log = base.join(format!("build-{}.log", std::process::id()));
+        let log = base.join("build.log");
         let log_file = fs::File::create(&log).unwrap();
         cmd.stdout(log_file.try_clone().unwrap()).stderr(log_file);
         let start = Instant::now();
