@@ -4,7 +4,9 @@
 #
 #   1. installs the packages the build and the tests need (PACKAGES below:
 #      the C toolchain for the workloads, libtss2 for the TPM code, swtpm
-#      for the TPM tests, setpriv, ps) and creates the users ckpt-user and
+#      for the TPM tests, setpriv, ps, and the real programs that
+#      tests/tests/real_programs.rs checkpoints: python3, golang-go,
+#      default-jre-headless, sqlite3) and creates the users ckpt-user and
 #      ckpt-other if they are missing;
 #   2. checks formatting (cargo fmt --check) and lints
 #      (cargo clippy --all-targets -- -D warnings);
@@ -36,7 +38,13 @@ PREFIX=${CKPT_TEST_PREFIX:-/opt/ckpt-test}
 TEST_USER=ckpt-user
 OTHER_USER=ckpt-other
 THIRD_USER=ckpt-third
-PACKAGES=(gcc libc6-dev python3 util-linux procps passwd swtpm libtss2-dev pkg-config)
+# golang-go, default-jre-headless and sqlite3 are the real programs of
+# tests/tests/real_programs.rs (Go builds its server there, offline; the
+# JRE runs a single-file Java source, its runtime image has the compiler
+# module, so no JDK). On a fresh Debian 12 they add about 125 MB to fetch
+# (golang 1.19 with its sources, openjdk-17-jre-headless) and 20-40 s.
+PACKAGES=(gcc libc6-dev python3 util-linux procps passwd swtpm libtss2-dev pkg-config
+    golang-go default-jre-headless sqlite3)
 
 started=$SECONDS
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started))" "$*"; }

@@ -15,6 +15,9 @@
  *   MADV_DONTDUMP     2 anonymous pages with a pattern
  *   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE   2 pages each, likewise
  *   MADV_SEQUENTIAL, MADV_RANDOM                     2 pages each, likewise
+ *   MAP_NORESERVE     2 anonymous pages mapped with it, likewise (VmFlags nr;
+ *                     the kernel ignores it under vm.overcommit_memory=2,
+ *                     and the set-up then fails)
  *                     (the kernel must offer THP and KSM: set-up fails
  *                     otherwise)
  * Each setting is read back once before "ready\n" is written to DIR/ready.
@@ -80,6 +83,7 @@ static struct area areas[] = {
 	{"MADV_MERGEABLE", 2, NULL, "mg"},
 	{"MADV_SEQUENTIAL", 2, NULL, "sr"},
 	{"MADV_RANDOM", 2, NULL, "rr"},
+	{"MAP_NORESERVE", 2, NULL, "nr"},
 };
 #define NAREAS (sizeof areas / sizeof areas[0])
 
@@ -197,17 +201,21 @@ int main(int argc, char **argv)
 
 	static const int advice[NAREAS] = {-1,		  MADV_DONTFORK,   MADV_WIPEONFORK, MADV_DONTDUMP,
 					   MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE,
-					   MADV_SEQUENTIAL, MADV_RANDOM};
+					   MADV_SEQUENTIAL, MADV_RANDOM,     -2};
 	for (size_t a = 0; a < NAREAS; a++) {
 		struct area *ar = &areas[a];
-		ar->at = mmap(NULL, ar->pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		/* advice -1: mlock; -2: MAP_NORESERVE at mmap; else madvise. */
+		int extra = advice[a] == -2 ? MAP_NORESERVE : 0;
+		ar->at = mmap(NULL, ar->pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
 		if (ar->at == MAP_FAILED)
 			die("mmap");
 		for (size_t i = 0; i < ar->pages * PAGE; i++)
 			ar->at[i] = pattern(a, i);
-		if (advice[a] < 0) {
+		if (advice[a] == -1) {
 			if (mlock(ar->at, ar->pages * PAGE) != 0)
 				die("mlock");
+		} else if (advice[a] == -2) {
+			/* Nothing more: the flag came with the mapping. */
 		} else if (madvise(ar->at, ar->pages * PAGE, advice[a]) != 0) {
 			die(ar->name);
 		}

@@ -330,6 +330,15 @@ impl Builder<'_> {
             } else {
                 0
             };
+            // `nr` (VM_NORESERVE): mapped with MAP_NORESERVE, not charged
+            // against the commit limit (glibc's per-thread malloc arenas,
+            // a JVM's heap and code cache reservations). Without it a
+            // large reservation would be charged in full again.
+            let noreserve = if v.vm_flags.iter().any(|f| f == "nr") {
+                libc::MAP_NORESERVE
+            } else {
+                0
+            };
             let mut prot = v.prot;
             if has_chunks.contains(&i) {
                 prot |= (libc::PROT_READ | libc::PROT_WRITE) as u32;
@@ -356,7 +365,7 @@ impl Builder<'_> {
                     v.start,
                     v.end - v.start,
                     u64::from(prot),
-                    (flags | grows | libc::MAP_FIXED_NOREPLACE) as u64,
+                    (flags | grows | noreserve | libc::MAP_FIXED_NOREPLACE) as u64,
                     fd,
                     v.offset,
                 ],
