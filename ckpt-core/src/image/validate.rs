@@ -18,11 +18,15 @@ use std::fmt;
 
 use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
+    MAX_EPOLL_TARGETS, MAX_FILE_LOCKS, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD,
     MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
     MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
-use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
+use crate::model::{
+    EpollTarget, InotifyWatch, LockKind, INOTIFY_MASK_BITS, OpenFile, OpenFileKind, ProcessState, ThreadState,
+    VmaKind, TIMERFD_CLOCKS,
+};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
 const PAGE: u64 = 4096;
@@ -325,9 +329,40 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                     ));
                 }
             }
+            OpenFileKind::Epoll { targets } => {
+                anonymous(i, &d.path)?;
+                epoll_targets(i, targets, p.descriptions.len())?;
+            }
+            OpenFileKind::Inotify { watches } => {
+                anonymous(i, &d.path)?;
+                inotify_watches(i, watches)?;
+            }
             _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
         }
+        file_locks(i, d)?;
     }
+    let total = |f: fn(&OpenFile) -> usize| p.descriptions.iter().map(f).sum::<usize>();
+    count(
+        "process.descriptions[*].kind.targets",
+        total(|d| match &d.kind {
+            OpenFileKind::Epoll { targets } => targets.len(),
+            _ => 0,
+        }),
+        MAX_EPOLL_TARGETS,
+    )?;
+    count(
+        "process.descriptions[*].kind.watches",
+        total(|d| match &d.kind {
+            OpenFileKind::Inotify { watches } => watches.len(),
+            _ => 0,
+        }),
+        MAX_INOTIFY_WATCHES,
+    )?;
+    count(
+        "process.descriptions[*].locks",
+        total(|d| d.locks.len()),
+        MAX_FILE_LOCKS,
+    )?;
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
         let at = || format!("process.fds[{i}] (fd {})", fd.fd);
@@ -355,6 +390,99 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
             return Err(invalid(
                 at(),
                 "is connected outside the image (External), which only fds 0-2 may be",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An epoll's entries: each names another description, under an fd
+/// number.
+fn epoll_targets(i: usize, targets: &[EpollTarget], n: usize) -> Result<(), Invalid> {
+    count(
+        &format!("process.descriptions[{i}].kind.targets"),
+        targets.len(),
+        MAX_EPOLL_TARGETS,
+    )?;
+    for (j, t) in targets.iter().enumerate() {
+        let at = || format!("process.descriptions[{i}].kind.targets[{j}]");
+        if t.fd < 0 {
+            return Err(invalid(at(), format!("fd {} is negative", t.fd)));
+        }
+        if t.description as usize >= n {
+            return Err(invalid(
+                at(),
+                format!("names description {}, but there are {n}", t.description),
+            ));
+        }
+        if t.description as usize == i {
+            return Err(invalid(at(), "names the epoll itself"));
+        }
+    }
+    Ok(())
+}
+
+/// An inotify's watches: wds increasing from 1, a mask of events and the
+/// two flags the kernel keeps, an absolute path.
+fn inotify_watches(i: usize, watches: &[InotifyWatch]) -> Result<(), Invalid> {
+    count(
+        &format!("process.descriptions[{i}].kind.watches"),
+        watches.len(),
+        MAX_INOTIFY_WATCHES,
+    )?;
+    let mut prev = 0;
+    for (j, w) in watches.iter().enumerate() {
+        let at = || format!("process.descriptions[{i}].kind.watches[{j}]");
+        if w.wd <= prev || w.wd > MAX_INOTIFY_WD {
+            return Err(invalid(
+                at(),
+                format!(
+                    "wd {} is not above the previous one ({prev}) and at most {MAX_INOTIFY_WD}",
+                    w.wd
+                ),
+            ));
+        }
+        prev = w.wd;
+        if w.mask & !INOTIFY_MASK_BITS != 0 || w.mask & 0xfff == 0 {
+            return Err(invalid(
+                at(),
+                format!("mask {:#x} is not a set of inotify events and flags", w.mask),
+            ));
+        }
+        path(format!("{}.path", at()), &w.path)?;
+    }
+    Ok(())
+}
+
+/// Locks: only on files and directories; a range within `off_t`; flock
+/// on the whole file.
+fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
+    if d.locks.is_empty() {
+        return Ok(());
+    }
+    count(
+        &format!("process.descriptions[{i}].locks"),
+        d.locks.len(),
+        MAX_FILE_LOCKS,
+    )?;
+    if !matches!(d.kind, OpenFileKind::Regular | OpenFileKind::Directory) {
+        return Err(invalid(
+            format!("process.descriptions[{i}].locks"),
+            "locks on a description that is not a file or directory",
+        ));
+    }
+    let max = i64::MAX as u64;
+    for (j, l) in d.locks.iter().enumerate() {
+        let at = || format!("process.descriptions[{i}].locks[{j}]");
+        let ok = match (l.kind, l.end) {
+            (LockKind::Flock, end) => l.start == 0 && end.is_none(),
+            (_, None) => l.start <= max,
+            (_, Some(end)) => l.start <= end && end <= max,
+        };
+        if !ok {
+            return Err(invalid(
+                at(),
+                format!("range {}..{:?} is not a lock's", l.start, l.end),
             ));
         }
     }
