@@ -95,7 +95,7 @@ fn epoll_inotify_and_locks_survive_dump_and_restore() {
         "epoll anon_inode:[eventpoll] (flags 0o2, offset 0, watching [".to_string(),
         "data 0x1111222233334444".to_string(),
         "events 0x40000000 data 0x44".to_string(),
-        format!("inotify anon_inode:inotify (flags 0o4000, offset 0, watches [wd 1 mask 0x100 {w}/w1; wd 3 mask 0x300 {w}/w2; wd 4 mask 0x2 {w}/file])"),
+        format!("inotify anon_inode:inotify (flags 0o4000, offset 0, watches [wd 1 mask 0x100 {w}/w1; wd 3 mask 0x300 {w}/w2; wd 4 mask 0x2 {w}/file], close-on-exec)"),
         format!("{w}/lk1 (flags 0o100002, offset 0, locks [Flock write 0-EOF])"),
         format!("{w}/lk2 (flags 0o100002, offset 0, locks [Posix write 10-19; Posix read 100-EOF])"),
         format!("{w}/lk3 (flags 0o100002, offset 0, locks [Ofd write 0-9])"),
@@ -233,10 +233,7 @@ fn dump_refuses_an_epoll_entry_whose_file_left_the_fd_table() {
 
 #[test]
 fn dump_refuses_an_inotify_watch_on_a_removed_directory() {
-    refused(
-        "gone",
-        "fd 3 (anon_inode:inotify): watch 1 on inode 0x",
-    );
+    refused("gone", "fd 3 (anon_inode:inotify): watch 1 on inode 0x");
     // The rest of the message, without the inode number.
     let env = Env::require();
     let dir = TestDir::new(&env, "fd-watch-gone-2");

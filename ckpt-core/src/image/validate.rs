@@ -18,14 +18,14 @@ use std::fmt;
 
 use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
-    MAX_EPOLL_TARGETS, MAX_FILE_LOCKS, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD,
-    MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILE_LOCKS, MAX_GROUPS, MAX_IMAGE_STRING_LEN,
+    MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS, MAX_RLIMITS,
+    MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
 use crate::model::{
-    EpollTarget, InotifyWatch, LockKind, INOTIFY_MASK_BITS, OpenFile, OpenFileKind, ProcessState, ThreadState,
-    VmaKind, TIMERFD_CLOCKS,
+    EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
+    VmaKind, INOTIFY_MASK_BITS, TIMERFD_CLOCKS,
 };
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
@@ -446,7 +446,10 @@ fn inotify_watches(i: usize, watches: &[InotifyWatch]) -> Result<(), Invalid> {
         if w.mask & !INOTIFY_MASK_BITS != 0 || w.mask & 0xfff == 0 {
             return Err(invalid(
                 at(),
-                format!("mask {:#x} is not a set of inotify events and flags", w.mask),
+                format!(
+                    "mask {:#x} is not a set of inotify events and flags",
+                    w.mask
+                ),
             ));
         }
         path(format!("{}.path", at()), &w.path)?;
@@ -562,7 +565,7 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::model::{FdState, PendingSignal, SigAction, Vma};
+    use crate::model::{FdState, FileLock, PendingSignal, SigAction, Vma};
 
     fn sample() -> Manifest {
         sample_manifest()
@@ -756,6 +759,120 @@ mod tests {
                 m.process.descriptions[0].path = "a".repeat(5000);
             },
             "process.descriptions[0].path",
+        );
+    }
+
+    /// The sample with a second description: an epoll at fd 1 watching
+    /// the first (a regular file here; restore would fail on it, which is
+    /// not malformation), or an inotify.
+    fn with_second(m: &mut Manifest, kind: OpenFileKind) {
+        let mut d = m.process.descriptions[0].clone();
+        d.kind = kind;
+        d.path = "anon_inode:[eventpoll]".into();
+        m.process.descriptions.push(d);
+        m.process.fds.push(FdState {
+            fd: 1,
+            description: 1,
+            cloexec: false,
+        });
+    }
+
+    fn epoll(fd: i32, description: u32) -> OpenFileKind {
+        OpenFileKind::Epoll {
+            targets: vec![EpollTarget {
+                fd,
+                description,
+                events: 0x4000_0000,
+                data: 7,
+            }],
+        }
+    }
+
+    fn inotify(watches: &[(i32, u32, &str)]) -> OpenFileKind {
+        OpenFileKind::Inotify {
+            watches: watches
+                .iter()
+                .map(|&(wd, mask, path)| InotifyWatch {
+                    wd,
+                    mask,
+                    path: path.into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn epoll_inotify_and_locks_are_checked() {
+        let mut m = sample();
+        with_second(&mut m, epoll(9, 0));
+        assert_eq!(validate(&m).map_err(|e| e.field), Ok(()));
+        let mut m = sample();
+        with_second(&mut m, inotify(&[(1, 0x100, "/a"), (5, 0x8000_0002, "/b")]));
+        assert_eq!(validate(&m).map_err(|e| e.field), Ok(()));
+        refused(
+            |m| with_second(m, epoll(-1, 0)),
+            "process.descriptions[1].kind.targets[0]",
+        );
+        refused(
+            |m| with_second(m, epoll(3, 2)),
+            "process.descriptions[1].kind.targets[0]",
+        );
+        refused(
+            |m| with_second(m, epoll(3, 1)),
+            "process.descriptions[1].kind.targets[0]",
+        );
+        for bad in [
+            inotify(&[(0, 0x100, "/a")]),
+            inotify(&[(2, 0x100, "/a"), (2, 0x100, "/b")]),
+            inotify(&[(3, 0x100, "/a"), (2, 0x100, "/b")]),
+            inotify(&[(MAX_INOTIFY_WD + 1, 0x100, "/a")]),
+            inotify(&[(1, 0, "/a")]),
+            inotify(&[(1, 0x0100_0100, "/a")]),
+            inotify(&[(1, 0x8000_0000, "/a")]),
+        ] {
+            refused(
+                |m| with_second(m, bad.clone()),
+                "process.descriptions[1].kind.watches[",
+            );
+        }
+        refused(
+            |m| with_second(m, inotify(&[(1, 0x100, "relative")])),
+            "process.descriptions[1].kind.watches[0].path",
+        );
+
+        let lock = |kind, start, end| FileLock {
+            kind,
+            write: true,
+            start,
+            end,
+        };
+        let with_lock = |m: &mut Manifest, l: FileLock| {
+            m.process.descriptions[0].kind = OpenFileKind::Regular;
+            m.process.descriptions[0].locks = vec![l];
+        };
+        for ok in [
+            lock(LockKind::Flock, 0, None),
+            lock(LockKind::Posix, 10, Some(19)),
+            lock(LockKind::Ofd, 5, Some(5)),
+            lock(LockKind::Posix, i64::MAX as u64, None),
+        ] {
+            let mut m = sample();
+            with_lock(&mut m, ok);
+            assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            lock(LockKind::Flock, 1, None),
+            lock(LockKind::Flock, 0, Some(9)),
+            lock(LockKind::Posix, 10, Some(9)),
+            lock(LockKind::Ofd, 0, Some(u64::MAX)),
+            lock(LockKind::Posix, u64::MAX, None),
+        ] {
+            refused(|m| with_lock(m, bad), "process.descriptions[0].locks[0]");
+        }
+        // Locks only on what restore reopens as a file or directory.
+        refused(
+            |m| m.process.descriptions[0].locks = vec![lock(LockKind::Flock, 0, None)],
+            "process.descriptions[0].locks",
         );
     }
 

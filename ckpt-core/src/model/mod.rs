@@ -27,10 +27,10 @@ pub mod task;
 pub mod timers;
 
 pub use creds::{Credentials, Namespaces, NsId};
-pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use files::{
     EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS, INOTIFY_MASK_BITS,
 };
+pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, Rseq, ThreadState};

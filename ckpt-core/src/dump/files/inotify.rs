@@ -39,7 +39,6 @@ pub(super) const LINK: &str = "anon_inode:inotify";
 /// watched file.
 const MAX_ENTRIES_PER_DIR: usize = 4096;
 
-
 /// A mount's device (`MAJ:MIN`) and mount point from one line of
 /// `/proc/PID/mountinfo`.
 fn mount_of(line: &str) -> Option<(u64, u64, String)> {
@@ -151,9 +150,7 @@ impl Frozen {
         }
         // Cheap check as the dumper first (same inode number), then as the
         // caller.
-        let same_ino = |p: &str| {
-            std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == mark.ino)
-        };
+        let same_ino = |p: &str| std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == mark.ino);
         let mut tried = HashSet::new();
         for p in near {
             if tried.insert(p.clone()) && same_ino(p) && self.caller_sees(p, mark) {

@@ -86,7 +86,11 @@ impl Frozen {
                 let l = l.to_string_lossy().into_owned();
                 if l.starts_with('/') {
                     if let Some((parent, _)) = l.rsplit_once('/') {
-                        near.push(if parent.is_empty() { "/".into() } else { parent.into() });
+                        near.push(if parent.is_empty() {
+                            "/".into()
+                        } else {
+                            parent.into()
+                        });
                     }
                     near.push(l);
                 }
@@ -185,8 +189,7 @@ impl Frozen {
             });
         }
         for (efd, entries) in epolls {
-            let targets =
-                epoll::resolve(pid, efd, &entries, &descriptions, &holders, &by_fd)?;
+            let targets = epoll::resolve(pid, efd, &entries, &descriptions, &holders, &by_fd)?;
             if let Some(&i) = by_fd.get(&efd) {
                 if let Some(d) = descriptions.get_mut(i) {
                     d.kind = OpenFileKind::Epoll { targets };

@@ -87,7 +87,11 @@ impl Builder<'_> {
                     )))
                 }
                 None => {
-                    self.sys("dup3", libc::SYS_dup3, [src, n, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+                    self.sys(
+                        "dup3",
+                        libc::SYS_dup3,
+                        [src, n, libc::O_CLOEXEC as u64, 0, 0, 0],
+                    )?;
                     true
                 }
             };
@@ -100,7 +104,11 @@ impl Builder<'_> {
                 events,
                 data: t.data,
             })?;
-            self.sys("epoll_ctl(ADD)", libc::SYS_epoll_ctl, [ep, CTL_ADD, n, ev, 0, 0])?;
+            self.sys(
+                "epoll_ctl(ADD)",
+                libc::SYS_epoll_ctl,
+                [ep, CTL_ADD, n, ev, 0, 0],
+            )?;
             if disarmed(t.events) {
                 let out = self.inj.alloc_struct::<EpollEvent>()?;
                 let got = self.sys("epoll_wait", libc::SYS_epoll_wait, [ep, out, 1, 0, 0, 0])?;
@@ -111,7 +119,11 @@ impl Builder<'_> {
                         events: t.events,
                         data: t.data,
                     })?;
-                    self.sys("epoll_ctl(MOD)", libc::SYS_epoll_ctl, [ep, CTL_MOD, n, ev, 0, 0])?;
+                    self.sys(
+                        "epoll_ctl(MOD)",
+                        libc::SYS_epoll_ctl,
+                        [ep, CTL_MOD, n, ev, 0, 0],
+                    )?;
                 }
             }
             if temporary {

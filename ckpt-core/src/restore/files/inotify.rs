@@ -59,7 +59,11 @@ impl Builder<'_> {
                         "inotify: a throw-away watch got wd {r}, not {next}"
                     )));
                 }
-                self.sys("inotify_rm_watch", libc::SYS_inotify_rm_watch, [fd, r, 0, 0, 0, 0])?;
+                self.sys(
+                    "inotify_rm_watch",
+                    libc::SYS_inotify_rm_watch,
+                    [fd, r, 0, 0, 0, 0],
+                )?;
                 next += 1;
             }
             let target = self.open_in_stub(&w.path, libc::O_PATH | libc::O_NOFOLLOW)?;

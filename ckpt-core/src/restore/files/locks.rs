@@ -40,7 +40,11 @@ impl Builder<'_> {
         for l in &d.locks {
             let r = match l.kind {
                 LockKind::Flock => {
-                    let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+                    let op = if l.write {
+                        libc::LOCK_EX
+                    } else {
+                        libc::LOCK_SH
+                    } | libc::LOCK_NB;
                     self.sys_raw(libc::SYS_flock, [fd, op as u64, 0, 0, 0, 0])?
                 }
                 LockKind::Posix | LockKind::Ofd => {
@@ -53,7 +57,11 @@ impl Builder<'_> {
                             .and_then(|n| i64::try_from(n).ok())
                             .unwrap_or(i64::MAX),
                     };
-                    let kind = if l.write { libc::F_WRLCK } else { libc::F_RDLCK } as i16;
+                    let kind = if l.write {
+                        libc::F_WRLCK
+                    } else {
+                        libc::F_RDLCK
+                    } as i16;
                     let at = self.inj.put_struct(&Flock { kind, start, len })?;
                     let cmd = if l.kind == LockKind::Posix {
                         libc::F_SETLK as u64
