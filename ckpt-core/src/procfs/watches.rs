@@ -6,9 +6,11 @@
 //! ```text
 //! tfd:        6 events: 10000019 data:                9  pos:0 ino:40e sdev:10
 //! inotify wd:3 ino:99063e sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:3e0699003506e5a2
-//! lock:	1: POSIX  ADVISORY  WRITE 6590 fe:00:10028610 10 19
-//! lock:	2: OFDLCK ADVISORY  READ -1 fe:00:10028611 5 EOF
+//! lock:   1: POSIX  ADVISORY  WRITE 6590 fe:00:10028610 10 19
+//! lock:   2: OFDLCK ADVISORY  READ -1 fe:00:10028611 5 EOF
 //! ```
+//!
+//! (a tab, not spaces, after `lock:`).
 //!
 //! The kernel prints `tfd: %8d events: %8x data: %16llx  pos:%lli
 //! ino:%lx sdev:%x` (an epoll entry; `sdev` is the kernel's internal
@@ -130,7 +132,7 @@ pub fn parse_epoll(text: &str) -> Result<Vec<EpollEntry>, ParseError> {
 
 /// A hex string of bytes (two digits each).
 fn hex_bytes(s: &str) -> Result<Vec<u8>, Problem> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Problem::Malformed);
     }
     let mut out = Vec::with_capacity(s.len() / 2);
@@ -269,8 +271,8 @@ lock:\t4: FLOCK  ADVISORY  WRITE 6590 fe:00:10028609 0 EOF\n\
 lock:\t5: LEASE  ACTIVE    READ 6590 fe:00:10028612 0 EOF\n";
 
     #[test]
-    fn procfs_epoll_entries() {
-        let e = parse_epoll(EPOLL).unwrap();
+    fn procfs_epoll_entries() -> Result<(), ParseError> {
+        let e = parse_epoll(EPOLL)?;
         assert_eq!(e.len(), 3);
         assert_eq!(
             e[1],
@@ -283,9 +285,7 @@ lock:\t5: LEASE  ACTIVE    READ 6590 fe:00:10028612 0 EOF\n";
             }
         );
         assert_eq!((e[2].tfd, e[2].events, e[2].data), (5, 0x4000_0000, 7));
-        assert!(parse_epoll(super::super::testdata::FDINFO_EVENTFD)
-            .unwrap()
-            .is_empty());
+        assert!(parse_epoll(super::super::testdata::FDINFO_EVENTFD)?.is_empty());
         for bad in [
             "tfd: x events: 1 data: 1  pos:0 ino:1 sdev:1\n",
             "tfd: 1 events: 1 data: 1  pos:0 ino:1\n",
@@ -299,11 +299,12 @@ lock:\t5: LEASE  ACTIVE    READ 6590 fe:00:10028612 0 EOF\n";
         for i in 0..EPOLL.len() {
             let _ = parse_epoll(&EPOLL[..i]);
         }
+        Ok(())
     }
 
     #[test]
-    fn procfs_inotify_watches() {
-        let w = parse_inotify(INOTIFY).unwrap();
+    fn procfs_inotify_watches() -> Result<(), ParseError> {
+        let w = parse_inotify(INOTIFY)?;
         assert_eq!(w.len(), 3);
         assert_eq!(w[1].wd, 0x1a);
         assert_eq!(w[1].mask, 0x8000_0300);
@@ -325,11 +326,12 @@ lock:\t5: LEASE  ACTIVE    READ 6590 fe:00:10028612 0 EOF\n";
         for i in 0..INOTIFY.len() {
             let _ = parse_inotify(&INOTIFY[..i]);
         }
+        Ok(())
     }
 
     #[test]
-    fn procfs_lock_lines() {
-        let l = parse_locks(LOCKS).unwrap();
+    fn procfs_lock_lines() -> Result<(), ParseError> {
+        let l = parse_locks(LOCKS)?;
         assert_eq!(
             l,
             vec![
@@ -375,5 +377,6 @@ lock:\t5: LEASE  ACTIVE    READ 6590 fe:00:10028612 0 EOF\n";
         for i in 0..LOCKS.len() {
             let _ = parse_locks(&LOCKS[..i]);
         }
+        Ok(())
     }
 }
