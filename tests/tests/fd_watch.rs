@@ -261,3 +261,122 @@ fn dump_refuses_unread_inotify_events() {
          again: checkpoint when the program has read them)",
     );
 }
+
+/// A file with the user as owner (so the user's processes can write it).
+fn user_file(env: &Env, path: &Path) -> fs::File {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    std::os::unix::fs::chown(path, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    f
+}
+
+/// A fifo the user owns, opened read-write by the test (so neither end
+/// blocks): what the sqlite3 shell reads its commands from.
+fn user_fifo(env: &Env, path: &Path) -> fs::File {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::chown(path, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
+/// `sqlite3 DB SQL` as the user: its stdout and stderr.
+fn sqlite_query(env: &Env, dir: &TestDir, db: &Path, sql: &str) -> String {
+    let mut cmd = env.command(Who::User(&env.user), Path::new(SQLITE3));
+    cmd.arg(db).arg(sql).current_dir(&dir.work);
+    let run = dir.run(cmd);
+    format!("{}{}", run.stdout, run.stderr)
+}
+
+const SQLITE3: &str = "/usr/bin/sqlite3";
+
+/// A real program: the sqlite3 shell inside an exclusive transaction
+/// holds POSIX locks on its database. Dumped and restored (its stdin, a
+/// fifo, becomes the restore caller's: another fifo), it still holds them
+/// (another sqlite3 finds the database locked), and then commits.
+#[test]
+fn sqlite3_in_a_transaction_keeps_its_lock() {
+    use std::io::Write;
+    let env = Env::require();
+    assert!(
+        Path::new(SQLITE3).exists(),
+        "{SQLITE3} is needed by this test (apt-get install sqlite3)"
+    );
+    let dir = TestDir::new(&env, "fd-watch-sqlite");
+    let wdir = dir.work.join("sq");
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let db = wdir.join("db");
+    let out_path = wdir.join("out");
+    let out = user_file(&env, &out_path);
+    let mut in1 = user_fifo(&env, &wdir.join("in1"));
+    let mut in2 = user_fifo(&env, &wdir.join("in2"));
+
+    let mut cmd = env.command(Who::User(&env.user), Path::new("/usr/bin/setsid"));
+    cmd.arg(SQLITE3)
+        .arg(&db)
+        .current_dir(&wdir)
+        .stdin(in1.try_clone().unwrap())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let mut child = cmd.spawn().unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    wait_until(WAIT, "sqlite3 runs", || {
+        fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() == Some(Path::new(SQLITE3))
+    });
+    let mut orig = Proc::adopt(pid, "sqlite3").unwrap();
+    in1.write_all(
+        b"CREATE TABLE t(x);\nINSERT INTO t VALUES(1);\nBEGIN EXCLUSIVE;\n\
+          INSERT INTO t VALUES(2);\nSELECT 'in-tx', count(*) FROM t;\n",
+    )
+    .unwrap();
+    wait_until(WAIT, "sqlite3 is inside its transaction", || {
+        fs::read_to_string(&out_path).is_ok_and(|s| s.contains("in-tx|2"))
+    });
+    assert!(
+        locks_of(pid)
+            .iter()
+            .any(|l| l.contains("POSIX  ADVISORY  WRITE")),
+        "sqlite3 holds a POSIX write lock before the dump"
+    );
+
+    let image = dir.work.join("sq.ckpt");
+    env.dump_ok(&dir, pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let _ = child.wait();
+
+    let mut cmd = env.command(Who::User(&env.user), &env.verify_path());
+    cmd.args(["restore", path_str(&image)])
+        .current_dir(&dir.work)
+        .stdin(in2.try_clone().unwrap());
+    let run = dir.run(cmd);
+    run.assert_code(exit::OK, "restore of sqlite3");
+    let rpid: i32 = run.stdout.trim().parse().unwrap();
+    let mut restored = Proc::adopt(rpid, "restored sqlite3").unwrap();
+    assert!(
+        locks_of(rpid)
+            .iter()
+            .any(|l| l.contains("POSIX  ADVISORY  WRITE")),
+        "the restored sqlite3 holds its POSIX write lock: {:?}",
+        locks_of(rpid)
+    );
+    let other = sqlite_query(&env, &dir, &db, "SELECT count(*) FROM t;");
+    assert!(
+        other.contains("database is locked"),
+        "another sqlite3 finds the database locked, got {other:?}"
+    );
+
+    in2.write_all(b"COMMIT;\nSELECT 'after-commit', count(*) FROM t;\n.quit\n")
+        .unwrap();
+    wait_until(WAIT, "the restored sqlite3 commits", || {
+        fs::read_to_string(&out_path).is_ok_and(|s| s.contains("after-commit|2"))
+    });
+    restored.wait_gone("sqlite3 quits");
+    let other = sqlite_query(&env, &dir, &db, "SELECT count(*) FROM t;");
+    assert_eq!(other.trim(), "2", "the committed rows are there");
+}
