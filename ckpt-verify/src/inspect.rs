@@ -209,6 +209,12 @@ fn to_json(reader: &ImageReader) -> Value {
                     _ => None,
                 }),
                 "state": d.map(|d| anonymous_state(&d.kind).trim_start_matches(", ").to_string()),
+                "locks": d.map(|d| d.locks.iter().map(|l| json!({
+                    "kind": format!("{:?}", l.kind).to_lowercase(),
+                    "write": l.write,
+                    "start": l.start,
+                    "end": l.end,
+                })).collect::<Vec<_>>()),
             })
         })
         .collect();
