@@ -84,3 +84,18 @@ pub const MAX_PENDING_SIGNALS: usize = 2 * 4096;
 
 /// Most auxiliary-vector words (`AT_VECTOR_SIZE` pairs and then some).
 pub const MAX_AUXV_WORDS: usize = 128;
+
+/// Most epoll interest-list entries in an image, all epoll instances
+/// together.
+pub const MAX_EPOLL_TARGETS: usize = 65_536;
+
+/// Most inotify watches in an image, all instances together.
+pub const MAX_INOTIFY_WATCHES: usize = 65_536;
+
+/// Highest inotify watch descriptor restore recreates: wds are handed out
+/// in turn, so reaching wd `n` takes `n` watches added (and the unused
+/// ones removed) in the new instance.
+pub const MAX_INOTIFY_WD: i32 = 65_536;
+
+/// Most file locks (flock, POSIX, OFD) in an image.
+pub const MAX_FILE_LOCKS: usize = 65_536;

@@ -8,7 +8,7 @@
 //! the whole call, with lengths taken from that same memory.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -171,6 +171,103 @@ pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
         )
     };
     Ok(Errno::result(r)? == 0)
+}
+
+/// Is the file behind `pid`'s fd `fd` the target that `pid`'s epoll `efd`
+/// holds as the `toff`-th entry added under fd number `tfd` (`kcmp` with
+/// `KCMP_EPOLL_TFD`)? `ESRCH`/`EBADF`/`ENOENT` mean no such entry or fd.
+pub fn kcmp_epoll_target(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool, Errno> {
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: `slot` is a live 12-byte struct the kernel only reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_EPOLL_TFD,
+            fd as libc::c_long,
+            slot.as_ptr() as libc::c_long,
+        )
+    };
+    Ok(Errno::result(r)? == 0)
+}
+
+/// Largest file handle the kernel hands out (`MAX_HANDLE_SZ`).
+pub const MAX_HANDLE_SZ: usize = 128;
+/// `AT_HANDLE_FID`: a handle that identifies the inode (the encoding
+/// fdinfo shows for fsnotify marks), not necessarily one to open by.
+const AT_HANDLE_FID: libc::c_int = 0x200;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct RawHandle {
+    bytes: u32,
+    kind: i32,
+    data: [u8; MAX_HANDLE_SZ],
+}
+
+/// The identifying file handle (`name_to_handle_at` with
+/// `AT_HANDLE_FID`) of the file `fd` refers to: its type and bytes.
+pub fn fid_handle_of(fd: BorrowedFd<'_>) -> Result<(i32, Vec<u8>), Errno> {
+    let mut h = RawHandle {
+        bytes: MAX_HANDLE_SZ as u32,
+        kind: 0,
+        data: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `h` is a file_handle with `bytes` bytes of room after its
+    // header; the empty path with AT_EMPTY_PATH names `fd` itself.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut h as *mut RawHandle,
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH | AT_HANDLE_FID,
+        )
+    };
+    Errno::result(r)?;
+    let n = (h.bytes as usize).min(MAX_HANDLE_SZ);
+    Ok((h.kind, h.data[..n].to_vec()))
+}
+
+/// Open the file behind handle (`kind`, `bytes`) on the file system of
+/// `mount_fd` (`open_by_handle_at`, `O_PATH`); needs
+/// `CAP_DAC_READ_SEARCH`.
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, kind: i32, bytes: &[u8]) -> Result<OwnedFd, Errno> {
+    if bytes.len() > MAX_HANDLE_SZ {
+        return Err(Errno::EINVAL);
+    }
+    let mut h = RawHandle {
+        bytes: bytes.len() as u32,
+        kind,
+        data: [0; MAX_HANDLE_SZ],
+    };
+    h.data[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `h` is a complete file_handle the kernel only reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            &mut h as *mut RawHandle,
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(r)?;
+    // SAFETY: the kernel just returned this new fd; we own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Bytes waiting to be read on `fd` (`FIONREAD`).
+pub fn bytes_readable(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the live `n`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    Errno::result(r)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Read `buf.len()` bytes at `addr` of process `pid` (`process_vm_readv`).

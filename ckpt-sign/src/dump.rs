@@ -39,7 +39,7 @@ use ckpt_core::dump::Frozen;
 use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
 use ckpt_keys::SigningKey;
 use ckpt_privsep::access::{caller_may_ptrace_attach, open_pidfd, pidfd_alive, AccessError};
-use ckpt_privsep::as_caller::{create_output, open_for_read, CreateError};
+use ckpt_privsep::as_caller::{create_output, open_for_read, open_path, CreateError};
 use ckpt_privsep::audit::{AuditLog, Record, Severity};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::shield::{Interrupted, Shield};
@@ -236,6 +236,12 @@ pub(crate) fn run(
         )
     })?;
     frozen.set_cancel(ckpt_privsep::shield::interrupted);
+    // Paths the dump finds with privilege (inotify watches) are kept only
+    // if the caller can look them up itself.
+    let as_caller = caller.clone();
+    frozen.set_path_opener(Box::new(move |p| {
+        open_path(&as_caller, std::path::Path::new(p)).ok()
+    }));
     if !pidfd_alive(&watch) {
         return Err(Fail::new(
             Exit::DumpFailed,

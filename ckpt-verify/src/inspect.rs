@@ -48,6 +48,8 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Eventfd { .. } => "eventfd",
         OpenFileKind::Signalfd { .. } => "signalfd",
         OpenFileKind::Timerfd { .. } => "timerfd",
+        OpenFileKind::Epoll { .. } => "epoll",
+        OpenFileKind::Inotify { .. } => "inotify",
     }
 }
 
@@ -57,6 +59,27 @@ fn external_note(k: &OpenFileKind) -> &'static str {
         OpenFileKind::External { .. } => ", restore connects it to the caller's fd of that number",
         _ => "",
     }
+}
+
+/// The file locks held through a description, or "".
+fn locks_note(d: &ckpt_core::state::OpenFile) -> String {
+    if d.locks.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = d
+        .locks
+        .iter()
+        .map(|l| {
+            let end = l.end.map_or_else(|| "EOF".to_string(), |e| e.to_string());
+            format!(
+                "{:?} {} {}-{end}",
+                l.kind,
+                if l.write { "write" } else { "read" },
+                l.start
+            )
+        })
+        .collect();
+    format!(", locks [{}]", list.join("; "))
 }
 
 /// The saved state of a description restore creates anew, or "".
@@ -80,6 +103,20 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             interval_ns / 1_000_000_000,
             interval_ns % 1_000_000_000
         ),
+        OpenFileKind::Epoll { targets } => {
+            let list: Vec<String> = targets
+                .iter()
+                .map(|t| format!("fd {} events {:#x} data {:#x}", t.fd, t.events, t.data))
+                .collect();
+            format!(", watching [{}]", list.join("; "))
+        }
+        OpenFileKind::Inotify { watches } => {
+            let list: Vec<String> = watches
+                .iter()
+                .map(|w| format!("wd {} mask {:#x} {}", w.wd, w.mask, show(&w.path)))
+                .collect();
+            format!(", watches [{}]", list.join("; "))
+        }
         _ => String::new(),
     }
 }
@@ -172,6 +209,12 @@ fn to_json(reader: &ImageReader) -> Value {
                     _ => None,
                 }),
                 "state": d.map(|d| anonymous_state(&d.kind).trim_start_matches(", ").to_string()),
+                "locks": d.map(|d| d.locks.iter().map(|l| json!({
+                    "kind": format!("{:?}", l.kind).to_lowercase(),
+                    "write": l.write,
+                    "start": l.start,
+                    "end": l.end,
+                })).collect::<Vec<_>>()),
             })
         })
         .collect();
@@ -348,13 +391,14 @@ fn print_text(path: &Path, reader: &ImageReader) {
     for fd in &p.fds {
         match p.descriptions.get(fd.description as usize) {
             Some(d) => outln!(
-                "  {:>4}: {} {} (flags {:#o}, offset {}{}{}{})",
+                "  {:>4}: {} {} (flags {:#o}, offset {}{}{}{}{})",
                 fd.fd,
                 file_kind(&d.kind),
                 show(&d.path),
                 d.flags,
                 d.offset,
                 anonymous_state(&d.kind),
+                locks_note(d),
                 if fd.cloexec { ", close-on-exec" } else { "" },
                 external_note(&d.kind)
             ),

@@ -627,6 +627,43 @@ pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
     Ok(File::from(fd))
 }
 
+/// Look `path` up as the caller: an `O_PATH | O_NOFOLLOW` fd for it, which
+/// the caller could have opened itself (every directory on the way
+/// searchable by the caller). Nothing is read through it; the dump uses it
+/// to confirm that a path it found with privilege (an inotify watch's) is
+/// one the caller can see, and is the very file.
+pub fn open_path(caller: &Caller, path: &Path) -> Result<OwnedFd, OpenError> {
+    let c_path = cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath {
+        path: path.to_owned(),
+    })?;
+    let reply = run_as_caller(caller, &[], || {
+        let fd = nix::fcntl::open(
+            c_path.as_c_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ChildFail::new(OP_OPEN, e))?;
+        Ok(ChildOk {
+            value: 0,
+            fds: vec![fd],
+        })
+    });
+    let mut reply = match reply {
+        Ok(r) => r,
+        Err(RunError::Helper(h)) => return Err(h.into()),
+        Err(RunError::Op(f)) => {
+            return Err(OpenError::Open {
+                path: path.to_owned(),
+                errno: f.errno(),
+            })
+        }
+    };
+    match (reply.fds.pop(), reply.fds.is_empty()) {
+        (Some(fd), true) => Ok(fd),
+        _ => Err(HelperError::BadReply.into()),
+    }
+}
+
 /// Open a caller-named image for reading (see [`open_for_read`]).
 pub fn open_image_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
     open_for_read(caller, path)

@@ -35,6 +35,7 @@ impl Frozen {
             tracee: Some(tracee),
             saved,
             cancel: None,
+            path_opener: None,
         })
     }
 

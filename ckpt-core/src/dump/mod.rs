@@ -117,7 +117,14 @@ pub struct Frozen {
     /// Polled between steps; `true` makes [`Frozen::dump`] stop with
     /// [`DumpError::Cancelled`].
     cancel: Option<fn() -> bool>,
+    /// Opens a path (`O_PATH`) as the caller the image is for; see
+    /// [`Frozen::set_path_opener`]. `None`: as this process.
+    path_opener: Option<PathOpener>,
 }
+
+/// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
+/// `None` when the caller cannot reach it.
+pub type PathOpener = Box<dyn Fn(&str) -> Option<OwnedFd>>;
 
 impl std::fmt::Debug for Frozen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

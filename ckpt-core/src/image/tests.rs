@@ -222,6 +222,7 @@ pub(super) fn sample_process() -> ProcessState {
             offset: 0,
             dev: 5,
             ino: 6,
+            locks: vec![],
         }],
         itimers: vec![],
         oom_score_adj: 0,

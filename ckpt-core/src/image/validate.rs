@@ -18,11 +18,15 @@ use std::fmt;
 
 use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
-    MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILE_LOCKS, MAX_GROUPS, MAX_IMAGE_STRING_LEN,
+    MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS, MAX_RLIMITS,
+    MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
-use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
+use crate::model::{
+    EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
+    VmaKind, INOTIFY_MASK_BITS, TIMERFD_CLOCKS,
+};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
 const PAGE: u64 = 4096;
@@ -325,9 +329,40 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                     ));
                 }
             }
+            OpenFileKind::Epoll { targets } => {
+                anonymous(i, &d.path)?;
+                epoll_targets(i, targets, p.descriptions.len())?;
+            }
+            OpenFileKind::Inotify { watches } => {
+                anonymous(i, &d.path)?;
+                inotify_watches(i, watches)?;
+            }
             _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
         }
+        file_locks(i, d)?;
     }
+    let total = |f: fn(&OpenFile) -> usize| p.descriptions.iter().map(f).sum::<usize>();
+    count(
+        "process.descriptions[*].kind.targets",
+        total(|d| match &d.kind {
+            OpenFileKind::Epoll { targets } => targets.len(),
+            _ => 0,
+        }),
+        MAX_EPOLL_TARGETS,
+    )?;
+    count(
+        "process.descriptions[*].kind.watches",
+        total(|d| match &d.kind {
+            OpenFileKind::Inotify { watches } => watches.len(),
+            _ => 0,
+        }),
+        MAX_INOTIFY_WATCHES,
+    )?;
+    count(
+        "process.descriptions[*].locks",
+        total(|d| d.locks.len()),
+        MAX_FILE_LOCKS,
+    )?;
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
         let at = || format!("process.fds[{i}] (fd {})", fd.fd);
@@ -355,6 +390,102 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
             return Err(invalid(
                 at(),
                 "is connected outside the image (External), which only fds 0-2 may be",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An epoll's entries: each names another description, under an fd
+/// number.
+fn epoll_targets(i: usize, targets: &[EpollTarget], n: usize) -> Result<(), Invalid> {
+    count(
+        &format!("process.descriptions[{i}].kind.targets"),
+        targets.len(),
+        MAX_EPOLL_TARGETS,
+    )?;
+    for (j, t) in targets.iter().enumerate() {
+        let at = || format!("process.descriptions[{i}].kind.targets[{j}]");
+        if t.fd < 0 {
+            return Err(invalid(at(), format!("fd {} is negative", t.fd)));
+        }
+        if t.description as usize >= n {
+            return Err(invalid(
+                at(),
+                format!("names description {}, but there are {n}", t.description),
+            ));
+        }
+        if t.description as usize == i {
+            return Err(invalid(at(), "names the epoll itself"));
+        }
+    }
+    Ok(())
+}
+
+/// An inotify's watches: wds increasing from 1, a mask of events and the
+/// two flags the kernel keeps, an absolute path.
+fn inotify_watches(i: usize, watches: &[InotifyWatch]) -> Result<(), Invalid> {
+    count(
+        &format!("process.descriptions[{i}].kind.watches"),
+        watches.len(),
+        MAX_INOTIFY_WATCHES,
+    )?;
+    let mut prev = 0;
+    for (j, w) in watches.iter().enumerate() {
+        let at = || format!("process.descriptions[{i}].kind.watches[{j}]");
+        if w.wd <= prev || w.wd > MAX_INOTIFY_WD {
+            return Err(invalid(
+                at(),
+                format!(
+                    "wd {} is not above the previous one ({prev}) and at most {MAX_INOTIFY_WD}",
+                    w.wd
+                ),
+            ));
+        }
+        prev = w.wd;
+        if w.mask & !INOTIFY_MASK_BITS != 0 || w.mask & 0xfff == 0 {
+            return Err(invalid(
+                at(),
+                format!(
+                    "mask {:#x} is not a set of inotify events and flags",
+                    w.mask
+                ),
+            ));
+        }
+        path(format!("{}.path", at()), &w.path)?;
+    }
+    Ok(())
+}
+
+/// Locks: only on files and directories; a range within `off_t`; flock
+/// on the whole file.
+fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
+    if d.locks.is_empty() {
+        return Ok(());
+    }
+    count(
+        &format!("process.descriptions[{i}].locks"),
+        d.locks.len(),
+        MAX_FILE_LOCKS,
+    )?;
+    if !matches!(d.kind, OpenFileKind::Regular | OpenFileKind::Directory) {
+        return Err(invalid(
+            format!("process.descriptions[{i}].locks"),
+            "locks on a description that is not a file or directory",
+        ));
+    }
+    let max = i64::MAX as u64;
+    for (j, l) in d.locks.iter().enumerate() {
+        let at = || format!("process.descriptions[{i}].locks[{j}]");
+        let ok = match (l.kind, l.end) {
+            (LockKind::Flock, end) => l.start == 0 && end.is_none(),
+            (_, None) => l.start <= max,
+            (_, Some(end)) => l.start <= end && end <= max,
+        };
+        if !ok {
+            return Err(invalid(
+                at(),
+                format!("range {}..{:?} is not a lock's", l.start, l.end),
             ));
         }
     }
@@ -434,7 +565,7 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::model::{FdState, PendingSignal, SigAction, Vma};
+    use crate::model::{FdState, FileLock, PendingSignal, SigAction, Vma};
 
     fn sample() -> Manifest {
         sample_manifest()
@@ -628,6 +759,120 @@ mod tests {
                 m.process.descriptions[0].path = "a".repeat(5000);
             },
             "process.descriptions[0].path",
+        );
+    }
+
+    /// The sample with a second description: an epoll at fd 1 watching
+    /// the first (a regular file here; restore would fail on it, which is
+    /// not malformation), or an inotify.
+    fn with_second(m: &mut Manifest, kind: OpenFileKind) {
+        let mut d = m.process.descriptions[0].clone();
+        d.kind = kind;
+        d.path = "anon_inode:[eventpoll]".into();
+        m.process.descriptions.push(d);
+        m.process.fds.push(FdState {
+            fd: 1,
+            description: 1,
+            cloexec: false,
+        });
+    }
+
+    fn epoll(fd: i32, description: u32) -> OpenFileKind {
+        OpenFileKind::Epoll {
+            targets: vec![EpollTarget {
+                fd,
+                description,
+                events: 0x4000_0000,
+                data: 7,
+            }],
+        }
+    }
+
+    fn inotify(watches: &[(i32, u32, &str)]) -> OpenFileKind {
+        OpenFileKind::Inotify {
+            watches: watches
+                .iter()
+                .map(|&(wd, mask, path)| InotifyWatch {
+                    wd,
+                    mask,
+                    path: path.into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn epoll_inotify_and_locks_are_checked() {
+        let mut m = sample();
+        with_second(&mut m, epoll(9, 0));
+        assert_eq!(validate(&m).map_err(|e| e.field), Ok(()));
+        let mut m = sample();
+        with_second(&mut m, inotify(&[(1, 0x100, "/a"), (5, 0x8000_0002, "/b")]));
+        assert_eq!(validate(&m).map_err(|e| e.field), Ok(()));
+        refused(
+            |m| with_second(m, epoll(-1, 0)),
+            "process.descriptions[1].kind.targets[0]",
+        );
+        refused(
+            |m| with_second(m, epoll(3, 2)),
+            "process.descriptions[1].kind.targets[0]",
+        );
+        refused(
+            |m| with_second(m, epoll(3, 1)),
+            "process.descriptions[1].kind.targets[0]",
+        );
+        for bad in [
+            inotify(&[(0, 0x100, "/a")]),
+            inotify(&[(2, 0x100, "/a"), (2, 0x100, "/b")]),
+            inotify(&[(3, 0x100, "/a"), (2, 0x100, "/b")]),
+            inotify(&[(MAX_INOTIFY_WD + 1, 0x100, "/a")]),
+            inotify(&[(1, 0, "/a")]),
+            inotify(&[(1, 0x0100_0100, "/a")]),
+            inotify(&[(1, 0x8000_0000, "/a")]),
+        ] {
+            refused(
+                |m| with_second(m, bad.clone()),
+                "process.descriptions[1].kind.watches[",
+            );
+        }
+        refused(
+            |m| with_second(m, inotify(&[(1, 0x100, "relative")])),
+            "process.descriptions[1].kind.watches[0].path",
+        );
+
+        let lock = |kind, start, end| FileLock {
+            kind,
+            write: true,
+            start,
+            end,
+        };
+        let with_lock = |m: &mut Manifest, l: FileLock| {
+            m.process.descriptions[0].kind = OpenFileKind::Regular;
+            m.process.descriptions[0].locks = vec![l];
+        };
+        for ok in [
+            lock(LockKind::Flock, 0, None),
+            lock(LockKind::Posix, 10, Some(19)),
+            lock(LockKind::Ofd, 5, Some(5)),
+            lock(LockKind::Posix, i64::MAX as u64, None),
+        ] {
+            let mut m = sample();
+            with_lock(&mut m, ok);
+            assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            lock(LockKind::Flock, 1, None),
+            lock(LockKind::Flock, 0, Some(9)),
+            lock(LockKind::Posix, 10, Some(9)),
+            lock(LockKind::Ofd, 0, Some(u64::MAX)),
+            lock(LockKind::Posix, u64::MAX, None),
+        ] {
+            refused(|m| with_lock(m, bad), "process.descriptions[0].locks[0]");
+        }
+        // Locks only on what restore reopens as a file or directory.
+        refused(
+            |m| m.process.descriptions[0].locks = vec![lock(LockKind::Flock, 0, None)],
+            "process.descriptions[0].locks",
         );
     }
 

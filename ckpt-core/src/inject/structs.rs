@@ -191,6 +191,75 @@ impl KernelStruct for ITimerSpec {
     }
 }
 
+/// `struct flock` (`F_SETLK`, `F_OFD_SETLK`): always `SEEK_SET`, `l_pid`
+/// 0 (what `F_OFD_SETLK` requires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flock {
+    /// `F_RDLCK` (0) or `F_WRLCK` (1).
+    pub kind: i16,
+    pub start: i64,
+    /// 0: to the end of the file.
+    pub len: i64,
+}
+
+impl KernelStruct for Flock {
+    const SIZE: usize = 32;
+    const WHAT: &'static str = "writing flock";
+    fn encode(&self) -> Vec<u8> {
+        // short l_type, short l_whence, 4 bytes of padding, off_t l_start,
+        // off_t l_len, pid_t l_pid, 4 bytes of padding.
+        let mut out = Vec::with_capacity(Self::SIZE);
+        out.extend_from_slice(&self.kind.to_ne_bytes());
+        out.extend_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.start.to_ne_bytes());
+        out.extend_from_slice(&self.len.to_ne_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+    fn decode(b: &[u8]) -> Self {
+        let mut k = [0u8; 2];
+        if let Some(s) = b.get(0..2) {
+            k.copy_from_slice(s);
+        }
+        Flock {
+            kind: i16::from_ne_bytes(k),
+            start: word(b, 1) as i64,
+            len: word(b, 2) as i64,
+        }
+    }
+}
+
+/// `struct epoll_event` (packed on x86_64: a u32 then a u64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollEvent {
+    pub events: u32,
+    pub data: u64,
+}
+
+impl KernelStruct for EpollEvent {
+    const SIZE: usize = 12;
+    const WHAT: &'static str = "writing epoll_event";
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::SIZE);
+        out.extend_from_slice(&self.events.to_ne_bytes());
+        out.extend_from_slice(&self.data.to_ne_bytes());
+        out
+    }
+    fn decode(b: &[u8]) -> Self {
+        let mut e = [0u8; 4];
+        let mut d = [0u8; 8];
+        if let (Some(x), Some(y)) = (b.get(0..4), b.get(4..12)) {
+            e.copy_from_slice(x);
+            d.copy_from_slice(y);
+        }
+        EpollEvent {
+            events: u32::from_ne_bytes(e),
+            data: u64::from_ne_bytes(d),
+        }
+    }
+}
+
 /// `struct prctl_mm_map` (`PR_SET_MM_MAP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrctlMmMap {

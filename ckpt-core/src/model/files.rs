@@ -68,16 +68,87 @@ pub enum OpenFileKind {
         ticks: u64,
         settime_flags: u32,
     },
+    /// An epoll instance and its interest list, in the kernel's order.
+    /// Restore creates it after every other description and adds each
+    /// target with the same fd number, events and data.
+    Epoll { targets: Vec<EpollTarget> },
+    /// An inotify instance and its watches, in `wd` order. Restore adds
+    /// them again, as the restored process, so that each gets its `wd`.
+    Inotify { watches: Vec<InotifyWatch> },
+}
+
+/// One entry of an epoll interest list: the kernel keys it by the file
+/// *and* the fd number it was added under (`fd` may since have been
+/// closed or reused; `description` is the file it watches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollTarget {
+    /// The fd number the target was added under.
+    pub fd: i32,
+    /// Index into `ProcessState::descriptions` of the watched file.
+    pub description: u32,
+    /// `EPOLL*` bits as the kernel holds them (a disarmed `EPOLLONESHOT`
+    /// entry has only the private bits left).
+    pub events: u32,
+    pub data: u64,
+}
+
+/// `EPOLLONESHOT | EPOLLET | EPOLLWAKEUP | EPOLLEXCLUSIVE`: the bits an
+/// epoll entry keeps once an `EPOLLONESHOT` event disarmed it.
+pub const EPOLL_PRIVATE_BITS: u32 = (1 << 30) | (1 << 31) | (1 << 29) | (1 << 28);
+
+/// The mask bits an inotify watch keeps (`IN_ALL_EVENTS`,
+/// `IN_EXCL_UNLINK`, `IN_ONESHOT`): what fdinfo shows.
+pub const INOTIFY_MASK_BITS: u32 = 0xfff | 0x0400_0000 | 0x8000_0000;
+
+/// One inotify watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    /// The watch descriptor the program knows it by.
+    pub wd: i32,
+    /// `IN_*` events and flags (`IN_ONESHOT`, `IN_EXCL_UNLINK`).
+    pub mask: u32,
+    /// The watched file or directory, confirmed at dump to be the watched
+    /// inode and visible to the dump's caller.
+    pub path: String,
+}
+
+/// Which kind of file lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// `flock(2)`: the whole file, held by the description.
+    Flock,
+    /// A POSIX record lock (`F_SETLK`): held by the process.
+    Posix,
+    /// An open file description lock (`F_OFD_SETLK`): held by the
+    /// description.
+    Ofd,
+}
+
+/// A file lock the process held through a description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub kind: LockKind,
+    /// A write (exclusive) lock; otherwise a read (shared) one.
+    pub write: bool,
+    /// First byte (0 for `flock`).
+    pub start: u64,
+    /// Last byte, inclusive; `None` is "to the end of the file, however
+    /// long it grows" (always for `flock`).
+    pub end: Option<u64>,
 }
 
 impl OpenFileKind {
     /// Created anew by the stub (never opened by a path): an eventfd,
-    /// signalfd or timerfd. `path` holds the kernel's name of it
+    /// signalfd, timerfd, epoll or inotify instance. `path` holds the kernel's name of it
     /// (`anon_inode:[eventfd]`), for the user only.
     pub fn is_anonymous(&self) -> bool {
         matches!(
             self,
-            Self::Eventfd { .. } | Self::Signalfd { .. } | Self::Timerfd { .. }
+            Self::Eventfd { .. }
+                | Self::Signalfd { .. }
+                | Self::Timerfd { .. }
+                | Self::Epoll { .. }
+                | Self::Inotify { .. }
         )
     }
 }
@@ -99,4 +170,9 @@ pub struct OpenFile {
     /// restore may run on another host, or after the file was replaced).
     pub dev: u64,
     pub ino: u64,
+    /// File locks held through this description (flock and OFD locks
+    /// belong to it; POSIX locks to the process, taken through it), taken
+    /// again by the restored process itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<FileLock>,
 }

@@ -27,6 +27,9 @@ pub mod task;
 pub mod timers;
 
 pub use creds::{Credentials, Namespaces, NsId};
+pub use files::{
+    EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS, INOTIFY_MASK_BITS,
+};
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};

@@ -47,6 +47,7 @@ pub mod smaps;
 pub mod stat;
 pub mod status;
 pub mod timers;
+pub mod watches;
 
 mod lex;
 

@@ -78,6 +78,13 @@ pub enum RestoreError {
     FileChanged { path: String, what: String },
     #[error("cannot open {path} with the restored process's credentials: {errno}")]
     Open { path: String, errno: Errno },
+    /// A file lock the process held could not be taken again.
+    #[error("cannot take the {lock} on {path} again: {reason}")]
+    Locked {
+        path: String,
+        lock: String,
+        reason: String,
+    },
     #[error("creating the process: {0}")]
     Spawn(Errno),
     /// The restorer has other threads: forking the stub would not be sound.

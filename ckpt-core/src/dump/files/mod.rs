@@ -4,25 +4,32 @@
 //!
 //! Trusts: nothing read from `/proc` (paths may hold any bytes; fdinfo is
 //! parsed strictly). What restore cannot reopen is refused here, naming
-//! the fd: file locks, anything that is not a path (pipes, sockets,
-//! anonymous inodes other than eventfd, signalfd and timerfd), deleted
-//! files, other devices.
+//! the fd: anything that is not a path (pipes, sockets, anonymous inodes
+//! other than eventfd, signalfd, timerfd, epoll and inotify), deleted
+//! files, other devices, locks other than flock, POSIX and OFD ones.
+//!
+//! An epoll's entries name other descriptions, so they are resolved
+//! ([`epoll::resolve`]) once the whole table is known.
 //!
 //! A new kind of description: a variant of
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
 //! recognises and captures it, and one arm where `kind` is decided below.
 //! fds 0-2 connected outside the image are [`external`].
 
+mod epoll;
 mod eventfd;
 mod external;
+mod inotify;
+mod locks;
 mod regular;
 mod signalfd;
 mod timerfd;
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 use super::{proc_path, DumpError, Frozen};
-use crate::model::{FdState, OpenFile};
+use crate::model::{FdState, OpenFile, OpenFileKind};
 use crate::procfs;
 use crate::sys;
 
@@ -71,7 +78,29 @@ impl Frozen {
             }
         }
         numbers.sort_unstable();
+        // Paths the target uses: where the files an inotify watches are
+        // looked for first (see `inotify`).
+        let mut near = vec![self.cwd()?];
+        for &fd in &numbers {
+            if let Ok(l) = std::fs::read_link(proc_path(pid, &format!("fd/{fd}"))) {
+                let l = l.to_string_lossy().into_owned();
+                if l.starts_with('/') {
+                    if let Some((parent, _)) = l.rsplit_once('/') {
+                        near.push(if parent.is_empty() {
+                            "/".into()
+                        } else {
+                            parent.into()
+                        });
+                    }
+                    near.push(l);
+                }
+            }
+        }
         let mut fds = Vec::new();
+        // Epoll descriptions and their raw entries, resolved at the end.
+        let mut epolls = Vec::new();
+        // fd number -> description index.
+        let mut by_fd = HashMap::new();
         let mut descriptions: Vec<OpenFile> = Vec::new();
         // description index -> one fd holding it (for kcmp)
         let mut holders: Vec<i32> = Vec::new();
@@ -93,9 +122,6 @@ impl Frozen {
                     what: format!("fdinfo/{fd}"),
                     source,
                 })?;
-            if info_text.lines().any(|l| l.starts_with("lock:")) {
-                return Err(unsupported(format!("fd {fd} ({link}) holds a file lock")));
-            }
             let meta =
                 std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))).map_err(|source| {
                     DumpError::Proc {
@@ -109,6 +135,13 @@ impl Frozen {
                 None if link == eventfd::LINK => eventfd::capture(pid, fd, &info_text)?,
                 None if link == signalfd::LINK => signalfd::capture(pid, fd, &info_text)?,
                 None if link == timerfd::LINK => timerfd::capture(pid, fd, &info_text)?,
+                None if link == epoll::LINK => {
+                    epolls.push((fd, epoll::capture(pid, fd, &info_text)?));
+                    OpenFileKind::Epoll {
+                        targets: Vec::new(),
+                    }
+                }
+                None if link == inotify::LINK => self.capture_inotify(fd, &info_text, &near)?,
                 None if !link.starts_with('/') => {
                     return Err(unsupported(format!("fd {fd} ({link})")));
                 }
@@ -134,6 +167,7 @@ impl Frozen {
             let description = match found {
                 Some(i) => i,
                 None => {
+                    let locks = locks::capture(pid, fd, &link, &kind, &info_text)?;
                     descriptions.push(OpenFile {
                         kind,
                         path: link,
@@ -141,16 +175,26 @@ impl Frozen {
                         offset: info.pos,
                         dev: meta.dev(),
                         ino: meta.ino(),
+                        locks,
                     });
                     holders.push(fd);
                     descriptions.len() - 1
                 }
             };
+            by_fd.insert(fd, description);
             fds.push(FdState {
                 fd,
                 description: u32::try_from(description).unwrap_or(u32::MAX),
                 cloexec,
             });
+        }
+        for (efd, entries) in epolls {
+            let targets = epoll::resolve(pid, efd, &entries, &descriptions, &holders, &by_fd)?;
+            if let Some(&i) = by_fd.get(&efd) {
+                if let Some(d) = descriptions.get_mut(i) {
+                    d.kind = OpenFileKind::Epoll { targets };
+                }
+            }
         }
         Ok((fds, descriptions))
     }

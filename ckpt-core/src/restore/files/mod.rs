@@ -15,10 +15,19 @@
 //! [`Builder::open_description`]. fds 0-2 that were connected outside the
 //! image are handed the caller's own ([`external`]). eventfds, signalfds
 //! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
-//! [`timerfd`]): no path, the stub's credentials.
+//! [`timerfd`]): no path, the stub's credentials; so are epoll and
+//! inotify instances ([`epoll`], [`inotify`]). Descriptions are opened in
+//! dependency order: every description first, then each epoll's entries
+//! are added (they name other descriptions), then the fds are put in
+//! place, and last the file locks are taken ([`locks`]: closing any fd of
+//! a file drops the process's POSIX locks on it, so nothing may be closed
+//! after them).
 
+mod epoll;
 mod eventfd;
 mod external;
+mod inotify;
+mod locks;
 mod regular;
 mod signalfd;
 mod timerfd;
@@ -130,6 +139,8 @@ impl Builder<'_> {
                 },
                 top,
             ),
+            OpenFileKind::Epoll { .. } => self.create_epoll(d, top),
+            OpenFileKind::Inotify { watches } => self.create_inotify(d, &watches, top),
             // Never opened: the caller's fd takes its place (`restore_fds`).
             OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
                 "{}: an external description cannot be opened",
@@ -185,7 +196,18 @@ impl Builder<'_> {
         if p.fds.is_empty() {
             return Ok(());
         }
-        let top = p.fds.iter().map(|f| f.fd).max().unwrap_or(0);
+        // Above every fd and every fd number an epoll entry was added
+        // under (see `epoll`).
+        let top = p
+            .fds
+            .iter()
+            .map(|f| f.fd)
+            .chain(p.descriptions.iter().flat_map(|d| match &d.kind {
+                OpenFileKind::Epoll { targets } => targets.iter().map(|t| t.fd).collect(),
+                _ => Vec::new(),
+            }))
+            .max()
+            .unwrap_or(0);
         // Room for the temporary copies.
         let need = u64::try_from(top).unwrap_or(0) + 1 + p.descriptions.len() as u64 + 1;
         let cur = self.inj.alloc_struct::<Rlimit64>()?;
@@ -218,6 +240,28 @@ impl Builder<'_> {
             }
             temp.push(Some(self.open_description(d, top)?));
         }
+        // Every description exists: the epoll entries.
+        let external_at = |n: i32| {
+            p.fds
+                .iter()
+                .find(|f| f.fd == n && keep.contains(&(n as u64)))
+                .map(|f| f.description)
+        };
+        let source = |t: u32| -> Option<u64> {
+            match temp.get(t as usize) {
+                Some(Some(fd)) => Some(*fd),
+                _ => p
+                    .fds
+                    .iter()
+                    .find(|f| f.description == t && keep.contains(&(f.fd as u64)))
+                    .map(|f| f.fd as u64),
+            }
+        };
+        for (i, d) in p.descriptions.iter().enumerate() {
+            if let (OpenFileKind::Epoll { targets }, Some(Some(ep))) = (&d.kind, temp.get(i)) {
+                self.add_epoll_targets(*ep, targets, &source, &external_at)?;
+            }
+        }
         for f in &p.fds {
             let Some(src) = temp[f.description as usize] else {
                 self.reconnect_external(f)?;
@@ -232,6 +276,15 @@ impl Builder<'_> {
         }
         for fd in temp.into_iter().flatten() {
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        // Last: the locks, through each description's first fd.
+        for (i, d) in p.descriptions.iter().enumerate() {
+            if d.locks.is_empty() {
+                continue;
+            }
+            if let Some(f) = p.fds.iter().find(|f| f.description as usize == i) {
+                self.take_locks(d, f.fd as u64)?;
+            }
         }
         Ok(())
     }
