@@ -84,3 +84,18 @@ pub const MAX_PENDING_SIGNALS: usize = 2 * 4096;
 
 /// Most auxiliary-vector words (`AT_VECTOR_SIZE` pairs and then some).
 pub const MAX_AUXV_WORDS: usize = 128;
+
+/// Largest pipe or FIFO (`F_GETPIPE_SZ`) an image may hold; the bytes it
+/// holds are at most its size.
+pub const MAX_PIPE_SIZE: usize = 16 << 20;
+
+/// Most messages queued on one unix socket an image may hold.
+pub const MAX_SOCKET_MESSAGES: usize = 65_536;
+
+/// Most bytes queued on one unix socket an image may hold.
+pub const MAX_SOCKET_QUEUE: usize = 16 << 20;
+
+/// Most bytes queued in pipes, FIFOs and sockets, all together, an image
+/// may hold (they are in the manifest, which is at most
+/// [`MAX_MANIFEST_LEN`] long).
+pub const MAX_QUEUED_BYTES: usize = 32 << 20;

@@ -48,6 +48,9 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Eventfd { .. } => "eventfd",
         OpenFileKind::Signalfd { .. } => "signalfd",
         OpenFileKind::Timerfd { .. } => "timerfd",
+        OpenFileKind::Pipe { .. } => "pipe",
+        OpenFileKind::Fifo { .. } => "fifo",
+        OpenFileKind::UnixPair { .. } => "unix-socket",
     }
 }
 
@@ -79,6 +82,31 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             value_ns % 1_000_000_000,
             interval_ns / 1_000_000_000,
             interval_ns % 1_000_000_000
+        ),
+        OpenFileKind::Pipe { size, data } | OpenFileKind::Fifo { size, data } => {
+            format!(", size {size}, {} bytes queued", data.0.len())
+        }
+        OpenFileKind::UnixPair {
+            sock_type,
+            peer_ino,
+            queue,
+            shutdown,
+            ..
+        } => format!(
+            ", {}, peer socket:[{peer_ino}], {} messages ({} bytes) queued{}",
+            match *sock_type {
+                1 => "stream",
+                2 => "datagram",
+                _ => "seqpacket",
+            },
+            queue.len(),
+            queue.iter().map(|q| q.0.len()).sum::<usize>(),
+            match shutdown {
+                0 => "",
+                1 => ", shut down for reading",
+                2 => ", shut down for writing",
+                _ => ", shut down",
+            }
         ),
         _ => String::new(),
     }

@@ -19,7 +19,8 @@ use std::fmt;
 use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
+    MAX_PIPE_SIZE, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES,
+    MAX_SOCKET_QUEUE, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
     MIN_XSAVE_LEN,
 };
 use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
@@ -325,9 +326,18 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                     ));
                 }
             }
+            OpenFileKind::Pipe { .. } | OpenFileKind::UnixPair { .. } => {
+                anonymous(i, &d.path)?;
+                queued(p, i)?;
+            }
+            OpenFileKind::Fifo { .. } => {
+                path(format_args!("process.descriptions[{i}].path"), &d.path)?;
+                queued(p, i)?;
+            }
             _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
         }
     }
+    queued_total(p)?;
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
         let at = || format!("process.fds[{i}] (fd {})", fd.fd);
@@ -357,6 +367,150 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                 "is connected outside the image (External), which only fds 0-2 may be",
             ));
         }
+    }
+    Ok(())
+}
+
+/// A pipe, FIFO or unix socket pair description `i`: sizes within the
+/// limits, and the other descriptions it is restored with consistent
+/// (one read and one write end per pipe; a socket's peer in the image,
+/// connected back, of the same type).
+fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
+    let ds = &p.descriptions;
+    let d = &ds[i];
+    let at = |what: &str| format!("process.descriptions[{i}].{what}");
+    let mode = d.flags as i32 & libc::O_ACCMODE;
+    match &d.kind {
+        OpenFileKind::Pipe { size, data } | OpenFileKind::Fifo { size, data } => {
+            let fifo = matches!(d.kind, OpenFileKind::Fifo { .. });
+            if *size as usize > MAX_PIPE_SIZE || (*size as usize) < data.0.len() {
+                return Err(invalid(
+                    at("kind.size"),
+                    format!(
+                        "is {size} bytes, holding {} (at most {MAX_PIPE_SIZE}, and at least \
+                         what it holds)",
+                        data.0.len()
+                    ),
+                ));
+            }
+            if fifo {
+                return Ok(());
+            }
+            if mode != libc::O_RDONLY && mode != libc::O_WRONLY {
+                return Err(invalid(
+                    at("flags"),
+                    "is neither a pipe's read nor write end",
+                ));
+            }
+            if mode == libc::O_WRONLY && !data.0.is_empty() {
+                return Err(invalid(at("kind.data"), "is on a pipe's write end"));
+            }
+        }
+        OpenFileKind::UnixPair {
+            sock_type,
+            queue,
+            shutdown,
+            ..
+        } => {
+            if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(sock_type) {
+                return Err(invalid(
+                    at("kind.sock_type"),
+                    format!("is {sock_type}, not SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET"),
+                ));
+            }
+            if *shutdown > 3 {
+                return Err(invalid(
+                    at("kind.shutdown"),
+                    format!("is {shutdown}, above 3"),
+                ));
+            }
+            count(&at("kind.queue"), queue.len(), MAX_SOCKET_MESSAGES)?;
+            let bytes: usize = queue.iter().map(|q| q.0.len()).sum();
+            if bytes > MAX_SOCKET_QUEUE {
+                return Err(invalid(
+                    at("kind.queue"),
+                    format!("holds {bytes} bytes, at most {MAX_SOCKET_QUEUE}"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// All bytes queued in pipes, FIFOs and sockets together; each pipe end
+/// held by one description; each socket by one description, its peer one
+/// other socket of the same type in the image, connected back to it.
+fn queued_total(p: &ProcessState) -> Result<(), Invalid> {
+    use std::collections::HashMap;
+    let ds = &p.descriptions;
+    let mut ends = HashMap::new();
+    let mut sockets = HashMap::new();
+    for (i, d) in ds.iter().enumerate() {
+        let at = |what: &str| format!("process.descriptions[{i}].{what}");
+        match &d.kind {
+            OpenFileKind::Pipe { .. } => {
+                let mode = d.flags as i32 & libc::O_ACCMODE;
+                if ends.insert((d.dev, d.ino, mode), i).is_some() {
+                    return Err(invalid(
+                        at("flags"),
+                        "names the same end of a pipe as another description",
+                    ));
+                }
+            }
+            OpenFileKind::UnixPair { .. } => {
+                if sockets.insert(d.ino, i).is_some() {
+                    return Err(invalid(
+                        at("ino"),
+                        "names a socket held by two descriptions",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (i, d) in ds.iter().enumerate() {
+        let OpenFileKind::UnixPair {
+            sock_type,
+            peer_ino,
+            ..
+        } = &d.kind
+        else {
+            continue;
+        };
+        let back = sockets.get(peer_ino).and_then(|&j| {
+            let e = ds.get(j)?;
+            match &e.kind {
+                OpenFileKind::UnixPair {
+                    sock_type: t,
+                    peer_ino: back,
+                    ..
+                } if j != i && t == sock_type && *back == d.ino => Some(()),
+                _ => None,
+            }
+        });
+        if back.is_none() {
+            return Err(invalid(
+                format!("process.descriptions[{i}].kind.peer_ino"),
+                "does not name one other socket of the same type in the image connected back \
+                 to it",
+            ));
+        }
+    }
+    let total: usize = p
+        .descriptions
+        .iter()
+        .map(|d| match &d.kind {
+            OpenFileKind::Pipe { data, .. } | OpenFileKind::Fifo { data, .. } => data.0.len(),
+            OpenFileKind::UnixPair { queue, .. } => queue.iter().map(|q| q.0.len()).sum(),
+            _ => 0,
+        })
+        .sum();
+    if total > MAX_QUEUED_BYTES {
+        return Err(invalid(
+            "process.descriptions",
+            format!("hold {total} queued bytes in pipes and sockets, at most {MAX_QUEUED_BYTES}"),
+        ));
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ pub mod task;
 pub mod timers;
 
 pub use creds::{Credentials, Namespaces, NsId};
-pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
+pub use files::{ByteString, FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, Rseq, ThreadState};

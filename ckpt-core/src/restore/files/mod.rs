@@ -15,13 +15,18 @@
 //! [`Builder::open_description`]. fds 0-2 that were connected outside the
 //! image are handed the caller's own ([`external`]). eventfds, signalfds
 //! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
-//! [`timerfd`]): no path, the stub's credentials.
+//! [`timerfd`]): no path, the stub's credentials. So are pipes and unix
+//! socket pairs ([`pipe`], [`unix`]), both ends at once, filled with their
+//! saved data ([`queued`]); FIFOs are reopened by path ([`pipe`]).
 
 mod eventfd;
 mod external;
+mod pipe;
+mod queued;
 mod regular;
 mod signalfd;
 mod timerfd;
+mod unix;
 
 use super::{Builder, RestoreError, StubMode};
 use crate::inject::errno_of;
@@ -102,10 +107,15 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Recreate description `d` in the stub, at a number above `top` (the
-    /// highest fd to restore), close-on-exec; the stub's fd.
-    fn open_description(&mut self, d: &OpenFile, top: i32) -> Result<u64, RestoreError> {
+    /// Recreate description `d` (number `i` in the table) in the stub, at
+    /// a number above `top` (the highest fd to restore), close-on-exec; the
+    /// stub's fd.
+    fn open_description(&mut self, i: usize, d: &OpenFile, top: i32) -> Result<u64, RestoreError> {
         match d.kind.clone() {
+            // Created with their other end, filled with their data.
+            OpenFileKind::Pipe { .. } => self.open_pipe_end(i, top),
+            OpenFileKind::Fifo { .. } => self.open_fifo(i, top),
+            OpenFileKind::UnixPair { .. } => self.open_unix_pair(i, top),
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }
@@ -211,12 +221,12 @@ impl Builder<'_> {
         )?;
 
         let mut temp = Vec::with_capacity(p.descriptions.len());
-        for d in &p.descriptions {
+        for (i, d) in p.descriptions.iter().enumerate() {
             if matches!(d.kind, OpenFileKind::External { .. }) {
                 temp.push(None);
                 continue;
             }
-            temp.push(Some(self.open_description(d, top)?));
+            temp.push(Some(self.open_description(i, d, top)?));
         }
         for f in &p.fds {
             let Some(src) = temp[f.description as usize] else {
