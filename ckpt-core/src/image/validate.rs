@@ -691,6 +691,148 @@ mod tests {
         refused(|m| vma(m, 1).kind = VmaKind::Vdso, "chunks[1]");
     }
 
+    /// The sample with `kinds` as its descriptions (dev 1, ino from the
+    /// tuple), each held by one fd from 3 up.
+    fn with_descriptions(kinds: Vec<(OpenFileKind, u32, u64)>) -> Manifest {
+        let mut m = sample();
+        m.process.fds.clear();
+        m.process.descriptions.clear();
+        for (i, (kind, flags, ino)) in kinds.into_iter().enumerate() {
+            m.process.descriptions.push(crate::model::OpenFile {
+                kind,
+                path: format!("pipe:[{ino}]"),
+                flags,
+                offset: 0,
+                dev: 1,
+                ino,
+            });
+            m.process.fds.push(FdState {
+                fd: 3 + i as i32,
+                description: i as u32,
+                cloexec: false,
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn pipes_and_socket_pairs() {
+        use crate::model::ByteString;
+        let pipe = |size: u32, data: &[u8]| OpenFileKind::Pipe {
+            size,
+            data: ByteString(data.to_vec()),
+        };
+        let unix = |ty: i32, peer: u64, queue: Vec<Vec<u8>>| OpenFileKind::UnixPair {
+            sock_type: ty,
+            peer_ino: peer,
+            queue: queue.into_iter().map(ByteString).collect(),
+            shutdown: 0,
+            sndbuf: 0,
+            passcred: false,
+        };
+        let check = |kinds| validate(&with_descriptions(kinds));
+        // Good: a pipe with its data on the read end, a stream pair.
+        check(vec![
+            (pipe(65536, b"abc"), 0, 7),
+            (pipe(65536, b""), 1, 7),
+            (unix(libc::SOCK_STREAM, 9, vec![b"x".to_vec()]), 2, 8),
+            (unix(libc::SOCK_STREAM, 8, vec![]), 2, 9),
+        ])
+        .unwrap();
+        let field = |kinds| check(kinds).unwrap_err().field;
+        // More data than the pipe holds, an absurd size, data on the write end.
+        assert_eq!(
+            field(vec![(pipe(2, b"abc"), 0, 7)]),
+            "process.descriptions[0].kind.size"
+        );
+        assert_eq!(
+            field(vec![(pipe(u32::MAX, b""), 0, 7)]),
+            "process.descriptions[0].kind.size"
+        );
+        assert_eq!(
+            field(vec![(pipe(4096, b"a"), 1, 7)]),
+            "process.descriptions[0].kind.data"
+        );
+        // Two read ends of one pipe; a pipe end opened read-write.
+        assert_eq!(
+            field(vec![(pipe(4096, b""), 0, 7), (pipe(4096, b""), 0, 7)]),
+            "process.descriptions[1].flags"
+        );
+        assert_eq!(
+            field(vec![(pipe(4096, b""), 2, 7)]),
+            "process.descriptions[0].flags"
+        );
+        // A socket whose peer is missing, of another type, not connected
+        // back, or itself; an unknown type; two descriptions of one socket.
+        assert_eq!(
+            field(vec![(unix(libc::SOCK_STREAM, 9, vec![]), 2, 8)]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_STREAM, 9, vec![]), 2, 8),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 8),
+                (unix(libc::SOCK_DGRAM, 10, vec![]), 2, 9),
+                (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 10)
+            ]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![(unix(libc::SOCK_DGRAM, 8, vec![]), 2, 8)]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![(unix(libc::SOCK_RAW, 9, vec![]), 2, 8)]),
+            "process.descriptions[0].kind.sock_type"
+        );
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 8),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[2].ino"
+        );
+        // Queues above the limits.
+        assert_eq!(
+            field(vec![
+                (
+                    unix(libc::SOCK_DGRAM, 9, vec![vec![]; MAX_SOCKET_MESSAGES + 1]),
+                    2,
+                    8
+                ),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[0].kind.queue"
+        );
+        assert_eq!(
+            field(vec![
+                (
+                    unix(libc::SOCK_STREAM, 9, vec![vec![0; MAX_SOCKET_QUEUE + 1]]),
+                    2,
+                    8
+                ),
+                (unix(libc::SOCK_STREAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[0].kind.queue"
+        );
+        let full = || vec![0u8; MAX_SOCKET_QUEUE];
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_STREAM, 9, vec![full()]), 2, 8),
+                (unix(libc::SOCK_STREAM, 8, vec![full()]), 2, 9),
+                (pipe(MAX_PIPE_SIZE as u32, &[0u8; 64]), 0, 7)
+            ]),
+            "process.descriptions"
+        );
+    }
+
     #[test]
     fn files_and_descriptors() {
         refused(
