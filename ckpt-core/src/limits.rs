@@ -89,6 +89,9 @@ pub const MAX_AUXV_WORDS: usize = 128;
 /// holds are at most its size.
 pub const MAX_PIPE_SIZE: usize = 16 << 20;
 
+/// Longest packet in a packet-mode (`O_DIRECT`) pipe: one page (`PIPE_BUF`).
+pub const PIPE_PACKET_MAX: usize = 4096;
+
 /// Most messages queued on one unix socket an image may hold.
 pub const MAX_SOCKET_MESSAGES: usize = 65_536;
 

@@ -83,7 +83,16 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             interval_ns / 1_000_000_000,
             interval_ns % 1_000_000_000
         ),
-        OpenFileKind::Pipe { size, data } | OpenFileKind::Fifo { size, data } => {
+        OpenFileKind::Pipe {
+            size,
+            data,
+            packets,
+        } if !packets.is_empty() => format!(
+            ", size {size}, {} bytes queued in {} packets",
+            data.0.len(),
+            packets.len()
+        ),
+        OpenFileKind::Pipe { size, data, .. } | OpenFileKind::Fifo { size, data } => {
             format!(", size {size}, {} bytes queued", data.0.len())
         }
         OpenFileKind::UnixPair {

@@ -17,7 +17,8 @@
  *            then EAGAIN; then more written and read back
  *   eof      the read end of a pipe whose write end was closed after
  *            "tail": reads "tail", then end of file
- *   packet   an empty O_DIRECT (packet-mode) pipe: still packet mode (two
+ *   packet   an O_DIRECT (packet-mode) pipe holding packets "ab" and
+ *            "cde": read back as two packets, still packet mode (two more
  *            writes read back as two packets)
  *   fifo     DIR/fifo opened for reading (fd 44) and writing (fd 45)
  *            holding "fifo-data": read back, then more written and read
@@ -32,6 +33,8 @@
  *   seqpkt   a SOCK_SEQPACKET socketpair (fds 54, 55) with SO_PASSCRED on
  *            55: "p-one", "p-two-2" queued for 55, boundaries kept, the
  *            option still set
+ *   every socket's SO_PEEK_OFF is -1 (off), as set-up left it: a dump
+ *   peeks at its queue and must put the peek offset back
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -191,6 +194,8 @@ int main(int argc, char **argv)
 		die("pipe2 O_DIRECT");
 	put(46, p[0]);
 	put(47, p[1]);
+	write_all(47, "ab", 2);
+	write_all(47, "cde", 3);
 	/* fifo */
 	unlink(fifo);
 	if (mkfifo(fifo, 0600) != 0)
@@ -242,6 +247,12 @@ int main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 
+	for (int fd = 50; fd <= 55; fd++) {
+		int off = 0;
+		socklen_t ol = sizeof off;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, &ol) != 0 || off != -1)
+			fail("fd %d: SO_PEEK_OFF %d, want -1", fd, off);
+	}
 	/* big */
 	if (fcntl(40, F_GETPIPE_SZ) != BIGSZ)
 		fail("big: size %d", fcntl(40, F_GETPIPE_SZ));
@@ -261,9 +272,12 @@ int main(int argc, char **argv)
 		fail("eof: no end of file");
 	/* packet */
 	expect_flags(47, "packet write end", O_WRONLY | O_DIRECT);
+	char pk[16];
+	if (read(46, pk, sizeof pk) != 2 || memcmp(pk, "ab", 2) != 0 ||
+	    read(46, pk, sizeof pk) != 3 || memcmp(pk, "cde", 3) != 0)
+		fail("packet: saved packets not read back one by one");
 	write_all(47, "ab", 2);
 	write_all(47, "cd", 2);
-	char pk[16];
 	if (read(46, pk, sizeof pk) != 2 || read(46, pk, sizeof pk) != 2)
 		fail("packet: not packet mode");
 	/* fifo */

@@ -21,7 +21,7 @@ use crate::limits::{
     MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
     MAX_PIPE_SIZE, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES,
     MAX_SOCKET_QUEUE, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
-    MIN_XSAVE_LEN,
+    MIN_XSAVE_LEN, PIPE_PACKET_MAX,
 };
 use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
@@ -381,7 +381,7 @@ fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
     let at = |what: &str| format!("process.descriptions[{i}].{what}");
     let mode = d.flags as i32 & libc::O_ACCMODE;
     match &d.kind {
-        OpenFileKind::Pipe { size, data } | OpenFileKind::Fifo { size, data } => {
+        OpenFileKind::Pipe { size, data, .. } | OpenFileKind::Fifo { size, data } => {
             let fifo = matches!(d.kind, OpenFileKind::Fifo { .. });
             if *size as usize > MAX_PIPE_SIZE || (*size as usize) < data.0.len() {
                 return Err(invalid(
@@ -404,6 +404,22 @@ fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
             }
             if mode == libc::O_WRONLY && !data.0.is_empty() {
                 return Err(invalid(at("kind.data"), "is on a pipe's write end"));
+            }
+            if let OpenFileKind::Pipe { packets, .. } = &d.kind {
+                let page = PIPE_PACKET_MAX as u32;
+                let sum: u64 = packets.iter().map(|&n| u64::from(n)).sum();
+                if !packets.is_empty()
+                    && (packets.iter().any(|&n| n == 0 || n > page) || sum != data.0.len() as u64)
+                {
+                    return Err(invalid(
+                        at("kind.packets"),
+                        format!(
+                            "are not packets of 1 to {page} bytes adding up to the {} bytes \
+                             queued",
+                            data.0.len()
+                        ),
+                    ));
+                }
             }
         }
         OpenFileKind::UnixPair {
@@ -721,7 +737,22 @@ mod tests {
         let pipe = |size: u32, data: &[u8]| OpenFileKind::Pipe {
             size,
             data: ByteString(data.to_vec()),
+            packets: Vec::new(),
         };
+        let packets = |p: Vec<u32>| OpenFileKind::Pipe {
+            size: 65536,
+            data: ByteString(b"abcd".to_vec()),
+            packets: p,
+        };
+        validate(&with_descriptions(vec![(packets(vec![1, 3]), 0, 7)])).unwrap();
+        for bad in [vec![4, 0], vec![1, 2], vec![5000]] {
+            assert_eq!(
+                validate(&with_descriptions(vec![(packets(bad), 0, 7)]))
+                    .unwrap_err()
+                    .field,
+                "process.descriptions[0].kind.packets"
+            );
+        }
         let unix = |ty: i32, peer: u64, queue: Vec<Vec<u8>>| OpenFileKind::UnixPair {
             sock_type: ty,
             peer_ino: peer,

@@ -73,8 +73,15 @@ pub enum OpenFileKind {
     /// in the description's flags (`O_RDONLY` reads, `O_WRONLY` writes);
     /// the other end is the description of the same kind with the same
     /// `(dev, ino)`. `size` is `F_GETPIPE_SZ`; `data` the bytes queued, in
-    /// order, held by the read end (empty on the write end).
-    Pipe { size: u32, data: ByteString },
+    /// order, held by the read end (empty on the write end). For a
+    /// packet-mode pipe (`O_DIRECT` on its write end), `packets` holds the
+    /// length of each packet in `data`, in order (empty otherwise).
+    Pipe {
+        size: u32,
+        data: ByteString,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        packets: Vec<u32>,
+    },
     /// A FIFO (named pipe) opened by the process, reopened by `path` at
     /// restore without blocking; `size` and `data` as for [`Self::Pipe`],
     /// the data held by the first description of that FIFO (same

@@ -7,8 +7,8 @@
 //! Trusts: the kernel. Refuses, naming the fd and the pipe: one end of a
 //! pipe on fd 3 or above whose other end is open outside the image (fds
 //! 0-2 are [`super::external`]'s), two read or two write descriptions of
-//! one pipe, a pipe larger than [`MAX_PIPE_SIZE`], and a packet-mode
-//! (`O_DIRECT`) pipe holding data (its packet boundaries are not saved).
+//! one pipe, and a pipe larger than [`MAX_PIPE_SIZE`]. A packet-mode
+//! (`O_DIRECT`) pipe keeps its packet boundaries.
 //! A FIFO on fd 0-2 is left to [`super::external`] as before.
 
 use std::collections::HashSet;
@@ -18,7 +18,7 @@ use std::os::unix::fs::FileTypeExt;
 use nix::errno::Errno;
 
 use super::DumpError;
-use crate::limits::MAX_PIPE_SIZE;
+use crate::limits::{MAX_PIPE_SIZE, PIPE_PACKET_MAX};
 use crate::model::{ByteString, OpenFile, OpenFileKind};
 use crate::sys;
 
@@ -28,6 +28,8 @@ use crate::sys;
 pub(super) struct Ends {
     read: HashSet<u64>,
     write: HashSet<u64>,
+    /// Pipes whose write end is in packet mode (`O_DIRECT`).
+    packet: HashSet<u64>,
 }
 
 impl Ends {
@@ -42,6 +44,9 @@ impl Ends {
             }
             libc::O_WRONLY => {
                 self.write.insert(ino);
+                if flags as i32 & libc::O_DIRECT != 0 {
+                    self.packet.insert(ino);
+                }
             }
             _ => {
                 self.read.insert(ino);
@@ -127,32 +132,34 @@ pub(super) fn classify(
             "fd {fd} ({link}), a pipe of {size} bytes (at most {MAX_PIPE_SIZE} can be saved)"
         ));
     }
-    let data = if reads {
-        queued(&end, size).map_err(proc_err(pid, format!("fd {fd} ({link}): its data")))?
+    let (data, packets) = if reads {
+        queued(&end, size, ends.packet.contains(&meta.ino()))
+            .map_err(proc_err(pid, format!("fd {fd} ({link}): its data")))?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
-    if !data.is_empty() && flags as i32 & libc::O_DIRECT != 0 {
-        return refuse(format!(
-            "fd {fd} ({link}), a packet-mode (O_DIRECT) pipe holding {} unread bytes (its \
-             packet boundaries cannot be saved yet)",
-            data.len()
-        ));
-    }
     let data = ByteString(data);
     Ok(Some(if anonymous {
-        OpenFileKind::Pipe { size, data }
+        OpenFileKind::Pipe {
+            size,
+            data,
+            packets,
+        }
     } else {
         OpenFileKind::Fifo { size, data }
     }))
 }
 
 /// The bytes queued in the pipe whose read end is `end`, left in place:
-/// one `tee` into a private pipe with as many slots, then drained.
-fn queued(end: &OwnedFd, size: u32) -> Result<Vec<u8>, Errno> {
+/// one `tee` into a private pipe with as many slots, then drained a page
+/// at a time. A read of the private pipe stops at the end of a packet
+/// (`tee` keeps the packet marks), so packets show as short reads: their
+/// lengths are returned when `packet` (the write end is in packet mode)
+/// or when a short read came before the end; otherwise none.
+fn queued(end: &OwnedFd, size: u32, packet: bool) -> Result<(Vec<u8>, Vec<u32>), Errno> {
     let want = sys::bytes_queued(end)?;
     if want == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let (r, w) = sys::scratch_pipe()?;
     if sys::pipe_size(&w)? < size {
@@ -169,15 +176,24 @@ fn queued(end: &OwnedFd, size: u32) -> Result<Vec<u8>, Errno> {
     }
     drop(w);
     let mut data = vec![0u8; copied];
+    let mut reads = Vec::new();
     let mut at = 0;
     while at < copied {
-        let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut data[at..])?;
+        let upto = (at + PIPE_PACKET_MAX).min(copied);
+        let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut data[at..upto])?;
         if n == 0 {
             return Err(Errno::EIO);
         }
+        reads.push(u32::try_from(n).map_err(|_| Errno::EINVAL)?);
         at += n;
     }
-    Ok(data)
+    let short = reads
+        .split_last()
+        .is_some_and(|(_, rest)| rest.iter().any(|&n| (n as usize) < PIPE_PACKET_MAX));
+    if !(packet || short) {
+        reads.clear();
+    }
+    Ok((data, reads))
 }
 
 /// After the table is built: at most one read and one write description

@@ -1,6 +1,6 @@
 //! Pipes and FIFOs. A pipe is created anew by the stub (`pipe2`, no path,
 //! its credentials), sized with `F_SETPIPE_SZ`, filled with the saved
-//! bytes, and its ends handed to the descriptions that held them (an end
+//! bytes (a packet-mode pipe one `write` per packet, in packet mode), and its ends handed to the descriptions that held them (an end
 //! no description held is closed: its pipe had no reader or no writer left
 //! at dump). A FIFO is reopened by its path in the stub, like a regular
 //! file ([`Builder::open_in_stub`]: the stub's credentials, and
@@ -61,10 +61,29 @@ impl Builder<'_> {
                 _ => None,
             })
             .unwrap_or(&EMPTY);
+        let packets = group.iter().find_map(|&j| match &ds[j].kind {
+            OpenFileKind::Pipe { packets, .. } if !packets.is_empty() => Some(packets),
+            _ => None,
+        });
         self.size_pipe(r, size, &d.path)?;
         if !data.is_empty() {
             let s = self.map_staging(data.len().min(1 << 20))?;
-            self.write_all(&s, w, data, &d.path)?;
+            match packets {
+                // One write per packet, in packet mode.
+                Some(packets) => {
+                    self.set_status_flags(w, libc::O_NONBLOCK | libc::O_DIRECT)?;
+                    let mut at = 0usize;
+                    for &n in packets {
+                        let end = at + n as usize;
+                        let packet = data.get(at..end).ok_or_else(|| {
+                            RestoreError::Invalid(format!("{}: packets beyond the data", d.path))
+                        })?;
+                        self.write_all(&s, w, packet, &d.path)?;
+                        at = end;
+                    }
+                }
+                None => self.write_all(&s, w, data, &d.path)?,
+            }
             self.unmap_staging(s)?;
         }
         let mut mine = None;
