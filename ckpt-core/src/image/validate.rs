@@ -474,13 +474,11 @@ fn queued_total(p: &ProcessState) -> Result<(), Invalid> {
                     ));
                 }
             }
-            OpenFileKind::UnixPair { .. } => {
-                if sockets.insert(d.ino, i).is_some() {
-                    return Err(invalid(
-                        at("ino"),
-                        "names a socket held by two descriptions",
-                    ));
-                }
+            OpenFileKind::UnixPair { .. } if sockets.insert(d.ino, i).is_some() => {
+                return Err(invalid(
+                    at("ino"),
+                    "names a socket held by two descriptions",
+                ));
             }
             _ => {}
         }

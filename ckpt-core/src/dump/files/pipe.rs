@@ -222,10 +222,8 @@ pub(super) fn check(pid: i32, descriptions: &mut [OpenFile]) -> Result<(), DumpE
                 }
                 seen.push((d.dev, d.ino, mode));
             }
-            OpenFileKind::Fifo { data, .. } => {
-                if !fifos.insert((d.dev, d.ino)) {
-                    *data = ByteString::default();
-                }
+            OpenFileKind::Fifo { data, .. } if !fifos.insert((d.dev, d.ino)) => {
+                *data = ByteString::default();
             }
             _ => {}
         }
