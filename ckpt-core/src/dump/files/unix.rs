@@ -13,6 +13,10 @@
 //! them), and a queue above [`MAX_SOCKET_QUEUE`] bytes or
 //! [`MAX_SOCKET_MESSAGES`] messages. A socket on fd 0-2 that is not
 //! connected inside the process is left to [`super::external`] as before.
+//!
+//! Not kept: credentials that came with queued messages (`SCM_CREDENTIALS`),
+//! and a datagram or packet of no bytes anywhere but at the head of the
+//! queue (the kernel skips those when peeking at an offset).
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
