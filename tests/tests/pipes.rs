@@ -10,9 +10,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ciborium::Value;
+use ckpt_tests::image::{with_manifest, Layout};
 use ckpt_tests::policy::{toml_str, PolicyGuard};
 use ckpt_tests::syslog::Syslog;
-use ckpt_tests::{exit, path_str, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT};
+use ckpt_tests::{
+    exit, path_str, wait_until, workload_result, write_owned, Env, Proc, TestDir, Who, WAIT,
+};
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
     let program = dir.compile(env, "pipes");
@@ -269,4 +273,116 @@ fn fds_in_flight_are_refused_naming_the_fd() {
         err.contains("(socket:[") && err.contains("with 1 file descriptors in flight (SCM_RIGHTS)"),
         "{err}"
     );
+}
+
+fn entry<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let Value::Map(entries) = v else {
+        return None;
+    };
+    entries
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// `m` with `key` set to `value` in the first description of kind `kind`.
+fn with_edit(m: &Value, kind: &str, key: &str, value: Value) -> Vec<u8> {
+    let mut m = m.clone();
+    let process = entry(&mut m, "process").expect("process");
+    let Some(Value::Array(ds)) = entry(process, "descriptions") else {
+        panic!("no descriptions")
+    };
+    let inner = ds
+        .iter_mut()
+        .find_map(|d| entry(entry(d, "kind")?, kind))
+        .unwrap_or_else(|| panic!("no {kind} description"));
+    *entry(inner, key).unwrap_or_else(|| panic!("no {key}")) = value;
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&m, &mut out).unwrap();
+    out
+}
+
+/// An image whose pipe claims an absurd size, whose pipe holds more than
+/// its size, or whose socket names a peer that is not in it, is malformed:
+/// verify, inspect and restore refuse it naming the field, and nothing
+/// runs.
+#[test]
+fn an_image_with_an_absurd_pipe_or_a_missing_peer_is_malformed() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "pipes-malformed");
+    let (mut orig, _wdir) = start(&env, &dir);
+    let unsigned = dir.work.join("u.ckpt");
+    env.dump_ok(&dir, orig.pid, &unsigned, &["--unsigned"]);
+    orig.wait_gone("dump kills the target");
+    let bytes = fs::read(&unsigned).unwrap();
+    let l = Layout::parse(&bytes).unwrap();
+    let m: Value =
+        ciborium::de::from_reader(&bytes[l.manifest.start as usize..l.manifest.end as usize])
+            .unwrap();
+    // The control: re-encoding without an edit is a well-formed image.
+    let control = dir.work.join("control.ckpt");
+    write_owned(
+        &control,
+        &with_manifest(
+            &bytes,
+            &with_edit(&m, "Pipe", "size", Value::Integer(262_144.into())),
+        )
+        .unwrap(),
+        &env.user,
+    );
+    env.verify(&dir, &["verify", path_str(&control)])
+        .assert_code(exit::UNSIGNED, "the unedited image");
+
+    for (name, kind, key, value, field) in [
+        (
+            "huge",
+            "Pipe",
+            "size",
+            Value::Integer(u64::from(u32::MAX).into()),
+            "kind.size",
+        ),
+        (
+            "small",
+            "Pipe",
+            "size",
+            Value::Integer(4096.into()),
+            "kind.size",
+        ),
+        (
+            "peer",
+            "UnixPair",
+            "peer_ino",
+            Value::Integer(1.into()),
+            "kind.peer_ino",
+        ),
+        (
+            "type",
+            "UnixPair",
+            "sock_type",
+            Value::Integer(3.into()),
+            "kind.sock_type",
+        ),
+    ] {
+        let bad = dir.work.join(format!("{name}.ckpt"));
+        write_owned(
+            &bad,
+            &with_manifest(&bytes, &with_edit(&m, kind, key, value)).unwrap(),
+            &env.user,
+        );
+        let pidfile = dir.work.join(format!("{name}.pid"));
+        for args in [
+            vec!["verify", path_str(&bad)],
+            vec!["inspect", path_str(&bad)],
+            vec!["restore", path_str(&bad), "--pidfile", path_str(&pidfile)],
+        ] {
+            let run = env.verify(&dir, &args);
+            run.assert_code(exit::TAMPERED, &format!("{} of {name}", args[0]));
+            assert!(
+                run.stderr.contains("process.descriptions[") && run.stderr.contains(field),
+                "{} of {name}: the refusal names the field {field}\n{run}",
+                args[0]
+            );
+        }
+        assert!(!pidfile.exists(), "a refused restore wrote its pid file");
+    }
 }
