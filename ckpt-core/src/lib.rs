@@ -19,5 +19,6 @@ pub mod paths;
 pub mod procfs;
 pub mod ptrace;
 pub mod restore;
+pub mod sockdiag;
 pub mod state;
 pub mod sys;

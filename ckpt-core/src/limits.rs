@@ -99,3 +99,20 @@ pub const MAX_INOTIFY_WD: i32 = 65_536;
 
 /// Most file locks (flock, POSIX, OFD) in an image.
 pub const MAX_FILE_LOCKS: usize = 65_536;
+/// Largest pipe or FIFO (`F_GETPIPE_SZ`) an image may hold; the bytes it
+/// holds are at most its size.
+pub const MAX_PIPE_SIZE: usize = 16 << 20;
+
+/// Longest packet in a packet-mode (`O_DIRECT`) pipe: one page (`PIPE_BUF`).
+pub const PIPE_PACKET_MAX: usize = 4096;
+
+/// Most messages queued on one unix socket an image may hold.
+pub const MAX_SOCKET_MESSAGES: usize = 65_536;
+
+/// Most bytes queued on one unix socket an image may hold.
+pub const MAX_SOCKET_QUEUE: usize = 16 << 20;
+
+/// Most bytes queued in pipes, FIFOs and sockets, all together, an image
+/// may hold (they are in the manifest, which is at most
+/// [`MAX_MANIFEST_LEN`] long).
+pub const MAX_QUEUED_BYTES: usize = 32 << 20;

@@ -571,3 +571,119 @@ pub unsafe fn fork_with_pid(pid: i32) -> Result<i32, Errno> {
     let r = Errno::result(r)?;
     i32::try_from(r).map_err(|_| Errno::EINVAL)
 }
+
+/// `fcntl(fd, F_GETPIPE_SZ)`: a pipe's capacity in bytes.
+pub fn pipe_size(fd: &OwnedFd) -> Result<u32, Errno> {
+    // SAFETY: integer arguments on a descriptor we own.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    let r = Errno::result(r)?;
+    u32::try_from(r).map_err(|_| Errno::EINVAL)
+}
+
+/// `fcntl(fd, F_SETPIPE_SZ, size)`: the capacity the kernel gave.
+pub fn set_pipe_size(fd: &OwnedFd, size: u32) -> Result<u32, Errno> {
+    let size = libc::c_int::try_from(size).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: integer arguments on a descriptor we own.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    let r = Errno::result(r)?;
+    u32::try_from(r).map_err(|_| Errno::EINVAL)
+}
+
+/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: (read end, write end).
+pub fn scratch_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: `fds` is two ints this function owns for the call.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    Errno::result(r)?;
+    // SAFETY: the kernel just returned these two new descriptors; we own them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `tee(from, to, len, SPLICE_F_NONBLOCK)`: bytes duplicated from the pipe
+/// `from` into the pipe `to` without consuming them (0: `from` is empty).
+pub fn tee(from: &OwnedFd, to: &OwnedFd, len: usize) -> Result<usize, Errno> {
+    // SAFETY: integer arguments on descriptors we own.
+    let r = unsafe {
+        libc::tee(
+            from.as_raw_fd(),
+            to.as_raw_fd(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    let r = Errno::result(r)?;
+    usize::try_from(r).map_err(|_| Errno::EINVAL)
+}
+
+/// `poll` for `events` on `fd` without waiting: the revents.
+pub fn poll_now(fd: &OwnedFd, events: i16) -> Result<i16, Errno> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd this function owns for the call, timeout 0.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    Errno::result(r)?;
+    Ok(p.revents)
+}
+
+/// `getsockopt(fd, SOL_SOCKET, opt)` for an int option.
+pub fn sock_opt(fd: &OwnedFd, opt: libc::c_int) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are this function's, `len` gives `v`'s size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    Ok(v)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, value)` for an int option.
+pub fn set_sock_opt(fd: &OwnedFd, opt: libc::c_int, value: i32) -> Result<(), Errno> {
+    let v: libc::c_int = value;
+    // SAFETY: `v` is this function's, the length is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `recv(fd, buf, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC)`: the length of the
+/// message (or the bytes) at the socket's peek offset, at most `buf.len()`
+/// of them copied into `buf`.
+pub fn recv_peek(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: `buf` is the caller's for the call, with its own length.
+    let r = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    let r = Errno::result(r)?;
+    usize::try_from(r).map_err(|_| Errno::EINVAL)
+}
+
+/// `ioctl(fd, FIONREAD)`: the bytes a pipe or stream socket holds.
+pub fn bytes_queued(fd: &OwnedFd) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `n` is this function's int, which FIONREAD fills in.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    Errno::result(r)?;
+    usize::try_from(n).map_err(|_| Errno::EINVAL)
+}

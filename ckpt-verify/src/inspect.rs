@@ -50,6 +50,9 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Timerfd { .. } => "timerfd",
         OpenFileKind::Epoll { .. } => "epoll",
         OpenFileKind::Inotify { .. } => "inotify",
+        OpenFileKind::Pipe { .. } => "pipe",
+        OpenFileKind::Fifo { .. } => "fifo",
+        OpenFileKind::UnixPair { .. } => "unix-socket",
     }
 }
 
@@ -117,6 +120,40 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 .collect();
             format!(", watches [{}]", list.join("; "))
         }
+        OpenFileKind::Pipe {
+            size,
+            data,
+            packets,
+        } if !packets.is_empty() => format!(
+            ", size {size}, {} bytes queued in {} packets",
+            data.0.len(),
+            packets.len()
+        ),
+        OpenFileKind::Pipe { size, data, .. } | OpenFileKind::Fifo { size, data } => {
+            format!(", size {size}, {} bytes queued", data.0.len())
+        }
+        OpenFileKind::UnixPair {
+            sock_type,
+            peer_ino,
+            queue,
+            shutdown,
+            ..
+        } => format!(
+            ", {}, peer socket:[{peer_ino}], {} messages ({} bytes) queued{}",
+            match *sock_type {
+                1 => "stream",
+                2 => "datagram",
+                _ => "seqpacket",
+            },
+            queue.len(),
+            queue.iter().map(|q| q.0.len()).sum::<usize>(),
+            match shutdown {
+                0 => "",
+                1 => ", shut down for reading",
+                2 => ", shut down for writing",
+                _ => ", shut down",
+            }
+        ),
         _ => String::new(),
     }
 }

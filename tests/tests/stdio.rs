@@ -457,18 +457,46 @@ fn a_pipe_on_fd_3_is_refused_with_what_to_do() {
         run.stderr.contains("fd 3 (pipe:[")
             && run
                 .stderr
-                .contains("only fds 0-2 may be a terminal, pipe or socket")
+                .contains("only fds 0-2 may be connected outside the image")
             && run.stderr.contains("close it before the dump"),
         "the refusal names fd 3 and the pipe, and says what to do\n{run}"
     );
 }
 
+/// Both ends of one pipe on fd 0 and fd 1 are inside the image: a pipe
+/// restore recreates, not one connected to the caller's fds.
 #[test]
-fn both_ends_of_one_pipe_on_fd_0_and_fd_1_are_refused() {
-    let run = refused_dump("stdpipe");
+fn both_ends_of_one_pipe_on_fd_0_and_fd_1_are_one_pipe_after_restore() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "stdio-stdpipe");
+    let program = dir.compile(&env, "unsupported");
+    let ready = dir.work.join("ready");
+    let mut p = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &["stdpipe", path_str(&ready)],
+        &dir.work,
+        &[],
+        &dir.work.join("unsupported.log"),
+    );
+    wait_until(WAIT, "the workload is ready", || {
+        fs::read_to_string(&ready).is_ok_and(|s| s.starts_with("ready\n"))
+    });
+    let image = dir.work.join("u.ckpt");
+    env.dump_ok(&dir, p.pid, &image, &[]);
+    p.wait_gone("dump kills the target");
+    let (_run, restored) = env.restore_ok(&dir, &image, None);
+    let link = |fd: i32| {
+        fs::read_link(format!("/proc/{}/fd/{fd}", restored.pid))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (zero, one) = (link(0), link(1));
     assert!(
-        run.stderr.contains("fd 0 and fd 1 (pipe:[") && run.stderr.contains("two ends of one pipe"),
-        "the refusal names both fds and the pipe\n{run}"
+        zero.starts_with("pipe:[") && zero == one,
+        "fd 0 ({zero}) and fd 1 ({one}) must be the two ends of one new pipe"
     );
 }
 

@@ -4,10 +4,15 @@
  * running and untouched.
  *
  * Usage: unsupported MODE READY-FILE
- *   pipe     holds both ends of a pipe
- *   stdpipe  holds both ends of a pipe as its fd 0 and fd 1
+ *   pipe     holds the read end of a pipe on fd 3 whose write end another
+ *            process holds (its pid is the second line of READY-FILE)
+ *   stdpipe  holds both ends of a pipe as its fd 0 and fd 1 (restorable)
  *   socket   holds a listening TCP socket on 127.0.0.1 (any port)
- *   unix     holds a connected pair of Unix sockets
+ *   unix     holds a Unix stream socket on fd 3 connected to one another
+ *            process holds (its pid is the second line of READY-FILE)
+ *   listen   holds a listening Unix socket bound to an abstract name
+ *   bound    holds a Unix datagram socket bound to an abstract name
+ *   scm      holds a Unix socketpair with an fd in flight (SCM_RIGHTS)
  *   thread   runs a second thread
  *   child    has a child process (its pid is the second line of READY-FILE)
  *
@@ -17,12 +22,44 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+/* A process that is not our child (double fork) holding `fd`; its pid. */
+static pid_t holder(int fd)
+{
+	int p[2];
+	if (pipe(p) != 0)
+		return -1;
+	pid_t c = fork();
+	if (c == 0) {
+		pid_t g = fork();
+		if (g == 0) {
+			close(p[0]);
+			close(p[1]);
+			for (;;)
+				pause();
+		}
+		if (write(p[1], &g, sizeof g) != sizeof g)
+			_exit(1);
+		_exit(0);
+	}
+	pid_t g = -1;
+	close(p[1]);
+	if (c < 0 || read(p[0], &g, sizeof g) != sizeof g)
+		g = -1;
+	close(p[0]);
+	waitpid(c, NULL, 0);
+	(void)fd;
+	return g;
+}
 
 static void *idle(void *arg)
 {
@@ -44,8 +81,13 @@ int main(int argc, char **argv)
 	char ready[64] = "ready\n";
 	if (strcmp(mode, "pipe") == 0) {
 		int p[2];
-		if (pipe(p) != 0)
+		if (pipe(p) != 0 || p[0] != 3)
 			return 1;
+		pid_t g = holder(p[1]);
+		if (g < 0)
+			return 1;
+		close(p[1]);
+		snprintf(ready, sizeof ready, "ready\n%d\n", (int)g);
 	} else if (strcmp(mode, "stdpipe") == 0) {
 		int p[2];
 		if (pipe(p) != 0 || dup2(p[0], 0) != 0 || dup2(p[1], 1) != 1)
@@ -62,7 +104,40 @@ int main(int argc, char **argv)
 			return 1;
 	} else if (strcmp(mode, "unix") == 0) {
 		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || sv[0] != 3)
+			return 1;
+		pid_t g = holder(sv[1]);
+		if (g < 0)
+			return 1;
+		close(sv[1]);
+		snprintf(ready, sizeof ready, "ready\n%d\n", (int)g);
+	} else if (strcmp(mode, "listen") == 0 || strcmp(mode, "bound") == 0) {
+		int stream = strcmp(mode, "listen") == 0;
+		int s = socket(AF_UNIX, stream ? SOCK_STREAM : SOCK_DGRAM, 0);
+		struct sockaddr_un a;
+		memset(&a, 0, sizeof a);
+		a.sun_family = AF_UNIX;
+		int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "ckpt-test-%d", (int)getpid());
+		socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+		if (s != 3 || bind(s, (struct sockaddr *)&a, len) != 0 || (stream && listen(s, 1) != 0))
+			return 1;
+	} else if (strcmp(mode, "scm") == 0) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0)
+			return 1;
+		int pass = sv[0];
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		memset(cbuf, 0, sizeof cbuf);
+		char byte = 'x';
+		struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				   .msg_controllen = sizeof cbuf};
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &pass, sizeof pass);
+		if (sendmsg(sv[0], &m, 0) != 1)
 			return 1;
 	} else if (strcmp(mode, "thread") == 0) {
 		pthread_t t;

@@ -19,9 +19,10 @@ use std::fmt;
 use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILE_LOCKS, MAX_GROUPS, MAX_IMAGE_STRING_LEN,
-    MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS, MAX_RLIMITS,
-    MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
-    MIN_XSAVE_LEN,
+    MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS, MAX_PIPE_SIZE,
+    MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
+    MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR, MIN_XSAVE_LEN,
+    PIPE_PACKET_MAX,
 };
 use crate::model::{
     EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
@@ -337,6 +338,14 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                 anonymous(i, &d.path)?;
                 inotify_watches(i, watches)?;
             }
+            OpenFileKind::Pipe { .. } | OpenFileKind::UnixPair { .. } => {
+                anonymous(i, &d.path)?;
+                queued(p, i)?;
+            }
+            OpenFileKind::Fifo { .. } => {
+                path(format_args!("process.descriptions[{i}].path"), &d.path)?;
+                queued(p, i)?;
+            }
             _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
         }
         file_locks(i, d)?;
@@ -363,6 +372,7 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
         total(|d| d.locks.len()),
         MAX_FILE_LOCKS,
     )?;
+    queued_total(p)?;
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
         let at = || format!("process.fds[{i}] (fd {})", fd.fd);
@@ -418,6 +428,89 @@ fn epoll_targets(i: usize, targets: &[EpollTarget], n: usize) -> Result<(), Inva
         if t.description as usize == i {
             return Err(invalid(at(), "names the epoll itself"));
         }
+    }
+    Ok(())
+}
+
+/// A pipe, FIFO or unix socket pair description `i`: sizes within the
+/// limits, and the other descriptions it is restored with consistent
+/// (one read and one write end per pipe; a socket's peer in the image,
+/// connected back, of the same type).
+fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
+    let ds = &p.descriptions;
+    let d = &ds[i];
+    let at = |what: &str| format!("process.descriptions[{i}].{what}");
+    let mode = d.flags as i32 & libc::O_ACCMODE;
+    match &d.kind {
+        OpenFileKind::Pipe { size, data, .. } | OpenFileKind::Fifo { size, data } => {
+            let fifo = matches!(d.kind, OpenFileKind::Fifo { .. });
+            if *size as usize > MAX_PIPE_SIZE || (*size as usize) < data.0.len() {
+                return Err(invalid(
+                    at("kind.size"),
+                    format!(
+                        "is {size} bytes, holding {} (at most {MAX_PIPE_SIZE}, and at least \
+                         what it holds)",
+                        data.0.len()
+                    ),
+                ));
+            }
+            if fifo {
+                return Ok(());
+            }
+            if mode != libc::O_RDONLY && mode != libc::O_WRONLY {
+                return Err(invalid(
+                    at("flags"),
+                    "is neither a pipe's read nor write end",
+                ));
+            }
+            if mode == libc::O_WRONLY && !data.0.is_empty() {
+                return Err(invalid(at("kind.data"), "is on a pipe's write end"));
+            }
+            if let OpenFileKind::Pipe { packets, .. } = &d.kind {
+                let page = PIPE_PACKET_MAX as u32;
+                let sum: u64 = packets.iter().map(|&n| u64::from(n)).sum();
+                if !packets.is_empty()
+                    && (packets.iter().any(|&n| n == 0 || n > page) || sum != data.0.len() as u64)
+                {
+                    return Err(invalid(
+                        at("kind.packets"),
+                        format!(
+                            "are not packets of 1 to {page} bytes adding up to the {} bytes \
+                             queued",
+                            data.0.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        OpenFileKind::UnixPair {
+            sock_type,
+            queue,
+            shutdown,
+            ..
+        } => {
+            if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(sock_type) {
+                return Err(invalid(
+                    at("kind.sock_type"),
+                    format!("is {sock_type}, not SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET"),
+                ));
+            }
+            if *shutdown > 3 {
+                return Err(invalid(
+                    at("kind.shutdown"),
+                    format!("is {shutdown}, above 3"),
+                ));
+            }
+            count(&at("kind.queue"), queue.len(), MAX_SOCKET_MESSAGES)?;
+            let bytes: usize = queue.iter().map(|q| q.0.len()).sum();
+            if bytes > MAX_SOCKET_QUEUE {
+                return Err(invalid(
+                    at("kind.queue"),
+                    format!("holds {bytes} bytes, at most {MAX_SOCKET_QUEUE}"),
+                ));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -488,6 +581,81 @@ fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
                 format!("range {}..{:?} is not a lock's", l.start, l.end),
             ));
         }
+    }
+    Ok(())
+}
+
+/// All bytes queued in pipes, FIFOs and sockets together; each pipe end
+/// held by one description; each socket by one description, its peer one
+/// other socket of the same type in the image, connected back to it.
+fn queued_total(p: &ProcessState) -> Result<(), Invalid> {
+    use std::collections::HashMap;
+    let ds = &p.descriptions;
+    let mut ends = HashMap::new();
+    let mut sockets = HashMap::new();
+    for (i, d) in ds.iter().enumerate() {
+        let at = |what: &str| format!("process.descriptions[{i}].{what}");
+        match &d.kind {
+            OpenFileKind::Pipe { .. } => {
+                let mode = d.flags as i32 & libc::O_ACCMODE;
+                if ends.insert((d.dev, d.ino, mode), i).is_some() {
+                    return Err(invalid(
+                        at("flags"),
+                        "names the same end of a pipe as another description",
+                    ));
+                }
+            }
+            OpenFileKind::UnixPair { .. } if sockets.insert(d.ino, i).is_some() => {
+                return Err(invalid(
+                    at("ino"),
+                    "names a socket held by two descriptions",
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (i, d) in ds.iter().enumerate() {
+        let OpenFileKind::UnixPair {
+            sock_type,
+            peer_ino,
+            ..
+        } = &d.kind
+        else {
+            continue;
+        };
+        let back = sockets.get(peer_ino).and_then(|&j| {
+            let e = ds.get(j)?;
+            match &e.kind {
+                OpenFileKind::UnixPair {
+                    sock_type: t,
+                    peer_ino: back,
+                    ..
+                } if j != i && t == sock_type && *back == d.ino => Some(()),
+                _ => None,
+            }
+        });
+        if back.is_none() {
+            return Err(invalid(
+                format!("process.descriptions[{i}].kind.peer_ino"),
+                "does not name one other socket of the same type in the image connected back \
+                 to it",
+            ));
+        }
+    }
+    let total: usize = p
+        .descriptions
+        .iter()
+        .map(|d| match &d.kind {
+            OpenFileKind::Pipe { data, .. } | OpenFileKind::Fifo { data, .. } => data.0.len(),
+            OpenFileKind::UnixPair { queue, .. } => queue.iter().map(|q| q.0.len()).sum(),
+            _ => 0,
+        })
+        .sum();
+    if total > MAX_QUEUED_BYTES {
+        return Err(invalid(
+            "process.descriptions",
+            format!("hold {total} queued bytes in pipes and sockets, at most {MAX_QUEUED_BYTES}"),
+        ));
     }
     Ok(())
 }
@@ -666,6 +834,164 @@ mod tests {
         refused(|m| vma(m, 0).shared = true, "chunks[0]");
         // Not into the vdso.
         refused(|m| vma(m, 1).kind = VmaKind::Vdso, "chunks[1]");
+    }
+
+    /// The sample with `kinds` as its descriptions (dev 1, ino from the
+    /// tuple), each held by one fd from 3 up.
+    fn with_descriptions(kinds: Vec<(OpenFileKind, u32, u64)>) -> Manifest {
+        let mut m = sample();
+        m.process.fds.clear();
+        m.process.descriptions.clear();
+        for (i, (kind, flags, ino)) in kinds.into_iter().enumerate() {
+            m.process.descriptions.push(crate::model::OpenFile {
+                kind,
+                path: format!("pipe:[{ino}]"),
+                flags,
+                offset: 0,
+                dev: 1,
+                ino,
+                locks: Vec::new(),
+            });
+            m.process.fds.push(FdState {
+                fd: 3 + i as i32,
+                description: i as u32,
+                cloexec: false,
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn pipes_and_socket_pairs() {
+        use crate::model::ByteString;
+        let pipe = |size: u32, data: &[u8]| OpenFileKind::Pipe {
+            size,
+            data: ByteString(data.to_vec()),
+            packets: Vec::new(),
+        };
+        let packets = |p: Vec<u32>| OpenFileKind::Pipe {
+            size: 65536,
+            data: ByteString(b"abcd".to_vec()),
+            packets: p,
+        };
+        validate(&with_descriptions(vec![(packets(vec![1, 3]), 0, 7)])).unwrap();
+        for bad in [vec![4, 0], vec![1, 2], vec![5000]] {
+            assert_eq!(
+                validate(&with_descriptions(vec![(packets(bad), 0, 7)]))
+                    .unwrap_err()
+                    .field,
+                "process.descriptions[0].kind.packets"
+            );
+        }
+        let unix = |ty: i32, peer: u64, queue: Vec<Vec<u8>>| OpenFileKind::UnixPair {
+            sock_type: ty,
+            peer_ino: peer,
+            queue: queue.into_iter().map(ByteString).collect(),
+            shutdown: 0,
+            sndbuf: 0,
+            passcred: false,
+        };
+        let check = |kinds| validate(&with_descriptions(kinds));
+        // Good: a pipe with its data on the read end, a stream pair.
+        check(vec![
+            (pipe(65536, b"abc"), 0, 7),
+            (pipe(65536, b""), 1, 7),
+            (unix(libc::SOCK_STREAM, 9, vec![b"x".to_vec()]), 2, 8),
+            (unix(libc::SOCK_STREAM, 8, vec![]), 2, 9),
+        ])
+        .unwrap();
+        let field = |kinds| check(kinds).unwrap_err().field;
+        // More data than the pipe holds, an absurd size, data on the write end.
+        assert_eq!(
+            field(vec![(pipe(2, b"abc"), 0, 7)]),
+            "process.descriptions[0].kind.size"
+        );
+        assert_eq!(
+            field(vec![(pipe(u32::MAX, b""), 0, 7)]),
+            "process.descriptions[0].kind.size"
+        );
+        assert_eq!(
+            field(vec![(pipe(4096, b"a"), 1, 7)]),
+            "process.descriptions[0].kind.data"
+        );
+        // Two read ends of one pipe; a pipe end opened read-write.
+        assert_eq!(
+            field(vec![(pipe(4096, b""), 0, 7), (pipe(4096, b""), 0, 7)]),
+            "process.descriptions[1].flags"
+        );
+        assert_eq!(
+            field(vec![(pipe(4096, b""), 2, 7)]),
+            "process.descriptions[0].flags"
+        );
+        // A socket whose peer is missing, of another type, not connected
+        // back, or itself; an unknown type; two descriptions of one socket.
+        assert_eq!(
+            field(vec![(unix(libc::SOCK_STREAM, 9, vec![]), 2, 8)]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_STREAM, 9, vec![]), 2, 8),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 8),
+                (unix(libc::SOCK_DGRAM, 10, vec![]), 2, 9),
+                (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 10)
+            ]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![(unix(libc::SOCK_DGRAM, 8, vec![]), 2, 8)]),
+            "process.descriptions[0].kind.peer_ino"
+        );
+        assert_eq!(
+            field(vec![(unix(libc::SOCK_RAW, 9, vec![]), 2, 8)]),
+            "process.descriptions[0].kind.sock_type"
+        );
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 8),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[2].ino"
+        );
+        // Queues above the limits.
+        assert_eq!(
+            field(vec![
+                (
+                    unix(libc::SOCK_DGRAM, 9, vec![vec![]; MAX_SOCKET_MESSAGES + 1]),
+                    2,
+                    8
+                ),
+                (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[0].kind.queue"
+        );
+        assert_eq!(
+            field(vec![
+                (
+                    unix(libc::SOCK_STREAM, 9, vec![vec![0; MAX_SOCKET_QUEUE + 1]]),
+                    2,
+                    8
+                ),
+                (unix(libc::SOCK_STREAM, 8, vec![]), 2, 9)
+            ]),
+            "process.descriptions[0].kind.queue"
+        );
+        let full = || vec![0u8; MAX_SOCKET_QUEUE];
+        assert_eq!(
+            field(vec![
+                (unix(libc::SOCK_STREAM, 9, vec![full()]), 2, 8),
+                (unix(libc::SOCK_STREAM, 8, vec![full()]), 2, 9),
+                (pipe(MAX_PIPE_SIZE as u32, &[0u8; 64]), 0, 7)
+            ]),
+            "process.descriptions"
+        );
     }
 
     #[test]

@@ -75,6 +75,42 @@ pub enum OpenFileKind {
     /// An inotify instance and its watches, in `wd` order. Restore adds
     /// them again, as the restored process, so that each gets its `wd`.
     Inotify { watches: Vec<InotifyWatch> },
+    /// One end of a pipe whose ends are both in the image (or whose other
+    /// end was closed), recreated with `pipe2`. The end is the access mode
+    /// in the description's flags (`O_RDONLY` reads, `O_WRONLY` writes);
+    /// the other end is the description of the same kind with the same
+    /// `(dev, ino)`. `size` is `F_GETPIPE_SZ`; `data` the bytes queued, in
+    /// order, held by the read end (empty on the write end). For a
+    /// packet-mode pipe (`O_DIRECT` on its write end), `packets` holds the
+    /// length of each packet in `data`, in order (empty otherwise).
+    Pipe {
+        size: u32,
+        data: ByteString,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        packets: Vec<u32>,
+    },
+    /// A FIFO (named pipe) opened by the process, reopened by `path` at
+    /// restore without blocking; `size` and `data` as for [`Self::Pipe`],
+    /// the data held by the first description of that FIFO (same
+    /// `(dev, ino)`) in the table.
+    Fifo { size: u32, data: ByteString },
+    /// One end of a connected pair of unix sockets (a `socketpair`, or two
+    /// sockets connected to each other), both ends in the image: recreated
+    /// with `socketpair`. `sock_type` is `SOCK_STREAM`, `SOCK_DGRAM` or
+    /// `SOCK_SEQPACKET`; the peer is the description whose `ino` is
+    /// `peer_ino`. `queue` is what this end has to read, in order, one
+    /// entry per datagram or packet (a stream's bytes in any number of
+    /// entries). `shutdown` holds the kernel's bits (1: no more reading, 2:
+    /// no more writing). `sndbuf` is `SO_SNDBUF` as read back (the kernel
+    /// doubles what was set); `passcred` is `SO_PASSCRED`.
+    UnixPair {
+        sock_type: i32,
+        peer_ino: u64,
+        queue: Vec<ByteString>,
+        shutdown: u8,
+        sndbuf: u32,
+        passcred: bool,
+    },
 }
 
 /// One entry of an epoll interest list: the kernel keys it by the file
@@ -137,10 +173,40 @@ pub struct FileLock {
     pub end: Option<u64>,
 }
 
+/// Bytes saved in the manifest as one CBOR byte string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ByteString(pub Vec<u8>);
+
+impl Serialize for ByteString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteString, E> {
+                Ok(ByteString(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteString, E> {
+                Ok(ByteString(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
 impl OpenFileKind {
     /// Created anew by the stub (never opened by a path): an eventfd,
-    /// signalfd, timerfd, epoll or inotify instance. `path` holds the kernel's name of it
-    /// (`anon_inode:[eventfd]`), for the user only.
+    /// signalfd, timerfd, epoll or inotify instance, pipe or unix socket
+    /// pair. `path` holds the kernel's name of it (`anon_inode:[eventfd]`,
+    /// `pipe:[123]`), for the user only.
     pub fn is_anonymous(&self) -> bool {
         matches!(
             self,
@@ -149,6 +215,8 @@ impl OpenFileKind {
                 | Self::Timerfd { .. }
                 | Self::Epoll { .. }
                 | Self::Inotify { .. }
+                | Self::Pipe { .. }
+                | Self::UnixPair { .. }
         )
     }
 }

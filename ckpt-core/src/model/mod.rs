@@ -28,7 +28,8 @@ pub mod timers;
 
 pub use creds::{Credentials, Namespaces, NsId};
 pub use files::{
-    EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS, INOTIFY_MASK_BITS,
+    ByteString, EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS,
+    INOTIFY_MASK_BITS,
 };
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};

@@ -193,6 +193,7 @@ pub fn restore_with(
             opts,
             mode,
             exe_fd: None,
+            prepared: Vec::new(),
         };
         builder.build(reader, &plan).map(|()| builder.notices)
     };
@@ -252,6 +253,9 @@ struct Builder<'a> {
     /// The stub's fd of the saved executable, kept for `PR_SET_MM_MAP`
     /// when the exe link is to be set.
     exe_fd: Option<u64>,
+    /// Descriptions created together with an earlier one (the other end
+    /// of a pipe or socket pair): (description index, the stub's fd).
+    prepared: Vec<(usize, u64)>,
 }
 
 impl Builder<'_> {

@@ -4,9 +4,11 @@
 //!
 //! Trusts: nothing read from `/proc` (paths may hold any bytes; fdinfo is
 //! parsed strictly). What restore cannot reopen is refused here, naming
-//! the fd: anything that is not a path (pipes, sockets, anonymous inodes
-//! other than eventfd, signalfd, timerfd, epoll and inotify), deleted
-//! files, other devices, locks other than flock, POSIX and OFD ones.
+//! the fd: anything that is not a path (sockets other than unix socket
+//! pairs, pipes with an end outside the image, anonymous inodes other than
+//! eventfd, signalfd, timerfd, epoll and inotify), deleted files, other
+//! devices, locks other than flock, POSIX and OFD ones. Pipes, FIFOs and
+//! unix socket pairs are [`pipe`]'s and [`unix`]'s.
 //!
 //! An epoll's entries name other descriptions, so they are resolved
 //! ([`epoll::resolve`]) once the whole table is known.
@@ -21,9 +23,11 @@ mod eventfd;
 mod external;
 mod inotify;
 mod locks;
+mod pipe;
 mod regular;
 mod signalfd;
 mod timerfd;
+mod unix;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -96,6 +100,7 @@ impl Frozen {
                 }
             }
         }
+        let (ends, held) = survey(pid, &numbers);
         let mut fds = Vec::new();
         // Epoll descriptions and their raw entries, resolved at the end.
         let mut epolls = Vec::new();
@@ -130,7 +135,16 @@ impl Frozen {
                         source,
                     }
                 })?;
-            let kind = match external::classify(pid, fd, &link, &meta, &mut outside)? {
+            // Pipes, FIFOs and unix sockets held inside the image first.
+            let inside =
+                match pipe::classify(pid, &self.pidfd, fd, &link, &meta, info.flags, &ends)? {
+                    Some(kind) => Some(kind),
+                    None => unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &held)?,
+                };
+            let kind = match inside.map_or_else(
+                || external::classify(pid, fd, &link, &meta, &mut outside),
+                |kind| Ok(Some(kind)),
+            )? {
                 Some(kind) => kind,
                 None if link == eventfd::LINK => eventfd::capture(pid, fd, &info_text)?,
                 None if link == signalfd::LINK => signalfd::capture(pid, fd, &info_text)?,
@@ -196,6 +210,30 @@ impl Frozen {
                 }
             }
         }
+        pipe::check(pid, &mut descriptions)?;
         Ok((fds, descriptions))
     }
+}
+
+/// Which pipes have both ends in the process, and which sockets it holds
+/// (fds that cannot be read are left to the main pass to report).
+fn survey(pid: i32, numbers: &[i32]) -> (pipe::Ends, unix::Held) {
+    let mut ends = pipe::Ends::default();
+    let mut held = unix::Held::default();
+    for fd in numbers {
+        let path = proc_path(pid, &format!("fd/{fd}"));
+        let (Ok(link), Ok(meta)) = (std::fs::read_link(&path), std::fs::metadata(&path)) else {
+            continue;
+        };
+        let link = link.to_string_lossy();
+        held.note(&link, meta.ino());
+        let flags = std::fs::read_to_string(proc_path(pid, &format!("fdinfo/{fd}")))
+            .ok()
+            .and_then(|t| procfs::fdinfo::parse_fdinfo(&t).ok())
+            .map(|i| i.flags);
+        if let Some(flags) = flags {
+            ends.note(&link, meta.ino(), flags);
+        }
+    }
+    (ends, held)
 }

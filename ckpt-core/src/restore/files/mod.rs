@@ -16,21 +16,26 @@
 //! image are handed the caller's own ([`external`]). eventfds, signalfds
 //! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
 //! [`timerfd`]): no path, the stub's credentials; so are epoll and
-//! inotify instances ([`epoll`], [`inotify`]). Descriptions are opened in
-//! dependency order: every description first, then each epoll's entries
-//! are added (they name other descriptions), then the fds are put in
-//! place, and last the file locks are taken ([`locks`]: closing any fd of
-//! a file drops the process's POSIX locks on it, so nothing may be closed
-//! after them).
+//! inotify instances ([`epoll`], [`inotify`]), pipes and unix socket pairs
+//! ([`pipe`], [`unix`]: both ends at once, filled with their saved data,
+//! [`queued`]); FIFOs are reopened by path ([`pipe`]). Descriptions are
+//! opened in dependency order: every description first, then each epoll's
+//! entries are added (they name other descriptions), then the fds are put
+//! in place, and last the file locks are taken ([`locks`]: closing any fd
+//! of a file drops the process's POSIX locks on it, so nothing may be
+//! closed after them).
 
 mod epoll;
 mod eventfd;
 mod external;
 mod inotify;
 mod locks;
+mod pipe;
+mod queued;
 mod regular;
 mod signalfd;
 mod timerfd;
+mod unix;
 
 use super::{Builder, RestoreError, StubMode};
 use crate::inject::errno_of;
@@ -111,10 +116,15 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Recreate description `d` in the stub, at a number above `top` (the
-    /// highest fd to restore), close-on-exec; the stub's fd.
-    fn open_description(&mut self, d: &OpenFile, top: i32) -> Result<u64, RestoreError> {
+    /// Recreate description `d` (number `i` in the table) in the stub, at
+    /// a number above `top` (the highest fd to restore), close-on-exec; the
+    /// stub's fd.
+    fn open_description(&mut self, i: usize, d: &OpenFile, top: i32) -> Result<u64, RestoreError> {
         match d.kind.clone() {
+            // Created with their other end, filled with their data.
+            OpenFileKind::Pipe { .. } => self.open_pipe_end(i, top),
+            OpenFileKind::Fifo { .. } => self.open_fifo(i, top),
+            OpenFileKind::UnixPair { .. } => self.open_unix_pair(i, top),
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }
@@ -233,12 +243,12 @@ impl Builder<'_> {
         )?;
 
         let mut temp = Vec::with_capacity(p.descriptions.len());
-        for d in &p.descriptions {
+        for (i, d) in p.descriptions.iter().enumerate() {
             if matches!(d.kind, OpenFileKind::External { .. }) {
                 temp.push(None);
                 continue;
             }
-            temp.push(Some(self.open_description(d, top)?));
+            temp.push(Some(self.open_description(i, d, top)?));
         }
         // Every description exists: the epoll entries.
         let external_at = |n: i32| {

@@ -1,0 +1,243 @@
+//! Unix sockets connected to each other inside the process (a
+//! `socketpair`): type, peer, shutdown bits, `SO_SNDBUF`, `SO_PASSCRED`,
+//! and the messages queued on each end, read without consuming them. What
+//! a socket is connected to comes from `sock_diag` ([`crate::sockdiag`]);
+//! the queue is peeked on a duplicate taken with `pidfd_getfd` (the
+//! kernel's own ptrace-attach check, after the dump's), at `SO_PEEK_OFF`
+//! offsets, and the socket's peek offset is put back as it was.
+//!
+//! Trusts: the kernel. Refuses, naming the fd: a socket that is not a
+//! unix socket, one that is bound to a name, listening, unconnected, or
+//! connected to a socket outside the process, one with file descriptors
+//! in flight (`SCM_RIGHTS`, which cannot be peeked without receiving
+//! them), and a queue above [`MAX_SOCKET_QUEUE`] bytes or
+//! [`MAX_SOCKET_MESSAGES`] messages. A socket on fd 0-2 that is not
+//! connected inside the process is left to [`super::external`] as before.
+//!
+//! Not kept: credentials that came with queued messages (`SCM_CREDENTIALS`),
+//! and a datagram or packet of no bytes anywhere but at the head of the
+//! queue (the kernel skips those when peeking at an offset).
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use nix::errno::Errno;
+
+use super::DumpError;
+use crate::limits::{MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE};
+use crate::model::{ByteString, OpenFileKind};
+use crate::sockdiag;
+use crate::sys;
+
+/// `SO_PEEK_OFF`.
+const SO_PEEK_OFF: libc::c_int = 42;
+
+/// The socket inodes the process holds (from each fd's link).
+#[derive(Debug, Default)]
+pub(super) struct Held(HashSet<u64>);
+
+impl Held {
+    /// Note fd's socket, if it is one (`link` is `socket:[INO]`).
+    pub(super) fn note(&mut self, link: &str, ino: u64) {
+        if link.starts_with("socket:[") {
+            self.0.insert(ino);
+        }
+    }
+}
+
+fn err(pid: i32, what: String) -> impl Fn(Errno) -> DumpError {
+    move |e| DumpError::Proc {
+        pid,
+        what: what.clone(),
+        source: e.into(),
+    }
+}
+
+/// `Some(UnixPair)` for a unix socket connected to another socket of the
+/// process; `None` for a socket on fd 0-2 that is not (then
+/// [`super::external`]'s) and for anything that is not a socket.
+pub(super) fn classify(
+    pid: i32,
+    pidfd: &OwnedFd,
+    fd: i32,
+    link: &str,
+    meta: &std::fs::Metadata,
+    info: &str,
+    held: &Held,
+) -> Result<Option<OpenFileKind>, DumpError> {
+    if !meta.file_type().is_socket() {
+        return Ok(None);
+    }
+    let refuse = |what: String| -> Result<Option<OpenFileKind>, DumpError> {
+        if fd <= 2 {
+            return Ok(None);
+        }
+        Err(DumpError::Unsupported {
+            pid,
+            resource: format!("fd {fd} ({link}), {what}"),
+        })
+    };
+    let s = match sockdiag::unix_socket(meta.ino()) {
+        Ok(s) => s,
+        Err(Errno::ENOENT) => {
+            return refuse(
+                "a socket that is not a unix socket of this network namespace (TCP, UDP, \
+                 netlink and other sockets cannot be checkpointed yet)"
+                    .into(),
+            )
+        }
+        Err(e) => return Err(err(pid, format!("fd {fd} ({link}): sock_diag"))(e)),
+    };
+    let kind = match s.sock_type {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "datagram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "unknown-type",
+    };
+    if s.state == sockdiag::STATE_LISTEN {
+        return refuse(format!(
+            "a listening unix {kind} socket{} (listening sockets cannot be checkpointed yet)",
+            s.name
+                .as_deref()
+                .map(|n| format!(" on {n}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(name) = &s.name {
+        return refuse(format!(
+            "a unix {kind} socket bound to {name} (named sockets cannot be checkpointed yet)"
+        ));
+    }
+    let Some(peer) = s.peer.filter(|_| s.state == sockdiag::STATE_CONNECTED) else {
+        return refuse(format!(
+            "an unconnected unix {kind} socket (only sockets connected to each other inside \
+             the process can be checkpointed yet)"
+        ));
+    };
+    if !held.0.contains(&peer) {
+        return refuse(format!(
+            "a unix {kind} socket connected to socket:[{peer}] outside the process (only \
+             sockets connected to each other inside the process can be checkpointed yet)"
+        ));
+    }
+    // A datagram socket connected one way only is not a pair.
+    let back = sockdiag::unix_socket(peer)
+        .map_err(err(pid, format!("fd {fd} ({link}): sock_diag of its peer")))?;
+    if back.peer != Some(meta.ino()) || back.name.is_some() {
+        return refuse(format!(
+            "a unix {kind} socket connected to socket:[{peer}], which is not connected back \
+             to it"
+        ));
+    }
+    let scm_fds = info
+        .lines()
+        .find_map(|l| l.strip_prefix("scm_fds:"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match scm_fds {
+        Some(0) => {}
+        Some(n) => {
+            return refuse(format!(
+                "a unix {kind} socket with {n} file descriptors in flight (SCM_RIGHTS), \
+                 which cannot be read without receiving them"
+            ))
+        }
+        None => {
+            return Err(err(pid, format!("fdinfo/{fd}: no scm_fds line"))(
+                Errno::EPROTO,
+            ))
+        }
+    }
+    let sock = sys::pidfd_getfd(pidfd, fd).map_err(err(pid, format!("fd {fd} ({link})")))?;
+    let sndbuf = sys::sock_opt(&sock, libc::SO_SNDBUF)
+        .map_err(err(pid, format!("fd {fd} ({link}): SO_SNDBUF")))?;
+    let passcred = sys::sock_opt(&sock, libc::SO_PASSCRED)
+        .map_err(err(pid, format!("fd {fd} ({link}): SO_PASSCRED")))?;
+    let queue = peek_queue(&sock, s.sock_type, s.shutdown)
+        .map_err(err(pid, format!("fd {fd} ({link}): its queue")))?;
+    let Some(queue) = queue else {
+        return refuse(format!(
+            "a unix {kind} socket holding more than {MAX_SOCKET_QUEUE} bytes or \
+             {MAX_SOCKET_MESSAGES} messages"
+        ));
+    };
+    Ok(Some(OpenFileKind::UnixPair {
+        sock_type: s.sock_type,
+        peer_ino: peer,
+        queue,
+        shutdown: s.shutdown,
+        sndbuf: u32::try_from(sndbuf).unwrap_or(0),
+        passcred: passcred != 0,
+    }))
+}
+
+/// Every message queued on `sock`, in order, left in place (`None`: more
+/// than the limits). The socket's peek offset is put back as it was,
+/// whatever happens.
+fn peek_queue(
+    sock: &OwnedFd,
+    sock_type: i32,
+    shutdown: u8,
+) -> Result<Option<Vec<ByteString>>, Errno> {
+    let old = sys::sock_opt(sock, SO_PEEK_OFF)?;
+    sys::set_sock_opt(sock, SO_PEEK_OFF, 0)?;
+    let r = peek_from_zero(sock, sock_type, shutdown);
+    let back = sys::set_sock_opt(sock, SO_PEEK_OFF, old);
+    let q = r?;
+    back?;
+    Ok(q)
+}
+
+fn peek_from_zero(
+    sock: &OwnedFd,
+    sock_type: i32,
+    shutdown: u8,
+) -> Result<Option<Vec<ByteString>>, Errno> {
+    let mut queue = Vec::new();
+    let mut total = 0usize;
+    let mut offset = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match sys::recv_peek(sock, &mut buf) {
+            Err(Errno::EAGAIN) => break,
+            r => r?,
+        };
+        if n > buf.len() {
+            // A datagram longer than the buffer: peek it again whole.
+            if n > MAX_SOCKET_QUEUE {
+                return Ok(None);
+            }
+            buf.resize(n, 0);
+            let off = i32::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
+            sys::set_sock_opt(sock, SO_PEEK_OFF, off)?;
+            continue;
+        }
+        if n == 0 {
+            // End of a stream, or of a socket shut down for reading; a
+            // datagram or packet of no bytes at the head of the queue
+            // otherwise (the kernel then skips it on the next peek).
+            if sock_type == libc::SOCK_STREAM || shutdown & 1 != 0 || !queue.is_empty() {
+                break;
+            }
+        }
+        total += n;
+        offset += n;
+        queue.push(ByteString(buf[..n].to_vec()));
+        if total > MAX_SOCKET_QUEUE || queue.len() > MAX_SOCKET_MESSAGES {
+            return Ok(None);
+        }
+    }
+    if sock_type == libc::SOCK_STREAM {
+        // One entry for the whole stream.
+        let all: Vec<u8> = queue.into_iter().flat_map(|b| b.0).collect();
+        if sys::bytes_queued(sock)? != all.len() {
+            return Err(Errno::EBUSY);
+        }
+        return Ok(Some(if all.is_empty() {
+            Vec::new()
+        } else {
+            vec![ByteString(all)]
+        }));
+    }
+    Ok(Some(queue))
+}

@@ -1,0 +1,190 @@
+//! What the kernel says about one unix socket, by inode: `NETLINK_SOCK_DIAG`
+//! with a `unix_diag_req` for exactly that inode (its type, state, bound
+//! name, peer and shutdown bits). This is how a dump learns which socket an
+//! fd's socket is connected to, which nothing in `/proc/PID/fdinfo` says.
+//!
+//! Owns: one netlink socket per question, closed before returning. Trusts:
+//! nothing in the answer is used unchecked: every length is checked
+//! against the buffer, an answer for another inode is an error.
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use std::os::fd::AsRawFd;
+
+/// `SOCK_DIAG_BY_FAMILY`.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+/// `UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN`.
+const SHOW: u32 = 0x01 | 0x04 | 0x10;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
+
+/// One unix socket as `sock_diag` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnixSocket {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub sock_type: i32,
+    /// The kernel's `TCP_*` state: 1 connected, 7 unconnected, 10 listening.
+    pub state: u8,
+    /// The bound address (a path, or `@name` for the abstract namespace).
+    pub name: Option<String>,
+    /// Inode of the socket it is connected to.
+    pub peer: Option<u64>,
+    /// Bytes (stream) or the first message's length (datagram) queued to be
+    /// read, and the bytes its sent data still takes.
+    pub rqlen: Option<(u32, u32)>,
+    /// `sk_shutdown`: 1 no more reading, 2 no more writing.
+    pub shutdown: u8,
+}
+
+/// The state value of a connected socket (`TCP_ESTABLISHED`).
+pub const STATE_CONNECTED: u8 = 1;
+/// The state value of a listening socket (`TCP_LISTEN`).
+pub const STATE_LISTEN: u8 = 10;
+
+/// Ask the kernel about the unix socket with inode `ino` (in the caller's
+/// network namespace).
+pub fn unix_socket(ino: u64) -> Result<UnixSocket, Errno> {
+    let ino32 = u32::try_from(ino).map_err(|_| Errno::ENOENT)?;
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(libc::AF_UNIX as u8);
+    req.push(0); // protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&ino32.to_ne_bytes());
+    req.extend_from_slice(&SHOW.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    sendto(
+        fd.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    let mut buf = vec![0u8; 8192];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    parse(buf.get(..n).ok_or(Errno::EPROTO)?, ino32)
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, Errno> {
+    b.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_ne_bytes)
+        .ok_or(Errno::EPROTO)
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, Errno> {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .ok_or(Errno::EPROTO)
+}
+
+/// One answer: a netlink header, then `unix_diag_msg`, then attributes.
+fn parse(b: &[u8], ino: u32) -> Result<UnixSocket, Errno> {
+    let len = u32_at(b, 0)? as usize;
+    let ty = u16_at(b, 4)?;
+    let msg = b.get(16..len).ok_or(Errno::EPROTO)?;
+    if ty == NLMSG_ERROR {
+        let e = i32::from_ne_bytes(
+            msg.get(..4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(Errno::EPROTO)?,
+        );
+        return Err(Errno::from_raw(-e));
+    }
+    if ty != SOCK_DIAG_BY_FAMILY || msg.len() < 16 {
+        return Err(Errno::EPROTO);
+    }
+    if msg[0] != libc::AF_UNIX as u8 || u32_at(msg, 4)? != ino {
+        return Err(Errno::EPROTO);
+    }
+    let mut s = UnixSocket {
+        sock_type: i32::from(msg[1]),
+        state: msg[2],
+        ..UnixSocket::default()
+    };
+    let mut at = 16;
+    while at + 4 <= msg.len() {
+        let alen = u16_at(msg, at)? as usize;
+        let aty = u16_at(msg, at + 2)?;
+        if alen < 4 {
+            return Err(Errno::EPROTO);
+        }
+        let data = msg.get(at + 4..at + alen).ok_or(Errno::EPROTO)?;
+        match aty {
+            UNIX_DIAG_NAME => {
+                let name = match data.split_first() {
+                    Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+                    _ => String::from_utf8_lossy(data)
+                        .trim_end_matches('\0')
+                        .to_string(),
+                };
+                s.name = Some(name);
+            }
+            UNIX_DIAG_PEER => s.peer = Some(u64::from(u32_at(data, 0)?)),
+            UNIX_DIAG_RQLEN => s.rqlen = Some((u32_at(data, 0)?, u32_at(data, 4)?)),
+            UNIX_DIAG_SHUTDOWN => s.shutdown = *data.first().ok_or(Errno::EPROTO)?,
+            _ => {}
+        }
+        at += (alen + 3) & !3;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    fn ino(fd: &impl AsRawFd) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    #[test]
+    fn a_socketpair_names_its_peer_and_shutdown() {
+        let (a, b) = nix::sys::socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
+        let sa = unix_socket(ino(&a)).unwrap();
+        let sb = unix_socket(ino(&b)).unwrap();
+        assert_eq!(sa.sock_type, libc::SOCK_SEQPACKET);
+        assert_eq!(sa.state, STATE_CONNECTED);
+        assert_eq!(sa.peer, Some(ino(&b)));
+        assert_eq!(sb.peer, Some(ino(&a)));
+        assert_eq!(sa.name, None);
+        assert_eq!(sa.shutdown, 2);
+        assert_eq!(sb.shutdown, 1);
+    }
+
+    #[test]
+    fn an_unknown_inode_is_an_error() {
+        assert!(unix_socket(u64::from(u32::MAX) + 5).is_err());
+        assert!(parse(&[0; 8], 1).is_err());
+    }
+}
