@@ -10,6 +10,9 @@
 //! one pipe, and a pipe larger than [`MAX_PIPE_SIZE`]. A packet-mode
 //! (`O_DIRECT`) pipe keeps its packet boundaries.
 //! A FIFO on fd 0-2 is left to [`super::external`] as before.
+//! A FIFO held only for writing keeps no data (what is queued in it is its
+//! reader's, outside the image; restore reopens it by path, and the
+//! process finds whatever reader opens it then).
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
