@@ -4,7 +4,10 @@
 //! is safe.
 //!
 //! Owns: the ptrace relationship with the target ([`Frozen`] resumes it
-//! when dropped). Trusts: the kernel.
+//! when dropped). A target already traced by another process is refused,
+//! naming the tracer. While frozen the task has every signal blocked, so
+//! that none is delivered while syscalls are injected; its own mask is put
+//! back once the queries are done. Trusts: the kernel.
 
 use std::os::fd::OwnedFd;
 
@@ -17,7 +20,22 @@ impl Frozen {
     /// Seize and stop `pid`. `pidfd` must refer to the same process; it is
     /// checked again once the task is stopped, so a recycled pid is refused.
     pub fn seize(pidfd: OwnedFd, pid: i32) -> Result<Frozen, DumpError> {
-        let tracee = Tracee::seize(pid).map_err(|source| DumpError::Freeze { pid, source })?;
+        let tracee = match Tracee::seize(pid) {
+            Ok(t) => t,
+            Err(source) => {
+                // Someone else's tracee cannot be seized: name the tracer.
+                if let Some(tracer) = tracer_of(pid) {
+                    return Err(DumpError::Unsupported {
+                        pid,
+                        resource: format!(
+                            "a process traced by another process (TracerPid {tracer}): \
+                             detach the debugger or tracer first"
+                        ),
+                    });
+                }
+                return Err(DumpError::Freeze { pid, source });
+            }
+        };
         if sys::pidfd_send_signal(&pidfd, 0).is_err() {
             let _ = tracee.detach();
             return Err(DumpError::Gone { pid });
@@ -29,11 +47,31 @@ impl Frozen {
                 return Err(DumpError::Trace { pid, source });
             }
         };
+        // Every signal is blocked while syscalls are injected, so none is
+        // delivered (and none has to be taken off the task and sent again,
+        // losing its siginfo: a POSIX timer's value, a sigqueue payload);
+        // they wait, queued with their siginfo, until the mask is put back.
+        let sigmask =
+            match sys::get_sigmask(pid).and_then(|m| sys::set_sigmask(pid, !0).map(|()| m)) {
+                Ok(m) => m,
+                Err(errno) => {
+                    let _ = tracee.detach();
+                    return Err(DumpError::Trace {
+                        pid,
+                        source: PtraceError::Request {
+                            op: "SETSIGMASK",
+                            pid,
+                            errno,
+                        },
+                    });
+                }
+            };
         Ok(Frozen {
             pid,
             pidfd,
             tracee: Some(tracee),
             saved,
+            sigmask,
             cancel: None,
         })
     }
@@ -69,7 +107,21 @@ impl Frozen {
         }
         tracee
             .set_regs(&regs)
-            .map_err(|source| DumpError::Trace { pid, source })
+            .map_err(|source| DumpError::Trace { pid, source })?;
+        self.put_back_sigmask()
+    }
+
+    /// The task's own signal mask, blocked since the freeze.
+    fn put_back_sigmask(&self) -> Result<(), DumpError> {
+        let pid = self.pid;
+        sys::set_sigmask(pid, self.sigmask).map_err(|errno| DumpError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "SETSIGMASK",
+                pid,
+                errno,
+            },
+        })
     }
     /// Let the target continue as if nothing happened (the registers are put
     /// back with the kernel's syscall-restart fix-up) and stop tracing it.
@@ -89,7 +141,15 @@ impl Frozen {
         if tracee.was_injected() {
             arch::restart_fixup(&mut regs, ResumeIn::Original);
         }
-        let res = tracee.set_regs(&regs);
+        let res = tracee
+            .set_regs(&regs)
+            .and(
+                sys::set_sigmask(pid, self.sigmask).map_err(|errno| PtraceError::Request {
+                    op: "SETSIGMASK",
+                    pid,
+                    errno,
+                }),
+            );
         let stolen = tracee.take_stolen_signals();
         let det = tracee.detach();
         for sig in stolen {
@@ -114,6 +174,14 @@ impl Frozen {
             },
         })
     }
+}
+
+/// The pid of the process tracing `pid` (`TracerPid` in its status), if
+/// one is.
+fn tracer_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(super::proc_path(pid, "status")).ok()?;
+    let status = crate::procfs::status::parse_status(&text).ok()?;
+    (status.tracer_pid != 0).then_some(status.tracer_pid)
 }
 
 impl Drop for Frozen {

@@ -6,7 +6,8 @@
 //! parsed strictly). What restore cannot reopen is refused here, naming
 //! the fd: file locks, anything that is not a path (pipes, sockets,
 //! anonymous inodes other than eventfd, signalfd and timerfd), deleted
-//! files, other devices.
+//! files; network sockets, devices and the kernel objects nobody restores
+//! are named by [`refused`].
 //!
 //! A new kind of description: a variant of
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
@@ -15,6 +16,7 @@
 
 mod eventfd;
 mod external;
+mod refused;
 mod regular;
 mod signalfd;
 mod timerfd;
@@ -104,6 +106,9 @@ impl Frozen {
                         source,
                     }
                 })?;
+            if let Some(resource) = refused::refusal(&self.pidfd, fd, &link, &meta) {
+                return Err(unsupported(resource));
+            }
             let kind = match external::classify(pid, fd, &link, &meta, &mut outside)? {
                 Some(kind) => kind,
                 None if link == eventfd::LINK => eventfd::capture(pid, fd, &info_text)?,
