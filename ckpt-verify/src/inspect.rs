@@ -317,7 +317,11 @@ fn print_text(path: &Path, reader: &ImageReader) {
             s.policy,
             s.priority,
             s.nice,
-            if s.reset_on_fork { ", reset on fork" } else { "" }
+            if s.reset_on_fork {
+                ", reset on fork"
+            } else {
+                ""
+            }
         );
     }
     for (i, f) in p.seccomp_filters.iter().enumerate() {

@@ -205,3 +205,10 @@ fn dump_refuses_a_seccomp_filter_with_a_supervisor() {
 fn dump_refuses_a_deleted_working_directory() {
     refused("deletedcwd", &["a deleted working directory"]);
 }
+
+/// A terminal on an fd other than 0-2 (here a pseudo-terminal's terminal
+/// side on fd 3) is refused: only fds 0-2 are reconnected to the caller's.
+#[test]
+fn dump_refuses_a_terminal_above_fd_2() {
+    refused("pts", &["fd 3 (/dev/pts/"]);
+}

@@ -17,6 +17,11 @@
  *            with its sigev_value and timer id in the siginfo, the
  *            thread-directed one fires at this thread with its value when
  *            re-armed, and a new timer does not take a restored timer's id.
+ *            One more timer had its signal blocked while it expired many
+ *            times, then delivered: its overrun count is at least 5 before
+ *            the dump and 0 after (ckpt records it but no kernel interface
+ *            sets it: restore says so in a notice; "after" is told by the
+ *            pid, which a restore changes).
  *   seccomp  no_new_privs and two seccomp filters: the older denies getpgid
  *            with EPERM, the newer (SECCOMP_FILTER_FLAG_LOG) kills the
  *            process on getsid. Checked after restore: Seccomp 2 with 2
@@ -159,6 +164,8 @@ static void timers_text(char *out, size_t size)
 }
 
 static char timers_before[8192];
+static timer_t overrun_timer;
+static pid_t setup_pid;
 
 static void timers_setup(void)
 {
@@ -196,6 +203,31 @@ static void timers_setup(void)
 		if (t->value_ns && timer_settime(t->id, 0, &its, NULL) != 0)
 			die(t->name);
 	}
+	setup_pid = getpid();
+	/* The overrun timer: expirations pile up on one blocked signal, which
+	 * is then let through once (the kernel counts the overrun when it is
+	 * delivered) and blocked again for good, so no later delivery resets
+	 * the count. */
+	sigset_t rt4;
+	sigemptyset(&rt4);
+	sigaddset(&rt4, SIGRTMIN + 4);
+	if (sigaction(SIGRTMIN + 4, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &rt4, NULL) != 0)
+		die("blocking SIGRTMIN+4");
+	struct sigevent ev4;
+	memset(&ev4, 0, sizeof ev4);
+	ev4.sigev_notify = SIGEV_SIGNAL;
+	ev4.sigev_signo = SIGRTMIN + 4;
+	struct itimerspec every10ms = {.it_interval = {0, 10000000}, .it_value = {0, 10000000}};
+	if (timer_create(CLOCK_MONOTONIC, &ev4, &overrun_timer) != 0 ||
+	    timer_settime(overrun_timer, 0, &every10ms, NULL) != 0)
+		die("the overrun timer");
+	struct timespec wait = {0, 150000000};
+	while (nanosleep(&wait, &wait) != 0 && errno == EINTR)
+		;
+	if (sigprocmask(SIG_UNBLOCK, &rt4, NULL) != 0 || sigprocmask(SIG_BLOCK, &rt4, NULL) != 0)
+		die("letting SIGRTMIN+4 through once");
+	if (timer_getoverrun(overrun_timer) < 5)
+		die("the overrun timer has no overrun");
 	timers_text(timers_before, sizeof timers_before);
 	if (!strstr(timers_before, "notify: signal/tid.self") || !strstr(timers_before, "notify: none/pid.self"))
 		die("/proc/self/timers does not show the timers as expected");
@@ -232,6 +264,13 @@ static void timers_check(int after)
 			fail("timer %s: %lld ns left after restore, %lld before", t->name, left, t->left_ns);
 		}
 	}
+	/* Restored (a new pid): the overrun is gone; not restored: it stays. */
+	int overrun = timer_getoverrun(overrun_timer);
+	int restored = getpid() != setup_pid;
+	if (!restored && overrun < 5)
+		fail("overrun %d, expected at least 5", overrun);
+	if (restored && overrun != 0)
+		fail("overrun %d after restore, expected 0 (not restorable)", overrun);
 	if (!after)
 		return;
 	/* The periodic timer keeps firing, with its value and id. */

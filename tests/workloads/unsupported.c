@@ -26,6 +26,8 @@
  *   strict   runs in seccomp strict mode (blocked reading a pipe)
  *   usernotif  has a seccomp filter that hands getpgid to a supervisor
  *            (SECCOMP_RET_USER_NOTIF; the listener fd is closed)
+ *   pts      holds a pseudo-terminal's terminal side as fd 3 (its master
+ *            moved to fd 100)
  *   deletedcwd  works in a directory it created and removed
  *   traced   is traced (PTRACE_SEIZE) by its child, whose pid is the
  *            second line of READY-FILE
@@ -151,6 +153,14 @@ static int more_resources(const char *mode, char *ready, size_t size)
 		fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog);
 		if (fd >= 0)
 			close((int)fd);
+	} else if (strcmp(mode, "pts") == 0) {
+		int m = posix_openpt(O_RDWR | O_NOCTTY);
+		if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0 || dup2(m, 100) != 100 || close(m) != 0)
+			return -1;
+		int t = open(ptsname(100), O_RDWR | O_NOCTTY);
+		if (t < 0 || (t != 3 && (dup2(t, 3) != 3 || close(t) != 0)))
+			return -1;
+		fd = 3;
 	} else if (strcmp(mode, "deletedcwd") == 0) {
 		char gone[64];
 		snprintf(gone, sizeof gone, "gone-%d", (int)getpid());

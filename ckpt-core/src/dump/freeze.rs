@@ -5,9 +5,9 @@
 //!
 //! Owns: the ptrace relationship with the target ([`Frozen`] resumes it
 //! when dropped). A target already traced by another process is refused,
-//! naming the tracer. While frozen the task has every signal blocked, so
-//! that none is delivered while syscalls are injected; its own mask is put
-//! back once the queries are done. Trusts: the kernel.
+//! naming the tracer. While syscalls are injected the task has every signal
+//! blocked, so that none is delivered then; its own mask is put back once
+//! the queries are done. Trusts: the kernel.
 
 use std::os::fd::OwnedFd;
 
@@ -47,31 +47,12 @@ impl Frozen {
                 return Err(DumpError::Trace { pid, source });
             }
         };
-        // Every signal is blocked while syscalls are injected, so none is
-        // delivered (and none has to be taken off the task and sent again,
-        // losing its siginfo: a POSIX timer's value, a sigqueue payload);
-        // they wait, queued with their siginfo, until the mask is put back.
-        let sigmask =
-            match sys::get_sigmask(pid).and_then(|m| sys::set_sigmask(pid, !0).map(|()| m)) {
-                Ok(m) => m,
-                Err(errno) => {
-                    let _ = tracee.detach();
-                    return Err(DumpError::Trace {
-                        pid,
-                        source: PtraceError::Request {
-                            op: "SETSIGMASK",
-                            pid,
-                            errno,
-                        },
-                    });
-                }
-            };
         Ok(Frozen {
             pid,
             pidfd,
             tracee: Some(tracee),
             saved,
-            sigmask,
+            sigmask: None,
             cancel: None,
         })
     }
@@ -111,18 +92,44 @@ impl Frozen {
         self.put_back_sigmask()
     }
 
-    /// The task's own signal mask, blocked since the freeze.
-    fn put_back_sigmask(&self) -> Result<(), DumpError> {
+    /// Block every signal until [`Frozen::put_back_registers`] (or the
+    /// release), so that none is delivered while syscalls are injected:
+    /// none has to be taken off the task and sent again, losing its
+    /// siginfo (a POSIX timer's value, a `sigqueue` payload); they wait,
+    /// queued with their siginfo. Called right before the first injection
+    /// (until then the task is not resumed, so nothing is delivered).
+    pub(super) fn block_signals(&mut self) -> Result<(), DumpError> {
         let pid = self.pid;
-        sys::set_sigmask(pid, self.sigmask).map_err(|errno| DumpError::Trace {
+        let err = |errno| DumpError::Trace {
             pid,
             source: PtraceError::Request {
                 op: "SETSIGMASK",
                 pid,
                 errno,
             },
-        })
+        };
+        let mask = sys::get_sigmask(pid).map_err(err)?;
+        sys::set_sigmask(pid, !0).map_err(err)?;
+        self.sigmask = Some(mask);
+        Ok(())
     }
+
+    /// The task's own signal mask, if [`Frozen::block_signals`] blocked it.
+    fn put_back_sigmask(&mut self) -> Result<(), DumpError> {
+        let pid = self.pid;
+        match self.sigmask.take() {
+            Some(mask) => sys::set_sigmask(pid, mask).map_err(|errno| DumpError::Trace {
+                pid,
+                source: PtraceError::Request {
+                    op: "SETSIGMASK",
+                    pid,
+                    errno,
+                },
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Let the target continue as if nothing happened (the registers are put
     /// back with the kernel's syscall-restart fix-up) and stop tracing it.
     pub fn resume(mut self) -> Result<(), DumpError> {
@@ -141,15 +148,16 @@ impl Frozen {
         if tracee.was_injected() {
             arch::restart_fixup(&mut regs, ResumeIn::Original);
         }
-        let res = tracee
-            .set_regs(&regs)
-            .and(
-                sys::set_sigmask(pid, self.sigmask).map_err(|errno| PtraceError::Request {
+        let mut res = tracee.set_regs(&regs);
+        if let Some(mask) = self.sigmask.take() {
+            res = res.and(
+                sys::set_sigmask(pid, mask).map_err(|errno| PtraceError::Request {
                     op: "SETSIGMASK",
                     pid,
                     errno,
                 }),
             );
+        }
         let stolen = tracee.take_stolen_signals();
         let det = tracee.detach();
         for sig in stolen {

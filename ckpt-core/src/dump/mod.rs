@@ -116,9 +116,9 @@ pub struct Frozen {
     tracee: Option<Tracee>,
     /// Registers at the freeze, before any fix-up.
     saved: libc::user_regs_struct,
-    /// The signal mask at the freeze (the task runs with every signal
-    /// blocked while it is frozen; see `freeze`).
-    sigmask: u64,
+    /// The task's own signal mask while [`Frozen::block_signals`] has
+    /// every signal blocked (during the injected queries); `None` otherwise.
+    sigmask: Option<u64>,
     /// Polled between steps; `true` makes [`Frozen::dump`] stop with
     /// [`DumpError::Cancelled`].
     cancel: Option<fn() -> bool>,
@@ -219,6 +219,7 @@ impl Frozen {
         let pending = self.pending_signals()?;
         let (vdso_digest, syscall_at) = self.read_vdso(vdso_start, vdso_end)?;
         self.check_cancel()?;
+        self.block_signals()?;
         let template = self.saved;
         let tracee = self.tracee()?;
         tracee.set_syscall_site(syscall_at, template);

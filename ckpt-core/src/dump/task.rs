@@ -21,7 +21,8 @@ impl Frozen {
         let regs = arch::from_user_regs(&self.saved);
         let xsave =
             sys::get_xstate(pid).map_err(|errno| ptrace_err(pid, "GETREGSET(XSTATE)", errno))?;
-        let sigmask = self.sigmask;
+        let sigmask =
+            sys::get_sigmask(pid).map_err(|errno| ptrace_err(pid, "GETSIGMASK", errno))?;
         let rseq = sys::get_rseq(pid)
             .map_err(|errno| ptrace_err(pid, "GET_RSEQ_CONFIGURATION", errno))?
             .map(|(abi_pointer, abi_size, signature)| Rseq {
