@@ -3,7 +3,8 @@
 //! after restore: POSIX timers (every clock and notification kind, their
 //! ids, the time left and the period), the seccomp filter chain (still
 //! enforced), personality, scheduling policy and nice value, and the
-//! mapping flags VM_MAYWRITE and MAP_NORESERVE.
+//! mapping flags VM_MAYWRITE and MAP_NORESERVE, and a removed working
+//! directory.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -237,7 +238,8 @@ fn a_priority_the_caller_may_not_set_is_a_notice() {
 /// Through a restore built as root (an `exe-link` grant): timers, the
 /// seccomp chain, scheduling and the mapping flags come back the same way
 /// (timers, scheduling and the chain are set by the stub after it dropped
-/// to its final credentials).
+/// to its final credentials). A removed working directory is refused
+/// there (no directory is made by a stub built as root).
 #[test]
 fn a_privileged_restore_restores_them_too() {
     use ckpt_tests::policy::{toml_str, PolicyGuard};
@@ -273,5 +275,72 @@ fn a_privileged_restore_restores_them_too() {
             "procmisc {mode} after a privileged restore: {result}\n{run}"
         );
     }
+    // A removed working directory is not made by a stub built as root.
+    let dir = TestDir::new(&env, "procmisc-cwd-root");
+    let (mut orig, _sdir, _log) = start(&env, &dir, "cwd");
+    let image = dir.work.join("pm.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let (run, _) = env.restore(&dir, &image, None);
+    run.assert_code(
+        exit::RESTORE_FAILED,
+        "a removed cwd in a restore built as root",
+    );
+    assert!(
+        run.stderr.contains("a removed working directory"),
+        "refused, naming it\n{run}"
+    );
     drop(guard);
+}
+
+#[test]
+fn removed_cwd_checks_pass_on_the_untouched_process() {
+    passes_untouched("cwd");
+}
+
+/// A working directory removed before the dump is made, entered and
+/// removed again by the restore: the process works in a removed directory
+/// of the same name under the same parent.
+#[test]
+fn a_removed_working_directory_is_restored_removed() {
+    // The default policy (no grant): a plain restore, the only kind that
+    // recreates a removed directory.
+    let _plain = ckpt_tests::policy::PolicyGuard::lock(&Env::require());
+    let run = round_trip("cwd");
+    assert!(
+        !run.stderr.contains("working directory"),
+        "the name was free: no notice\n{run}"
+    );
+}
+
+/// When the removed directory's name is taken again at restore, a sibling
+/// is made (and removed) instead, with a notice naming both.
+#[test]
+fn a_removed_working_directory_whose_name_is_taken_gets_a_sibling() {
+    let env = Env::require();
+    let _plain = ckpt_tests::policy::PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "procmisc-cwd-taken");
+    let (mut orig, sdir, log) = start(&env, &dir, "cwd");
+    let image = dir.work.join("pm.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let gone = sdir.join("gone");
+    fs::create_dir(&gone).unwrap();
+    let (run, mut restored) = env.restore_ok(&dir, &image, None);
+    assert!(
+        run.stderr.contains(&format!(
+            "the working directory {} had been removed; gone exists now",
+            gone.display()
+        )),
+        "restore names the directory it used instead\n{run}"
+    );
+    assert!(
+        gone.is_dir(),
+        "the directory that took the name is left alone"
+    );
+    let result = ask(&mut restored, &sdir, &log);
+    assert_eq!(
+        result, "OK\n",
+        "procmisc cwd after restore: {result}\n{run}"
+    );
 }

@@ -201,11 +201,6 @@ fn dump_refuses_a_seccomp_filter_with_a_supervisor() {
     refused("usernotif", &["seccomp_ret_user_notif"]);
 }
 
-#[test]
-fn dump_refuses_a_deleted_working_directory() {
-    refused("deletedcwd", &["a deleted working directory"]);
-}
-
 /// A terminal on an fd other than 0-2 (here a pseudo-terminal's terminal
 /// side on fd 3) is refused: only fds 0-2 are reconnected to the caller's.
 #[test]

@@ -37,6 +37,10 @@
  *            mapping. Checked after restore: the shared mapping still has
  *            VM_MAYWRITE (VmFlags mw), mprotect to PROT_WRITE succeeds and
  *            a write through it reaches the file; the other keeps VmFlags nr.
+ *   cwd      works in DIR/gone, which it made and removed. Checked after
+ *            restore: /proc/self/cwd is DIR/gone... " (deleted)" (the name
+ *            may have a suffix when DIR/gone exists again), "." has no
+ *            links and nothing can be created in it, ".." is DIR.
  *
  * Set-up failures exit 2 with a message (the test then fails loudly).
  * "ready\n" goes to DIR/ready once the state is set up and checked once.
@@ -60,6 +64,7 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -498,6 +503,39 @@ static void maps_check(int after)
 		close(fd);
 }
 
+/* ---- cwd ---- */
+
+static char cwd_dir[PATH_MAX];
+static struct stat cwd_parent;
+
+static void cwd_setup(const char *dir)
+{
+	snprintf(cwd_dir, sizeof cwd_dir, "%s/gone", dir);
+	if (stat(dir, &cwd_parent) != 0 || mkdir(cwd_dir, 0700) != 0 || chdir(cwd_dir) != 0 || rmdir(cwd_dir) != 0)
+		die("making, entering and removing DIR/gone");
+}
+
+static void cwd_check(int after)
+{
+	(void)after;
+	char link[PATH_MAX + 32] = {0};
+	if (readlink("/proc/self/cwd", link, sizeof link - 1) < 0)
+		fail("readlink /proc/self/cwd: %s", strerror(errno));
+	size_t n = strlen(cwd_dir), l = strlen(link);
+	if (strncmp(link, cwd_dir, n) != 0 || l < 10 || strcmp(link + l - 10, " (deleted)") != 0)
+		fail("cwd is %s, expected %s... (deleted)", link, cwd_dir);
+	struct stat here, up;
+	if (stat(".", &here) != 0 || here.st_nlink != 0 || !S_ISDIR(here.st_mode))
+		fail("\".\" is not a removed directory");
+	if (stat("..", &up) != 0 || up.st_ino != cwd_parent.st_ino || up.st_dev != cwd_parent.st_dev)
+		fail("\"..\" is not DIR");
+	int fd = open("x", O_WRONLY | O_CREAT, 0600);
+	if (fd >= 0 || errno != ENOENT)
+		fail("a file could be created in the removed directory (%s)", fd >= 0 ? "yes" : strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 /* ---- the protocol ---- */
 
 static volatile sig_atomic_t asked;
@@ -531,6 +569,9 @@ int main(int argc, char **argv)
 	} else if (strcmp(mode, "maps") == 0) {
 		maps_setup(dir);
 		check = maps_check;
+	} else if (strcmp(mode, "cwd") == 0) {
+		cwd_setup(dir);
+		check = cwd_check;
 	} else {
 		fprintf(stderr, "procmisc: unknown mode %s\n", mode);
 		return 2;

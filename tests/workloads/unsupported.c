@@ -28,7 +28,6 @@
  *            (SECCOMP_RET_USER_NOTIF; the listener fd is closed)
  *   pts      holds a pseudo-terminal's terminal side as fd 3 (its master
  *            moved to fd 100)
- *   deletedcwd  works in a directory it created and removed
  *   traced   is traced (PTRACE_SEIZE) by its child, whose pid is the
  *            second line of READY-FILE
  *
@@ -55,7 +54,6 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <linux/io_uring.h>
 #include <linux/netlink.h>
 #include <linux/perf_event.h>
@@ -161,16 +159,6 @@ static int more_resources(const char *mode, char *ready, size_t size)
 		if (t < 0 || (t != 3 && (dup2(t, 3) != 3 || close(t) != 0)))
 			return -1;
 		fd = 3;
-	} else if (strcmp(mode, "deletedcwd") == 0) {
-		char gone[64];
-		snprintf(gone, sizeof gone, "gone-%d", (int)getpid());
-		if (mkdir(gone, 0700) != 0 || chdir(gone) != 0)
-			return -1;
-		char up[80];
-		snprintf(up, sizeof up, "../%s", gone);
-		if (rmdir(up) != 0)
-			return -1;
-		fd = -3;
 	} else if (strcmp(mode, "traced") == 0) {
 		pid_t parent = getpid();
 		int gate[2];

@@ -200,7 +200,7 @@ impl Frozen {
         let stat =
             procfs::stat::parse_stat(&self.read_proc("stat")?).map_err(self.parse_err("stat"))?;
         let comm = self.read_proc("comm")?.trim_end_matches('\n').to_string();
-        let cwd = self.cwd()?;
+        let (cwd, cwd_deleted) = self.cwd()?;
         let auxv = self.auxv()?;
 
         // Mappings and the files behind them.
@@ -277,6 +277,7 @@ impl Frozen {
             posix_timers,
             seccomp_filters,
             sched: Some(sched),
+            cwd_deleted,
         };
         Ok(DumpResult {
             process,

@@ -230,6 +230,7 @@ pub(super) fn sample_process() -> ProcessState {
         posix_timers: Vec::new(),
         seccomp_filters: Vec::new(),
         sched: None,
+        cwd_deleted: false,
     }
 }
 

@@ -119,6 +119,12 @@ fn process(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     }
     text("process.comm", &p.comm, MAX_COMM_LEN)?;
     path("process.cwd", &p.cwd)?;
+    if p.cwd_deleted && p.cwd.trim_end_matches('/').is_empty() {
+        return Err(invalid(
+            "process.cwd",
+            "a removed working directory needs a parent",
+        ));
+    }
     path("process.exe.path", &p.exe.path)?;
     digest("process.exe.digest", &p.exe.digest, digest_len)?;
     count("process.creds.groups", p.creds.groups.len(), MAX_GROUPS)?;
@@ -774,6 +780,13 @@ mod tests {
         );
         refused(|m| m.process.exe.digest.clear(), "process.exe.digest");
         refused(|m| m.process.cwd = "/".repeat(5000), "process.cwd");
+        refused(
+            |m| {
+                m.process.cwd = "/".into();
+                m.process.cwd_deleted = true;
+            },
+            "process.cwd",
+        );
         refused(
             |m| m.process.descriptions[0].path = String::new(),
             "process.descriptions[0].path",

@@ -88,6 +88,11 @@ pub struct ProcessState {
     /// (restore then leaves the restorer's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sched: Option<Sched>,
+    /// The working directory had been removed (`cwd` is its path then,
+    /// without the kernel's ` (deleted)`): restore makes a directory there,
+    /// enters it and removes it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cwd_deleted: bool,
 }
 
 /// Scheduling attributes (`struct sched_attr`).

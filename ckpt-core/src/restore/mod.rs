@@ -316,7 +316,11 @@ impl Builder<'_> {
 
         // 6. Files, cwd, umask, name, personality.
         self.restore_fds()?;
-        self.change_dir(&p.cwd)?;
+        if p.cwd_deleted {
+            self.recreate_removed_cwd(&p.cwd)?;
+        } else {
+            self.change_dir(&p.cwd)?;
+        }
         self.set_umask()?;
         self.set_name_and_personality()?;
 

@@ -29,21 +29,33 @@ use crate::procfs;
 use crate::sys;
 
 impl Frozen {
-    /// The working directory; a deleted one is refused.
-    pub(super) fn cwd(&self) -> Result<String, DumpError> {
+    /// The working directory, and whether it was removed (the kernel
+    /// shows `PATH (deleted)` and its link count is 0; the path returned is
+    /// without the suffix). A removed one whose path is the root is refused.
+    pub(super) fn cwd(&self) -> Result<(String, bool), DumpError> {
         let pid = self.pid;
+        let err = |source| DumpError::Proc {
+            pid,
+            what: "cwd".into(),
+            source,
+        };
         let cwd = std::fs::read_link(proc_path(pid, "cwd"))
-            .map_err(|source| DumpError::Proc {
-                pid,
-                what: "cwd".into(),
-                source,
-            })?
+            .map_err(err)?
             .to_string_lossy()
             .into_owned();
-        if cwd.ends_with(" (deleted)") {
-            return Err(self.unsupported(format!("a deleted working directory {cwd}")));
+        let removed = std::fs::metadata(proc_path(pid, "cwd"))
+            .map_err(err)?
+            .nlink()
+            == 0;
+        match cwd.strip_suffix(" (deleted)") {
+            Some(path) if removed => {
+                if path == "/" || !path.starts_with('/') {
+                    return Err(self.unsupported(format!("a deleted working directory {cwd}")));
+                }
+                Ok((path.to_string(), true))
+            }
+            _ => Ok((cwd, false)),
         }
-        Ok(cwd)
     }
 
     /// Every fd, in number order, and the descriptions they refer to

@@ -17,6 +17,7 @@
 //! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
 //! [`timerfd`]): no path, the stub's credentials.
 
+mod cwd;
 mod eventfd;
 mod external;
 mod regular;
