@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use ckpt_core::image::{ImageReader, Manifest, SignatureStatus};
-use ckpt_core::state::{OpenFileKind, Vma, VmaKind};
+use ckpt_core::state::{OpenFileKind, ProcessState, Vma, VmaKind};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::Caller;
 use serde_json::{json, Value};
@@ -48,6 +48,8 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Eventfd { .. } => "eventfd",
         OpenFileKind::Signalfd { .. } => "signalfd",
         OpenFileKind::Timerfd { .. } => "timerfd",
+        OpenFileKind::Memfd { .. } => "memfd",
+        OpenFileKind::Unlinked { .. } => "unlinked-file",
     }
 }
 
@@ -84,8 +86,8 @@ fn anonymous_state(k: &OpenFileKind) -> String {
     }
 }
 
-fn vma_label(m: &Manifest, v: &Vma) -> String {
-    match v.file.and_then(|i| m.process.mapped_files.get(i as usize)) {
+fn vma_label(p: &ProcessState, v: &Vma) -> String {
+    match v.file.and_then(|i| p.mapped_files.get(i as usize)) {
         Some(f) => f.path.clone(),
         None => v.name.clone(),
     }
@@ -138,7 +140,10 @@ pub(crate) fn inspect(caller: &Caller, path: &Path, json: bool) -> Result<Exit, 
 
 fn to_json(reader: &ImageReader) -> Value {
     let m = reader.manifest();
-    let p = &m.process;
+    let Some(p) = m.first_task() else {
+        // The reader validated the manifest: it has a task.
+        return Value::Null;
+    };
     let total: u64 = m.chunks.iter().map(|c| c.len).sum();
     let vmas: Vec<Value> = p
         .vmas
@@ -151,7 +156,7 @@ fn to_json(reader: &ImageReader) -> Value {
                 "prot": prot(v),
                 "kind": kind(v.kind),
                 "offset": v.offset,
-                "name": vma_label(m, v),
+                "name": vma_label(p, v),
             })
         })
         .collect();
@@ -159,7 +164,7 @@ fn to_json(reader: &ImageReader) -> Value {
         .fds
         .iter()
         .map(|fd| {
-            let d = p.descriptions.get(fd.description as usize);
+            let d = m.files.get(fd.description as usize);
             json!({
                 "fd": fd.fd,
                 "cloexec": fd.cloexec,
@@ -203,6 +208,9 @@ fn to_json(reader: &ImageReader) -> Value {
         "digest_algorithm": m.digest_algorithm.name(),
         "chunks": m.chunks.len(),
         "memory_bytes": total,
+        "processes": m.tasks.len(),
+        "file_table": m.files.len(),
+        "spaces": m.spaces.len(),
         "process": {
             "pid": p.pid, "ppid": p.ppid, "sid": p.sid, "pgid": p.pgid,
             "comm": p.comm,
@@ -223,8 +231,6 @@ fn to_json(reader: &ImageReader) -> Value {
 
 fn print_text(path: &Path, reader: &ImageReader) {
     let m = reader.manifest();
-    let p = &m.process;
-    let c = &p.creds;
     let total: u64 = m.chunks.iter().map(|c| c.len).sum();
     outln!("{BANNER}");
     outln!("image: {}", show(&path.to_string_lossy()));
@@ -275,7 +281,23 @@ fn print_text(path: &Path, reader: &ImageReader) {
         total,
         m.digest_algorithm.name()
     );
-    outln!();
+    outln!(
+        "processes: {}, open file descriptions: {}, spaces: {}",
+        m.tasks.len(),
+        m.files.len(),
+        m.spaces.len()
+    );
+    for (i, p) in m.tasks.iter().enumerate() {
+        outln!();
+        if m.tasks.len() > 1 {
+            outln!("task {i}:");
+        }
+        print_task(m, p);
+    }
+}
+
+fn print_task(m: &Manifest, p: &ProcessState) {
+    let c = &p.creds;
     outln!("process:");
     outln!(
         "  pid {} (ppid {}, sid {}, pgid {}), comm {:?}",
@@ -341,12 +363,12 @@ fn print_text(path: &Path, reader: &ImageReader) {
             prot(v),
             v.end.saturating_sub(v.start),
             kind(v.kind),
-            show(&vma_label(m, v))
+            show(&vma_label(p, v))
         );
     }
     outln!("fds ({}):", p.fds.len());
     for fd in &p.fds {
-        match p.descriptions.get(fd.description as usize) {
+        match m.files.get(fd.description as usize) {
             Some(d) => outln!(
                 "  {:>4}: {} {} (flags {:#o}, offset {}{}{}{})",
                 fd.fd,

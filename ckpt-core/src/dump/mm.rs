@@ -120,6 +120,7 @@ impl Frozen {
                 file,
                 name,
                 vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
+                space: None,
             });
         }
         let Some(vdso) = vdso_range else {
@@ -223,7 +224,7 @@ impl Frozen {
                             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
                         })?;
                     }
-                    writer.write_chunk(addr, piece)?;
+                    writer.write_chunk(super::MEMORY_SPACE, addr, piece)?;
                     addr += len as u64;
                 }
             }

@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 use nix::errno::Errno;
 
 use crate::arch::x86_64 as arch;
-use crate::image::{CpuFeatures, ImageError, ImageWriter};
+use crate::image::{CpuFeatures, ImageContent, ImageError, ImageWriter, Space};
 use crate::inject::{InjectError, Injector};
 use crate::model::*;
 use crate::procfs;
@@ -97,10 +97,30 @@ pub enum DumpError {
 #[derive(Debug, Clone)]
 pub struct DumpResult {
     pub process: ProcessState,
+    /// The image's file table (`FdState::description` indexes it).
+    pub files: Vec<OpenFile>,
+    /// The byte spaces the chunks written fill: the memory of the process
+    /// is [`MEMORY_SPACE`].
+    pub spaces: Vec<Space>,
     pub cpu: CpuFeatures,
     /// SHA-256 of the `[vdso]` bytes (restore needs the same kernel's vdso).
     pub vdso_digest: Vec<u8>,
 }
+
+impl DumpResult {
+    /// What the image writer needs besides the chunks: the one process,
+    /// the file table and the spaces.
+    pub fn into_content(self) -> ImageContent {
+        ImageContent {
+            spaces: self.spaces,
+            files: self.files,
+            tasks: vec![self.process],
+        }
+    }
+}
+
+/// The image space of the dumped process's memory: the first.
+pub const MEMORY_SPACE: u32 = 0;
 
 /// A target stopped under our control. Dropping it resumes the target.
 ///
@@ -257,7 +277,6 @@ impl Frozen {
             threads: vec![thread],
             sigactions: injected.sigactions,
             fds,
-            descriptions,
             itimers: injected.itimers,
             oom_score_adj: self.oom_score_adj()?,
             child_subreaper: injected.child_subreaper,
@@ -265,6 +284,8 @@ impl Frozen {
         };
         Ok(DumpResult {
             process,
+            files: descriptions,
+            spaces: vec![Space::Memory { task: 0 }],
             cpu,
             vdso_digest,
         })

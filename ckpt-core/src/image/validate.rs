@@ -16,13 +16,13 @@
 
 use std::fmt;
 
-use super::manifest::{DigestAlgorithm, Manifest};
+use super::manifest::{DigestAlgorithm, Manifest, Space};
 use crate::limits::{
-    MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
-    MIN_XSAVE_LEN,
+    MAX_AUXV_WORDS, MAX_FDS, MAX_FILES, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS,
+    MAX_PENDING_SIGNALS, MAX_RLIMITS, MAX_SIGACTIONS, MAX_SPACES, MAX_TASKS, MAX_THREADS, MAX_VMAS,
+    MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR, MIN_XSAVE_LEN,
 };
-use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
+use crate::model::{OpenFile, OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
 const PAGE: u64 = 4096;
@@ -61,16 +61,108 @@ pub fn validate(m: &Manifest) -> Result<(), Invalid> {
     text("host.hostname", &m.host.hostname, MAX_COMM_LEN * 4)?;
     digest("vdso_digest", &m.vdso_digest, digest_len)?;
     count("requester.groups", m.requester.groups.len(), MAX_GROUPS)?;
-    let p = &m.process;
-    process(p, digest_len)?;
-    vmas(p)?;
-    chunks(m)?;
-    files(p, digest_len)?;
-    threads(m)?;
-    signals_and_limits(p)
+    tasks(m)?;
+    for (i, p) in m.tasks.iter().enumerate() {
+        let t = format!("tasks[{i}]");
+        let t = t.as_str();
+        process(t, p, digest_len)?;
+        vmas(t, p, &m.spaces)?;
+        mapped_files(t, p, digest_len)?;
+        fds(t, p, &m.files)?;
+        threads(t, p, m.cpu.xsave_size)?;
+        signals_and_limits(t, p)?;
+    }
+    files(&m.files, &m.spaces)?;
+    spaces(m)?;
+    chunks(m)
 }
 
-fn count(field: &str, n: usize, max: usize) -> Result<(), Invalid> {
+/// The task list: at least one, pids and thread ids unique across all.
+fn tasks(m: &Manifest) -> Result<(), Invalid> {
+    if m.tasks.is_empty() {
+        return Err(invalid("tasks", "no process"));
+    }
+    count("tasks", m.tasks.len(), MAX_TASKS)?;
+    let mut pids = std::collections::HashSet::with_capacity(m.tasks.len());
+    let mut tids = std::collections::HashSet::new();
+    for (i, p) in m.tasks.iter().enumerate() {
+        if !pids.insert(p.pid) {
+            return Err(invalid(
+                format_args!("tasks[{i}].pid"),
+                format!("{} is the pid of an earlier task", p.pid),
+            ));
+        }
+        for (j, th) in p.threads.iter().enumerate() {
+            if !tids.insert(th.tid) {
+                return Err(invalid(
+                    format_args!("tasks[{i}].threads[{j}].tid"),
+                    format!("{} appears twice", th.tid),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The byte spaces: each names something that exists, none twice.
+fn spaces(m: &Manifest) -> Result<(), Invalid> {
+    count("spaces", m.spaces.len(), MAX_SPACES)?;
+    let mut memory_of = vec![false; m.tasks.len()];
+    for (i, s) in m.spaces.iter().enumerate() {
+        match s {
+            Space::Memory { task } => {
+                let seen = memory_of.get_mut(*task as usize).ok_or_else(|| {
+                    invalid(
+                        format_args!("spaces[{i}]"),
+                        format!(
+                            "is the memory of task {task}, but there are {}",
+                            m.tasks.len()
+                        ),
+                    )
+                })?;
+                if std::mem::replace(seen, true) {
+                    return Err(invalid(
+                        format_args!("spaces[{i}]"),
+                        format!("is the memory of task {task} a second time"),
+                    ));
+                }
+            }
+            Space::Memfd { name, seals, .. } => {
+                text(format_args!("spaces[{i}].name"), name, MAX_MEMFD_NAME)?;
+                if seals & !KNOWN_SEALS != 0 {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].seals"),
+                        format!("{seals:#x} has seals this version does not know"),
+                    ));
+                }
+            }
+            Space::Unlinked { path: p, mode, .. } => {
+                path(format_args!("spaces[{i}].path"), p)?;
+                if p.len() < 2 || p.ends_with('/') {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].path"),
+                        "does not name a file in a directory",
+                    ));
+                }
+                if mode & !0o7777 != 0 {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].mode"),
+                        format!("{mode:#o} is not permission bits"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+/// F_SEAL_FUTURE_WRITE | F_SEAL_EXEC`.
+pub const KNOWN_SEALS: u32 = 0x3f;
+/// Longest memfd name (the kernel's limit: 249 bytes).
+const MAX_MEMFD_NAME: usize = 249;
+
+fn count(field: impl fmt::Display, n: usize, max: usize) -> Result<(), Invalid> {
     if n > max {
         return Err(invalid(field, format!("{n} entries, at most {max}")));
     }
@@ -110,49 +202,56 @@ fn digest(field: impl fmt::Display, d: &[u8], len: usize) -> Result<(), Invalid>
     Ok(())
 }
 
-fn process(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
+fn process(t: &str, p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     if p.pid <= 0 {
-        return Err(invalid("process.pid", format!("{} is not a pid", p.pid)));
+        return Err(invalid(
+            format_args!("{t}.pid"),
+            format!("{} is not a pid", p.pid),
+        ));
     }
-    text("process.comm", &p.comm, MAX_COMM_LEN)?;
-    path("process.cwd", &p.cwd)?;
-    path("process.exe.path", &p.exe.path)?;
-    digest("process.exe.digest", &p.exe.digest, digest_len)?;
-    count("process.creds.groups", p.creds.groups.len(), MAX_GROUPS)?;
+    text(format_args!("{t}.comm"), &p.comm, MAX_COMM_LEN)?;
+    path(format_args!("{t}.cwd"), &p.cwd)?;
+    path(format_args!("{t}.exe.path"), &p.exe.path)?;
+    digest(format_args!("{t}.exe.digest"), &p.exe.digest, digest_len)?;
+    count(
+        format_args!("{t}.creds.groups"),
+        p.creds.groups.len(),
+        MAX_GROUPS,
+    )?;
     if p.creds.seccomp_mode > 2 {
         return Err(invalid(
-            "process.creds.seccomp_mode",
+            format_args!("{t}.creds.seccomp_mode"),
             format!("{} is not a seccomp mode", p.creds.seccomp_mode),
         ));
     }
     if !(-1000..=1000).contains(&p.oom_score_adj) {
         return Err(invalid(
-            "process.oom_score_adj",
+            format_args!("{t}.oom_score_adj"),
             format!("{} is outside -1000..=1000", p.oom_score_adj),
         ));
     }
     if !(0..=64).contains(&p.pdeathsig) {
         return Err(invalid(
-            "process.pdeathsig",
+            format_args!("{t}.pdeathsig"),
             format!("{} is not a signal number (0..=64)", p.pdeathsig),
         ));
     }
     let auxv = p.mm.auxv.len();
     if auxv > MAX_AUXV_WORDS || !auxv.is_multiple_of(2) {
         return Err(invalid(
-            "process.mm.auxv",
+            format_args!("{t}.mm.auxv"),
             format!("{auxv} words: not pairs, or more than {MAX_AUXV_WORDS}"),
         ));
     }
     Ok(())
 }
 
-fn vmas(p: &ProcessState) -> Result<(), Invalid> {
-    count("process.vmas", p.vmas.len(), MAX_VMAS)?;
+fn vmas(t: &str, p: &ProcessState, spaces: &[Space]) -> Result<(), Invalid> {
+    count(format_args!("{t}.vmas"), p.vmas.len(), MAX_VMAS)?;
     let mut prev_end = MIN_MAP_ADDR;
     let mut specials = [false; 3];
     for (i, v) in p.vmas.iter().enumerate() {
-        let at = || format!("process.vmas[{i}] {:#x}..{:#x}", v.start, v.end);
+        let at = || format!("{t}.vmas[{i}] {:#x}..{:#x}", v.start, v.end);
         if v.start % PAGE != 0 || v.end % PAGE != 0 || v.offset % PAGE != 0 {
             return Err(invalid(at(), "start, end or offset is not page-aligned"));
         }
@@ -189,9 +288,24 @@ fn vmas(p: &ProcessState) -> Result<(), Invalid> {
                     ),
                 ))
             }
-            (VmaKind::File, None) => return Err(invalid(at(), "is a file mapping with no file")),
+            (VmaKind::File, None) => match v.space {
+                Some(s)
+                    if spaces
+                        .get(s as usize)
+                        .is_some_and(|s| s.file_size().is_some()) => {}
+                Some(s) => {
+                    return Err(invalid(
+                        at(),
+                        format!("names space {s}, which is not a file's content"),
+                    ))
+                }
+                None => return Err(invalid(at(), "is a file mapping with no file")),
+            },
             (_, Some(_)) => return Err(invalid(at(), "names a file but is not a file mapping")),
             (_, None) => {}
+        }
+        if v.file.is_some() && v.space.is_some() {
+            return Err(invalid(at(), "names both a mapped file and a space"));
         }
         let special = match v.kind {
             VmaKind::Vdso => Some(0),
@@ -206,7 +320,7 @@ fn vmas(p: &ProcessState) -> Result<(), Invalid> {
         }
         text(format_args!("{}.name", at()), &v.name, MAX_IMAGE_STRING_LEN)?;
         count(
-            &format!("{}.vm_flags", at()),
+            format_args!("{}.vm_flags", at()),
             v.vm_flags.len(),
             MAX_VM_FLAGS,
         )?;
@@ -226,80 +340,113 @@ fn vmas(p: &ProcessState) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Every chunk lands inside one mapping whose memory restore fills (private
-/// or shared anonymous, or a private file mapping), page-aligned, in
-/// increasing address order without overlap.
+/// Chunks are sorted by space, then by address, without overlap; each
+/// names a space that exists, and lands where that space's content is
+/// saved: for a task's memory, inside one mapping whose memory restore
+/// fills (private or shared anonymous, or a private file mapping),
+/// page-aligned.
 fn chunks(m: &Manifest) -> Result<(), Invalid> {
-    let vmas = &m.process.vmas;
     let mut vi = 0;
-    let mut prev_end = 0u64;
+    let mut prev: Option<(u32, u64)> = None;
     for (i, c) in m.chunks.iter().enumerate() {
-        let at = || format!("chunks[{i}] at {:#x} ({} bytes)", c.vaddr, c.len);
+        let at = || format!("chunks[{i}] at {}:{:#x} ({} bytes)", c.space, c.addr, c.len);
         let end = c
-            .vaddr
+            .addr
             .checked_add(c.len)
             .ok_or_else(|| invalid(at(), "address range overflows"))?;
-        if c.vaddr % PAGE != 0 || c.len % PAGE != 0 {
-            return Err(invalid(at(), "is not page-aligned"));
+        match prev {
+            Some((space, _)) if c.space < space => {
+                return Err(invalid(at(), "precedes the previous chunk's space"))
+            }
+            Some((space, prev_end)) if c.space == space && c.addr < prev_end => {
+                return Err(invalid(at(), "overlaps or precedes the previous chunk"))
+            }
+            Some((space, _)) if c.space != space => vi = 0,
+            _ => {}
         }
-        if c.vaddr < prev_end {
-            return Err(invalid(at(), "overlaps or precedes the previous chunk"));
-        }
-        while vi < vmas.len() && vmas[vi].end <= c.vaddr {
-            vi += 1;
-        }
-        let fits = vmas.get(vi).is_some_and(|v| {
-            v.start <= c.vaddr
-                && end <= v.end
-                && matches!(
-                    v.kind,
-                    VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
-                )
-                && !(v.kind == VmaKind::File && v.shared)
-        });
-        if !fits {
-            return Err(invalid(
+        let space = m.spaces.get(c.space as usize).ok_or_else(|| {
+            invalid(
                 at(),
-                "lies outside every mapping whose memory is saved",
-            ));
+                format!("names space {}, but there are {}", c.space, m.spaces.len()),
+            )
+        })?;
+        match space {
+            Space::Memory { task } => {
+                if c.addr % PAGE != 0 || c.len % PAGE != 0 {
+                    return Err(invalid(at(), "is not page-aligned"));
+                }
+                // `spaces` checked the task exists.
+                let vmas = m
+                    .tasks
+                    .get(*task as usize)
+                    .map(|p| p.vmas.as_slice())
+                    .unwrap_or_default();
+                while vi < vmas.len() && vmas[vi].end <= c.addr {
+                    vi += 1;
+                }
+                let fits = vmas.get(vi).is_some_and(|v| {
+                    v.start <= c.addr
+                        && end <= v.end
+                        && matches!(
+                            v.kind,
+                            VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
+                        )
+                        && !(v.kind == VmaKind::File && v.shared)
+                });
+                if !fits {
+                    return Err(invalid(
+                        at(),
+                        "lies outside every mapping whose memory is saved",
+                    ));
+                }
+            }
+            Space::Memfd { size, .. } | Space::Unlinked { size, .. } => {
+                if end > *size {
+                    return Err(invalid(at(), format!("ends past the file's size {size}")));
+                }
+            }
         }
-        prev_end = end;
+        prev = Some((c.space, end));
     }
     Ok(())
 }
 
 /// The name of a description created anew at restore (never opened).
 fn anonymous(i: usize, name: &str) -> Result<(), Invalid> {
-    text(
-        format_args!("process.descriptions[{i}].path"),
-        name,
-        MAX_IMAGE_STRING_LEN,
-    )
+    text(format_args!("files[{i}].path"), name, MAX_IMAGE_STRING_LEN)
 }
 
-fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
-    count("process.mapped_files", p.mapped_files.len(), MAX_VMAS)?;
+fn mapped_files(t: &str, p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
+    count(
+        format_args!("{t}.mapped_files"),
+        p.mapped_files.len(),
+        MAX_VMAS,
+    )?;
     for (i, f) in p.mapped_files.iter().enumerate() {
-        path(format_args!("process.mapped_files[{i}].path"), &f.path)?;
+        path(format_args!("{t}.mapped_files[{i}].path"), &f.path)?;
         digest(
-            format_args!("process.mapped_files[{i}].digest"),
+            format_args!("{t}.mapped_files[{i}].digest"),
             &f.digest,
             digest_len,
         )?;
     }
-    count("process.fds", p.fds.len(), MAX_FDS)?;
-    count("process.descriptions", p.descriptions.len(), MAX_FDS)?;
-    for (i, d) in p.descriptions.iter().enumerate() {
+    Ok(())
+}
+
+/// The file table: every open file description.
+fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
+    count("files", files.len(), MAX_FILES)?;
+    for (i, d) in files.iter().enumerate() {
         match &d.kind {
             // Not a path: what the fd was connected to, shown to the user.
             OpenFileKind::External { connected_to } => {
                 text(
-                    format_args!("process.descriptions[{i}].kind.connected_to"),
+                    format_args!("files[{i}].kind.connected_to"),
                     connected_to,
                     MAX_IMAGE_STRING_LEN,
                 )?;
                 text(
-                    format_args!("process.descriptions[{i}].path"),
+                    format_args!("files[{i}].path"),
                     &d.path,
                     MAX_IMAGE_STRING_LEN,
                 )?;
@@ -310,7 +457,7 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                 anonymous(i, &d.path)?;
                 if *count == u64::MAX {
                     return Err(invalid(
-                        format!("process.descriptions[{i}].kind.count"),
+                        format!("files[{i}].kind.count"),
                         "is above an eventfd's largest value",
                     ));
                 }
@@ -320,35 +467,56 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                 anonymous(i, &d.path)?;
                 if !TIMERFD_CLOCKS.contains(clockid) {
                     return Err(invalid(
-                        format!("process.descriptions[{i}].kind.clockid"),
+                        format!("files[{i}].kind.clockid"),
                         format!("is clock {clockid}, not REALTIME, MONOTONIC or BOOTTIME"),
                     ));
                 }
             }
-            _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
+            // The content is in the image: the path is the kernel's name
+            // of it, shown to the user, never opened.
+            OpenFileKind::Memfd { space } | OpenFileKind::Unlinked { space } => {
+                anonymous(i, &d.path)?;
+                let fits = matches!(
+                    (&d.kind, spaces.get(*space as usize)),
+                    (OpenFileKind::Memfd { .. }, Some(Space::Memfd { .. }))
+                        | (OpenFileKind::Unlinked { .. }, Some(Space::Unlinked { .. }))
+                );
+                if !fits {
+                    return Err(invalid(
+                        format_args!("files[{i}].kind.space"),
+                        format!("space {space} is not a file of this kind"),
+                    ));
+                }
+            }
+            _ => path(format_args!("files[{i}].path"), &d.path)?,
         }
     }
+    Ok(())
+}
+
+/// A task's fds: unique, naming a description in the file table.
+fn fds(t: &str, p: &ProcessState, files: &[OpenFile]) -> Result<(), Invalid> {
+    count(format_args!("{t}.fds"), p.fds.len(), MAX_FDS)?;
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
-        let at = || format!("process.fds[{i}] (fd {})", fd.fd);
+        let at = || format!("{t}.fds[{i}] (fd {})", fd.fd);
         if fd.fd < 0 {
             return Err(invalid(at(), "is negative"));
         }
         if !seen.insert(fd.fd) {
             return Err(invalid(at(), "appears twice"));
         }
-        if fd.description as usize >= p.descriptions.len() {
+        if fd.description as usize >= files.len() {
             return Err(invalid(
                 at(),
                 format!(
-                    "names description {}, but there are {}",
+                    "names file table entry {}, but there are {}",
                     fd.description,
-                    p.descriptions.len()
+                    files.len()
                 ),
             ));
         }
-        let external = p
-            .descriptions
+        let external = files
             .get(fd.description as usize)
             .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }));
         if external && fd.fd > 2 {
@@ -361,39 +529,38 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn threads(m: &Manifest) -> Result<(), Invalid> {
-    let p = &m.process;
+fn threads(t: &str, p: &ProcessState, xsave_size: u32) -> Result<(), Invalid> {
     if p.threads.is_empty() {
-        return Err(invalid("process.threads", "no thread"));
+        return Err(invalid(format_args!("{t}.threads"), "no thread"));
     }
-    count("process.threads", p.threads.len(), MAX_THREADS)?;
-    for (i, t) in p.threads.iter().enumerate() {
-        thread(i, t, m.cpu.xsave_size)?;
+    count(format_args!("{t}.threads"), p.threads.len(), MAX_THREADS)?;
+    for (i, th) in p.threads.iter().enumerate() {
+        thread(t, i, th, xsave_size)?;
     }
     Ok(())
 }
 
-fn thread(i: usize, t: &ThreadState, xsave_size: u32) -> Result<(), Invalid> {
-    let n = t.xsave.len();
+fn thread(t: &str, i: usize, th: &ThreadState, xsave_size: u32) -> Result<(), Invalid> {
+    let n = th.xsave.len();
     if !(MIN_XSAVE_LEN..=MAX_XSAVE_LEN).contains(&n) {
         return Err(invalid(
-            format_args!("process.threads[{i}].xsave"),
+            format_args!("{t}.threads[{i}].xsave"),
             format!("{n} bytes, not within {MIN_XSAVE_LEN}..={MAX_XSAVE_LEN}"),
         ));
     }
     if n as u64 != u64::from(xsave_size) {
         return Err(invalid(
-            format_args!("process.threads[{i}].xsave"),
+            format_args!("{t}.threads[{i}].xsave"),
             format!("{n} bytes, but cpu.xsave_size says {xsave_size}"),
         ));
     }
     count(
-        &format!("process.threads[{i}].pending"),
-        t.pending.len(),
+        format!("{t}.threads[{i}].pending"),
+        th.pending.len(),
         MAX_PENDING_SIGNALS,
     )?;
-    for (j, s) in t.pending.iter().enumerate() {
-        let at = || format!("process.threads[{i}].pending[{j}]");
+    for (j, s) in th.pending.iter().enumerate() {
+        let at = || format!("{t}.threads[{i}].pending[{j}]");
         if s.siginfo.len() != SIGINFO_SIZE {
             return Err(invalid(
                 at(),
@@ -408,11 +575,15 @@ fn thread(i: usize, t: &ThreadState, xsave_size: u32) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn signals_and_limits(p: &ProcessState) -> Result<(), Invalid> {
-    count("process.sigactions", p.sigactions.len(), MAX_SIGACTIONS)?;
+fn signals_and_limits(t: &str, p: &ProcessState) -> Result<(), Invalid> {
+    count(
+        format_args!("{t}.sigactions"),
+        p.sigactions.len(),
+        MAX_SIGACTIONS,
+    )?;
     let mut seen = 0u64;
     for (i, a) in p.sigactions.iter().enumerate() {
-        let at = || format!("process.sigactions[{i}] (signal {})", a.signal);
+        let at = || format!("{t}.sigactions[{i}] (signal {})", a.signal);
         // SIGKILL (9) and SIGSTOP (19) cannot have a disposition.
         if a.signal == 0 || a.signal > 64 || a.signal == 9 || a.signal == 19 {
             return Err(invalid(at(), "is not a signal that can be caught"));
@@ -423,8 +594,8 @@ fn signals_and_limits(p: &ProcessState) -> Result<(), Invalid> {
         }
         seen |= bit;
     }
-    count("process.rlimits", p.rlimits.len(), MAX_RLIMITS)?;
-    count("process.itimers", p.itimers.len(), MAX_ITIMERS)?;
+    count(format_args!("{t}.rlimits"), p.rlimits.len(), MAX_RLIMITS)?;
+    count(format_args!("{t}.itimers"), p.itimers.len(), MAX_ITIMERS)?;
     Ok(())
 }
 
@@ -456,7 +627,7 @@ mod tests {
     }
 
     fn vma(m: &mut Manifest, i: usize) -> &mut Vma {
-        &mut m.process.vmas[i]
+        &mut m.tasks[0].vmas[i]
     }
 
     #[test]
@@ -466,63 +637,69 @@ mod tests {
 
     #[test]
     fn process_settings() {
-        refused(|m| m.process.oom_score_adj = 1001, "process.oom_score_adj");
-        refused(|m| m.process.oom_score_adj = -1001, "process.oom_score_adj");
-        refused(|m| m.process.pdeathsig = 65, "process.pdeathsig");
-        refused(|m| m.process.pdeathsig = -1, "process.pdeathsig");
+        refused(
+            |m| m.tasks[0].oom_score_adj = 1001,
+            "tasks[0].oom_score_adj",
+        );
+        refused(
+            |m| m.tasks[0].oom_score_adj = -1001,
+            "tasks[0].oom_score_adj",
+        );
+        refused(|m| m.tasks[0].pdeathsig = 65, "tasks[0].pdeathsig");
+        refused(|m| m.tasks[0].pdeathsig = -1, "tasks[0].pdeathsig");
         let mut m = sample();
-        m.process.oom_score_adj = -1000;
-        m.process.pdeathsig = 64;
-        m.process.child_subreaper = true;
+        m.tasks[0].oom_score_adj = -1000;
+        m.tasks[0].pdeathsig = 64;
+        m.tasks[0].child_subreaper = true;
         validate(&m).unwrap();
     }
 
     #[test]
     fn mappings() {
-        let heap = "process.vmas[1] 0x500000..0x521000";
-        refused(|m| vma(m, 1).start = 0x400000, "process.vmas[1] 0x400000");
-        refused(|m| vma(m, 1).start = 0x500800, "process.vmas[1] 0x500800");
+        let heap = "tasks[0].vmas[1] 0x500000..0x521000";
+        refused(|m| vma(m, 1).start = 0x400000, "tasks[0].vmas[1] 0x400000");
+        refused(|m| vma(m, 1).start = 0x500800, "tasks[0].vmas[1] 0x500800");
         refused(
             |m| vma(m, 1).end = 0x500000,
-            "process.vmas[1] 0x500000..0x500000",
+            "tasks[0].vmas[1] 0x500000..0x500000",
         );
         refused(|m| vma(m, 1).offset = 12, heap);
-        refused(|m| vma(m, 0).start = 0x1000, "process.vmas[0] 0x1000");
+        refused(|m| vma(m, 0).start = 0x1000, "tasks[0].vmas[0] 0x1000");
         refused(
             |m| vma(m, 2).end = 0x8000_0000_0000,
-            "process.vmas[2] 0x7ffc00000000..0x800000000000",
+            "tasks[0].vmas[2] 0x7ffc00000000..0x800000000000",
         );
         refused(|m| vma(m, 1).prot = 0x10, heap);
-        refused(|m| vma(m, 0).file = Some(1), "process.vmas[0]");
-        refused(|m| vma(m, 0).file = None, "process.vmas[0]");
+        refused(|m| vma(m, 0).file = Some(1), "tasks[0].vmas[0]");
+        refused(|m| vma(m, 0).file = None, "tasks[0].vmas[0]");
         refused(|m| vma(m, 1).file = Some(0), heap);
         refused(
             |m| {
                 vma(m, 1).kind = VmaKind::Vdso;
                 vma(m, 2).kind = VmaKind::Vdso;
             },
-            "process.vmas[2]",
+            "tasks[0].vmas[2]",
         );
         refused(|m| vma(m, 1).name = "a\0b".into(), heap);
         refused(|m| vma(m, 1).vm_flags = vec!["rd".into(); 65], heap);
         refused(|m| vma(m, 1).vm_flags = vec![String::new()], heap);
         refused(|m| vma(m, 1).vm_flags = vec!["r\0".into()], heap);
         refused(
-            |m| m.process.vmas = vec![m.process.vmas[0].clone(); MAX_VMAS + 1],
-            "process.vmas",
+            |m| m.tasks[0].vmas = vec![m.tasks[0].vmas[0].clone(); MAX_VMAS + 1],
+            "tasks[0].vmas",
         );
         // Swapped order is an overlap too.
-        refused(|m| m.process.vmas.swap(1, 2), "process.vmas[2]");
+        refused(|m| m.tasks[0].vmas.swap(1, 2), "tasks[0].vmas[2]");
     }
 
     #[test]
     fn chunks_must_land_in_a_saved_mapping() {
-        refused(|m| m.chunks[1].vaddr = 0x600000, "chunks[1] at 0x600000");
-        refused(|m| m.chunks[1].vaddr = 0x520000 + 4096, "chunks[1]");
+        refused(|m| m.chunks[1].addr = 0x600000, "chunks[1] at 0:0x600000");
+        refused(|m| m.chunks[1].addr = 0x520000 + 4096, "chunks[1]");
         refused(|m| m.chunks[1].len = 0x22000, "chunks[1]");
-        refused(|m| m.chunks[1].vaddr = 0x500010, "chunks[1]");
+        refused(|m| m.chunks[1].addr = 0x500010, "chunks[1]");
         refused(|m| m.chunks[1].len = 100, "chunks[1]");
-        refused(|m| m.chunks[2].vaddr = u64::MAX - 4095, "chunks[2]");
+        refused(|m| m.chunks[2].addr = u64::MAX - 4095, "chunks[2]");
         refused(|m| m.chunks.swap(1, 2), "chunks[2]");
         refused(
             |m| {
@@ -540,45 +717,42 @@ mod tests {
     #[test]
     fn files_and_descriptors() {
         refused(
-            |m| m.process.mapped_files[0].path = "relative".into(),
-            "process.mapped_files[0].path",
+            |m| m.tasks[0].mapped_files[0].path = "relative".into(),
+            "tasks[0].mapped_files[0].path",
         );
         refused(
-            |m| m.process.mapped_files[0].digest = vec![1; 31],
-            "process.mapped_files[0].digest",
+            |m| m.tasks[0].mapped_files[0].digest = vec![1; 31],
+            "tasks[0].mapped_files[0].digest",
         );
         refused(
-            |m| m.process.exe.path = "/bin/\0x".into(),
-            "process.exe.path",
+            |m| m.tasks[0].exe.path = "/bin/\0x".into(),
+            "tasks[0].exe.path",
         );
-        refused(|m| m.process.exe.digest.clear(), "process.exe.digest");
-        refused(|m| m.process.cwd = "/".repeat(5000), "process.cwd");
+        refused(|m| m.tasks[0].exe.digest.clear(), "tasks[0].exe.digest");
+        refused(|m| m.tasks[0].cwd = "/".repeat(5000), "tasks[0].cwd");
+        refused(|m| m.files[0].path = String::new(), "files[0].path");
+        refused(|m| m.tasks[0].fds[0].fd = -1, "tasks[0].fds[0] (fd -1)");
         refused(
-            |m| m.process.descriptions[0].path = String::new(),
-            "process.descriptions[0].path",
-        );
-        refused(|m| m.process.fds[0].fd = -1, "process.fds[0] (fd -1)");
-        refused(
-            |m| m.process.fds[0].description = 1,
-            "process.fds[0] (fd 0)",
+            |m| m.tasks[0].fds[0].description = 1,
+            "tasks[0].fds[0] (fd 0)",
         );
         refused(
             |m| {
-                m.process.fds.push(FdState {
+                m.tasks[0].fds.push(FdState {
                     fd: 0,
                     description: 0,
                     cloexec: true,
                 })
             },
-            "process.fds[1] (fd 0)",
+            "tasks[0].fds[1] (fd 0)",
         );
     }
 
     #[test]
     fn anonymous_descriptors_are_checked() {
         let set = |m: &mut Manifest, kind: OpenFileKind| {
-            m.process.descriptions[0].kind = kind;
-            m.process.descriptions[0].path = "anon_inode:[timerfd]".into();
+            m.files[0].kind = kind;
+            m.files[0].path = "anon_inode:[timerfd]".into();
         };
         let timer = |clockid| OpenFileKind::Timerfd {
             clockid,
@@ -610,90 +784,84 @@ mod tests {
                     },
                 )
             },
-            "process.descriptions[0].kind.count",
+            "files[0].kind.count",
         );
         for clock in [
             libc::CLOCK_REALTIME_ALARM,
             libc::CLOCK_PROCESS_CPUTIME_ID,
             -1,
         ] {
-            refused(
-                |m| set(m, timer(clock)),
-                "process.descriptions[0].kind.clockid",
-            );
+            refused(|m| set(m, timer(clock)), "files[0].kind.clockid");
         }
         refused(
             |m| {
                 set(m, OpenFileKind::Signalfd { sigmask: 0 });
-                m.process.descriptions[0].path = "a".repeat(5000);
+                m.files[0].path = "a".repeat(5000);
             },
-            "process.descriptions[0].path",
+            "files[0].path",
         );
     }
 
     #[test]
     fn external_descriptors_only_on_fds_0_to_2() {
         let external = |m: &mut Manifest, fd: i32| {
-            m.process.descriptions[0].kind = OpenFileKind::External {
+            m.files[0].kind = OpenFileKind::External {
                 connected_to: "pipe:[12345]".into(),
             };
-            m.process.descriptions[0].path = "pipe:[12345]".into();
-            m.process.fds[0].fd = fd;
+            m.files[0].path = "pipe:[12345]".into();
+            m.tasks[0].fds[0].fd = fd;
         };
         for fd in 0..=2 {
             let mut m = sample();
             external(&mut m, fd);
             assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "fd {fd}");
         }
-        refused(|m| external(m, 3), "process.fds[0] (fd 3)");
-        refused(|m| external(m, 5), "process.fds[0] (fd 5)");
+        refused(|m| external(m, 3), "tasks[0].fds[0] (fd 3)");
+        refused(|m| external(m, 5), "tasks[0].fds[0] (fd 5)");
         refused(
             |m| {
                 external(m, 1);
-                m.process.descriptions[0].kind = OpenFileKind::External {
+                m.files[0].kind = OpenFileKind::External {
                     connected_to: "a\0b".into(),
                 };
             },
-            "process.descriptions[0].kind.connected_to",
+            "files[0].kind.connected_to",
         );
         // Not External: the path must still be absolute.
-        refused(
-            |m| m.process.descriptions[0].path = "pipe:[1]".into(),
-            "process.descriptions[0].path",
-        );
+        refused(|m| m.files[0].path = "pipe:[1]".into(), "files[0].path");
     }
 
     #[test]
     fn threads_registers_and_signals() {
-        refused(|m| m.process.threads.clear(), "process.threads");
+        refused(|m| m.tasks[0].threads.clear(), "tasks[0].threads");
         refused(
-            |m| m.process.threads[0].xsave = vec![0; 64],
-            "process.threads[0].xsave",
+            |m| m.tasks[0].threads[0].xsave = vec![0; 64],
+            "tasks[0].threads[0].xsave",
         );
-        refused(|m| m.cpu.xsave_size = 1024, "process.threads[0].xsave");
+        refused(|m| m.cpu.xsave_size = 1024, "tasks[0].threads[0].xsave");
         refused(
             |m| {
-                m.process.threads[0].xsave = vec![0; MAX_XSAVE_LEN + 1];
+                m.tasks[0].threads[0].xsave = vec![0; MAX_XSAVE_LEN + 1];
                 m.cpu.xsave_size = (MAX_XSAVE_LEN + 1) as u32;
             },
-            "process.threads[0].xsave",
+            "tasks[0].threads[0].xsave",
         );
         let pending = |siginfo: Vec<u8>| PendingSignal {
             shared: false,
             siginfo,
         };
         refused(
-            |m| m.process.threads[0].pending = vec![pending(vec![10; 64])],
-            "process.threads[0].pending[0]",
+            |m| m.tasks[0].threads[0].pending = vec![pending(vec![10; 64])],
+            "tasks[0].threads[0].pending[0]",
         );
         refused(
-            |m| m.process.threads[0].pending = vec![pending(vec![0; 128])],
-            "process.threads[0].pending[0]",
+            |m| m.tasks[0].threads[0].pending = vec![pending(vec![0; 128])],
+            "tasks[0].threads[0].pending[0]",
         );
         let mut ok = sample();
         let mut info = vec![0; 128];
         info[0] = 10;
-        ok.process.threads[0].pending = vec![pending(info)];
+        ok.tasks[0].threads[0].pending = vec![pending(info)];
         validate(&ok).unwrap();
 
         let action = |signal| SigAction {
@@ -705,32 +873,32 @@ mod tests {
         };
         for bad in [0, 9, 19, 65] {
             refused(
-                |m| m.process.sigactions = vec![action(bad)],
-                "process.sigactions[0]",
+                |m| m.tasks[0].sigactions = vec![action(bad)],
+                "tasks[0].sigactions[0]",
             );
         }
         refused(
-            |m| m.process.sigactions = vec![action(10), action(10)],
-            "process.sigactions[1] (signal 10)",
+            |m| m.tasks[0].sigactions = vec![action(10), action(10)],
+            "tasks[0].sigactions[1] (signal 10)",
         );
         refused(
-            |m| m.process.rlimits = vec![m.process.rlimits[0]; 17],
-            "process.rlimits",
+            |m| m.tasks[0].rlimits = vec![m.tasks[0].rlimits[0]; 17],
+            "tasks[0].rlimits",
         );
     }
 
     #[test]
     fn other_fields() {
-        refused(|m| m.process.pid = 0, "process.pid");
-        refused(|m| m.process.comm = "c".repeat(65), "process.comm");
-        refused(|m| m.process.mm.auxv.push(1), "process.mm.auxv");
+        refused(|m| m.tasks[0].pid = 0, "tasks[0].pid");
+        refused(|m| m.tasks[0].comm = "c".repeat(65), "tasks[0].comm");
+        refused(|m| m.tasks[0].mm.auxv.push(1), "tasks[0].mm.auxv");
         refused(
-            |m| m.process.creds.seccomp_mode = 3,
-            "process.creds.seccomp_mode",
+            |m| m.tasks[0].creds.seccomp_mode = 3,
+            "tasks[0].creds.seccomp_mode",
         );
         refused(
-            |m| m.process.creds.groups = vec![1; MAX_GROUPS + 1],
-            "process.creds.groups",
+            |m| m.tasks[0].creds.groups = vec![1; MAX_GROUPS + 1],
+            "tasks[0].creds.groups",
         );
         refused(
             |m| {
@@ -743,9 +911,82 @@ mod tests {
         // restore decides whether it can run them.
         let mut other = sample();
         other.arch = "aarch64".into();
-        let t = other.process.threads[0].clone();
-        other.process.threads.push(t);
+        let mut t = other.tasks[0].threads[0].clone();
+        t.tid += 1;
+        other.tasks[0].threads.push(t);
         validate(&other).unwrap();
+    }
+
+    /// A second process (pid and thread id 5000) with its memory as space 1.
+    fn two_tasks() -> Manifest {
+        let mut m = sample();
+        let mut t = m.tasks[0].clone();
+        t.pid = 5000;
+        t.threads[0].tid = 5000;
+        m.tasks.push(t);
+        m.spaces.push(Space::Memory { task: 1 });
+        m
+    }
+
+    #[test]
+    fn tasks_spaces_and_the_file_table() {
+        refused(|m| m.tasks.clear(), "tasks");
+        refused(
+            |m| {
+                let t = m.tasks[0].clone();
+                m.tasks.push(t);
+            },
+            "tasks[1].pid",
+        );
+        refused(
+            |m| {
+                let mut t = m.tasks[0].clone();
+                t.pid = 5000;
+                m.tasks.push(t);
+            },
+            "tasks[1].threads[0].tid",
+        );
+        // Several processes are well-formed: restore decides.
+        let mut two = two_tasks();
+        validate(&two).unwrap();
+        // Each task's fds name the one file table.
+        two.tasks[1].fds[0].description = 0;
+        validate(&two).unwrap();
+        two.tasks[1].fds[0].description = 1;
+        assert_eq!(
+            validate(&two).map_err(|e| e.field),
+            Err("tasks[1].fds[0] (fd 0)".into())
+        );
+        refused(|m| m.spaces.push(Space::Memory { task: 1 }), "spaces[1]");
+        refused(|m| m.spaces.push(Space::Memory { task: 0 }), "spaces[1]");
+        refused(|m| m.chunks[1].space = 1, "chunks[1] at 1:0x500000");
+        refused(
+            |m| m.files = vec![m.files[0].clone(); crate::limits::MAX_FILES + 1],
+            "files",
+        );
+        // Chunks of the second task's memory, after the first's, land in
+        // its own mappings.
+        let mut m = two_tasks();
+        let mut c = m.chunks[1].clone();
+        c.space = 1;
+        m.chunks.push(c.clone());
+        validate(&m).unwrap();
+        // Not before the first space's.
+        m.chunks.insert(0, c);
+        assert_eq!(
+            validate(&m).map_err(|e| e.field),
+            Err("chunks[1] at 0:0x400000 (4096 bytes)".into())
+        );
+        // Nor into a mapping only the other task has.
+        let mut m = two_tasks();
+        m.tasks[1].vmas.remove(1);
+        let mut c = m.chunks[1].clone();
+        c.space = 1;
+        m.chunks.push(c);
+        assert_eq!(
+            validate(&m).map_err(|e| e.field),
+            Err("chunks[3] at 1:0x500000 (4096 bytes)".into())
+        );
     }
 
     #[test]

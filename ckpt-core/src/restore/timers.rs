@@ -11,7 +11,7 @@ use crate::inject::structs::{ITimerVal, Rlimit64};
 impl Builder<'_> {
     /// `prlimit64` for every saved limit; failures become notices.
     pub(super) fn restore_rlimits(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for l in &p.rlimits {
             if l.resource >= 16 {
                 continue;
@@ -39,7 +39,7 @@ impl Builder<'_> {
 
     /// `setitimer` for every armed interval timer.
     pub(super) fn restore_itimers(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for t in &p.itimers {
             if t.which > 2 || (t.value_us == 0 && t.interval_us == 0) {
                 continue;

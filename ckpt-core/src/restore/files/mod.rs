@@ -20,6 +20,7 @@
 mod eventfd;
 mod external;
 mod regular;
+mod saved;
 mod signalfd;
 mod timerfd;
 
@@ -93,7 +94,7 @@ impl Builder<'_> {
 
     /// The file mode creation mask.
     pub(super) fn set_umask(&mut self) -> Result<(), RestoreError> {
-        let umask = self.m.process.umask;
+        let umask = self.p.umask;
         self.sys(
             "umask",
             libc::SYS_umask,
@@ -130,6 +131,10 @@ impl Builder<'_> {
                 },
                 top,
             ),
+            // Created with its content before the mappings.
+            OpenFileKind::Memfd { space } | OpenFileKind::Unlinked { space } => {
+                self.saved_file_fd(space, top)
+            }
             // Never opened: the caller's fd takes its place (`restore_fds`).
             OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
                 "{}: an external description cannot be opened",
@@ -161,9 +166,10 @@ impl Builder<'_> {
     /// that external fds take over (see [`external`]); then open each
     /// description once above every target number and dup it into place.
     pub(super) fn restore_fds(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
+        let files = &self.m.files;
         let external = |f: &&crate::model::FdState| {
-            p.descriptions
+            files
                 .get(f.description as usize)
                 .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
         };
@@ -187,7 +193,7 @@ impl Builder<'_> {
         }
         let top = p.fds.iter().map(|f| f.fd).max().unwrap_or(0);
         // Room for the temporary copies.
-        let need = u64::try_from(top).unwrap_or(0) + 1 + p.descriptions.len() as u64 + 1;
+        let need = u64::try_from(top).unwrap_or(0) + 1 + files.len() as u64 + 1;
         let cur = self.inj.alloc_struct::<Rlimit64>()?;
         self.sys(
             "prlimit64(get)",
@@ -210,8 +216,8 @@ impl Builder<'_> {
             [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
         )?;
 
-        let mut temp = Vec::with_capacity(p.descriptions.len());
-        for d in &p.descriptions {
+        let mut temp = Vec::with_capacity(files.len());
+        for d in files {
             if matches!(d.kind, OpenFileKind::External { .. }) {
                 temp.push(None);
                 continue;
