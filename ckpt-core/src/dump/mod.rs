@@ -215,13 +215,15 @@ impl Frozen {
         let cwd = self.cwd()?;
         let auxv = self.auxv()?;
 
+        // File descriptors (first: a mapping of a memfd or an unlinked
+        // file names the space an fd's capture gave its content).
+        let mut saved = files::saved::SavedFiles::default();
+        let (fds, descriptions) = self.dump_fds(&mut saved)?;
+
         // Mappings and the files behind them.
         let mut files = identity::MappedFiles::default();
         let exe = files.identity_of_exe(pid)?;
-        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files)?;
-
-        // File descriptors.
-        let (fds, descriptions) = self.dump_fds()?;
+        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files, &saved)?;
 
         // Per-thread state and what only the task can tell us.
         let (regs, xsave, sigmask, rseq) = self.thread_registers()?;
@@ -239,8 +241,9 @@ impl Frozen {
         let mut creds = creds::creds_from_status(&status, injected.securebits);
         creds.no_new_privs = status.no_new_privs;
 
-        // Memory, streamed.
+        // Memory, streamed; then the content of memfds and unlinked files.
         self.dump_memory(&vmas, writer)?;
+        saved.write_contents(self, writer)?;
 
         let xsave_features = arch::xsave_enabled_features(&xsave).unwrap_or(0);
         let cpu = CpuFeatures {
@@ -285,7 +288,9 @@ impl Frozen {
         Ok(DumpResult {
             process,
             files: descriptions,
-            spaces: vec![Space::Memory { task: 0 }],
+            spaces: std::iter::once(Space::Memory { task: 0 })
+                .chain(saved.spaces())
+                .collect(),
             cpu,
             vdso_digest,
         })

@@ -402,6 +402,64 @@ fn roundtrip_signed_file() {
     assert_eq!(block.key_id, k.public_key().key_id().0.to_vec());
 }
 
+/// The sample image with a memfd on fd 0, mapped shared, whose content is
+/// its space 1 (two chunks, the second a short last piece).
+fn build_with_a_memfd(signer: Option<&dyn ManifestSigner>) -> Vec<u8> {
+    let mut content = sample_content();
+    content.spaces.push(Space::Memfd {
+        name: "buffer".into(),
+        size: 6000,
+        seals: 0xf,
+    });
+    content.files[0].kind = OpenFileKind::Memfd { space: 1 };
+    content.files[0].path = "/memfd:buffer (deleted)".into();
+    let p = &mut content.tasks[0];
+    let mut v = p.vmas[1].clone();
+    v.start = 0x600000;
+    v.end = 0x602000;
+    v.kind = VmaKind::File;
+    v.shared = true;
+    v.prot = 1;
+    v.name = "/memfd:buffer (deleted)".into();
+    v.space = Some(1);
+    p.vmas.insert(2, v);
+    let (tmp, file) = TempFile::new("memfd");
+    let mut w = ImageWriter::new(file).unwrap();
+    for (vaddr, data) in sample_chunks() {
+        w.write_chunk(0, vaddr, &data).unwrap();
+    }
+    w.write_chunk(1, 0, &[7; 4096]).unwrap();
+    w.write_chunk(1, 4096, &[9; 1904]).unwrap();
+    w.finish(sample_meta(), content, signer).unwrap();
+    fs::read(&tmp.path).unwrap()
+}
+
+#[test]
+fn roundtrip_with_a_file_content_space() {
+    let bytes = build_with_a_memfd(Some(&key()));
+    open_and_verify(&bytes).unwrap();
+    let r = open_bytes(&bytes).unwrap();
+    let m = r.manifest();
+    assert_eq!(m.spaces.len(), 2);
+    let mut seen = Vec::new();
+    r.for_each_chunk(|e, d| {
+        seen.push((e.space, e.addr, d.len()));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (0, 0x400000, 4096),
+            (0, 0x500000, 4096),
+            (0, 0x7ffc_0000_0000, 8192),
+            (1, 0, 4096),
+            (1, 4096, 1904)
+        ]
+    );
+    flip_every_byte(&build_with_a_memfd(Some(&key())));
+}
+
 #[test]
 fn roundtrip_unsigned_and_empty() {
     let bytes = build(None);
@@ -1150,6 +1208,7 @@ fn write_fuzz_seeds() {
     let w = ImageWriter::new(file).unwrap();
     w.finish(sample_meta(), sample_content(), None).unwrap();
     fs::copy(&tmp.path, dir.join("v2-no-chunks")).unwrap();
+    fs::write(dir.join("v2-memfd"), build_with_a_memfd(Some(&key()))).unwrap();
 }
 
 /// The file key plus a software attestation key: what `ckpt-sign` does

@@ -605,7 +605,7 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::model::{FdState, PendingSignal, SigAction, Vma};
+    use crate::model::{FdState, OpenFile, PendingSignal, SigAction, Vma};
 
     fn sample() -> Manifest {
         sample_manifest()
@@ -986,6 +986,116 @@ mod tests {
         assert_eq!(
             validate(&m).map_err(|e| e.field),
             Err("chunks[3] at 1:0x500000 (4096 bytes)".into())
+        );
+    }
+
+    /// The sample with a memfd (space 1) on fd 0 and a shared mapping of
+    /// it, and an unlinked file (space 2), each with a chunk of content.
+    fn with_saved_files() -> Manifest {
+        let mut m = sample();
+        m.spaces.push(Space::Memfd {
+            name: "buf".into(),
+            size: 10_000,
+            seals: 0xf,
+        });
+        m.spaces.push(Space::Unlinked {
+            path: "/tmp/gone".into(),
+            size: 100,
+            mode: 0o640,
+        });
+        m.files[0].kind = OpenFileKind::Memfd { space: 1 };
+        m.files[0].path = "/memfd:buf (deleted)".into();
+        m.files.push(OpenFile {
+            kind: OpenFileKind::Unlinked { space: 2 },
+            path: "/tmp/gone (deleted)".into(),
+            ..m.files[0].clone()
+        });
+        let mut v = m.tasks[0].vmas[1].clone();
+        v.start = 0x600000;
+        v.end = 0x603000;
+        v.kind = VmaKind::File;
+        v.shared = true;
+        v.space = Some(1);
+        v.name = "/memfd:buf (deleted)".into();
+        m.tasks[0].vmas.insert(2, v);
+        for (space, addr, len) in [(1, 4096, 5904), (2, 0, 100)] {
+            m.chunks.push(crate::image::ChunkEntry {
+                space,
+                addr,
+                len,
+                digest: vec![0; 32],
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn memfds_and_unlinked_files() {
+        validate(&with_saved_files()).unwrap();
+        let refused_saved = |edit: &dyn Fn(&mut Manifest), field: &str| {
+            let mut m = with_saved_files();
+            edit(&mut m);
+            match validate(&m) {
+                Ok(()) => panic!("accepted; expected a complaint about {field}"),
+                Err(e) => assert!(e.field.starts_with(field), "{e:?}, want {field}"),
+            }
+        };
+        // Content past the file's size; chunks out of space order.
+        refused_saved(&|m| m.chunks[3].len = 6000, "chunks[3] at 1:0x1000");
+        refused_saved(&|m| m.chunks.swap(3, 4), "chunks[4]");
+        // A description or mapping naming the wrong kind of space.
+        refused_saved(
+            &|m| m.files[0].kind = OpenFileKind::Unlinked { space: 1 },
+            "files[0].kind.space",
+        );
+        refused_saved(
+            &|m| m.files[0].kind = OpenFileKind::Memfd { space: 0 },
+            "files[0].kind.space",
+        );
+        refused_saved(&|m| m.tasks[0].vmas[2].space = Some(0), "tasks[0].vmas[2]");
+        refused_saved(&|m| m.tasks[0].vmas[2].file = Some(0), "tasks[0].vmas[2]");
+        // Unknown seals, a name or path the kernel would not take.
+        refused_saved(
+            &|m| {
+                m.spaces[1] = Space::Memfd {
+                    name: "buf".into(),
+                    size: 10_000,
+                    seals: 0x40,
+                }
+            },
+            "spaces[1].seals",
+        );
+        refused_saved(
+            &|m| {
+                m.spaces[1] = Space::Memfd {
+                    name: "b".repeat(250),
+                    size: 10_000,
+                    seals: 0,
+                }
+            },
+            "spaces[1].name",
+        );
+        for bad in ["relative", "/", "/tmp/"] {
+            refused_saved(
+                &|m| {
+                    m.spaces[2] = Space::Unlinked {
+                        path: bad.into(),
+                        size: 100,
+                        mode: 0o640,
+                    }
+                },
+                "spaces[2].path",
+            );
+        }
+        refused_saved(
+            &|m| {
+                m.spaces[2] = Space::Unlinked {
+                    path: "/tmp/gone".into(),
+                    size: 100,
+                    mode: 0o10644,
+                }
+            },
+            "spaces[2].mode",
         );
     }
 

@@ -347,6 +347,15 @@ impl Builder<'_> {
                         }
                     }
                 }
+                (VmaKind::File, None) => match v.space.and_then(|s| self.saved_file(s)) {
+                    Some(fd) => fd,
+                    None => {
+                        return Err(RestoreError::Invalid(format!(
+                            "mapping {:#x}: no file to map",
+                            v.start
+                        )))
+                    }
+                },
                 _ => u64::MAX,
             };
             let got = self.sys(

@@ -193,6 +193,7 @@ pub fn restore_with(
             opts,
             mode,
             exe_fd: None,
+            saved_fds: Vec::new(),
         };
         builder.build(reader, &plan).map(|()| builder.notices)
     };
@@ -257,6 +258,9 @@ struct Builder<'a> {
     /// The stub's fd of the saved executable, kept for `PR_SET_MM_MAP`
     /// when the exe link is to be set.
     exe_fd: Option<u64>,
+    /// The memfds and unlinked files created in the stub, until the fd
+    /// table is rebuilt.
+    saved_fds: Vec<files::saved::SavedFd>,
 }
 
 impl Builder<'_> {
@@ -314,8 +318,11 @@ impl Builder<'_> {
         // 4. Move the vdso family where the image had it, keeping its layout.
         self.move_vdso(&stub_maps, &occupied)?;
 
-        // 5. Mappings, memory, protections.
+        // 5. Files whose content is in the image (their mappings map
+        //    them), mappings, memory, protections.
+        self.create_saved_files(reader)?;
         self.map_all()?;
+        self.seal_saved_files()?;
         self.fill_memory(reader)?;
         self.set_protections()?;
 
@@ -325,6 +332,7 @@ impl Builder<'_> {
 
         // 6. Files, cwd, umask, name, personality.
         self.restore_fds()?;
+        self.close_saved_files()?;
         self.change_dir(&p.cwd)?;
         self.set_umask()?;
         self.set_name_and_personality()?;

@@ -41,11 +41,6 @@ impl Plan {
             )));
         }
         let p = the_task(m)?;
-        if let Some(s) = m.spaces.iter().find(|s| s.file_size().is_some()) {
-            return Err(RestoreError::Unsupported(format!(
-                "a file whose content is in the image ({s:?})"
-            )));
-        }
         let memory_space = m
             .spaces
             .iter()

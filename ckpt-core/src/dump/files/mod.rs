@@ -5,8 +5,9 @@
 //! Trusts: nothing read from `/proc` (paths may hold any bytes; fdinfo is
 //! parsed strictly). What restore cannot reopen is refused here, naming
 //! the fd: file locks, anything that is not a path (pipes, sockets,
-//! anonymous inodes other than eventfd, signalfd and timerfd), deleted
-//! files, other devices.
+//! anonymous inodes other than eventfd, signalfd and timerfd), other
+//! devices. A memfd or a file unlinked while open is [`saved`] with its
+//! content.
 //!
 //! A new kind of description: a variant of
 //! [`OpenFileKind`](crate::model::OpenFileKind), a module here that
@@ -16,6 +17,7 @@
 mod eventfd;
 mod external;
 mod regular;
+pub(super) mod saved;
 mod signalfd;
 mod timerfd;
 
@@ -47,7 +49,12 @@ impl Frozen {
     /// Every fd, in number order, and the descriptions they refer to
     /// (indexed by `FdState::description`); refuses what restore cannot
     /// reopen, naming the fd.
-    pub(super) fn dump_fds(&self) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
+    /// A memfd or unlinked file is added to `saved` (its content is
+    /// written after the memory).
+    pub(super) fn dump_fds(
+        &self,
+        saved: &mut saved::SavedFiles,
+    ) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
         let pid = self.pid;
         let unsupported = |resource: String| DumpError::Unsupported { pid, resource };
         let dir = std::fs::read_dir(proc_path(pid, "fd")).map_err(|source| DumpError::Proc {
@@ -105,6 +112,10 @@ impl Frozen {
                     }
                 })?;
             let kind = match external::classify(pid, fd, &link, &meta, &mut outside)? {
+                Some(kind) => Some(kind),
+                None => saved.capture(self, fd, &link, &meta)?,
+            };
+            let kind = match kind {
                 Some(kind) => kind,
                 None if link == eventfd::LINK => eventfd::capture(pid, fd, &info_text)?,
                 None if link == signalfd::LINK => signalfd::capture(pid, fd, &info_text)?,

@@ -15,12 +15,13 @@
 //! [`Builder::open_description`]. fds 0-2 that were connected outside the
 //! image are handed the caller's own ([`external`]). eventfds, signalfds
 //! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
-//! [`timerfd`]): no path, the stub's credentials.
+//! [`timerfd`]): no path, the stub's credentials. memfds and unlinked
+//! files are created with their content before the mappings ([`saved`]).
 
 mod eventfd;
 mod external;
 mod regular;
-mod saved;
+pub(super) mod saved;
 mod signalfd;
 mod timerfd;
 
@@ -133,7 +134,7 @@ impl Builder<'_> {
             ),
             // Created with its content before the mappings.
             OpenFileKind::Memfd { space } | OpenFileKind::Unlinked { space } => {
-                self.saved_file_fd(space, top)
+                self.saved_file_fd(d, space, top)
             }
             // Never opened: the caller's fd takes its place (`restore_fds`).
             OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
@@ -183,10 +184,25 @@ impl Builder<'_> {
         for n in (0..first_closed).filter(|n| !keep.contains(n)) {
             self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
         }
+        // The memfds and unlinked files created for the mappings stay open
+        // (see [`saved`]): every number but theirs.
+        let mut spare: Vec<u64> = self.saved_fds.iter().map(|s| s.fd).collect();
+        spare.sort_unstable();
+        let mut from = first_closed;
+        for s in spare.into_iter().filter(|&s| s >= first_closed) {
+            if s > from {
+                self.sys(
+                    "close_range",
+                    libc::SYS_close_range,
+                    [from, s - 1, 0, 0, 0, 0],
+                )?;
+            }
+            from = s + 1;
+        }
         self.sys(
             "close_range",
             libc::SYS_close_range,
-            [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
+            [from, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
             return Ok(());
