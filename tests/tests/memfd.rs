@@ -9,6 +9,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{exit, path_str, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT};
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
@@ -95,4 +97,43 @@ fn a_left_running_memfd_process_is_untouched_and_its_image_restores() {
         result, "OK\n",
         "memfd restored from a --leave-running image reported: {result}"
     );
+}
+
+/// Through a restore built as root (an `exe-link` grant): the stub creates
+/// the memfds and the unlinked file itself, with the credentials the
+/// decision gave (the unlinked file in its pinned directory), and the
+/// workload finds them intact.
+#[test]
+fn a_privileged_restore_recreates_them_too() {
+    let env = Env::require();
+    let syslog = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    guard.policy(&format!(
+        "[[rule]]\n\
+         name = \"e2e-memfd\"\n\
+         signed_by = [\"this-host\"]\n\
+         caller = [{}]\n\
+         grant = [\"exe-link\"]\n",
+        toml_str(&format!("user:{}", env.user.name))
+    ));
+    let dir = TestDir::new(&env, "memfd-root");
+    let (mut orig, wdir) = start(&env, &dir);
+    let image = dir.work.join("mfd.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    let pid_s = restored.pid.to_string();
+    syslog.wait_for("the audit record of the granted restore", |r| {
+        r.program == "ckpt-verify"
+            && r.get("event") == Some("restore")
+            && r.get("pid") == Some(pid_s.as_str())
+            && r.get("grants") == Some("exe-link:e2e-memfd")
+    });
+    let result = ask(&mut restored, &wdir, &dir.work.join("memfd.log"));
+    assert_eq!(
+        result, "OK\n",
+        "memfd after a privileged restore reported: {result}"
+    );
+    drop(guard);
 }

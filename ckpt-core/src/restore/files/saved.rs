@@ -4,10 +4,10 @@
 //! file share one object, as they did.
 //!
 //! A memfd is made with `memfd_create` (its name, `MFD_ALLOW_SEALING`); an
-//! unlinked file is created again at its path and unlinked at once, or
-//! made with `O_TMPFILE` in the directory it was in (see
-//! [`Builder::unlinked_file`]), by the stub, with its credentials (failing
-//! that, the restore fails naming the path). The restorer takes a copy of the stub's fd (`pidfd_getfd`,
+//! unlinked file is created again under its name and unlinked at once, or
+//! made with `O_TMPFILE` in the directory it was in when that name exists
+//! again (see [`Builder::unlinked_file`]), by the stub, with its
+//! credentials (failing that, the restore fails naming the path). The restorer takes a copy of the stub's fd (`pidfd_getfd`,
 //! the stub is its tracee) and writes the content through it: no path is
 //! involved. Seals are added once the content is written: before the
 //! mappings when they forbid writing (a writable shared mapping cannot
@@ -93,48 +93,51 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A file unlinked while open, again: created by the stub at `path`
-    /// (`O_CREAT|O_EXCL`, mode 0600 until the end) and unlinked at once, so
-    /// that its fds name `path (deleted)` as they did. A stub built as root
-    /// does not (a path the caller could swap between the two steps would
-    /// make it unlink another file with the granted credentials), nor when
-    /// `path` exists again: then the file is made unnamed (`O_TMPFILE`) in
-    /// the same directory, with a notice.
+    /// A file unlinked while open, again: created by the stub in the
+    /// directory it was in (opened once, `O_PATH`, without symlinks in a
+    /// root-built stub) under its old name (`O_CREAT|O_EXCL|O_NOFOLLOW`,
+    /// mode 0600 until the end) and unlinked at once from that same
+    /// directory fd, so that its fds name `path (deleted)` as they did.
+    /// Whatever the unlink removes is an entry of a directory pinned by
+    /// fd: only someone who may delete entries there could have replaced
+    /// the new file, so it is never something the caller could not have
+    /// removed. When `path` exists again, the file is made unnamed
+    /// (`O_TMPFILE`) in that directory instead, with a notice.
     fn unlinked_file(&mut self, path: &str) -> Result<u64, RestoreError> {
         super::check_path(path)?;
-        let dir = match path.rsplit_once('/') {
-            Some(("", _)) | None => "/",
-            Some((dir, _)) => dir,
+        let (dir, name) = match path.rsplit_once('/') {
+            Some(("", name)) => ("/", name),
+            Some((dir, name)) => (dir, name),
+            None => ("/", path),
         };
-        if self.mode != StubMode::Root {
-            let at = self.inj.put_cstr(path, "writing a path")?;
-            let flags = (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC) as u64;
-            let r = self.sys_raw(
-                libc::SYS_openat,
-                [libc::AT_FDCWD as u64, at, flags, 0o600, 0, 0],
-            )?;
-            if r >= 0 {
-                let u =
-                    self.sys_raw(libc::SYS_unlinkat, [libc::AT_FDCWD as u64, at, 0, 0, 0, 0])?;
-                if u < 0 {
-                    return Err(RestoreError::Open {
-                        path: format!("{path} (unlinking the file made for it)"),
-                        errno: errno_of(u),
-                    });
-                }
-                return Ok(r as u64);
-            }
-            if errno_of(r) != nix::errno::Errno::EEXIST {
+        let dirfd = self.open_in_stub(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let at = self.inj.put_cstr(name, "writing a file name")?;
+        let flags =
+            (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                as u64;
+        let r = self.sys_raw(libc::SYS_openat, [dirfd, at, flags, 0o600, 0, 0])?;
+        let fd = if r >= 0 {
+            let u = self.sys_raw(libc::SYS_unlinkat, [dirfd, at, 0, 0, 0, 0])?;
+            if u < 0 {
                 return Err(RestoreError::Open {
-                    path: format!("{path} (recreating a file unlinked while open)"),
-                    errno: errno_of(r),
+                    path: format!("{path} (unlinking the file made for it)"),
+                    errno: errno_of(u),
                 });
             }
-        }
-        let fd = self.tmpfile_in(dir)?;
-        self.notices.push(format!(
-            "{path}, unlinked while open, is restored as an unnamed file in {dir} (its fds no longer show its name)"
-        ));
+            r as u64
+        } else if errno_of(r) == nix::errno::Errno::EEXIST {
+            let fd = self.tmpfile_in(dir)?;
+            self.notices.push(format!(
+                "{path}, unlinked while open, is restored as an unnamed file in {dir}: that name exists again (its fds no longer show it)"
+            ));
+            fd
+        } else {
+            return Err(RestoreError::Open {
+                path: format!("{path} (recreating a file unlinked while open)"),
+                errno: errno_of(r),
+            });
+        };
+        self.sys("close", libc::SYS_close, [dirfd, 0, 0, 0, 0, 0])?;
         Ok(fd)
     }
 
