@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ckpt_core::image::{ImageReader, Manifest, SignatureStatus};
+use ckpt_core::image::{ImageReader, Manifest, SignatureStatus, Space};
 use ckpt_core::state::{OpenFileKind, ProcessState, Vma, VmaKind};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::Caller;
@@ -83,6 +83,22 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             interval_ns % 1_000_000_000
         ),
         _ => String::new(),
+    }
+}
+
+/// A file whose content is in the image, in one line (`None` for a
+/// task's memory).
+fn file_space(s: &Space) -> Option<String> {
+    match s {
+        Space::Memfd { name, size, seals } => Some(format!(
+            "memfd {}, {size} bytes, seals {seals:#x}",
+            show(name)
+        )),
+        Space::Unlinked { path, size, mode } => Some(format!(
+            "file unlinked while open {}, {size} bytes, mode {mode:04o}",
+            show(path)
+        )),
+        _ => None,
     }
 }
 
@@ -211,6 +227,12 @@ fn to_json(reader: &ImageReader) -> Value {
         "processes": m.tasks.len(),
         "file_table": m.files.len(),
         "spaces": m.spaces.len(),
+        "file_spaces": m
+            .spaces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| file_space(s).map(|t| json!({"space": i, "content": t})))
+            .collect::<Vec<_>>(),
         "process": {
             "pid": p.pid, "ppid": p.ppid, "sid": p.sid, "pgid": p.pgid,
             "comm": p.comm,
@@ -287,6 +309,11 @@ fn print_text(path: &Path, reader: &ImageReader) {
         m.files.len(),
         m.spaces.len()
     );
+    for (i, space) in m.spaces.iter().enumerate() {
+        if let Some(text) = file_space(space) {
+            outln!("  space {i}: {text}");
+        }
+    }
     for (i, p) in m.tasks.iter().enumerate() {
         outln!();
         if m.tasks.len() > 1 {

@@ -226,20 +226,23 @@ fn header_trailer_and_framing_fields() {
         ("header-magic-lowercase", set_header(a, 0, b"ckptimg\0")),
         ("header-magic-of-trailer", set_header(a, 0, b"CKPTEND\0")),
         ("header-version-0", set_header(a, 8, &0u32.to_le_bytes())),
-        ("header-version-2", set_header(a, 8, &2u32.to_le_bytes())),
+        // Version 1 is read, but this version-2 manifest is not a
+        // version-1 one (nor signed in its context).
+        ("header-version-1", set_header(a, 8, &1u32.to_le_bytes())),
+        ("header-version-3", set_header(a, 8, &3u32.to_le_bytes())),
         (
             "header-version-max",
             set_header(a, 8, &u32::MAX.to_le_bytes()),
         ),
         (
-            "header-version-big-endian-1",
-            set_header(a, 8, &1u32.to_be_bytes()),
+            "header-version-big-endian-2",
+            set_header(a, 8, &2u32.to_be_bytes()),
         ),
         ("header-reserved-first", set_header(a, 12, &[1])),
         ("header-reserved-last", set_header(a, 31, &[0x80])),
         (
-            "unsigned-header-version-2",
-            set_header(ua, 8, &2u32.to_le_bytes()),
+            "unsigned-header-version-1",
+            set_header(ua, 8, &1u32.to_le_bytes()),
         ),
         ("trailer-magic", {
             let mut v = a.clone();
@@ -331,10 +334,11 @@ fn manifest_fields_reencoded_in_unsigned_images() {
     };
     let table: Vec<(&str, Edit)> = vec![
         ("format-version-0", set(&["format_version"], int(0))),
-        ("format-version-2", set(&["format_version"], int(2))),
+        ("format-version-1", set(&["format_version"], int(1))),
+        ("format-version-3", set(&["format_version"], int(3))),
         (
             "format-version-as-text",
-            set(&["format_version"], text("1")),
+            set(&["format_version"], text("2")),
         ),
         ("format-version-negative", set(&["format_version"], int(-1))),
         (

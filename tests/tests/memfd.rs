@@ -69,6 +69,30 @@ fn memfds_and_unlinked_files_survive_dump_and_restore() {
     );
     // The memory space and three file spaces.
     assert_eq!(json["spaces"], 4, "{json}");
+    let spaces: Vec<String> = json["file_spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["content"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        spaces
+            .iter()
+            .any(|s| s.starts_with("memfd ckpt-sealed, 12388 bytes, seals 0xf")),
+        "{spaces:?}"
+    );
+    assert!(
+        spaces
+            .iter()
+            .any(|s| s.starts_with("memfd ckpt-shared, 65536 bytes, seals 0x1")),
+        "{spaces:?}"
+    );
+    assert!(
+        spaces
+            .iter()
+            .any(|s| s.contains("/gone, 10000 bytes, mode 0640")),
+        "{spaces:?}"
+    );
 
     let (_run, mut restored) = env.restore_ok(&dir, &image, None);
     let result = ask(&mut restored, &wdir, &dir.work.join("memfd.log"));
