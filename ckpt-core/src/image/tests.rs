@@ -1133,6 +1133,7 @@ fn throughput_1gib() {
     use std::time::Instant;
     const TOTAL: usize = 1 << 30;
     const CHUNK: usize = 1 << 20;
+    const BASE: u64 = 0x7f00_0000_0000;
     let mb = TOTAL as f64 / 1e6;
     // A 64 MiB pool of pseudo-random bytes (xorshift); chunks are slices of
     // it at varying offsets, so memory stays small and data is non-zero.
@@ -1150,11 +1151,18 @@ fn throughput_1gib() {
     let mut w = ImageWriter::new(file).unwrap();
     for i in 0..TOTAL / CHUNK {
         let off = (i * 4099 * 64) % (pool.len() - CHUNK);
-        w.write_chunk(0, (i * CHUNK) as u64, &pool[off..off + CHUNK])
+        w.write_chunk(0, BASE + (i * CHUNK) as u64, &pool[off..off + CHUNK])
             .unwrap();
     }
     let (t_chunks, c_chunks) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
-    let done = w.finish(sample_meta(), sample_content(), Some(&k)).unwrap();
+    // One 1 GiB anonymous mapping the chunks land in (the reader checks).
+    let mut content = sample_content();
+    let mut v = content.tasks[0].vmas[1].clone();
+    v.start = BASE;
+    v.end = BASE + TOTAL as u64;
+    v.name = String::new();
+    content.tasks[0].vmas.insert(2, v);
+    let done = w.finish(sample_meta(), content, Some(&k)).unwrap();
     let (t_total, c_total) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     drop(pool);
     println!(
