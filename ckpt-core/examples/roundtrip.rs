@@ -23,14 +23,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 kernel_release: ckpt_core::host::kernel_release()?,
                 arch: ckpt_core::host::arch()?,
                 cpu: r.cpu,
-                vdso_digest: r.vdso_digest,
+                vdso_digest: r.vdso_digest.clone(),
                 requester: Requester {
                     uid: 0,
                     gid: 0,
                     groups: vec![],
                 },
             };
-            let fin = w.finish(meta, r.process, None)?;
+            let fin = w.finish(meta, r.into_content(), None)?;
             eprintln!("dumped {} bytes in {:?}", fin.size, t0.elapsed());
             if leave {
                 frozen.resume()?;
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t0 = std::time::Instant::now();
             let reader = ImageReader::open(std::fs::File::open(path)?)?;
             reader.verify_chunks()?;
-            let p = &reader.manifest().process;
+            let p = reader.manifest().first_task().ok_or("no process")?;
             let creds = RestoreCredentials {
                 uid: p.creds.uid,
                 gid: p.creds.gid,

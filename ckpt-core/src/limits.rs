@@ -45,8 +45,19 @@ pub const MAX_CBOR_DEPTH: usize = 32;
 /// `vm.max_map_count` is 65,530).
 pub const MAX_VMAS: usize = 65_536;
 
-/// Most file descriptors, and open file descriptions, an image may list.
+/// Most file descriptors one task may have in an image.
 pub const MAX_FDS: usize = 65_536;
+
+/// Most processes (tasks) an image may list.
+pub const MAX_TASKS: usize = 4096;
+
+/// Most entries of an image's file table (open file descriptions of all
+/// its tasks).
+pub const MAX_FILES: usize = 65_536;
+
+/// Most byte spaces an image may list (a memory space per task, and the
+/// content of each memfd or unlinked file).
+pub const MAX_SPACES: usize = MAX_TASKS + MAX_FILES;
 
 /// Most supplementary groups (the kernel's `NGROUPS_MAX`).
 pub const MAX_GROUPS: usize = 65_536;

@@ -819,3 +819,35 @@ pub fn suspend_seccomp(pid: i32) -> Result<(), Errno> {
     // SAFETY: integer arguments only.
     unsafe { ptrace_raw(libc::PTRACE_SETOPTIONS, pid, 0, opts) }.map(drop)
 }
+
+/// `fcntl(fd, F_GET_SEALS)`: the seals of a memfd (`EINVAL` for a file
+/// that cannot be sealed).
+pub fn get_seals(fd: &impl AsRawFd) -> Result<u32, Errno> {
+    // SAFETY: integer arguments on a descriptor the caller holds.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    Errno::result(r).map(|s| s as u32)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, seals)`.
+pub fn add_seals(fd: &impl AsRawFd, seals: u32) -> Result<(), Errno> {
+    // SAFETY: integer arguments on a descriptor the caller holds.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) };
+    Errno::result(r).map(drop)
+}
+
+/// `fstatfs(fd).f_type`: the magic number of the filesystem behind `fd`.
+pub fn fs_magic(fd: &impl AsRawFd) -> Result<libc::__fsword_t, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `st` is a writable statfs the kernel fills on success.
+    let r = unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) };
+    Errno::result(r)?;
+    // SAFETY: fstatfs succeeded, so `st` is initialised.
+    Ok(unsafe { st.assume_init() }.f_type)
+}
+
+/// `fcntl(fd, F_GETFL)`: the status flags of the description.
+pub fn status_flags(fd: &impl AsRawFd) -> Result<i32, Errno> {
+    // SAFETY: integer arguments on a descriptor the caller holds.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    Errno::result(r)
+}

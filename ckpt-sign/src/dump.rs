@@ -333,7 +333,7 @@ pub(crate) fn run(
             signed_with = format!(" ({})", h.describe);
         }
         let finished = writer
-            .finish(meta, result.process, signer)
+            .finish(meta, result.into_content(), signer)
             .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot finish the image", e))?;
         // `key` and `host` are dropped (zeroized, TPM closed) here, before
         // any further fork.

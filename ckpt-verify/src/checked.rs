@@ -196,7 +196,11 @@ pub(crate) fn policy_facts(
 ) -> Option<ckpt_policy::Facts> {
     let reader = facts.reader.as_ref()?;
     let m = reader.manifest();
-    let c = &m.process.creds;
+    // The first process: the only one of an image this version restores
+    // (the engine refuses an image of several before creating anything;
+    // deciding for several is the next version's).
+    let p = m.first_task()?;
+    let c = &p.creds;
     Some(ckpt_policy::Facts {
         integrity: match &facts.integrity {
             Integrity::Ok => ckpt_policy::Integrity::Ok,
@@ -234,16 +238,16 @@ pub(crate) fn policy_facts(
             securebits: c.securebits,
             // Only the initial user namespace's capabilities are host
             // ones; an image without the record gets no grant from them.
-            user_ns: match &m.process.namespaces {
+            user_ns: match &p.namespaces {
                 Some(ns) if ns.user.is_initial_user() => UserNs::Initial,
                 Some(ns) => UserNs::Other(ns.user.ino),
                 None => UserNs::Unrecorded,
             },
         },
         exe: Exe {
-            path: m.process.exe.path.clone(),
+            path: p.exe.path.clone(),
             digest_algorithm: m.digest_algorithm.name().to_owned(),
-            digest: m.process.exe.digest.clone(),
+            digest: p.exe.digest.clone(),
         },
         machine_id: m.host.machine_id.clone(),
         hostname: m.host.hostname.clone(),

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use ckpt_core::image::{ImageReader, Manifest, SignatureStatus};
-use ckpt_core::state::{OpenFileKind, Vma, VmaKind};
+use ckpt_core::image::{ImageReader, Manifest, SignatureStatus, Space};
+use ckpt_core::state::{OpenFileKind, ProcessState, Vma, VmaKind};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::Caller;
 use serde_json::{json, Value};
@@ -53,6 +53,8 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Pipe { .. } => "pipe",
         OpenFileKind::Fifo { .. } => "fifo",
         OpenFileKind::UnixPair { .. } => "unix-socket",
+        OpenFileKind::Memfd { .. } => "memfd",
+        OpenFileKind::Unlinked { .. } => "unlinked-file",
     }
 }
 
@@ -158,8 +160,24 @@ fn anonymous_state(k: &OpenFileKind) -> String {
     }
 }
 
-fn vma_label(m: &Manifest, v: &Vma) -> String {
-    match v.file.and_then(|i| m.process.mapped_files.get(i as usize)) {
+/// A file whose content is in the image, in one line (`None` for a
+/// task's memory).
+fn file_space(s: &Space) -> Option<String> {
+    match s {
+        Space::Memfd { name, size, seals } => Some(format!(
+            "memfd {}, {size} bytes, seals {seals:#x}",
+            show(name)
+        )),
+        Space::Unlinked { path, size, mode } => Some(format!(
+            "file unlinked while open {}, {size} bytes, mode {mode:04o}",
+            show(path)
+        )),
+        _ => None,
+    }
+}
+
+fn vma_label(p: &ProcessState, v: &Vma) -> String {
+    match v.file.and_then(|i| p.mapped_files.get(i as usize)) {
         Some(f) => f.path.clone(),
         None => v.name.clone(),
     }
@@ -212,7 +230,10 @@ pub(crate) fn inspect(caller: &Caller, path: &Path, json: bool) -> Result<Exit, 
 
 fn to_json(reader: &ImageReader) -> Value {
     let m = reader.manifest();
-    let p = &m.process;
+    let Some(p) = m.first_task() else {
+        // The reader validated the manifest: it has a task.
+        return Value::Null;
+    };
     let total: u64 = m.chunks.iter().map(|c| c.len).sum();
     let vmas: Vec<Value> = p
         .vmas
@@ -225,7 +246,7 @@ fn to_json(reader: &ImageReader) -> Value {
                 "prot": prot(v),
                 "kind": kind(v.kind),
                 "offset": v.offset,
-                "name": vma_label(m, v),
+                "name": vma_label(p, v),
             })
         })
         .collect();
@@ -233,7 +254,7 @@ fn to_json(reader: &ImageReader) -> Value {
         .fds
         .iter()
         .map(|fd| {
-            let d = p.descriptions.get(fd.description as usize);
+            let d = m.files.get(fd.description as usize);
             json!({
                 "fd": fd.fd,
                 "cloexec": fd.cloexec,
@@ -283,6 +304,15 @@ fn to_json(reader: &ImageReader) -> Value {
         "digest_algorithm": m.digest_algorithm.name(),
         "chunks": m.chunks.len(),
         "memory_bytes": total,
+        "processes": m.tasks.len(),
+        "file_table": m.files.len(),
+        "spaces": m.spaces.len(),
+        "file_spaces": m
+            .spaces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| file_space(s).map(|t| json!({"space": i, "content": t})))
+            .collect::<Vec<_>>(),
         "process": {
             "pid": p.pid, "ppid": p.ppid, "sid": p.sid, "pgid": p.pgid,
             "comm": p.comm,
@@ -308,8 +338,6 @@ fn to_json(reader: &ImageReader) -> Value {
 
 fn print_text(path: &Path, reader: &ImageReader) {
     let m = reader.manifest();
-    let p = &m.process;
-    let c = &p.creds;
     let total: u64 = m.chunks.iter().map(|c| c.len).sum();
     outln!("{BANNER}");
     outln!("image: {}", show(&path.to_string_lossy()));
@@ -360,7 +388,28 @@ fn print_text(path: &Path, reader: &ImageReader) {
         total,
         m.digest_algorithm.name()
     );
-    outln!();
+    outln!(
+        "processes: {}, open file descriptions: {}, spaces: {}",
+        m.tasks.len(),
+        m.files.len(),
+        m.spaces.len()
+    );
+    for (i, space) in m.spaces.iter().enumerate() {
+        if let Some(text) = file_space(space) {
+            outln!("  space {i}: {text}");
+        }
+    }
+    for (i, p) in m.tasks.iter().enumerate() {
+        outln!();
+        if m.tasks.len() > 1 {
+            outln!("task {i}:");
+        }
+        print_task(m, p);
+    }
+}
+
+fn print_task(m: &Manifest, p: &ProcessState) {
+    let c = &p.creds;
     outln!("process:");
     outln!(
         "  pid {} (ppid {}, sid {}, pgid {}), comm {:?}",
@@ -459,12 +508,12 @@ fn print_text(path: &Path, reader: &ImageReader) {
             prot(v),
             v.end.saturating_sub(v.start),
             kind(v.kind),
-            show(&vma_label(m, v))
+            show(&vma_label(p, v))
         );
     }
     outln!("fds ({}):", p.fds.len());
     for fd in &p.fds {
-        match p.descriptions.get(fd.description as usize) {
+        match m.files.get(fd.description as usize) {
             Some(d) => outln!(
                 "  {:>4}: {} {} (flags {:#o}, offset {}{}{}{}{})",
                 fd.fd,

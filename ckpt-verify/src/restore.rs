@@ -526,7 +526,8 @@ fn run(
         .iter()
         .any(|n| n.contains("/exe will not name"));
     notices.extend(restored.notices);
-    if !plan.opts.same_pid && restored.pid != reader.manifest().process.pid {
+    let saved_pid = reader.manifest().first_task().map(|p| p.pid);
+    if !plan.opts.same_pid && Some(restored.pid) != saved_pid {
         notices.push(format!(
             "same-pid not granted: {}",
             reason(&decision, Privilege::SamePid)

@@ -40,11 +40,18 @@ mod secret;
 pub mod store;
 
 pub use error::{KeyError, VerifyError};
-pub use public::{signed_message, Algorithm, KeyId, PublicKey};
+pub use public::{signed_message, signed_message_v1, Algorithm, KeyId, PublicKey};
 pub use secret::SigningKey;
 
 /// Context string of key ids (followed by the algorithm name and the key).
 pub const KEY_ID_CONTEXT: &[u8] = b"ckpt-key-id-v1\0";
 
-/// Context string of image signatures (see [`signed_message`]).
-pub const IMAGE_SIGNATURE_CONTEXT: &[u8] = b"ckpt-image-v1\0";
+/// Context string of image signatures (see [`signed_message`]): images of
+/// format version 2, the only ones written.
+pub const IMAGE_SIGNATURE_CONTEXT: &[u8] = b"ckpt-image-v2\0";
+
+/// Context string of the signatures of format-version-1 images (see
+/// [`signed_message_v1`]), which are still read and verified. A version in
+/// the signed message means a signature made for one version's manifest
+/// can never verify as another's.
+pub const IMAGE_SIGNATURE_CONTEXT_V1: &[u8] = b"ckpt-image-v1\0";

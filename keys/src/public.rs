@@ -8,7 +8,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{KeyError, VerifyError};
-use crate::{IMAGE_SIGNATURE_CONTEXT, KEY_ID_CONTEXT};
+use crate::{IMAGE_SIGNATURE_CONTEXT, IMAGE_SIGNATURE_CONTEXT_V1, KEY_ID_CONTEXT};
 
 /// Longest public-key line accepted by [`PublicKey::from_line`].
 const MAX_LINE_LEN: usize = 1024;
@@ -238,6 +238,23 @@ impl PublicKey {
         digest: &[u8; 32],
         signature: &[u8],
     ) -> Result<(), VerifyError> {
+        self.verify_message(&signed_message(self.alg, &self.key_id(), digest), signature)
+    }
+
+    /// [`verify_manifest_digest`](Self::verify_manifest_digest) for an
+    /// image of format version 1: over [`signed_message_v1`].
+    pub fn verify_manifest_digest_v1(
+        &self,
+        digest: &[u8; 32],
+        signature: &[u8],
+    ) -> Result<(), VerifyError> {
+        self.verify_message(
+            &signed_message_v1(self.alg, &self.key_id(), digest),
+            signature,
+        )
+    }
+
+    fn verify_message(&self, msg: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
         match self.alg {
             Algorithm::Ed25519 => {
                 let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| {
@@ -253,29 +270,37 @@ impl PublicKey {
                     .map_err(|_| VerifyError::BadSignature)?;
                 let vk = ed25519_dalek::VerifyingKey::from_bytes(arr)
                     .map_err(|_| VerifyError::BadSignature)?;
-                let msg = signed_message(self.alg, &self.key_id(), digest);
-                vk.verify_strict(&msg, &sig)
+                vk.verify_strict(msg, &sig)
                     .map_err(|_| VerifyError::BadSignature)
             }
-            Algorithm::EcdsaP256 => {
-                let msg = signed_message(self.alg, &self.key_id(), digest);
-                crate::ecdsa::verify_message(&self.bytes, &msg, signature)
-            }
+            Algorithm::EcdsaP256 => crate::ecdsa::verify_message(&self.bytes, msg, signature),
         }
     }
 }
 
-/// The exact bytes signed for an image:
-/// `"ckpt-image-v1\0" || algorithm name || "\0" || key id (16 bytes) ||
+/// The exact bytes signed for an image (format version 2):
+/// `"ckpt-image-v2\0" || algorithm name || "\0" || key id (16 bytes) ||
 /// manifest digest (32 bytes)`.
 ///
-/// Naming the context, the algorithm and the key makes a signature useless
-/// for anything else: it cannot be replayed as a signature by another key,
-/// of another algorithm, or over another kind of object.
+/// Naming the context (with the format version), the algorithm and the key
+/// makes a signature useless for anything else: it cannot be replayed as a
+/// signature by another key, of another algorithm, over another kind of
+/// object, or over an image of another format version.
 pub fn signed_message(alg: Algorithm, key_id: &KeyId, manifest_digest: &[u8; 32]) -> Vec<u8> {
+    message(IMAGE_SIGNATURE_CONTEXT, alg, key_id, manifest_digest)
+}
+
+/// The bytes signed for an image of format version 1: as
+/// [`signed_message`], with the context `"ckpt-image-v1\0"`. Only verified
+/// (old images), never signed.
+pub fn signed_message_v1(alg: Algorithm, key_id: &KeyId, manifest_digest: &[u8; 32]) -> Vec<u8> {
+    message(IMAGE_SIGNATURE_CONTEXT_V1, alg, key_id, manifest_digest)
+}
+
+fn message(context: &[u8], alg: Algorithm, key_id: &KeyId, manifest_digest: &[u8; 32]) -> Vec<u8> {
     let name = alg.name().as_bytes();
-    let mut msg = Vec::with_capacity(IMAGE_SIGNATURE_CONTEXT.len() + name.len() + 1 + 16 + 32);
-    msg.extend_from_slice(IMAGE_SIGNATURE_CONTEXT);
+    let mut msg = Vec::with_capacity(context.len() + name.len() + 1 + 16 + 32);
+    msg.extend_from_slice(context);
     msg.extend_from_slice(name);
     msg.push(0);
     msg.extend_from_slice(&key_id.0);
@@ -427,12 +452,27 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_verifies_for_its_format_version_only() {
+        let k = SigningKey::generate().expect("randomness");
+        let pk = k.public_key();
+        let sig = k.sign_manifest_digest(&[3; 32]);
+        pk.verify_manifest_digest(&[3; 32], &sig).expect("v2");
+        assert_eq!(
+            pk.verify_manifest_digest_v1(&[3; 32], &sig),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
     fn signed_message_layout() {
         let id = KeyId([9; 16]);
         let msg = signed_message(Algorithm::Ed25519, &id, &[7; 32]);
-        let mut expected = b"ckpt-image-v1\0ed25519\0".to_vec();
+        let mut expected = b"ckpt-image-v2\0ed25519\0".to_vec();
         expected.extend_from_slice(&[9; 16]);
         expected.extend_from_slice(&[7; 32]);
         assert_eq!(msg, expected);
+        let v1 = signed_message_v1(Algorithm::Ed25519, &id, &[7; 32]);
+        assert_eq!(&v1[..14], b"ckpt-image-v1\0");
+        assert_eq!(v1[14..], expected[14..]);
     }
 }

@@ -226,20 +226,23 @@ fn header_trailer_and_framing_fields() {
         ("header-magic-lowercase", set_header(a, 0, b"ckptimg\0")),
         ("header-magic-of-trailer", set_header(a, 0, b"CKPTEND\0")),
         ("header-version-0", set_header(a, 8, &0u32.to_le_bytes())),
-        ("header-version-2", set_header(a, 8, &2u32.to_le_bytes())),
+        // Version 1 is read, but this version-2 manifest is not a
+        // version-1 one (nor signed in its context).
+        ("header-version-1", set_header(a, 8, &1u32.to_le_bytes())),
+        ("header-version-3", set_header(a, 8, &3u32.to_le_bytes())),
         (
             "header-version-max",
             set_header(a, 8, &u32::MAX.to_le_bytes()),
         ),
         (
-            "header-version-big-endian-1",
-            set_header(a, 8, &1u32.to_be_bytes()),
+            "header-version-big-endian-2",
+            set_header(a, 8, &2u32.to_be_bytes()),
         ),
         ("header-reserved-first", set_header(a, 12, &[1])),
         ("header-reserved-last", set_header(a, 31, &[0x80])),
         (
-            "unsigned-header-version-2",
-            set_header(ua, 8, &2u32.to_le_bytes()),
+            "unsigned-header-version-1",
+            set_header(ua, 8, &1u32.to_le_bytes()),
         ),
         ("trailer-magic", {
             let mut v = a.clone();
@@ -331,10 +334,11 @@ fn manifest_fields_reencoded_in_unsigned_images() {
     };
     let table: Vec<(&str, Edit)> = vec![
         ("format-version-0", set(&["format_version"], int(0))),
-        ("format-version-2", set(&["format_version"], int(2))),
+        ("format-version-1", set(&["format_version"], int(1))),
+        ("format-version-3", set(&["format_version"], int(3))),
         (
             "format-version-as-text",
-            set(&["format_version"], text("1")),
+            set(&["format_version"], text("2")),
         ),
         ("format-version-negative", set(&["format_version"], int(-1))),
         (
@@ -422,7 +426,7 @@ fn manifest_fields_reencoded_in_unsigned_images() {
         (
             "chunk-digest-31-bytes",
             Box::new(|m: &mut Value| {
-                if let Value::Bytes(d) = at(m, &["chunks", "0", "2"]) {
+                if let Value::Bytes(d) = at(m, &["chunks", "0", "3"]) {
                     d.pop();
                 }
             }),
@@ -430,23 +434,23 @@ fn manifest_fields_reencoded_in_unsigned_images() {
         (
             "chunk-digest-64-bytes",
             Box::new(|m: &mut Value| {
-                if let Value::Bytes(d) = at(m, &["chunks", "0", "2"]) {
+                if let Value::Bytes(d) = at(m, &["chunks", "0", "3"]) {
                     let c = d.clone();
                     d.extend(c);
                 }
             }),
         ),
-        ("chunk-len-0", set(&["chunks", "0", "1"], int(0))),
+        ("chunk-len-0", set(&["chunks", "0", "2"], int(0))),
         (
             "chunk-len-plus-1",
             Box::new(|m: &mut Value| {
-                let v = at(m, &["chunks", "0", "1"]);
+                let v = at(m, &["chunks", "0", "2"]);
                 let n: i128 = v.as_integer().unwrap().into();
                 *v = int(n + 1);
             }),
         ),
         (
-            "chunk-entry-4-elements",
+            "chunk-entry-5-elements",
             Box::new(|m: &mut Value| {
                 if let Value::Array(e) = at(m, &["chunks", "0"]) {
                     e.push(int(0));
@@ -455,8 +459,21 @@ fn manifest_fields_reencoded_in_unsigned_images() {
         ),
         ("chunks-as-map", set(&["chunks"], Value::Map(vec![]))),
         (
-            "process-removed",
-            Box::new(|m: &mut Value| remove(m, &[], "process")),
+            "tasks-removed",
+            Box::new(|m: &mut Value| remove(m, &[], "tasks")),
+        ),
+        (
+            "spaces-removed",
+            Box::new(|m: &mut Value| remove(m, &[], "spaces")),
+        ),
+        ("tasks-empty", set(&["tasks"], Value::Array(vec![]))),
+        (
+            "chunk-space-out-of-range",
+            set(&["chunks", "0", "0"], int(7)),
+        ),
+        (
+            "files-removed",
+            Box::new(|m: &mut Value| remove(m, &[], "files")),
         ),
         (
             "manifest-as-array",
@@ -504,15 +521,15 @@ fn manifest_claims_and_floods() {
     let imgs = make_images(&env, &dir);
     let p = parts(&imgs.ua);
     let mut m = decode(&p.manifest);
-    *at(&mut m, &["process", "creds", "uid"]) = Value::Array(vec![int(0); 4]);
-    *at(&mut m, &["process", "creds", "gid"]) = Value::Array(vec![int(0); 4]);
+    *at(&mut m, &["tasks", "0", "creds", "uid"]) = Value::Array(vec![int(0); 4]);
+    *at(&mut m, &["tasks", "0", "creds", "gid"]) = Value::Array(vec![int(0); 4]);
     for cap in [
         "cap_permitted",
         "cap_effective",
         "cap_bounding",
         "cap_inheritable",
     ] {
-        *at(&mut m, &["process", "creds", cap]) = int(0x1ff_ffff_ffff);
+        *at(&mut m, &["tasks", "0", "creds", cap]) = int(0x1ff_ffff_ffff);
     }
     *at(&mut m, &["requester", "uid"]) = int(0);
     let mut root_claim = p.clone();
@@ -576,7 +593,7 @@ fn manifest_claims_and_floods() {
         let mut m = decode(&p.manifest);
         let base = encode(&m).len();
         let n = (64usize << 20) - base - 64;
-        *at(&mut m, &["process", "vmas", "0", "vm_flags"]) = Value::Array(vec![text(""); n]);
+        *at(&mut m, &["tasks", "0", "vmas", "0", "vm_flags"]) = Value::Array(vec![text(""); n]);
         let mut q = p.clone();
         q.manifest = encode(&m);
         assert!(
@@ -655,18 +672,19 @@ fn manifest_fields_changed_under_a_signature() {
             "signed-requester-groups",
             Box::new(|m: &mut Value| *at(m, &["requester", "groups"]) = Value::Array(vec![int(0)])),
         ),
-        ("signed-chunk-vaddr", bump(&["chunks", "0", "0"])),
-        ("signed-chunk-digest", flip_bytes(&["chunks", "0", "2"])),
+        ("signed-chunk-addr", bump(&["chunks", "0", "1"])),
+        ("signed-chunk-space", bump(&["chunks", "0", "0"])),
+        ("signed-chunk-digest", flip_bytes(&["chunks", "0", "3"])),
         (
             "signed-process-uid-root",
             Box::new(|m: &mut Value| {
-                *at(m, &["process", "creds", "uid"]) = Value::Array(vec![int(0); 4])
+                *at(m, &["tasks", "0", "creds", "uid"]) = Value::Array(vec![int(0); 4])
             }),
         ),
         (
             "signed-process-caps",
             Box::new(|m: &mut Value| {
-                *at(m, &["process", "creds", "cap_effective"]) = int(0x1ff_ffff_ffff)
+                *at(m, &["tasks", "0", "creds", "cap_effective"]) = int(0x1ff_ffff_ffff)
             }),
         ),
         (
@@ -848,7 +866,7 @@ fn regions_swapped_between_images() {
                 let Value::Array(e) = c else {
                     panic!("chunk entry")
                 };
-                let len: i128 = e[1].as_integer().unwrap().into();
+                let len: i128 = e[2].as_integer().unwrap().into();
                 let r = (off, len as usize);
                 off += len as usize;
                 r

@@ -14,10 +14,10 @@
 //!
 //! | module | theme | cases |
 //! |---|---|---|
-//! | [`images`] | header, trailer and framing fields | 24 |
-//! | [`images`] | manifest fields, re-encoded structurally (unsigned images) | 34 |
+//! | [`images`] | header, trailer and framing fields | 25 |
+//! | [`images`] | manifest fields, re-encoded structurally (unsigned images) | 39 |
 //! | [`images`] | manifests claiming root (unsigned, re-signed by the caller) and a 64 MiB flood | 4 |
-//! | [`images`] | manifest fields changed under a valid signature | 15 |
+//! | [`images`] | manifest fields changed under a valid signature | 16 |
 //! | [`images`] | signature block fields | 15 |
 //! | [`images`] | chunks, manifests, signatures and trailers swapped between images | 10 |
 //! | [`paths`] | a name flipped between a file and a symlink during the call | 4 |
@@ -27,7 +27,7 @@
 //! | [`config`] | host keys (10), policy (4), `ckpt.toml` (1), `--key` files (4), audit socket (2) | 21 |
 //! | [`concurrency`] | three users dumping and restoring at once | 2 |
 //!
-//! 176 cases in all.
+//! 183 cases in all.
 //!
 //! Tests that change the helpers' configuration directory or the audit
 //! socket hold [`exclusive`]; every other test holds [`shared`], so none of

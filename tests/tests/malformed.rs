@@ -129,7 +129,7 @@ fn set(v: &mut Value, n: u64) {
 /// own memory problem).
 fn with_empty_flags(m: &Value, n: usize) -> Vec<u8> {
     let mut m = m.clone();
-    let vmas = field(field(&mut m, "process"), "vmas");
+    let vmas = field(item(field(&mut m, "tasks"), 0), "vmas");
     let Value::Array(vmas) = vmas else { panic!() };
     for v in vmas.iter_mut() {
         *field(v, "vm_flags") = Value::Array(vec![Value::Text("SPLICEME".into())]);
@@ -238,7 +238,7 @@ fn a_manifest_of_millions_of_tiny_items_is_refused_within_bounded_memory() {
     // per-list cap, the second the memory budget.
     let one_list = {
         let mut m = m.clone();
-        let vmas = field(field(&mut m, "process"), "vmas");
+        let vmas = field(item(field(&mut m, "tasks"), 0), "vmas");
         let first = item(vmas, 0).clone();
         *vmas = Value::Array(vec![first]);
         let n = MAX_MANIFEST_LEN - base - 64;
@@ -246,7 +246,7 @@ fn a_manifest_of_millions_of_tiny_items_is_refused_within_bounded_memory() {
     };
     let many_lists = {
         let mut m = m.clone();
-        let vmas = field(field(&mut m, "process"), "vmas");
+        let vmas = field(item(field(&mut m, "tasks"), 0), "vmas");
         let first = item(vmas, 0).clone();
         *vmas = Value::Array(vec![first; 60]);
         with_empty_flags(&m, MAX_LIST - 1)
@@ -308,18 +308,18 @@ fn semantically_malformed_images_are_refused_alike_by_every_command() {
     let cases: Vec<(&str, &str, Edit)> = vec![
         (
             "overlapping-mappings",
-            "process.vmas[1]",
+            "tasks[0].vmas[1]",
             Box::new(|m| {
-                let vmas = field(field(m, "process"), "vmas");
+                let vmas = field(item(field(m, "tasks"), 0), "vmas");
                 let start0 = int(field(item(vmas, 0), "start"));
                 set(field(item(vmas, 1), "start"), start0);
             }),
         ),
         (
             "unaligned-mapping",
-            "process.vmas[0]",
+            "tasks[0].vmas[0]",
             Box::new(|m| {
-                let vmas = field(field(m, "process"), "vmas");
+                let vmas = field(item(field(m, "tasks"), 0), "vmas");
                 let end = field(item(vmas, 0), "end");
                 let e = int(end);
                 set(end, e + 1);
@@ -328,19 +328,19 @@ fn semantically_malformed_images_are_refused_alike_by_every_command() {
         (
             "chunk-outside-its-mapping",
             "chunks[0]",
-            Box::new(|m| set(item(item(field(m, "chunks"), 0), 0), 0x10000)),
+            Box::new(|m| set(item(item(field(m, "chunks"), 0), 1), 0x10000)),
         ),
         (
             "fd-names-no-description",
-            "process.fds[0]",
+            "tasks[0].fds[0]",
             Box::new(|m| {
-                let fds = field(field(m, "process"), "fds");
+                let fds = field(item(field(m, "tasks"), 0), "fds");
                 set(field(item(fds, 0), "description"), 100_000);
             }),
         ),
         (
             "xsave-size-mismatch",
-            "process.threads[0].xsave",
+            "tasks[0].threads[0].xsave",
             Box::new(|m| {
                 let size = field(field(m, "cpu"), "xsave_size");
                 let s = int(size);
@@ -349,9 +349,9 @@ fn semantically_malformed_images_are_refused_alike_by_every_command() {
         ),
         (
             "nul-in-exe-path",
-            "process.exe.path",
+            "tasks[0].exe.path",
             Box::new(|m| {
-                let path = field(field(field(m, "process"), "exe"), "path");
+                let path = field(field(item(field(m, "tasks"), 0), "exe"), "path");
                 let p = path.as_text().unwrap().to_string();
                 *path = Value::Text(format!("{p}\0x"));
             }),

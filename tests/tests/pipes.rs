@@ -288,9 +288,8 @@ fn entry<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
 /// `m` with `key` set to `value` in the first description of kind `kind`.
 fn with_edit(m: &Value, kind: &str, key: &str, value: Value) -> Vec<u8> {
     let mut m = m.clone();
-    let process = entry(&mut m, "process").expect("process");
-    let Some(Value::Array(ds)) = entry(process, "descriptions") else {
-        panic!("no descriptions")
+    let Some(Value::Array(ds)) = entry(&mut m, "files") else {
+        panic!("no file table")
     };
     let inner = ds
         .iter_mut()
@@ -378,7 +377,7 @@ fn an_image_with_an_absurd_pipe_or_a_missing_peer_is_malformed() {
             let run = env.verify(&dir, &args);
             run.assert_code(exit::TAMPERED, &format!("{} of {name}", args[0]));
             assert!(
-                run.stderr.contains("process.descriptions[") && run.stderr.contains(field),
+                run.stderr.contains("files[") && run.stderr.contains(field),
                 "{} of {name}: the refusal names the field {field}\n{run}",
                 args[0]
             );

@@ -194,7 +194,10 @@ fn with_sched_nice(image: &[u8], nice: i64) -> Vec<u8> {
             .map(|(_, v)| v)
             .unwrap_or_else(|| panic!("no {key} in the manifest"))
     }
-    let n = get(get(get(&mut m, "process"), "sched"), "nice");
+    let Value::Array(tasks) = get(&mut m, "tasks") else {
+        panic!("no tasks in the manifest")
+    };
+    let n = get(get(&mut tasks[0], "sched"), "nice");
     *n = Value::Integer(nice.into());
     let mut out = Vec::new();
     ciborium::ser::into_writer(&m, &mut out).unwrap();

@@ -96,7 +96,7 @@ fn oom_score_adj_subreaper_mlock_and_madvise_flags_survive_restore() {
     assert_eq!(result, "OK\n", "procstate after restore reported: {result}");
 }
 
-/// The image as the dump wrote it, with `process.<key>` set to `value`
+/// The image as the dump wrote it, with `tasks[0].<key>` set to `value`
 /// (an unsigned image: its manifest can be rewritten, as a caller could).
 fn with_process_field(image: &[u8], key: &str, value: Value) -> Vec<u8> {
     let l = Layout::parse(image).unwrap();
@@ -108,9 +108,12 @@ fn with_process_field(image: &[u8], key: &str, value: Value) -> Vec<u8> {
     };
     let process = top
         .iter_mut()
-        .find(|(k, _)| k.as_text() == Some("process"))
-        .map(|(_, v)| v)
-        .expect("the manifest has a process");
+        .find(|(k, _)| k.as_text() == Some("tasks"))
+        .and_then(|(_, v)| match v {
+            Value::Array(tasks) => tasks.first_mut(),
+            _ => None,
+        })
+        .expect("the manifest has a task");
     let Value::Map(fields) = process else {
         panic!("process is not a map")
     };
@@ -147,7 +150,7 @@ fn oom_score_adj_the_caller_may_not_set_is_a_notice() {
     let run = env.verify(&dir, &["restore", path_str(&absurd)]);
     run.assert_code(exit::TAMPERED, "oom_score_adj 2000");
     assert!(
-        run.stderr.contains("process.oom_score_adj"),
+        run.stderr.contains("tasks[0].oom_score_adj"),
         "the refusal names the field\n{run}"
     );
 

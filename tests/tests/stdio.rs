@@ -519,9 +519,8 @@ fn text(s: &str) -> Value {
 /// `fd` naming it: appended, or replacing that fd's entry.
 fn with_external_fd(m: &Value, fd: u64) -> Vec<u8> {
     let mut m = m.clone();
-    let p = field(&mut m, "process");
-    let Value::Array(descriptions) = field(p, "descriptions") else {
-        panic!("descriptions is not an array")
+    let Value::Array(descriptions) = field(&mut m, "files") else {
+        panic!("the file table is not an array")
     };
     let index = descriptions.len() as u64;
     descriptions.push(Value::Map(vec![
@@ -538,7 +537,10 @@ fn with_external_fd(m: &Value, fd: u64) -> Vec<u8> {
         (text("dev"), Value::Integer(0.into())),
         (text("ino"), Value::Integer(4242.into())),
     ]));
-    let Value::Array(fds) = field(p, "fds") else {
+    let Value::Array(tasks) = field(&mut m, "tasks") else {
+        panic!("tasks is not an array")
+    };
+    let Value::Array(fds) = field(&mut tasks[0], "fds") else {
         panic!("fds is not an array")
     };
     fds.retain_mut(|f| field(f, "fd").as_integer() != Some(fd.into()));

@@ -41,6 +41,7 @@ impl Frozen {
     pub(super) fn mappings(
         &self,
         files: &mut MappedFiles,
+        saved: &super::files::saved::SavedFiles,
     ) -> Result<(Vec<Vma>, (u64, u64)), DumpError> {
         let pid = self.pid;
         let maps =
@@ -56,7 +57,15 @@ impl Frozen {
             let prot = (if m.read { libc::PROT_READ } else { 0 })
                 | (if m.write { libc::PROT_WRITE } else { 0 })
                 | (if m.exec { libc::PROT_EXEC } else { 0 });
+            // A memfd or unlinked file an fd holds: its content is saved.
+            let dev = libc::makedev(m.dev_major, m.dev_minor);
+            let content = if m.inode != 0 {
+                saved.mapped(dev, m.inode)
+            } else {
+                None
+            };
             let (kind, file, name) = match m.path.as_deref() {
+                Some(p) if content.is_some() => (VmaKind::File, None, p.to_string()),
                 Some("[vdso]") => {
                     vdso_range = Some((m.start, m.end));
                     (VmaKind::Vdso, None, "[vdso]".to_string())
@@ -91,12 +100,15 @@ impl Frozen {
                     (kind, None, p.to_string())
                 }
                 Some(p) if p.starts_with("/memfd:") => {
-                    return Err(self.unsupported(format!("memfd mapping {p} at {:#x}", m.start)));
+                    return Err(self.unsupported(format!(
+                        "memfd mapping {p} at {:#x} (only a memfd one of the process's fds holds is saved)",
+                        m.start
+                    )));
                 }
                 Some(p) => {
                     if m.deleted {
                         return Err(self.unsupported(format!(
-                            "mapping of deleted file {p} at {:#x}",
+                            "mapping of deleted file {p} at {:#x} (only a file one of the process's fds holds is saved)",
                             m.start
                         )));
                     }
@@ -120,6 +132,7 @@ impl Frozen {
                 file,
                 name,
                 vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
+                space: content,
             });
         }
         let Some(vdso) = vdso_range else {
@@ -223,7 +236,7 @@ impl Frozen {
                             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
                         })?;
                     }
-                    writer.write_chunk(addr, piece)?;
+                    writer.write_chunk(super::MEMORY_SPACE, addr, piece)?;
                     addr += len as u64;
                 }
             }

@@ -39,7 +39,7 @@ use std::os::fd::OwnedFd;
 use nix::errno::Errno;
 
 use crate::arch::x86_64 as arch;
-use crate::image::{CpuFeatures, ImageError, ImageWriter};
+use crate::image::{CpuFeatures, ImageContent, ImageError, ImageWriter, Space};
 use crate::inject::{InjectError, Injector};
 use crate::model::*;
 use crate::procfs;
@@ -99,10 +99,30 @@ pub enum DumpError {
 #[derive(Debug, Clone)]
 pub struct DumpResult {
     pub process: ProcessState,
+    /// The image's file table (`FdState::description` indexes it).
+    pub files: Vec<OpenFile>,
+    /// The byte spaces the chunks written fill: the memory of the process
+    /// is [`MEMORY_SPACE`].
+    pub spaces: Vec<Space>,
     pub cpu: CpuFeatures,
     /// SHA-256 of the `[vdso]` bytes (restore needs the same kernel's vdso).
     pub vdso_digest: Vec<u8>,
 }
+
+impl DumpResult {
+    /// What the image writer needs besides the chunks: the one process,
+    /// the file table and the spaces.
+    pub fn into_content(self) -> ImageContent {
+        ImageContent {
+            spaces: self.spaces,
+            files: self.files,
+            tasks: vec![self.process],
+        }
+    }
+}
+
+/// The image space of the dumped process's memory: the first.
+pub const MEMORY_SPACE: u32 = 0;
 
 /// A target stopped under our control. Dropping it resumes the target.
 ///
@@ -210,13 +230,15 @@ impl Frozen {
         let (cwd, cwd_deleted) = self.cwd()?;
         let auxv = self.auxv()?;
 
+        // File descriptors (first: a mapping of a memfd or an unlinked
+        // file names the space an fd's capture gave its content).
+        let mut saved = files::saved::SavedFiles::default();
+        let (fds, descriptions) = self.dump_fds(&mut saved)?;
+
         // Mappings and the files behind them.
         let mut files = identity::MappedFiles::default();
         let exe = files.identity_of_exe(pid)?;
-        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files)?;
-
-        // File descriptors.
-        let (fds, descriptions) = self.dump_fds()?;
+        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files, &saved)?;
 
         // POSIX timers as /proc lists them (the task reports their times).
         let mut posix_timers = self.posix_timers()?;
@@ -238,8 +260,9 @@ impl Frozen {
         let mut creds = creds::creds_from_status(&status, injected.securebits);
         creds.no_new_privs = status.no_new_privs;
 
-        // Memory, streamed.
+        // Memory, streamed; then the content of memfds and unlinked files.
         self.dump_memory(&vmas, writer)?;
+        saved.write_contents(self, writer)?;
 
         let xsave_features = arch::xsave_enabled_features(&xsave).unwrap_or(0);
         let cpu = CpuFeatures {
@@ -276,7 +299,6 @@ impl Frozen {
             threads: vec![thread],
             sigactions: injected.sigactions,
             fds,
-            descriptions,
             itimers: injected.itimers,
             oom_score_adj: self.oom_score_adj()?,
             child_subreaper: injected.child_subreaper,
@@ -288,6 +310,10 @@ impl Frozen {
         };
         Ok(DumpResult {
             process,
+            files: descriptions,
+            spaces: std::iter::once(Space::Memory { task: 0 })
+                .chain(saved.spaces())
+                .collect(),
             cpu,
             vdso_digest,
         })

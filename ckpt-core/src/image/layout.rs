@@ -7,14 +7,16 @@ use crate::limits::{MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 /// Trailer magic.
 pub const END_MAGIC: [u8; 8] = *b"CKPTEND\0";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (and reads).
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format version this build still reads (see [`super::v1`]).
+pub const FORMAT_VERSION_1: u32 = 1;
 /// Length of the header.
 pub const HEADER_LEN: u64 = 32;
 /// Length of the trailer.
 pub const TRAILER_LEN: u64 = 48;
 
-/// The header of a version-1 image.
+/// The header of an image of [`FORMAT_VERSION`].
 pub(crate) fn encode_header() -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(&MAGIC);
@@ -22,19 +24,21 @@ pub(crate) fn encode_header() -> [u8; HEADER_LEN as usize] {
     h
 }
 
-/// Checks a header: magic, version, zero reserved bytes.
-pub(crate) fn check_header(h: &[u8; HEADER_LEN as usize]) -> Result<(), ImageError> {
+/// Checks a header: magic, a version this build reads (1 or 2), zero
+/// reserved bytes. Returns the version. The header and trailer are the
+/// same in both versions.
+pub(crate) fn check_header(h: &[u8; HEADER_LEN as usize]) -> Result<u32, ImageError> {
     if h[..8] != MAGIC {
         return Err(ImageError::BadMagic { region: "header" });
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(ImageError::UnsupportedVersion(version));
     }
     if h[12..].iter().any(|&b| b != 0) {
         return Err(ImageError::Malformed("header reserved bytes are not zero"));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// The trailer's fields.
@@ -163,19 +167,24 @@ mod tests {
     #[test]
     fn header_roundtrip_and_checks() {
         let h = encode_header();
-        check_header(&h).expect("valid");
+        assert_eq!(check_header(&h).expect("valid"), 2);
+        let mut v1 = h;
+        v1[8] = 1;
+        assert_eq!(check_header(&v1).expect("v1 is read"), 1);
         let mut bad = h;
         bad[0] ^= 1;
         assert!(matches!(
             check_header(&bad),
             Err(ImageError::BadMagic { .. })
         ));
-        let mut v2 = h;
-        v2[8] = 2;
-        assert!(matches!(
-            check_header(&v2),
-            Err(ImageError::UnsupportedVersion(2))
-        ));
+        for v in [0u8, 3] {
+            let mut other = h;
+            other[8] = v;
+            assert!(matches!(
+                check_header(&other),
+                Err(ImageError::UnsupportedVersion(n)) if n == u32::from(v)
+            ));
+        }
         let mut reserved = h;
         reserved[31] = 1;
         assert!(matches!(

@@ -9,9 +9,16 @@ use super::budget::{Budgeted, OVER_BUDGET, TOO_MANY_ENTRIES};
 use super::error::{sanitize, ImageError};
 use crate::host::HostIdentity;
 use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_CBOR_DEPTH, MAX_MANIFEST_DECODED};
-use crate::model::ProcessState;
+use crate::model::{OpenFile, ProcessState};
 
-/// Everything an image says about itself and the process; signed.
+/// Everything an image says about itself and the processes in it; signed.
+///
+/// Format version 2 (see the [module doc](super) for the layout): the
+/// processes are `tasks`, their open file descriptions one shared file
+/// table `files`, and each chunk names the byte space it fills (`spaces`:
+/// a task's memory, later also a file's content). An image of version 1
+/// (one `process` holding its own descriptions, chunks by address) is read
+/// into this same form by [`super::v1`], with `format_version` 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Format version; equals the header's.
@@ -37,10 +44,73 @@ pub struct Manifest {
     /// The algorithm of every chunk digest (and of file digests in the
     /// process state).
     pub digest_algorithm: DigestAlgorithm,
-    /// The chunks, in file order.
+    /// The byte spaces chunks fill; a chunk's `space` indexes this list.
+    pub spaces: Vec<Space>,
+    /// The chunks, in file order: sorted by space, then by address.
     pub chunks: Vec<ChunkEntry>,
-    /// The process.
-    pub process: ProcessState,
+    /// The file table: every open file description of every task, once.
+    /// `FdState::description` of any task indexes this list, so a
+    /// description shared between tasks is one entry.
+    pub files: Vec<OpenFile>,
+    /// The processes (at least one). This version's restore rebuilds
+    /// images of exactly one.
+    pub tasks: Vec<ProcessState>,
+}
+
+impl Manifest {
+    /// The first task: the only one in every image this version dumps or
+    /// restores. `None` only for a manifest that fails
+    /// [`validate`](super::validate::validate).
+    pub fn first_task(&self) -> Option<&ProcessState> {
+        self.tasks.first()
+    }
+}
+
+/// A byte-addressed object whose content the image carries as chunks.
+/// Encoded as a one-entry CBOR map naming the variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Space {
+    /// The memory of `tasks[task]`: a chunk's `addr` is a virtual address
+    /// in it, inside a mapping whose memory is saved.
+    Memory {
+        /// Index into [`Manifest::tasks`].
+        task: u32,
+    },
+    /// The content of a memfd: a chunk's `addr` is an offset in the file.
+    /// Descriptions (`OpenFileKind::Memfd`) and mappings (`Vma::space`)
+    /// of it name this space.
+    Memfd {
+        /// The name given to `memfd_create` (without `memfd:`).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// `F_GET_SEALS`, added once the content is written
+        /// (`F_SEAL_SEAL` alone: created without `MFD_ALLOW_SEALING`).
+        seals: u32,
+    },
+    /// The content of a regular file that was unlinked while open: a
+    /// chunk's `addr` is an offset in the file. Recreated as an unnamed
+    /// file (`O_TMPFILE`) in the directory `path` was in.
+    Unlinked {
+        /// Its path when it was unlinked (the kernel's, without
+        /// ` (deleted)`).
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl Space {
+    /// The size of a file's content space; `None` for a task's memory.
+    pub fn file_size(&self) -> Option<u64> {
+        match self {
+            Space::Memory { .. } => None,
+            Space::Memfd { size, .. } | Space::Unlinked { size, .. } => Some(*size),
+        }
+    }
 }
 
 /// CPU features restore depends on.
@@ -88,14 +158,17 @@ impl DigestAlgorithm {
     }
 }
 
-/// One chunk of memory data: where it belongs, how long it is, its digest.
-/// Its offset in the file is implied by the order of the chunk list.
-/// Encoded as a 3-element CBOR array `[vaddr, len, digest]` to keep large
-/// chunk lists small.
+/// One chunk of data: the space and address it belongs at, how long it
+/// is, its digest. Its offset in the file is implied by the order of the
+/// chunk list. Encoded as a 4-element CBOR array `[space, addr, len,
+/// digest]` to keep large chunk lists small.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkEntry {
-    /// Address in the process it belongs at.
-    pub vaddr: u64,
+    /// Index into [`Manifest::spaces`].
+    pub space: u32,
+    /// Where in that space it belongs: a virtual address for
+    /// [`Space::Memory`].
+    pub addr: u64,
     /// Length in bytes (1 ..= [`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)).
     pub len: u64,
     /// Digest of the bytes, by the manifest's `digest_algorithm`.
@@ -104,8 +177,9 @@ pub struct ChunkEntry {
 
 impl Serialize for ChunkEntry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(3)?;
-        t.serialize_element(&self.vaddr)?;
+        let mut t = s.serialize_tuple(4)?;
+        t.serialize_element(&self.space)?;
+        t.serialize_element(&self.addr)?;
         t.serialize_element(&self.len)?;
         t.serialize_element(&Bytes(&self.digest))?;
         t.end()
@@ -118,29 +192,33 @@ impl<'de> Deserialize<'de> for ChunkEntry {
         impl<'de> Visitor<'de> for V {
             type Value = ChunkEntry;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a chunk entry [vaddr, len, digest]")
+                f.write_str("a chunk entry [space, addr, len, digest]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChunkEntry, A::Error> {
-                let vaddr = seq
+                let space = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let len = seq
+                let addr = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                let digest: ByteBuf = seq
+                let len = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                let digest: ByteBuf = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(3, &self))?;
                 if seq.next_element::<IgnoredAny>()?.is_some() {
-                    return Err(de::Error::invalid_length(4, &self));
+                    return Err(de::Error::invalid_length(5, &self));
                 }
                 Ok(ChunkEntry {
-                    vaddr,
+                    space,
+                    addr,
                     len,
                     digest: digest.0,
                 })
             }
         }
-        d.deserialize_tuple(3, V)
+        d.deserialize_tuple(4, V)
     }
 }
 
@@ -240,6 +318,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// What the dump engine hands the writer besides the chunks: the byte
+/// spaces the chunks named, the file table and the processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageContent {
+    /// See [`Manifest::spaces`].
+    pub spaces: Vec<Space>,
+    /// See [`Manifest::files`].
+    pub files: Vec<OpenFile>,
+    /// See [`Manifest::tasks`].
+    pub tasks: Vec<ProcessState>,
+}
+
 /// A byte string (CBOR major type 2), borrowed for serialising.
 struct Bytes<'a>(&'a [u8]);
 
@@ -251,7 +341,7 @@ impl Serialize for Bytes<'_> {
 
 /// A byte string, owned, for deserialising. Only CBOR byte strings are
 /// accepted (not arrays of integers).
-struct ByteBuf(Vec<u8>);
+pub(super) struct ByteBuf(pub(super) Vec<u8>);
 
 impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -288,7 +378,7 @@ pub(super) mod bytes {
 
 /// `#[serde(with = "byte_array")]` for `[u8; N]` fields: a CBOR byte string
 /// of exactly N bytes.
-mod byte_array {
+pub(super) mod byte_array {
     use super::{ByteBuf, Bytes};
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

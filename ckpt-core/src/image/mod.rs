@@ -1,7 +1,9 @@
-//! The image format (`.ckpt`, version 1): write, read, stream-verify.
+//! The image format (`.ckpt`, version 2): write, read (versions 1 and 2),
+//! stream-verify.
 //!
-//! An image is one file: a fixed header, the memory chunks, a CBOR manifest
-//! that describes the process and lists every chunk with its digest, an
+//! An image is one file: a fixed header, the chunks (memory pages, and the
+//! content of files that have no path to reopen), a CBOR manifest that
+//! describes the processes and lists every chunk with its digest, an
 //! optional signature block over the manifest's digest, and a fixed trailer
 //! that locates everything. The writer streams: chunks are hashed as they are
 //! appended, and the manifest is written once they are all known. The
@@ -17,12 +19,13 @@
 //! offset                      size          content
 //! 0                           32            header
 //!   0                           8             magic  b"CKPTIMG\0"
-//!   8                           4             version (u32) = 1
+//!   8                           4             version (u32) = 2 (1 read)
 //!   12                          20            reserved, must be zero
 //! 32                          data_len      chunks: the raw bytes of every
 //!                                           chunk, back to back, in
 //!                                           manifest order
 //! manifest_offset             manifest_len  manifest: CBOR of `Manifest`
+//!                                           (version 1: see [`v1`])
 //! sig_offset                  sig_len       signature block (only when
 //!                                           signed): CBOR of `SignatureBlock`
 //! file_len - 48               48            trailer
@@ -44,17 +47,34 @@
 //! and trailing bytes after the CBOR item inside the manifest or signature
 //! block region.
 //!
+//! # The manifest
+//!
+//! [`Manifest`]: metadata (version, image id, time, host, kernel, CPU
+//! features, requester, digest algorithm), then
+//!
+//! * `spaces`: the byte spaces chunks fill ([`Space`]): a task's memory,
+//!   and (later) a file's content;
+//! * `chunks`: each `[space, addr, len, digest]` ([`ChunkEntry`], a CBOR
+//!   array), sorted by space, then address, without overlap;
+//! * `files`: the file table, every open file description once; the fds of
+//!   every task index it;
+//! * `tasks`: the processes ([`ProcessState`](crate::model::ProcessState)),
+//!   each with its threads. This version dumps and restores one.
+//!
+//! Version 1 had one `process` holding its own `descriptions` and chunks
+//! `[vaddr, len, digest]`; [`v1`] reads it into this form.
+//!
 //! # What is signed
 //!
 //! The signature block names the algorithm, the key id and the public key,
 //! and holds a signature over [`ckpt_keys::signed_message`]: the context
-//! `"ckpt-image-v1\0"`, the algorithm name, `"\0"`, the key id and the
-//! SHA-256 digest of the manifest bytes. The block may also carry a TPM2
-//! quote over the manifest digest ([`attest`]). The manifest carries the header's
-//! version again, the image id, the creation time, the host and kernel, the
-//! CPU features restore depends on, the requester's credentials, the chunk
-//! digest algorithm, every chunk's address, length and digest, and the whole
-//! [`ProcessState`](crate::model::ProcessState). The header and trailer are
+//! `"ckpt-image-v2\0"` (`"ckpt-image-v1\0"` for a version-1 image,
+//! [`ckpt_keys::signed_message_v1`]: the header's version picks the
+//! context, and a manifest of one version does not decode as the other's),
+//! the algorithm name, `"\0"`, the key id and the SHA-256 digest of the
+//! manifest bytes. The block may also carry a TPM2 quote over the manifest
+//! digest ([`attest`]). The manifest carries the header's version again and
+//! everything listed above. The header and trailer are
 //! not signed but are fully determined by the manifest (version, lengths), so
 //! changing them is detected as malformed. The chunk digest algorithm is
 //! named in the manifest (`"sha256"`), so another can be added later without
@@ -77,9 +97,12 @@
 //!
 //! Every length and offset in the trailer is checked against the file's
 //! length, with overflow-checked arithmetic, before it is used. A decoded
-//! manifest is then checked by [`validate::validate`] (mappings, chunks,
-//! indexes, counts, sizes, strings): an image that opens is one restore
-//! accepts as well-formed.
+//! manifest is then checked by [`validate::validate`] (mappings, chunks and
+//! their spaces, indexes between tasks, the file table and spaces, unique
+//! pids and thread ids, counts, sizes, strings): an image that opens is one
+//! restore accepts as well-formed. Tasks are capped at 4096
+//! ([`MAX_TASKS`](crate::limits::MAX_TASKS)), the file table at 65,536
+//! entries ([`MAX_FILES`](crate::limits::MAX_FILES)).
 //!
 //! # Trust
 //!
@@ -110,6 +133,7 @@ mod layout;
 mod manifest;
 mod reader;
 mod sign;
+pub mod v1;
 pub mod validate;
 mod writer;
 
@@ -118,9 +142,10 @@ mod tests;
 
 pub use attest::{Attestation, AttestationBlock};
 pub use error::{ChunkStreamError, ImageError, Tamper};
-pub use layout::{END_MAGIC, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN};
+pub use layout::{END_MAGIC, FORMAT_VERSION, FORMAT_VERSION_1, HEADER_LEN, MAGIC, TRAILER_LEN};
 pub use manifest::{
-    ChunkEntry, CpuFeatures, DigestAlgorithm, ImageMeta, Manifest, Requester, SignatureBlock,
+    ChunkEntry, CpuFeatures, DigestAlgorithm, ImageContent, ImageMeta, Manifest, Requester,
+    SignatureBlock, Space,
 };
 pub use reader::{ImageReader, ImageSource, SignatureStatus};
 pub use sign::{ManifestSigner, SignError};

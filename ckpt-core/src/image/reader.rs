@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::attest::{self, Attestation};
 use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
-use super::layout::{check_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
+use super::layout::{check_header, Trailer, FORMAT_VERSION_1, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{decode, ChunkEntry, DigestAlgorithm, Manifest, SignatureBlock};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
 
@@ -139,7 +139,7 @@ impl<S: ImageSource> ImageReader<S> {
         }
         let mut header = [0u8; HEADER_LEN as usize];
         read_at(&src, &mut header, 0, "read the header")?;
-        check_header(&header)?;
+        let version = check_header(&header)?;
         let mut trailer_bytes = [0u8; TRAILER_LEN as usize];
         read_at(
             &src,
@@ -171,7 +171,7 @@ impl<S: ImageSource> ImageReader<S> {
                 "read the signature block",
             )?;
             let block: SignatureBlock = decode(&sig_bytes, "signature block")?;
-            let key = verify_signature(&block, &manifest_digest)?;
+            let key = verify_signature(&block, &manifest_digest, version)?;
             (SignatureStatus::Signed { key }, Some(block))
         };
         let attestation = match signature_block
@@ -185,9 +185,13 @@ impl<S: ImageSource> ImageReader<S> {
             ),
         };
 
-        let manifest: Manifest = decode(&manifest_bytes, "manifest")?;
+        let manifest: Manifest = if version == FORMAT_VERSION_1 {
+            super::v1::decode_v1(&manifest_bytes)?
+        } else {
+            decode(&manifest_bytes, "manifest")?
+        };
         drop(manifest_bytes);
-        let chunk_offsets = check_manifest(&manifest, trailer.data_len)?;
+        let chunk_offsets = check_manifest(&manifest, trailer.data_len, version)?;
         super::validate::validate(&manifest)?;
         Ok(ImageReader {
             src,
@@ -297,7 +301,7 @@ impl<S: ImageSource> ImageReader<S> {
             if hasher.finalize()[..] != entry.digest[..] {
                 return Err(ImageError::Tampered(Tamper::Chunk {
                     index,
-                    vaddr: entry.vaddr,
+                    vaddr: entry.addr,
                 }));
             }
         }
@@ -326,7 +330,7 @@ impl<S: ImageSource> ImageReader<S> {
         if hasher.finalize()[..] != entry.digest[..] {
             return Err(ImageError::Tampered(Tamper::Chunk {
                 index,
-                vaddr: entry.vaddr,
+                vaddr: entry.addr,
             }));
         }
         Ok(entry)
@@ -359,9 +363,14 @@ fn chunk_hasher(alg: DigestAlgorithm) -> Sha256 {
     }
 }
 
-/// Checks the signature block and the signature over the manifest digest;
-/// returns the signer's key.
-fn verify_signature(block: &SignatureBlock, digest: &[u8; 32]) -> Result<PublicKey, ImageError> {
+/// Checks the signature block and the signature over the manifest digest
+/// (in the signed message of the header's format `version`); returns the
+/// signer's key.
+fn verify_signature(
+    block: &SignatureBlock,
+    digest: &[u8; 32],
+    version: u32,
+) -> Result<PublicKey, ImageError> {
     let alg: Algorithm = block
         .algorithm
         .parse()
@@ -378,7 +387,12 @@ fn verify_signature(block: &SignatureBlock, digest: &[u8; 32]) -> Result<PublicK
     if key.key_id().0[..] != block.key_id[..] {
         return Err(ImageError::Tampered(Tamper::KeyId));
     }
-    match key.verify_manifest_digest(digest, &block.signature) {
+    let verified = if version == FORMAT_VERSION_1 {
+        key.verify_manifest_digest_v1(digest, &block.signature)
+    } else {
+        key.verify_manifest_digest(digest, &block.signature)
+    };
+    match verified {
         Ok(()) => Ok(key),
         Err(VerifyError::UnsupportedAlgorithm(a)) => Err(ImageError::UnsupportedSignature {
             algorithm: a.name().to_owned(),
@@ -387,10 +401,10 @@ fn verify_signature(block: &SignatureBlock, digest: &[u8; 32]) -> Result<PublicK
     }
 }
 
-/// Checks the decoded manifest against the header and trailer and the
-/// caps; returns each chunk's file offset.
-fn check_manifest(m: &Manifest, data_len: u64) -> Result<Vec<u64>, ImageError> {
-    if m.format_version != FORMAT_VERSION {
+/// Checks the decoded manifest against the header (its `version`) and
+/// trailer and the caps; returns each chunk's file offset.
+fn check_manifest(m: &Manifest, data_len: u64, version: u32) -> Result<Vec<u64>, ImageError> {
+    if m.format_version != version {
         return Err(ImageError::Malformed(
             "manifest format_version differs from the header",
         ));
@@ -424,7 +438,7 @@ fn check_manifest(m: &Manifest, data_len: u64) -> Result<Vec<u64>, ImageError> {
                 "a chunk digest has the wrong length for the digest algorithm",
             ));
         }
-        if c.vaddr.checked_add(c.len).is_none() {
+        if c.addr.checked_add(c.len).is_none() {
             return Err(ImageError::Malformed("a chunk's address range overflows"));
         }
         offsets.push(offset);

@@ -16,14 +16,14 @@
 
 use std::fmt;
 
-use super::manifest::{DigestAlgorithm, Manifest};
+use super::manifest::{DigestAlgorithm, Manifest, Space};
 use crate::limits::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILE_LOCKS, MAX_GROUPS, MAX_IMAGE_STRING_LEN,
-    MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS, MAX_PIPE_SIZE,
-    MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SECCOMP_INSNS,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILES, MAX_FILE_LOCKS, MAX_GROUPS,
+    MAX_IMAGE_STRING_LEN, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS,
+    MAX_PIPE_SIZE, MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SECCOMP_INSNS,
     MAX_SECCOMP_INSNS_PER_FILTER, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
-    MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR, MIN_XSAVE_LEN,
-    PIPE_PACKET_MAX,
+    MAX_SPACES, MAX_TASKS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
+    MIN_XSAVE_LEN, PIPE_PACKET_MAX,
 };
 use crate::model::{
     EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
@@ -68,16 +68,108 @@ pub fn validate(m: &Manifest) -> Result<(), Invalid> {
     text("host.hostname", &m.host.hostname, MAX_COMM_LEN * 4)?;
     digest("vdso_digest", &m.vdso_digest, digest_len)?;
     count("requester.groups", m.requester.groups.len(), MAX_GROUPS)?;
-    let p = &m.process;
-    process(p, digest_len)?;
-    vmas(p)?;
-    chunks(m)?;
-    files(p, digest_len)?;
-    threads(m)?;
-    signals_and_limits(p)
+    tasks(m)?;
+    for (i, p) in m.tasks.iter().enumerate() {
+        let t = format!("tasks[{i}]");
+        let t = t.as_str();
+        process(t, p, digest_len)?;
+        vmas(t, p, &m.spaces)?;
+        mapped_files(t, p, digest_len)?;
+        fds(t, p, &m.files)?;
+        threads(t, p, m.cpu.xsave_size)?;
+        signals_and_limits(t, p)?;
+    }
+    files(&m.files, &m.spaces)?;
+    spaces(m)?;
+    chunks(m)
 }
 
-fn count(field: &str, n: usize, max: usize) -> Result<(), Invalid> {
+/// The task list: at least one, pids and thread ids unique across all.
+fn tasks(m: &Manifest) -> Result<(), Invalid> {
+    if m.tasks.is_empty() {
+        return Err(invalid("tasks", "no process"));
+    }
+    count("tasks", m.tasks.len(), MAX_TASKS)?;
+    let mut pids = std::collections::HashSet::with_capacity(m.tasks.len());
+    let mut tids = std::collections::HashSet::new();
+    for (i, p) in m.tasks.iter().enumerate() {
+        if !pids.insert(p.pid) {
+            return Err(invalid(
+                format_args!("tasks[{i}].pid"),
+                format!("{} is the pid of an earlier task", p.pid),
+            ));
+        }
+        for (j, th) in p.threads.iter().enumerate() {
+            if !tids.insert(th.tid) {
+                return Err(invalid(
+                    format_args!("tasks[{i}].threads[{j}].tid"),
+                    format!("{} appears twice", th.tid),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The byte spaces: each names something that exists, none twice.
+fn spaces(m: &Manifest) -> Result<(), Invalid> {
+    count("spaces", m.spaces.len(), MAX_SPACES)?;
+    let mut memory_of = vec![false; m.tasks.len()];
+    for (i, s) in m.spaces.iter().enumerate() {
+        match s {
+            Space::Memory { task } => {
+                let seen = memory_of.get_mut(*task as usize).ok_or_else(|| {
+                    invalid(
+                        format_args!("spaces[{i}]"),
+                        format!(
+                            "is the memory of task {task}, but there are {}",
+                            m.tasks.len()
+                        ),
+                    )
+                })?;
+                if std::mem::replace(seen, true) {
+                    return Err(invalid(
+                        format_args!("spaces[{i}]"),
+                        format!("is the memory of task {task} a second time"),
+                    ));
+                }
+            }
+            Space::Memfd { name, seals, .. } => {
+                text(format_args!("spaces[{i}].name"), name, MAX_MEMFD_NAME)?;
+                if seals & !KNOWN_SEALS != 0 {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].seals"),
+                        format!("{seals:#x} has seals this version does not know"),
+                    ));
+                }
+            }
+            Space::Unlinked { path: p, mode, .. } => {
+                path(format_args!("spaces[{i}].path"), p)?;
+                if p.len() < 2 || p.ends_with('/') {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].path"),
+                        "does not name a file in a directory",
+                    ));
+                }
+                if mode & !0o7777 != 0 {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].mode"),
+                        format!("{mode:#o} is not permission bits"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+/// F_SEAL_FUTURE_WRITE | F_SEAL_EXEC`.
+pub const KNOWN_SEALS: u32 = 0x3f;
+/// Longest memfd name (the kernel's limit: 249 bytes).
+const MAX_MEMFD_NAME: usize = 249;
+
+fn count(field: impl fmt::Display, n: usize, max: usize) -> Result<(), Invalid> {
     if n > max {
         return Err(invalid(field, format!("{n} entries, at most {max}")));
     }
@@ -117,55 +209,62 @@ fn digest(field: impl fmt::Display, d: &[u8], len: usize) -> Result<(), Invalid>
     Ok(())
 }
 
-fn process(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
+fn process(t: &str, p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     if p.pid <= 0 {
-        return Err(invalid("process.pid", format!("{} is not a pid", p.pid)));
+        return Err(invalid(
+            format_args!("{t}.pid"),
+            format!("{} is not a pid", p.pid),
+        ));
     }
-    text("process.comm", &p.comm, MAX_COMM_LEN)?;
-    path("process.cwd", &p.cwd)?;
+    text(format_args!("{t}.comm"), &p.comm, MAX_COMM_LEN)?;
+    path(format_args!("{t}.cwd"), &p.cwd)?;
     if p.cwd_deleted && p.cwd.trim_end_matches('/').is_empty() {
         return Err(invalid(
-            "process.cwd",
+            format_args!("{t}.cwd"),
             "a removed working directory needs a parent",
         ));
     }
-    path("process.exe.path", &p.exe.path)?;
-    digest("process.exe.digest", &p.exe.digest, digest_len)?;
-    count("process.creds.groups", p.creds.groups.len(), MAX_GROUPS)?;
+    path(format_args!("{t}.exe.path"), &p.exe.path)?;
+    digest(format_args!("{t}.exe.digest"), &p.exe.digest, digest_len)?;
+    count(
+        format_args!("{t}.creds.groups"),
+        p.creds.groups.len(),
+        MAX_GROUPS,
+    )?;
     if p.creds.seccomp_mode > 2 {
         return Err(invalid(
-            "process.creds.seccomp_mode",
+            format_args!("{t}.creds.seccomp_mode"),
             format!("{} is not a seccomp mode", p.creds.seccomp_mode),
         ));
     }
     if !(-1000..=1000).contains(&p.oom_score_adj) {
         return Err(invalid(
-            "process.oom_score_adj",
+            format_args!("{t}.oom_score_adj"),
             format!("{} is outside -1000..=1000", p.oom_score_adj),
         ));
     }
     if !(0..=64).contains(&p.pdeathsig) {
         return Err(invalid(
-            "process.pdeathsig",
+            format_args!("{t}.pdeathsig"),
             format!("{} is not a signal number (0..=64)", p.pdeathsig),
         ));
     }
     let auxv = p.mm.auxv.len();
     if auxv > MAX_AUXV_WORDS || !auxv.is_multiple_of(2) {
         return Err(invalid(
-            "process.mm.auxv",
+            format_args!("{t}.mm.auxv"),
             format!("{auxv} words: not pairs, or more than {MAX_AUXV_WORDS}"),
         ));
     }
     Ok(())
 }
 
-fn vmas(p: &ProcessState) -> Result<(), Invalid> {
-    count("process.vmas", p.vmas.len(), MAX_VMAS)?;
+fn vmas(t: &str, p: &ProcessState, spaces: &[Space]) -> Result<(), Invalid> {
+    count(format_args!("{t}.vmas"), p.vmas.len(), MAX_VMAS)?;
     let mut prev_end = MIN_MAP_ADDR;
     let mut specials = [false; 3];
     for (i, v) in p.vmas.iter().enumerate() {
-        let at = || format!("process.vmas[{i}] {:#x}..{:#x}", v.start, v.end);
+        let at = || format!("{t}.vmas[{i}] {:#x}..{:#x}", v.start, v.end);
         if v.start % PAGE != 0 || v.end % PAGE != 0 || v.offset % PAGE != 0 {
             return Err(invalid(at(), "start, end or offset is not page-aligned"));
         }
@@ -202,9 +301,24 @@ fn vmas(p: &ProcessState) -> Result<(), Invalid> {
                     ),
                 ))
             }
-            (VmaKind::File, None) => return Err(invalid(at(), "is a file mapping with no file")),
+            (VmaKind::File, None) => match v.space {
+                Some(s)
+                    if spaces
+                        .get(s as usize)
+                        .is_some_and(|s| s.file_size().is_some()) => {}
+                Some(s) => {
+                    return Err(invalid(
+                        at(),
+                        format!("names space {s}, which is not a file's content"),
+                    ))
+                }
+                None => return Err(invalid(at(), "is a file mapping with no file")),
+            },
             (_, Some(_)) => return Err(invalid(at(), "names a file but is not a file mapping")),
             (_, None) => {}
+        }
+        if v.file.is_some() && v.space.is_some() {
+            return Err(invalid(at(), "names both a mapped file and a space"));
         }
         let special = match v.kind {
             VmaKind::Vdso => Some(0),
@@ -219,7 +333,7 @@ fn vmas(p: &ProcessState) -> Result<(), Invalid> {
         }
         text(format_args!("{}.name", at()), &v.name, MAX_IMAGE_STRING_LEN)?;
         count(
-            &format!("{}.vm_flags", at()),
+            format_args!("{}.vm_flags", at()),
             v.vm_flags.len(),
             MAX_VM_FLAGS,
         )?;
@@ -239,80 +353,113 @@ fn vmas(p: &ProcessState) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Every chunk lands inside one mapping whose memory restore fills (private
-/// or shared anonymous, or a private file mapping), page-aligned, in
-/// increasing address order without overlap.
+/// Chunks are sorted by space, then by address, without overlap; each
+/// names a space that exists, and lands where that space's content is
+/// saved: for a task's memory, inside one mapping whose memory restore
+/// fills (private or shared anonymous, or a private file mapping),
+/// page-aligned.
 fn chunks(m: &Manifest) -> Result<(), Invalid> {
-    let vmas = &m.process.vmas;
     let mut vi = 0;
-    let mut prev_end = 0u64;
+    let mut prev: Option<(u32, u64)> = None;
     for (i, c) in m.chunks.iter().enumerate() {
-        let at = || format!("chunks[{i}] at {:#x} ({} bytes)", c.vaddr, c.len);
+        let at = || format!("chunks[{i}] at {}:{:#x} ({} bytes)", c.space, c.addr, c.len);
         let end = c
-            .vaddr
+            .addr
             .checked_add(c.len)
             .ok_or_else(|| invalid(at(), "address range overflows"))?;
-        if c.vaddr % PAGE != 0 || c.len % PAGE != 0 {
-            return Err(invalid(at(), "is not page-aligned"));
+        match prev {
+            Some((space, _)) if c.space < space => {
+                return Err(invalid(at(), "precedes the previous chunk's space"))
+            }
+            Some((space, prev_end)) if c.space == space && c.addr < prev_end => {
+                return Err(invalid(at(), "overlaps or precedes the previous chunk"))
+            }
+            Some((space, _)) if c.space != space => vi = 0,
+            _ => {}
         }
-        if c.vaddr < prev_end {
-            return Err(invalid(at(), "overlaps or precedes the previous chunk"));
-        }
-        while vi < vmas.len() && vmas[vi].end <= c.vaddr {
-            vi += 1;
-        }
-        let fits = vmas.get(vi).is_some_and(|v| {
-            v.start <= c.vaddr
-                && end <= v.end
-                && matches!(
-                    v.kind,
-                    VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
-                )
-                && !(v.kind == VmaKind::File && v.shared)
-        });
-        if !fits {
-            return Err(invalid(
+        let space = m.spaces.get(c.space as usize).ok_or_else(|| {
+            invalid(
                 at(),
-                "lies outside every mapping whose memory is saved",
-            ));
+                format!("names space {}, but there are {}", c.space, m.spaces.len()),
+            )
+        })?;
+        match space {
+            Space::Memory { task } => {
+                if c.addr % PAGE != 0 || c.len % PAGE != 0 {
+                    return Err(invalid(at(), "is not page-aligned"));
+                }
+                // `spaces` checked the task exists.
+                let vmas = m
+                    .tasks
+                    .get(*task as usize)
+                    .map(|p| p.vmas.as_slice())
+                    .unwrap_or_default();
+                while vi < vmas.len() && vmas[vi].end <= c.addr {
+                    vi += 1;
+                }
+                let fits = vmas.get(vi).is_some_and(|v| {
+                    v.start <= c.addr
+                        && end <= v.end
+                        && matches!(
+                            v.kind,
+                            VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
+                        )
+                        && !(v.kind == VmaKind::File && v.shared)
+                });
+                if !fits {
+                    return Err(invalid(
+                        at(),
+                        "lies outside every mapping whose memory is saved",
+                    ));
+                }
+            }
+            Space::Memfd { size, .. } | Space::Unlinked { size, .. } => {
+                if end > *size {
+                    return Err(invalid(at(), format!("ends past the file's size {size}")));
+                }
+            }
         }
-        prev_end = end;
+        prev = Some((c.space, end));
     }
     Ok(())
 }
 
 /// The name of a description created anew at restore (never opened).
 fn anonymous(i: usize, name: &str) -> Result<(), Invalid> {
-    text(
-        format_args!("process.descriptions[{i}].path"),
-        name,
-        MAX_IMAGE_STRING_LEN,
-    )
+    text(format_args!("files[{i}].path"), name, MAX_IMAGE_STRING_LEN)
 }
 
-fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
-    count("process.mapped_files", p.mapped_files.len(), MAX_VMAS)?;
+fn mapped_files(t: &str, p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
+    count(
+        format_args!("{t}.mapped_files"),
+        p.mapped_files.len(),
+        MAX_VMAS,
+    )?;
     for (i, f) in p.mapped_files.iter().enumerate() {
-        path(format_args!("process.mapped_files[{i}].path"), &f.path)?;
+        path(format_args!("{t}.mapped_files[{i}].path"), &f.path)?;
         digest(
-            format_args!("process.mapped_files[{i}].digest"),
+            format_args!("{t}.mapped_files[{i}].digest"),
             &f.digest,
             digest_len,
         )?;
     }
-    count("process.fds", p.fds.len(), MAX_FDS)?;
-    count("process.descriptions", p.descriptions.len(), MAX_FDS)?;
-    for (i, d) in p.descriptions.iter().enumerate() {
+    Ok(())
+}
+
+/// The file table: every open file description.
+fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
+    count("files", files.len(), MAX_FILES)?;
+    for (i, d) in files.iter().enumerate() {
         match &d.kind {
             // Not a path: what the fd was connected to, shown to the user.
             OpenFileKind::External { connected_to } => {
                 text(
-                    format_args!("process.descriptions[{i}].kind.connected_to"),
+                    format_args!("files[{i}].kind.connected_to"),
                     connected_to,
                     MAX_IMAGE_STRING_LEN,
                 )?;
                 text(
-                    format_args!("process.descriptions[{i}].path"),
+                    format_args!("files[{i}].path"),
                     &d.path,
                     MAX_IMAGE_STRING_LEN,
                 )?;
@@ -323,7 +470,7 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                 anonymous(i, &d.path)?;
                 if *count == u64::MAX {
                     return Err(invalid(
-                        format!("process.descriptions[{i}].kind.count"),
+                        format!("files[{i}].kind.count"),
                         "is above an eventfd's largest value",
                     ));
                 }
@@ -333,14 +480,14 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
                 anonymous(i, &d.path)?;
                 if !TIMERFD_CLOCKS.contains(clockid) {
                     return Err(invalid(
-                        format!("process.descriptions[{i}].kind.clockid"),
+                        format!("files[{i}].kind.clockid"),
                         format!("is clock {clockid}, not REALTIME, MONOTONIC or BOOTTIME"),
                     ));
                 }
             }
             OpenFileKind::Epoll { targets } => {
                 anonymous(i, &d.path)?;
-                epoll_targets(i, targets, p.descriptions.len())?;
+                epoll_targets(i, targets, files.len())?;
             }
             OpenFileKind::Inotify { watches } => {
                 anonymous(i, &d.path)?;
@@ -348,19 +495,35 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
             }
             OpenFileKind::Pipe { .. } | OpenFileKind::UnixPair { .. } => {
                 anonymous(i, &d.path)?;
-                queued(p, i)?;
+                queued(files, i)?;
             }
             OpenFileKind::Fifo { .. } => {
-                path(format_args!("process.descriptions[{i}].path"), &d.path)?;
-                queued(p, i)?;
+                path(format_args!("files[{i}].path"), &d.path)?;
+                queued(files, i)?;
             }
-            _ => path(format_args!("process.descriptions[{i}].path"), &d.path)?,
+            // The content is in the image: the path is the kernel's name
+            // of it, shown to the user, never opened.
+            OpenFileKind::Memfd { space } | OpenFileKind::Unlinked { space } => {
+                anonymous(i, &d.path)?;
+                let fits = matches!(
+                    (&d.kind, spaces.get(*space as usize)),
+                    (OpenFileKind::Memfd { .. }, Some(Space::Memfd { .. }))
+                        | (OpenFileKind::Unlinked { .. }, Some(Space::Unlinked { .. }))
+                );
+                if !fits {
+                    return Err(invalid(
+                        format_args!("files[{i}].kind.space"),
+                        format!("space {space} is not a file of this kind"),
+                    ));
+                }
+            }
+            _ => path(format_args!("files[{i}].path"), &d.path)?,
         }
         file_locks(i, d)?;
     }
-    let total = |f: fn(&OpenFile) -> usize| p.descriptions.iter().map(f).sum::<usize>();
+    let total = |f: fn(&OpenFile) -> usize| files.iter().map(f).sum::<usize>();
     count(
-        "process.descriptions[*].kind.targets",
+        "files[*].kind.targets",
         total(|d| match &d.kind {
             OpenFileKind::Epoll { targets } => targets.len(),
             _ => 0,
@@ -368,40 +531,41 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
         MAX_EPOLL_TARGETS,
     )?;
     count(
-        "process.descriptions[*].kind.watches",
+        "files[*].kind.watches",
         total(|d| match &d.kind {
             OpenFileKind::Inotify { watches } => watches.len(),
             _ => 0,
         }),
         MAX_INOTIFY_WATCHES,
     )?;
-    count(
-        "process.descriptions[*].locks",
-        total(|d| d.locks.len()),
-        MAX_FILE_LOCKS,
-    )?;
-    queued_total(p)?;
+    count("files[*].locks", total(|d| d.locks.len()), MAX_FILE_LOCKS)?;
+    queued_total(files)?;
+    Ok(())
+}
+
+/// A task's fds: unique, naming a description in the file table.
+fn fds(t: &str, p: &ProcessState, files: &[OpenFile]) -> Result<(), Invalid> {
+    count(format_args!("{t}.fds"), p.fds.len(), MAX_FDS)?;
     let mut seen = std::collections::HashSet::with_capacity(p.fds.len());
     for (i, fd) in p.fds.iter().enumerate() {
-        let at = || format!("process.fds[{i}] (fd {})", fd.fd);
+        let at = || format!("{t}.fds[{i}] (fd {})", fd.fd);
         if fd.fd < 0 {
             return Err(invalid(at(), "is negative"));
         }
         if !seen.insert(fd.fd) {
             return Err(invalid(at(), "appears twice"));
         }
-        if fd.description as usize >= p.descriptions.len() {
+        if fd.description as usize >= files.len() {
             return Err(invalid(
                 at(),
                 format!(
-                    "names description {}, but there are {}",
+                    "names file table entry {}, but there are {}",
                     fd.description,
-                    p.descriptions.len()
+                    files.len()
                 ),
             ));
         }
-        let external = p
-            .descriptions
+        let external = files
             .get(fd.description as usize)
             .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }));
         if external && fd.fd > 2 {
@@ -418,12 +582,12 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
 /// number.
 fn epoll_targets(i: usize, targets: &[EpollTarget], n: usize) -> Result<(), Invalid> {
     count(
-        &format!("process.descriptions[{i}].kind.targets"),
+        format!("files[{i}].kind.targets"),
         targets.len(),
         MAX_EPOLL_TARGETS,
     )?;
     for (j, t) in targets.iter().enumerate() {
-        let at = || format!("process.descriptions[{i}].kind.targets[{j}]");
+        let at = || format!("files[{i}].kind.targets[{j}]");
         if t.fd < 0 {
             return Err(invalid(at(), format!("fd {} is negative", t.fd)));
         }
@@ -444,10 +608,9 @@ fn epoll_targets(i: usize, targets: &[EpollTarget], n: usize) -> Result<(), Inva
 /// limits, and the other descriptions it is restored with consistent
 /// (one read and one write end per pipe; a socket's peer in the image,
 /// connected back, of the same type).
-fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
-    let ds = &p.descriptions;
+fn queued(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
     let d = &ds[i];
-    let at = |what: &str| format!("process.descriptions[{i}].{what}");
+    let at = |what: &str| format!("files[{i}].{what}");
     let mode = d.flags as i32 & libc::O_ACCMODE;
     match &d.kind {
         OpenFileKind::Pipe { size, data, .. } | OpenFileKind::Fifo { size, data } => {
@@ -509,7 +672,7 @@ fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
                     format!("is {shutdown}, above 3"),
                 ));
             }
-            count(&at("kind.queue"), queue.len(), MAX_SOCKET_MESSAGES)?;
+            count(at("kind.queue"), queue.len(), MAX_SOCKET_MESSAGES)?;
             let bytes: usize = queue.iter().map(|q| q.0.len()).sum();
             if bytes > MAX_SOCKET_QUEUE {
                 return Err(invalid(
@@ -527,13 +690,13 @@ fn queued(p: &ProcessState, i: usize) -> Result<(), Invalid> {
 /// two flags the kernel keeps, an absolute path.
 fn inotify_watches(i: usize, watches: &[InotifyWatch]) -> Result<(), Invalid> {
     count(
-        &format!("process.descriptions[{i}].kind.watches"),
+        format!("files[{i}].kind.watches"),
         watches.len(),
         MAX_INOTIFY_WATCHES,
     )?;
     let mut prev = 0;
     for (j, w) in watches.iter().enumerate() {
-        let at = || format!("process.descriptions[{i}].kind.watches[{j}]");
+        let at = || format!("files[{i}].kind.watches[{j}]");
         if w.wd <= prev || w.wd > MAX_INOTIFY_WD {
             return Err(invalid(
                 at(),
@@ -564,20 +727,16 @@ fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
     if d.locks.is_empty() {
         return Ok(());
     }
-    count(
-        &format!("process.descriptions[{i}].locks"),
-        d.locks.len(),
-        MAX_FILE_LOCKS,
-    )?;
+    count(format!("files[{i}].locks"), d.locks.len(), MAX_FILE_LOCKS)?;
     if !matches!(d.kind, OpenFileKind::Regular | OpenFileKind::Directory) {
         return Err(invalid(
-            format!("process.descriptions[{i}].locks"),
+            format!("files[{i}].locks"),
             "locks on a description that is not a file or directory",
         ));
     }
     let max = i64::MAX as u64;
     for (j, l) in d.locks.iter().enumerate() {
-        let at = || format!("process.descriptions[{i}].locks[{j}]");
+        let at = || format!("files[{i}].locks[{j}]");
         let ok = match (l.kind, l.end) {
             (LockKind::Flock, end) => l.start == 0 && end.is_none(),
             (_, None) => l.start <= max,
@@ -596,13 +755,12 @@ fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
 /// All bytes queued in pipes, FIFOs and sockets together; each pipe end
 /// held by one description; each socket by one description, its peer one
 /// other socket of the same type in the image, connected back to it.
-fn queued_total(p: &ProcessState) -> Result<(), Invalid> {
+fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
     use std::collections::HashMap;
-    let ds = &p.descriptions;
     let mut ends = HashMap::new();
     let mut sockets = HashMap::new();
     for (i, d) in ds.iter().enumerate() {
-        let at = |what: &str| format!("process.descriptions[{i}].{what}");
+        let at = |what: &str| format!("files[{i}].{what}");
         match &d.kind {
             OpenFileKind::Pipe { .. } => {
                 let mode = d.flags as i32 & libc::O_ACCMODE;
@@ -644,14 +802,13 @@ fn queued_total(p: &ProcessState) -> Result<(), Invalid> {
         });
         if back.is_none() {
             return Err(invalid(
-                format!("process.descriptions[{i}].kind.peer_ino"),
+                format!("files[{i}].kind.peer_ino"),
                 "does not name one other socket of the same type in the image connected back \
                  to it",
             ));
         }
     }
-    let total: usize = p
-        .descriptions
+    let total: usize = ds
         .iter()
         .map(|d| match &d.kind {
             OpenFileKind::Pipe { data, .. } | OpenFileKind::Fifo { data, .. } => data.0.len(),
@@ -661,46 +818,45 @@ fn queued_total(p: &ProcessState) -> Result<(), Invalid> {
         .sum();
     if total > MAX_QUEUED_BYTES {
         return Err(invalid(
-            "process.descriptions",
+            "files",
             format!("hold {total} queued bytes in pipes and sockets, at most {MAX_QUEUED_BYTES}"),
         ));
     }
     Ok(())
 }
 
-fn threads(m: &Manifest) -> Result<(), Invalid> {
-    let p = &m.process;
+fn threads(t: &str, p: &ProcessState, xsave_size: u32) -> Result<(), Invalid> {
     if p.threads.is_empty() {
-        return Err(invalid("process.threads", "no thread"));
+        return Err(invalid(format_args!("{t}.threads"), "no thread"));
     }
-    count("process.threads", p.threads.len(), MAX_THREADS)?;
-    for (i, t) in p.threads.iter().enumerate() {
-        thread(i, t, m.cpu.xsave_size)?;
+    count(format_args!("{t}.threads"), p.threads.len(), MAX_THREADS)?;
+    for (i, th) in p.threads.iter().enumerate() {
+        thread(t, i, th, xsave_size)?;
     }
     Ok(())
 }
 
-fn thread(i: usize, t: &ThreadState, xsave_size: u32) -> Result<(), Invalid> {
-    let n = t.xsave.len();
+fn thread(t: &str, i: usize, th: &ThreadState, xsave_size: u32) -> Result<(), Invalid> {
+    let n = th.xsave.len();
     if !(MIN_XSAVE_LEN..=MAX_XSAVE_LEN).contains(&n) {
         return Err(invalid(
-            format_args!("process.threads[{i}].xsave"),
+            format_args!("{t}.threads[{i}].xsave"),
             format!("{n} bytes, not within {MIN_XSAVE_LEN}..={MAX_XSAVE_LEN}"),
         ));
     }
     if n as u64 != u64::from(xsave_size) {
         return Err(invalid(
-            format_args!("process.threads[{i}].xsave"),
+            format_args!("{t}.threads[{i}].xsave"),
             format!("{n} bytes, but cpu.xsave_size says {xsave_size}"),
         ));
     }
     count(
-        &format!("process.threads[{i}].pending"),
-        t.pending.len(),
+        format!("{t}.threads[{i}].pending"),
+        th.pending.len(),
         MAX_PENDING_SIGNALS,
     )?;
-    for (j, s) in t.pending.iter().enumerate() {
-        let at = || format!("process.threads[{i}].pending[{j}]");
+    for (j, s) in th.pending.iter().enumerate() {
+        let at = || format!("{t}.threads[{i}].pending[{j}]");
         if s.siginfo.len() != SIGINFO_SIZE {
             return Err(invalid(
                 at(),
@@ -715,11 +871,15 @@ fn thread(i: usize, t: &ThreadState, xsave_size: u32) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn signals_and_limits(p: &ProcessState) -> Result<(), Invalid> {
-    count("process.sigactions", p.sigactions.len(), MAX_SIGACTIONS)?;
+fn signals_and_limits(t: &str, p: &ProcessState) -> Result<(), Invalid> {
+    count(
+        format_args!("{t}.sigactions"),
+        p.sigactions.len(),
+        MAX_SIGACTIONS,
+    )?;
     let mut seen = 0u64;
     for (i, a) in p.sigactions.iter().enumerate() {
-        let at = || format!("process.sigactions[{i}] (signal {})", a.signal);
+        let at = || format!("{t}.sigactions[{i}] (signal {})", a.signal);
         // SIGKILL (9) and SIGSTOP (19) cannot have a disposition.
         if a.signal == 0 || a.signal > 64 || a.signal == 9 || a.signal == 19 {
             return Err(invalid(at(), "is not a signal that can be caught"));
@@ -730,24 +890,24 @@ fn signals_and_limits(p: &ProcessState) -> Result<(), Invalid> {
         }
         seen |= bit;
     }
-    count("process.rlimits", p.rlimits.len(), MAX_RLIMITS)?;
-    count("process.itimers", p.itimers.len(), MAX_ITIMERS)?;
-    posix_timers(p)?;
-    seccomp(p)?;
-    sched(p)
+    count(format_args!("{t}.rlimits"), p.rlimits.len(), MAX_RLIMITS)?;
+    count(format_args!("{t}.itimers"), p.itimers.len(), MAX_ITIMERS)?;
+    posix_timers(t, p)?;
+    seccomp(t, p)?;
+    sched(t, p)
 }
 
 /// The seccomp chain matches the mode: filters exactly in filter mode (2),
 /// strict mode (1) never (dump refuses it); each program 1..=4096
 /// instructions, the chain within the kernel's 32768 (4 counted per
 /// filter).
-fn seccomp(p: &ProcessState) -> Result<(), Invalid> {
+fn seccomp(t: &str, p: &ProcessState) -> Result<(), Invalid> {
     let filters = &p.seccomp_filters;
     match (p.creds.seccomp_mode, filters.is_empty()) {
         (0, true) | (2, false) => {}
         (mode, _) => {
             return Err(invalid(
-                "process.seccomp_filters",
+                format_args!("{t}.seccomp_filters"),
                 format!(
                     "{} filters with seccomp mode {mode} (filters go with mode 2 only)",
                     filters.len()
@@ -760,14 +920,14 @@ fn seccomp(p: &ProcessState) -> Result<(), Invalid> {
         let n = f.program.len();
         if n == 0 || n > MAX_SECCOMP_INSNS_PER_FILTER {
             return Err(invalid(
-                format_args!("process.seccomp_filters[{i}]"),
+                format_args!("{t}.seccomp_filters[{i}]"),
                 format!("{n} instructions, not within 1..={MAX_SECCOMP_INSNS_PER_FILTER}"),
             ));
         }
         total = total.saturating_add(n).saturating_add(4);
         if total > MAX_SECCOMP_INSNS {
             return Err(invalid(
-                format_args!("process.seccomp_filters[{i}]"),
+                format_args!("{t}.seccomp_filters[{i}]"),
                 format!("the chain exceeds {MAX_SECCOMP_INSNS} instructions"),
             ));
         }
@@ -776,7 +936,7 @@ fn seccomp(p: &ProcessState) -> Result<(), Invalid> {
 }
 
 /// Scheduling attributes `sched_setattr` can take.
-fn sched(p: &ProcessState) -> Result<(), Invalid> {
+fn sched(t: &str, p: &ProcessState) -> Result<(), Invalid> {
     let Some(s) = &p.sched else { return Ok(()) };
     let ok = match s.policy {
         0 | 3 | 5 => s.priority == 0,
@@ -786,7 +946,7 @@ fn sched(p: &ProcessState) -> Result<(), Invalid> {
     } && (-20..=19).contains(&s.nice);
     if !ok {
         return Err(invalid(
-            "process.sched",
+            format_args!("{t}.sched"),
             format!(
                 "policy {} with priority {} and nice {} is not a scheduling setting",
                 s.policy, s.priority, s.nice
@@ -799,15 +959,15 @@ fn sched(p: &ProcessState) -> Result<(), Invalid> {
 /// POSIX timers: ids increasing (each once), a clock and notification
 /// `timer_create` takes, a signal number, and a thread of the process for
 /// one that signals a thread.
-fn posix_timers(p: &ProcessState) -> Result<(), Invalid> {
+fn posix_timers(task: &str, p: &ProcessState) -> Result<(), Invalid> {
     count(
-        "process.posix_timers",
+        format_args!("{task}.posix_timers"),
         p.posix_timers.len(),
         MAX_POSIX_TIMERS,
     )?;
     let mut last: Option<i32> = None;
     for (i, t) in p.posix_timers.iter().enumerate() {
-        let at = || format!("process.posix_timers[{i}] (timer {})", t.id);
+        let at = || format!("{task}.posix_timers[{i}] (timer {})", t.id);
         if t.id < 0 || last.is_some_and(|l| t.id <= l) {
             return Err(invalid(at(), "ids must be non-negative and increasing"));
         }
@@ -851,7 +1011,7 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::model::{FdState, FileLock, PendingSignal, SigAction, Vma};
+    use crate::model::{FdState, FileLock, OpenFile, PendingSignal, SigAction, Vma};
 
     fn sample() -> Manifest {
         sample_manifest()
@@ -873,7 +1033,7 @@ mod tests {
     }
 
     fn vma(m: &mut Manifest, i: usize) -> &mut Vma {
-        &mut m.process.vmas[i]
+        &mut m.tasks[0].vmas[i]
     }
 
     #[test]
@@ -883,21 +1043,27 @@ mod tests {
 
     #[test]
     fn process_settings() {
-        refused(|m| m.process.oom_score_adj = 1001, "process.oom_score_adj");
-        refused(|m| m.process.oom_score_adj = -1001, "process.oom_score_adj");
-        refused(|m| m.process.pdeathsig = 65, "process.pdeathsig");
-        refused(|m| m.process.pdeathsig = -1, "process.pdeathsig");
+        refused(
+            |m| m.tasks[0].oom_score_adj = 1001,
+            "tasks[0].oom_score_adj",
+        );
+        refused(
+            |m| m.tasks[0].oom_score_adj = -1001,
+            "tasks[0].oom_score_adj",
+        );
+        refused(|m| m.tasks[0].pdeathsig = 65, "tasks[0].pdeathsig");
+        refused(|m| m.tasks[0].pdeathsig = -1, "tasks[0].pdeathsig");
         let mut m = sample();
-        m.process.oom_score_adj = -1000;
-        m.process.pdeathsig = 64;
-        m.process.child_subreaper = true;
+        m.tasks[0].oom_score_adj = -1000;
+        m.tasks[0].pdeathsig = 64;
+        m.tasks[0].child_subreaper = true;
         validate(&m).unwrap();
     }
 
     #[test]
     fn posix_timers() {
         use crate::model::PosixTimer;
-        let tid = sample().process.threads[0].tid;
+        let tid = sample().tasks[0].threads[0].tid;
         let timer = |id| PosixTimer {
             id,
             clockid: 1,
@@ -910,27 +1076,27 @@ mod tests {
             overrun: 0,
         };
         let mut m = sample();
-        m.process.posix_timers = vec![timer(0), timer(3)];
+        m.tasks[0].posix_timers = vec![timer(0), timer(3)];
         validate(&m).unwrap();
         let with = |edit: fn(&mut Vec<PosixTimer>)| {
             move |m: &mut Manifest| {
-                m.process.posix_timers = vec![timer(0), timer(3)];
-                edit(&mut m.process.posix_timers);
+                m.tasks[0].posix_timers = vec![timer(0), timer(3)];
+                edit(&mut m.tasks[0].posix_timers);
             }
         };
-        refused(with(|t| t[1].id = 0), "process.posix_timers[1]");
-        refused(with(|t| t[0].id = -1), "process.posix_timers[0]");
-        refused(with(|t| t[0].clockid = 4), "process.posix_timers[0]");
-        refused(with(|t| t[0].clockid = -14), "process.posix_timers[0]");
-        refused(with(|t| t[0].notify = 2), "process.posix_timers[0]");
-        refused(with(|t| t[0].signo = 65), "process.posix_timers[0]");
-        refused(with(|t| t[0].tid = 0), "process.posix_timers[0]");
-        refused(with(|t| t[0].tid += 1), "process.posix_timers[0]");
-        refused(with(|t| t[0].notify = 0), "process.posix_timers[0]");
-        refused(with(|t| t[1].overrun = -1), "process.posix_timers[1]");
+        refused(with(|t| t[1].id = 0), "tasks[0].posix_timers[1]");
+        refused(with(|t| t[0].id = -1), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].clockid = 4), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].clockid = -14), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].notify = 2), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].signo = 65), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].tid = 0), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].tid += 1), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[0].notify = 0), "tasks[0].posix_timers[0]");
+        refused(with(|t| t[1].overrun = -1), "tasks[0].posix_timers[1]");
         refused(
-            |m| m.process.posix_timers = (0..=MAX_POSIX_TIMERS as i32).map(timer).collect(),
-            "process.posix_timers",
+            |m| m.tasks[0].posix_timers = (0..=MAX_POSIX_TIMERS as i32).map(timer).collect(),
+            "tasks[0].posix_timers",
         );
     }
 
@@ -942,9 +1108,9 @@ mod tests {
             log: false,
         };
         let mut m = sample();
-        m.process.creds.seccomp_mode = 2;
-        m.process.seccomp_filters = vec![allow.clone(), allow.clone()];
-        m.process.sched = Some(Sched {
+        m.tasks[0].creds.seccomp_mode = 2;
+        m.tasks[0].seccomp_filters = vec![allow.clone(), allow.clone()];
+        m.tasks[0].sched = Some(Sched {
             policy: 3,
             reset_on_fork: true,
             nice: 7,
@@ -956,36 +1122,36 @@ mod tests {
         validate(&m).unwrap();
         let a = allow.clone();
         refused(
-            move |m| m.process.seccomp_filters = vec![a],
-            "process.seccomp_filters",
+            move |m| m.tasks[0].seccomp_filters = vec![a],
+            "tasks[0].seccomp_filters",
         );
         refused(
             |m| {
-                m.process.creds.seccomp_mode = 2;
-                m.process.seccomp_filters = vec![SeccompFilter {
+                m.tasks[0].creds.seccomp_mode = 2;
+                m.tasks[0].seccomp_filters = vec![SeccompFilter {
                     program: vec![],
                     log: false,
                 }];
             },
-            "process.seccomp_filters[0]",
+            "tasks[0].seccomp_filters[0]",
         );
         let a = allow.clone();
         refused(
             move |m| {
-                m.process.creds.seccomp_mode = 2;
-                m.process.seccomp_filters = vec![a; MAX_SECCOMP_INSNS / 5 + 1];
+                m.tasks[0].creds.seccomp_mode = 2;
+                m.tasks[0].seccomp_filters = vec![a; MAX_SECCOMP_INSNS / 5 + 1];
             },
-            "process.seccomp_filters[",
+            "tasks[0].seccomp_filters[",
         );
         refused(
             |m| {
-                m.process.creds.seccomp_mode = 1;
+                m.tasks[0].creds.seccomp_mode = 1;
             },
-            "process.seccomp_filters",
+            "tasks[0].seccomp_filters",
         );
         let sched = |policy, priority, nice| {
             move |m: &mut Manifest| {
-                m.process.sched = Some(Sched {
+                m.tasks[0].sched = Some(Sched {
                     policy,
                     reset_on_fork: false,
                     nice,
@@ -996,58 +1162,58 @@ mod tests {
                 })
             }
         };
-        refused(sched(4, 0, 0), "process.sched");
-        refused(sched(1, 0, 0), "process.sched");
-        refused(sched(0, 5, 0), "process.sched");
-        refused(sched(0, 0, 20), "process.sched");
+        refused(sched(4, 0, 0), "tasks[0].sched");
+        refused(sched(1, 0, 0), "tasks[0].sched");
+        refused(sched(0, 5, 0), "tasks[0].sched");
+        refused(sched(0, 0, 20), "tasks[0].sched");
     }
 
     #[test]
     fn mappings() {
-        let heap = "process.vmas[1] 0x500000..0x521000";
-        refused(|m| vma(m, 1).start = 0x400000, "process.vmas[1] 0x400000");
-        refused(|m| vma(m, 1).start = 0x500800, "process.vmas[1] 0x500800");
+        let heap = "tasks[0].vmas[1] 0x500000..0x521000";
+        refused(|m| vma(m, 1).start = 0x400000, "tasks[0].vmas[1] 0x400000");
+        refused(|m| vma(m, 1).start = 0x500800, "tasks[0].vmas[1] 0x500800");
         refused(
             |m| vma(m, 1).end = 0x500000,
-            "process.vmas[1] 0x500000..0x500000",
+            "tasks[0].vmas[1] 0x500000..0x500000",
         );
         refused(|m| vma(m, 1).offset = 12, heap);
-        refused(|m| vma(m, 0).start = 0x1000, "process.vmas[0] 0x1000");
+        refused(|m| vma(m, 0).start = 0x1000, "tasks[0].vmas[0] 0x1000");
         refused(
             |m| vma(m, 2).end = 0x8000_0000_0000,
-            "process.vmas[2] 0x7ffc00000000..0x800000000000",
+            "tasks[0].vmas[2] 0x7ffc00000000..0x800000000000",
         );
         refused(|m| vma(m, 1).prot = 0x10, heap);
-        refused(|m| vma(m, 0).file = Some(1), "process.vmas[0]");
-        refused(|m| vma(m, 0).file = None, "process.vmas[0]");
+        refused(|m| vma(m, 0).file = Some(1), "tasks[0].vmas[0]");
+        refused(|m| vma(m, 0).file = None, "tasks[0].vmas[0]");
         refused(|m| vma(m, 1).file = Some(0), heap);
         refused(
             |m| {
                 vma(m, 1).kind = VmaKind::Vdso;
                 vma(m, 2).kind = VmaKind::Vdso;
             },
-            "process.vmas[2]",
+            "tasks[0].vmas[2]",
         );
         refused(|m| vma(m, 1).name = "a\0b".into(), heap);
         refused(|m| vma(m, 1).vm_flags = vec!["rd".into(); 65], heap);
         refused(|m| vma(m, 1).vm_flags = vec![String::new()], heap);
         refused(|m| vma(m, 1).vm_flags = vec!["r\0".into()], heap);
         refused(
-            |m| m.process.vmas = vec![m.process.vmas[0].clone(); MAX_VMAS + 1],
-            "process.vmas",
+            |m| m.tasks[0].vmas = vec![m.tasks[0].vmas[0].clone(); MAX_VMAS + 1],
+            "tasks[0].vmas",
         );
         // Swapped order is an overlap too.
-        refused(|m| m.process.vmas.swap(1, 2), "process.vmas[2]");
+        refused(|m| m.tasks[0].vmas.swap(1, 2), "tasks[0].vmas[2]");
     }
 
     #[test]
     fn chunks_must_land_in_a_saved_mapping() {
-        refused(|m| m.chunks[1].vaddr = 0x600000, "chunks[1] at 0x600000");
-        refused(|m| m.chunks[1].vaddr = 0x520000 + 4096, "chunks[1]");
+        refused(|m| m.chunks[1].addr = 0x600000, "chunks[1] at 0:0x600000");
+        refused(|m| m.chunks[1].addr = 0x520000 + 4096, "chunks[1]");
         refused(|m| m.chunks[1].len = 0x22000, "chunks[1]");
-        refused(|m| m.chunks[1].vaddr = 0x500010, "chunks[1]");
+        refused(|m| m.chunks[1].addr = 0x500010, "chunks[1]");
         refused(|m| m.chunks[1].len = 100, "chunks[1]");
-        refused(|m| m.chunks[2].vaddr = u64::MAX - 4095, "chunks[2]");
+        refused(|m| m.chunks[2].addr = u64::MAX - 4095, "chunks[2]");
         refused(|m| m.chunks.swap(1, 2), "chunks[2]");
         refused(
             |m| {
@@ -1066,10 +1232,10 @@ mod tests {
     /// tuple), each held by one fd from 3 up.
     fn with_descriptions(kinds: Vec<(OpenFileKind, u32, u64)>) -> Manifest {
         let mut m = sample();
-        m.process.fds.clear();
-        m.process.descriptions.clear();
+        m.tasks[0].fds.clear();
+        m.files.clear();
         for (i, (kind, flags, ino)) in kinds.into_iter().enumerate() {
-            m.process.descriptions.push(crate::model::OpenFile {
+            m.files.push(crate::model::OpenFile {
                 kind,
                 path: format!("pipe:[{ino}]"),
                 flags,
@@ -1078,7 +1244,7 @@ mod tests {
                 ino,
                 locks: Vec::new(),
             });
-            m.process.fds.push(FdState {
+            m.tasks[0].fds.push(FdState {
                 fd: 3 + i as i32,
                 description: i as u32,
                 cloexec: false,
@@ -1106,7 +1272,7 @@ mod tests {
                 validate(&with_descriptions(vec![(packets(bad), 0, 7)]))
                     .unwrap_err()
                     .field,
-                "process.descriptions[0].kind.packets"
+                "files[0].kind.packets"
             );
         }
         let unix = |ty: i32, peer: u64, queue: Vec<Vec<u8>>| OpenFileKind::UnixPair {
@@ -1128,39 +1294,30 @@ mod tests {
         .unwrap();
         let field = |kinds| check(kinds).unwrap_err().field;
         // More data than the pipe holds, an absurd size, data on the write end.
-        assert_eq!(
-            field(vec![(pipe(2, b"abc"), 0, 7)]),
-            "process.descriptions[0].kind.size"
-        );
+        assert_eq!(field(vec![(pipe(2, b"abc"), 0, 7)]), "files[0].kind.size");
         assert_eq!(
             field(vec![(pipe(u32::MAX, b""), 0, 7)]),
-            "process.descriptions[0].kind.size"
+            "files[0].kind.size"
         );
-        assert_eq!(
-            field(vec![(pipe(4096, b"a"), 1, 7)]),
-            "process.descriptions[0].kind.data"
-        );
+        assert_eq!(field(vec![(pipe(4096, b"a"), 1, 7)]), "files[0].kind.data");
         // Two read ends of one pipe; a pipe end opened read-write.
         assert_eq!(
             field(vec![(pipe(4096, b""), 0, 7), (pipe(4096, b""), 0, 7)]),
-            "process.descriptions[1].flags"
+            "files[1].flags"
         );
-        assert_eq!(
-            field(vec![(pipe(4096, b""), 2, 7)]),
-            "process.descriptions[0].flags"
-        );
+        assert_eq!(field(vec![(pipe(4096, b""), 2, 7)]), "files[0].flags");
         // A socket whose peer is missing, of another type, not connected
         // back, or itself; an unknown type; two descriptions of one socket.
         assert_eq!(
             field(vec![(unix(libc::SOCK_STREAM, 9, vec![]), 2, 8)]),
-            "process.descriptions[0].kind.peer_ino"
+            "files[0].kind.peer_ino"
         );
         assert_eq!(
             field(vec![
                 (unix(libc::SOCK_STREAM, 9, vec![]), 2, 8),
                 (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
             ]),
-            "process.descriptions[0].kind.peer_ino"
+            "files[0].kind.peer_ino"
         );
         assert_eq!(
             field(vec![
@@ -1168,15 +1325,15 @@ mod tests {
                 (unix(libc::SOCK_DGRAM, 10, vec![]), 2, 9),
                 (unix(libc::SOCK_DGRAM, 9, vec![]), 2, 10)
             ]),
-            "process.descriptions[0].kind.peer_ino"
+            "files[0].kind.peer_ino"
         );
         assert_eq!(
             field(vec![(unix(libc::SOCK_DGRAM, 8, vec![]), 2, 8)]),
-            "process.descriptions[0].kind.peer_ino"
+            "files[0].kind.peer_ino"
         );
         assert_eq!(
             field(vec![(unix(libc::SOCK_RAW, 9, vec![]), 2, 8)]),
-            "process.descriptions[0].kind.sock_type"
+            "files[0].kind.sock_type"
         );
         assert_eq!(
             field(vec![
@@ -1184,7 +1341,7 @@ mod tests {
                 (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9),
                 (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
             ]),
-            "process.descriptions[2].ino"
+            "files[2].ino"
         );
         // Queues above the limits.
         assert_eq!(
@@ -1196,7 +1353,7 @@ mod tests {
                 ),
                 (unix(libc::SOCK_DGRAM, 8, vec![]), 2, 9)
             ]),
-            "process.descriptions[0].kind.queue"
+            "files[0].kind.queue"
         );
         assert_eq!(
             field(vec![
@@ -1207,7 +1364,7 @@ mod tests {
                 ),
                 (unix(libc::SOCK_STREAM, 8, vec![]), 2, 9)
             ]),
-            "process.descriptions[0].kind.queue"
+            "files[0].kind.queue"
         );
         let full = || vec![0u8; MAX_SOCKET_QUEUE];
         assert_eq!(
@@ -1216,59 +1373,56 @@ mod tests {
                 (unix(libc::SOCK_STREAM, 8, vec![full()]), 2, 9),
                 (pipe(MAX_PIPE_SIZE as u32, &[0u8; 64]), 0, 7)
             ]),
-            "process.descriptions"
+            "files"
         );
     }
 
     #[test]
     fn files_and_descriptors() {
         refused(
-            |m| m.process.mapped_files[0].path = "relative".into(),
-            "process.mapped_files[0].path",
+            |m| m.tasks[0].mapped_files[0].path = "relative".into(),
+            "tasks[0].mapped_files[0].path",
         );
         refused(
-            |m| m.process.mapped_files[0].digest = vec![1; 31],
-            "process.mapped_files[0].digest",
+            |m| m.tasks[0].mapped_files[0].digest = vec![1; 31],
+            "tasks[0].mapped_files[0].digest",
         );
         refused(
-            |m| m.process.exe.path = "/bin/\0x".into(),
-            "process.exe.path",
+            |m| m.tasks[0].exe.path = "/bin/\0x".into(),
+            "tasks[0].exe.path",
         );
-        refused(|m| m.process.exe.digest.clear(), "process.exe.digest");
-        refused(|m| m.process.cwd = "/".repeat(5000), "process.cwd");
+        refused(|m| m.tasks[0].exe.digest.clear(), "tasks[0].exe.digest");
+        refused(|m| m.tasks[0].cwd = "/".repeat(5000), "tasks[0].cwd");
+        refused(|m| m.files[0].path = String::new(), "files[0].path");
+        refused(|m| m.tasks[0].fds[0].fd = -1, "tasks[0].fds[0] (fd -1)");
         refused(
             |m| {
-                m.process.cwd = "/".into();
-                m.process.cwd_deleted = true;
+                m.tasks[0].cwd = "/".into();
+                m.tasks[0].cwd_deleted = true;
             },
-            "process.cwd",
+            "tasks[0].cwd",
         );
         refused(
-            |m| m.process.descriptions[0].path = String::new(),
-            "process.descriptions[0].path",
-        );
-        refused(|m| m.process.fds[0].fd = -1, "process.fds[0] (fd -1)");
-        refused(
-            |m| m.process.fds[0].description = 1,
-            "process.fds[0] (fd 0)",
+            |m| m.tasks[0].fds[0].description = 1,
+            "tasks[0].fds[0] (fd 0)",
         );
         refused(
             |m| {
-                m.process.fds.push(FdState {
+                m.tasks[0].fds.push(FdState {
                     fd: 0,
                     description: 0,
                     cloexec: true,
                 })
             },
-            "process.fds[1] (fd 0)",
+            "tasks[0].fds[1] (fd 0)",
         );
     }
 
     #[test]
     fn anonymous_descriptors_are_checked() {
         let set = |m: &mut Manifest, kind: OpenFileKind| {
-            m.process.descriptions[0].kind = kind;
-            m.process.descriptions[0].path = "anon_inode:[timerfd]".into();
+            m.files[0].kind = kind;
+            m.files[0].path = "anon_inode:[timerfd]".into();
         };
         let timer = |clockid| OpenFileKind::Timerfd {
             clockid,
@@ -1300,24 +1454,21 @@ mod tests {
                     },
                 )
             },
-            "process.descriptions[0].kind.count",
+            "files[0].kind.count",
         );
         for clock in [
             libc::CLOCK_REALTIME_ALARM,
             libc::CLOCK_PROCESS_CPUTIME_ID,
             -1,
         ] {
-            refused(
-                |m| set(m, timer(clock)),
-                "process.descriptions[0].kind.clockid",
-            );
+            refused(|m| set(m, timer(clock)), "files[0].kind.clockid");
         }
         refused(
             |m| {
                 set(m, OpenFileKind::Signalfd { sigmask: 0 });
-                m.process.descriptions[0].path = "a".repeat(5000);
+                m.files[0].path = "a".repeat(5000);
             },
-            "process.descriptions[0].path",
+            "files[0].path",
         );
     }
 
@@ -1325,11 +1476,11 @@ mod tests {
     /// the first (a regular file here; restore would fail on it, which is
     /// not malformation), or an inotify.
     fn with_second(m: &mut Manifest, kind: OpenFileKind) {
-        let mut d = m.process.descriptions[0].clone();
+        let mut d = m.files[0].clone();
         d.kind = kind;
         d.path = "anon_inode:[eventpoll]".into();
-        m.process.descriptions.push(d);
-        m.process.fds.push(FdState {
+        m.files.push(d);
+        m.tasks[0].fds.push(FdState {
             fd: 1,
             description: 1,
             cloexec: false,
@@ -1368,18 +1519,9 @@ mod tests {
         let mut m = sample();
         with_second(&mut m, inotify(&[(1, 0x100, "/a"), (5, 0x8000_0002, "/b")]));
         assert_eq!(validate(&m).map_err(|e| e.field), Ok(()));
-        refused(
-            |m| with_second(m, epoll(-1, 0)),
-            "process.descriptions[1].kind.targets[0]",
-        );
-        refused(
-            |m| with_second(m, epoll(3, 2)),
-            "process.descriptions[1].kind.targets[0]",
-        );
-        refused(
-            |m| with_second(m, epoll(3, 1)),
-            "process.descriptions[1].kind.targets[0]",
-        );
+        refused(|m| with_second(m, epoll(-1, 0)), "files[1].kind.targets[0]");
+        refused(|m| with_second(m, epoll(3, 2)), "files[1].kind.targets[0]");
+        refused(|m| with_second(m, epoll(3, 1)), "files[1].kind.targets[0]");
         for bad in [
             inotify(&[(0, 0x100, "/a")]),
             inotify(&[(2, 0x100, "/a"), (2, 0x100, "/b")]),
@@ -1389,14 +1531,11 @@ mod tests {
             inotify(&[(1, 0x0100_0100, "/a")]),
             inotify(&[(1, 0x8000_0000, "/a")]),
         ] {
-            refused(
-                |m| with_second(m, bad.clone()),
-                "process.descriptions[1].kind.watches[",
-            );
+            refused(|m| with_second(m, bad.clone()), "files[1].kind.watches[");
         }
         refused(
             |m| with_second(m, inotify(&[(1, 0x100, "relative")])),
-            "process.descriptions[1].kind.watches[0].path",
+            "files[1].kind.watches[0].path",
         );
 
         let lock = |kind, start, end| FileLock {
@@ -1406,8 +1545,8 @@ mod tests {
             end,
         };
         let with_lock = |m: &mut Manifest, l: FileLock| {
-            m.process.descriptions[0].kind = OpenFileKind::Regular;
-            m.process.descriptions[0].locks = vec![l];
+            m.files[0].kind = OpenFileKind::Regular;
+            m.files[0].locks = vec![l];
         };
         for ok in [
             lock(LockKind::Flock, 0, None),
@@ -1426,78 +1565,75 @@ mod tests {
             lock(LockKind::Ofd, 0, Some(u64::MAX)),
             lock(LockKind::Posix, u64::MAX, None),
         ] {
-            refused(|m| with_lock(m, bad), "process.descriptions[0].locks[0]");
+            refused(|m| with_lock(m, bad), "files[0].locks[0]");
         }
         // Locks only on what restore reopens as a file or directory.
         refused(
-            |m| m.process.descriptions[0].locks = vec![lock(LockKind::Flock, 0, None)],
-            "process.descriptions[0].locks",
+            |m| m.files[0].locks = vec![lock(LockKind::Flock, 0, None)],
+            "files[0].locks",
         );
     }
 
     #[test]
     fn external_descriptors_only_on_fds_0_to_2() {
         let external = |m: &mut Manifest, fd: i32| {
-            m.process.descriptions[0].kind = OpenFileKind::External {
+            m.files[0].kind = OpenFileKind::External {
                 connected_to: "pipe:[12345]".into(),
             };
-            m.process.descriptions[0].path = "pipe:[12345]".into();
-            m.process.fds[0].fd = fd;
+            m.files[0].path = "pipe:[12345]".into();
+            m.tasks[0].fds[0].fd = fd;
         };
         for fd in 0..=2 {
             let mut m = sample();
             external(&mut m, fd);
             assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "fd {fd}");
         }
-        refused(|m| external(m, 3), "process.fds[0] (fd 3)");
-        refused(|m| external(m, 5), "process.fds[0] (fd 5)");
+        refused(|m| external(m, 3), "tasks[0].fds[0] (fd 3)");
+        refused(|m| external(m, 5), "tasks[0].fds[0] (fd 5)");
         refused(
             |m| {
                 external(m, 1);
-                m.process.descriptions[0].kind = OpenFileKind::External {
+                m.files[0].kind = OpenFileKind::External {
                     connected_to: "a\0b".into(),
                 };
             },
-            "process.descriptions[0].kind.connected_to",
+            "files[0].kind.connected_to",
         );
         // Not External: the path must still be absolute.
-        refused(
-            |m| m.process.descriptions[0].path = "pipe:[1]".into(),
-            "process.descriptions[0].path",
-        );
+        refused(|m| m.files[0].path = "pipe:[1]".into(), "files[0].path");
     }
 
     #[test]
     fn threads_registers_and_signals() {
-        refused(|m| m.process.threads.clear(), "process.threads");
+        refused(|m| m.tasks[0].threads.clear(), "tasks[0].threads");
         refused(
-            |m| m.process.threads[0].xsave = vec![0; 64],
-            "process.threads[0].xsave",
+            |m| m.tasks[0].threads[0].xsave = vec![0; 64],
+            "tasks[0].threads[0].xsave",
         );
-        refused(|m| m.cpu.xsave_size = 1024, "process.threads[0].xsave");
+        refused(|m| m.cpu.xsave_size = 1024, "tasks[0].threads[0].xsave");
         refused(
             |m| {
-                m.process.threads[0].xsave = vec![0; MAX_XSAVE_LEN + 1];
+                m.tasks[0].threads[0].xsave = vec![0; MAX_XSAVE_LEN + 1];
                 m.cpu.xsave_size = (MAX_XSAVE_LEN + 1) as u32;
             },
-            "process.threads[0].xsave",
+            "tasks[0].threads[0].xsave",
         );
         let pending = |siginfo: Vec<u8>| PendingSignal {
             shared: false,
             siginfo,
         };
         refused(
-            |m| m.process.threads[0].pending = vec![pending(vec![10; 64])],
-            "process.threads[0].pending[0]",
+            |m| m.tasks[0].threads[0].pending = vec![pending(vec![10; 64])],
+            "tasks[0].threads[0].pending[0]",
         );
         refused(
-            |m| m.process.threads[0].pending = vec![pending(vec![0; 128])],
-            "process.threads[0].pending[0]",
+            |m| m.tasks[0].threads[0].pending = vec![pending(vec![0; 128])],
+            "tasks[0].threads[0].pending[0]",
         );
         let mut ok = sample();
         let mut info = vec![0; 128];
         info[0] = 10;
-        ok.process.threads[0].pending = vec![pending(info)];
+        ok.tasks[0].threads[0].pending = vec![pending(info)];
         validate(&ok).unwrap();
 
         let action = |signal| SigAction {
@@ -1509,32 +1645,32 @@ mod tests {
         };
         for bad in [0, 9, 19, 65] {
             refused(
-                |m| m.process.sigactions = vec![action(bad)],
-                "process.sigactions[0]",
+                |m| m.tasks[0].sigactions = vec![action(bad)],
+                "tasks[0].sigactions[0]",
             );
         }
         refused(
-            |m| m.process.sigactions = vec![action(10), action(10)],
-            "process.sigactions[1] (signal 10)",
+            |m| m.tasks[0].sigactions = vec![action(10), action(10)],
+            "tasks[0].sigactions[1] (signal 10)",
         );
         refused(
-            |m| m.process.rlimits = vec![m.process.rlimits[0]; 17],
-            "process.rlimits",
+            |m| m.tasks[0].rlimits = vec![m.tasks[0].rlimits[0]; 17],
+            "tasks[0].rlimits",
         );
     }
 
     #[test]
     fn other_fields() {
-        refused(|m| m.process.pid = 0, "process.pid");
-        refused(|m| m.process.comm = "c".repeat(65), "process.comm");
-        refused(|m| m.process.mm.auxv.push(1), "process.mm.auxv");
+        refused(|m| m.tasks[0].pid = 0, "tasks[0].pid");
+        refused(|m| m.tasks[0].comm = "c".repeat(65), "tasks[0].comm");
+        refused(|m| m.tasks[0].mm.auxv.push(1), "tasks[0].mm.auxv");
         refused(
-            |m| m.process.creds.seccomp_mode = 3,
-            "process.creds.seccomp_mode",
+            |m| m.tasks[0].creds.seccomp_mode = 3,
+            "tasks[0].creds.seccomp_mode",
         );
         refused(
-            |m| m.process.creds.groups = vec![1; MAX_GROUPS + 1],
-            "process.creds.groups",
+            |m| m.tasks[0].creds.groups = vec![1; MAX_GROUPS + 1],
+            "tasks[0].creds.groups",
         );
         refused(
             |m| {
@@ -1547,9 +1683,192 @@ mod tests {
         // restore decides whether it can run them.
         let mut other = sample();
         other.arch = "aarch64".into();
-        let t = other.process.threads[0].clone();
-        other.process.threads.push(t);
+        let mut t = other.tasks[0].threads[0].clone();
+        t.tid += 1;
+        other.tasks[0].threads.push(t);
         validate(&other).unwrap();
+    }
+
+    /// A second process (pid and thread id 5000) with its memory as space 1.
+    fn two_tasks() -> Manifest {
+        let mut m = sample();
+        let mut t = m.tasks[0].clone();
+        t.pid = 5000;
+        t.threads[0].tid = 5000;
+        m.tasks.push(t);
+        m.spaces.push(Space::Memory { task: 1 });
+        m
+    }
+
+    #[test]
+    fn tasks_spaces_and_the_file_table() {
+        refused(|m| m.tasks.clear(), "tasks");
+        refused(
+            |m| {
+                let t = m.tasks[0].clone();
+                m.tasks.push(t);
+            },
+            "tasks[1].pid",
+        );
+        refused(
+            |m| {
+                let mut t = m.tasks[0].clone();
+                t.pid = 5000;
+                m.tasks.push(t);
+            },
+            "tasks[1].threads[0].tid",
+        );
+        // Several processes are well-formed: restore decides.
+        let mut two = two_tasks();
+        validate(&two).unwrap();
+        // Each task's fds name the one file table.
+        two.tasks[1].fds[0].description = 0;
+        validate(&two).unwrap();
+        two.tasks[1].fds[0].description = 1;
+        assert_eq!(
+            validate(&two).map_err(|e| e.field),
+            Err("tasks[1].fds[0] (fd 0)".into())
+        );
+        refused(|m| m.spaces.push(Space::Memory { task: 1 }), "spaces[1]");
+        refused(|m| m.spaces.push(Space::Memory { task: 0 }), "spaces[1]");
+        refused(|m| m.chunks[1].space = 1, "chunks[1] at 1:0x500000");
+        refused(
+            |m| m.files = vec![m.files[0].clone(); crate::limits::MAX_FILES + 1],
+            "files",
+        );
+        // Chunks of the second task's memory, after the first's, land in
+        // its own mappings.
+        let mut m = two_tasks();
+        let mut c = m.chunks[1].clone();
+        c.space = 1;
+        m.chunks.push(c.clone());
+        validate(&m).unwrap();
+        // Not before the first space's.
+        m.chunks.insert(0, c);
+        assert_eq!(
+            validate(&m).map_err(|e| e.field),
+            Err("chunks[1] at 0:0x400000 (4096 bytes)".into())
+        );
+        // Nor into a mapping only the other task has.
+        let mut m = two_tasks();
+        m.tasks[1].vmas.remove(1);
+        let mut c = m.chunks[1].clone();
+        c.space = 1;
+        m.chunks.push(c);
+        assert_eq!(
+            validate(&m).map_err(|e| e.field),
+            Err("chunks[3] at 1:0x500000 (4096 bytes)".into())
+        );
+    }
+
+    /// The sample with a memfd (space 1) on fd 0 and a shared mapping of
+    /// it, and an unlinked file (space 2), each with a chunk of content.
+    fn with_saved_files() -> Manifest {
+        let mut m = sample();
+        m.spaces.push(Space::Memfd {
+            name: "buf".into(),
+            size: 10_000,
+            seals: 0xf,
+        });
+        m.spaces.push(Space::Unlinked {
+            path: "/tmp/gone".into(),
+            size: 100,
+            mode: 0o640,
+        });
+        m.files[0].kind = OpenFileKind::Memfd { space: 1 };
+        m.files[0].path = "/memfd:buf (deleted)".into();
+        m.files.push(OpenFile {
+            kind: OpenFileKind::Unlinked { space: 2 },
+            path: "/tmp/gone (deleted)".into(),
+            ..m.files[0].clone()
+        });
+        let mut v = m.tasks[0].vmas[1].clone();
+        v.start = 0x600000;
+        v.end = 0x603000;
+        v.kind = VmaKind::File;
+        v.shared = true;
+        v.space = Some(1);
+        v.name = "/memfd:buf (deleted)".into();
+        m.tasks[0].vmas.insert(2, v);
+        for (space, addr, len) in [(1, 4096, 5904), (2, 0, 100)] {
+            m.chunks.push(crate::image::ChunkEntry {
+                space,
+                addr,
+                len,
+                digest: vec![0; 32],
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn memfds_and_unlinked_files() {
+        validate(&with_saved_files()).unwrap();
+        let refused_saved = |edit: &dyn Fn(&mut Manifest), field: &str| {
+            let mut m = with_saved_files();
+            edit(&mut m);
+            match validate(&m) {
+                Ok(()) => panic!("accepted; expected a complaint about {field}"),
+                Err(e) => assert!(e.field.starts_with(field), "{e:?}, want {field}"),
+            }
+        };
+        // Content past the file's size; chunks out of space order.
+        refused_saved(&|m| m.chunks[3].len = 6000, "chunks[3] at 1:0x1000");
+        refused_saved(&|m| m.chunks.swap(3, 4), "chunks[4]");
+        // A description or mapping naming the wrong kind of space.
+        refused_saved(
+            &|m| m.files[0].kind = OpenFileKind::Unlinked { space: 1 },
+            "files[0].kind.space",
+        );
+        refused_saved(
+            &|m| m.files[0].kind = OpenFileKind::Memfd { space: 0 },
+            "files[0].kind.space",
+        );
+        refused_saved(&|m| m.tasks[0].vmas[2].space = Some(0), "tasks[0].vmas[2]");
+        refused_saved(&|m| m.tasks[0].vmas[2].file = Some(0), "tasks[0].vmas[2]");
+        // Unknown seals, a name or path the kernel would not take.
+        refused_saved(
+            &|m| {
+                m.spaces[1] = Space::Memfd {
+                    name: "buf".into(),
+                    size: 10_000,
+                    seals: 0x40,
+                }
+            },
+            "spaces[1].seals",
+        );
+        refused_saved(
+            &|m| {
+                m.spaces[1] = Space::Memfd {
+                    name: "b".repeat(250),
+                    size: 10_000,
+                    seals: 0,
+                }
+            },
+            "spaces[1].name",
+        );
+        for bad in ["relative", "/", "/tmp/"] {
+            refused_saved(
+                &|m| {
+                    m.spaces[2] = Space::Unlinked {
+                        path: bad.into(),
+                        size: 100,
+                        mode: 0o640,
+                    }
+                },
+                "spaces[2].path",
+            );
+        }
+        refused_saved(
+            &|m| {
+                m.spaces[2] = Space::Unlinked {
+                    path: "/tmp/gone".into(),
+                    size: 100,
+                    mode: 0o10644,
+                }
+            },
+            "spaces[2].mode",
+        );
     }
 
     #[test]

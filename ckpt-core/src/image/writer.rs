@@ -11,10 +11,11 @@ use sha2::{Digest as _, Sha256};
 use super::attest;
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
-use super::manifest::{encode, ChunkEntry, DigestAlgorithm, ImageMeta, Manifest, SignatureBlock};
+use super::manifest::{
+    encode, ChunkEntry, DigestAlgorithm, ImageContent, ImageMeta, Manifest, SignatureBlock,
+};
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
-use crate::model::ProcessState;
 
 /// Size of each write buffer handed to the I/O thread.
 const WRITE_BUFFER_LEN: usize = 4 << 20;
@@ -213,9 +214,12 @@ impl ImageWriter {
         })
     }
 
-    /// Appends a chunk of memory that belongs at `vaddr`: 1 to
-    /// [`MAX_CHUNK_LEN`] bytes, at most [`MAX_CHUNKS`] chunks in all.
-    pub fn write_chunk(&mut self, vaddr: u64, data: &[u8]) -> Result<(), ImageError> {
+    /// Appends a chunk that belongs at `addr` in byte space `space` (an
+    /// index into the [`ImageContent::spaces`] given to
+    /// [`finish`](Self::finish)): 1 to [`MAX_CHUNK_LEN`] bytes, at most
+    /// [`MAX_CHUNKS`] chunks in all. Chunks go in order of space, then of
+    /// address (the reader refuses anything else).
+    pub fn write_chunk(&mut self, space: u32, addr: u64, data: &[u8]) -> Result<(), ImageError> {
         if self.io.is_none() {
             return Err(ImageError::InvalidInput("the writer failed earlier"));
         }
@@ -237,7 +241,7 @@ impl ImageWriter {
                 cap: MAX_CHUNKS,
             });
         }
-        if vaddr.checked_add(len).is_none() {
+        if addr.checked_add(len).is_none() {
             return Err(ImageError::InvalidInput("chunk address range overflows"));
         }
         // The hashing thread hashes exactly the bytes that go to the file:
@@ -259,7 +263,8 @@ impl ImageWriter {
         }
         self.data_len += len;
         self.chunks.push(ChunkEntry {
-            vaddr,
+            space,
+            addr,
             len,
             digest: Vec::new(),
         });
@@ -303,13 +308,13 @@ impl ImageWriter {
         }
     }
 
-    /// Writes the manifest (with `meta`, `process`, the chunk list, a new
+    /// Writes the manifest (with `meta`, `content`, the chunk list, a new
     /// random image id and the current time), the signature block when a
     /// signer is given, and the trailer; then flushes and fsyncs the file.
     pub fn finish(
         mut self,
         meta: ImageMeta,
-        process: ProcessState,
+        content: ImageContent,
         signer: Option<&dyn ManifestSigner>,
     ) -> Result<FinishedImage, ImageError> {
         if !self.current.is_empty() {
@@ -350,8 +355,10 @@ impl ImageWriter {
             vdso_digest: meta.vdso_digest,
             requester: meta.requester,
             digest_algorithm: DigestAlgorithm::Sha256,
+            spaces: content.spaces,
             chunks: std::mem::take(&mut self.chunks),
-            process,
+            files: content.files,
+            tasks: content.tasks,
         };
         let manifest_bytes = encode(&manifest)?;
         let manifest_len = manifest_bytes.len() as u64;

@@ -28,7 +28,7 @@ pub struct FileIdentity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdState {
     pub fd: i32,
-    /// Index into `ProcessState::descriptions`.
+    /// Index into the image's file table (`Manifest::files`).
     pub description: u32,
     pub cloexec: bool,
 }
@@ -111,6 +111,13 @@ pub enum OpenFileKind {
         sndbuf: u32,
         passcred: bool,
     },
+    /// A memfd. Its name, seals, size and content are the image's space
+    /// `space` (`Space::Memfd`): every description and mapping of the same
+    /// memfd names the same space, and restore creates it once.
+    Memfd { space: u32 },
+    /// A regular file unlinked while open. Its directory, mode, size and
+    /// content are the image's space `space` (`Space::Unlinked`).
+    Unlinked { space: u32 },
 }
 
 /// One entry of an epoll interest list: the kernel keys it by the file
@@ -199,6 +206,19 @@ impl<'de> Deserialize<'de> for ByteString {
             }
         }
         d.deserialize_byte_buf(V)
+    }
+}
+
+/// What an open file description refers to (continued): files that have
+/// no path to reopen, whose content is in the image.
+impl OpenFileKind {
+    /// The image space holding the file's content, for a memfd or an
+    /// unlinked file.
+    pub fn content_space(&self) -> Option<u32> {
+        match self {
+            Self::Memfd { space } | Self::Unlinked { space } => Some(*space),
+            _ => None,
+        }
     }
 }
 

@@ -61,4 +61,10 @@ pub struct Vma {
     pub name: String,
     /// Two-letter `VmFlags` from smaps (`gd`, `dc`, `dd`, `wf`, `lo`, ...).
     pub vm_flags: Vec<String>,
+    /// For a `VmaKind::File` mapping of a file whose content is in the
+    /// image (a memfd, an unlinked file): the image space of that content
+    /// (then `file` is `None`). A shared mapping maps the restored file
+    /// itself; a private one gets its private pages from the chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<u32>,
 }

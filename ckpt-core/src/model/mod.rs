@@ -10,8 +10,10 @@
 //! [`crate::restore`]: [`task`] (the process and its threads), [`mm`]
 //! (mappings and the mm layout), [`creds`], [`signals`], [`timers`] (and
 //! resource limits), [`files`] (file identities, fds and open file
-//! descriptions). Memory contents are not here: they are the image's bulk
-//! chunks, each naming the address it belongs at.
+//! descriptions; the descriptions themselves are the image's file table,
+//! `Manifest::files`, shared by every task). Memory contents are not here:
+//! they are the image's bulk chunks, each naming the space (a task's
+//! memory) and address it belongs at.
 //!
 //! The serde representation (field names, field order, enum
 //! representation) is the image format: moving a type between these

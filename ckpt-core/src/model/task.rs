@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Credentials, FdState, FileIdentity, ITimer, MmLayout, Namespaces, OpenFile, PendingSignal,
-    PosixTimer, Rlimit, SeccompFilter, SigAction, Vma,
+    Credentials, FdState, FileIdentity, ITimer, MmLayout, Namespaces, PendingSignal, PosixTimer,
+    Rlimit, SeccompFilter, SigAction, Vma,
 };
 
 /// Everything about one process except memory contents.
@@ -53,11 +53,10 @@ pub struct ProcessState {
     pub threads: Vec<ThreadState>,
     /// Signal dispositions for signals 1..=64 (SIGKILL and SIGSTOP omitted).
     pub sigactions: Vec<SigAction>,
-    /// Open file descriptors.
+    /// Open file descriptors. Each names an open file description in the
+    /// image's file table (`Manifest::files`), where two fds that share a
+    /// description (dup, or inherited by another task) share an entry.
     pub fds: Vec<FdState>,
-    /// Open file descriptions, referenced by `FdState::description`.
-    /// Two fds that share a description (dup) share an entry here.
-    pub descriptions: Vec<OpenFile>,
     /// itimers (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value in µs.
     pub itimers: Vec<ITimer>,
     /// `/proc/PID/oom_score_adj` (-1000..=1000); 0, the default, is left

@@ -194,7 +194,7 @@ impl Builder<'_> {
 
     /// `no_new_privs` only ever takes privilege away: always restored.
     pub(super) fn restore_no_new_privs(&mut self) -> Result<(), RestoreError> {
-        if self.m.process.creds.no_new_privs {
+        if self.p.creds.no_new_privs {
             self.sys(
                 "prctl(PR_SET_NO_NEW_PRIVS)",
                 libc::SYS_prctl,

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{Builder, RestoreCredentials, RestoreError, StubMode};
 use crate::image::{ImageReader, Manifest};
 use crate::inject::errno_of;
-use crate::model::VmaKind;
+use crate::model::{ProcessState, VmaKind};
 use crate::procfs;
 use crate::ptrace::{find_syscall_insn, PtraceError};
 use crate::sys;
@@ -97,7 +97,7 @@ impl Builder<'_> {
         stub_maps: &[procfs::maps::MapsEntry],
         template: libc::user_regs_struct,
     ) -> Result<(u64, Vec<(u64, u64)>), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         let mut occupied: Vec<(u64, u64)> = stub_maps.iter().map(|e| (e.start, e.end)).collect();
         occupied.extend(p.vmas.iter().map(|v| (v.start, v.end)));
         let tramp = free_spot(&occupied, 2 * PAGE)
@@ -149,7 +149,7 @@ impl Builder<'_> {
 
     /// The saved protections, and the madvise flags restore keeps.
     pub(super) fn set_protections(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for v in &p.vmas {
             if matches!(
                 v.kind,
@@ -203,7 +203,7 @@ impl Builder<'_> {
     /// stub would otherwise lock without limit). Refused, the mapping
     /// stays as it is and a notice names it.
     pub(super) fn lock_mappings(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for v in &p.vmas {
             if !matches!(
                 v.kind,
@@ -230,7 +230,7 @@ impl Builder<'_> {
         stub_maps: &[procfs::maps::MapsEntry],
         occupied: &[(u64, u64)],
     ) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         let family = |kind: VmaKind| {
             p.vmas
                 .iter()
@@ -308,8 +308,8 @@ impl Builder<'_> {
     /// Map every saved region at its address: anonymous memory, and files
     /// opened once each in the stub and checked against their digests.
     pub(super) fn map_all(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
-        let has_chunks = chunked_vmas(self.m);
+        let p = self.p;
+        let has_chunks = chunked_vmas(self.m, self.p, self.memory);
         // Open each mapped file once, in the stub, and check its content.
         let mut file_fds: HashMap<u32, u64> = HashMap::new();
         for (i, v) in p.vmas.iter().enumerate() {
@@ -350,6 +350,15 @@ impl Builder<'_> {
                         let fd = self.open_mapped_file_for(fi)?;
                         file_fds.insert(fi, fd);
                         fd
+                    }
+                },
+                (VmaKind::File, None) => match v.space.and_then(|s| self.saved_file(s)) {
+                    Some(fd) => fd,
+                    None => {
+                        return Err(RestoreError::Invalid(format!(
+                            "mapping {:#x}: no file to map",
+                            v.start
+                        )))
                     }
                 },
                 _ => u64::MAX,
@@ -411,8 +420,7 @@ impl Builder<'_> {
     }
 
     fn file_needs_write(&self, fi: u32) -> bool {
-        self.m
-            .process
+        self.p
             .vmas
             .iter()
             .any(|v| v.file == Some(fi) && v.shared && v.prot & libc::PROT_WRITE as u32 != 0)
@@ -422,8 +430,7 @@ impl Builder<'_> {
     /// (VmFlags `mw`, `VM_MAYWRITE`: the file was opened read-write, so a
     /// `PROT_READ` mapping can be `mprotect`ed to `PROT_WRITE`).
     fn file_may_write(&self, fi: u32) -> bool {
-        self.m
-            .process
+        self.p
             .vmas
             .iter()
             .any(|v| v.file == Some(fi) && v.shared && v.vm_flags.iter().any(|f| f == "mw"))
@@ -459,8 +466,7 @@ impl Builder<'_> {
     /// was dumped (the same bytes are what the restored code will run).
     fn open_mapped_file(&mut self, fi: u32, write: bool) -> Result<u64, RestoreError> {
         let f = self
-            .m
-            .process
+            .p
             .mapped_files
             .get(fi as usize)
             .cloned()
@@ -494,7 +500,7 @@ impl Builder<'_> {
         }
         let strict =
             self.mode == StubMode::Root
-                || self.m.process.vmas.iter().any(|v| {
+                || self.p.vmas.iter().any(|v| {
                     v.file == Some(fi) && (!v.shared || v.prot & libc::PROT_EXEC as u32 != 0)
                 });
         let changed = if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
@@ -524,23 +530,28 @@ impl Builder<'_> {
     /// and this spreads it over both cores. Memory: one chunk per thread.
     pub(super) fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
         let pid = self.pid();
-        let count = self.m.chunks.len();
+        // The chunks of the task's memory space (others hold file
+        // contents, written where those files are created).
+        let memory = self.memory;
+        let chunks: Vec<usize> = (0..self.m.chunks.len())
+            .filter(|&i| self.m.chunks.get(i).map(|c| Some(c.space)) == Some(memory))
+            .collect();
+        let chunks = &chunks;
         let worker = |first: usize| -> Result<(), RestoreError> {
             let mut buf = Vec::new();
-            for index in (first..count).step_by(FILL_THREADS) {
+            for &index in chunks.iter().skip(first).step_by(FILL_THREADS) {
                 let c = reader.read_chunk(index, &mut buf)?;
-                let n =
-                    sys::vm_write(pid, c.vaddr, &buf).map_err(|errno| RestoreError::Memory {
-                        pid,
-                        what: "filling memory",
-                        addr: c.vaddr,
-                        errno,
-                    })?;
+                let n = sys::vm_write(pid, c.addr, &buf).map_err(|errno| RestoreError::Memory {
+                    pid,
+                    what: "filling memory",
+                    addr: c.addr,
+                    errno,
+                })?;
                 if n != buf.len() {
                     return Err(RestoreError::Memory {
                         pid,
                         what: "filling memory",
-                        addr: c.vaddr + n as u64,
+                        addr: c.addr + n as u64,
                         errno: Errno::EFAULT,
                     });
                 }
@@ -566,12 +577,16 @@ impl Builder<'_> {
 }
 
 /// Indexes of the mappings that receive memory chunks.
-fn chunked_vmas(m: &Manifest) -> std::collections::HashSet<usize> {
+fn chunked_vmas(
+    m: &Manifest,
+    p: &ProcessState,
+    memory: Option<u32>,
+) -> std::collections::HashSet<usize> {
     let mut out = std::collections::HashSet::new();
-    let vmas = &m.process.vmas;
+    let vmas = &p.vmas;
     let mut vi = 0;
-    for c in &m.chunks {
-        while vi < vmas.len() && vmas[vi].end <= c.vaddr {
+    for c in m.chunks.iter().filter(|c| Some(c.space) == memory) {
+        while vi < vmas.len() && vmas[vi].end <= c.addr {
             vi += 1;
         }
         if vi < vmas.len() {

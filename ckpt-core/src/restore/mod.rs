@@ -54,6 +54,7 @@ use nix::errno::Errno;
 
 use crate::image::{ImageError, ImageReader, Manifest};
 use crate::inject::{InjectError, Injector};
+use crate::model::ProcessState;
 use crate::ptrace::PtraceError;
 
 pub use options::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
@@ -75,6 +76,9 @@ pub enum RestoreError {
     Invalid(String),
     #[error("the image needs {0}, which restore does not support yet")]
     Unsupported(String),
+    /// The image holds several processes; this version restores one.
+    #[error("images with {0} processes are not supported by this version")]
+    Processes(usize),
     #[error("this machine cannot run the image: {0}")]
     Incompatible(String),
     #[error("{path} changed since the dump ({what}); refusing to restore")]
@@ -155,34 +159,35 @@ pub fn restore_with(
 ) -> Result<Restored, RestoreError> {
     let m = reader.manifest();
     let plan = Plan::check(m)?;
-    let exe_path = cstring(&m.process.exe.path)?;
+    let p = plan::the_task(m)?;
+    let exe_path = cstring(&p.exe.path)?;
     let mode = if opts.is_plain() {
         StubMode::Final
     } else {
         StubMode::Root
     };
-    let want_pid = opts.same_pid.then_some(m.process.pid);
+    let want_pid = opts.same_pid.then_some(p.pid);
     if release.cancelled() {
         return Err(RestoreError::CalledOff { pid: 0 });
     }
     let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
     let pid = stub.pid();
     let mut notices = Vec::new();
-    if !opts.same_pid && pid != m.process.pid {
+    if !opts.same_pid && pid != p.pid {
         notices.push(format!(
             "the process gets a new pid {pid} (it was {})",
-            m.process.pid
+            p.pid
         ));
     }
     if mode == StubMode::Root && !opts.exe_link {
         notices.push(format!(
             "/proc/{pid}/exe will not name {} (no exe-link grant)",
-            m.process.exe.path
+            p.exe.path
         ));
     } else if mode == StubMode::Final && !stub.exec {
         notices.push(format!(
             "{} cannot be executed with your credentials without changing them (set-id or file capabilities), or is gone: /proc/{}/exe will not name it",
-            m.process.exe.path,
+            p.exe.path,
             stub.pid()
         ));
     }
@@ -192,11 +197,14 @@ pub fn restore_with(
             inj: Injector::new(tracee),
             pidfd,
             m,
+            p,
+            memory: plan.memory_space,
             notices,
             opts,
             mode,
             exe_fd: None,
             prepared: Vec::new(),
+            saved_fds: Vec::new(),
         };
         builder.build(reader, &plan).map(|()| builder.notices)
     };
@@ -250,6 +258,11 @@ struct Builder<'a> {
     /// The stub's pidfd (to take copies of fds it opened).
     pidfd: &'a OwnedFd,
     m: &'a Manifest,
+    /// The one task of the image (`Plan::check`).
+    p: &'a ProcessState,
+    /// The index of its memory in the image's spaces (`None`: no chunk
+    /// is its memory).
+    memory: Option<u32>,
     notices: Vec<String>,
     opts: &'a RestoreOptions,
     mode: StubMode,
@@ -259,6 +272,9 @@ struct Builder<'a> {
     /// Descriptions created together with an earlier one (the other end
     /// of a pipe or socket pair): (description index, the stub's fd).
     prepared: Vec<(usize, u64)>,
+    /// The memfds and unlinked files created in the stub, until the fd
+    /// table is rebuilt.
+    saved_fds: Vec<files::saved::SavedFd>,
 }
 
 impl Builder<'_> {
@@ -291,7 +307,7 @@ impl Builder<'_> {
     /// final credentials are dropped to only after everything that needs
     /// privilege, the registers are set at the very last syscall's exit).
     fn build(&mut self, reader: &ImageReader, plan: &Plan) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
 
         // 1. The stub as it is: its mappings, vdso, registers, xsave size.
         let stub_maps = self.stub_maps()?;
@@ -316,8 +332,11 @@ impl Builder<'_> {
         // 4. Move the vdso family where the image had it, keeping its layout.
         self.move_vdso(&stub_maps, &occupied)?;
 
-        // 5. Mappings, memory, protections.
+        // 5. Files whose content is in the image (their mappings map
+        //    them), mappings, memory, protections.
+        self.create_saved_files(reader)?;
         self.map_all()?;
+        self.seal_saved_files()?;
         self.fill_memory(reader)?;
         self.set_protections()?;
 
@@ -327,6 +346,7 @@ impl Builder<'_> {
 
         // 6. Files, cwd, umask, name, personality.
         self.restore_fds()?;
+        self.close_saved_files()?;
         if p.cwd_deleted {
             self.recreate_removed_cwd(&p.cwd)?;
         } else {

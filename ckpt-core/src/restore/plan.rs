@@ -7,12 +7,24 @@
 
 use super::RestoreError;
 use crate::image::validate::validate;
-use crate::image::{ImageError, Manifest};
-use crate::model::ThreadState;
+use crate::image::{ImageError, Manifest, Space, FORMAT_VERSION, FORMAT_VERSION_1};
+use crate::model::{ProcessState, ThreadState};
 
 /// Checked facts about the image, derived before anything is created.
 pub(super) struct Plan {
     pub(super) thread: ThreadState,
+    /// Which of the image's spaces is the task's memory.
+    pub(super) memory_space: Option<u32>,
+}
+
+/// The one process of the image: this version restores images of exactly
+/// one (`validate` refuses none).
+pub(super) fn the_task(m: &Manifest) -> Result<&ProcessState, RestoreError> {
+    match m.tasks.as_slice() {
+        [p] => Ok(p),
+        [] => Err(RestoreError::Invalid("no process".into())),
+        more => Err(RestoreError::Processes(more.len())),
+    }
 }
 
 impl Plan {
@@ -20,7 +32,20 @@ impl Plan {
     /// ran when opening it), and this restore can build it.
     pub(super) fn check(m: &Manifest) -> Result<Plan, RestoreError> {
         validate(m).map_err(|e| RestoreError::Image(ImageError::Invalid(e)))?;
-        let p = &m.process;
+        // Both versions the reader accepts restore: a version-1 image was
+        // converted to this form when it was read.
+        if m.format_version != FORMAT_VERSION && m.format_version != FORMAT_VERSION_1 {
+            return Err(RestoreError::Unsupported(format!(
+                "image format version {}",
+                m.format_version
+            )));
+        }
+        let p = the_task(m)?;
+        let memory_space = m
+            .spaces
+            .iter()
+            .position(|s| matches!(s, Space::Memory { task: 0 }))
+            .and_then(|i| u32::try_from(i).ok());
         if m.arch != "x86_64" {
             return Err(RestoreError::Incompatible(format!(
                 "image is for {}",
@@ -45,6 +70,9 @@ impl Plan {
                 p.creds.groups.len()
             )));
         }
-        Ok(Plan { thread })
+        Ok(Plan {
+            thread,
+            memory_space,
+        })
     }
 }

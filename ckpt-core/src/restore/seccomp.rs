@@ -59,7 +59,7 @@ impl Builder<'_> {
         plan: &Plan,
         tramp: u64,
     ) -> Result<(), RestoreError> {
-        let filters = &self.m.process.seccomp_filters;
+        let filters = &self.p.seccomp_filters;
         if filters.is_empty() {
             self.sys(
                 "munmap(trampoline)",
@@ -91,8 +91,7 @@ impl Builder<'_> {
         let end = plan.thread.regs.rsp.saturating_sub(RED_ZONE) & !15;
         let start = end.saturating_sub(blob.len() as u64) & !15;
         let room = self
-            .m
-            .process
+            .p
             .vmas
             .iter()
             .any(|v| v.start <= start && end <= v.end && v.prot & libc::PROT_WRITE as u32 != 0);
@@ -120,8 +119,7 @@ impl Builder<'_> {
 
         // From the vdso's syscall instruction from now on.
         let vdso = self
-            .m
-            .process
+            .p
             .vmas
             .iter()
             .find(|v| v.kind == VmaKind::Vdso)
@@ -148,8 +146,7 @@ impl Builder<'_> {
             let mut r = self
                 .inj
                 .syscall_raw(libc::SYS_seccomp, [SET_MODE_FILTER, flags, fprog, 0, 0, 0])?;
-            if r < 0 && errno_of(r) == Errno::EACCES && i == 0 && !self.m.process.creds.no_new_privs
-            {
+            if r < 0 && errno_of(r) == Errno::EACCES && i == 0 && !self.p.creds.no_new_privs {
                 self.sys(
                     "prctl(PR_SET_NO_NEW_PRIVS)",
                     libc::SYS_prctl,
@@ -184,7 +181,7 @@ impl Builder<'_> {
     /// `sched_setattr` with the saved attributes when they differ from the
     /// stub's; a refusal is a notice.
     pub(super) fn restore_sched(&mut self) -> Result<(), RestoreError> {
-        let Some(s) = self.m.process.sched else {
+        let Some(s) = self.p.sched else {
             return Ok(());
         };
         let want = SchedAttr {

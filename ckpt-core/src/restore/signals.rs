@@ -12,7 +12,7 @@ use crate::sys;
 impl Builder<'_> {
     /// `rt_sigaction` for every saved disposition.
     pub(super) fn restore_sigactions(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for a in &p.sigactions {
             if a.signal == 0
                 || a.signal > 64

@@ -68,7 +68,7 @@ impl Builder<'_> {
 
     /// The thread name (15 bytes at most) and the personality.
     pub(super) fn set_name_and_personality(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         let comm: String = p.comm.chars().take(15).collect();
         check_path(&comm)?;
         let name = self.inj.put_cstr(&comm, "writing a path")?;
@@ -115,7 +115,7 @@ impl Builder<'_> {
     /// The mm layout in one `PR_SET_MM_MAP`, with the exe link when it is
     /// to be set (the executable's fd is then closed).
     pub(super) fn set_mm_map(&mut self) -> Result<(), RestoreError> {
-        let mm = &self.m.process.mm;
+        let mm = &self.p.mm;
         if mm.auxv.len() > 128 || !mm.auxv.len().is_multiple_of(2) {
             return Err(RestoreError::Invalid("auxv".into()));
         }
@@ -220,7 +220,7 @@ impl Builder<'_> {
     /// written when that is already the saved one (the usual 0, and every
     /// image from before the value was recorded).
     pub(super) fn restore_oom_score_adj(&mut self) -> Result<(), RestoreError> {
-        let want = self.m.process.oom_score_adj;
+        let want = self.p.oom_score_adj;
         let now = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", self.pid()))
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok());
@@ -274,7 +274,7 @@ impl Builder<'_> {
 
     /// `PR_SET_CHILD_SUBREAPER`: needs no privilege.
     pub(super) fn restore_child_subreaper(&mut self) -> Result<(), RestoreError> {
-        if self.m.process.child_subreaper {
+        if self.p.child_subreaper {
             self.sys(
                 "prctl(PR_SET_CHILD_SUBREAPER)",
                 libc::SYS_prctl,
@@ -296,7 +296,7 @@ impl Builder<'_> {
     /// outcomes are "not set" or "fires at once"; restore leaves it unset
     /// (the stub's own is cleared by [`Builder::clear_pdeathsig`]).
     pub(super) fn note_pdeathsig(&mut self) {
-        let sig = self.m.process.pdeathsig;
+        let sig = self.p.pdeathsig;
         if sig != 0 {
             self.notices.push(format!(
                 "parent-death signal {sig} not restored: the parent it watched is not part of the image (the restored process's parent is the restorer, which exits)"

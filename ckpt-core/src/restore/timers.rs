@@ -31,7 +31,7 @@ const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
 impl Builder<'_> {
     /// `prlimit64` for every saved limit; failures become notices.
     pub(super) fn restore_rlimits(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for l in &p.rlimits {
             if l.resource >= 16 {
                 continue;
@@ -59,7 +59,7 @@ impl Builder<'_> {
 
     /// `setitimer` for every armed interval timer.
     pub(super) fn restore_itimers(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
         for t in &p.itimers {
             if t.which > 2 || (t.value_us == 0 && t.interval_us == 0) {
                 continue;
@@ -80,7 +80,7 @@ impl Builder<'_> {
     /// Every POSIX timer, with its id, clock, notification and the time it
     /// had left.
     pub(super) fn restore_posix_timers(&mut self) -> Result<(), RestoreError> {
-        let timers = &self.m.process.posix_timers;
+        let timers = &self.p.posix_timers;
         if timers.is_empty() {
             return Ok(());
         }
@@ -222,7 +222,7 @@ impl Builder<'_> {
     /// The tid, in the restored process, of the thread that had `saved`
     /// at dump: the main thread is the stub itself.
     pub(super) fn restored_tid(&self, saved: i32) -> Option<i32> {
-        let main = self.m.process.threads.first().map(|t| t.tid);
+        let main = self.p.threads.first().map(|t| t.tid);
         (Some(saved) == main).then(|| self.pid())
     }
 }

@@ -9,7 +9,8 @@
 //! eventfd, signalfd, timerfd, epoll and inotify), deleted files, locks
 //! other than flock, POSIX and OFD ones; network sockets, devices and the
 //! kernel objects nobody restores are named by [`refused`]. Pipes, FIFOs
-//! and unix socket pairs are [`pipe`]'s and [`unix`]'s.
+//! and unix socket pairs are [`pipe`]'s and [`unix`]'s. A memfd or a file
+//! unlinked while open is [`saved`] with its content.
 //!
 //! An epoll's entries name other descriptions, so they are resolved
 //! ([`epoll::resolve`]) once the whole table is known.
@@ -27,6 +28,7 @@ mod locks;
 mod pipe;
 mod refused;
 mod regular;
+pub(super) mod saved;
 mod signalfd;
 mod timerfd;
 mod unix;
@@ -72,7 +74,12 @@ impl Frozen {
     /// Every fd, in number order, and the descriptions they refer to
     /// (indexed by `FdState::description`); refuses what restore cannot
     /// reopen, naming the fd.
-    pub(super) fn dump_fds(&self) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
+    /// A memfd or unlinked file is added to `saved` (its content is
+    /// written after the memory).
+    pub(super) fn dump_fds(
+        &self,
+        saved: &mut saved::SavedFiles,
+    ) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
         let pid = self.pid;
         let unsupported = |resource: String| DumpError::Unsupported { pid, resource };
         let dir = std::fs::read_dir(proc_path(pid, "fd")).map_err(|source| DumpError::Proc {
@@ -158,10 +165,15 @@ impl Frozen {
                     Some(kind) => Some(kind),
                     None => unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &held)?,
                 };
-            let kind = match inside.map_or_else(
-                || external::classify(pid, fd, &link, &meta, &mut outside),
-                |kind| Ok(Some(kind)),
-            )? {
+            let kind = match inside {
+                Some(kind) => Some(kind),
+                None => external::classify(pid, fd, &link, &meta, &mut outside)?,
+            };
+            let kind = match kind {
+                Some(kind) => Some(kind),
+                None => saved.capture(self, fd, &link, &meta)?,
+            };
+            let kind = match kind {
                 Some(kind) => kind,
                 None if link == eventfd::LINK => eventfd::capture(pid, fd, &info_text)?,
                 None if link == signalfd::LINK => signalfd::capture(pid, fd, &info_text)?,

@@ -18,8 +18,7 @@ impl Builder<'_> {
     pub(super) fn reconnect_external(&mut self, f: &FdState) -> Result<(), RestoreError> {
         let m = self.m;
         let Some((OpenFileKind::External { connected_to }, saved)) = m
-            .process
-            .descriptions
+            .files
             .get(f.description as usize)
             .map(|d| (&d.kind, d.flags))
         else {

@@ -23,7 +23,8 @@
 //! entries are added (they name other descriptions), then the fds are put
 //! in place, and last the file locks are taken ([`locks`]: closing any fd
 //! of a file drops the process's POSIX locks on it, so nothing may be
-//! closed after them).
+//! closed after them). memfds and unlinked files are created with their
+//! content before the mappings ([`saved`]).
 
 mod cwd;
 mod epoll;
@@ -34,6 +35,7 @@ mod locks;
 mod pipe;
 mod queued;
 mod regular;
+pub(super) mod saved;
 mod signalfd;
 mod timerfd;
 mod unix;
@@ -108,7 +110,7 @@ impl Builder<'_> {
 
     /// The file mode creation mask.
     pub(super) fn set_umask(&mut self) -> Result<(), RestoreError> {
-        let umask = self.m.process.umask;
+        let umask = self.p.umask;
         self.sys(
             "umask",
             libc::SYS_umask,
@@ -152,6 +154,10 @@ impl Builder<'_> {
             ),
             OpenFileKind::Epoll { .. } => self.create_epoll(d, top),
             OpenFileKind::Inotify { watches } => self.create_inotify(d, &watches, top),
+            // Created with its content before the mappings.
+            OpenFileKind::Memfd { space } | OpenFileKind::Unlinked { space } => {
+                self.saved_file_fd(d, space, top)
+            }
             // Never opened: the caller's fd takes its place (`restore_fds`).
             OpenFileKind::External { .. } => Err(RestoreError::Invalid(format!(
                 "{}: an external description cannot be opened",
@@ -183,9 +189,10 @@ impl Builder<'_> {
     /// that external fds take over (see [`external`]); then open each
     /// description once above every target number and dup it into place.
     pub(super) fn restore_fds(&mut self) -> Result<(), RestoreError> {
-        let p = &self.m.process;
+        let p = self.p;
+        let files = &self.m.files;
         let external = |f: &&crate::model::FdState| {
-            p.descriptions
+            files
                 .get(f.description as usize)
                 .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
         };
@@ -199,10 +206,25 @@ impl Builder<'_> {
         for n in (0..first_closed).filter(|n| !keep.contains(n)) {
             self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
         }
+        // The memfds and unlinked files created for the mappings stay open
+        // (see [`saved`]): every number but theirs.
+        let mut spare: Vec<u64> = self.saved_fds.iter().map(|s| s.fd).collect();
+        spare.sort_unstable();
+        let mut from = first_closed;
+        for s in spare.into_iter().filter(|&s| s >= first_closed) {
+            if s > from {
+                self.sys(
+                    "close_range",
+                    libc::SYS_close_range,
+                    [from, s - 1, 0, 0, 0, 0],
+                )?;
+            }
+            from = s + 1;
+        }
         self.sys(
             "close_range",
             libc::SYS_close_range,
-            [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
+            [from, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
             return Ok(());
@@ -213,14 +235,14 @@ impl Builder<'_> {
             .fds
             .iter()
             .map(|f| f.fd)
-            .chain(p.descriptions.iter().flat_map(|d| match &d.kind {
+            .chain(files.iter().flat_map(|d| match &d.kind {
                 OpenFileKind::Epoll { targets } => targets.iter().map(|t| t.fd).collect(),
                 _ => Vec::new(),
             }))
             .max()
             .unwrap_or(0);
         // Room for the temporary copies.
-        let need = u64::try_from(top).unwrap_or(0) + 1 + p.descriptions.len() as u64 + 1;
+        let need = u64::try_from(top).unwrap_or(0) + 1 + files.len() as u64 + 1;
         let cur = self.inj.alloc_struct::<Rlimit64>()?;
         self.sys(
             "prlimit64(get)",
@@ -243,8 +265,8 @@ impl Builder<'_> {
             [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
         )?;
 
-        let mut temp = Vec::with_capacity(p.descriptions.len());
-        for (i, d) in p.descriptions.iter().enumerate() {
+        let mut temp = Vec::with_capacity(files.len());
+        for (i, d) in files.iter().enumerate() {
             if matches!(d.kind, OpenFileKind::External { .. }) {
                 temp.push(None);
                 continue;
@@ -268,7 +290,7 @@ impl Builder<'_> {
                     .map(|f| f.fd as u64),
             }
         };
-        for (i, d) in p.descriptions.iter().enumerate() {
+        for (i, d) in files.iter().enumerate() {
             if let (OpenFileKind::Epoll { targets }, Some(Some(ep))) = (&d.kind, temp.get(i)) {
                 self.add_epoll_targets(*ep, targets, &source, &external_at)?;
             }
@@ -289,7 +311,7 @@ impl Builder<'_> {
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
         // Last: the locks, through each description's first fd.
-        for (i, d) in p.descriptions.iter().enumerate() {
+        for (i, d) in files.iter().enumerate() {
             if d.locks.is_empty() {
                 continue;
             }

@@ -28,7 +28,7 @@ impl Builder<'_> {
             return Ok(fd);
         }
         let m = self.m;
-        let ds = &m.process.descriptions;
+        let ds = &m.files;
         let d = &ds[i];
         let group: Vec<usize> = ds
             .iter()
@@ -166,7 +166,7 @@ impl Builder<'_> {
             return Ok(fd);
         }
         let m = self.m;
-        let ds = &m.process.descriptions;
+        let ds = &m.files;
         let d: &OpenFile = &ds[i];
         let group: Vec<usize> = ds
             .iter()

@@ -31,7 +31,7 @@ impl Builder<'_> {
             return Ok(fd);
         }
         let m = self.m;
-        let ds = &m.process.descriptions;
+        let ds = &m.files;
         let end = |index: usize| -> Result<(End<'_>, i32, u64), RestoreError> {
             match ds.get(index).map(|d| (&d.kind, d)) {
                 Some((
