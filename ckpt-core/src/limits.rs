@@ -54,6 +54,10 @@ pub const MAX_GROUPS: usize = 65_536;
 /// Most threads an image may list.
 pub const MAX_THREADS: usize = 65_536;
 
+/// Most robust futexes one thread may own in an image (the kernel walks at
+/// most `ROBUST_LIST_LIMIT`, 2048, list entries, plus the pending one).
+pub const MAX_ROBUST_FUTEXES: usize = 2049;
+
 /// Most `VmFlags` mnemonics on one mapping (the kernel has about 40).
 pub const MAX_VM_FLAGS: usize = 64;
 

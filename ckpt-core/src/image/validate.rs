@@ -11,7 +11,7 @@
 //! `verify`, `inspect`, `explain` and `restore` accept exactly the same
 //! images, and a manifest that breaks a rule is "tampered or malformed"
 //! everywhere. What an image needs that this machine or this version cannot
-//! give (another architecture, several threads, a CPU feature) is not
+//! give (another architecture, a CPU feature) is not
 //! malformation: restore decides that, later.
 
 use std::fmt;
@@ -19,8 +19,8 @@ use std::fmt;
 use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_FDS, MAX_GROUPS, MAX_IMAGE_STRING_LEN, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_RLIMITS, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
-    MIN_XSAVE_LEN,
+    MAX_RLIMITS, MAX_ROBUST_FUTEXES, MAX_SIGACTIONS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS,
+    MAX_XSAVE_LEN, MIN_MAP_ADDR, MIN_XSAVE_LEN,
 };
 use crate::model::{OpenFileKind, ProcessState, ThreadState, VmaKind, TIMERFD_CLOCKS};
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
@@ -361,14 +361,82 @@ fn files(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The thread list: at least one, at most [`MAX_THREADS`]; the first is
+/// the leader, whose tid is the pid; the others follow in increasing tid
+/// order (so every tid is unique), each positive and not the leader's.
 fn threads(m: &Manifest) -> Result<(), Invalid> {
     let p = &m.process;
     if p.threads.is_empty() {
         return Err(invalid("process.threads", "no thread"));
     }
     count("process.threads", p.threads.len(), MAX_THREADS)?;
+    let mut prev = 0;
     for (i, t) in p.threads.iter().enumerate() {
+        let at = || format!("process.threads[{i}] (tid {})", t.tid);
+        if i == 0 && t.tid != p.pid {
+            return Err(invalid(
+                at(),
+                format!("the leader's tid is not the pid {}", p.pid),
+            ));
+        }
+        if i > 0 && (t.tid <= prev || t.tid == p.pid) {
+            return Err(invalid(
+                at(),
+                "tids must be positive, unique, and in increasing order after the leader's",
+            ));
+        }
+        if i > 0 {
+            prev = t.tid;
+        }
         thread(i, t, m.cpu.xsave_size)?;
+        thread_addresses(i, t, p)?;
+    }
+    Ok(())
+}
+
+/// Whether `len` bytes at `addr` lie in one writable mapping (`vmas` are
+/// sorted and disjoint: checked before).
+fn in_writable_vma(p: &ProcessState, addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    let i = p.vmas.partition_point(|v| v.end <= addr);
+    p.vmas
+        .get(i)
+        .is_some_and(|v| v.start <= addr && end <= v.end && v.prot & 0x2 != 0)
+}
+
+/// The addresses restore writes a new tid to: the cached tid and the
+/// robust futexes' lock words (and glibc's `__owner` after them), each
+/// 4-byte aligned in a writable mapping.
+fn thread_addresses(i: usize, t: &ThreadState, p: &ProcessState) -> Result<(), Invalid> {
+    text(format_args!("process.threads[{i}].name"), &t.name, 15)?;
+    if t.cached_tid_at != 0 && (t.cached_tid_at % 4 != 0 || !in_writable_vma(p, t.cached_tid_at, 4))
+    {
+        return Err(invalid(
+            format_args!("process.threads[{i}].cached_tid_at {:#x}", t.cached_tid_at),
+            "is not an aligned word of a writable mapping",
+        ));
+    }
+    count(
+        &format!("process.threads[{i}].robust_futexes"),
+        t.robust_futexes.len(),
+        MAX_ROBUST_FUTEXES,
+    )?;
+    for (j, f) in t.robust_futexes.iter().enumerate() {
+        let len = if f.glibc_owner { 12 } else { 4 };
+        if f.lock % 4 != 0 || !in_writable_vma(p, f.lock, len) {
+            return Err(invalid(
+                format_args!("process.threads[{i}].robust_futexes[{j}] {:#x}", f.lock),
+                "is not an aligned lock word of a writable mapping",
+            ));
+        }
+    }
+    if i > 0 && t.pending.iter().any(|s| s.shared) {
+        return Err(invalid(
+            format_args!("process.threads[{i}].pending"),
+            "holds a signal queued to the whole process (only the leader's may)",
+        ));
     }
     Ok(())
 }
@@ -743,9 +811,81 @@ mod tests {
         // restore decides whether it can run them.
         let mut other = sample();
         other.arch = "aarch64".into();
-        let t = other.process.threads[0].clone();
+        let mut t = other.process.threads[0].clone();
+        t.tid += 1;
+        t.name = "worker".into();
         other.process.threads.push(t);
         validate(&other).unwrap();
+    }
+
+    #[test]
+    fn thread_list() {
+        let two = |m: &mut Manifest| {
+            let mut t = m.process.threads[0].clone();
+            t.tid += 10;
+            m.process.threads.push(t);
+        };
+        refused(|m| m.process.threads[0].tid += 1, "process.threads[0]");
+        refused(
+            |m| {
+                two(m);
+                m.process.threads[1].tid = m.process.pid;
+            },
+            "process.threads[1]",
+        );
+        refused(
+            |m| {
+                two(m);
+                let t = m.process.threads[1].clone();
+                m.process.threads.push(t);
+            },
+            "process.threads[2]",
+        );
+        refused(
+            |m| {
+                two(m);
+                m.process.threads[1].tid = -5;
+            },
+            "process.threads[1]",
+        );
+        refused(
+            |m| {
+                two(m);
+                m.process.threads[1].xsave.push(0);
+            },
+            "process.threads[1].xsave",
+        );
+        refused(
+            |m| m.process.threads[0].name = "sixteen-bytes-xx".into(),
+            "process.threads[0].name",
+        );
+        refused(
+            |m| m.process.threads[0].cached_tid_at = 0x10,
+            "process.threads[0].cached_tid_at",
+        );
+        refused(
+            |m| {
+                m.process.threads[0].robust_futexes = vec![crate::model::RobustFutex {
+                    lock: 0x10,
+                    glibc_owner: false,
+                }]
+            },
+            "process.threads[0].robust_futexes[0]",
+        );
+        refused(
+            |m| {
+                two(m);
+                m.process.threads[1].pending = vec![crate::model::PendingSignal {
+                    shared: true,
+                    siginfo: {
+                        let mut b = vec![0u8; 128];
+                        b[0] = 10;
+                        b
+                    },
+                }];
+            },
+            "process.threads[1].pending",
+        );
     }
 
     #[test]

@@ -30,5 +30,5 @@ pub use creds::{Credentials, Namespaces, NsId};
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
-pub use task::{GpRegs, ProcessState, Rseq, ThreadState};
+pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, ThreadState};
 pub use timers::{ITimer, Rlimit};

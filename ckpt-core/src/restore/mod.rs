@@ -42,6 +42,7 @@ mod plan;
 mod signals;
 mod stub;
 mod task;
+mod threads;
 mod timers;
 
 use std::ffi::CString;
@@ -51,7 +52,7 @@ use nix::errno::Errno;
 
 use crate::image::{ImageError, ImageReader, Manifest};
 use crate::inject::{InjectError, Injector};
-use crate::ptrace::PtraceError;
+use crate::ptrace::{PtraceError, Tracee};
 
 pub use options::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
 use plan::Plan;
@@ -177,7 +178,12 @@ pub fn restore_with(
         ));
     }
     let built = {
-        let Stub { tracee, pidfd, .. } = &mut stub;
+        let Stub {
+            tracee,
+            pidfd,
+            threads,
+            ..
+        } = &mut stub;
         let mut builder = Builder {
             inj: Injector::new(tracee),
             pidfd,
@@ -186,8 +192,13 @@ pub fn restore_with(
             opts,
             mode,
             exe_fd: None,
+            threads: Vec::new(),
         };
-        builder.build(reader, &plan).map(|()| builder.notices)
+        let r = builder.build(reader, &plan);
+        // The threads created so far belong to the stub: released or
+        // killed (and reaped) with it.
+        *threads = std::mem::take(&mut builder.threads);
+        r.map(|()| builder.notices)
     };
     match built {
         Ok(notices) => {
@@ -245,6 +256,8 @@ struct Builder<'a> {
     /// The stub's fd of the saved executable, kept for `PR_SET_MM_MAP`
     /// when the exe link is to be set.
     exe_fd: Option<u64>,
+    /// Threads re-created so far (besides the leader), stopped.
+    threads: Vec<Tracee>,
 }
 
 impl Builder<'_> {
@@ -350,7 +363,14 @@ impl Builder<'_> {
         self.clear_pdeathsig()?;
         self.note_pdeathsig();
 
-        // 12. Last syscall: unmap the trampoline. At its exit stop, put the
+        // 12. The other threads, cloned by the leader now that it holds its
+        //     final credentials (credentials are per thread; a new thread
+        //     copies its creator's), each given its own state, registers
+        //     last; then the tids memory holds (robust futex owners, the
+        //     leader's cached tid and clear_child_tid).
+        self.restore_threads(plan, tramp)?;
+
+        // 13. Last syscall: unmap the trampoline. At its exit stop, put the
         //     saved registers, FPU state and signal mask in place.
         self.finish_thread(plan, tramp)
     }
