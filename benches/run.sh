@@ -6,6 +6,7 @@
 #
 # See benches/README.md for what it measures and how. Knobs (environment):
 #   BENCH_MIB    workload size in MiB (default 1024)
+#   BENCH_THREADS threads of the workload (default 1; 8 for the multi-threaded case)
 #   BENCH_REPS   repetitions per tool; the median is reported (default 3)
 #   BENCH_TOOLS  "ckpt criu" (default), or one of them
 #   BENCH_DIR    where images are written, same filesystem for both tools
@@ -24,6 +25,7 @@ set -euo pipefail
 export LC_ALL=C
 
 BENCH_MIB=${BENCH_MIB:-1024}
+BENCH_THREADS=${BENCH_THREADS:-1}
 BENCH_REPS=${BENCH_REPS:-3}
 BENCH_TOOLS=${BENCH_TOOLS:-ckpt criu}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/ckpt-bench}
@@ -200,7 +202,7 @@ ensure_user() {
 build_tools() {
 	mkdir -p "$CACHE/bin"
 	chmod 0755 "$CACHE/bin"
-	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/bigmem" "$REPO/benches/workloads/bigmem.c"
+	gcc -O2 -Wall -Wextra -Werror -pthread -o "$CACHE/bin/bigmem" "$REPO/benches/workloads/bigmem.c"
 	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/measure" "$REPO/benches/tools/measure.c"
 	chmod 0755 "$CACHE/bin/bigmem" "$CACHE/bin/measure"
 }
@@ -234,7 +236,7 @@ start_workload() {
 	chown "$user:" "$dir/workload.err"
 	# 9>&-: the workload must not inherit the harness's lock fd.
 	(cd "$dir" && exec 9>&- && exec setpriv --reuid="$user" --regid="$user" --init-groups -- \
-		"$CACHE/bin/bigmem" "$BENCH_MIB" "$status" </dev/null >/dev/null 2>"$dir/workload.err") &
+		"$CACHE/bin/bigmem" "$BENCH_MIB" "$status" "$BENCH_THREADS" </dev/null >/dev/null 2>"$dir/workload.err") &
 	WL_PID=$!
 	# Not a job: bash still reaps it when it dies, without a "Killed" notice.
 	disown "$WL_PID"
@@ -528,7 +530,7 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
 	printf '  "load_average_start": "%s", "load_average_end": "%s", "load_average_1min_per_rep": [%s],\n' \
 		"$LOAD_START" "$LOAD_END" "$(loads="${REP_LOADS[*]}"; echo "${loads// /, }")"
-	printf '  "workload_mib": %s, "workload_bytes": %s, "reps": %s,\n' "$BENCH_MIB" "$BYTES" "$BENCH_REPS"
+	printf '  "workload_mib": %s, "workload_threads": %s, "workload_bytes": %s, "reps": %s,\n' "$BENCH_MIB" "$BENCH_THREADS" "$BYTES" "$BENCH_REPS"
 	printf '  "image_dir_fs": "%s", "page_cache": "warm",\n' "$FS"
 	printf '  "mbps_unit": "1e6 bytes of workload memory per second (median seconds)",\n'
 	printf '  "image_bytes": {"ckpt": %s, "criu": %s},\n' "${IMGSIZE[ckpt]:-null}" "${IMGSIZE[criu]:-null}"

@@ -1,7 +1,7 @@
 /*
  * bigmem: benchmark workload for benches/run.sh.
  *
- *   bigmem MIB STATUS_FILE
+ *   bigmem MIB STATUS_FILE [THREADS]
  *
  * Maps MIB MiB of anonymous memory and fills every byte with a pseudo-random
  * stream (xorshift64*), so that neither zero-page detection nor compression
@@ -14,15 +14,19 @@
  * After a restore, the harness compares that checksum with the one written
  * at start-up: same value means the restored memory is intact.
  *
- * Deliberately simple so that a checkpointer supporting only single-threaded
- * processes with regular-file / /dev/null descriptors can handle it: one
- * thread, no sockets, no children. It closes every descriptor above 2 it
+ * With THREADS > 1 (benches/run.sh: BENCH_THREADS) it starts THREADS-1 more
+ * threads once the buffer is filled, each parked in a nanosleep loop, so a
+ * multi-threaded process of the same size can be compared.
+ *
+ * Deliberately simple otherwise: regular-file / /dev/null descriptors only,
+ * no sockets, no children. It closes every descriptor above 2 it
  * inherited, and calls setsid() itself so it does not share a session with
  * the harness.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -75,11 +79,30 @@ static int write_status(const char *path, const char *text)
 	return rename(tmp, path);
 }
 
+static void *parked(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = { .tv_sec = 1, .tv_nsec = 0 };
+		(void)nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s MIB STATUS_FILE\n", argc > 0 ? argv[0] : "bigmem");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: %s MIB STATUS_FILE [THREADS]\n", argc > 0 ? argv[0] : "bigmem");
 		return 2;
+	}
+	unsigned long threads = 1;
+	if (argc == 4) {
+		char *tend;
+		threads = strtoul(argv[3], &tend, 10);
+		if (*tend != '\0' || threads == 0 || threads > 4096) {
+			fprintf(stderr, "bigmem: bad thread count '%s'\n", argv[3]);
+			return 2;
+		}
 	}
 	char *end;
 	unsigned long mib = strtoul(argv[1], &end, 10);
@@ -125,6 +148,13 @@ int main(int argc, char **argv)
 		buf[i] = x * 0x2545f4914f6cdd1dULL;
 	}
 	const uint64_t expected = checksum(buf, nwords);
+	for (unsigned long t = 1; t < threads; t++) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, parked, NULL) != 0) {
+			fprintf(stderr, "bigmem: pthread_create failed\n");
+			return 1;
+		}
+	}
 
 	char line[256];
 	snprintf(line, sizeof line, "ready %ld %016llx %lu\n", (long)getpid(),

@@ -324,3 +324,55 @@ fn same_pid_restores_every_tid() {
     assert_eq!(result, "OK\n", "threads with their own tids: {result}");
     drop(guard);
 }
+
+/// A program nobody here wrote: python3 with a `ThreadPoolExecutor` of four
+/// workers that keeps state (a counter under a lock, who did what). It
+/// holds no descriptor but its stdio and the files it rewrites; its threads
+/// wait in futexes (the GIL's timed condition wait, the pool's queue).
+#[test]
+fn python_thread_pool_carries_on() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "threads-python");
+    let wdir = workdir(&env, &dir, "py");
+    let script = wdir.join("thread_pool.py");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/thread_pool.py"),
+        &script,
+    )
+    .unwrap();
+    // The real file (its /proc/PID/exe), not the python3 symlink.
+    let python = fs::canonicalize("/usr/bin/python3").expect("python3 is needed for this test");
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &python,
+        &[path_str(&script), path_str(&wdir)],
+        &wdir,
+        &[],
+        &dir.work.join("py.log"),
+    );
+    wait_until(WAIT, "the pool has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    assert_eq!(tids(orig.pid).len(), 5, "main and four pool workers");
+    let image = dir.work.join("py.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let done = || -> u64 {
+        fs::read_to_string(wdir.join("n"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = done();
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    assert_eq!(tids(restored.pid).len(), 5);
+    wait_until(WAIT, "the restored pool runs more tasks", || {
+        done() > before
+    });
+    let result = ask(&dir, &mut restored, &wdir, "py");
+    assert_eq!(
+        result, "OK\n",
+        "python's pool after restore reported: {result}"
+    );
+}
