@@ -303,6 +303,9 @@ impl From<InjectError> for DumpError {
     }
 }
 
+/// A thread's alternate signal stack: (ss_sp, ss_flags, ss_size).
+type AltStack = (u64, i32, u64);
+
 /// What the task itself reports through injected syscalls.
 struct Injected {
     sigactions: Vec<SigAction>,
@@ -323,10 +326,10 @@ struct Injected {
 fn query_task(
     t: &mut Tracee,
     others: &mut [(&mut Tracee, libc::user_regs_struct)],
-) -> Result<(Injected, Vec<(u64, i32, u64)>), DumpError> {
+) -> Result<(Injected, Vec<AltStack>), DumpError> {
     let mut inj = Injector::new(t);
     let base = inj.map_scratch(PAGE)?;
-    let altstacks: Result<Vec<(u64, i32, u64)>, InjectError> = (|| {
+    let altstacks: Result<Vec<AltStack>, InjectError> = (|| {
         let mut out = Vec::with_capacity(others.len());
         for (tracee, saved) in others.iter_mut() {
             let mut tinj = Injector::new(tracee);

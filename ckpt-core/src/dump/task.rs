@@ -122,7 +122,7 @@ impl Frozen {
             let Some(lock) = entry.checked_add_signed(offset) else {
                 return;
             };
-            if lock % 4 != 0 || out.iter().any(|f| f.lock == lock) {
+            if !lock.is_multiple_of(4) || out.iter().any(|f| f.lock == lock) {
                 return;
             }
             let Some(word) = self.read_u32(lock) else {

@@ -411,7 +411,8 @@ fn in_writable_vma(p: &ProcessState, addr: u64, len: u64) -> bool {
 /// 4-byte aligned in a writable mapping.
 fn thread_addresses(i: usize, t: &ThreadState, p: &ProcessState) -> Result<(), Invalid> {
     text(format_args!("process.threads[{i}].name"), &t.name, 15)?;
-    if t.cached_tid_at != 0 && (t.cached_tid_at % 4 != 0 || !in_writable_vma(p, t.cached_tid_at, 4))
+    if t.cached_tid_at != 0
+        && (!t.cached_tid_at.is_multiple_of(4) || !in_writable_vma(p, t.cached_tid_at, 4))
     {
         return Err(invalid(
             format_args!("process.threads[{i}].cached_tid_at {:#x}", t.cached_tid_at),
@@ -425,7 +426,7 @@ fn thread_addresses(i: usize, t: &ThreadState, p: &ProcessState) -> Result<(), I
     )?;
     for (j, f) in t.robust_futexes.iter().enumerate() {
         let len = if f.glibc_owner { 12 } else { 4 };
-        if f.lock % 4 != 0 || !in_writable_vma(p, f.lock, len) {
+        if !f.lock.is_multiple_of(4) || !in_writable_vma(p, f.lock, len) {
             return Err(invalid(
                 format_args!("process.threads[{i}].robust_futexes[{j}] {:#x}", f.lock),
                 "is not an aligned lock word of a writable mapping",
