@@ -1,4 +1,4 @@
-//! Resources the engine cannot restore yet (pipes, sockets, threads,
+//! Resources the engine cannot restore yet (pipes, sockets,
 //! children) make dump refuse, naming the resource, and leave the target
 //! running and untouched, with no image.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -59,11 +59,6 @@ fn dump_refuses_a_tcp_socket() {
 #[test]
 fn dump_refuses_a_unix_socket() {
     refused("unix", &["socket", "unix"]);
-}
-
-#[test]
-fn dump_refuses_a_second_thread() {
-    refused("thread", &["thread"]);
 }
 
 #[test]

@@ -8,7 +8,6 @@
  *   stdpipe  holds both ends of a pipe as its fd 0 and fd 1
  *   socket   holds a listening TCP socket on 127.0.0.1 (any port)
  *   unix     holds a connected pair of Unix sockets
- *   thread   runs a second thread
  *   child    has a child process (its pid is the second line of READY-FILE)
  *
  * It counts into nothing: it only waits. "ready\n" goes to READY-FILE once
@@ -18,7 +17,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -63,10 +61,6 @@ int main(int argc, char **argv)
 	} else if (strcmp(mode, "unix") == 0) {
 		int sv[2];
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
-			return 1;
-	} else if (strcmp(mode, "thread") == 0) {
-		pthread_t t;
-		if (pthread_create(&t, NULL, idle, NULL) != 0)
 			return 1;
 	} else if (strcmp(mode, "child") == 0) {
 		pid_t c = fork();

@@ -13,9 +13,11 @@
 //!
 //! Layout: this module holds the order of the steps ([`Frozen::dump`]);
 //! each kind of state is captured by its own module, the same split as
-//! [`crate::model`] and [`crate::restore`]: [`freeze`] (seize, interrupt,
-//! resume, kill), [`refuse`] (what the engine cannot rebuild, refused
-//! naming the resource), [`task`] (registers, xsave, rseq, robust list),
+//! [`crate::model`] and [`crate::restore`]: [`freeze`] (the atomic freeze
+//! of every thread, resume, kill), [`refuse`] (what the engine cannot
+//! rebuild, refused naming the resource), [`task`] (per thread: registers,
+//! xsave, rseq, robust list and the robust futexes it owns, name, glibc's
+//! cached tid),
 //! [`mm`] (mappings, `PAGEMAP_SCAN`, memory streaming), [`files`] (the fd
 //! table, one module per kind of description), [`identity`] (file
 //! identities and digests), [`creds`], [`signals`], [`timers`] (and

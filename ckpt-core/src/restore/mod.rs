@@ -31,7 +31,9 @@
 //! [`plan`] (checks before anything is created), [`stub`] (creating the
 //! task), [`mm`] (vdso, mappings, memory), [`files`] (the fd table, one
 //! module per kind of description), [`creds`], [`signals`], [`timers`]
-//! (and resource limits), [`task`] (registers, rseq, name, mm layout). All
+//! (and resource limits), [`task`] (registers, rseq, name, mm layout),
+//! [`threads`] (the other threads, cloned after the credentials drop, and
+//! the tids memory holds). All
 //! syscalls go through the typed [`Injector`](crate::inject::Injector).
 
 mod creds;
