@@ -6,6 +6,10 @@
 //! reports pass or fail itself; the tests check from outside what only the
 //! outside can see (every thread's credentials, exact tids with same-pid,
 //! that no thread was missed while threads kept being created).
+//!
+//! Every test holds the configuration lock: one of them installs a
+//! same-pid grant for the test user, which would change every other
+//! restore made meanwhile.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -118,6 +122,9 @@ fn inspect_json(env: &Env, dir: &TestDir, image: &Path) -> serde_json::Value {
 #[test]
 fn threads_check_themselves_after_restore() {
     let env = Env::require();
+    // The default policy: a same-pid grant by another test of this file
+    // would change how these restores go.
+    let _guard = PolicyGuard::lock(&env);
     let dir = TestDir::new(&env, "threads");
     let (mut orig, wdir) = start(&env, &dir, "t", "check", &["0"]);
     let image = dir.work.join("t.ckpt");
@@ -150,6 +157,9 @@ fn threads_check_themselves_after_restore() {
 #[test]
 fn sixty_four_threads() {
     let env = Env::require();
+    // The default policy: a same-pid grant by another test of this file
+    // would change how these restores go.
+    let _guard = PolicyGuard::lock(&env);
     let dir = TestDir::new(&env, "threads-64");
     let (mut orig, wdir) = start(&env, &dir, "t64", "check", &["57"]);
     let image = dir.work.join("t64.ckpt");
@@ -172,6 +182,9 @@ fn sixty_four_threads() {
 #[test]
 fn left_running_threads_carry_on() {
     let env = Env::require();
+    // The default policy: a same-pid grant by another test of this file
+    // would change how these restores go.
+    let _guard = PolicyGuard::lock(&env);
     let dir = TestDir::new(&env, "threads-lr");
     let (mut orig, wdir) = start(&env, &dir, "lr", "check", &["4"]);
     let before = tids(orig.pid);
@@ -226,6 +239,9 @@ fn wait_chains_advance(wdir: &Path, from: &[u64], what: &str) {
 #[test]
 fn a_thread_storm_is_frozen_whole() {
     let env = Env::require();
+    // The default policy: a same-pid grant by another test of this file
+    // would change how these restores go.
+    let _guard = PolicyGuard::lock(&env);
     let dir = TestDir::new(&env, "threads-storm");
     let (mut orig, wdir) = start(&env, &dir, "storm", "storm", &[]);
     for i in 0..6 {
@@ -332,6 +348,9 @@ fn same_pid_restores_every_tid() {
 #[test]
 fn python_thread_pool_carries_on() {
     let env = Env::require();
+    // The default policy: a same-pid grant by another test of this file
+    // would change how these restores go.
+    let _guard = PolicyGuard::lock(&env);
     let dir = TestDir::new(&env, "threads-python");
     let wdir = workdir(&env, &dir, "py");
     let script = wdir.join("thread_pool.py");
