@@ -55,6 +55,8 @@ const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 const GLIBC_OWNER_AFTER_LOCK: u64 = 8;
 /// Where the next pid of this pid namespace is set (`same-pid`).
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+/// Clones tried for one saved tid (`same-pid`) before giving up.
+const SAME_TID_ATTEMPTS: usize = 8;
 /// Most tids listed in the notice naming the new tids.
 const TID_MAP_NOTICE_MAX: usize = 16;
 
@@ -118,37 +120,47 @@ impl Builder<'_> {
     }
 
     /// Clone one thread in the leader, wait for its first stop, and build
-    /// it. Returns its tid.
+    /// it. Returns its tid. With `same-pid`, a clone that got another tid
+    /// (a process elsewhere took the saved one between the `ns_last_pid`
+    /// write and the clone) is undone and tried again, a few times.
     fn clone_thread(&mut self, t: &ThreadState, tramp: u64) -> Result<i32, RestoreError> {
         let want = self.opts.same_pid.then_some(t.tid);
-        if let Some(w) = want {
-            self.reserve_tid(w)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(w) = want {
+                self.reserve_tid(w)?;
+            }
+            let stack = tramp + 2 * PAGE;
+            let cached = t.cached_tid_at;
+            let r = self.sys(
+                "clone(thread)",
+                libc::SYS_clone,
+                [clone_flags(cached != 0), stack, cached, cached, 0, 0],
+            )?;
+            let tid = i32::try_from(r).map_err(|_| {
+                RestoreError::Invalid(format!("clone returned {r}, which is not a tid"))
+            })?;
+            let tgid = self.pid();
+            // From here on the thread is the stub's: killed and reaped with it.
+            self.threads.push(Tracee::attached(tid));
+            let Some(tracee) = self.threads.last_mut() else {
+                return Err(RestoreError::Invalid("no thread".into()));
+            };
+            tracee
+                .wait_initial_sigstop()
+                .map_err(|source| RestoreError::Trace { pid: tid, source })?;
+            if let Some(w) = want.filter(|w| *w != tid) {
+                if attempts >= SAME_TID_ATTEMPTS {
+                    return Err(RestoreError::PidTaken(w));
+                }
+                discard_thread(tracee, tramp)?;
+                self.threads.pop();
+                continue;
+            }
+            build_thread(tracee, t, tgid, tramp)?;
+            return Ok(tid);
         }
-        let stack = tramp + 2 * PAGE;
-        let cached = t.cached_tid_at;
-        let r = self.sys(
-            "clone(thread)",
-            libc::SYS_clone,
-            [clone_flags(cached != 0), stack, cached, cached, 0, 0],
-        )?;
-        let tid = i32::try_from(r).map_err(|_| {
-            RestoreError::Invalid(format!("clone returned {r}, which is not a tid"))
-        })?;
-        let tgid = self.pid();
-        // From here on the thread is the stub's: killed and reaped with it.
-        self.threads.push(Tracee::attached(tid));
-        let Some(tracee) = self.threads.last_mut() else {
-            return Err(RestoreError::Invalid("no thread".into()));
-        };
-        tracee
-            .wait_initial_sigstop()
-            .map_err(|source| RestoreError::Trace { pid: tid, source })?;
-        if want.is_some_and(|w| w != tid) {
-            // Another process took the tid between the check and the clone.
-            return Err(RestoreError::PidTaken(t.tid));
-        }
-        build_thread(tracee, t, tgid, tramp)?;
-        Ok(tid)
     }
 
     /// Rewrite the owner of every robust futex a thread held at dump from
@@ -206,6 +218,49 @@ impl Builder<'_> {
 
     fn write_u32(&self, addr: u64, v: u32) -> Result<(), RestoreError> {
         Ok(self.inj.write(addr, &v.to_ne_bytes(), "writing a tid")?)
+    }
+}
+
+/// Make a freshly cloned thread that got the wrong tid exit (an injected
+/// `exit(0)`; nothing of it ran) and reap it.
+fn discard_thread(tracee: &mut Tracee, tramp: u64) -> Result<(), RestoreError> {
+    let tid = tracee.pid();
+    let tr = |source| RestoreError::Trace { pid: tid, source };
+    let mut regs = tracee.regs().map_err(tr)?;
+    regs.rip = tramp;
+    regs.rax = libc::SYS_exit as u64;
+    regs.rdi = 0;
+    regs.orig_rax = u64::MAX;
+    tracee.set_regs(&regs).map_err(tr)?;
+    let pid = nix::unistd::Pid::from_raw(tid);
+    nix::sys::ptrace::cont(pid, None).map_err(|errno| RestoreError::Trace {
+        pid: tid,
+        source: PtraceError::Request {
+            op: "CONT",
+            pid: tid,
+            errno,
+        },
+    })?;
+    loop {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+            Ok(
+                nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..),
+            ) => return Ok(()),
+            Ok(_) => {
+                let _ = nix::sys::ptrace::cont(pid, None);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(RestoreError::Trace {
+                    pid: tid,
+                    source: PtraceError::Request {
+                        op: "waitpid",
+                        pid: tid,
+                        errno,
+                    },
+                })
+            }
+        }
     }
 }
 
