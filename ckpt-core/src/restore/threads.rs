@@ -55,6 +55,8 @@ const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 const GLIBC_OWNER_AFTER_LOCK: u64 = 8;
 /// Where the next pid of this pid namespace is set (`same-pid`).
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+/// How long a saved tid held by another process is waited for.
+const TID_FREE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Clones tried for one saved tid (`same-pid`) before giving up.
 const SAME_TID_ATTEMPTS: usize = 8;
 /// Most tids listed in the notice naming the new tids.
@@ -109,9 +111,16 @@ impl Builder<'_> {
     }
 
     /// With `same-pid`: make `want` the next tid the kernel hands out, if
-    /// it is free.
+    /// it is free. A tid held by a process elsewhere is waited for up to
+    /// [`TID_FREE_WAIT`] (a short-lived process that took it during an
+    /// earlier attempt), then refused.
     fn reserve_tid(&self, want: i32) -> Result<(), RestoreError> {
-        if want <= 1 || std::path::Path::new(&format!("/proc/{want}")).exists() {
+        let taken = || std::path::Path::new(&format!("/proc/{want}")).exists();
+        let deadline = std::time::Instant::now() + TID_FREE_WAIT;
+        while want > 1 && taken() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if want <= 1 || taken() {
             return Err(RestoreError::PidTaken(want));
         }
         std::fs::write(NS_LAST_PID, format!("{}", want - 1)).map_err(|e| {
