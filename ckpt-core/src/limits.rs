@@ -62,8 +62,15 @@ pub const MAX_SPACES: usize = MAX_TASKS + MAX_FILES;
 /// Most supplementary groups (the kernel's `NGROUPS_MAX`).
 pub const MAX_GROUPS: usize = 65_536;
 
-/// Most threads an image may list.
-pub const MAX_THREADS: usize = 65_536;
+/// Most threads an image may list (and a dump takes: more are refused,
+/// naming the count). Each thread's xsave area is in the manifest: 4096
+/// threads with an 11008-byte AMX area still fit [`MAX_MANIFEST_LEN`] and
+/// [`MAX_MANIFEST_DECODED`].
+pub const MAX_THREADS: usize = 4096;
+
+/// Most robust futexes one thread may own in an image (the kernel walks at
+/// most `ROBUST_LIST_LIMIT`, 2048, list entries, plus the pending one).
+pub const MAX_ROBUST_FUTEXES: usize = 2049;
 
 /// Most `VmFlags` mnemonics on one mapping (the kernel has about 40).
 pub const MAX_VM_FLAGS: usize = 64;

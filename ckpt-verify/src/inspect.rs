@@ -320,6 +320,13 @@ fn to_json(reader: &ImageReader) -> Value {
             "cwd": p.cwd,
             "umask": format!("{:04o}", p.umask),
             "threads": p.threads.len(),
+            "thread_list": p.threads.iter().map(|t| serde_json::json!({
+                "tid": t.tid,
+                "name": t.name,
+                "cached_tid": t.cached_tid_at != 0,
+                "robust_futexes": t.robust_futexes.len(),
+                "pending": t.pending.len(),
+            })).collect::<Vec<_>>(),
             "oom_score_adj": p.oom_score_adj,
             "child_subreaper": p.child_subreaper,
             "pdeathsig": p.pdeathsig,
@@ -429,6 +436,23 @@ fn print_task(m: &Manifest, p: &ProcessState) {
     outln!("  cwd: {}", show(&p.cwd));
     outln!("  umask: {:04o}", p.umask);
     outln!("  threads: {}", p.threads.len());
+    for t in p.threads.iter().skip(1) {
+        outln!(
+            "    thread {} {:?}{}{}",
+            t.tid,
+            show(&t.name),
+            if t.robust_futexes.is_empty() {
+                String::new()
+            } else {
+                format!(", owns {} robust futexes", t.robust_futexes.len())
+            },
+            if t.pending.is_empty() {
+                String::new()
+            } else {
+                format!(", {} signals queued", t.pending.len())
+            }
+        );
+    }
     outln!("  oom_score_adj: {}", p.oom_score_adj);
     outln!(
         "  child subreaper: {}",

@@ -13,7 +13,6 @@
  *   listen   holds a listening Unix socket bound to an abstract name
  *   bound    holds a Unix datagram socket bound to an abstract name
  *   scm      holds a Unix socketpair with an fd in flight (SCM_RIGHTS)
- *   thread   runs a second thread
  *   child    has a child process (its pid is the second line of READY-FILE)
  *   udp      holds a UDP socket bound to 127.0.0.1 and connected to 127.0.0.1:9
  *   netlink  holds a NETLINK_ROUTE socket
@@ -44,7 +43,6 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -298,10 +296,6 @@ int main(int argc, char **argv)
 		cm->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(cm), &pass, sizeof pass);
 		if (sendmsg(sv[0], &m, 0) != 1)
-			return 1;
-	} else if (strcmp(mode, "thread") == 0) {
-		pthread_t t;
-		if (pthread_create(&t, NULL, idle, NULL) != 0)
 			return 1;
 	} else if (strcmp(mode, "child") == 0) {
 		pid_t c = fork();

@@ -97,8 +97,16 @@ pub enum ResumeIn {
 /// interrupted syscall with no handler to run. Resuming from a syscall-exit
 /// stop skips the kernel's own restart handling, so we apply it: restartable
 /// syscalls are re-executed; `-ERESTART_RESTARTBLOCK` goes through
-/// `restart_syscall` in the original task and becomes `-EINTR` in a restored
-/// one. `orig_rax` becomes -1 so nothing is fixed up twice.
+/// `restart_syscall` in the original task (its restart block is intact)
+/// and re-issues the original syscall in a restored one: a restored task's
+/// restart block is a copy of whichever task created it, so
+/// `restart_syscall` there would run *that* task's restart (a sleep of the
+/// wrong length, or `EINTR`). Its arguments are intact in the registers;
+/// relative timeouts start again from their full length (sleeps at least
+/// as long), absolute deadlines are exact. `orig_rax` becomes -1 so
+/// nothing is fixed up twice. A call that had already returned `-EINTR`
+/// at the freeze (`epoll_wait`, `sigtimedwait`: the kernel does not
+/// restart them after a stop) keeps that result, as under `SIGSTOP`.
 pub fn restart_fixup(r: &mut libc::user_regs_struct, resume: ResumeIn) {
     let in_syscall = (r.orig_rax as i64) >= 0;
     if in_syscall {
@@ -112,7 +120,10 @@ pub fn restart_fixup(r: &mut libc::user_regs_struct, resume: ResumeIn) {
                     r.rax = NR_RESTART_SYSCALL;
                     r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
                 }
-                ResumeIn::Restored => r.rax = (-(libc::EINTR as i64)) as u64,
+                ResumeIn::Restored => {
+                    r.rax = r.orig_rax;
+                    r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
+                }
             },
             _ => {}
         }
@@ -166,7 +177,7 @@ mod tests {
         restart_fixup(&mut a, ResumeIn::Original);
         assert_eq!((a.rax, a.rip), (219, 0x2000));
         restart_fixup(&mut b, ResumeIn::Restored);
-        assert_eq!((b.rax as i64, b.rip), (-4, 0x2002));
+        assert_eq!((b.rax, b.rip), (35, 0x2000));
     }
 
     #[test]

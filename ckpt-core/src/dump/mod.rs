@@ -13,9 +13,11 @@
 //!
 //! Layout: this module holds the order of the steps ([`Frozen::dump`]);
 //! each kind of state is captured by its own module, the same split as
-//! [`crate::model`] and [`crate::restore`]: [`freeze`] (seize, interrupt,
-//! resume, kill), [`refuse`] (what the engine cannot rebuild, refused
-//! naming the resource), [`task`] (registers, xsave, rseq, robust list),
+//! [`crate::model`] and [`crate::restore`]: [`freeze`] (the atomic freeze
+//! of every thread, resume, kill), [`refuse`] (what the engine cannot
+//! rebuild, refused naming the resource), [`task`] (per thread: registers,
+//! xsave, rseq, robust list and the robust futexes it owns, name, glibc's
+//! cached tid),
 //! [`mm`] (mappings, `PAGEMAP_SCAN`, memory streaming), [`files`] (the fd
 //! table, one module per kind of description), [`identity`] (file
 //! identities and digests), [`creds`], [`seccomp`] (the filter chain,
@@ -44,7 +46,6 @@ use crate::inject::{InjectError, Injector};
 use crate::model::*;
 use crate::procfs;
 use crate::ptrace::{PtraceError, Tracee};
-use crate::sys;
 
 pub use identity::digest_file;
 
@@ -139,6 +140,8 @@ pub struct Frozen {
     /// The task's own signal mask while [`Frozen::block_signals`] has
     /// every signal blocked (during the injected queries); `None` otherwise.
     sigmask: Option<u64>,
+    /// Every other thread, stopped, in tid order.
+    threads: Vec<FrozenThread>,
     /// Polled between steps; `true` makes [`Frozen::dump`] stop with
     /// [`DumpError::Cancelled`].
     cancel: Option<fn() -> bool>,
@@ -150,6 +153,12 @@ pub struct Frozen {
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
 /// `None` when the caller cannot reach it.
 pub type PathOpener = Box<dyn Fn(&str) -> Option<OwnedFd>>;
+/// A thread other than the leader, stopped under our control.
+struct FrozenThread {
+    tracee: Tracee,
+    /// Registers at the freeze, before any fix-up.
+    saved: libc::user_regs_struct,
+}
 
 impl std::fmt::Debug for Frozen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,12 +197,6 @@ impl Frozen {
             what: "status".into(),
             source,
         })
-    }
-
-    fn tracee(&mut self) -> Result<&mut Tracee, DumpError> {
-        self.tracee
-            .as_mut()
-            .ok_or(DumpError::Gone { pid: self.pid })
     }
 
     fn unsupported(&self, resource: String) -> DumpError {
@@ -244,17 +247,38 @@ impl Frozen {
         let mut posix_timers = self.posix_timers()?;
 
         // Per-thread state and what only the task can tell us.
-        let (regs, xsave, sigmask, rseq) = self.thread_registers()?;
-        let pending = self.pending_signals()?;
+        self.refuse_thread_creds(&status)?;
         let (vdso_digest, syscall_at) = self.read_vdso(vdso_start, vdso_end)?;
         self.check_cancel()?;
         self.block_signals()?;
         let template = self.saved;
-        let tracee = self.tracee()?;
-        tracee.set_syscall_site(syscall_at, template);
-        let injected = query_task(tracee, &mut posix_timers)?;
+        let mut others: Vec<(&mut Tracee, libc::user_regs_struct)> = Vec::new();
+        let Frozen {
+            tracee: Some(leader),
+            threads,
+            ..
+        } = self
+        else {
+            return Err(DumpError::Gone { pid });
+        };
+        leader.set_syscall_site(syscall_at, template);
+        for t in threads.iter_mut() {
+            t.tracee.set_syscall_site(syscall_at, t.saved);
+            others.push((&mut t.tracee, t.saved));
+        }
+        let (injected, altstacks) = query_task(leader, &mut posix_timers, &mut others)?;
         // From here on a dying tracer leaves the target as a release would.
         self.put_back_registers()?;
+        self.check_cancel()?;
+        let mut thread_states = Vec::with_capacity(1 + self.threads.len());
+        thread_states.push(self.capture_thread(pid, &self.saved, injected.altstack)?);
+        for (t, altstack) in self.threads.iter().zip(altstacks) {
+            thread_states.push(self.capture_thread(t.tracee.pid(), &t.saved, altstack)?);
+        }
+        // The signals queued to the whole process, once, with the leader.
+        thread_states[0]
+            .pending
+            .extend(self.shared_pending_signals()?);
         self.check_cancel()?;
 
         let mut creds = creds::creds_from_status(&status, injected.securebits);
@@ -264,21 +288,11 @@ impl Frozen {
         self.dump_memory(&vmas, writer)?;
         saved.write_contents(self, writer)?;
 
-        let xsave_features = arch::xsave_enabled_features(&xsave).unwrap_or(0);
+        let xsave = &thread_states[0].xsave;
+        let xsave_features = arch::xsave_enabled_features(xsave).unwrap_or(0);
         let cpu = CpuFeatures {
             xsave_features,
             xsave_size: u32::try_from(xsave.len()).unwrap_or(0),
-        };
-        let thread = ThreadState {
-            tid: pid,
-            regs,
-            xsave,
-            sigmask,
-            altstack: injected.altstack,
-            rseq,
-            clear_child_tid: 0,
-            robust_list: sys::get_robust_list(pid).unwrap_or((0, 0)),
-            pending,
         };
         let process = ProcessState {
             pid,
@@ -296,7 +310,7 @@ impl Frozen {
             mm: mm::layout(&stat, injected.brk, auxv),
             vmas,
             mapped_files: files.list,
-            threads: vec![thread],
+            threads: thread_states,
             sigactions: injected.sigactions,
             fds,
             itimers: injected.itimers,
@@ -339,6 +353,9 @@ impl From<InjectError> for DumpError {
     }
 }
 
+/// A thread's alternate signal stack: (ss_sp, ss_flags, ss_size).
+type AltStack = (u64, i32, u64);
+
 /// What the task itself reports through injected syscalls.
 struct Injected {
     sigactions: Vec<SigAction>,
@@ -353,10 +370,45 @@ struct Injected {
 }
 
 /// Run the read-only queries inside the task, with a scratch page mapped
-/// for them and unmapped again (also when a query fails).
-fn query_task(t: &mut Tracee, posix_timers: &mut [PosixTimer]) -> Result<Injected, DumpError> {
+/// for them and unmapped again (also when a query fails); and ask every
+/// other thread (`others`, each with its own registers to put back) for its
+/// alternate stack, through the same scratch page.
+fn query_task(
+    t: &mut Tracee,
+    posix_timers: &mut [PosixTimer],
+    others: &mut [(&mut Tracee, libc::user_regs_struct)],
+) -> Result<(Injected, Vec<AltStack>), DumpError> {
     let mut inj = Injector::new(t);
-    inj.map_scratch(PAGE)?;
+    let base = inj.map_scratch(PAGE)?;
+    let altstacks: Result<Vec<AltStack>, InjectError> = (|| {
+        let mut out = Vec::with_capacity(others.len());
+        for (tracee, saved) in others.iter_mut() {
+            let mut tinj = Injector::new(tracee);
+            tinj.use_scratch(base, PAGE);
+            let r = signals::query_altstack(&mut tinj);
+            // The thread's own registers back at once (the same thread
+            // keeps its restart block).
+            let mut regs = *saved;
+            arch::restart_fixup(&mut regs, arch::ResumeIn::Original);
+            let put = tinj
+                .tracee()
+                .set_regs(&regs)
+                .map_err(|source| InjectError::Trace {
+                    pid: tinj.pid(),
+                    source,
+                });
+            out.push(r?);
+            put?;
+        }
+        Ok(out)
+    })();
+    let altstacks = match altstacks {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = inj.unmap_scratch();
+            return Err(DumpError::from(e));
+        }
+    };
     let result = (|| {
         let injected = Injected {
             sigactions: signals::query_sigactions(&mut inj)?,
@@ -375,5 +427,5 @@ fn query_task(t: &mut Tracee, posix_timers: &mut [PosixTimer]) -> Result<Injecte
     let unmapped = inj.unmap_scratch();
     let injected: Injected = result.map_err(|e: InjectError| DumpError::from(e))?;
     unmapped?;
-    Ok(injected)
+    Ok((injected, altstacks))
 }

@@ -8,25 +8,18 @@
 //! module), restore it, check it in `image::validate`, remove the refusal
 //! here, and add an end-to-end test.
 
-use super::{proc_path, DumpError, Frozen};
+use super::{DumpError, Frozen};
 use crate::procfs;
 
 impl Frozen {
-    /// Threads, children. (Seccomp strict mode is refused where the
-    /// filters are read, in `seccomp`.)
+    /// Children. (Threads are frozen and saved; seccomp strict mode is
+    /// refused where the filters are read, in `seccomp`.)
     pub(super) fn refuse_process_level(
         &self,
         status: &procfs::status::Status,
     ) -> Result<(), DumpError> {
         let pid = self.pid;
-        if status.threads != 1 {
-            let tids = task_ids(pid).unwrap_or_default();
-            let other = tids.into_iter().find(|t| *t != pid).unwrap_or(0);
-            return Err(self.unsupported(format!(
-                "thread {other} (process has {} threads)",
-                status.threads
-            )));
-        }
+        let _ = status;
         let children =
             procfs::children::parse_children(&self.read_proc(&format!("task/{pid}/children"))?)
                 .map_err(self.parse_err("children"))?;
@@ -37,12 +30,32 @@ impl Frozen {
     }
 }
 
-fn task_ids(pid: i32) -> std::io::Result<Vec<i32>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(proc_path(pid, "task"))? {
-        if let Some(t) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            out.push(t);
+impl Frozen {
+    /// Credentials are per thread: a thread that changed its own ids with
+    /// a raw syscall (glibc changes every thread's) would come back with
+    /// the leader's. Refused, naming the thread, rather than changed.
+    pub(super) fn refuse_thread_creds(
+        &self,
+        leader: &procfs::status::Status,
+    ) -> Result<(), DumpError> {
+        for t in &self.threads {
+            let tid = t.tracee.pid();
+            let text = self.read_proc(&format!("task/{tid}/status"))?;
+            let st = procfs::status::parse_status(&text).map_err(self.parse_err("status"))?;
+            if creds_of(&st) != creds_of(leader) {
+                return Err(self.unsupported(format!(
+                    "thread {tid}, whose credentials differ from the leader's"
+                )));
+            }
         }
+        Ok(())
     }
-    Ok(out)
+}
+
+/// The credential lines of a status, for comparing threads.
+fn creds_of(st: &procfs::status::Status) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+        st.uid, st.gid, st.groups, st.cap_inh, st.cap_prm, st.cap_eff, st.cap_bnd, st.cap_amb
+    )
 }

@@ -11,18 +11,23 @@ use crate::model::{PendingSignal, SigAction};
 use crate::sys;
 
 impl Frozen {
-    /// The signals queued to the thread, then those queued to the process.
-    pub(super) fn pending_signals(&self) -> Result<Vec<PendingSignal>, DumpError> {
-        let pid = self.pid;
-        let mut pending = Vec::new();
-        for shared in [false, true] {
-            for siginfo in sys::peek_siginfo(pid, shared, MAX_PENDING)
-                .map_err(|errno| ptrace_err(pid, "PEEKSIGINFO", errno))?
-            {
-                pending.push(PendingSignal { shared, siginfo });
-            }
-        }
-        Ok(pending)
+    /// The signals queued to thread `tid` itself.
+    pub(super) fn thread_pending_signals(&self, tid: i32) -> Result<Vec<PendingSignal>, DumpError> {
+        self.peek_pending(tid, false)
+    }
+
+    /// The signals queued to the whole process (read once, through the
+    /// leader).
+    pub(super) fn shared_pending_signals(&self) -> Result<Vec<PendingSignal>, DumpError> {
+        self.peek_pending(self.pid, true)
+    }
+
+    fn peek_pending(&self, tid: i32, shared: bool) -> Result<Vec<PendingSignal>, DumpError> {
+        Ok(sys::peek_siginfo(tid, shared, MAX_PENDING)
+            .map_err(|errno| ptrace_err(tid, "PEEKSIGINFO", errno))?
+            .into_iter()
+            .map(|siginfo| PendingSignal { shared, siginfo })
+            .collect())
     }
 }
 

@@ -205,6 +205,9 @@ pub(super) fn sample_process() -> ProcessState {
             clear_child_tid: 0,
             robust_list: (0, 0),
             pending: vec![],
+            name: String::new(),
+            cached_tid_at: 0,
+            robust_futexes: vec![],
         }],
         sigactions: vec![SigAction {
             signal: 10,

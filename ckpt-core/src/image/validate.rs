@@ -11,7 +11,7 @@
 //! `verify`, `inspect`, `explain` and `restore` accept exactly the same
 //! images, and a manifest that breaks a rule is "tampered or malformed"
 //! everywhere. What an image needs that this machine or this version cannot
-//! give (another architecture, several threads, a CPU feature) is not
+//! give (another architecture, a CPU feature) is not
 //! malformation: restore decides that, later.
 
 use std::fmt;
@@ -20,10 +20,10 @@ use super::manifest::{DigestAlgorithm, Manifest, Space};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILES, MAX_FILE_LOCKS, MAX_GROUPS,
     MAX_IMAGE_STRING_LEN, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_PIPE_SIZE, MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SECCOMP_INSNS,
-    MAX_SECCOMP_INSNS_PER_FILTER, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
-    MAX_SPACES, MAX_TASKS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR,
-    MIN_XSAVE_LEN, PIPE_PACKET_MAX,
+    MAX_PIPE_SIZE, MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_ROBUST_FUTEXES,
+    MAX_SECCOMP_INSNS, MAX_SECCOMP_INSNS_PER_FILTER, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES,
+    MAX_SOCKET_QUEUE, MAX_SPACES, MAX_TASKS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN,
+    MIN_MAP_ADDR, MIN_XSAVE_LEN, PIPE_PACKET_MAX,
 };
 use crate::model::{
     EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
@@ -604,6 +604,59 @@ fn epoll_targets(i: usize, targets: &[EpollTarget], n: usize) -> Result<(), Inva
     Ok(())
 }
 
+/// Whether `len` bytes at `addr` lie in one writable mapping (`vmas` are
+/// sorted and disjoint: checked before).
+fn in_writable_vma(p: &ProcessState, addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    let i = p.vmas.partition_point(|v| v.end <= addr);
+    p.vmas
+        .get(i)
+        .is_some_and(|v| v.start <= addr && end <= v.end && v.prot & 0x2 != 0)
+}
+
+/// The addresses restore writes a new tid to: the cached tid and the
+/// robust futexes' lock words (and glibc's `__owner` after them), each
+/// 4-byte aligned in a writable mapping.
+fn thread_addresses(
+    task: &str,
+    i: usize,
+    t: &ThreadState,
+    p: &ProcessState,
+) -> Result<(), Invalid> {
+    text(format_args!("{task}.threads[{i}].name"), &t.name, 15)?;
+    if t.cached_tid_at != 0
+        && (!t.cached_tid_at.is_multiple_of(4) || !in_writable_vma(p, t.cached_tid_at, 4))
+    {
+        return Err(invalid(
+            format_args!("{task}.threads[{i}].cached_tid_at {:#x}", t.cached_tid_at),
+            "is not an aligned word of a writable mapping",
+        ));
+    }
+    count(
+        format!("{task}.threads[{i}].robust_futexes"),
+        t.robust_futexes.len(),
+        MAX_ROBUST_FUTEXES,
+    )?;
+    for (j, f) in t.robust_futexes.iter().enumerate() {
+        let len = if f.glibc_owner { 12 } else { 4 };
+        if !f.lock.is_multiple_of(4) || !in_writable_vma(p, f.lock, len) {
+            return Err(invalid(
+                format_args!("{task}.threads[{i}].robust_futexes[{j}] {:#x}", f.lock),
+                "is not an aligned lock word of a writable mapping",
+            ));
+        }
+    }
+    if i > 0 && t.pending.iter().any(|s| s.shared) {
+        return Err(invalid(
+            format_args!("{task}.threads[{i}].pending"),
+            "holds a signal queued to the whole process (only the leader's may)",
+        ));
+    }
+    Ok(())
+}
+
 /// A pipe, FIFO or unix socket pair description `i`: sizes within the
 /// limits, and the other descriptions it is restored with consistent
 /// (one read and one write end per pipe; a socket's peer in the image,
@@ -830,8 +883,29 @@ fn threads(t: &str, p: &ProcessState, xsave_size: u32) -> Result<(), Invalid> {
         return Err(invalid(format_args!("{t}.threads"), "no thread"));
     }
     count(format_args!("{t}.threads"), p.threads.len(), MAX_THREADS)?;
+    // The first is the leader, whose tid is the pid; the others follow in
+    // increasing tid order (so every tid is unique), each positive and not
+    // the leader's.
+    let mut prev = 0;
     for (i, th) in p.threads.iter().enumerate() {
+        let at = || format!("{t}.threads[{i}] (tid {})", th.tid);
+        if i == 0 && th.tid != p.pid {
+            return Err(invalid(
+                at(),
+                format!("the leader's tid is not the pid {}", p.pid),
+            ));
+        }
+        if i > 0 && (th.tid <= prev || th.tid == p.pid) {
+            return Err(invalid(
+                at(),
+                "tids must be positive, unique, and in increasing order after the leader's",
+            ));
+        }
+        if i > 0 {
+            prev = th.tid;
+        }
         thread(t, i, th, xsave_size)?;
+        thread_addresses(t, i, th, p)?;
     }
     Ok(())
 }
@@ -1685,6 +1759,7 @@ mod tests {
         other.arch = "aarch64".into();
         let mut t = other.tasks[0].threads[0].clone();
         t.tid += 1;
+        t.name = "worker".into();
         other.tasks[0].threads.push(t);
         validate(&other).unwrap();
     }
@@ -1868,6 +1943,76 @@ mod tests {
                 }
             },
             "spaces[2].mode",
+        );
+    }
+
+    #[test]
+    fn thread_list() {
+        let two = |m: &mut Manifest| {
+            let mut t = m.tasks[0].threads[0].clone();
+            t.tid += 10;
+            m.tasks[0].threads.push(t);
+        };
+        refused(|m| m.tasks[0].threads[0].tid += 1, "tasks[0].threads[0]");
+        refused(
+            |m| {
+                two(m);
+                m.tasks[0].threads[1].tid = m.tasks[0].pid;
+            },
+            "tasks[0].threads[1]",
+        );
+        refused(
+            |m| {
+                two(m);
+                let t = m.tasks[0].threads[1].clone();
+                m.tasks[0].threads.push(t);
+            },
+            "tasks[0].threads[2]",
+        );
+        refused(
+            |m| {
+                two(m);
+                m.tasks[0].threads[1].tid = -5;
+            },
+            "tasks[0].threads[1]",
+        );
+        refused(
+            |m| {
+                two(m);
+                m.tasks[0].threads[1].xsave.push(0);
+            },
+            "tasks[0].threads[1].xsave",
+        );
+        refused(
+            |m| m.tasks[0].threads[0].name = "sixteen-bytes-xx".into(),
+            "tasks[0].threads[0].name",
+        );
+        refused(
+            |m| m.tasks[0].threads[0].cached_tid_at = 0x10,
+            "tasks[0].threads[0].cached_tid_at",
+        );
+        refused(
+            |m| {
+                m.tasks[0].threads[0].robust_futexes = vec![crate::model::RobustFutex {
+                    lock: 0x10,
+                    glibc_owner: false,
+                }]
+            },
+            "tasks[0].threads[0].robust_futexes[0]",
+        );
+        refused(
+            |m| {
+                two(m);
+                m.tasks[0].threads[1].pending = vec![crate::model::PendingSignal {
+                    shared: true,
+                    siginfo: {
+                        let mut b = vec![0u8; 128];
+                        b[0] = 10;
+                        b
+                    },
+                }];
+            },
+            "tasks[0].threads[1].pending",
         );
     }
 

@@ -175,5 +175,38 @@ pub struct ThreadState {
     /// `set_robust_list` registration: (head, len); (0, 0) when none.
     #[serde(default)]
     pub robust_list: (u64, u64),
+    /// Signals queued to this thread; the leader (`threads[0]`) also holds
+    /// those queued to the whole process (`shared`), once.
     pub pending: Vec<PendingSignal>,
+    /// The thread's name (`/proc/PID/task/TID/comm`). Empty in images from
+    /// before threads were saved (the leader's name is
+    /// [`ProcessState::comm`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Address of the thread runtime's cached copy of the tid (glibc:
+    /// `struct pthread`'s `tid` at `fs_base + 0x2d0`), verified at dump to
+    /// hold exactly this tid; 0 when not verified (another runtime, or an
+    /// image from before it was recorded). Restore keeps it equal to the
+    /// new tid and registers it as the thread's `clear_child_tid`.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub cached_tid_at: u64,
+    /// Lock words of robust futexes this thread owned at dump (found on
+    /// its robust list, with the owner bits equal to `tid`). Restore
+    /// rewrites their owner to the new tid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub robust_futexes: Vec<RobustFutex>,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A robust futex owned by a thread: the lock word's address, and whether
+/// the word 8 bytes after it is glibc's `__owner` field (the list's
+/// `futex_offset` was glibc's and the field held the tid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobustFutex {
+    pub lock: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub glibc_owner: bool,
 }

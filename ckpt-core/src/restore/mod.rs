@@ -33,7 +33,8 @@
 //! module per kind of description), [`creds`], [`seccomp`] (the filter
 //! chain, installed last, and scheduling), [`signals`], [`timers`]
 //! (POSIX timers and resource limits), [`task`] (registers, rseq, name,
-//! mm layout). All
+//! mm layout), [`threads`] (the other threads, cloned after the
+//! credentials drop, and the tids memory holds). All
 //! syscalls go through the typed [`Injector`](crate::inject::Injector).
 
 mod creds;
@@ -45,6 +46,7 @@ mod seccomp;
 mod signals;
 mod stub;
 mod task;
+mod threads;
 mod timers;
 
 use std::ffi::CString;
@@ -55,7 +57,7 @@ use nix::errno::Errno;
 use crate::image::{ImageError, ImageReader, Manifest};
 use crate::inject::{InjectError, Injector};
 use crate::model::ProcessState;
-use crate::ptrace::PtraceError;
+use crate::ptrace::{PtraceError, Tracee};
 
 pub use options::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
 use plan::Plan;
@@ -192,7 +194,12 @@ pub fn restore_with(
         ));
     }
     let built = {
-        let Stub { tracee, pidfd, .. } = &mut stub;
+        let Stub {
+            tracee,
+            pidfd,
+            threads,
+            ..
+        } = &mut stub;
         let mut builder = Builder {
             inj: Injector::new(tracee),
             pidfd,
@@ -205,8 +212,14 @@ pub fn restore_with(
             exe_fd: None,
             prepared: Vec::new(),
             saved_fds: Vec::new(),
+            threads: Vec::new(),
+            tid_map: Vec::new(),
         };
-        builder.build(reader, &plan).map(|()| builder.notices)
+        let r = builder.build(reader, &plan);
+        // The threads created so far belong to the stub: released or
+        // killed (and reaped) with it.
+        *threads = std::mem::take(&mut builder.threads);
+        r.map(|()| builder.notices)
     };
     match built {
         Ok(notices) => {
@@ -275,6 +288,11 @@ struct Builder<'a> {
     /// The memfds and unlinked files created in the stub, until the fd
     /// table is rebuilt.
     saved_fds: Vec<files::saved::SavedFd>,
+    /// Threads re-created so far (besides the leader), stopped.
+    threads: Vec<Tracee>,
+    /// Saved tid -> tid in the restored process, for every thread (the
+    /// leader first), once the threads exist.
+    tid_map: Vec<(i32, i32)>,
 }
 
 impl Builder<'_> {
@@ -374,10 +392,6 @@ impl Builder<'_> {
         }
         self.restore_no_new_privs()?;
 
-        // POSIX timers, with the final credentials (an alarm clock needs
-        // CAP_WAKE_ALARM) and after every thread a timer may signal exists.
-        self.restore_posix_timers()?;
-
         // 11. What the restored credentials' own rights decide: memory
         //     locks (within its RLIMIT_MEMLOCK), oom_score_adj (raising is
         //     free, lowering below the inherited floor needs
@@ -393,7 +407,18 @@ impl Builder<'_> {
         self.clear_pdeathsig()?;
         self.note_pdeathsig();
 
-        // 12. Last syscalls: unmap the trampoline and install the seccomp
+        // 12. The other threads, cloned by the leader now that it holds its
+        //     final credentials (credentials are per thread; a new thread
+        //     copies its creator's), each given its own state, registers
+        //     last; then the tids memory holds (robust futex owners, the
+        //     leader's cached tid and clear_child_tid).
+        self.restore_threads(plan, tramp)?;
+
+        // POSIX timers, with the final credentials (an alarm clock needs
+        // CAP_WAKE_ALARM) and once every thread a timer may signal exists.
+        self.restore_posix_timers()?;
+
+        // 13. Last syscalls: unmap the trampoline and install the seccomp
         //     chain (through the vdso, so that no restore syscall runs
         //     under the filter; after the threads exist, with TSYNC). At
         //     the last exit stop, put the saved registers, FPU state and

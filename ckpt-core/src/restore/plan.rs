@@ -1,6 +1,6 @@
 //! Restore-specific checks on an image, made before anything is created:
 //! [`validate`] (the rules every reader applies) again, then what this
-//! restore can build (the architecture, one thread, the number of groups).
+//! restore can build (the architecture, the number of groups).
 //!
 //! Owns: the [`Plan`], the checked facts the build then relies on. Trusts:
 //! nothing in the manifest.
@@ -12,7 +12,10 @@ use crate::model::{ProcessState, ThreadState};
 
 /// Checked facts about the image, derived before anything is created.
 pub(super) struct Plan {
+    /// The thread-group leader (the stub itself becomes it).
     pub(super) thread: ThreadState,
+    /// Every other thread, re-created by an injected `clone`.
+    pub(super) others: Vec<ThreadState>,
     /// Which of the image's spaces is the task's memory.
     pub(super) memory_space: Option<u32>,
 }
@@ -52,16 +55,10 @@ impl Plan {
                 m.arch
             )));
         }
-        let thread = match p.threads.as_slice() {
-            [t] => t.clone(),
+        let (thread, others) = match p.threads.split_first() {
+            Some((t, rest)) => (t.clone(), rest.to_vec()),
             // `validate` refuses an image without threads.
-            [] => return Err(RestoreError::Invalid("no thread".into())),
-            _ => {
-                return Err(RestoreError::Unsupported(format!(
-                    "{} threads",
-                    p.threads.len()
-                )))
-            }
+            None => return Err(RestoreError::Invalid("no thread".into())),
         };
         // The groups are written into the scratch page.
         if p.creds.groups.len() > 512 {
@@ -72,6 +69,7 @@ impl Plan {
         }
         Ok(Plan {
             thread,
+            others,
             memory_space,
         })
     }

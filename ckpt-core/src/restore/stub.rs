@@ -26,6 +26,8 @@ pub(super) struct Stub {
     /// Whether the stub exec'ed the saved executable (so `/proc/PID/exe`
     /// names it).
     pub(super) exec: bool,
+    /// The other threads, once re-created (stopped, traced by us).
+    pub(super) threads: Vec<Tracee>,
 }
 
 impl Stub {
@@ -35,6 +37,13 @@ impl Stub {
 
     pub(super) fn kill(self) {
         let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        // Traced threads are reaped by us, then the leader.
+        for t in &self.threads {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(t.pid()),
+                Some(nix::sys::wait::WaitPidFlag::__WALL),
+            );
+        }
         let _ = nix::sys::wait::waitpid(
             Pid::from_raw(self.pid()),
             Some(nix::sys::wait::WaitPidFlag::__WALL),
@@ -43,7 +52,25 @@ impl Stub {
 
     pub(super) fn finish(mut self) -> Result<(), RestoreError> {
         let pid = self.pid();
-        let stolen = self.tracee.take_stolen_signals();
+        let mut stolen = self.tracee.take_stolen_signals();
+        // The other threads first (each is complete), the leader last.
+        let mut detached = Ok(());
+        for mut t in std::mem::take(&mut self.threads) {
+            stolen.extend(t.take_stolen_signals());
+            let tid = t.pid();
+            if let Err(source) = t.detach() {
+                detached = Err(RestoreError::Trace { pid: tid, source });
+                break;
+            }
+        }
+        if let Err(e) = detached {
+            let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::__WALL),
+            );
+            return Err(e);
+        }
         if let Err(source) = self.tracee.detach() {
             // Not released: it must not run half-finished.
             let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
@@ -233,6 +260,7 @@ pub(super) fn spawn_stub(
                 tracee: Tracee::attached(pid),
                 pidfd,
                 exec: execs,
+                threads: Vec::new(),
             };
             match prepare_stub(&mut stub) {
                 Ok(()) => Ok(stub),

@@ -220,8 +220,12 @@ impl Builder<'_> {
     }
 
     /// The tid, in the restored process, of the thread that had `saved`
-    /// at dump: the main thread is the stub itself.
+    /// at dump (the leader is the stub itself; the others are in the map
+    /// [`Builder::restore_threads`] made).
     pub(super) fn restored_tid(&self, saved: i32) -> Option<i32> {
+        if let Some(&(_, new)) = self.tid_map.iter().find(|(old, _)| *old == saved) {
+            return Some(new);
+        }
         let main = self.p.threads.first().map(|t| t.tid);
         (Some(saved) == main).then(|| self.pid())
     }
