@@ -98,7 +98,9 @@ pub enum OpenFileKind {
     /// sockets connected to each other), both ends in the image: recreated
     /// with `socketpair`. `sock_type` is `SOCK_STREAM`, `SOCK_DGRAM` or
     /// `SOCK_SEQPACKET`; the peer is the description whose `ino` is
-    /// `peer_ino`. `queue` is what this end has to read, in order, one
+    /// `peer_ino`; `peer_ino` 0: the peer was closed before the dump (the
+    /// survivor is recreated as a pair whose other end is closed again).
+    /// `queue` is what this end has to read, in order, one
     /// entry per datagram or packet (a stream's bytes in any number of
     /// entries). `shutdown` holds the kernel's bits (1: no more reading, 2:
     /// no more writing). `sndbuf` is `SO_SNDBUF` as read back (the kernel

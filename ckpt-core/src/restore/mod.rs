@@ -162,7 +162,7 @@ pub fn restore_with(
     if release.cancelled() {
         return Err(RestoreError::CalledOff { pid: 0 });
     }
-    let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
+    let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid, &opts.inherit_fds)?;
     let pid = stub.pid();
     let mut notices = Vec::new();
     if !opts.same_pid && pid != m.process.pid {

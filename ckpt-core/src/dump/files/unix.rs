@@ -1,18 +1,20 @@
 //! Unix sockets connected to each other inside the process (a
-//! `socketpair`): type, peer, shutdown bits, `SO_SNDBUF`, `SO_PASSCRED`,
+//! `socketpair`), or connected to a socket since closed (`peer_ino` 0: a
+//! socketpair whose other end was closed): type, peer, shutdown bits, `SO_SNDBUF`, `SO_PASSCRED`,
 //! and the messages queued on each end, read without consuming them. What
 //! a socket is connected to comes from `sock_diag` ([`crate::sockdiag`]);
 //! the queue is peeked on a duplicate taken with `pidfd_getfd` (the
 //! kernel's own ptrace-attach check, after the dump's), at `SO_PEEK_OFF`
 //! offsets, and the socket's peek offset is put back as it was.
 //!
-//! Trusts: the kernel. Refuses, naming the fd: a socket that is not a
-//! unix socket, one that is bound to a name, listening, unconnected, or
-//! connected to a socket outside the process, one with file descriptors
+//! Trusts: the kernel. A socket connected to a socket outside the process
+//! is left to [`super::external`]. Refuses, naming the fd: a socket that
+//! is not a unix socket, one that is bound to a name, listening or
+//! unconnected, one with file descriptors
 //! in flight (`SCM_RIGHTS`, which cannot be peeked without receiving
 //! them), and a queue above [`MAX_SOCKET_QUEUE`] bytes or
-//! [`MAX_SOCKET_MESSAGES`] messages. A socket on fd 0-2 that is not
-//! connected inside the process is left to [`super::external`] as before.
+//! [`MAX_SOCKET_MESSAGES`] messages, except on fd 0-2, where anything
+//! not connected inside the process is left to [`super::external`].
 //!
 //! Not kept: credentials that came with queued messages (`SCM_CREDENTIALS`),
 //! and a datagram or packet of no bytes anywhere but at the head of the
@@ -115,16 +117,23 @@ pub(super) fn classify(
              the process can be checkpointed yet)"
         ));
     };
-    if !held.0.contains(&peer) {
-        return refuse(format!(
-            "a unix {kind} socket connected to socket:[{peer}] outside the process (only \
-             sockets connected to each other inside the process can be checkpointed yet)"
-        ));
+    // peer 0: the other end was closed (the kernel keeps the link to a
+    // socket that has no inode any more). Restored as a pair whose other
+    // end is closed again.
+    if peer != 0 && !held.0.contains(&peer) {
+        // Connected outside the image (see `external`).
+        return Ok(None);
     }
     // A datagram socket connected one way only is not a pair.
-    let back = sockdiag::unix_socket(peer)
-        .map_err(err(pid, format!("fd {fd} ({link}): sock_diag of its peer")))?;
-    if back.peer != Some(meta.ino()) || back.name.is_some() {
+    let back = if peer == 0 {
+        None
+    } else {
+        Some(
+            sockdiag::unix_socket(peer)
+                .map_err(err(pid, format!("fd {fd} ({link}): sock_diag of its peer")))?,
+        )
+    };
+    if back.is_some_and(|back| back.peer != Some(meta.ino()) || back.name.is_some()) {
         return refuse(format!(
             "a unix {kind} socket connected to socket:[{peer}], which is not connected back \
              to it"

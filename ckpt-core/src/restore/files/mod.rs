@@ -188,20 +188,34 @@ impl Builder<'_> {
                 .get(f.description as usize)
                 .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
         };
-        let keep: Vec<u64> = p
+        // The caller's fds the external fds take over: fds 0-2, and those
+        // above 2 the caller handed on (`--inherit-fd`); the others are
+        // opened on /dev/null (see `external`).
+        let opts = self.opts;
+        let inherit = &opts.inherit_fds;
+        let mut keep: Vec<u64> = p
             .fds
             .iter()
             .filter(external)
+            .filter(|f| f.fd <= 2 || inherit.contains(&f.fd))
             .filter_map(|f| u64::try_from(f.fd).ok())
             .collect();
-        let first_closed = if keep.is_empty() { 0 } else { 3 };
-        for n in (0..first_closed).filter(|n| !keep.contains(n)) {
-            self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
+        keep.sort_unstable();
+        let mut next = 0u64;
+        for &k in &keep {
+            if k > next {
+                self.sys(
+                    "close_range",
+                    libc::SYS_close_range,
+                    [next, k - 1, 0, 0, 0, 0],
+                )?;
+            }
+            next = k + 1;
         }
         self.sys(
             "close_range",
             libc::SYS_close_range,
-            [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
+            [next, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
             return Ok(());
