@@ -53,6 +53,7 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Pipe { .. } => "pipe",
         OpenFileKind::Fifo { .. } => "fifo",
         OpenFileKind::UnixPair { .. } => "unix-socket",
+        OpenFileKind::UnixSocket { .. } => "unix-socket",
     }
 }
 
@@ -164,6 +165,24 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 2 => ", shut down for writing",
                 _ => ", shut down",
             }
+        ),
+        OpenFileKind::UnixSocket {
+            sock_type,
+            name,
+            backlog,
+            ..
+        } => format!(
+            ", {}, {}{}",
+            match *sock_type {
+                1 => "stream",
+                2 => "datagram",
+                _ => "seqpacket",
+            },
+            name.as_deref()
+                .map_or_else(|| "unbound".to_string(), |n| format!("bound to {n}")),
+            backlog
+                .map(|b| format!(", listening (backlog {b})"))
+                .unwrap_or_default()
         ),
         _ => String::new(),
     }

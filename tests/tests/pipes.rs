@@ -277,19 +277,23 @@ fn a_socket_connected_outside_is_dumped_as_external_naming_the_fd() {
 }
 
 #[test]
-fn a_listening_unix_socket_is_refused_naming_the_fd() {
+fn a_listening_unix_socket_with_a_connection_waiting_is_refused_naming_the_fd() {
     let err = refused("listen");
     assert!(
-        err.contains("fd 3 (socket:[") && err.contains("a listening unix stream socket on "),
+        err.contains("fd 3 (socket:[")
+            && err.contains("a listening unix stream socket on @ckpt-test-")
+            && err.contains("with 1 connections waiting to be accepted"),
         "{err}"
     );
 }
 
 #[test]
-fn a_bound_datagram_socket_is_refused_naming_the_fd() {
+fn a_bound_datagram_socket_with_a_datagram_queued_is_refused_naming_the_fd() {
     let err = refused("bound");
     assert!(
-        err.contains("fd 3 (socket:[") && err.contains("a unix datagram socket bound to @"),
+        err.contains("fd 3 (socket:[")
+            && err.contains("an unconnected unix datagram socket on @ckpt-test-")
+            && err.contains("with messages queued"),
         "{err}"
     );
 }

@@ -113,6 +113,22 @@ pub enum OpenFileKind {
         sndbuf: u32,
         passcred: bool,
     },
+    /// A unix socket connected to nothing: unbound, or bound to `name`
+    /// (an absolute path, or `@name` in the abstract namespace), and
+    /// listening with `backlog` when that is set (a listener with
+    /// connections waiting is refused at dump: their peers are outside
+    /// the image; so is a socket with datagrams queued). Recreated by the
+    /// stub: `socket`, `bind`, `listen`. `sndbuf`, `passcred` as for
+    /// [`OpenFileKind::UnixPair`].
+    UnixSocket {
+        sock_type: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backlog: Option<u32>,
+        sndbuf: u32,
+        passcred: bool,
+    },
 }
 
 /// One entry of an epoll interest list: the kernel keys it by the file
@@ -219,6 +235,7 @@ impl OpenFileKind {
                 | Self::Inotify { .. }
                 | Self::Pipe { .. }
                 | Self::UnixPair { .. }
+                | Self::UnixSocket { .. }
         )
     }
 }

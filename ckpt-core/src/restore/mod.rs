@@ -108,6 +108,13 @@ pub enum RestoreError {
     /// The scratch area in the stub had no room for an argument.
     #[error("restored process: {0}")]
     Inject(InjectError),
+    /// A unix socket could not be bound to its name again.
+    #[error("cannot bind fd {fd}'s unix socket to {name} again: {reason}")]
+    Bind {
+        fd: String,
+        name: String,
+        reason: String,
+    },
     /// The caller's [`Release`] hook called the restore off; the process
     /// was killed before it ran.
     #[error("the restore of process {pid} was called off before it was released")]

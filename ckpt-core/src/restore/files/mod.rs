@@ -34,6 +34,7 @@ mod pipe;
 mod queued;
 mod regular;
 mod signalfd;
+mod socket;
 mod timerfd;
 mod unix;
 
@@ -125,6 +126,23 @@ impl Builder<'_> {
             OpenFileKind::Pipe { .. } => self.open_pipe_end(i, top),
             OpenFileKind::Fifo { .. } => self.open_fifo(i, top),
             OpenFileKind::UnixPair { .. } => self.open_unix_pair(i, top),
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                sndbuf,
+                passcred,
+            } => self.open_unix_socket(
+                d,
+                &socket::Lone {
+                    sock_type,
+                    name: name.as_deref(),
+                    backlog,
+                    sndbuf,
+                    passcred,
+                },
+                top,
+            ),
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }

@@ -169,7 +169,12 @@ impl Builder<'_> {
     }
 
     /// `setsockopt(fd, SOL_SOCKET, opt, value)` in the stub.
-    fn set_int_opt(&mut self, fd: u64, opt: i32, value: u32) -> Result<(), RestoreError> {
+    pub(super) fn set_int_opt(
+        &mut self,
+        fd: u64,
+        opt: i32,
+        value: u32,
+    ) -> Result<(), RestoreError> {
         let v = self
             .inj
             .put_bytes(&value.to_ne_bytes(), "a socket option")?;
