@@ -78,6 +78,17 @@ pub const MAX_RLIMITS: usize = 16;
 /// Most interval timers (real, virtual, prof).
 pub const MAX_ITIMERS: usize = 3;
 
+/// Most instructions in one seccomp filter (`BPF_MAXINSNS`).
+pub const MAX_SECCOMP_INSNS_PER_FILTER: usize = 4096;
+
+/// Most instructions in a seccomp chain, each filter counting 4 more
+/// (`MAX_INSNS_PER_PATH`).
+pub const MAX_SECCOMP_INSNS: usize = 32768;
+
+/// Most POSIX timers (`timer_create`; the kernel's own bound is memory and
+/// `RLIMIT_SIGPENDING`, which defaults to a few thousand).
+pub const MAX_POSIX_TIMERS: usize = 4096;
+
 /// Most queued signals per thread (a thread's and its process's queue, each
 /// saved up to 4,096).
 pub const MAX_PENDING_SIGNALS: usize = 2 * 4096;

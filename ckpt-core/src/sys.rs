@@ -687,3 +687,135 @@ pub fn bytes_queued(fd: &OwnedFd) -> Result<usize, Errno> {
     Errno::result(r)?;
     usize::try_from(n).map_err(|_| Errno::EINVAL)
 }
+
+/// `PTRACE_SECCOMP_GET_FILTER`.
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+/// `PTRACE_SECCOMP_GET_METADATA`.
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+/// Most instructions in one classic BPF program (`BPF_MAXINSNS`).
+pub const BPF_MAXINSNS: usize = 4096;
+
+/// `PTRACE_SECCOMP_GET_FILTER`: the seccomp filter `index` of the stopped
+/// tracee `pid` (0 is the most recently installed) as its raw `struct
+/// sock_filter` array (8 bytes per instruction); `ENOENT` past the oldest.
+/// Needs `CAP_SYS_ADMIN` in the tracer.
+pub fn seccomp_filter(pid: i32, index: usize) -> Result<Vec<u8>, Errno> {
+    // SAFETY: a NULL buffer asks only for the instruction count.
+    let n = unsafe { ptrace_raw(PTRACE_SECCOMP_GET_FILTER, pid, index, 0) }?;
+    let n = usize::try_from(n).map_err(|_| Errno::EINVAL)?;
+    if n == 0 || n > BPF_MAXINSNS {
+        return Err(Errno::E2BIG);
+    }
+    let mut buf = vec![0u8; n * 8];
+    // SAFETY: `buf` holds `n` sock_filter entries, the count the kernel
+    // just reported for this filter; the tracee is stopped, and a filter
+    // never changes once installed.
+    let got = unsafe {
+        ptrace_raw(
+            PTRACE_SECCOMP_GET_FILTER,
+            pid,
+            index,
+            buf.as_mut_ptr() as usize,
+        )
+    }?;
+    if usize::try_from(got).ok() != Some(n) {
+        return Err(Errno::EAGAIN);
+    }
+    Ok(buf)
+}
+
+/// `PTRACE_SECCOMP_GET_METADATA`: the `SECCOMP_FILTER_FLAG_*` flags the
+/// kernel keeps for filter `index` of `pid` (only `LOG` today).
+pub fn seccomp_filter_flags(pid: i32, index: usize) -> Result<u64, Errno> {
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut md = [index as u64, 0u64];
+    // SAFETY: `data` points at `md`, 16 bytes, the size passed in `addr`.
+    unsafe {
+        ptrace_raw(
+            PTRACE_SECCOMP_GET_METADATA,
+            pid,
+            std::mem::size_of_val(&md),
+            md.as_mut_ptr() as usize,
+        )
+    }?;
+    Ok(md[1])
+}
+
+/// `struct sched_attr` as far as `SCHED_ATTR_SIZE_VER0` (48 bytes): policy,
+/// flags, nice, priority, and the deadline parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedAttr {
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+}
+
+/// Size of [`SchedAttr`] as the kernel reads and writes it.
+pub const SCHED_ATTR_SIZE: usize = 48;
+
+impl SchedAttr {
+    /// The kernel's bytes.
+    pub fn encode(&self) -> [u8; SCHED_ATTR_SIZE] {
+        let mut b = [0u8; SCHED_ATTR_SIZE];
+        b[0..4].copy_from_slice(&(SCHED_ATTR_SIZE as u32).to_ne_bytes());
+        b[4..8].copy_from_slice(&self.policy.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.flags.to_ne_bytes());
+        b[16..20].copy_from_slice(&self.nice.to_ne_bytes());
+        b[20..24].copy_from_slice(&self.priority.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.runtime.to_ne_bytes());
+        b[32..40].copy_from_slice(&self.deadline.to_ne_bytes());
+        b[40..48].copy_from_slice(&self.period.to_ne_bytes());
+        b
+    }
+
+    /// From the kernel's bytes.
+    pub fn decode(b: &[u8; SCHED_ATTR_SIZE]) -> SchedAttr {
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            u64::from_ne_bytes(a)
+        };
+        SchedAttr {
+            policy: u32_at(4),
+            flags: u64_at(8),
+            nice: u32_at(16) as i32,
+            priority: u32_at(20),
+            runtime: u64_at(24),
+            deadline: u64_at(32),
+            period: u64_at(40),
+        }
+    }
+}
+
+/// `sched_getattr(tid, ...)`: the scheduling attributes of thread `tid`
+/// (any visible thread; no permission is needed to read them).
+pub fn sched_getattr(tid: i32) -> Result<SchedAttr, Errno> {
+    let mut b = [0u8; SCHED_ATTR_SIZE];
+    // SAFETY: `b` is SCHED_ATTR_SIZE bytes, the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            b.as_mut_ptr(),
+            SCHED_ATTR_SIZE as libc::c_uint,
+            0 as libc::c_uint,
+        )
+    };
+    Errno::result(r)?;
+    Ok(SchedAttr::decode(&b))
+}
+
+/// `PTRACE_SETOPTIONS` with `PTRACE_O_TRACESYSGOOD | PTRACE_O_SUSPEND_SECCOMP`:
+/// the tracee's seccomp filters do not apply while it is traced by us
+/// (needs `CAP_SYS_ADMIN` in the tracer; ends when it is detached).
+pub fn suspend_seccomp(pid: i32) -> Result<(), Errno> {
+    const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
+    let opts = libc::PTRACE_O_TRACESYSGOOD as usize | PTRACE_O_SUSPEND_SECCOMP;
+    // SAFETY: integer arguments only.
+    unsafe { ptrace_raw(libc::PTRACE_SETOPTIONS, pid, 0, opts) }.map(drop)
+}

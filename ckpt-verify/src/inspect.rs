@@ -323,6 +323,11 @@ fn to_json(reader: &ImageReader) -> Value {
             "oom_score_adj": p.oom_score_adj,
             "child_subreaper": p.child_subreaper,
             "pdeathsig": p.pdeathsig,
+            "posix_timers": p.posix_timers,
+            "seccomp_filters": p.seccomp_filters.iter().map(|f| json!({
+                "instructions": f.program.len(), "log": f.log,
+            })).collect::<Vec<_>>(),
+            "sched": p.sched,
         },
         "credentials": p.creds,
         "mappings": vmas,
@@ -414,6 +419,39 @@ fn print_text(path: &Path, reader: &ImageReader) {
         outln!(
             "  parent-death signal: {} (recorded; not restored)",
             p.pdeathsig
+        );
+    }
+    if let Some(s) = &p.sched {
+        outln!(
+            "  scheduling: policy {}, priority {}, nice {}{}",
+            s.policy,
+            s.priority,
+            s.nice,
+            if s.reset_on_fork {
+                ", reset on fork"
+            } else {
+                ""
+            }
+        );
+    }
+    for (i, f) in p.seccomp_filters.iter().enumerate() {
+        outln!(
+            "  seccomp filter {}: {} instructions{}",
+            i + 1,
+            f.program.len(),
+            if f.log { ", log" } else { "" }
+        );
+    }
+    for t in &p.posix_timers {
+        outln!(
+            "  POSIX timer {}: clock {}, notify {}, signal {}, value {:#x}, {} ns left, period {} ns",
+            t.id,
+            t.clockid,
+            t.notify,
+            t.signo,
+            t.value,
+            t.value_ns,
+            t.interval_ns
         );
     }
     outln!("credentials:");

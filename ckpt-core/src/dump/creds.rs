@@ -1,7 +1,8 @@
 //! Credentials: the target's ids, groups and capability sets from
 //! `/proc/PID/status`, its securebits (asked of the task), and the user
 //! and pid namespaces those are relative to (a target outside the dumping
-//! process's own is refused).
+//! process's own is refused, as is one in another mount, network, IPC,
+//! UTS, cgroup or time namespace).
 //!
 //! Trusts: nothing read from `/proc` to be well formed (the parsers check).
 
@@ -23,43 +24,73 @@ impl Frozen {
         let pid = self.pid;
         let target = read_namespaces(&format!("/proc/{pid}"), pid)?;
         let own = read_namespaces("/proc/self", pid)?;
+        let mut differ = Vec::new();
         for (kind, theirs, ours) in [
             ("user", target.user, own.user),
             ("pid", target.pid, own.pid),
         ] {
             if theirs != ours {
-                return Err(DumpError::Unsupported {
-                    pid,
-                    resource: format!(
-                        "a process in another {kind} namespace ({kind}:{theirs}; \
-                         the dump runs in {kind}:{ours}; namespaces are not supported)"
-                    ),
-                });
+                differ.push((kind, theirs, ours));
             }
+        }
+        // The others are not recorded: they must simply be the dump's own.
+        for kind in OTHER_NAMESPACES {
+            let theirs = ns_id(&format!("/proc/{pid}"), kind, pid)?;
+            let ours = ns_id("/proc/self", kind, pid)?;
+            if theirs != ours {
+                differ.push((kind, theirs, ours));
+            }
+        }
+        if !differ.is_empty() {
+            let each: Vec<String> = differ
+                .iter()
+                .map(|(kind, theirs, ours)| {
+                    format!("{kind} namespace {kind}:{theirs}, the dump runs in {kind}:{ours}")
+                })
+                .collect();
+            let kinds: Vec<String> = differ
+                .iter()
+                .map(|(kind, ..)| format!("another {kind} namespace"))
+                .collect();
+            return Err(DumpError::Unsupported {
+                pid,
+                resource: format!(
+                    "a process in {} ({}; namespaces are not supported)",
+                    kinds.join(" and "),
+                    each.join("; ")
+                ),
+            });
         }
         Ok(target)
     }
 }
 
+/// The namespaces besides user and pid that a target must share with the
+/// dump (a process in its own mount, network, IPC, UTS, cgroup or time
+/// namespace sees a world the restore would not give it back).
+const OTHER_NAMESPACES: [&str; 6] = ["mnt", "net", "ipc", "uts", "cgroup", "time"];
+
+/// The identity of namespace `kind` of `proc_dir`; errors name `pid`.
+fn ns_id(proc_dir: &str, kind: &str, pid: i32) -> Result<NsId, DumpError> {
+    let path = format!("{proc_dir}/ns/{kind}");
+    std::fs::metadata(&path)
+        .map(|m| NsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+        .map_err(|source| DumpError::Proc {
+            pid,
+            what: path,
+            source,
+        })
+}
+
 /// The user and pid namespaces of `proc_dir` (`/proc/PID` or
 /// `/proc/self`); errors name `pid`, the target.
 fn read_namespaces(proc_dir: &str, pid: i32) -> Result<Namespaces, DumpError> {
-    let id = |kind: &str| {
-        let path = format!("{proc_dir}/ns/{kind}");
-        std::fs::metadata(&path)
-            .map(|m| NsId {
-                dev: m.dev(),
-                ino: m.ino(),
-            })
-            .map_err(|source| DumpError::Proc {
-                pid,
-                what: path,
-                source,
-            })
-    };
     Ok(Namespaces {
-        user: id("user")?,
-        pid: id("pid")?,
+        user: ns_id(proc_dir, "user", pid)?,
+        pid: ns_id(proc_dir, "pid", pid)?,
     })
 }
 

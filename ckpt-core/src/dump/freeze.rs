@@ -4,7 +4,10 @@
 //! is safe.
 //!
 //! Owns: the ptrace relationship with the target ([`Frozen`] resumes it
-//! when dropped). Trusts: the kernel.
+//! when dropped). A target already traced by another process is refused,
+//! naming the tracer. While syscalls are injected the task has every signal
+//! blocked, so that none is delivered then; its own mask is put back once
+//! the queries are done. Trusts: the kernel.
 
 use std::os::fd::OwnedFd;
 
@@ -17,7 +20,22 @@ impl Frozen {
     /// Seize and stop `pid`. `pidfd` must refer to the same process; it is
     /// checked again once the task is stopped, so a recycled pid is refused.
     pub fn seize(pidfd: OwnedFd, pid: i32) -> Result<Frozen, DumpError> {
-        let tracee = Tracee::seize(pid).map_err(|source| DumpError::Freeze { pid, source })?;
+        let tracee = match Tracee::seize(pid) {
+            Ok(t) => t,
+            Err(source) => {
+                // Someone else's tracee cannot be seized: name the tracer.
+                if let Some(tracer) = tracer_of(pid) {
+                    return Err(DumpError::Unsupported {
+                        pid,
+                        resource: format!(
+                            "a process traced by another process (TracerPid {tracer}): \
+                             detach the debugger or tracer first"
+                        ),
+                    });
+                }
+                return Err(DumpError::Freeze { pid, source });
+            }
+        };
         if sys::pidfd_send_signal(&pidfd, 0).is_err() {
             let _ = tracee.detach();
             return Err(DumpError::Gone { pid });
@@ -34,6 +52,7 @@ impl Frozen {
             pidfd,
             tracee: Some(tracee),
             saved,
+            sigmask: None,
             cancel: None,
             path_opener: None,
         })
@@ -70,8 +89,48 @@ impl Frozen {
         }
         tracee
             .set_regs(&regs)
-            .map_err(|source| DumpError::Trace { pid, source })
+            .map_err(|source| DumpError::Trace { pid, source })?;
+        self.put_back_sigmask()
     }
+
+    /// Block every signal until [`Frozen::put_back_registers`] (or the
+    /// release), so that none is delivered while syscalls are injected:
+    /// none has to be taken off the task and sent again, losing its
+    /// siginfo (a POSIX timer's value, a `sigqueue` payload); they wait,
+    /// queued with their siginfo. Called right before the first injection
+    /// (until then the task is not resumed, so nothing is delivered).
+    pub(super) fn block_signals(&mut self) -> Result<(), DumpError> {
+        let pid = self.pid;
+        let err = |errno| DumpError::Trace {
+            pid,
+            source: PtraceError::Request {
+                op: "SETSIGMASK",
+                pid,
+                errno,
+            },
+        };
+        let mask = sys::get_sigmask(pid).map_err(err)?;
+        sys::set_sigmask(pid, !0).map_err(err)?;
+        self.sigmask = Some(mask);
+        Ok(())
+    }
+
+    /// The task's own signal mask, if [`Frozen::block_signals`] blocked it.
+    fn put_back_sigmask(&mut self) -> Result<(), DumpError> {
+        let pid = self.pid;
+        match self.sigmask.take() {
+            Some(mask) => sys::set_sigmask(pid, mask).map_err(|errno| DumpError::Trace {
+                pid,
+                source: PtraceError::Request {
+                    op: "SETSIGMASK",
+                    pid,
+                    errno,
+                },
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Let the target continue as if nothing happened (the registers are put
     /// back with the kernel's syscall-restart fix-up) and stop tracing it.
     pub fn resume(mut self) -> Result<(), DumpError> {
@@ -90,7 +149,16 @@ impl Frozen {
         if tracee.was_injected() {
             arch::restart_fixup(&mut regs, ResumeIn::Original);
         }
-        let res = tracee.set_regs(&regs);
+        let mut res = tracee.set_regs(&regs);
+        if let Some(mask) = self.sigmask.take() {
+            res = res.and(
+                sys::set_sigmask(pid, mask).map_err(|errno| PtraceError::Request {
+                    op: "SETSIGMASK",
+                    pid,
+                    errno,
+                }),
+            );
+        }
         let stolen = tracee.take_stolen_signals();
         let det = tracee.detach();
         for sig in stolen {
@@ -115,6 +183,14 @@ impl Frozen {
             },
         })
     }
+}
+
+/// The pid of the process tracing `pid` (`TracerPid` in its status), if
+/// one is.
+fn tracer_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(super::proc_path(pid, "status")).ok()?;
+    let status = crate::procfs::status::parse_status(&text).ok()?;
+    (status.tracer_pid != 0).then_some(status.tracer_pid)
 }
 
 impl Drop for Frozen {

@@ -18,8 +18,9 @@
 //! naming the resource), [`task`] (registers, xsave, rseq, robust list),
 //! [`mm`] (mappings, `PAGEMAP_SCAN`, memory streaming), [`files`] (the fd
 //! table, one module per kind of description), [`identity`] (file
-//! identities and digests), [`creds`], [`signals`], [`timers`] (and
-//! resource limits). What only the task itself can report is asked through
+//! identities and digests), [`creds`], [`seccomp`] (the filter chain,
+//! and scheduling), [`signals`], [`timers`] (POSIX timers and resource
+//! limits). What only the task itself can report is asked through
 //! the typed [`Injector`](crate::inject::Injector).
 
 mod creds;
@@ -28,6 +29,7 @@ mod freeze;
 mod identity;
 mod mm;
 mod refuse;
+mod seccomp;
 mod signals;
 mod task;
 mod timers;
@@ -114,6 +116,9 @@ pub struct Frozen {
     tracee: Option<Tracee>,
     /// Registers at the freeze, before any fix-up.
     saved: libc::user_regs_struct,
+    /// The task's own signal mask while [`Frozen::block_signals`] has
+    /// every signal blocked (during the injected queries); `None` otherwise.
+    sigmask: Option<u64>,
     /// Polled between steps; `true` makes [`Frozen::dump`] stop with
     /// [`DumpError::Cancelled`].
     cancel: Option<fn() -> bool>,
@@ -196,10 +201,13 @@ impl Frozen {
         let status = self.status()?;
         let namespaces = self.namespaces()?;
         self.refuse_process_level(&status)?;
+        // The seccomp filter chain (strict mode refused) and scheduling.
+        let seccomp_filters = self.seccomp_filters(status.seccomp)?;
+        let sched = self.sched()?;
         let stat =
             procfs::stat::parse_stat(&self.read_proc("stat")?).map_err(self.parse_err("stat"))?;
         let comm = self.read_proc("comm")?.trim_end_matches('\n').to_string();
-        let cwd = self.cwd()?;
+        let (cwd, cwd_deleted) = self.cwd()?;
         let auxv = self.auxv()?;
 
         // Mappings and the files behind them.
@@ -210,15 +218,19 @@ impl Frozen {
         // File descriptors.
         let (fds, descriptions) = self.dump_fds()?;
 
+        // POSIX timers as /proc lists them (the task reports their times).
+        let mut posix_timers = self.posix_timers()?;
+
         // Per-thread state and what only the task can tell us.
         let (regs, xsave, sigmask, rseq) = self.thread_registers()?;
         let pending = self.pending_signals()?;
         let (vdso_digest, syscall_at) = self.read_vdso(vdso_start, vdso_end)?;
         self.check_cancel()?;
+        self.block_signals()?;
         let template = self.saved;
         let tracee = self.tracee()?;
         tracee.set_syscall_site(syscall_at, template);
-        let injected = query_task(tracee)?;
+        let injected = query_task(tracee, &mut posix_timers)?;
         // From here on a dying tracer leaves the target as a release would.
         self.put_back_registers()?;
         self.check_cancel()?;
@@ -269,6 +281,10 @@ impl Frozen {
             oom_score_adj: self.oom_score_adj()?,
             child_subreaper: injected.child_subreaper,
             pdeathsig: injected.pdeathsig,
+            posix_timers,
+            seccomp_filters,
+            sched: Some(sched),
+            cwd_deleted,
         };
         Ok(DumpResult {
             process,
@@ -312,11 +328,11 @@ struct Injected {
 
 /// Run the read-only queries inside the task, with a scratch page mapped
 /// for them and unmapped again (also when a query fails).
-fn query_task(t: &mut Tracee) -> Result<Injected, DumpError> {
+fn query_task(t: &mut Tracee, posix_timers: &mut [PosixTimer]) -> Result<Injected, DumpError> {
     let mut inj = Injector::new(t);
     inj.map_scratch(PAGE)?;
     let result = (|| {
-        Ok(Injected {
+        let injected = Injected {
             sigactions: signals::query_sigactions(&mut inj)?,
             altstack: signals::query_altstack(&mut inj)?,
             brk: mm::query_brk(&mut inj)?,
@@ -326,7 +342,9 @@ fn query_task(t: &mut Tracee) -> Result<Injected, DumpError> {
             securebits: creds::query_securebits(&mut inj)?,
             child_subreaper: task::query_child_subreaper(&mut inj)?,
             pdeathsig: task::query_pdeathsig(&mut inj)?,
-        })
+        };
+        timers::query_posix_timers(&mut inj, posix_timers)?;
+        Ok(injected)
     })();
     let unmapped = inj.unmap_scratch();
     let injected: Injected = result.map_err(|e: InjectError| DumpError::from(e))?;

@@ -12,7 +12,8 @@ use super::{proc_path, DumpError, Frozen};
 use crate::procfs;
 
 impl Frozen {
-    /// Threads, a seccomp filter, children, POSIX timers.
+    /// Threads, children. (Seccomp strict mode is refused where the
+    /// filters are read, in `seccomp`.)
     pub(super) fn refuse_process_level(
         &self,
         status: &procfs::status::Status,
@@ -26,19 +27,11 @@ impl Frozen {
                 status.threads
             )));
         }
-        if status.seccomp != 0 {
-            return Err(self.unsupported("a seccomp filter".into()));
-        }
         let children =
             procfs::children::parse_children(&self.read_proc(&format!("task/{pid}/children"))?)
                 .map_err(self.parse_err("children"))?;
         if let Some(child) = children.first() {
             return Err(self.unsupported(format!("child process {child}")));
-        }
-        if let Ok(text) = std::fs::read_to_string(proc_path(pid, "timers")) {
-            if procfs::timers::count_posix_timers(&text).map_err(self.parse_err("timers"))? > 0 {
-                return Err(self.unsupported("a POSIX timer (timer_create)".into()));
-            }
         }
         Ok(())
     }

@@ -1,11 +1,125 @@
-//! Interval timers and resource limits, asked of the task through
-//! injected `getitimer` and `prlimit64`.
+//! Interval timers, POSIX timers and resource limits. Interval timers and
+//! limits are asked of the task through injected `getitimer` and
+//! `prlimit64`; POSIX timers are listed by `/proc/PID/timers` (id, clock,
+//! notification) and the task is asked for the time each has left and its
+//! overrun count (`timer_gettime`, `timer_getoverrun`).
 //!
-//! Trusts: the kernel.
+//! A timer on the CPU clock of another process, or one whose signal goes
+//! to a thread or process outside the target, is refused, naming it.
+//!
+//! Trusts: the kernel; `/proc/PID/timers` is parsed strictly.
 
-use crate::inject::structs::{ITimerVal, Rlimit64};
+use super::{proc_path, DumpError, Frozen};
+use crate::inject::structs::{ITimerSpec, ITimerVal, Rlimit64};
 use crate::inject::{InjectError, Injector, KernelStruct};
-use crate::model::{ITimer, Rlimit};
+use crate::model::{ITimer, PosixTimer, Rlimit, SIGEV_THREAD_ID};
+use crate::procfs;
+
+impl Frozen {
+    /// The POSIX timers as `/proc/PID/timers` lists them, in id order;
+    /// their times are filled in by [`query_posix_timers`].
+    pub(super) fn posix_timers(&self) -> Result<Vec<PosixTimer>, DumpError> {
+        let pid = self.pid;
+        let text = self.read_proc("timers")?;
+        let listed = procfs::timers::parse_posix_timers(&text).map_err(self.parse_err("timers"))?;
+        let mut out = Vec::with_capacity(listed.len());
+        for t in listed {
+            let clockid = own_clock(t.clock, pid).ok_or_else(|| {
+                self.unsupported(format!(
+                    "POSIX timer {} on the CPU clock of another process or thread \
+                     (clock id {})",
+                    t.id, t.clock
+                ))
+            })?;
+            if t.notify == 2 {
+                return Err(self.unsupported(format!(
+                    "POSIX timer {} with SIGEV_THREAD notification",
+                    t.id
+                )));
+            }
+            let (notify, tid) = if t.to_thread {
+                if !std::path::Path::new(&proc_path(pid, &format!("task/{}", t.target))).exists() {
+                    return Err(self.unsupported(format!(
+                        "POSIX timer {} signalling thread {}, which is not one of the \
+                         process's threads",
+                        t.id, t.target
+                    )));
+                }
+                (t.notify | SIGEV_THREAD_ID, t.target)
+            } else {
+                if t.target != pid {
+                    return Err(self.unsupported(format!(
+                        "POSIX timer {} signalling process {}, not the process itself",
+                        t.id, t.target
+                    )));
+                }
+                (t.notify, 0)
+            };
+            out.push(PosixTimer {
+                id: t.id,
+                clockid,
+                notify,
+                signo: t.signo,
+                value: t.value,
+                tid,
+                value_ns: 0,
+                interval_ns: 0,
+                overrun: 0,
+            });
+        }
+        out.sort_by_key(|t| t.id);
+        Ok(out)
+    }
+}
+
+/// The clock id restore passes to `timer_create` for a timer the kernel
+/// shows on `clock`: a fixed clock as it is; a CPU clock of the calling
+/// process or thread in the kernel's pid-0 encoding as it is; one naming
+/// the target's own pid (the process, or its main thread) in the pid-0
+/// encoding; `None` for a CPU clock of anyone else.
+fn own_clock(clock: i32, pid: i32) -> Option<i32> {
+    if clock >= 0 {
+        return Some(clock);
+    }
+    // CPU clocks: ((~pid) << 3) | (thread ? 4 : 0) | which (0..=2).
+    let owner = !(clock >> 3);
+    let low = clock & 7;
+    if low & 3 == 3 {
+        return None;
+    }
+    if owner == 0 || owner == pid {
+        Some((!0i32 << 3) | low)
+    } else {
+        None
+    }
+}
+
+/// The time left, period and overrun count of each timer, asked of the
+/// task (`timer_gettime`, `timer_getoverrun`).
+pub(super) fn query_posix_timers(
+    inj: &mut Injector<'_>,
+    timers: &mut [PosixTimer],
+) -> Result<(), InjectError> {
+    for t in timers.iter_mut() {
+        let id = u64::from(t.id as u32);
+        let at = inj.alloc_struct::<ITimerSpec>()?;
+        inj.syscall(
+            "timer_gettime",
+            libc::SYS_timer_gettime,
+            [id, at, 0, 0, 0, 0],
+        )?;
+        let spec: ITimerSpec = inj.get_struct(at)?;
+        t.value_ns = spec.value_ns;
+        t.interval_ns = spec.interval_ns;
+        let overrun = inj.syscall(
+            "timer_getoverrun",
+            libc::SYS_timer_getoverrun,
+            [id, 0, 0, 0, 0, 0],
+        )?;
+        t.overrun = i32::try_from(overrun).unwrap_or(i32::MAX);
+    }
+    Ok(())
+}
 
 /// `RLIMIT_*` 0..16, soft and hard.
 pub(super) fn query_rlimits(inj: &mut Injector<'_>) -> Result<Vec<Rlimit>, InjectError> {
@@ -45,4 +159,27 @@ pub(super) fn query_itimers(inj: &mut Injector<'_>) -> Result<Vec<ITimer>, Injec
         });
     }
     Ok(itimers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_clock;
+
+    #[test]
+    fn cpu_clocks_of_the_process_itself_are_kept() {
+        // Fixed clocks as they are.
+        assert_eq!(own_clock(0, 100), Some(0));
+        assert_eq!(own_clock(7, 100), Some(7));
+        // The kernel's pid-0 encodings (process: -8..=-6, thread: -4..=-2).
+        for c in [-8, -7, -6, -4, -3, -2] {
+            assert_eq!(own_clock(c, 100), Some(c));
+        }
+        // The process's own pid becomes the pid-0 encoding.
+        let own = (!100i32 << 3) | 2;
+        assert_eq!(own_clock(own, 100), Some(-6));
+        // Another process's CPU clock, or an invalid clock kind, is not.
+        assert_eq!(own_clock((!101i32 << 3) | 2, 100), None);
+        assert_eq!(own_clock(-5, 100), None);
+        assert_eq!(own_clock(-1, 100), None);
+    }
 }

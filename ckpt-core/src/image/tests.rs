@@ -228,6 +228,10 @@ pub(super) fn sample_process() -> ProcessState {
         oom_score_adj: 0,
         child_subreaper: false,
         pdeathsig: 0,
+        posix_timers: Vec::new(),
+        seccomp_filters: Vec::new(),
+        sched: None,
+        cwd_deleted: false,
     }
 }
 

@@ -20,13 +20,15 @@ use super::manifest::{DigestAlgorithm, Manifest};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILE_LOCKS, MAX_GROUPS, MAX_IMAGE_STRING_LEN,
     MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_LISTEN_BACKLOG, MAX_PENDING_SIGNALS,
-    MAX_PIPE_SIZE, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES,
-    MAX_SOCKET_QUEUE, MAX_THREADS, MAX_UNIX_NAME, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN,
-    MIN_MAP_ADDR, MIN_XSAVE_LEN, PIPE_PACKET_MAX,
+    MAX_PIPE_SIZE, MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_SECCOMP_INSNS,
+    MAX_SECCOMP_INSNS_PER_FILTER, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
+    MAX_THREADS, MAX_UNIX_NAME, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR, MIN_XSAVE_LEN,
+    PIPE_PACKET_MAX,
 };
 use crate::model::{
     EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
-    VmaKind, INOTIFY_MASK_BITS, TIMERFD_CLOCKS,
+    VmaKind, INOTIFY_MASK_BITS, POSIX_TIMER_CLOCKS, POSIX_TIMER_NOTIFY, SIGEV_THREAD_ID,
+    TIMERFD_CLOCKS,
 };
 use crate::sys::{SIGINFO_SIZE, USER_ADDR_END};
 
@@ -121,6 +123,12 @@ fn process(p: &ProcessState, digest_len: usize) -> Result<(), Invalid> {
     }
     text("process.comm", &p.comm, MAX_COMM_LEN)?;
     path("process.cwd", &p.cwd)?;
+    if p.cwd_deleted && p.cwd.trim_end_matches('/').is_empty() {
+        return Err(invalid(
+            "process.cwd",
+            "a removed working directory needs a parent",
+        ));
+    }
     path("process.exe.path", &p.exe.path)?;
     digest("process.exe.digest", &p.exe.digest, digest_len)?;
     count("process.creds.groups", p.creds.groups.len(), MAX_GROUPS)?;
@@ -787,6 +795,116 @@ fn signals_and_limits(p: &ProcessState) -> Result<(), Invalid> {
     }
     count("process.rlimits", p.rlimits.len(), MAX_RLIMITS)?;
     count("process.itimers", p.itimers.len(), MAX_ITIMERS)?;
+    posix_timers(p)?;
+    seccomp(p)?;
+    sched(p)
+}
+
+/// The seccomp chain matches the mode: filters exactly in filter mode (2),
+/// strict mode (1) never (dump refuses it); each program 1..=4096
+/// instructions, the chain within the kernel's 32768 (4 counted per
+/// filter).
+fn seccomp(p: &ProcessState) -> Result<(), Invalid> {
+    let filters = &p.seccomp_filters;
+    match (p.creds.seccomp_mode, filters.is_empty()) {
+        (0, true) | (2, false) => {}
+        (mode, _) => {
+            return Err(invalid(
+                "process.seccomp_filters",
+                format!(
+                    "{} filters with seccomp mode {mode} (filters go with mode 2 only)",
+                    filters.len()
+                ),
+            ))
+        }
+    }
+    let mut total = 0usize;
+    for (i, f) in filters.iter().enumerate() {
+        let n = f.program.len();
+        if n == 0 || n > MAX_SECCOMP_INSNS_PER_FILTER {
+            return Err(invalid(
+                format_args!("process.seccomp_filters[{i}]"),
+                format!("{n} instructions, not within 1..={MAX_SECCOMP_INSNS_PER_FILTER}"),
+            ));
+        }
+        total = total.saturating_add(n).saturating_add(4);
+        if total > MAX_SECCOMP_INSNS {
+            return Err(invalid(
+                format_args!("process.seccomp_filters[{i}]"),
+                format!("the chain exceeds {MAX_SECCOMP_INSNS} instructions"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Scheduling attributes `sched_setattr` can take.
+fn sched(p: &ProcessState) -> Result<(), Invalid> {
+    let Some(s) = &p.sched else { return Ok(()) };
+    let ok = match s.policy {
+        0 | 3 | 5 => s.priority == 0,
+        1 | 2 => (1..=99).contains(&s.priority),
+        6 => s.priority == 0 && s.runtime_ns <= s.deadline_ns,
+        _ => false,
+    } && (-20..=19).contains(&s.nice);
+    if !ok {
+        return Err(invalid(
+            "process.sched",
+            format!(
+                "policy {} with priority {} and nice {} is not a scheduling setting",
+                s.policy, s.priority, s.nice
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// POSIX timers: ids increasing (each once), a clock and notification
+/// `timer_create` takes, a signal number, and a thread of the process for
+/// one that signals a thread.
+fn posix_timers(p: &ProcessState) -> Result<(), Invalid> {
+    count(
+        "process.posix_timers",
+        p.posix_timers.len(),
+        MAX_POSIX_TIMERS,
+    )?;
+    let mut last: Option<i32> = None;
+    for (i, t) in p.posix_timers.iter().enumerate() {
+        let at = || format!("process.posix_timers[{i}] (timer {})", t.id);
+        if t.id < 0 || last.is_some_and(|l| t.id <= l) {
+            return Err(invalid(at(), "ids must be non-negative and increasing"));
+        }
+        last = Some(t.id);
+        if !POSIX_TIMER_CLOCKS.contains(&t.clockid) {
+            return Err(invalid(at(), format!("clock {} is not allowed", t.clockid)));
+        }
+        if !POSIX_TIMER_NOTIFY.contains(&t.notify) {
+            return Err(invalid(
+                at(),
+                format!("sigev_notify {} is not allowed", t.notify),
+            ));
+        }
+        let signals = t.notify != 1;
+        if !(0..=64).contains(&t.signo) || (signals && t.signo == 0) {
+            return Err(invalid(at(), format!("signal {} is not a signal", t.signo)));
+        }
+        let to_thread = t.notify & SIGEV_THREAD_ID != 0;
+        if to_thread != (t.tid != 0) {
+            return Err(invalid(
+                at(),
+                "a thread is named exactly when the signal goes to a thread",
+            ));
+        }
+        if to_thread && !p.threads.iter().any(|th| th.tid == t.tid) {
+            return Err(invalid(
+                at(),
+                format!("signals thread {}, which is not in the image", t.tid),
+            ));
+        }
+        if t.overrun < 0 {
+            return Err(invalid(at(), format!("overrun {} is negative", t.overrun)));
+        }
+    }
     Ok(())
 }
 
@@ -837,6 +955,114 @@ mod tests {
         m.process.pdeathsig = 64;
         m.process.child_subreaper = true;
         validate(&m).unwrap();
+    }
+
+    #[test]
+    fn posix_timers() {
+        use crate::model::PosixTimer;
+        let tid = sample().process.threads[0].tid;
+        let timer = |id| PosixTimer {
+            id,
+            clockid: 1,
+            notify: 4,
+            signo: 34,
+            value: 7,
+            tid,
+            value_ns: 5,
+            interval_ns: 0,
+            overrun: 0,
+        };
+        let mut m = sample();
+        m.process.posix_timers = vec![timer(0), timer(3)];
+        validate(&m).unwrap();
+        let with = |edit: fn(&mut Vec<PosixTimer>)| {
+            move |m: &mut Manifest| {
+                m.process.posix_timers = vec![timer(0), timer(3)];
+                edit(&mut m.process.posix_timers);
+            }
+        };
+        refused(with(|t| t[1].id = 0), "process.posix_timers[1]");
+        refused(with(|t| t[0].id = -1), "process.posix_timers[0]");
+        refused(with(|t| t[0].clockid = 4), "process.posix_timers[0]");
+        refused(with(|t| t[0].clockid = -14), "process.posix_timers[0]");
+        refused(with(|t| t[0].notify = 2), "process.posix_timers[0]");
+        refused(with(|t| t[0].signo = 65), "process.posix_timers[0]");
+        refused(with(|t| t[0].tid = 0), "process.posix_timers[0]");
+        refused(with(|t| t[0].tid += 1), "process.posix_timers[0]");
+        refused(with(|t| t[0].notify = 0), "process.posix_timers[0]");
+        refused(with(|t| t[1].overrun = -1), "process.posix_timers[1]");
+        refused(
+            |m| m.process.posix_timers = (0..=MAX_POSIX_TIMERS as i32).map(timer).collect(),
+            "process.posix_timers",
+        );
+    }
+
+    #[test]
+    fn seccomp_and_sched() {
+        use crate::model::{Sched, SeccompFilter};
+        let allow = SeccompFilter {
+            program: vec![0x7fff_0000_0000_0006],
+            log: false,
+        };
+        let mut m = sample();
+        m.process.creds.seccomp_mode = 2;
+        m.process.seccomp_filters = vec![allow.clone(), allow.clone()];
+        m.process.sched = Some(Sched {
+            policy: 3,
+            reset_on_fork: true,
+            nice: 7,
+            priority: 0,
+            runtime_ns: 0,
+            deadline_ns: 0,
+            period_ns: 0,
+        });
+        validate(&m).unwrap();
+        let a = allow.clone();
+        refused(
+            move |m| m.process.seccomp_filters = vec![a],
+            "process.seccomp_filters",
+        );
+        refused(
+            |m| {
+                m.process.creds.seccomp_mode = 2;
+                m.process.seccomp_filters = vec![SeccompFilter {
+                    program: vec![],
+                    log: false,
+                }];
+            },
+            "process.seccomp_filters[0]",
+        );
+        let a = allow.clone();
+        refused(
+            move |m| {
+                m.process.creds.seccomp_mode = 2;
+                m.process.seccomp_filters = vec![a; MAX_SECCOMP_INSNS / 5 + 1];
+            },
+            "process.seccomp_filters[",
+        );
+        refused(
+            |m| {
+                m.process.creds.seccomp_mode = 1;
+            },
+            "process.seccomp_filters",
+        );
+        let sched = |policy, priority, nice| {
+            move |m: &mut Manifest| {
+                m.process.sched = Some(Sched {
+                    policy,
+                    reset_on_fork: false,
+                    nice,
+                    priority,
+                    runtime_ns: 0,
+                    deadline_ns: 0,
+                    period_ns: 0,
+                })
+            }
+        };
+        refused(sched(4, 0, 0), "process.sched");
+        refused(sched(1, 0, 0), "process.sched");
+        refused(sched(0, 5, 0), "process.sched");
+        refused(sched(0, 0, 20), "process.sched");
     }
 
     #[test]
@@ -1132,6 +1358,13 @@ mod tests {
         );
         refused(|m| m.process.exe.digest.clear(), "process.exe.digest");
         refused(|m| m.process.cwd = "/".repeat(5000), "process.cwd");
+        refused(
+            |m| {
+                m.process.cwd = "/".into();
+                m.process.cwd_deleted = true;
+            },
+            "process.cwd",
+        );
         refused(
             |m| m.process.descriptions[0].path = String::new(),
             "process.descriptions[0].path",

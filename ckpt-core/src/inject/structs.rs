@@ -355,6 +355,45 @@ impl KernelStruct for CapSet {
     }
 }
 
+/// `struct sigevent` (`timer_create`): the value, signal and notification,
+/// and the thread for `SIGEV_THREAD_ID`; the rest of its 64 bytes zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigEvent {
+    pub value: u64,
+    pub signo: i32,
+    pub notify: i32,
+    pub tid: i32,
+}
+
+impl KernelStruct for SigEvent {
+    const SIZE: usize = 64;
+    const WHAT: &'static str = "writing sigevent";
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::SIZE);
+        out.extend_from_slice(&self.value.to_ne_bytes());
+        out.extend_from_slice(&self.signo.to_ne_bytes());
+        out.extend_from_slice(&self.notify.to_ne_bytes());
+        out.extend_from_slice(&self.tid.to_ne_bytes());
+        out.resize(Self::SIZE, 0);
+        out
+    }
+    fn decode(b: &[u8]) -> Self {
+        let i32_at = |o: usize| {
+            let mut a = [0u8; 4];
+            if let Some(s) = b.get(o..o + 4) {
+                a.copy_from_slice(s);
+            }
+            i32::from_ne_bytes(a)
+        };
+        SigEvent {
+            value: word(b, 0),
+            signo: i32_at(8),
+            notify: i32_at(12),
+            tid: i32_at(16),
+        }
+    }
+}
+
 /// Encode `words` as native-endian bytes (a `u64` array in the target).
 pub fn words_to_bytes(w: &[u64]) -> Vec<u8> {
     w.iter().flat_map(|x| x.to_ne_bytes()).collect()
@@ -407,6 +446,13 @@ mod tests {
             permitted: u64::MAX,
             inheritable: 0,
         });
+        round_trip(SigEvent {
+            value: u64::MAX,
+            signo: 34,
+            notify: 4,
+            tid: 1234,
+        });
+        assert_eq!(std::mem::size_of::<libc::sigevent>(), SigEvent::SIZE);
         // The kernel's own sizes for the libc equivalents.
         assert_eq!(std::mem::size_of::<libc::stack_t>(), StackT::SIZE);
         assert_eq!(std::mem::size_of::<libc::rlimit64>(), Rlimit64::SIZE);

@@ -65,3 +65,31 @@ impl std::fmt::Display for NsId {
         write!(f, "[{}]", self.ino)
     }
 }
+
+/// One seccomp filter of the process's chain (`SECCOMP_SET_MODE_FILTER`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    /// The classic BPF program, one `struct sock_filter` per word, as the
+    /// kernel's bytes read as a little-endian `u64`: `code` in bits 0..16,
+    /// `jt` in 16..24, `jf` in 24..32, `k` in 32..64.
+    pub program: Vec<u64>,
+    /// Installed with `SECCOMP_FILTER_FLAG_LOG`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log: bool,
+}
+
+/// `SECCOMP_RET_USER_NOTIF`: a filter action that hands the syscall to a
+/// supervisor holding the filter's listener fd.
+pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+impl SeccompFilter {
+    /// Whether an instruction returns `SECCOMP_RET_USER_NOTIF` (`BPF_RET |
+    /// BPF_K` with that action).
+    pub fn notifies_a_supervisor(&self) -> bool {
+        self.program.iter().any(|&insn| {
+            let code = insn & 0xffff;
+            let k = (insn >> 32) as u32;
+            code == 0x06 && k & 0xffff_0000 == SECCOMP_RET_USER_NOTIF
+        })
+    }
+}

@@ -26,7 +26,7 @@ pub mod signals;
 pub mod task;
 pub mod timers;
 
-pub use creds::{Credentials, Namespaces, NsId};
+pub use creds::{Credentials, Namespaces, NsId, SeccompFilter};
 pub use files::{
     ByteString, EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS,
     INOTIFY_MASK_BITS,
@@ -34,5 +34,7 @@ pub use files::{
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
-pub use task::{GpRegs, ProcessState, Rseq, ThreadState};
-pub use timers::{ITimer, Rlimit};
+pub use task::{GpRegs, ProcessState, Rseq, Sched, ThreadState};
+pub use timers::{
+    ITimer, PosixTimer, Rlimit, POSIX_TIMER_CLOCKS, POSIX_TIMER_NOTIFY, SIGEV_THREAD_ID,
+};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Credentials, FdState, FileIdentity, ITimer, MmLayout, Namespaces, OpenFile, PendingSignal,
-    Rlimit, SigAction, Vma,
+    PosixTimer, Rlimit, SeccompFilter, SigAction, Vma,
 };
 
 /// Everything about one process except memory contents.
@@ -74,6 +74,44 @@ pub struct ProcessState {
     /// refers to is not part of the image (see `restore::task`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pdeathsig: i32,
+    /// POSIX timers (`timer_create`), in id order; none is left out of the
+    /// encoding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub posix_timers: Vec<PosixTimer>,
+    /// The seccomp filter chain (`creds.seccomp_mode` 2), oldest first:
+    /// the order restore installs them in. Every thread runs under this
+    /// one chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seccomp_filters: Vec<SeccompFilter>,
+    /// Scheduling policy, priority and nice value of the main thread
+    /// (`sched_getattr`); `None` in images from before it was recorded
+    /// (restore then leaves the restorer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<Sched>,
+    /// The working directory had been removed (`cwd` is its path then,
+    /// without the kernel's ` (deleted)`): restore makes a directory there,
+    /// enters it and removes it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cwd_deleted: bool,
+}
+
+/// Scheduling attributes (`struct sched_attr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sched {
+    /// `SCHED_OTHER` (0), `FIFO` (1), `RR` (2), `BATCH` (3), `IDLE` (5),
+    /// `DEADLINE` (6).
+    pub policy: u32,
+    /// `SCHED_FLAG_RESET_ON_FORK`.
+    pub reset_on_fork: bool,
+    /// Nice value, -20..=19 (for `OTHER` and `BATCH`).
+    pub nice: i32,
+    /// Real-time priority, 1..=99 for `FIFO` and `RR`, else 0.
+    pub priority: u32,
+    /// `SCHED_DEADLINE` runtime, deadline and period in nanoseconds (0
+    /// otherwise).
+    pub runtime_ns: u64,
+    pub deadline_ns: u64,
+    pub period_ns: u64,
 }
 
 fn is_zero(v: &i32) -> bool {

@@ -8,10 +8,13 @@
 //! ClockID: 0
 //! ```
 //!
-//! Only the count is returned (the dump uses it to refuse or to know how many
-//! timers to recreate). The structure is still checked: every block has its
-//! four lines in this order, the id is a non-negative decimal `i32`, and the
-//! file does not end inside a block. An empty file means no timers.
+//! Each block is returned as a [`ProcTimer`] (the dump asks the task for
+//! the time left on each). The structure is checked: every block has its
+//! four lines in this order, the id is a non-negative decimal `i32`, the
+//! signal is `NUMBER/HEX` (the `sigev_value`, printed raw), the notify
+//! line is `signal|none|thread` `/` `pid|tid` `.` a decimal id, the clock
+//! is a decimal `i32`, and the file does not end inside a block. An empty
+//! file means no timers.
 
 use super::lex::{self, At, Context};
 use super::{ParseError, Problem, ProcFile};
@@ -21,9 +24,42 @@ const FILE: ProcFile = ProcFile::Timers;
 /// The lines of one block, in order, after `ID:`.
 const FOLLOWING: [&str; 3] = ["signal", "notify", "ClockID"];
 
+/// One POSIX timer as `/proc/PID/timers` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcTimer {
+    pub id: i32,
+    /// `sigev_signo`.
+    pub signo: i32,
+    /// `sigev_value`, as the kernel printed it.
+    pub value: u64,
+    /// `sigev_notify` without `SIGEV_THREAD_ID`: `SIGEV_SIGNAL` (0),
+    /// `SIGEV_NONE` (1) or `SIGEV_THREAD` (2).
+    pub notify: i32,
+    /// `SIGEV_THREAD_ID`: the signal goes to thread `target`.
+    pub to_thread: bool,
+    /// The pid (or, with `to_thread`, the tid) notified.
+    pub target: i32,
+    /// The kernel's clock id (CPU clocks are negative).
+    pub clock: i32,
+}
+
 /// Counts the timers in `/proc/PID/timers`.
 pub fn count_posix_timers(text: &str) -> Result<usize, ParseError> {
-    let mut count = 0usize;
+    parse_posix_timers(text).map(|t| t.len())
+}
+
+/// Every timer in `/proc/PID/timers`, in the file's order.
+pub fn parse_posix_timers(text: &str) -> Result<Vec<ProcTimer>, ParseError> {
+    let mut out = Vec::new();
+    let mut cur = ProcTimer {
+        id: 0,
+        signo: 0,
+        value: 0,
+        notify: 0,
+        to_thread: false,
+        target: 0,
+        clock: 0,
+    };
     // Index into FOLLOWING of the next line expected, or None at a block start.
     let mut expect: Option<usize> = None;
     for (n, line) in lex::lines(FILE, text)? {
@@ -36,8 +72,7 @@ pub fn count_posix_timers(text: &str) -> Result<usize, ParseError> {
                 if key != "ID" {
                     return Err(at.err("ID", Problem::Missing));
                 }
-                let _id: i32 = lex::dec(value).and_then(lex::narrow).at(at, "ID")?;
-                count = count.saturating_add(1);
+                cur.id = lex::dec(value).and_then(lex::narrow).at(at, "ID")?;
                 expect = Some(0);
             }
             Some(i) => {
@@ -48,6 +83,44 @@ pub fn count_posix_timers(text: &str) -> Result<usize, ParseError> {
                 if value.is_empty() {
                     return Err(at.err(want, Problem::Empty));
                 }
+                match i {
+                    0 => {
+                        let (sig, val) = value
+                            .split_once('/')
+                            .ok_or(Problem::Malformed)
+                            .at(at, "signal")?;
+                        cur.signo = lex::dec(sig).and_then(lex::narrow).at(at, "signal")?;
+                        cur.value = lex::hex(val).at(at, "signal")?;
+                    }
+                    1 => {
+                        let (kind, rest) = value
+                            .split_once('/')
+                            .ok_or(Problem::Malformed)
+                            .at(at, "notify")?;
+                        cur.notify = match kind {
+                            "signal" => 0,
+                            "none" => 1,
+                            "thread" => 2,
+                            _ => return Err(at.err("notify", Problem::Unknown)),
+                        };
+                        let (whom, id) = rest
+                            .split_once('.')
+                            .ok_or(Problem::Malformed)
+                            .at(at, "notify")?;
+                        cur.to_thread = match whom {
+                            "pid" => false,
+                            "tid" => true,
+                            _ => return Err(at.err("notify", Problem::Unknown)),
+                        };
+                        cur.target = lex::dec(id).and_then(lex::narrow).at(at, "notify")?;
+                    }
+                    _ => {
+                        cur.clock = lex::dec_signed(value)
+                            .and_then(lex::narrow_signed)
+                            .at(at, "ClockID")?;
+                        out.push(cur);
+                    }
+                }
                 expect = Some(i.saturating_add(1)).filter(|&j| j < FOLLOWING.len());
             }
         }
@@ -56,7 +129,7 @@ pub fn count_posix_timers(text: &str) -> Result<usize, ParseError> {
         let want = FOLLOWING.get(i).copied().unwrap_or("ID");
         return Err(At::whole(FILE).err(want, Problem::Missing));
     }
-    Ok(count)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -79,6 +152,36 @@ mod tests {
     #[test]
     fn procfs_timers_real_sample() -> Result<(), ParseError> {
         assert_eq!(count_posix_timers(td::TIMERS)?, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn procfs_timers_every_field() -> Result<(), ParseError> {
+        let text = "ID: 9\nsignal: 10/0000000000001234\nnotify: none/pid.5604\nClockID: -6\n\
+                    ID: 8\nsignal: 12/ffffffffffffffff\nnotify: signal/tid.5605\nClockID: -2\n";
+        assert_eq!(
+            parse_posix_timers(text)?,
+            vec![
+                ProcTimer {
+                    id: 9,
+                    signo: 10,
+                    value: 0x1234,
+                    notify: 1,
+                    to_thread: false,
+                    target: 5604,
+                    clock: -6
+                },
+                ProcTimer {
+                    id: 8,
+                    signo: 12,
+                    value: u64::MAX,
+                    notify: 0,
+                    to_thread: true,
+                    target: 5605,
+                    clock: -2
+                }
+            ]
+        );
         Ok(())
     }
 
@@ -107,6 +210,30 @@ mod tests {
         assert_eq!(err("ID:\n"), at(1, "key", Problem::Malformed));
         assert_eq!(err("ID: 0\nnotify: x\n"), at(2, "signal", Problem::Missing));
         assert_eq!(err("ID: 0\nsignal: \n"), at(2, "signal", Problem::Empty));
+        assert_eq!(
+            err("ID: 0\nsignal: 14\n"),
+            at(2, "signal", Problem::Malformed)
+        );
+        assert_eq!(
+            err("ID: 0\nsignal: 14/zz\nnotify: x\n"),
+            at(2, "signal", Problem::InvalidDigit)
+        );
+        assert_eq!(
+            err("ID: 0\nsignal: 14/0\nnotify: bogus/pid.1\n"),
+            at(3, "notify", Problem::Unknown)
+        );
+        assert_eq!(
+            err("ID: 0\nsignal: 14/0\nnotify: signal/pgid.1\n"),
+            at(3, "notify", Problem::Unknown)
+        );
+        assert_eq!(
+            err("ID: 0\nsignal: 14/0\nnotify: signal/pid1\n"),
+            at(3, "notify", Problem::Malformed)
+        );
+        assert_eq!(
+            err("ID: 0\nsignal: 14/0\nnotify: signal/pid.1\nClockID: x\n"),
+            at(4, "ClockID", Problem::InvalidDigit)
+        );
         assert_eq!(err(&format!("{block}\n")), at(5, "key", Problem::Malformed));
         assert_eq!(
             err(&format!("{block}{block}ClockID: 0\n")),

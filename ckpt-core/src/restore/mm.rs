@@ -344,18 +344,14 @@ impl Builder<'_> {
                 prot |= (libc::PROT_READ | libc::PROT_WRITE) as u32;
             }
             let fd = match (v.kind, v.file) {
-                (VmaKind::File, Some(fi)) => {
-                    let want_write = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-                    match file_fds.get(&fi) {
-                        Some(&fd) => fd,
-                        None => {
-                            let fd =
-                                self.open_mapped_file(fi, want_write || self.file_needs_write(fi))?;
-                            file_fds.insert(fi, fd);
-                            fd
-                        }
+                (VmaKind::File, Some(fi)) => match file_fds.get(&fi) {
+                    Some(&fd) => fd,
+                    None => {
+                        let fd = self.open_mapped_file_for(fi)?;
+                        file_fds.insert(fi, fd);
+                        fd
                     }
-                }
+                },
                 _ => u64::MAX,
             };
             let got = self.sys(
@@ -420,6 +416,43 @@ impl Builder<'_> {
             .vmas
             .iter()
             .any(|v| v.file == Some(fi) && v.shared && v.prot & libc::PROT_WRITE as u32 != 0)
+    }
+
+    /// Whether a shared mapping of file `fi` may be made writable later
+    /// (VmFlags `mw`, `VM_MAYWRITE`: the file was opened read-write, so a
+    /// `PROT_READ` mapping can be `mprotect`ed to `PROT_WRITE`).
+    fn file_may_write(&self, fi: u32) -> bool {
+        self.m
+            .process
+            .vmas
+            .iter()
+            .any(|v| v.file == Some(fi) && v.shared && v.vm_flags.iter().any(|f| f == "mw"))
+    }
+
+    /// Open mapped file `fi` read-write when a shared mapping of it is
+    /// writable, or may become so (`VM_MAYWRITE`); read-only otherwise.
+    /// When only `VM_MAYWRITE` asked for write access and the restored
+    /// credentials may not have it, the file is mapped read-only with a
+    /// notice (the mapping can then not be made writable).
+    fn open_mapped_file_for(&mut self, fi: u32) -> Result<u64, RestoreError> {
+        if self.file_needs_write(fi) {
+            return self.open_mapped_file(fi, true);
+        }
+        if !self.file_may_write(fi) {
+            return self.open_mapped_file(fi, false);
+        }
+        match self.open_mapped_file(fi, true) {
+            Err(RestoreError::Open { path, errno })
+                if matches!(errno, Errno::EACCES | Errno::EPERM | Errno::EROFS) =>
+            {
+                self.notices.push(format!(
+                    "{path}: mapped shared read-only; the restored credentials may not open it \
+                     for writing ({errno}), so the mapping can no longer be made writable"
+                ));
+                self.open_mapped_file(fi, false)
+            }
+            r => r,
+        }
     }
 
     /// Open mapped file `fi` in the stub and check that its content is what

@@ -30,8 +30,10 @@
 //! [`crate::model`] and [`crate::dump`]: [`options`] (what was decided),
 //! [`plan`] (checks before anything is created), [`stub`] (creating the
 //! task), [`mm`] (vdso, mappings, memory), [`files`] (the fd table, one
-//! module per kind of description), [`creds`], [`signals`], [`timers`]
-//! (and resource limits), [`task`] (registers, rseq, name, mm layout). All
+//! module per kind of description), [`creds`], [`seccomp`] (the filter
+//! chain, installed last, and scheduling), [`signals`], [`timers`]
+//! (POSIX timers and resource limits), [`task`] (registers, rseq, name,
+//! mm layout). All
 //! syscalls go through the typed [`Injector`](crate::inject::Injector).
 
 mod creds;
@@ -39,6 +41,7 @@ mod files;
 mod mm;
 mod options;
 mod plan;
+mod seccomp;
 mod signals;
 mod stub;
 mod task;
@@ -331,7 +334,11 @@ impl Builder<'_> {
 
         // 6. Files, cwd, umask, name, personality.
         self.restore_fds()?;
-        self.change_dir(&p.cwd)?;
+        if p.cwd_deleted {
+            self.recreate_removed_cwd(&p.cwd)?;
+        } else {
+            self.change_dir(&p.cwd)?;
+        }
         self.set_umask()?;
         self.set_name_and_personality()?;
 
@@ -354,6 +361,10 @@ impl Builder<'_> {
         }
         self.restore_no_new_privs()?;
 
+        // POSIX timers, with the final credentials (an alarm clock needs
+        // CAP_WAKE_ALARM) and after every thread a timer may signal exists.
+        self.restore_posix_timers()?;
+
         // 11. What the restored credentials' own rights decide: memory
         //     locks (within its RLIMIT_MEMLOCK), oom_score_adj (raising is
         //     free, lowering below the inherited floor needs
@@ -364,12 +375,16 @@ impl Builder<'_> {
         //     `Builder::note_pdeathsig`).
         self.lock_mappings()?;
         self.restore_oom_score_adj()?;
+        self.restore_sched()?;
         self.restore_child_subreaper()?;
         self.clear_pdeathsig()?;
         self.note_pdeathsig();
 
-        // 12. Last syscall: unmap the trampoline. At its exit stop, put the
-        //     saved registers, FPU state and signal mask in place.
+        // 12. Last syscalls: unmap the trampoline and install the seccomp
+        //     chain (through the vdso, so that no restore syscall runs
+        //     under the filter; after the threads exist, with TSYNC). At
+        //     the last exit stop, put the saved registers, FPU state and
+        //     signal mask in place.
         self.finish_thread(plan, tramp)
     }
 }

@@ -14,7 +14,6 @@
 use nix::errno::Errno;
 
 use super::files::check_path;
-use super::mm::PAGE;
 use super::plan::Plan;
 use super::{Builder, RestoreError};
 use crate::arch::x86_64::{self as arch, ResumeIn};
@@ -174,16 +173,13 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The last syscall unmaps the trampoline at `tramp`; at its exit stop
-    /// the saved registers (with the syscall-restart fix-up), xsave state
+    /// The last syscalls unmap the trampoline at `tramp` and install the
+    /// seccomp chain (`super::seccomp`); at the last exit stop the saved
+    /// registers (with the syscall-restart fix-up), xsave state
     /// and signal mask are put in place.
     pub(super) fn finish_thread(&mut self, plan: &Plan, tramp: u64) -> Result<(), RestoreError> {
         let pid = self.pid();
-        self.sys(
-            "munmap(trampoline)",
-            libc::SYS_munmap,
-            [tramp, 2 * PAGE, 0, 0, 0, 0],
-        )?;
+        self.unmap_trampoline_and_install_seccomp(plan, tramp)?;
         let current = self.inj.tracee().regs().map_err(self.tr())?;
         let mut regs = arch::to_user_regs(&plan.thread.regs, &current);
         arch::restart_fixup(&mut regs, ResumeIn::Restored);

@@ -75,7 +75,7 @@ pub(super) fn classify(
 /// A terminal: a virtual console or serial line (major 4), `/dev/tty` or
 /// `/dev/console` (5:0, 5:1), a pseudo-terminal's terminal side (majors
 /// 136-143). Not a pseudo-terminal's master (`/dev/ptmx`, 5:2).
-fn is_terminal(rdev: u64) -> bool {
+pub(super) fn is_terminal(rdev: u64) -> bool {
     let major = nix::sys::stat::major(rdev);
     let minor = nix::sys::stat::minor(rdev);
     major == 4 || (major == 5 && minor <= 1) || (136..=143).contains(&major)

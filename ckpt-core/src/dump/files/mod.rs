@@ -4,11 +4,12 @@
 //!
 //! Trusts: nothing read from `/proc` (paths may hold any bytes; fdinfo is
 //! parsed strictly). What restore cannot reopen is refused here, naming
-//! the fd: anything that is not a path (sockets other than unix socket
+//! the fd: anything that is not a path (unix sockets other than socket
 //! pairs, pipes with an end outside the image, anonymous inodes other than
-//! eventfd, signalfd, timerfd, epoll and inotify), deleted files, other
-//! devices, locks other than flock, POSIX and OFD ones. Pipes, FIFOs and
-//! unix socket pairs are [`pipe`]'s and [`unix`]'s.
+//! eventfd, signalfd, timerfd, epoll and inotify), deleted files, locks
+//! other than flock, POSIX and OFD ones; network sockets, devices and the
+//! kernel objects nobody restores are named by [`refused`]. Pipes, FIFOs
+//! and unix socket pairs are [`pipe`]'s and [`unix`]'s.
 //!
 //! An epoll's entries name other descriptions, so they are resolved
 //! ([`epoll::resolve`]) once the whole table is known.
@@ -24,6 +25,7 @@ mod external;
 mod inotify;
 mod locks;
 mod pipe;
+mod refused;
 mod regular;
 mod signalfd;
 mod timerfd;
@@ -38,21 +40,33 @@ use crate::procfs;
 use crate::sys;
 
 impl Frozen {
-    /// The working directory; a deleted one is refused.
-    pub(super) fn cwd(&self) -> Result<String, DumpError> {
+    /// The working directory, and whether it was removed (the kernel
+    /// shows `PATH (deleted)` and its link count is 0; the path returned is
+    /// without the suffix). A removed one whose path is the root is refused.
+    pub(super) fn cwd(&self) -> Result<(String, bool), DumpError> {
         let pid = self.pid;
+        let err = |source| DumpError::Proc {
+            pid,
+            what: "cwd".into(),
+            source,
+        };
         let cwd = std::fs::read_link(proc_path(pid, "cwd"))
-            .map_err(|source| DumpError::Proc {
-                pid,
-                what: "cwd".into(),
-                source,
-            })?
+            .map_err(err)?
             .to_string_lossy()
             .into_owned();
-        if cwd.ends_with(" (deleted)") {
-            return Err(self.unsupported(format!("a deleted working directory {cwd}")));
+        let removed = std::fs::metadata(proc_path(pid, "cwd"))
+            .map_err(err)?
+            .nlink()
+            == 0;
+        match cwd.strip_suffix(" (deleted)") {
+            Some(path) if removed => {
+                if path == "/" || !path.starts_with('/') {
+                    return Err(self.unsupported(format!("a deleted working directory {cwd}")));
+                }
+                Ok((path.to_string(), true))
+            }
+            _ => Ok((cwd, false)),
         }
-        Ok(cwd)
     }
 
     /// Every fd, in number order, and the descriptions they refer to
@@ -84,7 +98,7 @@ impl Frozen {
         numbers.sort_unstable();
         // Paths the target uses: where the files an inotify watches are
         // looked for first (see `inotify`).
-        let mut near = vec![self.cwd()?];
+        let mut near = vec![self.cwd()?.0];
         for &fd in &numbers {
             if let Ok(l) = std::fs::read_link(proc_path(pid, &format!("fd/{fd}"))) {
                 let l = l.to_string_lossy().into_owned();
@@ -135,6 +149,9 @@ impl Frozen {
                         source,
                     }
                 })?;
+            if let Some(resource) = refused::refusal(&self.pidfd, fd, &link, &meta) {
+                return Err(unsupported(resource));
+            }
             // Pipes, FIFOs and unix sockets held inside the image first.
             let inside =
                 match pipe::classify(pid, &self.pidfd, fd, &link, &meta, info.flags, &ends)? {

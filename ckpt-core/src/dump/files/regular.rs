@@ -26,7 +26,7 @@ pub(super) fn kind_of(path: &str, meta: &Metadata) -> Option<OpenFileKind> {
     }
 }
 
-fn is_simple_char_device(path: &str, rdev: u64) -> bool {
+pub(super) fn is_simple_char_device(path: &str, rdev: u64) -> bool {
     let major = nix::sys::stat::major(rdev);
     let minor = nix::sys::stat::minor(rdev);
     major == 1

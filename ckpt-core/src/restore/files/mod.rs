@@ -25,6 +25,7 @@
 //! of a file drops the process's POSIX locks on it, so nothing may be
 //! closed after them).
 
+mod cwd;
 mod epoll;
 mod eventfd;
 mod external;
