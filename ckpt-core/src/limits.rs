@@ -141,6 +141,14 @@ pub const MAX_SOCKET_MESSAGES: usize = 65_536;
 /// Most bytes queued on one unix socket an image may hold.
 pub const MAX_SOCKET_QUEUE: usize = 16 << 20;
 
+/// The largest listen backlog an image may ask for (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default, anyway).
+pub const MAX_LISTEN_BACKLOG: u32 = 1 << 16;
+
+/// The longest unix socket name: `sun_path` holds 108 bytes, with the
+/// terminating NUL of a path or the leading NUL of an abstract name.
+pub const MAX_UNIX_NAME: usize = 107;
+
 /// Most bytes queued in pipes, FIFOs and sockets, all together, an image
 /// may hold (they are in the manifest, which is at most
 /// [`MAX_MANIFEST_LEN`] long).

@@ -82,6 +82,18 @@ pub fn unix_socket(ino: u64) -> Result<UnixSocket, Errno> {
     parse(buf.get(..n).ok_or(Errno::EPROTO)?, ino32)
 }
 
+/// Whether some unix socket of this network namespace is bound to the
+/// path `name` (`/proc/self/net/unix`, whose lines end with the bound
+/// name). Asked before a stale socket file is replaced: connecting to
+/// find out would hand a live server an empty connection.
+pub fn path_bound(name: &str) -> Result<bool, std::io::Error> {
+    let text = std::fs::read_to_string("/proc/self/net/unix")?;
+    Ok(text.lines().skip(1).any(|l| {
+        let path: Vec<&str> = l.split_whitespace().skip(7).collect();
+        path.join(" ") == name
+    }))
+}
+
 fn u16_at(b: &[u8], at: usize) -> Result<u16, Errno> {
     b.get(at..at + 2)
         .and_then(|s| s.try_into().ok())

@@ -283,6 +283,25 @@ pub(crate) fn run(
         },
         e => Fail::with(Exit::DumpFailed, "dump", e),
     })?;
+    for f in &result.process.fds {
+        let connected = result
+            .files
+            .get(f.description as usize)
+            .and_then(|d| match &d.kind {
+                ckpt_core::state::OpenFileKind::External { connected_to } if f.fd > 2 => {
+                    Some(connected_to)
+                }
+                _ => None,
+            });
+        if let Some(to) = connected {
+            let fd = f.fd;
+            report.lines.push(format!(
+                "notice: fd {fd} is connected outside the process ({}); restore connects it to \
+                 /dev/null, or to the restore caller's fd {fd} with --inherit-fd {fd}",
+                ckpt_privsep::report::escape_controls(to)
+            ));
+        }
+    }
     let c = &result.process.creds;
     if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
         return Err(Fail::new(

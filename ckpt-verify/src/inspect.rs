@@ -55,13 +55,20 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::UnixPair { .. } => "unix-socket",
         OpenFileKind::Memfd { .. } => "memfd",
         OpenFileKind::Unlinked { .. } => "unlinked-file",
+        OpenFileKind::UnixSocket { .. } => "unix-socket",
     }
 }
 
-/// What restore does with an fd connected outside the image.
-fn external_note(k: &OpenFileKind) -> &'static str {
+/// What restore does with fd `fd` if it was connected outside the image.
+fn external_note(k: &OpenFileKind, fd: i32) -> &'static str {
     match k {
-        OpenFileKind::External { .. } => ", restore connects it to the caller's fd of that number",
+        OpenFileKind::External { .. } if fd <= 2 => {
+            ", restore connects it to the caller's fd of that number"
+        }
+        OpenFileKind::External { .. } => {
+            ", restore connects it to the caller's fd of that number with --inherit-fd, \
+             otherwise to /dev/null"
+        }
         _ => "",
     }
 }
@@ -141,11 +148,16 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             shutdown,
             ..
         } => format!(
-            ", {}, peer socket:[{peer_ino}], {} messages ({} bytes) queued{}",
+            ", {}, {}, {} messages ({} bytes) queued{}",
             match *sock_type {
                 1 => "stream",
                 2 => "datagram",
                 _ => "seqpacket",
+            },
+            if *peer_ino == 0 {
+                "peer closed".to_string()
+            } else {
+                format!("peer socket:[{peer_ino}]")
             },
             queue.len(),
             queue.iter().map(|q| q.0.len()).sum::<usize>(),
@@ -155,6 +167,24 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 2 => ", shut down for writing",
                 _ => ", shut down",
             }
+        ),
+        OpenFileKind::UnixSocket {
+            sock_type,
+            name,
+            backlog,
+            ..
+        } => format!(
+            ", {}, {}{}",
+            match *sock_type {
+                1 => "stream",
+                2 => "datagram",
+                _ => "seqpacket",
+            },
+            name.as_deref()
+                .map_or_else(|| "unbound".to_string(), |n| format!("bound to {n}")),
+            backlog
+                .map(|b| format!(", listening (backlog {b})"))
+                .unwrap_or_default()
         ),
         _ => String::new(),
     }
@@ -548,7 +578,7 @@ fn print_task(m: &Manifest, p: &ProcessState) {
                 anonymous_state(&d.kind),
                 locks_note(d),
                 if fd.cloexec { ", close-on-exec" } else { "" },
-                external_note(&d.kind)
+                external_note(&d.kind, fd.fd)
             ),
             None => outln!("  {:>4}: (invalid description {})", fd.fd, fd.description),
         }

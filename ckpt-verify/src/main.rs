@@ -81,6 +81,13 @@ enum Command {
         /// Fail instead of falling back to your own credentials.
         #[arg(long)]
         require_saved_creds: bool,
+        /// Hand your own fd N (3 to 1023, open when you started the
+        /// command) to the restored process in place of its fd N that was
+        /// connected outside the image at dump (a pipe, socket or
+        /// terminal it inherited). Repeatable. Without it such an fd is
+        /// /dev/null, with a notice.
+        #[arg(long = "inherit-fd", value_name = "N")]
+        inherit_fd: Vec<i32>,
     },
     /// Policy commands.
     Policy {
@@ -123,7 +130,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(&startup.caller, cli) {
+    match run(&startup.caller, &startup.open_fds, cli) {
         Ok(exit) => exit.into(),
         Err(f) => {
             errln!("{PROG}: {}", f.message());
@@ -132,7 +139,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(caller: &Caller, cli: Cli) -> Result<Exit, Fail> {
+fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
     match cli.command {
         Command::Verify { image, json } => verify::verify(caller, &image, json),
         Command::Inspect { image, json } => inspect::inspect(caller, &image, json),
@@ -141,11 +148,55 @@ fn run(caller: &Caller, cli: Cli) -> Result<Exit, Fail> {
             image,
             pidfile,
             require_saved_creds,
-        } => restore::restore(caller, &image, pidfile.as_deref(), require_saved_creds),
+            inherit_fd,
+        } => {
+            check_inherit_fds(&inherit_fd, open_fds)?;
+            restore::restore(
+                caller,
+                &image,
+                pidfile.as_deref(),
+                require_saved_creds,
+                &inherit_fd,
+            )
+        }
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_cmd::check(caller, file.as_deref()),
     }
+}
+
+/// `--inherit-fd`: each N above 2, at most [`startup::MAX_INHERIT_FD`],
+/// and open when the helper started (so the caller's, never one the
+/// helper opened).
+fn check_inherit_fds(fds: &[i32], open_fds: &[i32]) -> Result<(), Fail> {
+    for &n in fds {
+        if n <= 2 {
+            return Err(Fail::new(
+                Exit::Usage,
+                format!(
+                    "restore: --inherit-fd {n}: fds 0-2 are always connected to yours; \
+                     give a number from 3 to {}",
+                    startup::MAX_INHERIT_FD
+                ),
+            ));
+        }
+        if n > startup::MAX_INHERIT_FD {
+            return Err(Fail::new(
+                Exit::Usage,
+                format!(
+                    "restore: --inherit-fd {n}: above {}, the highest fd that can be inherited",
+                    startup::MAX_INHERIT_FD
+                ),
+            ));
+        }
+        if !open_fds.contains(&n) {
+            return Err(Fail::new(
+                Exit::Usage,
+                format!("restore: --inherit-fd {n}: fd {n} is not open in your shell or program"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Untrusted text for a terminal: control characters escaped.

@@ -144,6 +144,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             same_pid: granted(Privilege::SamePid),
             exe_link: granted(Privilege::ExeLink),
             caller_caps: caller_caps(caller),
+            inherit_fds: Vec::new(),
         },
         notices,
         saved,

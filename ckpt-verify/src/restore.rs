@@ -305,6 +305,7 @@ pub(crate) fn restore(
     path: &Path,
     pidfile: Option<&Path>,
     require_saved_creds: bool,
+    inherit_fds: &[i32],
 ) -> Result<Exit, Fail> {
     let mut audit = Audit::new(caller);
     let shield = match Shield::raise(caller) {
@@ -323,7 +324,10 @@ pub(crate) fn restore(
         caller,
         path,
         pidfile,
-        require_saved_creds,
+        Asked {
+            require_saved_creds,
+            inherit_fds,
+        },
         &mut audit,
         &shield,
         &mut done,
@@ -359,11 +363,20 @@ fn release(reservation: Option<Reservation>) {
     }
 }
 
+/// What the caller asked of the restore besides the image.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    /// `--require-saved-creds`.
+    require_saved_creds: bool,
+    /// `--inherit-fd`, each checked at start-up.
+    inherit_fds: &'a [i32],
+}
+
 fn run(
     caller: &Caller,
     path: &Path,
     pidfile: Option<&Path>,
-    require_saved_creds: bool,
+    asked: Asked<'_>,
     audit: &mut Audit,
     shield: &Shield,
     done: &mut Option<Done>,
@@ -405,9 +418,13 @@ fn run(
             return Err(Fail::new(Exit::Tampered, "the image could not be read"));
         };
         let d = decide(&facts.policy, &pf);
-        let p = plan(&d, &pf, caller);
+        let mut p = plan(&d, &pf, caller);
+        p.opts.inherit_fds = asked.inherit_fds.to_vec();
         audit.decision(&d);
-        if require_saved_creds && !d.granted(Privilege::Credentials) && !saved_is_mine(&p, caller) {
+        if asked.require_saved_creds
+            && !d.granted(Privilege::Credentials)
+            && !saved_is_mine(&p, caller)
+        {
             let theirs = match &p.saved {
                 Some(s) => show_creds(s),
                 None => format!(

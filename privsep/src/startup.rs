@@ -12,7 +12,10 @@
 //! `SIGXFSZ` (so that write errors are errors, not deaths), restores the
 //! default `SIGCHLD` (an inherited `SIG_IGN` would auto-reap our children)
 //! and unblocks all signals; and finally collects `argv`, refusing an empty
-//! one (argc == 0).
+//! one (argc == 0). Before anything is opened it also notes which fds from
+//! 3 to [`MAX_INHERIT_FD`] the caller left open ([`Startup::open_fds`]):
+//! the only fds `ckpt-verify restore --inherit-fd N` may hand on, so that
+//! no fd the helper opened itself can ever be.
 
 use std::ffi::OsString;
 
@@ -28,6 +31,9 @@ use crate::sys;
 /// The fixed `PATH` the helpers run with.
 pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The highest fd number `--inherit-fd` accepts (and [`harden`] notes).
+pub const MAX_INHERIT_FD: i32 = 1023;
+
 /// What [`harden`] hands back to `main`.
 #[derive(Debug)]
 pub struct Startup {
@@ -35,6 +41,9 @@ pub struct Startup {
     pub caller: Caller,
     /// `argv`, never empty (argv\[0\] is present).
     pub args: Vec<OsString>,
+    /// The fds from 3 to [`MAX_INHERIT_FD`] that were open when the helper
+    /// started, before it opened anything: the caller's.
+    pub open_fds: Vec<i32>,
 }
 
 /// Why start-up hardening failed. Every variant means the helper must stop
@@ -95,8 +104,12 @@ pub enum StartupError {
 pub fn harden() -> Result<Startup, StartupError> {
     // 1. Who called us, before anything can change it.
     let caller = Caller::current().map_err(StartupError::Credentials)?;
-    // 2. fds 0-2.
+    // 2. fds 0-2; which others the caller left open (nothing of ours is
+    // open yet).
     ensure_std_fds()?;
+    let open_fds: Vec<i32> = (3..=MAX_INHERIT_FD)
+        .filter(|&fd| nix::fcntl::fcntl(fd, FcntlArg::F_GETFD).is_ok())
+        .collect();
     // 3. Environment.
     sys::clear_environment().map_err(|e| match e {
         sys::ClearEnvError::Threaded(threads) => StartupError::Threaded { threads },
@@ -125,7 +138,11 @@ pub fn harden() -> Result<Startup, StartupError> {
     if args.is_empty() {
         return Err(StartupError::EmptyArgv);
     }
-    Ok(Startup { caller, args })
+    Ok(Startup {
+        caller,
+        args,
+        open_fds,
+    })
 }
 
 /// Make sure fds 0, 1 and 2 are open; open `/dev/null` on any that is not.

@@ -3,8 +3,10 @@
 //! stream / datagram / seqpacket pairs with queued data both ways, a
 //! shutdown, SO_PASSCRED), is dumped and restored through the installed
 //! helpers as an unprivileged user, and checks them itself. A dump leaves
-//! the data in place (`--leave-running`). What cannot be restored yet is
-//! refused naming the fd.
+//! the data in place (`--leave-running`). A socket pair whose other end
+//! was closed keeps its queue. A pipe or socket connected to another
+//! process is taken as connected outside the image (see stdio.rs); what
+//! cannot be restored yet is refused naming the fd.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -225,43 +227,73 @@ fn refused(mode: &str) -> String {
     run.stderr
 }
 
+/// The `unsupported` workload in `mode` holds fd 3 connected to another
+/// process (which it started): the dump takes it as connected outside the
+/// image, with a notice naming fd 3; the dump's stderr.
+fn dumped_as_external(mode: &str) -> String {
+    let env = Env::require();
+    let dir = TestDir::new(&env, &format!("pipes-external-{mode}"));
+    let program = dir.compile(&env, "unsupported");
+    let ready = dir.work.join("ready");
+    let mut p = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[mode, path_str(&ready)],
+        &dir.work,
+        &[],
+        &dir.work.join("unsupported.log"),
+    );
+    wait_until(WAIT, "the workload is ready", || {
+        fs::read_to_string(&ready).is_ok_and(|s| s.starts_with("ready\n"))
+    });
+    if let Some(other) = fs::read_to_string(&ready).unwrap().lines().nth(1) {
+        p.kill_also(other.parse().unwrap());
+    }
+    let image = dir.work.join("u.ckpt");
+    let run = env.dump_ok(&dir, p.pid, &image, &[]);
+    p.wait_gone("dump kills the target");
+    run.stderr
+}
+
 #[test]
-fn a_pipe_whose_other_end_is_outside_is_refused_naming_the_fd() {
-    let err = refused("pipe");
+fn a_pipe_whose_other_end_is_outside_is_dumped_as_external_naming_the_fd() {
+    let err = dumped_as_external("pipe");
     assert!(
-        err.contains("fd 3 (pipe:[")
-            && err.contains("the read end of pipe inode")
-            && err.contains("whose write end is open outside the process")
-            && err.contains("close it before the dump"),
+        err.contains("notice: fd 3 is connected outside the process (pipe:[")
+            && err.contains("--inherit-fd 3"),
         "{err}"
     );
 }
 
 #[test]
-fn a_socket_connected_outside_is_refused_naming_the_fd() {
-    let err = refused("unix");
+fn a_socket_connected_outside_is_dumped_as_external_naming_the_fd() {
+    let err = dumped_as_external("unix");
     assert!(
-        err.contains("fd 3 (socket:[")
-            && err.contains("a unix stream socket connected to socket:[")
-            && err.contains("outside the process"),
+        err.contains("notice: fd 3 is connected outside the process (socket:[")
+            && err.contains("--inherit-fd 3"),
         "{err}"
     );
 }
 
 #[test]
-fn a_listening_unix_socket_is_refused_naming_the_fd() {
+fn a_listening_unix_socket_with_a_connection_waiting_is_refused_naming_the_fd() {
     let err = refused("listen");
     assert!(
-        err.contains("fd 3 (socket:[") && err.contains("a listening unix stream socket on "),
+        err.contains("fd 3 (socket:[")
+            && err.contains("a listening unix stream socket on @ckpt-test-")
+            && err.contains("with 1 connections waiting to be accepted"),
         "{err}"
     );
 }
 
 #[test]
-fn a_bound_datagram_socket_is_refused_naming_the_fd() {
+fn a_bound_datagram_socket_with_a_datagram_queued_is_refused_naming_the_fd() {
     let err = refused("bound");
     assert!(
-        err.contains("fd 3 (socket:[") && err.contains("a unix datagram socket bound to @"),
+        err.contains("fd 3 (socket:[")
+            && err.contains("an unconnected unix datagram socket on @ckpt-test-")
+            && err.contains("with messages queued"),
         "{err}"
     );
 }

@@ -1,9 +1,11 @@
 //! Descriptors connected outside the image (the shell-job case): a program
 //! whose stdout is a terminal or a pipe into another program is dumped, and
 //! its fds 0-2 are connected at restore to the restore caller's own fds
-//! 0-2, with a notice. Such an object on another fd, or both ends of one
-//! pipe, is still refused; an image that claims one on another fd is
-//! malformed (exit 4).
+//! 0-2, with a notice. Such an object on another fd (a pipe a job runner
+//! left on fd 7, a leaked fd 251) becomes `/dev/null` at restore, or the
+//! restore caller's fd of that number with `--inherit-fd`, with a notice at
+//! dump and at restore. Both ends of one pipe are still refused; an image
+//! whose external fd names no printable object is malformed (exit 4).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -21,8 +23,8 @@ use ckpt_tests::image::{with_manifest, Layout};
 use ckpt_tests::policy::{toml_str, PolicyGuard};
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    counter_lines, exit, path_str, procfs, wait_until, write_owned, Counter, Env, Proc, Run,
-    TestDir, Who, HELPER_TIMEOUT, WAIT,
+    counter_lines, exit, path_str, procfs, wait_until, workload_result, write_owned, Counter, Env,
+    Proc, Run, TestDir, Who, HELPER_TIMEOUT, WAIT,
 };
 
 /// Waits for `child` (a helper run with stdio of the test's choosing),
@@ -421,46 +423,181 @@ fn piped_counter(privileged: bool) {
     );
 }
 
-/// Starts the `unsupported` workload in `mode` and returns its dump's run.
-fn refused_dump(mode: &str) -> Run {
+/// A workload started by bash with fd 7 the write end of a pipe into one
+/// `cat` and fd 251 the write end of a pipe into another, dumped: (the
+/// test dir, the workload's dir, the image, the dump's run, the link of its
+/// fd 7).
+fn dump_inherited(name: &str) -> (TestDir, PathBuf, Run, String) {
     let env = Env::require();
-    let dir = TestDir::new(&env, &format!("stdio-{mode}"));
-    let program = dir.compile(&env, "unsupported");
-    let ready = dir.work.join("ready");
-    let mut p = Proc::spawn(
+    let dir = TestDir::new(&env, name);
+    let program = dir.compile(&env, "inherited");
+    let bash = fs::canonicalize("/bin/bash").unwrap();
+    let (before7, before251) = (dir.work.join("before7"), dir.work.join("before251"));
+    let log = dir.work.join("inherited.log");
+    // The process substitution is bash's child, not the workload's.
+    let script =
+        r#"exec 4> >(exec cat >"$3"); "$0" "$1" 7>&1 251>&4 4>&- >>"$4" 2>&1 | exec cat >"$2""#;
+    let mut shell = Proc::spawn(
         &env,
         Who::User(&env.user),
-        &program,
-        &[mode, path_str(&ready)],
+        &bash,
+        &[
+            "-c",
+            script,
+            path_str(&program),
+            path_str(&dir.work),
+            path_str(&before7),
+            path_str(&before251),
+            path_str(&log),
+        ],
         &dir.work,
         &[],
-        &dir.work.join("unsupported.log"),
+        &dir.work.join("bash.log"),
     );
+    let pid1 = pid_running(&program);
+    let mut p1 = Proc::adopt(pid1, "inherited").unwrap();
+    shell.kill_also(pid1);
     wait_until(WAIT, "the workload is ready", || {
-        fs::read_to_string(&ready).is_ok_and(|s| s.starts_with("ready\n"))
+        fs::read_to_string(dir.work.join("ready")).is_ok_and(|s| s == "ready\n")
     });
-    let image = dir.work.join("u.ckpt");
-    let run = env.sign(
-        &dir,
-        &["dump", "--pid", &p.pid.to_string(), "-o", path_str(&image)],
+    let link7 = fs::read_link(format!("/proc/{pid1}/fd/7"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let link251 = fs::read_link(format!("/proc/{pid1}/fd/251"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        link7.starts_with("pipe:[") && link251.starts_with("pipe:[") && link7 != link251,
+        "fds 7 ({link7}) and 251 ({link251}) are two pipes"
     );
-    run.assert_code(exit::DUMP_FAILED, &format!("dump of {mode}"));
-    assert!(!image.exists(), "a refused dump left an image");
-    p.assert_untouched("after a refused dump");
-    run
+    let image = dir.work.join("inherited.ckpt");
+    let run = env.dump_ok(&dir, pid1, &image, &[]);
+    for (fd, link) in [(7, &link7), (251, &link251)] {
+        let want = format!(
+            "notice: fd {fd} is connected outside the process ({link}); restore connects it to \
+             /dev/null, or to the restore caller's fd {fd} with --inherit-fd {fd}"
+        );
+        assert!(
+            run.stderr.contains(&want),
+            "the dump names fd {fd} and its pipe\n{run}"
+        );
+    }
+    p1.wait_gone("dump kills the workload");
+    wait_until(WAIT, "both readers saw the end of their pipes", || {
+        fs::read_to_string(&before7).is_ok_and(|s| s == "before-7\n")
+            && fs::read_to_string(&before251).is_ok_and(|s| s == "before-251\n")
+    });
+    shell.wait_gone("the shell ends with its cats");
+    let inspect = env.verify(&dir, &["inspect", path_str(&image)]);
+    assert!(
+        inspect.stdout.lines().any(|l| l.contains(" 7:")
+            && l.contains("external")
+            && l.contains("with --inherit-fd, otherwise to /dev/null")),
+        "inspect says what restore does with fd 7\n{inspect}"
+    );
+    let work = dir.work.clone();
+    (dir, work, run, link7)
 }
 
+/// Without `--inherit-fd` the fds a job runner left become /dev/null, each
+/// with a notice saying so and how to hand over one's own.
 #[test]
-fn a_pipe_on_fd_3_is_refused_with_what_to_do() {
-    let run = refused_dump("pipe");
+fn fds_above_2_connected_outside_become_dev_null_with_a_notice() {
+    let env = Env::require();
+    let (dir, work, _dump, link7) = dump_inherited("stdio-inherit-null");
+    let (run, mut p2) = env.restore_ok(&dir, &work.join("inherited.ckpt"), None);
+    let want = format!(
+        "fd 7 was connected to {link7} at dump; it is /dev/null now (pass --inherit-fd 7 to \
+         hand over yours)"
+    );
+    assert!(run.stderr.contains(&want), "the notice for fd 7\n{run}");
     assert!(
-        run.stderr.contains("fd 3 (pipe:[")
+        run.stderr.contains("fd 251 was connected to pipe:[")
             && run
                 .stderr
-                .contains("only fds 0-2 may be connected outside the image")
-            && run.stderr.contains("close it before the dump"),
-        "the refusal names fd 3 and the pipe, and says what to do\n{run}"
+                .contains("(pass --inherit-fd 251 to hand over yours)"),
+        "the notice for fd 251\n{run}"
     );
+    fs::write(work.join("go"), "null\n").unwrap();
+    let result = workload_result(
+        &mut p2,
+        &work.join("result"),
+        &work.join("inherited.log"),
+        "the restored workload",
+    );
+    assert_eq!(result, "OK\n", "the workload's own check");
+}
+
+/// With `--inherit-fd 7` the restored process writes into the restore
+/// caller's own pipe on fd 7; fd 251, not handed over, is /dev/null.
+#[test]
+fn inherit_fd_hands_the_callers_pipe_to_the_restored_process() {
+    let env = Env::require();
+    let (dir, work, _dump, link7) = dump_inherited("stdio-inherit-7");
+    let image = work.join("inherited.ckpt");
+    let after7 = work.join("after7");
+    let bash = fs::canonicalize("/bin/bash").unwrap();
+    let mut cmd = env.command(Who::User(&env.user), &bash);
+    cmd.args([
+        "-c",
+        // The reader is bash's child, not the helper's.
+        r#"exec 7> >(exec cat >"$2"); "$0" restore "$1" --inherit-fd 7"#,
+        path_str(&env.verify_path()),
+        path_str(&image),
+        path_str(&after7),
+    ])
+    .current_dir(&work);
+    let run = dir.run(cmd);
+    run.assert_code(exit::OK, "restore --inherit-fd 7");
+    let pid2: i32 = run
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("restore prints the pid\n{run}"));
+    let mut p2 = Proc::adopt(pid2, "restored inherited").expect("the restored process runs");
+    assert!(
+        run.stderr.contains(&format!(
+            "fd 7 was connected to {link7} at dump; it is now connected to your fd 7 \
+             (--inherit-fd)"
+        )) && run.stderr.contains("fd 251 was connected to pipe:["),
+        "the notices for fds 7 and 251\n{run}"
+    );
+    fs::write(work.join("go"), "inherit7\n").unwrap();
+    let result = workload_result(
+        &mut p2,
+        &work.join("result"),
+        &work.join("inherited.log"),
+        "the restored workload",
+    );
+    assert_eq!(result, "OK\n", "the workload's own check");
+    wait_until(
+        WAIT,
+        "the caller's pipe carried the restored process's line",
+        || fs::read_to_string(&after7).is_ok_and(|s| s == format!("after-7 {pid2}\n")),
+    );
+}
+
+/// `--inherit-fd` refuses fds 0-2, numbers above 1023, and an fd the
+/// caller does not have open (so never one the helper opened itself).
+#[test]
+fn inherit_fd_refuses_std_fds_and_fds_the_caller_has_not_open() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "stdio-inherit-refused");
+    let image = dir.work.join("none.ckpt");
+    for (n, says) in [
+        ("2", "fds 0-2 are always connected to yours"),
+        ("1024", "above 1023"),
+        ("9", "fd 9 is not open"),
+    ] {
+        let run = env.verify(&dir, &["restore", path_str(&image), "--inherit-fd", n]);
+        run.assert_code(exit::USAGE, &format!("--inherit-fd {n}"));
+        assert!(
+            run.stderr.contains(&format!("--inherit-fd {n}")) && run.stderr.contains(says),
+            "the refusal of --inherit-fd {n} says why\n{run}"
+        );
+    }
 }
 
 /// Both ends of one pipe on fd 0 and fd 1 are inside the image: a pipe
@@ -517,7 +654,7 @@ fn text(s: &str) -> Value {
 
 /// `m` with one more description, External (connected to a pipe), and fd
 /// `fd` naming it: appended, or replacing that fd's entry.
-fn with_external_fd(m: &Value, fd: u64) -> Vec<u8> {
+fn with_external_fd(m: &Value, fd: u64, to: &str) -> Vec<u8> {
     let mut m = m.clone();
     let Value::Array(descriptions) = field(&mut m, "files") else {
         panic!("the file table is not an array")
@@ -528,7 +665,7 @@ fn with_external_fd(m: &Value, fd: u64) -> Vec<u8> {
             text("kind"),
             Value::Map(vec![(
                 text("External"),
-                Value::Map(vec![(text("connected_to"), text("pipe:[4242]"))]),
+                Value::Map(vec![(text("connected_to"), text(to))]),
             )]),
         ),
         (text("path"), text("pipe:[4242]")),
@@ -555,7 +692,7 @@ fn with_external_fd(m: &Value, fd: u64) -> Vec<u8> {
 }
 
 #[test]
-fn an_image_with_an_external_fd_above_2_is_malformed() {
+fn an_image_whose_external_fd_names_no_printable_object_is_malformed() {
     let env = Env::require();
     let dir = TestDir::new(&env, "stdio-malformed");
     let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
@@ -568,20 +705,21 @@ fn an_image_with_an_external_fd_above_2_is_malformed() {
         ciborium::de::from_reader(&bytes[l.manifest.start as usize..l.manifest.end as usize])
             .unwrap();
 
-    // The control: the same edit on fd 2 is a well-formed (unsigned) image.
+    // The control: an external fd 5 naming a pipe is a well-formed
+    // (unsigned) image.
     let control = dir.work.join("fd2.ckpt");
     write_owned(
         &control,
-        &with_manifest(&bytes, &with_external_fd(&m, 2)).unwrap(),
+        &with_manifest(&bytes, &with_external_fd(&m, 5, "pipe:[4242]")).unwrap(),
         &env.user,
     );
     env.verify(&dir, &["verify", path_str(&control)])
-        .assert_code(exit::UNSIGNED, "External on fd 2");
+        .assert_code(exit::UNSIGNED, "External on fd 5");
 
     let bad = dir.work.join("fd5.ckpt");
     write_owned(
         &bad,
-        &with_manifest(&bytes, &with_external_fd(&m, 5)).unwrap(),
+        &with_manifest(&bytes, &with_external_fd(&m, 5, "pipe:[4242]\0x")).unwrap(),
         &env.user,
     );
     let count_before = fs::read(&c.file).unwrap();
@@ -594,7 +732,7 @@ fn an_image_with_an_external_fd_above_2_is_malformed() {
         let run = env.verify(&dir, &args);
         run.assert_code(exit::TAMPERED, &format!("{} of External on fd 5", args[0]));
         assert!(
-            run.stderr.contains("(fd 5)") && run.stderr.contains("only fds 0-2"),
+            run.stderr.contains("kind.connected_to"),
             "{}: the refusal names the field\n{run}",
             args[0]
         );

@@ -33,6 +33,12 @@
  *   seqpkt   a SOCK_SEQPACKET socketpair (fds 54, 55) with SO_PASSCRED on
  *            55: "p-one", "p-two-2" queued for 55, boundaries kept, the
  *            option still set
+ *   orphan   a SOCK_STREAM socketpair whose other end sent "orphan-data"
+ *            and was closed (fd 56): reads "orphan-data", then end of
+ *            file; sending fails with EPIPE
+ *   dgorphan a SOCK_DGRAM socketpair whose other end sent "dg-orphan" and
+ *            was closed (fd 57): the datagram read back, then EAGAIN;
+ *            sending fails
  *   every socket's SO_PEEK_OFF is -1 (off), as set-up left it: a dump
  *   peeks at its queue and must put the peek offset back
  */
@@ -237,6 +243,18 @@ int main(int argc, char **argv)
 		die("SO_PASSCRED");
 	if (send(54, "p-one", 5, 0) != 5 || send(54, "p-two-2", 7, 0) != 7)
 		die("send seqpacket");
+	/* orphan, dgorphan */
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, s) != 0)
+		die("socketpair orphan");
+	put(56, s[0]);
+	write_all(s[1], "orphan-data", 11);
+	close(s[1]);
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, s) != 0)
+		die("socketpair dgorphan");
+	put(57, s[0]);
+	if (send(s[1], "dg-orphan", 9, 0) != 9)
+		die("send dgorphan");
+	close(s[1]);
 
 	FILE *r = fopen(ready, "w");
 	if (!r || fputs("ready\n", r) < 0 || fclose(r) != 0)
@@ -247,7 +265,7 @@ int main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 
-	for (int fd = 50; fd <= 55; fd++) {
+	for (int fd = 50; fd <= 57; fd++) {
 		int off = 0;
 		socklen_t ol = sizeof off;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, &ol) != 0 || off != -1)
@@ -314,6 +332,17 @@ int main(int argc, char **argv)
 	if (send(55, "z", 1, 0) != 1)
 		fail("seqpacket: send after restore");
 	expect_msg(54, "seqpacket after restore", "z", 1);
+	/* orphan */
+	expect_bytes(56, "orphan", (const unsigned char *)"orphan-data", 11);
+	if (recv(56, &c, 1, MSG_DONTWAIT) != 0)
+		fail("orphan: no end of file after its peer was closed");
+	if (!(send(56, "y", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE))
+		fail("orphan: send did not fail with EPIPE (errno %d)", errno);
+	/* dgorphan */
+	expect_msg(57, "dgorphan", "dg-orphan", 9);
+	expect_empty(57, "dgorphan");
+	if (send(57, "y", 1, MSG_NOSIGNAL) >= 0)
+		fail("dgorphan: send succeeded with the peer closed");
 
 	FILE *out = fopen(result, "w");
 	if (!out)

@@ -10,8 +10,10 @@
  *   socket   holds a listening TCP socket on 127.0.0.1 (any port)
  *   unix     holds a Unix stream socket on fd 3 connected to one another
  *            process holds (its pid is the second line of READY-FILE)
- *   listen   holds a listening Unix socket bound to an abstract name
- *   bound    holds a Unix datagram socket bound to an abstract name
+ *   listen   holds a listening Unix socket bound to an abstract name, with
+ *            a connection waiting (its client held by another process)
+ *   bound    holds a Unix datagram socket bound to an abstract name, with
+ *            a datagram queued from a socket since closed
  *   scm      holds a Unix socketpair with an fd in flight (SCM_RIGHTS)
  *   child    has a child process (its pid is the second line of READY-FILE)
  *   udp      holds a UDP socket bound to 127.0.0.1 and connected to 127.0.0.1:9
@@ -279,6 +281,20 @@ int main(int argc, char **argv)
 		socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
 		if (s != 3 || bind(s, (struct sockaddr *)&a, len) != 0 || (stream && listen(s, 1) != 0))
 			return 1;
+		/* A connection waiting to be accepted (its client held by another
+		 * process), or a datagram queued (its sender gone). */
+		int c = socket(AF_UNIX, stream ? SOCK_STREAM : SOCK_DGRAM, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&a, len) != 0)
+			return 1;
+		if (stream) {
+			pid_t g = holder(c);
+			if (g < 0)
+				return 1;
+			snprintf(ready, sizeof ready, "ready\n%d\n", (int)g);
+		} else if (send(c, "q", 1, 0) != 1) {
+			return 1;
+		}
+		close(c);
 	} else if (strcmp(mode, "scm") == 0) {
 		int sv[2];
 		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0)

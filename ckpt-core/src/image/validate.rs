@@ -19,11 +19,11 @@ use std::fmt;
 use super::manifest::{DigestAlgorithm, Manifest, Space};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILES, MAX_FILE_LOCKS, MAX_GROUPS,
-    MAX_IMAGE_STRING_LEN, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_PENDING_SIGNALS,
-    MAX_PIPE_SIZE, MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS, MAX_ROBUST_FUTEXES,
-    MAX_SECCOMP_INSNS, MAX_SECCOMP_INSNS_PER_FILTER, MAX_SIGACTIONS, MAX_SOCKET_MESSAGES,
-    MAX_SOCKET_QUEUE, MAX_SPACES, MAX_TASKS, MAX_THREADS, MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN,
-    MIN_MAP_ADDR, MIN_XSAVE_LEN, PIPE_PACKET_MAX,
+    MAX_IMAGE_STRING_LEN, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_LISTEN_BACKLOG,
+    MAX_PENDING_SIGNALS, MAX_PIPE_SIZE, MAX_POSIX_TIMERS, MAX_QUEUED_BYTES, MAX_RLIMITS,
+    MAX_ROBUST_FUTEXES, MAX_SECCOMP_INSNS, MAX_SECCOMP_INSNS_PER_FILTER, MAX_SIGACTIONS,
+    MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE, MAX_SPACES, MAX_TASKS, MAX_THREADS, MAX_UNIX_NAME,
+    MAX_VMAS, MAX_VM_FLAGS, MAX_XSAVE_LEN, MIN_MAP_ADDR, MIN_XSAVE_LEN, PIPE_PACKET_MAX,
 };
 use crate::model::{
     EpollTarget, InotifyWatch, LockKind, OpenFile, OpenFileKind, ProcessState, ThreadState,
@@ -424,6 +424,66 @@ fn chunks(m: &Manifest) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Why restore could not bind a unix socket to `name` again, if it could
+/// not: an absolute path or `@` and an abstract name, printable text
+/// without NUL, at most [`MAX_UNIX_NAME`] bytes besides the `@`. The dump
+/// refuses such a socket with the same words.
+pub fn unix_name_problem(name: &str) -> Option<String> {
+    let (body, abstract_) = match name.strip_prefix('@') {
+        Some(rest) => (rest, true),
+        None => (name, false),
+    };
+    if !abstract_ && !name.starts_with('/') {
+        return Some("not an absolute path".into());
+    }
+    if body.contains('\0') || body.contains('\u{fffd}') {
+        return Some("holds a NUL or bytes that are not UTF-8".into());
+    }
+    if body.len() > MAX_UNIX_NAME || body.is_empty() {
+        return Some(format!(
+            "{} bytes long, not 1 to {MAX_UNIX_NAME}",
+            body.len()
+        ));
+    }
+    if !abstract_ && (name.contains("/../") || name.ends_with("/..")) {
+        return Some("a path with ..".into());
+    }
+    None
+}
+
+/// A unix socket connected to nothing: a known type, a name restore can
+/// bind again, a backlog only on a listening type and within
+/// [`MAX_LISTEN_BACKLOG`].
+fn unix_socket(
+    i: usize,
+    sock_type: i32,
+    name: Option<&str>,
+    backlog: Option<u32>,
+) -> Result<(), Invalid> {
+    let at = |f: &str| format!("files[{i}].kind.{f}");
+    if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sock_type) {
+        return Err(invalid(
+            at("sock_type"),
+            format!("is {sock_type}, not SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET"),
+        ));
+    }
+    if let Some(problem) = name.and_then(unix_name_problem) {
+        return Err(invalid(at("name"), problem));
+    }
+    if let Some(b) = backlog {
+        if sock_type == libc::SOCK_DGRAM {
+            return Err(invalid(at("backlog"), "is set on a datagram socket"));
+        }
+        if b > MAX_LISTEN_BACKLOG {
+            return Err(invalid(
+                at("backlog"),
+                format!("is {b}, above {MAX_LISTEN_BACKLOG}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The name of a description created anew at restore (never opened).
 fn anonymous(i: usize, name: &str) -> Result<(), Invalid> {
     text(format_args!("files[{i}].path"), name, MAX_IMAGE_STRING_LEN)
@@ -497,6 +557,15 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
                 anonymous(i, &d.path)?;
                 queued(files, i)?;
             }
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                ..
+            } => {
+                anonymous(i, &d.path)?;
+                unix_socket(i, *sock_type, name.as_deref(), *backlog)?;
+            }
             OpenFileKind::Fifo { .. } => {
                 path(format_args!("files[{i}].path"), &d.path)?;
                 queued(files, i)?;
@@ -563,15 +632,6 @@ fn fds(t: &str, p: &ProcessState, files: &[OpenFile]) -> Result<(), Invalid> {
                     fd.description,
                     files.len()
                 ),
-            ));
-        }
-        let external = files
-            .get(fd.description as usize)
-            .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }));
-        if external && fd.fd > 2 {
-            return Err(invalid(
-                at(),
-                "is connected outside the image (External), which only fds 0-2 may be",
             ));
         }
     }
@@ -842,6 +902,10 @@ fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
         else {
             continue;
         };
+        if *peer_ino == 0 {
+            // Its peer was closed before the dump.
+            continue;
+        }
         let back = sockets.get(peer_ino).and_then(|&j| {
             let e = ds.get(j)?;
             match &e.kind {
@@ -1380,6 +1444,62 @@ mod tests {
             "files[1].flags"
         );
         assert_eq!(field(vec![(pipe(4096, b""), 2, 7)]), "files[0].flags");
+        // A socket whose peer was closed (peer_ino 0) needs no peer.
+        check(vec![(
+            unix(libc::SOCK_STREAM, 0, vec![b"x".to_vec()]),
+            2,
+            8,
+        )])
+        .unwrap();
+        // Sockets connected to nothing: good ones, then a bad type, an
+        // absurd backlog, a backlog on a datagram socket, names too long,
+        // relative, with a NUL.
+        let lone = |ty: i32, name: Option<&str>, backlog: Option<u32>| OpenFileKind::UnixSocket {
+            sock_type: ty,
+            name: name.map(str::to_string),
+            backlog,
+            sndbuf: 0,
+            passcred: false,
+        };
+        check(vec![
+            (
+                lone(libc::SOCK_STREAM, Some("/run/app.sock"), Some(4096)),
+                2,
+                8,
+            ),
+            (lone(libc::SOCK_SEQPACKET, Some("@app"), Some(0)), 2, 9),
+            (lone(libc::SOCK_DGRAM, Some("/tmp/d"), None), 2, 10),
+            (lone(libc::SOCK_DGRAM, None, None), 2, 11),
+            (
+                lone(
+                    libc::SOCK_STREAM,
+                    Some(&format!("/{}", "a".repeat(106))),
+                    None,
+                ),
+                2,
+                12,
+            ),
+        ])
+        .unwrap();
+        let long = format!("/{}", "a".repeat(107));
+        let long_abstract = format!("@{}", "a".repeat(108));
+        for (bad, at) in [
+            (lone(libc::SOCK_RAW, None, None), "sock_type"),
+            (lone(99, Some("/x"), None), "sock_type"),
+            (
+                lone(libc::SOCK_STREAM, Some("/x"), Some(u32::MAX)),
+                "backlog",
+            ),
+            (lone(libc::SOCK_DGRAM, Some("/x"), Some(1)), "backlog"),
+            (lone(libc::SOCK_STREAM, Some(&long), None), "name"),
+            (lone(libc::SOCK_STREAM, Some(&long_abstract), None), "name"),
+            (lone(libc::SOCK_STREAM, Some("@"), None), "name"),
+            (lone(libc::SOCK_STREAM, Some("run/app.sock"), None), "name"),
+            (lone(libc::SOCK_STREAM, Some("/a\0b"), None), "name"),
+            (lone(libc::SOCK_STREAM, Some("/a/../b"), None), "name"),
+        ] {
+            assert_eq!(field(vec![(bad, 2, 8)]), format!("files[0].kind.{at}"));
+        }
         // A socket whose peer is missing, of another type, not connected
         // back, or itself; an unknown type; two descriptions of one socket.
         assert_eq!(
@@ -1649,7 +1769,7 @@ mod tests {
     }
 
     #[test]
-    fn external_descriptors_only_on_fds_0_to_2() {
+    fn external_descriptors_on_any_fd_with_a_printable_name() {
         let external = |m: &mut Manifest, fd: i32| {
             m.files[0].kind = OpenFileKind::External {
                 connected_to: "pipe:[12345]".into(),
@@ -1657,13 +1777,13 @@ mod tests {
             m.files[0].path = "pipe:[12345]".into();
             m.tasks[0].fds[0].fd = fd;
         };
-        for fd in 0..=2 {
+        // Any fd: 0-2 become the caller's, others the caller's inherited
+        // fd or /dev/null.
+        for fd in [0, 1, 2, 3, 5, 251] {
             let mut m = sample();
             external(&mut m, fd);
             assert_eq!(validate(&m).map_err(|e| e.field), Ok(()), "fd {fd}");
         }
-        refused(|m| external(m, 3), "tasks[0].fds[0] (fd 3)");
-        refused(|m| external(m, 5), "tasks[0].fds[0] (fd 5)");
         refused(
             |m| {
                 external(m, 1);

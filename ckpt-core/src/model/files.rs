@@ -98,7 +98,9 @@ pub enum OpenFileKind {
     /// sockets connected to each other), both ends in the image: recreated
     /// with `socketpair`. `sock_type` is `SOCK_STREAM`, `SOCK_DGRAM` or
     /// `SOCK_SEQPACKET`; the peer is the description whose `ino` is
-    /// `peer_ino`. `queue` is what this end has to read, in order, one
+    /// `peer_ino`; `peer_ino` 0: the peer was closed before the dump (the
+    /// survivor is recreated as a pair whose other end is closed again).
+    /// `queue` is what this end has to read, in order, one
     /// entry per datagram or packet (a stream's bytes in any number of
     /// entries). `shutdown` holds the kernel's bits (1: no more reading, 2:
     /// no more writing). `sndbuf` is `SO_SNDBUF` as read back (the kernel
@@ -118,6 +120,22 @@ pub enum OpenFileKind {
     /// A regular file unlinked while open. Its directory, mode, size and
     /// content are the image's space `space` (`Space::Unlinked`).
     Unlinked { space: u32 },
+    /// A unix socket connected to nothing: unbound, or bound to `name`
+    /// (an absolute path, or `@name` in the abstract namespace), and
+    /// listening with `backlog` when that is set (a listener with
+    /// connections waiting is refused at dump: their peers are outside
+    /// the image; so is a socket with datagrams queued). Recreated by the
+    /// stub: `socket`, `bind`, `listen`. `sndbuf`, `passcred` as for
+    /// [`OpenFileKind::UnixPair`].
+    UnixSocket {
+        sock_type: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backlog: Option<u32>,
+        sndbuf: u32,
+        passcred: bool,
+    },
 }
 
 /// One entry of an epoll interest list: the kernel keys it by the file
@@ -237,6 +255,7 @@ impl OpenFileKind {
                 | Self::Inotify { .. }
                 | Self::Pipe { .. }
                 | Self::UnixPair { .. }
+                | Self::UnixSocket { .. }
         )
     }
 }

@@ -117,6 +117,13 @@ pub enum RestoreError {
     /// The scratch area in the stub had no room for an argument.
     #[error("restored process: {0}")]
     Inject(InjectError),
+    /// A unix socket could not be bound to its name again.
+    #[error("cannot bind fd {fd}'s unix socket to {name} again: {reason}")]
+    Bind {
+        fd: String,
+        name: String,
+        reason: String,
+    },
     /// The caller's [`Release`] hook called the restore off; the process
     /// was killed before it ran.
     #[error("the restore of process {pid} was called off before it was released")]
@@ -172,7 +179,7 @@ pub fn restore_with(
     if release.cancelled() {
         return Err(RestoreError::CalledOff { pid: 0 });
     }
-    let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid)?;
+    let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid, &opts.inherit_fds)?;
     let pid = stub.pid();
     let mut notices = Vec::new();
     if !opts.same_pid && pid != p.pid {

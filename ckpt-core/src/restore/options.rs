@@ -50,6 +50,11 @@ pub struct RestoreOptions {
     /// helper got at exec: its bounding set, none under `SECBIT_NOROOT`);
     /// 0 for anyone else. [`RestoreOptions::privileged`] compares against it.
     pub caller_caps: u64,
+    /// The caller's own fds above 2 (`--inherit-fd N`) that take the place
+    /// of the image's fds of the same numbers that were connected outside
+    /// it; the engine's caller checks each was open before the helper
+    /// opened anything. An external fd not listed becomes `/dev/null`.
+    pub inherit_fds: Vec<i32>,
 }
 
 /// `CAP_SETGID`, `CAP_SETUID`: with both, any ids are the caller's to take.
@@ -67,6 +72,7 @@ impl RestoreOptions {
             same_pid: false,
             exe_link: false,
             caller_caps: 0,
+            inherit_fds: Vec::new(),
         }
     }
 

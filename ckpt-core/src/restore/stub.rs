@@ -112,7 +112,17 @@ pub(super) fn spawn_stub(
     creds: &RestoreCredentials,
     mode: StubMode,
     pid: Option<i32>,
+    inherit: &[i32],
 ) -> Result<Stub, RestoreError> {
+    // The caller's fds above 2 handed to the restored process
+    // (`--inherit-fd`), sorted: kept open through the stub's exec, every
+    // other fd above 2 closed by it.
+    let mut keep: Vec<u32> = inherit
+        .iter()
+        .filter_map(|&n| u32::try_from(n).ok().filter(|&n| n > 2))
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
     let groups: Vec<libc::gid_t> = creds.groups.clone();
     let argv: [*const libc::c_char; 2] = [exe.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -217,9 +227,24 @@ pub(super) fn spawn_stub(
                 }
                 let decision: u8 = if exec_ok { b'E' } else { b'F' };
                 libc::write(decision_fd, (&decision as *const u8).cast(), 1);
+                // Every fd above 2 close-on-exec, except the inherited
+                // ones, which lose the flag.
+                let mut next = 3u32;
+                for &k in &keep {
+                    if k > next {
+                        libc::syscall(
+                            libc::SYS_close_range,
+                            next,
+                            k - 1,
+                            4u32, /* CLOSE_RANGE_CLOEXEC */
+                        );
+                    }
+                    libc::fcntl(k as libc::c_int, libc::F_SETFD, 0);
+                    next = k.saturating_add(1);
+                }
                 libc::syscall(
                     libc::SYS_close_range,
-                    3u32,
+                    next,
                     u32::MAX,
                     4u32, /* CLOSE_RANGE_CLOEXEC */
                 );

@@ -1,14 +1,17 @@
 //! Descriptors connected outside the image (what CRIU's `--shell-job`
-//! handles): fd 0, 1 or 2 on a terminal, a pipe or FIFO, or a socket is
-//! recorded as [`OpenFileKind::External`], which restore connects to the
-//! restore caller's own fd of that number.
+//! and `--inherit-fd` handle): a terminal, a pipe whose other end is
+//! open outside the process, a FIFO on fd 0-2, or a socket connected to
+//! one outside the process (any socket on fd 0-2) is recorded as
+//! [`OpenFileKind::External`]. Restore connects fds 0-2 to the restore
+//! caller's own fd of that number, and any other fd to the caller's fd of
+//! that number when the caller passes `--inherit-fd N`, or to `/dev/null`.
 //!
 //! Trusts: `/proc/PID/fd` metadata and `kcmp`. Refuses, naming the fds:
-//! such an object on any other fd (it would need restoring, not
-//! reconnecting), and one pipe or socket held through two different open
-//! file descriptions (both ends of a pipe: the other end is inside the
-//! image). fds 0-2 that dup one description, or that opened one terminal
-//! separately, are fine.
+//! one pipe or socket held through two different open file descriptions
+//! (both ends of a pipe: the other end is inside the image). fds that dup
+//! one description, or that opened one terminal separately, are fine.
+//! What is truly unsupported (TCP, UDP, netlink sockets above fd 2) is
+//! refused before this module is asked (see [`super::unix`]).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -16,17 +19,17 @@ use super::DumpError;
 use crate::model::OpenFileKind;
 use crate::sys;
 
-/// An fd 0-2 recorded as connected outside the image.
+/// An fd recorded as connected outside the image.
 pub(super) struct Outside {
     fd: i32,
     dev: u64,
     ino: u64,
 }
 
-/// `Some(External)` for fd 0-2 on a terminal, pipe, FIFO or socket; `None`
-/// for anything else, which the caller classifies as before. `outside`
-/// collects the fds 0-2 so recorded; fds are classified in increasing
-/// order.
+/// `Some(External)` for a terminal, or a pipe, FIFO or socket the other
+/// classifiers left (connected outside); `None` for anything else, which
+/// the caller classifies as before. `outside` collects the fds so
+/// recorded; fds are classified in increasing order.
 pub(super) fn classify(
     pid: i32,
     fd: i32,
@@ -50,21 +53,6 @@ pub(super) fn classify(
         .iter()
         .find(|o| o.dev == meta.dev() && o.ino == meta.ino());
     let refuse = |resource: String| Err(DumpError::Unsupported { pid, resource });
-    if fd > 2 {
-        return match same {
-            Some(o) => refuse(format!(
-                "fd {fd} ({link}), the same {what} as fd {} (only fds 0-2 may be a terminal, \
-                 pipe or socket, which restore connects to the caller's own: close fd {fd} \
-                 before the dump, or start the program with it closed)",
-                o.fd
-            )),
-            None => refuse(format!(
-                "fd {fd} ({link}), a {what} (only fds 0-2 may be a terminal, pipe or socket, \
-                 which restore connects to the caller's own: close it before the dump, or \
-                 start the program with it closed)"
-            )),
-        };
-    }
     if let Some(o) = same {
         if !terminal && !sys::kcmp_same_file(pid, o.fd, fd).unwrap_or(false) {
             return refuse(format!(

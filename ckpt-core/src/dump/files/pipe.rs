@@ -113,20 +113,9 @@ pub(super) fn classify(
             revents & libc::POLLERR != 0
         };
         if !closed {
-            if fd <= 2 {
-                return Ok(None);
-            }
-            let (this, other) = if reads {
-                ("read", "write")
-            } else {
-                ("write", "read")
-            };
-            return refuse(format!(
-                "fd {fd} ({link}), the {this} end of pipe inode {} whose {other} end is open \
-                 outside the process (only fds 0-2 may be connected outside the image: close \
-                 it before the dump, or hold both ends in the process)",
-                meta.ino()
-            ));
+            // Its other end is outside the process: connected outside the
+            // image (see `external`).
+            return Ok(None);
         }
     }
     let size = sys::pipe_size(&end).map_err(proc_err(pid, format!("fd {fd} ({link})")))?;

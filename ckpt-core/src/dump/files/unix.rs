@@ -1,18 +1,22 @@
 //! Unix sockets connected to each other inside the process (a
-//! `socketpair`): type, peer, shutdown bits, `SO_SNDBUF`, `SO_PASSCRED`,
+//! `socketpair`), or connected to a socket since closed (`peer_ino` 0: a
+//! socketpair whose other end was closed): type, peer, shutdown bits, `SO_SNDBUF`, `SO_PASSCRED`,
 //! and the messages queued on each end, read without consuming them. What
 //! a socket is connected to comes from `sock_diag` ([`crate::sockdiag`]);
 //! the queue is peeked on a duplicate taken with `pidfd_getfd` (the
 //! kernel's own ptrace-attach check, after the dump's), at `SO_PEEK_OFF`
 //! offsets, and the socket's peek offset is put back as it was.
 //!
-//! Trusts: the kernel. Refuses, naming the fd: a socket that is not a
-//! unix socket, one that is bound to a name, listening, unconnected, or
-//! connected to a socket outside the process, one with file descriptors
+//! Trusts: the kernel. A socket connected to a socket outside the process
+//! is left to [`super::external`]. A socket connected to nothing
+//! (unbound, bound to a name, listening) becomes
+//! [`OpenFileKind::UnixSocket`]. Refuses, naming the fd: a socket that
+//! is not a unix socket, a listener with connections waiting, one bound
+//! and connected, one with file descriptors
 //! in flight (`SCM_RIGHTS`, which cannot be peeked without receiving
 //! them), and a queue above [`MAX_SOCKET_QUEUE`] bytes or
-//! [`MAX_SOCKET_MESSAGES`] messages. A socket on fd 0-2 that is not
-//! connected inside the process is left to [`super::external`] as before.
+//! [`MAX_SOCKET_MESSAGES`] messages, except on fd 0-2, where anything
+//! not connected inside the process is left to [`super::external`].
 //!
 //! Not kept: credentials that came with queued messages (`SCM_CREDENTIALS`),
 //! and a datagram or packet of no bytes anywhere but at the head of the
@@ -95,14 +99,11 @@ pub(super) fn classify(
         libc::SOCK_SEQPACKET => "seqpacket",
         _ => "unknown-type",
     };
-    if s.state == sockdiag::STATE_LISTEN {
-        return refuse(format!(
-            "a listening unix {kind} socket{} (listening sockets cannot be checkpointed yet)",
-            s.name
-                .as_deref()
-                .map(|n| format!(" on {n}"))
-                .unwrap_or_default()
-        ));
+    if s.state == sockdiag::STATE_LISTEN || (s.peer.is_none() && kind != "unknown-type") {
+        return unconnected(pid, pidfd, fd, link, &s, kind).or_else(|e| match e {
+            DumpError::Unsupported { .. } if fd <= 2 => Ok(None),
+            e => Err(e),
+        });
     }
     if let Some(name) = &s.name {
         return refuse(format!(
@@ -115,16 +116,23 @@ pub(super) fn classify(
              the process can be checkpointed yet)"
         ));
     };
-    if !held.0.contains(&peer) {
-        return refuse(format!(
-            "a unix {kind} socket connected to socket:[{peer}] outside the process (only \
-             sockets connected to each other inside the process can be checkpointed yet)"
-        ));
+    // peer 0: the other end was closed (the kernel keeps the link to a
+    // socket that has no inode any more). Restored as a pair whose other
+    // end is closed again.
+    if peer != 0 && !held.0.contains(&peer) {
+        // Connected outside the image (see `external`).
+        return Ok(None);
     }
     // A datagram socket connected one way only is not a pair.
-    let back = sockdiag::unix_socket(peer)
-        .map_err(err(pid, format!("fd {fd} ({link}): sock_diag of its peer")))?;
-    if back.peer != Some(meta.ino()) || back.name.is_some() {
+    let back = if peer == 0 {
+        None
+    } else {
+        Some(
+            sockdiag::unix_socket(peer)
+                .map_err(err(pid, format!("fd {fd} ({link}): sock_diag of its peer")))?,
+        )
+    };
+    if back.is_some_and(|back| back.peer != Some(meta.ino()) || back.name.is_some()) {
         return refuse(format!(
             "a unix {kind} socket connected to socket:[{peer}], which is not connected back \
              to it"
@@ -166,6 +174,67 @@ pub(super) fn classify(
         peer_ino: peer,
         queue,
         shutdown: s.shutdown,
+        sndbuf: u32::try_from(sndbuf).unwrap_or(0),
+        passcred: passcred != 0,
+    }))
+}
+
+/// A unix socket connected to nothing: unbound, bound, or listening
+/// (`s.state`). Refused, naming the fd: a listener with connections
+/// waiting to be accepted (their peers are outside the image), a socket
+/// with messages queued (their senders are), a name restore could not
+/// bind again (relative, not UTF-8, too long, with a NUL).
+fn unconnected(
+    pid: i32,
+    pidfd: &OwnedFd,
+    fd: i32,
+    link: &str,
+    s: &sockdiag::UnixSocket,
+    kind: &str,
+) -> Result<Option<OpenFileKind>, DumpError> {
+    let refuse = |what: String| -> Result<Option<OpenFileKind>, DumpError> {
+        Err(DumpError::Unsupported {
+            pid,
+            resource: format!("fd {fd} ({link}), {what}"),
+        })
+    };
+    let on = s
+        .name
+        .as_deref()
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    if let Some(name) = &s.name {
+        if let Some(problem) = crate::image::validate::unix_name_problem(name) {
+            return refuse(format!(
+                "a unix {kind} socket bound to {name:?}, a name restore cannot bind again \
+                 ({problem})"
+            ));
+        }
+    }
+    let listening = s.state == sockdiag::STATE_LISTEN;
+    let (queued, backlog) = s.rqlen.unwrap_or((0, 0));
+    if listening && queued > 0 {
+        return refuse(format!(
+            "a listening unix {kind} socket{on} with {queued} connections waiting to be \
+             accepted (their peers are outside the image: accept them or close the socket \
+             before the dump)"
+        ));
+    }
+    let sock = sys::pidfd_getfd(pidfd, fd).map_err(err(pid, format!("fd {fd} ({link})")))?;
+    if !listening && sys::bytes_queued(&sock).unwrap_or(0) > 0 {
+        return refuse(format!(
+            "an unconnected unix {kind} socket{on} with messages queued (their senders are \
+             outside the image)"
+        ));
+    }
+    let sndbuf = sys::sock_opt(&sock, libc::SO_SNDBUF)
+        .map_err(err(pid, format!("fd {fd} ({link}): SO_SNDBUF")))?;
+    let passcred = sys::sock_opt(&sock, libc::SO_PASSCRED)
+        .map_err(err(pid, format!("fd {fd} ({link}): SO_PASSCRED")))?;
+    Ok(Some(OpenFileKind::UnixSocket {
+        sock_type: s.sock_type,
+        name: s.name.clone(),
+        backlog: listening.then_some(backlog),
         sndbuf: u32::try_from(sndbuf).unwrap_or(0),
         passcred: passcred != 0,
     }))

@@ -1,14 +1,18 @@
-//! fds 0-2 that were connected outside the image at dump (a terminal, pipe
-//! or socket, [`OpenFileKind::External`]) become the restore caller's own
-//! fd of the same number: the stub inherited the helper's fds 0-2, which
-//! are the caller's (start-up reopens a closed one on `/dev/null`), and
-//! [`Builder::restore_fds`] keeps them open.
+//! fds that were connected outside the image at dump (a terminal, pipe
+//! or socket, [`OpenFileKind::External`]). fds 0-2 become the restore
+//! caller's own fd of the same number: the stub inherited the helper's fds
+//! 0-2, which are the caller's (start-up reopens a closed one on
+//! `/dev/null`). An fd above 2 becomes the caller's fd of that number when
+//! the caller handed it on (`--inherit-fd N`: the helper checked it was
+//! open when it started, and the stub kept it through its exec), and
+//! otherwise `/dev/null`, opened read-write by the stub. In both cases
+//! [`Builder::restore_fds`] keeps it open.
 //!
 //! Owns: the close-on-exec flag of those fds, and the notice that says
-//! what each was connected to. Trusts: the image's validation (External
-//! only on fds 0-2), checked again here. The file status flags
-//! (`O_NONBLOCK`, `O_APPEND`) belong to the caller's open file description,
-//! shared with the caller, and are left as the caller has them.
+//! what each was connected to and what it is now. Trusts: the image's
+//! validation. The file status flags (`O_NONBLOCK`, `O_APPEND`) of a
+//! caller's fd belong to the caller's open file description, shared with
+//! the caller, and are left as the caller has them.
 
 use super::{Builder, RestoreError};
 use crate::model::{FdState, OpenFileKind};
@@ -25,9 +29,10 @@ impl Builder<'_> {
             return Err(RestoreError::Invalid(format!("fd {}", f.fd)));
         };
         let fd = u64::try_from(f.fd)
-            .ok()
-            .filter(|&n| n <= 2)
-            .ok_or_else(|| RestoreError::Invalid(format!("external fd {}", f.fd)))?;
+            .map_err(|_| RestoreError::Invalid(format!("external fd {}", f.fd)))?;
+        if fd > 2 && !self.opts.inherit_fds.contains(&f.fd) {
+            return self.external_on_dev_null(fd, f.cloexec, connected_to);
+        }
         let mine = self.sys(
             "fcntl(F_GETFL)",
             libc::SYS_fcntl,
@@ -42,6 +47,9 @@ impl Builder<'_> {
         let mut notice = format!(
             "fd {fd} was connected to {connected_to} at dump; it is now connected to your fd {fd}"
         );
+        if fd > 2 {
+            notice.push_str(" (--inherit-fd)");
+        }
         let differ: Vec<String> = [
             (libc::O_NONBLOCK, "O_NONBLOCK"),
             (libc::O_APPEND, "O_APPEND"),
@@ -60,6 +68,33 @@ impl Builder<'_> {
             ));
         }
         self.notices.push(notice);
+        Ok(())
+    }
+
+    /// External fd `fd` (above 2) the caller did not hand on: `/dev/null`,
+    /// opened read-write by the stub.
+    fn external_on_dev_null(
+        &mut self,
+        fd: u64,
+        cloexec: bool,
+        connected_to: &str,
+    ) -> Result<(), RestoreError> {
+        let null = self.open_in_stub("/dev/null", libc::O_RDWR)?;
+        let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+        if null == fd {
+            self.sys(
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                [fd, libc::F_SETFD as u64, u64::from(cloexec), 0, 0, 0],
+            )?;
+        } else {
+            self.sys("dup3", libc::SYS_dup3, [null, fd, flags as u64, 0, 0, 0])?;
+            self.sys("close", libc::SYS_close, [null, 0, 0, 0, 0, 0])?;
+        }
+        self.notices.push(format!(
+            "fd {fd} was connected to {connected_to} at dump; it is /dev/null now (pass \
+             --inherit-fd {fd} to hand over yours)"
+        ));
         Ok(())
     }
 }

@@ -37,6 +37,7 @@ mod queued;
 mod regular;
 pub(super) mod saved;
 mod signalfd;
+mod socket;
 mod timerfd;
 mod unix;
 
@@ -128,6 +129,23 @@ impl Builder<'_> {
             OpenFileKind::Pipe { .. } => self.open_pipe_end(i, top),
             OpenFileKind::Fifo { .. } => self.open_fifo(i, top),
             OpenFileKind::UnixPair { .. } => self.open_unix_pair(i, top),
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                sndbuf,
+                passcred,
+            } => self.open_unix_socket(
+                d,
+                &socket::Lone {
+                    sock_type,
+                    name: name.as_deref(),
+                    backlog,
+                    sndbuf,
+                    passcred,
+                },
+                top,
+            ),
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }
@@ -196,35 +214,38 @@ impl Builder<'_> {
                 .get(f.description as usize)
                 .is_some_and(|d| matches!(d.kind, OpenFileKind::External { .. }))
         };
-        let keep: Vec<u64> = p
+        // The caller's fds the external fds take over: fds 0-2, and those
+        // above 2 the caller handed on (`--inherit-fd`); the others are
+        // opened on /dev/null (see `external`).
+        let opts = self.opts;
+        let inherit = &opts.inherit_fds;
+        let mut keep: Vec<u64> = p
             .fds
             .iter()
             .filter(external)
+            .filter(|f| f.fd <= 2 || inherit.contains(&f.fd))
             .filter_map(|f| u64::try_from(f.fd).ok())
             .collect();
-        let first_closed = if keep.is_empty() { 0 } else { 3 };
-        for n in (0..first_closed).filter(|n| !keep.contains(n)) {
-            self.sys("close_range", libc::SYS_close_range, [n, n, 0, 0, 0, 0])?;
-        }
         // The memfds and unlinked files created for the mappings stay open
-        // (see [`saved`]): every number but theirs.
-        let mut spare: Vec<u64> = self.saved_fds.iter().map(|s| s.fd).collect();
-        spare.sort_unstable();
-        let mut from = first_closed;
-        for s in spare.into_iter().filter(|&s| s >= first_closed) {
-            if s > from {
+        // too (see [`saved`]): every other number is closed.
+        keep.extend(self.saved_fds.iter().map(|s| s.fd));
+        keep.sort_unstable();
+        keep.dedup();
+        let mut next = 0u64;
+        for &k in &keep {
+            if k > next {
                 self.sys(
                     "close_range",
                     libc::SYS_close_range,
-                    [from, s - 1, 0, 0, 0, 0],
+                    [next, k - 1, 0, 0, 0, 0],
                 )?;
             }
-            from = s + 1;
+            next = k + 1;
         }
         self.sys(
             "close_range",
             libc::SYS_close_range,
-            [from, u64::from(u32::MAX), 0, 0, 0, 0],
+            [next, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
             return Ok(());

@@ -3,7 +3,9 @@
 //! queue sent to it from its peer, one `sendto` per datagram or packet so
 //! their boundaries are kept, then `SO_PASSCRED`, the shutdown bits and
 //! the status flags. The peer's description is handed out when its turn
-//! comes.
+//! comes. A socket whose peer was closed before the dump (`peer_ino` 0)
+//! is made the same way, its queue sent by the other end, which is then
+//! closed: the kernel marks the survivor shut down as it did at first.
 //!
 //! Trusts: the image's validation (each end's peer is in the image,
 //! connected back, of the same type; queues within the limits).
@@ -15,7 +17,7 @@ use crate::restore::{Builder, RestoreError};
 
 /// One end as the image saved it.
 struct End<'m> {
-    index: usize,
+    index: Option<usize>,
     queue: &'m [crate::model::ByteString],
     shutdown: u8,
     sndbuf: u32,
@@ -46,7 +48,7 @@ impl Builder<'_> {
                     d,
                 )) => Ok((
                     End {
-                        index,
+                        index: Some(index),
                         queue,
                         shutdown: *shutdown,
                         sndbuf: *sndbuf,
@@ -62,11 +64,31 @@ impl Builder<'_> {
             }
         };
         let (a, sock_type, peer_ino) = end(i)?;
-        let j = ds
-            .iter()
-            .position(|e| matches!(e.kind, OpenFileKind::UnixPair { .. }) && e.ino == peer_ino)
-            .ok_or_else(|| RestoreError::Invalid(format!("{}: its peer is missing", ds[i].path)))?;
-        let (b, _, _) = end(j)?;
+        // The peer's description, or none: its peer was closed.
+        let j = if peer_ino == 0 {
+            None
+        } else {
+            Some(
+                ds.iter()
+                    .position(|e| {
+                        matches!(e.kind, OpenFileKind::UnixPair { .. }) && e.ino == peer_ino
+                    })
+                    .ok_or_else(|| {
+                        RestoreError::Invalid(format!("{}: its peer is missing", ds[i].path))
+                    })?,
+            )
+        };
+        let b = match j {
+            Some(j) => end(j)?.0,
+            None => End {
+                index: None,
+                queue: &[],
+                shutdown: 0,
+                sndbuf: 0,
+                passcred: false,
+                flags: 0,
+            },
+        };
         let at = self.inj.alloc(8, 8, "socketpair fds")?;
         let ty = sock_type | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
         self.sys(
@@ -93,7 +115,7 @@ impl Builder<'_> {
             let s = self.map_staging(longest)?;
             // Each end's queue is sent by its peer.
             for (to, from) in [(&a, fb), (&b, fa)] {
-                let what = &ds[to.index].path;
+                let what = &ds[to.index.unwrap_or(i)].path;
                 for q in to.queue {
                     if sock_type == libc::SOCK_STREAM {
                         self.write_all(&s, from, &q.0, what)?;
@@ -104,7 +126,26 @@ impl Builder<'_> {
             }
             self.unmap_staging(s)?;
         }
+        let Some(j) = j else {
+            // Closed, as the peer was at dump: the kernel shuts the
+            // survivor down (a stream or packet socket) before its own
+            // shutdown bits are put back.
+            self.sys("close", libc::SYS_close, [fb, 0, 0, 0, 0, 0])?;
+            self.finish_end(&a, fa)?;
+            return self.move_above(fa, top);
+        };
         for (e, fd) in [(&a, fa), (&b, fb)] {
+            self.finish_end(e, fd)?;
+        }
+        let fa = self.move_above(fa, top)?;
+        let fb = self.move_above(fb, top)?;
+        self.prepared.push((j, fb));
+        Ok(fa)
+    }
+
+    /// `SO_PASSCRED`, the shutdown bits and `O_NONBLOCK` of one end.
+    fn finish_end(&mut self, e: &End<'_>, fd: u64) -> Result<(), RestoreError> {
+        {
             if e.passcred {
                 self.set_int_opt(fd, libc::SO_PASSCRED, 1)?;
             }
@@ -124,14 +165,16 @@ impl Builder<'_> {
             }
             self.set_status_flags(fd, e.flags & libc::O_NONBLOCK)?;
         }
-        let fa = self.move_above(fa, top)?;
-        let fb = self.move_above(fb, top)?;
-        self.prepared.push((j, fb));
-        Ok(fa)
+        Ok(())
     }
 
     /// `setsockopt(fd, SOL_SOCKET, opt, value)` in the stub.
-    fn set_int_opt(&mut self, fd: u64, opt: i32, value: u32) -> Result<(), RestoreError> {
+    pub(super) fn set_int_opt(
+        &mut self,
+        fd: u64,
+        opt: i32,
+        value: u32,
+    ) -> Result<(), RestoreError> {
         let v = self
             .inj
             .put_bytes(&value.to_ne_bytes(), "a socket option")?;
