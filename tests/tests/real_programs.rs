@@ -224,7 +224,6 @@ fn python_thread_pool_checks_itself_without_checkpoint() {
 }
 
 #[test]
-#[ignore = "needs threads: cannot checkpoint thread N (process has 5 threads): not supported yet"]
 fn python_thread_pool_carries_on_after_restore() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-py");
@@ -232,7 +231,6 @@ fn python_thread_pool_carries_on_after_restore() {
 }
 
 #[test]
-#[ignore = "needs threads: cannot checkpoint thread N (process has 5 threads): not supported yet"]
 fn python_thread_pool_left_running_and_its_image_both_carry_on() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-py-lr");
@@ -252,7 +250,6 @@ fn rust_thread_pool_checks_itself_without_checkpoint() {
 }
 
 #[test]
-#[ignore = "needs threads: cannot checkpoint thread N (process has 7 threads): not supported yet"]
 fn rust_thread_pool_carries_on_after_restore() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-rust");
@@ -260,7 +257,6 @@ fn rust_thread_pool_carries_on_after_restore() {
 }
 
 #[test]
-#[ignore = "needs threads: cannot checkpoint thread N (process has 7 threads): not supported yet"]
 fn rust_thread_pool_left_running_and_its_image_both_carry_on() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-rust-lr");
@@ -286,9 +282,6 @@ fn jvm_warms_up_and_checks_itself_without_checkpoint() {
 }
 
 #[test]
-#[ignore = "needs threads (then a unix stream socket whose peer is closed, the JDK's \
-            pre-close socket): cannot checkpoint thread N (process has 26 threads): \
-            not supported yet"]
 fn warmed_up_jvm_carries_on_after_restore() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-java");
@@ -444,8 +437,6 @@ fn go_http_server_answers_on_its_unix_socket_without_checkpoint() {
 }
 
 #[test]
-#[ignore = "needs threads (then epoll, a pipe, and a listening unix socket bound to a path): \
-            cannot checkpoint thread N (process has 4 threads): not supported yet"]
 fn go_http_server_still_answers_after_restore() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-go");
@@ -628,8 +619,6 @@ fn restore_with_stdin(env: &Env, dir: &TestDir, image: &Path, stdin: OwnedFd) ->
 }
 
 #[test]
-#[ignore = "needs file locks: cannot checkpoint fd 3 (.../data.db) holds a file lock: \
-            not supported yet"]
 fn sqlite3_keeps_its_lock_and_commits_after_restore() {
     let env = Env::require();
     let dir = TestDir::new(&env, "rp-sqlite");

@@ -93,6 +93,26 @@ pub enum ResumeIn {
     Restored,
 }
 
+/// `nanosleep` and `clock_nanosleep`.
+const NR_NANOSLEEP: u64 = 35;
+const NR_CLOCK_NANOSLEEP: u64 = 230;
+/// `TIMER_ABSTIME`.
+const TIMER_ABSTIME: u64 = 1;
+
+/// A relative sleep interrupted with `-ERESTART_RESTARTBLOCK` had the
+/// time it had left written to its `rem` argument by the kernel (when the
+/// caller passed one): re-issued from that, it sleeps what it had left,
+/// not its full length again. `nanosleep(req, rem)`: `req` becomes `rem`;
+/// `clock_nanosleep(clock, flags, req, rem)` without `TIMER_ABSTIME`: the
+/// same. Without a `rem` the full length is slept again.
+fn resume_sleep_from_remaining(r: &mut libc::user_regs_struct) {
+    match r.orig_rax {
+        NR_NANOSLEEP if r.rsi != 0 => r.rdi = r.rsi,
+        NR_CLOCK_NANOSLEEP if r.rsi & TIMER_ABSTIME == 0 && r.r10 != 0 => r.rdx = r.r10,
+        _ => {}
+    }
+}
+
 /// The fix-up the kernel would apply when returning to user space from an
 /// interrupted syscall with no handler to run. Resuming from a syscall-exit
 /// stop skips the kernel's own restart handling, so we apply it: restartable
@@ -102,8 +122,10 @@ pub enum ResumeIn {
 /// restart block is a copy of whichever task created it, so
 /// `restart_syscall` there would run *that* task's restart (a sleep of the
 /// wrong length, or `EINTR`). Its arguments are intact in the registers;
-/// relative timeouts start again from their full length (sleeps at least
-/// as long), absolute deadlines are exact. `orig_rax` becomes -1 so
+/// a relative `nanosleep`/`clock_nanosleep` given a `rem` sleeps the time
+/// it had left ([`resume_sleep_from_remaining`]), other relative timeouts
+/// start again from their full length (at least as long), absolute
+/// deadlines are exact. `orig_rax` becomes -1 so
 /// nothing is fixed up twice. A call that had already returned `-EINTR`
 /// at the freeze (`epoll_wait`, `sigtimedwait`: the kernel does not
 /// restart them after a stop) keeps that result, as under `SIGSTOP`.
@@ -121,6 +143,7 @@ pub fn restart_fixup(r: &mut libc::user_regs_struct, resume: ResumeIn) {
                     r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
                 }
                 ResumeIn::Restored => {
+                    resume_sleep_from_remaining(r);
                     r.rax = r.orig_rax;
                     r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
                 }
@@ -178,6 +201,40 @@ mod tests {
         assert_eq!((a.rax, a.rip), (219, 0x2000));
         restart_fixup(&mut b, ResumeIn::Restored);
         assert_eq!((b.rax, b.rip), (35, 0x2000));
+    }
+
+    #[test]
+    fn a_restored_relative_sleep_resumes_from_its_remaining_time() {
+        let mut n = regs();
+        n.orig_rax = NR_NANOSLEEP;
+        n.rax = (-516i64) as u64;
+        n.rdi = 0x7000; // req
+        n.rsi = 0x7010; // rem
+        restart_fixup(&mut n, ResumeIn::Restored);
+        assert_eq!((n.rax, n.rdi, n.rsi), (NR_NANOSLEEP, 0x7010, 0x7010));
+        // clock_nanosleep: relative with rem, absolute, and without rem.
+        let mut c = regs();
+        c.orig_rax = NR_CLOCK_NANOSLEEP;
+        c.rax = (-516i64) as u64;
+        c.rdx = 0x8000;
+        c.r10 = 0x8010;
+        let (mut abs, mut norem) = (c, c);
+        restart_fixup(&mut c, ResumeIn::Restored);
+        assert_eq!(c.rdx, 0x8010);
+        abs.rsi = TIMER_ABSTIME;
+        restart_fixup(&mut abs, ResumeIn::Restored);
+        assert_eq!(abs.rdx, 0x8000);
+        norem.r10 = 0;
+        restart_fixup(&mut norem, ResumeIn::Restored);
+        assert_eq!(norem.rdx, 0x8000);
+        // The original task keeps its restart block: nothing rewritten.
+        let mut o = regs();
+        o.orig_rax = NR_NANOSLEEP;
+        o.rax = (-516i64) as u64;
+        o.rdi = 0x7000;
+        o.rsi = 0x7010;
+        restart_fixup(&mut o, ResumeIn::Original);
+        assert_eq!((o.rax, o.rdi), (219, 0x7000));
     }
 
     #[test]

@@ -128,8 +128,12 @@ fn freeze_all(pid: i32) -> Result<Vec<i32>, DumpError> {
                 match sys::seize(tid, libc::PTRACE_O_TRACESYSGOOD) {
                     Ok(()) => {}
                     Err(Errno::ESRCH) => continue,
-                    Err(Errno::EPERM) if tid != pid => {
+                    Err(Errno::EPERM) => {
+                        // Another tracer (named), or a thread exiting.
                         seize_refused(pid, tid)?;
+                        if tid == pid {
+                            return Err(freeze_err(tid, "SEIZE", Errno::EPERM));
+                        }
                         continue;
                     }
                     Err(e) => return Err(freeze_err(tid, "SEIZE", e)),
