@@ -93,6 +93,13 @@ fn dump_refuses_a_child_process() {
 }
 
 #[test]
+fn dump_refuses_a_child_forked_by_another_thread() {
+    // Listed in that thread's /proc/PID/task/TID/children, not the
+    // leader's: the image would otherwise silently lack it.
+    refused("threadchild", &["child process"]);
+}
+
+#[test]
 fn dump_refuses_a_tcp_socket_naming_its_address() {
     refused("socket", &["tcp socket (local 127.0.0.1:"]);
 }

@@ -16,6 +16,7 @@
  *            a datagram queued from a socket since closed
  *   scm      holds a Unix socketpair with an fd in flight (SCM_RIGHTS)
  *   child    has a child process (its pid is the second line of READY-FILE)
+ *   threadchild  a second thread forks a child (listed under that thread)
  *   udp      holds a UDP socket bound to 127.0.0.1 and connected to 127.0.0.1:9
  *   netlink  holds a NETLINK_ROUTE socket
  *   rawip    holds a raw ICMP socket (needs CAP_NET_RAW: run as root)
@@ -45,6 +46,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -228,6 +230,22 @@ static int more_resources(const char *mode, char *ready, size_t size)
 	return 1;
 }
 
+/* threadchild: a second thread forks the child (so it is listed in that
+ * thread's /proc/PID/task/TID/children, not the leader's). */
+static volatile pid_t thread_child;
+
+static void *fork_from_thread(void *arg)
+{
+	(void)arg;
+	pid_t c = fork();
+	if (c == 0)
+		idle(NULL);
+	thread_child = c;
+	for (;;)
+		pause();
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
@@ -320,6 +338,15 @@ int main(int argc, char **argv)
 		if (c == 0)
 			idle(NULL);
 		snprintf(ready, sizeof ready, "ready\n%d\n", (int)c);
+	} else if (strcmp(mode, "threadchild") == 0) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, fork_from_thread, NULL) != 0)
+			return 1;
+		while (thread_child == 0)
+			usleep(1000);
+		if (thread_child < 0)
+			return 1;
+		snprintf(ready, sizeof ready, "ready\n%d\n", (int)thread_child);
 	} else if (more_resources(mode, ready, sizeof ready) != 1) {
 		fprintf(stderr, "unsupported: mode %s failed or unknown\n", mode);
 		return 2;

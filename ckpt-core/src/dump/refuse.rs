@@ -18,13 +18,17 @@ impl Frozen {
         &self,
         status: &procfs::status::Status,
     ) -> Result<(), DumpError> {
-        let pid = self.pid;
         let _ = status;
-        let children =
-            procfs::children::parse_children(&self.read_proc(&format!("task/{pid}/children"))?)
-                .map_err(self.parse_err("children"))?;
-        if let Some(child) = children.first() {
-            return Err(self.unsupported(format!("child process {child}")));
+        // A child is listed under the thread that forked it: every thread's
+        // list, not only the leader's.
+        let tids = std::iter::once(self.pid).chain(self.threads.iter().map(|t| t.tracee.pid()));
+        for tid in tids {
+            let children =
+                procfs::children::parse_children(&self.read_proc(&format!("task/{tid}/children"))?)
+                    .map_err(self.parse_err("children"))?;
+            if let Some(child) = children.first() {
+                return Err(self.unsupported(format!("child process {child}")));
+            }
         }
         Ok(())
     }
