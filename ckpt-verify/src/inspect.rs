@@ -194,9 +194,15 @@ fn anonymous_state(k: &OpenFileKind) -> String {
 /// task's memory).
 fn file_space(s: &Space) -> Option<String> {
     match s {
-        Space::Memfd { name, size, seals } => Some(format!(
-            "memfd {}, {size} bytes, seals {seals:#x}",
-            show(name)
+        Space::Memfd {
+            name,
+            size,
+            seals,
+            mode,
+        } => Some(format!(
+            "memfd {}, {size} bytes, seals {seals:#x}{}",
+            show(name),
+            mode.map(|m| format!(", mode {m:04o}")).unwrap_or_default()
         )),
         Space::Unlinked { path, size, mode } => Some(format!(
             "file unlinked while open {}, {size} bytes, mode {mode:04o}",

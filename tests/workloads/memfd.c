@@ -148,6 +148,8 @@ int main(int argc, char **argv)
 		die("memfd_create(shared)");
 	if (ftruncate(shared, SHARED_LEN) != 0)
 		die("ftruncate(shared)");
+	if (fchmod(shared, 0642) != 0)
+		die("fchmod(shared)");
 	unsigned char *sh = mmap(NULL, SHARED_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, shared, 0);
 	unsigned char *pr = mmap(NULL, SHARED_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, shared, 0);
 	if (sh == MAP_FAILED || pr == MAP_FAILED)
@@ -198,6 +200,9 @@ int main(int argc, char **argv)
 		}
 
 	/* shared */
+	struct stat sst;
+	if (fstat(shared, &sst) != 0 || (sst.st_mode & 07777) != 0642)
+		fail("shared: mode %o, want 642", sst.st_mode & 07777);
 	link_is(shared, "/memfd:ckpt-shared (deleted)", "shared");
 	if (!(fcntl(shared, F_GETFD) & FD_CLOEXEC))
 		fail("shared: close-on-exec lost");

@@ -88,6 +88,10 @@ pub enum Space {
         /// `F_GET_SEALS`, added once the content is written
         /// (`F_SEAL_SEAL` alone: created without `MFD_ALLOW_SEALING`).
         seals: u32,
+        /// Its permission bits (`fchmod` on a memfd changes them); `None`
+        /// in images written before they were recorded (left as created).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
     },
     /// The content of a regular file that was unlinked while open: a
     /// chunk's `addr` is an offset in the file. Recreated as an unnamed

@@ -418,6 +418,7 @@ fn build_with_a_memfd(signer: Option<&dyn ManifestSigner>) -> Vec<u8> {
         name: "buffer".into(),
         size: 6000,
         seals: 0xf,
+        mode: None,
     });
     content.files[0].kind = OpenFileKind::Memfd { space: 1 };
     content.files[0].path = "/memfd:buffer (deleted)".into();

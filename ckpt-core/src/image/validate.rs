@@ -134,8 +134,16 @@ fn spaces(m: &Manifest) -> Result<(), Invalid> {
                     ));
                 }
             }
-            Space::Memfd { name, seals, .. } => {
+            Space::Memfd {
+                name, seals, mode, ..
+            } => {
                 text(format_args!("spaces[{i}].name"), name, MAX_MEMFD_NAME)?;
+                if mode.is_some_and(|m| m & !0o7777 != 0) {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].mode"),
+                        "has bits beyond the permission bits",
+                    ));
+                }
                 if seals & !KNOWN_SEALS != 0 {
                     return Err(invalid(
                         format_args!("spaces[{i}].seals"),
@@ -1964,6 +1972,7 @@ mod tests {
             name: "buf".into(),
             size: 10_000,
             seals: 0xf,
+            mode: None,
         });
         m.spaces.push(Space::Unlinked {
             path: "/tmp/gone".into(),
@@ -2028,6 +2037,7 @@ mod tests {
                     name: "buf".into(),
                     size: 10_000,
                     seals: 0x40,
+                    mode: None,
                 }
             },
             "spaces[1].seals",
@@ -2038,6 +2048,7 @@ mod tests {
                     name: "b".repeat(250),
                     size: 10_000,
                     seals: 0,
+                    mode: None,
                 }
             },
             "spaces[1].name",

@@ -109,7 +109,12 @@ impl SavedFiles {
                 .strip_suffix(" (deleted)")
                 .unwrap_or(link)
                 .to_string();
-            Space::Memfd { name, size, seals }
+            Space::Memfd {
+                name,
+                size,
+                seals,
+                mode: Some(meta.mode() & 0o7777),
+            }
         } else {
             let path = link.strip_suffix(" (deleted)").unwrap_or(link).to_string();
             Space::Unlinked {

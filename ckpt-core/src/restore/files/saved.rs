@@ -63,14 +63,16 @@ impl Builder<'_> {
             };
             let index = u32::try_from(i).map_err(|_| RestoreError::Invalid("space".into()))?;
             let (fd, seals, mode) = match space {
-                Space::Memfd { name, seals, .. } => {
+                Space::Memfd {
+                    name, seals, mode, ..
+                } => {
                     let at = self.inj.put_cstr(name, "writing a memfd name")?;
                     let fd = self.sys(
                         "memfd_create",
                         libc::SYS_memfd_create,
                         [at, MFD_CLOEXEC | MFD_ALLOW_SEALING, 0, 0, 0, 0],
                     )?;
-                    (fd, *seals, None)
+                    (fd, *seals, *mode)
                 }
                 Space::Unlinked { path, mode, .. } => (self.unlinked_file(path)?, 0, Some(*mode)),
                 _ => continue,
