@@ -125,6 +125,22 @@ impl PolicyGuard {
         p
     }
 
+    /// Writes a `policy.toml` of one rule, `name`, that grants `exe-link`
+    /// to `user` for images this host signed: the way the tests get a
+    /// restore built as root (a privileged build) with the caller's own
+    /// credentials otherwise.
+    pub fn grant_exe_link(&self, name: &str, user: &str) -> PathBuf {
+        self.policy(&format!(
+            "[[rule]]\n\
+             name = {}\n\
+             signed_by = [\"this-host\"]\n\
+             caller = [{}]\n\
+             grant = [\"exe-link\"]\n",
+            toml_str(name),
+            toml_str(&format!("user:{user}"))
+        ))
+    }
+
     /// Writes the drop-in `policy.d/NAME`: root:root, mode 0644, after the
     /// marker line.
     pub fn dropin(&self, name: &str, text: &str) -> PathBuf {

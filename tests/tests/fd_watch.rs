@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
     exit, path_str, procfs, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
@@ -181,14 +181,7 @@ fn a_privileged_restore_recreates_them_too() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    guard.policy(&format!(
-        "[[rule]]\n\
-         name = \"e2e-fd-watch\"\n\
-         signed_by = [\"this-host\"]\n\
-         caller = [{}]\n\
-         grant = [\"exe-link\"]\n",
-        toml_str(&format!("user:{}", env.user.name))
-    ));
+    guard.grant_exe_link("e2e-fd-watch", &env.user.name);
     let dir = TestDir::new(&env, "fd-watch-root");
     let (mut orig, wdir, _) = start(&env, &dir, "all");
     let image = dir.work.join("fdw.ckpt");

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{exit, path_str, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT};
 
@@ -132,14 +132,7 @@ fn a_privileged_restore_recreates_them_too() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    guard.policy(&format!(
-        "[[rule]]\n\
-         name = \"e2e-memfd\"\n\
-         signed_by = [\"this-host\"]\n\
-         caller = [{}]\n\
-         grant = [\"exe-link\"]\n",
-        toml_str(&format!("user:{}", env.user.name))
-    ));
+    guard.grant_exe_link("e2e-memfd", &env.user.name);
     let dir = TestDir::new(&env, "memfd-root");
     let (mut orig, wdir) = start(&env, &dir);
     let image = dir.work.join("mfd.ckpt");

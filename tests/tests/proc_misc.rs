@@ -245,19 +245,12 @@ fn a_priority_the_caller_may_not_set_is_a_notice() {
 /// there (no directory is made by a stub built as root).
 #[test]
 fn a_privileged_restore_restores_them_too() {
-    use ckpt_tests::policy::{toml_str, PolicyGuard};
+    use ckpt_tests::policy::PolicyGuard;
     use ckpt_tests::syslog::Syslog;
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    guard.policy(&format!(
-        "[[rule]]\n\
-         name = \"e2e-procmisc\"\n\
-         signed_by = [\"this-host\"]\n\
-         caller = [{}]\n\
-         grant = [\"exe-link\"]\n",
-        toml_str(&format!("user:{}", env.user.name))
-    ));
+    guard.grant_exe_link("e2e-procmisc", &env.user.name);
     for mode in ["timers", "seccomp", "sched", "maps"] {
         let dir = TestDir::new(&env, &format!("procmisc-{mode}-root"));
         let (mut orig, sdir, log) = start(&env, &dir, mode);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 use ckpt_tests::image::{with_manifest, Layout};
-use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
     exit, path_str, processes_mentioning, wait_until, workload_result, write_owned, Env, Proc,
@@ -137,14 +137,7 @@ fn a_privileged_restore_refuses_a_stale_socket_file_then_recreates_them() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    guard.policy(&format!(
-        "[[rule]]\n\
-         name = \"e2e-sockets\"\n\
-         signed_by = [\"this-host\"]\n\
-         caller = [{}]\n\
-         grant = [\"exe-link\"]\n",
-        toml_str(&format!("user:{}", env.user.name))
-    ));
+    guard.grant_exe_link("e2e-sockets", &env.user.name);
     let dir = TestDir::new(&env, "sockets-root");
     let (mut orig, wdir) = start(&env, &dir);
     let image = dir.work.join("l.ckpt");

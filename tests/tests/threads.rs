@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ckpt_tests::policy::{toml_str, PolicyGuard};
+use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
     exit, path_str, procfs, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
@@ -276,14 +276,7 @@ fn a_privileged_restore_leaves_no_thread_with_root_credentials() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    guard.policy(&format!(
-        "[[rule]]\n\
-         name = \"e2e-threads\"\n\
-         signed_by = [\"this-host\"]\n\
-         caller = [{}]\n\
-         grant = [\"exe-link\"]\n",
-        toml_str(&format!("user:{}", env.user.name))
-    ));
+    guard.grant_exe_link("e2e-threads", &env.user.name);
     let dir = TestDir::new(&env, "threads-root");
     let (mut orig, wdir) = start(&env, &dir, "tr", "check", &["2"]);
     let image = dir.work.join("tr.ckpt");
