@@ -223,7 +223,7 @@ impl Frozen {
         self.check_cancel()?;
         let status = self.status()?;
         let namespaces = self.namespaces()?;
-        self.refuse_process_level(&status)?;
+        self.refuse_process_level()?;
         // The seccomp filter chain (strict mode refused) and scheduling.
         let seccomp_filters = self.seccomp_filters(status.seccomp)?;
         let sched = self.sched()?;

@@ -14,11 +14,7 @@ use crate::procfs;
 impl Frozen {
     /// Children. (Threads are frozen and saved; seccomp strict mode is
     /// refused where the filters are read, in `seccomp`.)
-    pub(super) fn refuse_process_level(
-        &self,
-        status: &procfs::status::Status,
-    ) -> Result<(), DumpError> {
-        let _ = status;
+    pub(super) fn refuse_process_level(&self) -> Result<(), DumpError> {
         // A child is listed under the thread that forked it: every thread's
         // list, not only the leader's.
         let tids = std::iter::once(self.pid).chain(self.threads.iter().map(|t| t.tracee.pid()));
