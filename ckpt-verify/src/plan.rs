@@ -78,6 +78,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
         .local_target()
         .map(|(uid, gid, groups)| normalized(RestoreCredentials { uid, gid, groups }));
     let granted = |p| d.granted(p);
+    let caller_caps = caller_caps(caller);
     let mut notices = Vec::new();
 
     let creds = match (&saved, granted(Privilege::Credentials)) {
@@ -101,7 +102,24 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
                 caller.uid,
                 reason(d, Privilege::Credentials)
             ));
-            mine.clone()
+            match own_groups_kept(saved.as_ref(), &mine, caller_caps) {
+                Some(groups) => {
+                    notices.push(format!(
+                        "keeping the image's supplementary groups [{}]: its ids are yours \
+                         and you may set any groups",
+                        groups
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    RestoreCredentials {
+                        groups,
+                        ..mine.clone()
+                    }
+                }
+                None => mine.clone(),
+            }
         }
     };
 
@@ -143,7 +161,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             file_creds,
             same_pid: granted(Privilege::SamePid),
             exe_link: granted(Privilege::ExeLink),
-            caller_caps: caller_caps(caller),
+            caller_caps,
             inherit_fds: Vec::new(),
         },
         notices,
@@ -165,6 +183,29 @@ pub(crate) fn caller_caps(caller: &Caller) -> u64 {
         .ok()
         .and_then(|text| ckpt_core::procfs::status::parse_status(&text).ok())
         .map_or(0, |s| s.cap_prm)
+}
+
+/// `CAP_SETGID`: setting any list of supplementary groups.
+const CAP_SETGID: u64 = 1 << 6;
+
+/// In a restore with the caller's own credentials, the image's
+/// supplementary groups are kept when nothing else differs and the caller
+/// could set any groups itself (`CAP_SETGID` among what it can already
+/// hold, i.e. root): the saved (mapped) uids and gids are exactly the
+/// caller's and only the groups differ. Root restoring its own process
+/// then gets the groups the process had, which root could give any process
+/// it starts; no one else gets a group they do not hold.
+fn own_groups_kept(
+    saved: Option<&RestoreCredentials>,
+    mine: &RestoreCredentials,
+    caller_caps: u64,
+) -> Option<Vec<u32>> {
+    let s = saved?;
+    (caller_caps & CAP_SETGID != 0
+        && s.uid == mine.uid
+        && s.gid == mine.gid
+        && s.groups != mine.groups)
+        .then(|| s.groups.clone())
 }
 
 /// The image's credentials as they are recorded (not mapped).
@@ -275,6 +316,37 @@ mod tests {
         );
         assert!(p.notices[1].contains("capabilities are not restored"));
         assert!(!saved_is_mine(&p, &caller(1001)));
+    }
+
+    #[test]
+    fn own_groups_are_kept_only_for_a_caller_that_may_set_any() {
+        let root = caller_creds(&caller(0));
+        let saved = RestoreCredentials {
+            groups: vec![0, 4242, 4243],
+            ..root.clone()
+        };
+        let setgid = CAP_SETGID;
+        assert_eq!(
+            own_groups_kept(Some(&saved), &root, setgid),
+            Some(vec![0, 4242, 4243])
+        );
+        // Without CAP_SETGID, or other ids, or no saved ids: the caller's.
+        assert_eq!(own_groups_kept(Some(&saved), &root, 0), None);
+        let other = RestoreCredentials {
+            uid: [1001; 4],
+            ..saved.clone()
+        };
+        assert_eq!(own_groups_kept(Some(&other), &root, setgid), None);
+        assert_eq!(own_groups_kept(None, &root, setgid), None);
+        // The same groups: nothing to keep.
+        assert_eq!(own_groups_kept(Some(&root), &root, setgid), None);
+        // A user (who holds nothing) never gets the image's groups.
+        let user = caller_creds(&caller(1001));
+        let more = RestoreCredentials {
+            groups: vec![1001, 27],
+            ..user.clone()
+        };
+        assert_eq!(own_groups_kept(Some(&more), &user, 0), None);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   root-built one.
 //! * Root, restoring another user's process with its credentials and its
 //!   pid, is not refused as an "escalation": it already holds all of it.
+//! * Root restoring its own process with no grant keeps the process's
+//!   supplementary groups (root may set any); a user never gets groups
+//!   the user does not hold.
 //!
 //! Every case goes through the installed setuid helpers, as the test user
 //! unless the case is about root.
@@ -376,4 +379,62 @@ fn root_restoring_with_credentials_and_same_pid_is_not_an_escalation() {
         v["restore"]["privileged"], false,
         "root already holds every id it restored\n{explain}"
     );
+}
+
+/// Root, with no policy at all, restores a root process that set its own
+/// supplementary groups: the groups come back (root could give them to any
+/// process it starts), with a notice naming them. The workload checks its
+/// groups itself.
+#[test]
+fn root_restoring_its_own_process_keeps_its_supplementary_groups() {
+    let env = Env::require();
+    let guard = PolicyGuard::lock(&env);
+    guard.policy("");
+    let dir = TestDir::new(&env, "root-groups");
+    let program = dir.compile(&env, "groups_probe");
+    let gdir = dir.root.join("g");
+    fs::create_dir(&gdir).unwrap();
+    let log = dir.root.join("groups_probe.log");
+    let mut orig = Proc::spawn(
+        &env,
+        Who::Root,
+        &program,
+        &[path_str(&gdir)],
+        &gdir,
+        &[],
+        &log,
+    );
+    wait_until(WAIT, "groups_probe has written ready", || {
+        gdir.join("ready").exists() || !orig.is_alive()
+    });
+    assert!(
+        orig.is_alive(),
+        "groups_probe could not set its groups; log:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    let st = procfs::status(orig.pid).expect("status");
+    assert_eq!(
+        st.get("Groups").map(String::as_str),
+        Some("0 4242 4243"),
+        "the probe set its groups"
+    );
+    // dump_as_root leaves root's own image in dir.root (and a copy for
+    // the user, unused here).
+    let (_dump, _user_copy) = dump_as_root(&env, &dir, orig.pid, "g", &[]);
+    orig.wait_gone("the dump kills the target");
+
+    let image = dir.root.join("g.ckpt");
+    let run = env.verify_as(Who::Root, &dir, &["restore", path_str(&image)]);
+    run.assert_code(exit::OK, "root's restore of its own process");
+    assert!(
+        run.stderr
+            .contains("keeping the image's supplementary groups [0, 4242, 4243]"),
+        "the notice names the kept groups\n{run}"
+    );
+    let mut r = restored(&run);
+    let st = procfs::status(r.pid).expect("status of the restored process");
+    assert_eq!(status_ids(&st, "Uid"), vec![0; 4], "{run}");
+    signal(r.pid, nix::sys::signal::Signal::SIGUSR1);
+    let result = ckpt_tests::workload_result(&mut r, &gdir.join("result"), &log, "groups_probe");
+    assert_eq!(result, "OK\n", "the restored probe's own check\n{run}");
 }
