@@ -1,7 +1,6 @@
 //! Developer driver: dump a pid into an image and restore it, without the
 //! setuid helpers. `roundtrip dump PID IMAGE [--leave-running]` /
 //! `roundtrip restore IMAGE`.
-use ckpt_core::dump::Frozen;
 use ckpt_core::image::{ImageMeta, ImageReader, ImageWriter, Requester};
 use ckpt_core::restore::{restore, RestoreCredentials, RestoreOptions};
 
@@ -14,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let leave = args.iter().any(|a| a == "--leave-running");
             let pidfd = ckpt_core::sys::pidfd_open(pid)?;
             let t0 = std::time::Instant::now();
-            let mut frozen = Frozen::seize(pidfd, pid)?;
+            let mut frozen = ckpt_core::dump::FrozenTree::seize_process(pidfd, pid)?;
             let file = std::fs::File::create(out)?;
             let mut w = ImageWriter::new(file)?;
             let r = frozen.dump(&mut w)?;

@@ -287,6 +287,18 @@ impl Tracee {
     pub fn detach(self) -> Result<(), PtraceError> {
         ptrace::detach(self.npid(), None).map_err(req("DETACH", self.pid))
     }
+
+    /// Detach with signal `sig` delivered as the task resumes (before it
+    /// runs any instruction of its own).
+    pub fn detach_with(self, sig: i32) -> Result<(), PtraceError> {
+        let sig =
+            nix::sys::signal::Signal::try_from(sig).map_err(|errno| PtraceError::Request {
+                op: "DETACH",
+                pid: self.pid,
+                errno,
+            })?;
+        ptrace::detach(self.npid(), Some(sig)).map_err(req("DETACH", self.pid))
+    }
 }
 
 /// Find a `syscall` instruction (0f 05) in `code`, which was read from

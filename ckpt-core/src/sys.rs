@@ -158,13 +158,19 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> Result<OwnedFd, Errno> {
 /// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)`: 0 when both fds share one open
 /// file description.
 pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
+    kcmp_same_file_in(pid, fd1, pid, fd2)
+}
+
+/// Do `pid1`'s fd `fd1` and `pid2`'s fd `fd2` refer to the same open file
+/// description (`kcmp` with `KCMP_FILE`)?
+pub fn kcmp_same_file_in(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool, Errno> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: integer arguments.
     let r = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid,
-            pid,
+            pid1,
+            pid2,
             KCMP_FILE,
             fd1 as libc::c_long,
             fd2 as libc::c_long,
@@ -177,6 +183,19 @@ pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
 /// holds as the `toff`-th entry added under fd number `tfd` (`kcmp` with
 /// `KCMP_EPOLL_TFD`)? `ESRCH`/`EBADF`/`ENOENT` mean no such entry or fd.
 pub fn kcmp_epoll_target(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool, Errno> {
+    kcmp_epoll_target_in(pid, fd, pid, efd, tfd, toff)
+}
+
+/// [`kcmp_epoll_target`] with the file held by another process: `pid1`'s
+/// fd `fd` against `pid2`'s epoll `efd`.
+pub fn kcmp_epoll_target_in(
+    pid1: i32,
+    fd: i32,
+    pid2: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> Result<bool, Errno> {
     const KCMP_EPOLL_TFD: libc::c_long = 7;
     // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
     let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
@@ -184,8 +203,8 @@ pub fn kcmp_epoll_target(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> Re
     let r = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid,
-            pid,
+            pid1,
+            pid2,
             KCMP_EPOLL_TFD,
             fd as libc::c_long,
             slot.as_ptr() as libc::c_long,

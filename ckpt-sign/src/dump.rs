@@ -35,7 +35,7 @@
 
 use std::io::Read;
 
-use ckpt_core::dump::Frozen;
+use ckpt_core::dump::FrozenTree;
 use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
 use ckpt_keys::SigningKey;
 use ckpt_privsep::access::{caller_may_ptrace_attach, open_pidfd, pidfd_alive, AccessError};
@@ -174,9 +174,6 @@ pub(crate) fn run(
     let untouched = "nothing was done";
     let rolled_back = "the target was resumed untouched and no image was written";
     let record = &mut audit.record;
-    if args.tree {
-        return Err(Fail::new(Exit::Usage, "dump --tree: not supported yet"));
-    }
     let pid = i32::try_from(args.pid)
         .ok()
         .filter(|&p| p > 0)
@@ -228,7 +225,12 @@ pub(crate) fn run(
     let watch = pidfd
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;
-    let mut frozen = Frozen::seize(pidfd, pid).map_err(|e| {
+    let seized = if args.tree {
+        FrozenTree::seize(pidfd, pid)
+    } else {
+        FrozenTree::seize_process(pidfd, pid)
+    };
+    let mut frozen = seized.map_err(|e| {
         Fail::with(
             Exit::DumpFailed,
             format!("dump: cannot freeze pid {pid}"),
@@ -239,7 +241,7 @@ pub(crate) fn run(
     // Paths the dump finds with privilege (inotify watches) are kept only
     // if the caller can look them up itself.
     let as_caller = caller.clone();
-    frozen.set_path_opener(Box::new(move |p| {
+    frozen.set_path_opener(std::rc::Rc::new(move |p| {
         open_path(&as_caller, std::path::Path::new(p)).ok()
     }));
     if !pidfd_alive(&watch) {
@@ -258,6 +260,20 @@ pub(crate) fn run(
                  (its credentials changed while it was being frozen)"
             ),
         ));
+    }
+    // Every other process of the tree, now that none can exec or fork.
+    for &p in frozen.pids().iter().skip(1) {
+        if !caller_may_ptrace_attach(caller, p).map_err(|e| access_fail(p, e))? {
+            drop(frozen);
+            return Err(Fail::new(
+                Exit::AccessDenied,
+                format!(
+                    "dump: permission denied: pid {p}, a descendant of pid {pid}, is a process \
+                     the caller may not ptrace-attach to (another user's, or running a set-id \
+                     program); only root or its owner can dump it"
+                ),
+            ));
+        }
     }
     let frozen_creds = frozen.status_creds().map_err(|e| {
         Fail::with(
@@ -283,26 +299,39 @@ pub(crate) fn run(
         },
         e => Fail::with(Exit::DumpFailed, "dump", e),
     })?;
-    for f in &result.process.fds {
-        let connected = result
-            .files
-            .get(f.description as usize)
-            .and_then(|d| match &d.kind {
-                ckpt_core::state::OpenFileKind::External { connected_to } if f.fd > 2 => {
-                    Some(connected_to)
-                }
-                _ => None,
-            });
-        if let Some(to) = connected {
-            let fd = f.fd;
-            report.lines.push(format!(
-                "notice: fd {fd} is connected outside the process ({}); restore connects it to \
-                 /dev/null, or to the restore caller's fd {fd} with --inherit-fd {fd}",
-                ckpt_privsep::report::escape_controls(to)
-            ));
+    let root_task = result.process().ok_or_else(|| {
+        Fail::new(
+            Exit::DumpFailed,
+            format!("dump: pid {pid}: no process was captured"),
+        )
+    })?;
+    for task in &result.tasks {
+        for f in &task.fds {
+            let connected = result
+                .files
+                .get(f.description as usize)
+                .and_then(|d| match &d.kind {
+                    ckpt_core::state::OpenFileKind::External { connected_to } if f.fd > 2 => {
+                        Some(connected_to)
+                    }
+                    _ => None,
+                });
+            if let Some(to) = connected {
+                let fd = f.fd;
+                let whose = if result.tasks.len() > 1 {
+                    format!("pid {}'s fd {fd}", task.pid)
+                } else {
+                    format!("fd {fd}")
+                };
+                report.lines.push(format!(
+                    "notice: {whose} is connected outside the process ({}); restore connects it \
+                     to /dev/null, or to the restore caller's fd {fd} with --inherit-fd {fd}",
+                    ckpt_privsep::report::escape_controls(to)
+                ));
+            }
         }
     }
-    let c = &result.process.creds;
+    let c = &root_task.creds;
     if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
         return Err(Fail::new(
             Exit::DumpFailed,

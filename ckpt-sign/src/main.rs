@@ -80,7 +80,7 @@ pub(crate) struct DumpArgs {
     /// Where to write the image (created by you, mode 0600).
     #[arg(short = 'o', long = "output", value_name = "IMAGE")]
     pub output: PathBuf,
-    /// Checkpoint the whole process tree (not yet supported).
+    /// Checkpoint the process and all its descendants (children, zombies, their own children).
     #[arg(long)]
     pub tree: bool,
     /// Let the process continue after the dump instead of killing it.

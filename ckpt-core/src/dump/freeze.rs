@@ -204,6 +204,12 @@ impl Frozen {
     /// process; it is checked again once the threads are stopped, so a
     /// recycled pid is refused.
     pub fn seize(pidfd: OwnedFd, pid: i32) -> Result<Frozen, DumpError> {
+        // Stopped by job control before we came (the state the freeze
+        // itself shows is a trace stop).
+        let stopped = std::fs::read_to_string(proc_path(pid, "stat"))
+            .ok()
+            .and_then(|t| procfs::stat::parse_stat(&t).ok())
+            .is_some_and(|st| st.state == 'T');
         let tids = freeze_all(pid)?;
         let detach_all = |tids: &[i32]| {
             for t in tids {
@@ -249,6 +255,7 @@ impl Frozen {
             threads,
             cancel: None,
             path_opener: None,
+            stopped,
         })
     }
 

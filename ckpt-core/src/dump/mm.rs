@@ -171,6 +171,7 @@ impl Frozen {
     pub(super) fn dump_memory(
         &self,
         vmas: &[Vma],
+        space: u32,
         writer: &mut ImageWriter,
     ) -> Result<(), DumpError> {
         let pid = self.pid;
@@ -236,7 +237,7 @@ impl Frozen {
                             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
                         })?;
                     }
-                    writer.write_chunk(super::MEMORY_SPACE, addr, piece)?;
+                    writer.write_chunk(space, addr, piece)?;
                     addr += len as u64;
                 }
             }

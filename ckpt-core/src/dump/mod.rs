@@ -35,6 +35,7 @@ mod seccomp;
 mod signals;
 mod task;
 mod timers;
+mod tree;
 
 use std::os::fd::OwnedFd;
 
@@ -48,6 +49,7 @@ use crate::procfs;
 use crate::ptrace::{PtraceError, Tracee};
 
 pub use identity::digest_file;
+pub use tree::FrozenTree;
 
 /// Largest piece of memory written as one image chunk.
 pub const CHUNK_BYTES: usize = 4 << 20;
@@ -96,34 +98,47 @@ pub enum DumpError {
     Inject(InjectError),
 }
 
-/// What [`Frozen::dump`] produced besides the memory chunks.
+/// What a dump produced besides the memory chunks: every task of the
+/// image (the root first), their file table and the spaces the chunks fill.
 #[derive(Debug, Clone)]
 pub struct DumpResult {
-    pub process: ProcessState,
+    pub tasks: Vec<ProcessState>,
     /// The image's file table (`FdState::description` indexes it).
     pub files: Vec<OpenFile>,
-    /// The byte spaces the chunks written fill: the memory of the process
-    /// is [`MEMORY_SPACE`].
+    /// The byte spaces the chunks written fill: for each task its memory,
+    /// then the files first captured from it.
     pub spaces: Vec<Space>,
+    /// Children that had exited and were not reaped yet.
+    pub zombies: Vec<Zombie>,
     pub cpu: CpuFeatures,
     /// SHA-256 of the `[vdso]` bytes (restore needs the same kernel's vdso).
     pub vdso_digest: Vec<u8>,
 }
 
 impl DumpResult {
-    /// What the image writer needs besides the chunks: the one process,
-    /// the file table and the spaces.
+    /// The root task of the image.
+    pub fn process(&self) -> Option<&ProcessState> {
+        self.tasks.first()
+    }
+
+    /// What the image writer needs besides the chunks: the tasks, the file
+    /// table and the spaces.
     pub fn into_content(self) -> ImageContent {
         ImageContent {
             spaces: self.spaces,
             files: self.files,
-            tasks: vec![self.process],
+            tasks: self.tasks,
+            zombies: self.zombies,
         }
     }
 }
 
-/// The image space of the dumped process's memory: the first.
-pub const MEMORY_SPACE: u32 = 0;
+/// What one task's dump adds to the image, besides its chunks.
+struct TaskDump {
+    process: ProcessState,
+    cpu: CpuFeatures,
+    vdso_digest: Vec<u8>,
+}
 
 /// A target stopped under our control. Dropping it resumes the target.
 ///
@@ -148,11 +163,13 @@ pub struct Frozen {
     /// Opens a path (`O_PATH`) as the caller the image is for; see
     /// [`Frozen::set_path_opener`]. `None`: as this process.
     path_opener: Option<PathOpener>,
+    /// It was stopped by a signal (job control) when it was seized.
+    stopped: bool,
 }
 
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
 /// `None` when the caller cannot reach it.
-pub type PathOpener = Box<dyn Fn(&str) -> Option<OwnedFd>>;
+pub type PathOpener = std::rc::Rc<dyn Fn(&str) -> Option<OwnedFd>>;
 /// A thread other than the leader, stopped under our control.
 struct FrozenThread {
     tracee: Tracee,
@@ -216,14 +233,40 @@ impl Frozen {
         }
     }
 
-    /// Capture everything and stream memory into `writer`.
+    /// Capture everything of this one process and stream its memory into
+    /// `writer`: an image of one task (children refused).
     pub fn dump(&mut self, writer: &mut ImageWriter) -> Result<DumpResult, DumpError> {
+        let mut saved = files::saved::SavedFiles::default();
+        let mut table = files::FileTable::default();
+        table.survey(&[self.pid]);
+        self.refuse_children()?;
+        let t = self.dump_task(writer, 0, &mut saved, &mut table)?;
+        Ok(DumpResult {
+            tasks: vec![t.process],
+            files: table.finish(self.pid)?,
+            spaces: saved.into_spaces(),
+            zombies: Vec::new(),
+            cpu: t.cpu,
+            vdso_digest: t.vdso_digest,
+        })
+    }
+
+    /// Capture everything of this process, task `task` of the image, and
+    /// stream its memory into `writer`: its memory space is the next of
+    /// `saved`, its descriptions go into `table`.
+    fn dump_task(
+        &mut self,
+        writer: &mut ImageWriter,
+        task: u32,
+        saved: &mut files::saved::SavedFiles,
+        table: &mut files::FileTable,
+    ) -> Result<TaskDump, DumpError> {
         let pid = self.pid;
+        let memory_space = saved.memory_space(task);
 
         self.check_cancel()?;
         let status = self.status()?;
         let namespaces = self.namespaces()?;
-        self.refuse_process_level()?;
         // The seccomp filter chain (strict mode refused) and scheduling.
         let seccomp_filters = self.seccomp_filters(status.seccomp)?;
         let sched = self.sched()?;
@@ -235,13 +278,12 @@ impl Frozen {
 
         // File descriptors (first: a mapping of a memfd or an unlinked
         // file names the space an fd's capture gave its content).
-        let mut saved = files::saved::SavedFiles::default();
-        let (fds, descriptions) = self.dump_fds(&mut saved)?;
+        let fds = self.dump_fds(saved, table)?;
 
         // Mappings and the files behind them.
         let mut files = identity::MappedFiles::default();
         let exe = files.identity_of_exe(pid)?;
-        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files, &saved)?;
+        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files, saved)?;
 
         // POSIX timers as /proc lists them (the task reports their times).
         let mut posix_timers = self.posix_timers()?;
@@ -285,7 +327,7 @@ impl Frozen {
         creds.no_new_privs = status.no_new_privs;
 
         // Memory, streamed; then the content of memfds and unlinked files.
-        self.dump_memory(&vmas, writer)?;
+        self.dump_memory(&vmas, memory_space, writer)?;
         saved.write_contents(self, writer)?;
 
         let xsave = &thread_states[0].xsave;
@@ -321,13 +363,10 @@ impl Frozen {
             seccomp_filters,
             sched: Some(sched),
             cwd_deleted,
+            stopped: self.stopped,
         };
-        Ok(DumpResult {
+        Ok(TaskDump {
             process,
-            files: descriptions,
-            spaces: std::iter::once(Space::Memory { task: 0 })
-                .chain(saved.spaces())
-                .collect(),
             cpu,
             vdso_digest,
         })

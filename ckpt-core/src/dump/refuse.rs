@@ -12,9 +12,10 @@ use super::{DumpError, Frozen};
 use crate::procfs;
 
 impl Frozen {
-    /// Children. (Threads are frozen and saved; seccomp strict mode is
-    /// refused where the filters are read, in `seccomp`.)
-    pub(super) fn refuse_process_level(&self) -> Result<(), DumpError> {
+    /// Children, in a dump of one process (`--tree` dumps them).
+    /// (Threads are frozen and saved; seccomp strict mode is refused
+    /// where the filters are read, in `seccomp`.)
+    pub(super) fn refuse_children(&self) -> Result<(), DumpError> {
         // A child is listed under the thread that forked it: every thread's
         // list, not only the leader's.
         let tids = std::iter::once(self.pid).chain(self.threads.iter().map(|t| t.tracee.pid()));
@@ -23,7 +24,9 @@ impl Frozen {
                 procfs::children::parse_children(&self.read_proc(&format!("task/{tid}/children"))?)
                     .map_err(self.parse_err("children"))?;
             if let Some(child) = children.first() {
-                return Err(self.unsupported(format!("child process {child}")));
+                return Err(self.unsupported(format!(
+                    "child process {child} (dump the whole tree with --tree)"
+                )));
             }
         }
         Ok(())

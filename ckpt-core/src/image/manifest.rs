@@ -9,7 +9,7 @@ use super::budget::{Budgeted, OVER_BUDGET, TOO_MANY_ENTRIES};
 use super::error::{sanitize, ImageError};
 use crate::host::HostIdentity;
 use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_CBOR_DEPTH, MAX_MANIFEST_DECODED};
-use crate::model::{OpenFile, ProcessState};
+use crate::model::{OpenFile, ProcessState, Zombie};
 
 /// Everything an image says about itself and the processes in it; signed.
 ///
@@ -52,9 +52,13 @@ pub struct Manifest {
     /// `FdState::description` of any task indexes this list, so a
     /// description shared between tasks is one entry.
     pub files: Vec<OpenFile>,
-    /// The processes (at least one). This version's restore rebuilds
-    /// images of exactly one.
+    /// The processes (at least one): the root of the dumped tree first,
+    /// every other task after its parent (`ProcessState::ppid`).
     pub tasks: Vec<ProcessState>,
+    /// Children of the image's tasks that had exited and were not reaped
+    /// yet; none is left out of the encoding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zombies: Vec<Zombie>,
 }
 
 impl Manifest {
@@ -332,6 +336,8 @@ pub struct ImageContent {
     pub files: Vec<OpenFile>,
     /// See [`Manifest::tasks`].
     pub tasks: Vec<ProcessState>,
+    /// See [`Manifest::zombies`].
+    pub zombies: Vec<Zombie>,
 }
 
 /// A byte string (CBOR major type 2), borrowed for serialising.

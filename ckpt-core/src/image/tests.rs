@@ -229,6 +229,7 @@ pub(super) fn sample_process() -> ProcessState {
         seccomp_filters: Vec::new(),
         sched: None,
         cwd_deleted: false,
+        stopped: false,
     }
 }
 
@@ -251,6 +252,7 @@ pub(super) fn sample_content() -> ImageContent {
         spaces: vec![Space::Memory { task: 0 }],
         files: sample_files(),
         tasks: vec![sample_process()],
+        zombies: Vec::new(),
     }
 }
 
@@ -280,6 +282,7 @@ pub(super) fn sample_manifest() -> Manifest {
             .collect(),
         files: sample_files(),
         tasks: vec![sample_process()],
+        zombies: Vec::new(),
     }
 }
 

@@ -129,5 +129,6 @@ pub(super) fn decode_v1(bytes: &[u8]) -> Result<Manifest, ImageError> {
             .collect(),
         files,
         tasks: vec![m.process],
+        zombies: Vec::new(),
     })
 }

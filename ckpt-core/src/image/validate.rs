@@ -107,6 +107,34 @@ fn tasks(m: &Manifest) -> Result<(), Invalid> {
                 ));
             }
         }
+        // Every task but the root comes after its parent.
+        if i > 0 && !m.tasks[..i].iter().any(|q| q.pid == p.ppid) {
+            return Err(invalid(
+                format_args!("tasks[{i}].ppid"),
+                format!("{} is not the pid of an earlier task", p.ppid),
+            ));
+        }
+    }
+    count("zombies", m.tasks.len() + m.zombies.len(), MAX_TASKS)?;
+    for (i, z) in m.zombies.iter().enumerate() {
+        if z.pid <= 0 || !pids.insert(z.pid) || tids.contains(&z.pid) {
+            return Err(invalid(
+                format_args!("zombies[{i}].pid"),
+                format!("{} is not a pid of its own", z.pid),
+            ));
+        }
+        if !m.tasks.iter().any(|q| q.pid == z.ppid) {
+            return Err(invalid(
+                format_args!("zombies[{i}].ppid"),
+                format!("{} is not the pid of a task", z.ppid),
+            ));
+        }
+        if !(0..=0xffff).contains(&z.exit_status) || (z.exit_status & 0x7f) >= 65 {
+            return Err(invalid(
+                format_args!("zombies[{i}].exit_status"),
+                format!("{:#x} is not a wait status", z.exit_status),
+            ));
+        }
     }
     Ok(())
 }

@@ -359,6 +359,7 @@ impl ImageWriter {
             chunks: std::mem::take(&mut self.chunks),
             files: content.files,
             tasks: content.tasks,
+            zombies: content.zombies,
         };
         let manifest_bytes = encode(&manifest)?;
         let manifest_len = manifest_bytes.len() as u64;

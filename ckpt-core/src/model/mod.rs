@@ -36,7 +36,7 @@ pub use files::{
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
-pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState};
+pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState, Zombie};
 pub use timers::{
     ITimer, PosixTimer, Rlimit, POSIX_TIMER_CLOCKS, POSIX_TIMER_NOTIFY, SIGEV_THREAD_ID,
 };

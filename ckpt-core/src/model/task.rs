@@ -92,6 +92,25 @@ pub struct ProcessState {
     /// enters it and removes it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cwd_deleted: bool,
+    /// Stopped by a signal (job control) at dump time: restore stops it
+    /// again (`SIGSTOP`) once it is released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+}
+
+/// A child that had exited but was not reaped yet: restore makes a
+/// process that exits the same way under the same parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zombie {
+    pub pid: i32,
+    /// Its parent, one of the image's tasks.
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// The wait status its parent will read (`exit_code` of
+    /// `/proc/PID/stat`): the exit code in bits 8-15, or the signal that
+    /// ended it in bits 0-6 (bit 7: it dumped core).
+    pub exit_status: i32,
 }
 
 /// Scheduling attributes (`struct sched_attr`).

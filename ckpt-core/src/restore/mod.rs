@@ -48,6 +48,8 @@ mod stub;
 mod task;
 mod threads;
 mod timers;
+mod transfer;
+mod tree;
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -61,7 +63,7 @@ use crate::ptrace::{PtraceError, Tracee};
 
 pub use options::{RestoreCapabilities, RestoreCredentials, RestoreOptions};
 use plan::Plan;
-use stub::{spawn_stub, Stub, StubMode};
+use stub::StubMode;
 
 /// A restored, running process.
 #[derive(Debug, Clone)]
@@ -153,96 +155,20 @@ impl Release for GoAhead {
     }
 }
 
-/// Restore the process described by `reader` (whose integrity the caller
-/// has established) with `opts.creds`.
+/// Restore the process (or process tree) described by `reader` (whose
+/// integrity the caller has established) with `opts.creds`.
 pub fn restore(reader: &ImageReader, opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     restore_with(reader, opts, &mut GoAhead)
 }
 
 /// [`restore`], with `release` consulted before anything is created and
-/// again right before the finished process is released to run.
+/// again right before the finished processes are released to run.
 pub fn restore_with(
     reader: &ImageReader,
     opts: &RestoreOptions,
     release: &mut dyn Release,
 ) -> Result<Restored, RestoreError> {
-    let m = reader.manifest();
-    let plan = Plan::check(m)?;
-    let p = plan::the_task(m)?;
-    let exe_path = cstring(&p.exe.path)?;
-    let mode = if opts.is_plain() {
-        StubMode::Final
-    } else {
-        StubMode::Root
-    };
-    let want_pid = opts.same_pid.then_some(p.pid);
-    if release.cancelled() {
-        return Err(RestoreError::CalledOff { pid: 0 });
-    }
-    let mut stub = spawn_stub(&exe_path, &opts.creds, mode, want_pid, &opts.inherit_fds)?;
-    let pid = stub.pid();
-    let mut notices = Vec::new();
-    if !opts.same_pid && pid != p.pid {
-        notices.push(format!(
-            "the process gets a new pid {pid} (it was {})",
-            p.pid
-        ));
-    }
-    if mode == StubMode::Root && !opts.exe_link {
-        notices.push(format!(
-            "/proc/{pid}/exe will not name {} (no exe-link grant)",
-            p.exe.path
-        ));
-    } else if mode == StubMode::Final && !stub.exec {
-        notices.push(format!(
-            "{} cannot be executed with your credentials without changing them (set-id or file capabilities), or is gone: /proc/{}/exe will not name it",
-            p.exe.path,
-            stub.pid()
-        ));
-    }
-    let built = {
-        let Stub {
-            tracee,
-            pidfd,
-            threads,
-            ..
-        } = &mut stub;
-        let mut builder = Builder {
-            inj: Injector::new(tracee),
-            pidfd,
-            m,
-            p,
-            memory: plan.memory_space,
-            notices,
-            opts,
-            mode,
-            exe_fd: None,
-            prepared: Vec::new(),
-            saved_fds: Vec::new(),
-            threads: Vec::new(),
-            tid_map: Vec::new(),
-        };
-        let r = builder.build(reader, &plan);
-        // The threads created so far belong to the stub: released or
-        // killed (and reaped) with it.
-        *threads = std::mem::take(&mut builder.threads);
-        r.map(|()| builder.notices)
-    };
-    match built {
-        Ok(notices) => {
-            let restored = Restored { pid, notices };
-            if release.cancelled() || !release.before_release(&restored) {
-                stub.kill();
-                return Err(RestoreError::CalledOff { pid });
-            }
-            stub.finish()?;
-            Ok(restored)
-        }
-        Err(e) => {
-            stub.kill();
-            Err(e)
-        }
-    }
+    tree::restore_tree(reader, opts, release)
 }
 
 fn cstring(s: &str) -> Result<CString, RestoreError> {
@@ -300,6 +226,18 @@ struct Builder<'a> {
     /// Saved tid -> tid in the restored process, for every thread (the
     /// leader first), once the threads exist.
     tid_map: Vec<(i32, i32)>,
+    /// This process's index in the image's tasks.
+    task: usize,
+    /// The descriptions shared with the image's other processes.
+    shared: &'a mut transfer::Shared,
+}
+
+/// What [`Builder::blank`] leaves for [`Builder::fill`]: the stub emptied
+/// down to its trampoline and vdso.
+struct Blank {
+    tramp: u64,
+    occupied: Vec<(u64, u64)>,
+    stub_maps: Vec<crate::procfs::maps::MapsEntry>,
 }
 
 impl Builder<'_> {
@@ -327,13 +265,10 @@ impl Builder<'_> {
         Ok(self.inj.syscall_raw(nr, args)?)
     }
 
-    /// The steps, in order. Each later step may rely on the earlier ones
-    /// (files are opened with the file credentials set in step 3, the
-    /// final credentials are dropped to only after everything that needs
-    /// privilege, the registers are set at the very last syscall's exit).
-    fn build(&mut self, reader: &ImageReader, plan: &Plan) -> Result<(), RestoreError> {
-        let p = self.p;
-
+    /// The first steps: the stub emptied down to a trampoline and the
+    /// vdso, ready to fork the image's children (each a blank stub too)
+    /// and then to be filled ([`Builder::fill`]).
+    fn blank(&mut self, plan: &Plan) -> Result<Blank, RestoreError> {
         // 1. The stub as it is: its mappings, vdso, registers, xsave size.
         let stub_maps = self.stub_maps()?;
         let template = self.inject_through_vdso(&stub_maps)?;
@@ -353,9 +288,30 @@ impl Builder<'_> {
         if self.mode == StubMode::Root {
             self.set_fs_creds()?;
         }
+        Ok(Blank {
+            tramp,
+            occupied,
+            stub_maps,
+        })
+    }
+
+    /// The remaining steps, in order, on a blank stub. Each later step may
+    /// rely on the earlier ones (files are opened with the file
+    /// credentials set in step 3, the final credentials are dropped to
+    /// only after everything that needs privilege, the registers are set
+    /// at the very last syscall's exit).
+    fn fill(
+        &mut self,
+        reader: &ImageReader,
+        plan: &Plan,
+        blank: &Blank,
+    ) -> Result<(), RestoreError> {
+        let p = self.p;
+        let (tramp, occupied, stub_maps) = (blank.tramp, &blank.occupied, &blank.stub_maps);
+        self.inj.use_scratch(tramp + mm::PAGE, mm::PAGE);
 
         // 4. Move the vdso family where the image had it, keeping its layout.
-        self.move_vdso(&stub_maps, &occupied)?;
+        self.move_vdso(stub_maps, occupied)?;
 
         // 5. Files whose content is in the image (their mappings map
         //    them), mappings, memory, protections.

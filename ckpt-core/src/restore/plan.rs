@@ -8,7 +8,7 @@
 use super::RestoreError;
 use crate::image::validate::validate;
 use crate::image::{ImageError, Manifest, Space, FORMAT_VERSION, FORMAT_VERSION_1};
-use crate::model::{ProcessState, ThreadState};
+use crate::model::ThreadState;
 
 /// Checked facts about the image, derived before anything is created.
 pub(super) struct Plan {
@@ -20,20 +20,10 @@ pub(super) struct Plan {
     pub(super) memory_space: Option<u32>,
 }
 
-/// The one process of the image: this version restores images of exactly
-/// one (`validate` refuses none).
-pub(super) fn the_task(m: &Manifest) -> Result<&ProcessState, RestoreError> {
-    match m.tasks.as_slice() {
-        [p] => Ok(p),
-        [] => Err(RestoreError::Invalid("no process".into())),
-        more => Err(RestoreError::Processes(more.len())),
-    }
-}
-
 impl Plan {
     /// The image is well-formed ([`validate`], the same check every reader
     /// ran when opening it), and this restore can build it.
-    pub(super) fn check(m: &Manifest) -> Result<Plan, RestoreError> {
+    pub(super) fn check_image(m: &Manifest) -> Result<(), RestoreError> {
         validate(m).map_err(|e| RestoreError::Image(ImageError::Invalid(e)))?;
         // Both versions the reader accepts restore: a version-1 image was
         // converted to this form when it was read.
@@ -43,18 +33,30 @@ impl Plan {
                 m.format_version
             )));
         }
-        let p = the_task(m)?;
-        let memory_space = m
-            .spaces
-            .iter()
-            .position(|s| matches!(s, Space::Memory { task: 0 }))
-            .and_then(|i| u32::try_from(i).ok());
         if m.arch != "x86_64" {
             return Err(RestoreError::Incompatible(format!(
                 "image is for {}",
                 m.arch
             )));
         }
+        if m.tasks.is_empty() {
+            return Err(RestoreError::Invalid("no process".into()));
+        }
+        Ok(())
+    }
+
+    /// The facts about task `task` of an image [`Plan::check_image`]
+    /// accepted.
+    pub(super) fn for_task(m: &Manifest, task: usize) -> Result<Plan, RestoreError> {
+        let p = m
+            .tasks
+            .get(task)
+            .ok_or_else(|| RestoreError::Invalid(format!("no task {task}")))?;
+        let memory_space = m
+            .spaces
+            .iter()
+            .position(|s| matches!(s, Space::Memory { task: t } if *t as usize == task))
+            .and_then(|i| u32::try_from(i).ok());
         let (thread, others) = match p.threads.split_first() {
             Some((t, rest)) => (t.clone(), rest.to_vec()),
             // `validate` refuses an image without threads.

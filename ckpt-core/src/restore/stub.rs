@@ -50,8 +50,15 @@ impl Stub {
         );
     }
 
-    pub(super) fn finish(mut self) -> Result<(), RestoreError> {
+    /// Let the process run: its other threads first, the leader last;
+    /// `stopped`: it was stopped by a signal at dump time, and stops again
+    /// (`SIGSTOP` delivered as the leader is detached, before it runs any
+    /// instruction; its threads, detached after it, join the stop).
+    pub(super) fn finish(mut self, stopped: bool) -> Result<(), RestoreError> {
         let pid = self.pid();
+        if stopped {
+            return self.finish_stopped();
+        }
         let mut stolen = self.tracee.take_stolen_signals();
         // The other threads first (each is complete), the leader last.
         let mut detached = Ok(());
@@ -85,6 +92,38 @@ impl Stub {
         }
         Ok(())
     }
+
+    fn finish_stopped(mut self) -> Result<(), RestoreError> {
+        let pid = self.pid();
+        let mut stolen = self.tracee.take_stolen_signals();
+        let threads = std::mem::take(&mut self.threads);
+        if let Err(source) = self.tracee.detach_with(libc::SIGSTOP) {
+            let _ = sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+            for t in &threads {
+                let _ = nix::sys::wait::waitpid(
+                    Pid::from_raw(t.pid()),
+                    Some(nix::sys::wait::WaitPidFlag::__WALL),
+                );
+            }
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::__WALL),
+            );
+            return Err(RestoreError::Trace { pid, source });
+        }
+        let mut first_err = Ok(());
+        for mut t in threads {
+            stolen.extend(t.take_stolen_signals());
+            let tid = t.pid();
+            if let Err(source) = t.detach() {
+                first_err = Err(RestoreError::Trace { pid: tid, source });
+            }
+        }
+        for sig in stolen {
+            let _ = sys::pidfd_send_signal(&self.pidfd, sig);
+        }
+        first_err
+    }
 }
 
 /// Who the stub is while it is being built.
@@ -113,13 +152,17 @@ pub(super) fn spawn_stub(
     mode: StubMode,
     pid: Option<i32>,
     inherit: &[i32],
+    transfer: Option<i32>,
 ) -> Result<Stub, RestoreError> {
     // The caller's fds above 2 handed to the restored process
-    // (`--inherit-fd`), sorted: kept open through the stub's exec, every
-    // other fd above 2 closed by it.
+    // (`--inherit-fd`), and the end of the pair shared descriptions come
+    // through (`super::transfer`), sorted: kept open through the stub's
+    // exec, every other fd above 2 closed by it.
     let mut keep: Vec<u32> = inherit
         .iter()
-        .filter_map(|&n| u32::try_from(n).ok().filter(|&n| n > 2))
+        .copied()
+        .chain(transfer)
+        .filter_map(|n| u32::try_from(n).ok().filter(|&n| n > 2))
         .collect();
     keep.sort_unstable();
     keep.dedup();

@@ -58,7 +58,7 @@ const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
 /// How long a saved tid held by another process is waited for.
 const TID_FREE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Clones tried for one saved tid (`same-pid`) before giving up.
-const SAME_TID_ATTEMPTS: usize = 8;
+pub(super) const SAME_TID_ATTEMPTS: usize = 8;
 /// Most tids listed in the notice naming the new tids.
 const TID_MAP_NOTICE_MAX: usize = 16;
 
@@ -116,6 +116,15 @@ impl Builder<'_> {
     /// [`TID_FREE_WAIT`] (a short-lived process that took it during an
     /// earlier attempt), then refused.
     fn reserve_tid(&self, want: i32) -> Result<(), RestoreError> {
+        reserve_pid(want)
+    }
+}
+
+/// With `same-pid`: make `want` the next pid or tid the kernel hands out,
+/// if it is free. One held by a process elsewhere is waited for up to
+/// [`TID_FREE_WAIT`], then refused.
+pub(super) fn reserve_pid(want: i32) -> Result<(), RestoreError> {
+    {
         let taken = || std::path::Path::new(&format!("/proc/{want}")).exists();
         let deadline = std::time::Instant::now() + TID_FREE_WAIT;
         while want > 1 && taken() && std::time::Instant::now() < deadline {
@@ -125,10 +134,12 @@ impl Builder<'_> {
             return Err(RestoreError::PidTaken(want));
         }
         std::fs::write(NS_LAST_PID, format!("{}", want - 1)).map_err(|e| {
-            RestoreError::Unsupported(format!("the saved thread id {want} ({NS_LAST_PID}: {e})"))
+            RestoreError::Unsupported(format!("the saved pid or tid {want} ({NS_LAST_PID}: {e})"))
         })
     }
+}
 
+impl Builder<'_> {
     /// Clone one thread in the leader, wait for its first stop, and build
     /// it. Returns its tid. With `same-pid`, a clone that got another tid
     /// (a process elsewhere took the saved one between the `ns_last_pid`

@@ -46,7 +46,7 @@ pub(super) fn resolve(
     efd: i32,
     entries: &[EpollEntry],
     descriptions: &[OpenFile],
-    holders: &[i32],
+    holders: &[(i32, i32)],
     by_fd: &HashMap<i32, usize>,
 ) -> Result<Vec<EpollTarget>, DumpError> {
     let mut out = Vec::with_capacity(entries.len());
@@ -55,10 +55,10 @@ pub(super) fn resolve(
     for e in entries {
         let toff = seen.entry(e.tfd).or_insert(0);
         let same = |i: usize| -> bool {
-            let Some(&holder) = holders.get(i) else {
+            let Some(&(hpid, hfd)) = holders.get(i) else {
                 return false;
             };
-            sys::kcmp_epoll_target(pid, holder, efd, e.tfd, *toff).unwrap_or(false)
+            sys::kcmp_epoll_target_in(hpid, hfd, pid, efd, e.tfd, *toff).unwrap_or(false)
         };
         // The fd it was added under first, then every description of the
         // same inode.

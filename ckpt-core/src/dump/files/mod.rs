@@ -79,7 +79,8 @@ impl Frozen {
     pub(super) fn dump_fds(
         &self,
         saved: &mut saved::SavedFiles,
-    ) -> Result<(Vec<FdState>, Vec<OpenFile>), DumpError> {
+        table: &mut FileTable,
+    ) -> Result<Vec<FdState>, DumpError> {
         let pid = self.pid;
         let unsupported = |resource: String| DumpError::Unsupported { pid, resource };
         let dir = std::fs::read_dir(proc_path(pid, "fd")).map_err(|source| DumpError::Proc {
@@ -121,15 +122,11 @@ impl Frozen {
                 }
             }
         }
-        let (ends, held) = survey(pid, &numbers);
         let mut fds = Vec::new();
         // Epoll descriptions and their raw entries, resolved at the end.
         let mut epolls = Vec::new();
         // fd number -> description index.
         let mut by_fd = HashMap::new();
-        let mut descriptions: Vec<OpenFile> = Vec::new();
-        // description index -> one fd holding it (for kcmp)
-        let mut holders: Vec<i32> = Vec::new();
         // fds 0-2 recorded as connected outside the image.
         let mut outside = Vec::new();
         for fd in numbers {
@@ -160,11 +157,20 @@ impl Frozen {
                 return Err(unsupported(resource));
             }
             // Pipes, FIFOs and unix sockets held inside the image first.
-            let inside =
-                match pipe::classify(pid, &self.pidfd, fd, &link, &meta, info.flags, &ends)? {
-                    Some(kind) => Some(kind),
-                    None => unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &held)?,
-                };
+            let inside = match pipe::classify(
+                pid,
+                &self.pidfd,
+                fd,
+                &link,
+                &meta,
+                info.flags,
+                &table.ends,
+            )? {
+                Some(kind) => Some(kind),
+                None => {
+                    unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &table.held)?
+                }
+            };
             let kind = match inside {
                 Some(kind) => Some(kind),
                 None => external::classify(pid, fd, &link, &meta, &mut outside)?,
@@ -197,11 +203,12 @@ impl Frozen {
             let cloexec = info.flags & (libc::O_CLOEXEC as u32) != 0;
             let flags = info.flags & !(libc::O_CLOEXEC as u32);
             // Same description as an earlier fd?
+            // Same description as an earlier fd, of this task or another?
             let mut found = None;
-            for (i, d) in descriptions.iter().enumerate() {
+            for (i, d) in table.descriptions.iter().enumerate() {
                 if d.dev == meta.dev() && d.ino == meta.ino() && d.flags == flags {
-                    let holder = holders.get(i).copied().unwrap_or(-1);
-                    if sys::kcmp_same_file(pid, holder, fd).unwrap_or(false) {
+                    let (hpid, hfd) = table.holders.get(i).copied().unwrap_or((pid, -1));
+                    if sys::kcmp_same_file_in(hpid, hfd, pid, fd).unwrap_or(false) {
                         found = Some(i);
                         break;
                     }
@@ -211,7 +218,7 @@ impl Frozen {
                 Some(i) => i,
                 None => {
                     let locks = locks::capture(pid, fd, &link, &kind, &info_text)?;
-                    descriptions.push(OpenFile {
+                    table.descriptions.push(OpenFile {
                         kind,
                         path: link,
                         flags,
@@ -220,8 +227,8 @@ impl Frozen {
                         ino: meta.ino(),
                         locks,
                     });
-                    holders.push(fd);
-                    descriptions.len() - 1
+                    table.holders.push((pid, fd));
+                    table.descriptions.len() - 1
                 }
             };
             by_fd.insert(fd, description);
@@ -232,23 +239,64 @@ impl Frozen {
             });
         }
         for (efd, entries) in epolls {
-            let targets = epoll::resolve(pid, efd, &entries, &descriptions, &holders, &by_fd)?;
+            let targets = epoll::resolve(
+                pid,
+                efd,
+                &entries,
+                &table.descriptions,
+                &table.holders,
+                &by_fd,
+            )?;
             if let Some(&i) = by_fd.get(&efd) {
-                if let Some(d) = descriptions.get_mut(i) {
+                if let Some(d) = table.descriptions.get_mut(i) {
                     d.kind = OpenFileKind::Epoll { targets };
                 }
             }
         }
-        pipe::check(pid, &mut descriptions)?;
-        Ok((fds, descriptions))
+        Ok(fds)
     }
 }
 
-/// Which pipes have both ends in the process, and which sockets it holds
+/// The image's file table while its tasks are dumped: every open file
+/// description once, with one (pid, fd) that holds it (for `kcmp`), and
+/// what the whole image holds (pipe ends, sockets), so that "inside the
+/// image" means held by any of its tasks.
+#[derive(Default)]
+pub(super) struct FileTable {
+    descriptions: Vec<OpenFile>,
+    holders: Vec<(i32, i32)>,
+    ends: pipe::Ends,
+    held: unix::Held,
+}
+
+impl FileTable {
+    /// Notes the pipe ends and sockets of every fd of `pids` (every task
+    /// of the image), before any task's fds are captured.
+    pub(super) fn survey(&mut self, pids: &[i32]) {
+        for &pid in pids {
+            let numbers: Vec<i32> = std::fs::read_dir(proc_path(pid, "fd"))
+                .map(|dir| {
+                    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            survey(pid, &numbers, &mut self.ends, &mut self.held);
+        }
+    }
+
+    /// The finished table, once every task's fds are captured: at most
+    /// one read and one write description per pipe, a FIFO's data held by
+    /// its first description only (`pid` names the image's first task in
+    /// a refusal).
+    pub(super) fn finish(mut self, pid: i32) -> Result<Vec<OpenFile>, DumpError> {
+        pipe::check(pid, &mut self.descriptions)?;
+        Ok(self.descriptions)
+    }
+}
+
+/// Which pipes have both ends in the image, and which sockets it holds
 /// (fds that cannot be read are left to the main pass to report).
-fn survey(pid: i32, numbers: &[i32]) -> (pipe::Ends, unix::Held) {
-    let mut ends = pipe::Ends::default();
-    let mut held = unix::Held::default();
+fn survey(pid: i32, numbers: &[i32], ends: &mut pipe::Ends, held: &mut unix::Held) {
     for fd in numbers {
         let path = proc_path(pid, &format!("fd/{fd}"));
         let (Ok(link), Ok(meta)) = (std::fs::read_link(&path), std::fs::metadata(&path)) else {
@@ -264,5 +312,4 @@ fn survey(pid: i32, numbers: &[i32]) -> (pipe::Ends, unix::Held) {
             ends.note(&link, meta.ino(), flags);
         }
     }
-    (ends, held)
 }

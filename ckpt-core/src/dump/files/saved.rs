@@ -16,7 +16,7 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt as _;
 
-use super::super::{DumpError, Frozen, CHUNK_BYTES, MEMORY_SPACE};
+use super::super::{DumpError, Frozen, CHUNK_BYTES};
 use crate::image::{ImageWriter, Space};
 use crate::model::OpenFileKind;
 use crate::sys;
@@ -28,36 +28,50 @@ const HUGETLBFS_MAGIC: libc::__fsword_t = 0x9584_58f6;
 struct Saved {
     dev: u64,
     ino: u64,
-    space: Space,
+    /// Its index in the image's spaces.
+    index: u32,
     /// A duplicate of a readable description of it.
     fd: OwnedFd,
 }
 
-/// The files whose content is saved, in space order (the first is space
-/// `MEMORY_SPACE + 1`).
+/// The image's spaces, in the order their chunks are written: for each
+/// task of the image its memory, then the files first captured from it
+/// (a file several tasks hold is one space, written once, with the first).
 #[derive(Default)]
 pub(in crate::dump) struct SavedFiles {
     list: Vec<Saved>,
+    spaces: Vec<Space>,
+    /// How many of `list` have had their content written.
+    written: usize,
 }
 
 impl SavedFiles {
     fn space_of(&self, dev: u64, ino: u64) -> Option<u32> {
         self.list
             .iter()
-            .position(|s| s.dev == dev && s.ino == ino)
-            .and_then(|i| u32::try_from(i + 1).ok())
-            .map(|i| i + MEMORY_SPACE)
+            .find(|s| s.dev == dev && s.ino == ino)
+            .map(|s| s.index)
+    }
+
+    /// A new space for the memory of task `task`; its index.
+    pub(in crate::dump) fn memory_space(&mut self, task: u32) -> u32 {
+        self.push(Space::Memory { task })
+    }
+
+    fn push(&mut self, space: Space) -> u32 {
+        self.spaces.push(space);
+        u32::try_from(self.spaces.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// Every space, in index order.
+    pub(in crate::dump) fn into_spaces(self) -> Vec<Space> {
+        self.spaces
     }
 
     /// The space of the memfd or unlinked file `(dev, ino)` if one of the
     /// target's fds holds it (for a mapping of it).
     pub(in crate::dump) fn mapped(&self, dev: u64, ino: u64) -> Option<u32> {
         self.space_of(dev, ino)
-    }
-
-    /// Every space after the memory's, in order.
-    pub(in crate::dump) fn spaces(&self) -> impl Iterator<Item = Space> + '_ {
-        self.list.iter().map(|s| s.space.clone())
     }
 
     /// fd `fd` of the target, whose link is `link`, if it is a memfd or an
@@ -123,31 +137,35 @@ impl SavedFiles {
                 mode: meta.mode() & 0o7777,
             }
         };
+        let index = self.push(space);
         self.list.push(Saved {
             dev: meta.dev(),
             ino: meta.ino(),
-            space,
+            index,
             fd: dup,
         });
-        let space = self
-            .space_of(meta.dev(), meta.ino())
-            .ok_or_else(|| refuse("too many files".into()))?;
-        Ok(Some(kind(space)))
+        Ok(Some(kind(index)))
     }
 
-    /// Writes the content of every saved file as chunks of its space, in
-    /// space order, after the memory. Pieces that are all zero are left
-    /// out (restore creates each file at its size, so holes read as zero).
+    /// Writes the content of every saved file not written yet as chunks of
+    /// its space, in space order, after the memory of the task they were
+    /// first captured from. Pieces that are all zero are left out (restore
+    /// creates each file at its size, so holes read as zero).
     pub(in crate::dump) fn write_contents(
-        &self,
+        &mut self,
         frozen: &Frozen,
         writer: &mut ImageWriter,
     ) -> Result<(), DumpError> {
         let pid = frozen.pid;
         let mut buf = vec![0u8; CHUNK_BYTES];
-        for (i, s) in self.list.iter().enumerate() {
-            let space = u32::try_from(i + 1).unwrap_or(u32::MAX) + MEMORY_SPACE;
-            let size = s.space.file_size().unwrap_or(0);
+        let fresh = self.list.get(self.written..).unwrap_or_default();
+        for s in fresh {
+            let space = s.index;
+            let size = self
+                .spaces
+                .get(space as usize)
+                .and_then(Space::file_size)
+                .unwrap_or(0);
             let file = std::fs::File::from(s.fd.try_clone().map_err(|e| DumpError::Proc {
                 pid,
                 what: format!("a copy of the file of space {space}"),
@@ -162,7 +180,7 @@ impl SavedFiles {
                 file.read_exact_at(piece, off)
                     .map_err(|source| DumpError::Proc {
                         pid,
-                        what: format!("the content of {:?} at offset {off}", s.space),
+                        what: format!("the content of space {space} at offset {off}"),
                         source,
                     })?;
                 if piece.iter().any(|&b| b != 0) {
@@ -171,6 +189,7 @@ impl SavedFiles {
                 off += len as u64;
             }
         }
+        self.written = self.list.len();
         Ok(())
     }
 }

@@ -227,8 +227,11 @@ impl Builder<'_> {
             .filter_map(|f| u64::try_from(f.fd).ok())
             .collect();
         // The memfds and unlinked files created for the mappings stay open
-        // too (see [`saved`]): every other number is closed.
+        // too (see [`saved`]), and the end of the socket pair shared
+        // descriptions come through (see `transfer`): every other number
+        // is closed.
         keep.extend(self.saved_fds.iter().map(|s| s.fd));
+        keep.push(self.shared.stub_fd);
         keep.sort_unstable();
         keep.dedup();
         let mut next = 0u64;
@@ -248,7 +251,7 @@ impl Builder<'_> {
             [next, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
         if p.fds.is_empty() {
-            return Ok(());
+            return self.close_transport();
         }
         // Above every fd and every fd number an epoll entry was added
         // under (see `epoll`).
@@ -286,13 +289,31 @@ impl Builder<'_> {
             [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
         )?;
 
+        // Each description this process holds: created here (and a copy
+        // kept when a later process holds it too), or handed over from the
+        // earlier process that created it (see `transfer`).
         let mut temp = Vec::with_capacity(files.len());
         for (i, d) in files.iter().enumerate() {
-            if matches!(d.kind, OpenFileKind::External { .. }) {
+            if matches!(d.kind, OpenFileKind::External { .. }) || !self.shared.held_by(i, self.task)
+            {
                 temp.push(None);
                 continue;
             }
-            temp.push(Some(self.open_description(i, d, top)?));
+            let fd = if self.shared.has(i) {
+                let got = self.receive_description(i)?;
+                self.move_above(got, top)?
+            } else {
+                let fd = self.open_description(i, d, top)?;
+                self.share_if_needed(i, fd)?;
+                fd
+            };
+            temp.push(Some(fd));
+        }
+        // The other ends created with a description this process holds
+        // (a pipe's, a socket pair's) that only later processes hold.
+        for (j, fd) in std::mem::take(&mut self.prepared) {
+            self.share_if_needed(j, fd)?;
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
         // Every description exists: the epoll entries.
         let external_at = |n: i32| {
@@ -331,6 +352,7 @@ impl Builder<'_> {
         for fd in temp.into_iter().flatten() {
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
+        self.close_transport()?;
         // Last: the locks, through each description's first fd.
         for (i, d) in files.iter().enumerate() {
             if d.locks.is_empty() {
@@ -340,6 +362,17 @@ impl Builder<'_> {
                 self.take_locks(d, f.fd as u64)?;
             }
         }
+        Ok(())
+    }
+
+    /// This process has every description it holds: its end of the pair
+    /// descriptions come through is closed.
+    fn close_transport(&mut self) -> Result<(), RestoreError> {
+        self.sys(
+            "close(transfer)",
+            libc::SYS_close,
+            [self.shared.stub_fd, 0, 0, 0, 0, 0],
+        )?;
         Ok(())
     }
 }

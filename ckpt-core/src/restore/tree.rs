@@ -1,0 +1,617 @@
+//! Restoring the image's processes as a tree: the same parents, process
+//! groups and sessions (relative to each other), zombies, stopped
+//! processes.
+//!
+//! The order: the root's stub is created ([`spawn_stub`]) and emptied
+//! ([`Builder::blank`]); then, parents before children, each process forks
+//! its children (an injected `clone` with `CLONE_PTRACE`, so each child is
+//! traced by the restorer from its first instruction, `PTRACE_O_EXITKILL`
+//! included), which are blank stubs too and are emptied in turn. A child
+//! that was a session leader calls `setsid`, one that led its process
+//! group `setpgid(0, 0)`, and one in another member's group joins it. A
+//! zombie is forked the same way and exits at once with its saved status,
+//! and its parent's stub drops the `SIGCHLD` that caused. Only then is
+//! each process filled ([`Builder::fill`]), in the image's order, sharing
+//! descriptions through the restorer ([`super::transfer`]). With
+//! `same-pid`, the root gets its pid through `clone3(set_tid)` and every
+//! other process through `ns_last_pid` (as for threads), each checked.
+//!
+//! The root's session is new in every restore (the tree is detached from
+//! the caller's terminal); a process whose group or session led outside the
+//! image joins the root's. If anything fails, every stub is killed: the
+//! tree is either fully restored or not there at all.
+//!
+//! Owns: the stubs until release. Trusts: the image's validation (parents
+//! come before their children, pids are unique).
+
+use std::collections::HashMap;
+
+use nix::unistd::Pid;
+
+use super::plan::Plan;
+use super::stub::{spawn_stub, Stub, StubMode};
+use super::transfer::Shared;
+use super::{cstring, Blank, Builder, Release, RestoreError, RestoreOptions, Restored};
+use crate::image::{ImageReader, Manifest};
+use crate::inject::Injector;
+use crate::model::{ProcessState, Zombie};
+use crate::ptrace::Tracee;
+use crate::sys;
+
+/// Where each task of the image goes.
+struct Shape {
+    /// Task index -> its parent's task index (`None` for the root).
+    parent: Vec<Option<usize>>,
+}
+
+impl Shape {
+    fn of(m: &Manifest) -> Result<Shape, RestoreError> {
+        let index: HashMap<i32, usize> = m
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.pid, i))
+            .collect();
+        let mut parent = vec![None];
+        for (i, p) in m.tasks.iter().enumerate().skip(1) {
+            match index.get(&p.ppid) {
+                Some(&j) if j < i => parent.push(Some(j)),
+                _ => {
+                    return Err(RestoreError::Invalid(format!(
+                        "task {i} (pid {}): its parent {} is not an earlier task",
+                        p.pid, p.ppid
+                    )))
+                }
+            }
+        }
+        for z in &m.zombies {
+            if !index.contains_key(&z.ppid) {
+                return Err(RestoreError::Invalid(format!(
+                    "zombie {}: its parent {} is not a task",
+                    z.pid, z.ppid
+                )));
+            }
+        }
+        Ok(Shape { parent })
+    }
+
+    fn children(&self, of: usize) -> impl Iterator<Item = usize> + '_ {
+        self.parent
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| **p == Some(of))
+            .map(|(i, _)| i)
+    }
+}
+
+/// The stubs of the tree while it is built.
+struct Stubs {
+    /// By task index.
+    tasks: Vec<Option<Stub>>,
+    /// Old pid -> new pid, for every process made so far (zombies too).
+    pids: HashMap<i32, i32>,
+}
+
+impl Stubs {
+    /// Kill every stub (children first) and reap them.
+    fn kill(self) {
+        for s in self.tasks.into_iter().rev().flatten() {
+            s.kill();
+        }
+    }
+}
+
+pub(super) fn restore_tree(
+    reader: &ImageReader,
+    opts: &RestoreOptions,
+    release: &mut dyn Release,
+) -> Result<Restored, RestoreError> {
+    let m = reader.manifest();
+    Plan::check_image(m)?;
+    let shape = Shape::of(m)?;
+    let plans = (0..m.tasks.len())
+        .map(|i| Plan::for_task(m, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let root = &m.tasks[0];
+    let mode = if opts.is_plain() {
+        StubMode::Final
+    } else {
+        StubMode::Root
+    };
+    // Every process gets the decided credentials: a tree whose processes
+    // had different ones is restored only as the caller's.
+    if mode == StubMode::Root {
+        if let Some(p) = m.tasks.iter().find(|p| {
+            p.creds.uid != root.creds.uid
+                || p.creds.gid != root.creds.gid
+                || p.creds.groups != root.creds.groups
+        }) {
+            return Err(RestoreError::Unsupported(format!(
+                "granted credentials for a tree whose processes had different ones (pid {} \
+                 differs from pid {}); restore it with your own credentials",
+                p.pid, root.pid
+            )));
+        }
+    }
+    let exe_path = cstring(&root.exe.path)?;
+    let want_pid = opts.same_pid.then_some(root.pid);
+    if release.cancelled() {
+        return Err(RestoreError::CalledOff { pid: 0 });
+    }
+    let mut shared = Shared::new(m)?;
+    let stub = spawn_stub(
+        &exe_path,
+        &opts.creds,
+        mode,
+        want_pid,
+        &opts.inherit_fds,
+        shared.stub_end(),
+    )?;
+    shared.stub_created();
+    let pid = stub.pid();
+    let mut notices = Vec::new();
+    if !opts.same_pid && pid != root.pid {
+        notices.push(format!(
+            "the process gets a new pid {pid} (it was {})",
+            root.pid
+        ));
+    }
+    if mode == StubMode::Root && !opts.exe_link {
+        notices.push(format!(
+            "/proc/{pid}/exe will not name {} (no exe-link grant)",
+            root.exe.path
+        ));
+    } else if mode == StubMode::Final && !stub.exec {
+        notices.push(format!(
+            "{} cannot be executed with your credentials without changing them (set-id or file capabilities), or is gone: /proc/{}/exe will not name it",
+            root.exe.path,
+            stub.pid()
+        ));
+    }
+    let mut tasks: Vec<Option<Stub>> = (0..m.tasks.len()).map(|_| None).collect();
+    tasks[0] = Some(stub);
+    let mut stubs = Stubs {
+        tasks,
+        pids: HashMap::from([(root.pid, pid)]),
+    };
+    let ctx = Ctx {
+        reader,
+        m,
+        opts,
+        mode,
+        plans: &plans,
+        shape: &shape,
+    };
+    match ctx.build(&mut stubs, &mut shared, &mut notices) {
+        Ok(()) => {}
+        Err(e) => {
+            stubs.kill();
+            return Err(e);
+        }
+    }
+    let restored = Restored { pid, notices };
+    if release.cancelled() || !release.before_release(&restored) {
+        stubs.kill();
+        return Err(RestoreError::CalledOff { pid });
+    }
+    release_all(stubs, m)?;
+    Ok(restored)
+}
+
+/// What every step of the build reads.
+struct Ctx<'a> {
+    reader: &'a ImageReader,
+    m: &'a Manifest,
+    opts: &'a RestoreOptions,
+    mode: StubMode,
+    plans: &'a [Plan],
+    shape: &'a Shape,
+}
+
+impl Ctx<'_> {
+    fn builder<'b>(
+        &'b self,
+        stub: &'b mut Stub,
+        task: usize,
+        shared: &'b mut Shared,
+    ) -> Builder<'b> {
+        let Stub { tracee, pidfd, .. } = stub;
+        Builder {
+            inj: Injector::new(tracee),
+            pidfd,
+            m: self.m,
+            p: &self.m.tasks[task],
+            memory: self.plans[task].memory_space,
+            notices: Vec::new(),
+            opts: self.opts,
+            mode: self.mode,
+            exe_fd: None,
+            prepared: Vec::new(),
+            saved_fds: Vec::new(),
+            threads: Vec::new(),
+            tid_map: Vec::new(),
+            task,
+            shared,
+        }
+    }
+
+    fn build(
+        &self,
+        stubs: &mut Stubs,
+        shared: &mut Shared,
+        notices: &mut Vec<String>,
+    ) -> Result<(), RestoreError> {
+        let n = self.m.tasks.len();
+        // Blank stubs, parents first; each forks its children.
+        let mut blanks: Vec<Blank> = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut stub = stubs.tasks[i]
+                .take()
+                .ok_or_else(|| RestoreError::Invalid(format!("task {i} was never created")))?;
+            let r = self.blank_and_fork(i, &mut stub, stubs, shared, notices);
+            stubs.tasks[i] = Some(stub);
+            blanks.push(r?);
+        }
+        // Then each is filled, in order.
+        for (i, blank) in blanks.iter().enumerate() {
+            let Some(stub) = stubs.tasks[i].as_mut() else {
+                return Err(RestoreError::Invalid(format!("task {i} was never created")));
+            };
+            let mut b = self.builder(stub, i, shared);
+            let r = b.fill(self.reader, &self.plans[i], blank);
+            let threads = std::mem::take(&mut b.threads);
+            notices.append(&mut b.notices);
+            drop(b);
+            stub.threads = threads;
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Empty task `i`'s stub, then fork its children and zombies from it.
+    fn blank_and_fork(
+        &self,
+        i: usize,
+        stub: &mut Stub,
+        stubs: &mut Stubs,
+        shared: &mut Shared,
+        notices: &mut Vec<String>,
+    ) -> Result<Blank, RestoreError> {
+        let p = &self.m.tasks[i];
+        let mut b = self.builder(stub, i, shared);
+        let blank = b.blank(&self.plans[i])?;
+        if i == 0 {
+            b.move_transport(self.transport_number())?;
+        }
+        let children: Vec<usize> = self.shape.children(i).collect();
+        let zombies: Vec<&Zombie> = self.m.zombies.iter().filter(|z| z.ppid == p.pid).collect();
+        for c in children {
+            let child = &self.m.tasks[c];
+            let mut s = b.fork_child(blank.tramp, child.pid)?;
+            stubs.pids.insert(child.pid, s.pid());
+            let r = join_groups(
+                &mut s,
+                blank.tramp,
+                child.pid,
+                child.pgid,
+                child.sid,
+                self.m,
+                stubs,
+            );
+            let new = s.pid();
+            stubs.tasks[c] = Some(s);
+            r?;
+            if new != child.pid && !self.opts.same_pid {
+                notices.push(format!(
+                    "process {} (child of {}) gets a new pid {new}",
+                    child.pid, p.pid
+                ));
+            }
+            if child.exe.path != p.exe.path {
+                notices.push(format!(
+                    "/proc/{new}/exe will name {} (its parent's), not {}",
+                    p.exe.path, child.exe.path
+                ));
+            }
+        }
+        for z in &zombies {
+            let mut s = b.fork_child(blank.tramp, z.pid)?;
+            stubs.pids.insert(z.pid, s.pid());
+            let r = join_groups(&mut s, blank.tramp, z.pid, z.pgid, z.sid, self.m, stubs)
+                .and_then(|()| exit_as_zombie(s, blank.tramp, z));
+            r?;
+        }
+        if !zombies.is_empty() {
+            b.drop_sigchld()?;
+        }
+        notices.append(&mut b.notices);
+        Ok(blank)
+    }
+
+    /// Above every fd number any process of the image restores (and every
+    /// number an epoll entry was added under).
+    fn transport_number(&self) -> u64 {
+        let top = self
+            .m
+            .tasks
+            .iter()
+            .flat_map(|p| p.fds.iter().map(|f| f.fd))
+            .chain(self.m.files.iter().flat_map(|d| match &d.kind {
+                crate::model::OpenFileKind::Epoll { targets } => {
+                    targets.iter().map(|t| t.fd).collect()
+                }
+                _ => Vec::new(),
+            }))
+            .max()
+            .unwrap_or(2);
+        u64::try_from(top).unwrap_or(0) + 1
+    }
+}
+
+/// Put a freshly forked child in its session and process group, relative
+/// to the others: a session leader of the image calls `setsid`, a group
+/// leader `setpgid(0, 0)`, a member of a group whose leader the image has
+/// joins it; anything else stays in its parent's (the root's session).
+fn join_groups(
+    s: &mut Stub,
+    tramp: u64,
+    old_pid: i32,
+    pgid: i32,
+    sid: i32,
+    m: &Manifest,
+    stubs: &Stubs,
+) -> Result<(), RestoreError> {
+    let mut inj = Injector::new(&mut s.tracee);
+    inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+    if sid == old_pid {
+        inj.syscall("setsid", libc::SYS_setsid, [0; 6])?;
+    }
+    let root_pgid = m.tasks.first().map_or(0, |r| r.pgid);
+    let target = if pgid == old_pid {
+        Some(0)
+    } else if let Some(&leader) = stubs.pids.get(&pgid) {
+        Some(leader)
+    } else if pgid == root_pgid {
+        stubs.pids.get(&m.tasks[0].pid).copied()
+    } else {
+        None
+    };
+    if let Some(g) = target {
+        // EPERM: the group is in another session now (its leader's
+        // session was not the image's); it keeps its parent's group.
+        let _ = inj.syscall_raw(libc::SYS_setpgid, [0, g as u64, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// Make the blank child `s` exit the way zombie `z` did: with its exit
+/// code, or killed by its signal (without a core dump). The restorer, its
+/// tracer, collects the exit; it then waits as a zombie for its parent.
+fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreError> {
+    let pid = s.pid();
+    let status = z.exit_status;
+    let signal = status & 0x7f;
+    {
+        let mut inj = Injector::new(&mut s.tracee);
+        inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+        if signal == 0 {
+            let code = (status >> 8) & 0xff;
+            let tr = inj.tracee();
+            let mut regs = tr
+                .regs()
+                .map_err(|source| RestoreError::Trace { pid, source })?;
+            regs.rip = tramp;
+            regs.rax = libc::SYS_exit_group as u64;
+            regs.rdi = code as u64;
+            regs.orig_rax = u64::MAX;
+            tr.set_regs(&regs)
+                .map_err(|source| RestoreError::Trace { pid, source })?;
+        } else {
+            // Default action, no core file, unblocked; then sent to itself.
+            let act = inj.put_bytes(&[0u8; 32], "a default sigaction")?;
+            inj.syscall(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [signal as u64, act, 0, 8, 0, 0],
+            )?;
+            let zero = inj.put_bytes(&[0u8; 16], "an rlimit")?;
+            inj.syscall(
+                "prlimit64(RLIMIT_CORE)",
+                libc::SYS_prlimit64,
+                [0, libc::RLIMIT_CORE as u64, zero, 0, 0, 0],
+            )?;
+            let mask = inj.put_bytes(&(1u64 << (signal - 1)).to_ne_bytes(), "a sigset")?;
+            inj.syscall(
+                "rt_sigprocmask",
+                libc::SYS_rt_sigprocmask,
+                [libc::SIG_UNBLOCK as u64, mask, 0, 8, 0, 0],
+            )?;
+        }
+    }
+    let npid = Pid::from_raw(pid);
+    let deliver = (signal != 0)
+        .then(|| nix::sys::signal::Signal::try_from(signal).ok())
+        .flatten();
+    if signal != 0 {
+        let _ = sys::pidfd_send_signal(&s.pidfd, signal);
+    }
+    let trace = |errno| RestoreError::Trace {
+        pid,
+        source: crate::ptrace::PtraceError::Request {
+            op: "CONT",
+            pid,
+            errno,
+        },
+    };
+    nix::sys::ptrace::cont(npid, None).map_err(trace)?;
+    loop {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        match waitpid(npid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => break,
+            // The signal-delivery stop of the fatal signal: deliver it.
+            Ok(WaitStatus::Stopped(_, sig)) if Some(sig) == deliver => {
+                nix::sys::ptrace::cont(npid, Some(sig)).map_err(trace)?;
+            }
+            Ok(_) => {
+                nix::sys::ptrace::cont(npid, None).map_err(trace)?;
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(RestoreError::Trace {
+                    pid,
+                    source: crate::ptrace::PtraceError::Request {
+                        op: "waitpid",
+                        pid,
+                        errno,
+                    },
+                })
+            }
+        }
+    }
+    // Collected by us, it is now its parent's zombie: nothing to kill.
+    drop(s);
+    Ok(())
+}
+
+/// Let every process run: children before their parents, each one's
+/// threads before it; a process that was stopped by a signal stops again
+/// before it runs any instruction.
+fn release_all(stubs: Stubs, m: &Manifest) -> Result<(), RestoreError> {
+    let mut first_err = Ok(());
+    let all: Vec<(usize, Stub)> = stubs
+        .tasks
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .collect();
+    for (i, s) in all.into_iter().rev() {
+        let stopped = m.tasks.get(i).is_some_and(|p: &ProcessState| p.stopped);
+        let r = s.finish(stopped);
+        if first_err.is_ok() {
+            first_err = r;
+        }
+    }
+    first_err
+}
+
+impl Builder<'_> {
+    /// Move the inherited end of the transfer pair to `to` (above every
+    /// fd number the image restores), close-on-exec, raising the stub's
+    /// open-file limit to its hard limit when `to` is above it.
+    fn move_transport(&mut self, to: u64) -> Result<(), RestoreError> {
+        let cur = self
+            .inj
+            .alloc_struct::<crate::inject::structs::Rlimit64>()?;
+        self.sys(
+            "prlimit64(get)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, 0, cur, 0, 0],
+        )?;
+        let lim = self
+            .inj
+            .get_struct::<crate::inject::structs::Rlimit64>(cur)?;
+        if to >= lim.cur {
+            if to >= lim.max {
+                return Err(RestoreError::Unsupported(format!(
+                    "fd {to} (above this user's open-file limit {})",
+                    lim.max
+                )));
+            }
+            let new = self.inj.put_struct(&crate::inject::structs::Rlimit64 {
+                cur: lim.max,
+                max: lim.max,
+            })?;
+            self.sys(
+                "prlimit64(set)",
+                libc::SYS_prlimit64,
+                [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
+            )?;
+        }
+        let from = self.shared.stub_fd;
+        if from != to {
+            self.sys(
+                "dup3(transfer)",
+                libc::SYS_dup3,
+                [from, to, libc::O_CLOEXEC as u64, 0, 0, 0],
+            )?;
+            self.sys("close", libc::SYS_close, [from, 0, 0, 0, 0, 0])?;
+            self.shared.stub_fd = to;
+        }
+        Ok(())
+    }
+
+    /// Fork a child of this (blank) stub from the trampoline at `tramp`:
+    /// traced by us from its first instruction (`CLONE_PTRACE`), stopped.
+    /// With `same-pid` it gets `old_pid` (`ns_last_pid`, checked, retried)
+    /// or the restore fails.
+    fn fork_child(&mut self, tramp: u64, old_pid: i32) -> Result<Stub, RestoreError> {
+        let want = self.opts.same_pid.then_some(old_pid);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(w) = want {
+                super::threads::reserve_pid(w)?;
+            }
+            let flags = (libc::SIGCHLD | libc::CLONE_PTRACE) as u64;
+            let r = self.sys("clone(fork)", libc::SYS_clone, [flags, 0, 0, 0, 0, 0])?;
+            let pid = i32::try_from(r).map_err(|_| {
+                RestoreError::Invalid(format!("clone returned {r}, which is not a pid"))
+            })?;
+            let mut tracee = Tracee::attached(pid);
+            let pidfd = match sys::pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(
+                        Pid::from_raw(pid),
+                        Some(nix::sys::wait::WaitPidFlag::__WALL),
+                    );
+                    return Err(RestoreError::Spawn(e));
+                }
+            };
+            let started = tracee.wait_initial_sigstop();
+            let template = tracee.regs();
+            let mut stub = Stub {
+                tracee,
+                pidfd,
+                exec: false,
+                threads: Vec::new(),
+            };
+            let (Ok(()), Ok(template)) = (started, template) else {
+                stub.kill();
+                return Err(RestoreError::Trace {
+                    pid,
+                    source: crate::ptrace::PtraceError::Request {
+                        op: "waitpid",
+                        pid,
+                        errno: nix::errno::Errno::ECHILD,
+                    },
+                });
+            };
+            stub.tracee.set_syscall_site(tramp, template);
+            if let Some(w) = want.filter(|w| *w != pid) {
+                stub.kill();
+                if attempts >= super::threads::SAME_TID_ATTEMPTS {
+                    return Err(RestoreError::PidTaken(w));
+                }
+                continue;
+            }
+            return Ok(stub);
+        }
+    }
+
+    /// Drop the `SIGCHLD`s the zombies' exits queued (the process had
+    /// been told of those exits before the dump).
+    fn drop_sigchld(&mut self) -> Result<(), RestoreError> {
+        let set = self
+            .inj
+            .put_bytes(&(1u64 << (libc::SIGCHLD - 1)).to_ne_bytes(), "a sigset")?;
+        let zero = self.inj.put_bytes(&[0u8; 16], "a timespec")?;
+        loop {
+            let r = self.sys_raw(libc::SYS_rt_sigtimedwait, [set, 0, zero, 8, 0, 0])?;
+            if r < 0 {
+                return Ok(());
+            }
+        }
+    }
+}
