@@ -208,6 +208,9 @@ fn file_space(s: &Space) -> Option<String> {
             "file unlinked while open {}, {size} bytes, mode {mode:04o}",
             show(path)
         )),
+        Space::Shmem { size } => Some(format!(
+            "shared anonymous memory of several processes, {size} bytes"
+        )),
         _ => None,
     }
 }

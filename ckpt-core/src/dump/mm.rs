@@ -41,7 +41,7 @@ impl Frozen {
     pub(super) fn mappings(
         &self,
         files: &mut MappedFiles,
-        saved: &super::files::saved::SavedFiles,
+        saved: &mut super::files::saved::SavedFiles,
     ) -> Result<(Vec<Vma>, (u64, u64)), DumpError> {
         let pid = self.pid;
         let maps =
@@ -59,7 +59,19 @@ impl Frozen {
                 | (if m.exec { libc::PROT_EXEC } else { 0 });
             // A memfd or unlinked file an fd holds: its content is saved.
             let dev = libc::makedev(m.dev_major, m.dev_minor);
-            let content = if m.inode != 0 {
+            let shared_zero = m.shared
+                && m.inode != 0
+                && m.path
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("/dev/zero"));
+            // Shared anonymous memory another process of the image maps
+            // too: its content is a space of its own, saved once.
+            let shmem = if shared_zero {
+                saved.shared_memory(self, m.start, m.end, dev, m.inode)?
+            } else {
+                None
+            };
+            let content = if m.inode != 0 && !shared_zero {
                 saved.mapped(dev, m.inode)
             } else {
                 None
@@ -132,7 +144,7 @@ impl Frozen {
                 file,
                 name,
                 vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
-                space: content,
+                space: content.or(shmem),
             });
         }
         let Some(vdso) = vdso_range else {
@@ -197,6 +209,8 @@ impl Frozen {
                     exclude: sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
                     any_of: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
                 },
+                // Saved once, as a space of its own.
+                VmaKind::SharedAnonymous if vma.space.is_some() => continue,
                 VmaKind::SharedAnonymous => sys::PageFilter {
                     exclude: 0,
                     any_of: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,

@@ -14,6 +14,7 @@
 //! dropped). Trusts: the kernel. Who may dump the tree is decided by the
 //! caller (the setuid helper), for every pid of [`FrozenTree::pids`].
 
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
@@ -73,6 +74,48 @@ fn zombie(pid: i32) -> Option<Zombie> {
         sid: st.session,
         exit_status: st.exit_code,
     })
+}
+
+/// The shared anonymous memory objects (dev, ino) that more than one of
+/// `pids` maps, each with the parts of it they map (offset, length;
+/// sorted, merged).
+fn shared_memory(pids: &[i32]) -> HashMap<(u64, u64), Vec<(u64, u64)>> {
+    let mut seen: HashMap<(u64, u64), (HashSet<i32>, Vec<(u64, u64)>)> = HashMap::new();
+    for &pid in pids {
+        let Ok(text) = std::fs::read_to_string(proc_path(pid, "maps")) else {
+            continue;
+        };
+        let Ok(maps) = procfs::maps::parse_maps(&text) else {
+            continue;
+        };
+        for m in maps {
+            let zero = m
+                .path
+                .as_deref()
+                .is_some_and(|p| p.starts_with("/dev/zero"));
+            if !(m.shared && m.inode != 0 && zero) {
+                continue;
+            }
+            let key = (libc::makedev(m.dev_major, m.dev_minor), m.inode);
+            let e = seen.entry(key).or_default();
+            e.0.insert(pid);
+            e.1.push((m.offset, m.end - m.start));
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, (who, _))| who.len() > 1)
+        .map(|(k, (_, mut ranges))| {
+            ranges.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::new();
+            for (off, len) in ranges {
+                match merged.last_mut() {
+                    Some((o, l)) if off <= *o + *l => *l = (*l).max(off + len - *o),
+                    _ => merged.push((off, len)),
+                }
+            }
+            (k, merged)
+        })
+        .collect()
 }
 
 impl FrozenTree {
@@ -202,6 +245,7 @@ impl FrozenTree {
         let pids: Vec<i32> = self.procs.iter().map(|p| p.pid).collect();
         let root = pids.first().copied().unwrap_or(0);
         let mut saved = SavedFiles::default();
+        saved.set_shared_memory(shared_memory(&pids));
         let mut table = FileTable::default();
         table.survey(&pids);
         if self.one_process {

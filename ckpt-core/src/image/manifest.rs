@@ -109,6 +109,15 @@ pub enum Space {
         /// Its permission bits.
         mode: u32,
     },
+    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, the kernel's
+    /// `/dev/zero (deleted)`) mapped by more than one process of the
+    /// image: a chunk's `addr` is an offset in the object. Mappings
+    /// (`Vma::space`) of it name this space; restore creates it once and
+    /// every process maps that one object.
+    Shmem {
+        /// The object's size in bytes.
+        size: u64,
+    },
 }
 
 impl Space {
@@ -116,7 +125,9 @@ impl Space {
     pub fn file_size(&self) -> Option<u64> {
         match self {
             Space::Memory { .. } => None,
-            Space::Memfd { size, .. } | Space::Unlinked { size, .. } => Some(*size),
+            Space::Memfd { size, .. } | Space::Unlinked { size, .. } | Space::Shmem { size } => {
+                Some(*size)
+            }
         }
     }
 }

@@ -194,6 +194,14 @@ fn spaces(m: &Manifest) -> Result<(), Invalid> {
                     ));
                 }
             }
+            Space::Shmem { size } => {
+                if size % PAGE != 0 || *size == 0 {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].size"),
+                        format!("{size} is not a positive number of pages"),
+                    ));
+                }
+            }
         }
     }
     Ok(())
@@ -351,6 +359,25 @@ fn vmas(t: &str, p: &ProcessState, spaces: &[Space]) -> Result<(), Invalid> {
                 None => return Err(invalid(at(), "is a file mapping with no file")),
             },
             (_, Some(_)) => return Err(invalid(at(), "names a file but is not a file mapping")),
+            (VmaKind::SharedAnonymous, None) => match v.space {
+                None => {}
+                Some(s) => match spaces.get(s as usize) {
+                    Some(Space::Shmem { size })
+                        if v.offset.saturating_add(v.end - v.start) <= *size => {}
+                    _ => {
+                        return Err(invalid(
+                            at(),
+                            format!("names space {s}, which is not shared memory it fits in"),
+                        ))
+                    }
+                },
+            },
+            (_, None) if v.space.is_some() => {
+                return Err(invalid(
+                    at(),
+                    "names a space but holds no file or shared memory",
+                ))
+            }
             (_, None) => {}
         }
         if v.file.is_some() && v.space.is_some() {
@@ -449,7 +476,7 @@ fn chunks(m: &Manifest) -> Result<(), Invalid> {
                     ));
                 }
             }
-            Space::Memfd { size, .. } | Space::Unlinked { size, .. } => {
+            Space::Memfd { size, .. } | Space::Unlinked { size, .. } | Space::Shmem { size } => {
                 if end > *size {
                     return Err(invalid(at(), format!("ends past the file's size {size}")));
                 }

@@ -315,6 +315,8 @@ impl Builder<'_> {
         for (i, v) in p.vmas.iter().enumerate() {
             let flags = match v.kind {
                 VmaKind::Anonymous => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                // Shared with another process of the image: its object.
+                VmaKind::SharedAnonymous if v.space.is_some() => libc::MAP_SHARED,
                 VmaKind::SharedAnonymous => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 VmaKind::File => {
                     if v.shared {
@@ -352,15 +354,17 @@ impl Builder<'_> {
                         fd
                     }
                 },
-                (VmaKind::File, None) => match v.space.and_then(|s| self.saved_file(s)) {
-                    Some(fd) => fd,
-                    None => {
-                        return Err(RestoreError::Invalid(format!(
-                            "mapping {:#x}: no file to map",
-                            v.start
-                        )))
+                (VmaKind::File | VmaKind::SharedAnonymous, None) if v.space.is_some() => {
+                    match v.space.and_then(|s| self.saved_file(s)) {
+                        Some(fd) => fd,
+                        None => {
+                            return Err(RestoreError::Invalid(format!(
+                                "mapping {:#x}: no file to map",
+                                v.start
+                            )))
+                        }
                     }
-                },
+                }
                 _ => u64::MAX,
             };
             let got = self.sys(

@@ -27,7 +27,16 @@ use nix::sys::socket::{
 
 use super::{Builder, RestoreError};
 
-/// The descriptions handed between the processes of the image.
+/// What is handed between the processes of the image: an open file
+/// description, or the file behind a content space (a memfd, a file
+/// unlinked while open, shared anonymous memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Key {
+    Description(usize),
+    Space(u32),
+}
+
+/// The descriptions and files handed between the processes of the image.
 pub(super) struct Shared {
     /// The restorer's end.
     ours: OwnedFd,
@@ -36,14 +45,14 @@ pub(super) struct Shared {
     /// The number of the stubs' end in every stub (its number here until
     /// the first stub moves it).
     pub(super) stub_fd: u64,
-    /// Description index -> the restorer's copy of it.
-    copies: HashMap<usize, OwnedFd>,
-    /// Description index -> the tasks whose fds hold it.
-    holders: HashMap<usize, Vec<usize>>,
+    /// The restorer's copy of each.
+    copies: HashMap<Key, OwnedFd>,
+    /// The tasks that hold each (fds, mappings).
+    holders: HashMap<Key, Vec<usize>>,
 }
 
 impl Shared {
-    /// The socket pair, and who holds each description of `m`.
+    /// The socket pair, and who holds each description and space of `m`.
     pub(super) fn new(m: &crate::image::Manifest) -> Result<Shared, RestoreError> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -52,12 +61,27 @@ impl Shared {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(RestoreError::Spawn)?;
-        let mut holders: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut holders: HashMap<Key, Vec<usize>> = HashMap::new();
+        let mut note = |k: Key, t: usize| {
+            let v = holders.entry(k).or_default();
+            if !v.contains(&t) {
+                v.push(t);
+            }
+        };
         for (t, p) in m.tasks.iter().enumerate() {
             for f in &p.fds {
-                let v = holders.entry(f.description as usize).or_default();
-                if !v.contains(&t) {
-                    v.push(t);
+                note(Key::Description(f.description as usize), t);
+                match m.files.get(f.description as usize).map(|d| &d.kind) {
+                    Some(
+                        crate::model::OpenFileKind::Memfd { space }
+                        | crate::model::OpenFileKind::Unlinked { space },
+                    ) => note(Key::Space(*space), t),
+                    _ => {}
+                }
+            }
+            for v in &p.vmas {
+                if let Some(s) = v.space {
+                    note(Key::Space(s), t);
                 }
             }
         }
@@ -80,41 +104,49 @@ impl Shared {
         self.theirs = None;
     }
 
-    /// Whether a task after `task` holds description `d`.
-    pub(super) fn needed_after(&self, d: usize, task: usize) -> bool {
+    /// Whether a task after `task` holds `k`.
+    pub(super) fn needed_after(&self, k: Key, task: usize) -> bool {
         self.holders
-            .get(&d)
+            .get(&k)
             .is_some_and(|ts| ts.iter().any(|&t| t > task))
     }
 
-    /// Whether task `task` holds description `d`.
-    pub(super) fn held_by(&self, d: usize, task: usize) -> bool {
-        self.holders.get(&d).is_some_and(|ts| ts.contains(&task))
+    /// Whether task `task` holds `k`.
+    pub(super) fn held_by(&self, k: Key, task: usize) -> bool {
+        self.holders.get(&k).is_some_and(|ts| ts.contains(&task))
     }
 
-    /// The restorer's copy of description `d`, if an earlier process
-    /// created it.
-    pub(super) fn has(&self, d: usize) -> bool {
-        self.copies.contains_key(&d)
+    /// Whether the restorer has a copy of `k` (an earlier process made it).
+    pub(super) fn has(&self, k: Key) -> bool {
+        self.copies.contains_key(&k)
     }
 
-    pub(super) fn keep(&mut self, d: usize, copy: OwnedFd) {
-        self.copies.insert(d, copy);
+    pub(super) fn keep(&mut self, k: Key, copy: OwnedFd) {
+        self.copies.insert(k, copy);
     }
 
-    /// Send the copy of `d` to the stubs' end.
-    fn send(&self, d: usize) -> Result<(), RestoreError> {
+    /// Send the copy of `k` to the stubs' end.
+    fn send(&self, k: Key) -> Result<(), RestoreError> {
         let copy = self
             .copies
-            .get(&d)
-            .ok_or_else(|| RestoreError::Invalid(format!("description {d} was never created")))?;
-        let fds = [copy.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        let iov = [IoSlice::new(b"d")];
-        sendmsg::<()>(self.ours.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-            .map_err(RestoreError::Spawn)?;
-        Ok(())
+            .get(&k)
+            .ok_or_else(|| RestoreError::Invalid(format!("{k:?} was never created")))?;
+        send_fd(&self.ours, copy)
     }
+
+    /// Send `fd` itself to the stubs' end.
+    pub(super) fn send_own(&self, fd: &OwnedFd) -> Result<(), RestoreError> {
+        send_fd(&self.ours, fd)
+    }
+}
+
+fn send_fd(ours: &OwnedFd, fd: &OwnedFd) -> Result<(), RestoreError> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(b"d")];
+    sendmsg::<()>(ours.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(RestoreError::Spawn)?;
+    Ok(())
 }
 
 /// `struct msghdr` (56 bytes), one `iovec` (16), and room for one
@@ -124,11 +156,16 @@ const IOVEC: u64 = 16;
 const CMSG: u64 = 24;
 
 impl Builder<'_> {
-    /// Take description `d` (created by an earlier process of the image)
-    /// into the stub: the restorer sends its copy, the stub receives it;
-    /// the stub's new fd number.
-    pub(super) fn receive_description(&mut self, d: usize) -> Result<u64, RestoreError> {
-        self.shared.send(d)?;
+    /// Take `k` (made by an earlier process of the image) into the stub:
+    /// the restorer sends its copy, the stub receives it; the stub's new
+    /// fd number.
+    pub(super) fn receive_shared(&mut self, k: Key) -> Result<u64, RestoreError> {
+        self.shared.send(k)?;
+        self.receive_sent(&format!("{k:?}"))
+    }
+
+    /// Receive in the stub the fd the restorer just sent; its number.
+    pub(super) fn receive_sent(&mut self, what: &str) -> Result<u64, RestoreError> {
         let base = self.inj.alloc(MSGHDR + IOVEC + CMSG + 8, 8, "recvmsg")?;
         let (iov, cmsg, byte) = (
             base + MSGHDR,
@@ -174,17 +211,17 @@ impl Builder<'_> {
             || fd > i32::MAX as u32
         {
             return Err(RestoreError::Invalid(format!(
-                "description {d} did not reach process {}",
+                "{what} did not reach process {}",
                 self.pid()
             )));
         }
         Ok(u64::from(fd))
     }
 
-    /// Keep a copy of the stub's `fd` (description `d`) for the processes
-    /// after this one that hold it too.
-    pub(super) fn share_if_needed(&mut self, d: usize, fd: u64) -> Result<(), RestoreError> {
-        if self.shared.has(d) || !self.shared.needed_after(d, self.task) {
+    /// Keep a copy of the stub's `fd` (`k`) for the processes after this
+    /// one that hold it too.
+    pub(super) fn share_if_needed(&mut self, k: Key, fd: u64) -> Result<(), RestoreError> {
+        if self.shared.has(k) || !self.shared.needed_after(k, self.task) {
             return Ok(());
         }
         let pid = self.pid();
@@ -196,7 +233,7 @@ impl Builder<'_> {
                 errno,
             },
         )?;
-        self.shared.keep(d, copy);
+        self.shared.keep(k, copy);
         Ok(())
     }
 }

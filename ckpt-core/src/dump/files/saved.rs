@@ -13,6 +13,7 @@
 //! never opens the file by a path, and so never reads a file the caller
 //! could not read through the target. Trusts: the kernel.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt as _;
 
@@ -32,6 +33,10 @@ struct Saved {
     index: u32,
     /// A duplicate of a readable description of it.
     fd: OwnedFd,
+    /// Shared memory: the parts of it the image's processes map (offset,
+    /// length; sorted, disjoint), the only parts saved. `None`: a file,
+    /// saved whole.
+    ranges: Option<Vec<(u64, u64)>>,
 }
 
 /// The image's spaces, in the order their chunks are written: for each
@@ -43,6 +48,9 @@ pub(in crate::dump) struct SavedFiles {
     spaces: Vec<Space>,
     /// How many of `list` have had their content written.
     written: usize,
+    /// Shared anonymous memory objects (dev, ino) that more than one
+    /// process of the image maps, with the parts they map.
+    shared_memory: HashMap<(u64, u64), Vec<(u64, u64)>>,
 }
 
 impl SavedFiles {
@@ -51,6 +59,62 @@ impl SavedFiles {
             .iter()
             .find(|s| s.dev == dev && s.ino == ino)
             .map(|s| s.index)
+    }
+
+    /// The shared anonymous memory objects mapped by more than one process
+    /// of the image (see [`SavedFiles::shared_memory`]).
+    pub(in crate::dump) fn set_shared_memory(
+        &mut self,
+        objects: HashMap<(u64, u64), Vec<(u64, u64)>>,
+    ) {
+        self.shared_memory = objects;
+    }
+
+    /// The space of the shared anonymous memory mapped at `start..end`
+    /// (object `dev`, `ino`) by `frozen`, when another process of the
+    /// image maps it too; its content is read through
+    /// `/proc/PID/map_files/START-END` (only the parts the image's
+    /// processes map, all of which the caller may read through them).
+    pub(in crate::dump) fn shared_memory(
+        &mut self,
+        frozen: &Frozen,
+        start: u64,
+        end: u64,
+        dev: u64,
+        ino: u64,
+    ) -> Result<Option<u32>, DumpError> {
+        let Some(ranges) = self.shared_memory.get(&(dev, ino)).cloned() else {
+            return Ok(None);
+        };
+        if let Some(i) = self.space_of(dev, ino) {
+            return Ok(Some(i));
+        }
+        let pid = frozen.pid;
+        let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+        let file = std::fs::File::open(&link).map_err(|source| DumpError::Proc {
+            pid,
+            what: format!("map_files/{start:x}-{end:x} (shared memory)"),
+            source,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|source| DumpError::Proc {
+                pid,
+                what: format!("map_files/{start:x}-{end:x} (shared memory)"),
+                source,
+            })?
+            .len()
+            .div_ceil(4096)
+            * 4096;
+        let index = self.push(Space::Shmem { size });
+        self.list.push(Saved {
+            dev,
+            ino,
+            index,
+            fd: OwnedFd::from(file),
+            ranges: Some(ranges),
+        });
+        Ok(Some(index))
     }
 
     /// A new space for the memory of task `task`; its index.
@@ -143,6 +207,7 @@ impl SavedFiles {
             ino: meta.ino(),
             index,
             fd: dup,
+            ranges: None,
         });
         Ok(Some(kind(index)))
     }
@@ -171,22 +236,27 @@ impl SavedFiles {
                 what: format!("a copy of the file of space {space}"),
                 source: e,
             })?);
-            let mut off = 0u64;
-            while off < size {
-                frozen.check_cancel()?;
-                let len =
-                    usize::try_from((size - off).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
-                let piece = &mut buf[..len];
-                file.read_exact_at(piece, off)
-                    .map_err(|source| DumpError::Proc {
-                        pid,
-                        what: format!("the content of space {space} at offset {off}"),
-                        source,
-                    })?;
-                if piece.iter().any(|&b| b != 0) {
-                    writer.write_chunk(space, off, piece)?;
+            let whole = [(0, size)];
+            let ranges = s.ranges.as_deref().unwrap_or(&whole);
+            for &(from, len) in ranges {
+                let upto = from.saturating_add(len).min(size);
+                let mut off = from;
+                while off < upto {
+                    frozen.check_cancel()?;
+                    let n = usize::try_from((upto - off).min(CHUNK_BYTES as u64))
+                        .unwrap_or(CHUNK_BYTES);
+                    let piece = &mut buf[..n];
+                    file.read_exact_at(piece, off)
+                        .map_err(|source| DumpError::Proc {
+                            pid,
+                            what: format!("the content of space {space} at offset {off}"),
+                            source,
+                        })?;
+                    if piece.iter().any(|&b| b != 0) {
+                        writer.write_chunk(space, off, piece)?;
+                    }
+                    off += n as u64;
                 }
-                off += len as u64;
             }
         }
         self.written = self.list.len();

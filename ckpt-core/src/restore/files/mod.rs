@@ -41,6 +41,7 @@ mod socket;
 mod timerfd;
 mod unix;
 
+use super::transfer::Key;
 use super::{Builder, RestoreError, StubMode};
 use crate::inject::errno_of;
 use crate::inject::structs::{OpenHow, Rlimit64, RESOLVE_NO_SYMLINKS};
@@ -294,17 +295,19 @@ impl Builder<'_> {
         // earlier process that created it (see `transfer`).
         let mut temp = Vec::with_capacity(files.len());
         for (i, d) in files.iter().enumerate() {
-            if matches!(d.kind, OpenFileKind::External { .. }) || !self.shared.held_by(i, self.task)
+            let key = Key::Description(i);
+            if matches!(d.kind, OpenFileKind::External { .. })
+                || !self.shared.held_by(key, self.task)
             {
                 temp.push(None);
                 continue;
             }
-            let fd = if self.shared.has(i) {
-                let got = self.receive_description(i)?;
+            let fd = if self.shared.has(key) {
+                let got = self.receive_shared(key)?;
                 self.move_above(got, top)?
             } else {
                 let fd = self.open_description(i, d, top)?;
-                self.share_if_needed(i, fd)?;
+                self.share_if_needed(key, fd)?;
                 fd
             };
             temp.push(Some(fd));
@@ -312,7 +315,7 @@ impl Builder<'_> {
         // The other ends created with a description this process holds
         // (a pipe's, a socket pair's) that only later processes hold.
         for (j, fd) in std::mem::take(&mut self.prepared) {
-            self.share_if_needed(j, fd)?;
+            self.share_if_needed(Key::Description(j), fd)?;
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
         // Every description exists: the epoll entries.

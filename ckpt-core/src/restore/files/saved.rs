@@ -23,6 +23,7 @@
 
 use std::os::unix::fs::FileExt as _;
 
+use super::super::transfer::Key;
 use super::super::{Builder, RestoreError, StubMode};
 use crate::image::{ImageReader, Space};
 use crate::inject::errno_of;
@@ -62,6 +63,23 @@ impl Builder<'_> {
                 continue;
             };
             let index = u32::try_from(i).map_err(|_| RestoreError::Invalid("space".into()))?;
+            // Only what this process holds; made by an earlier process of
+            // the image, it is handed over (see `transfer`).
+            let key = Key::Space(index);
+            if !self.shared.held_by(key, self.task) {
+                continue;
+            }
+            if self.shared.has(key) {
+                let got = self.receive_shared(key)?;
+                let fd = self.move_above(got, top)?;
+                self.saved_fds.push(SavedFd {
+                    space: index,
+                    fd,
+                    seals_later: 0,
+                    mode: None,
+                });
+                continue;
+            }
             let (fd, seals, mode) = match space {
                 Space::Memfd {
                     name, seals, mode, ..
@@ -75,10 +93,12 @@ impl Builder<'_> {
                     (fd, *seals, *mode)
                 }
                 Space::Unlinked { path, mode, .. } => (self.unlinked_file(path)?, 0, Some(*mode)),
+                Space::Shmem { size } => (self.shared_memory(*size)?, 0, None),
                 _ => continue,
             };
             let fd = self.move_above(fd, top)?;
             self.fill_file(reader, index, fd, size)?;
+            self.share_if_needed(key, fd)?;
             let seals_later = if seals & SEAL_WRITE != 0 {
                 self.add_seals(fd, seals)?;
                 0
@@ -141,6 +161,42 @@ impl Builder<'_> {
         };
         self.sys("close", libc::SYS_close, [dirfd, 0, 0, 0, 0, 0])?;
         Ok(fd)
+    }
+
+    /// Shared anonymous memory of `size` bytes, made by the stub
+    /// (`mmap(MAP_SHARED|MAP_ANONYMOUS)`, so it is the kernel's
+    /// `/dev/zero (deleted)` object as before); the restorer opens it
+    /// through the stub's `/proc/PID/map_files` and hands that fd to the
+    /// stub (see `transfer`), which unmaps its temporary mapping. The
+    /// stub's fd of it.
+    fn shared_memory(&mut self, size: u64) -> Result<u64, RestoreError> {
+        let pid = self.pid();
+        let addr = self.sys(
+            "mmap(shared memory)",
+            libc::SYS_mmap,
+            [
+                0,
+                size,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        let link = format!("/proc/{pid}/map_files/{addr:x}-{:x}", addr + size);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&link)
+            .map_err(|e| RestoreError::Memory {
+                pid,
+                what: "opening the shared memory made for the image",
+                addr,
+                errno: errno_io(&e),
+            })?;
+        self.sys("munmap", libc::SYS_munmap, [addr, size, 0, 0, 0, 0])?;
+        self.shared.send_own(&std::os::fd::OwnedFd::from(file))?;
+        self.receive_sent("shared memory")
     }
 
     /// An unnamed file in `dir`, opened by the stub (`O_TMPFILE`, mode
