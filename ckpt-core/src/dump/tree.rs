@@ -80,7 +80,9 @@ fn zombie(pid: i32) -> Option<Zombie> {
 /// `pids` maps, each with the parts of it they map (offset, length;
 /// sorted, merged).
 fn shared_memory(pids: &[i32]) -> HashMap<(u64, u64), Vec<(u64, u64)>> {
-    let mut seen: HashMap<(u64, u64), (HashSet<i32>, Vec<(u64, u64)>)> = HashMap::new();
+    /// Who maps an object, and which parts of it.
+    type Seen = (HashSet<i32>, Vec<(u64, u64)>);
+    let mut seen: HashMap<(u64, u64), Seen> = HashMap::new();
     for &pid in pids {
         let Ok(text) = std::fs::read_to_string(proc_path(pid, "maps")) else {
             continue;
@@ -259,7 +261,7 @@ impl FrozenTree {
             let task = u32::try_from(i).unwrap_or(u32::MAX);
             let t = p.dump_task(writer, task, &mut saved, &mut table)?;
             match &first {
-                None => first = Some((t.cpu.clone(), t.vdso_digest.clone())),
+                None => first = Some((t.cpu, t.vdso_digest.clone())),
                 Some((_, vdso)) if *vdso != t.vdso_digest => {
                     return Err(DumpError::Unsupported {
                         pid: p.pid,

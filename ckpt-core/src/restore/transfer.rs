@@ -71,12 +71,12 @@ impl Shared {
         for (t, p) in m.tasks.iter().enumerate() {
             for f in &p.fds {
                 note(Key::Description(f.description as usize), t);
-                match m.files.get(f.description as usize).map(|d| &d.kind) {
-                    Some(
-                        crate::model::OpenFileKind::Memfd { space }
-                        | crate::model::OpenFileKind::Unlinked { space },
-                    ) => note(Key::Space(*space), t),
-                    _ => {}
+                if let Some(
+                    crate::model::OpenFileKind::Memfd { space }
+                    | crate::model::OpenFileKind::Unlinked { space },
+                ) = m.files.get(f.description as usize).map(|d| &d.kind)
+                {
+                    note(Key::Space(*space), t);
                 }
             }
             for v in &p.vmas {
