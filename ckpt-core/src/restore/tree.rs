@@ -407,13 +407,16 @@ fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreErro
             tr.set_regs(&regs)
                 .map_err(|source| RestoreError::Trace { pid, source })?;
         } else {
-            // Default action, no core file, unblocked; then sent to itself.
-            let act = inj.put_bytes(&[0u8; 32], "a default sigaction")?;
-            inj.syscall(
-                "rt_sigaction",
-                libc::SYS_rt_sigaction,
-                [signal as u64, act, 0, 8, 0, 0],
-            )?;
+            // Default action (SIGKILL and SIGSTOP have no other), no core
+            // file, unblocked; then sent to itself.
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                let act = inj.put_bytes(&[0u8; 32], "a default sigaction")?;
+                inj.syscall(
+                    "rt_sigaction",
+                    libc::SYS_rt_sigaction,
+                    [signal as u64, act, 0, 8, 0, 0],
+                )?;
+            }
             let zero = inj.put_bytes(&[0u8; 16], "an rlimit")?;
             inj.syscall(
                 "prlimit64(RLIMIT_CORE)",
