@@ -249,6 +249,7 @@ impl Frozen {
             threads,
             cancel: None,
             path_opener: None,
+            fd_reader: None,
         })
     }
 

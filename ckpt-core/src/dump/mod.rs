@@ -148,11 +148,18 @@ pub struct Frozen {
     /// Opens a path (`O_PATH`) as the caller the image is for; see
     /// [`Frozen::set_path_opener`]. `None`: as this process.
     path_opener: Option<PathOpener>,
+    /// Opens the target's fd N again for reading as the caller; see
+    /// [`Frozen::set_fd_reader`]. `None`: as this process.
+    fd_reader: Option<FdReader>,
 }
 
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
 /// `None` when the caller cannot reach it.
 pub type PathOpener = Box<dyn Fn(&str) -> Option<OwnedFd>>;
+
+/// How [`Frozen`] opens the target's fd N again, read-only, as the caller
+/// (through `/proc/PID/fd/N`): the fd, or why the caller may not.
+pub type FdReader = Box<dyn Fn(i32) -> Result<OwnedFd, String>>;
 /// A thread other than the leader, stopped under our control.
 struct FrozenThread {
     tracee: Tracee,

@@ -239,7 +239,7 @@ impl Frozen {
                 }
             }
         }
-        pipe::check(pid, &mut descriptions)?;
+        pipe::check(&mut descriptions);
         Ok((fds, descriptions))
     }
 }
