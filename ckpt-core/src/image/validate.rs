@@ -894,14 +894,14 @@ fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
     for (i, d) in ds.iter().enumerate() {
         let at = |what: &str| format!("files[{i}].{what}");
         match &d.kind {
-            OpenFileKind::Pipe { data, .. } if !data.0.is_empty() => {
-                // Any number of descriptions of one pipe; its bytes once.
-                if ends.insert((d.dev, d.ino), i).is_some() {
-                    return Err(invalid(
-                        at("kind.data"),
-                        "holds a pipe's queued bytes that another description holds",
-                    ));
-                }
+            // Any number of descriptions of one pipe; its bytes once.
+            OpenFileKind::Pipe { data, .. }
+                if !data.0.is_empty() && ends.insert((d.dev, d.ino), i).is_some() =>
+            {
+                return Err(invalid(
+                    at("kind.data"),
+                    "holds a pipe's queued bytes that another description holds",
+                ));
             }
             OpenFileKind::UnixPair { .. } if sockets.insert(d.ino, i).is_some() => {
                 return Err(invalid(

@@ -199,11 +199,11 @@ pub(super) fn check(descriptions: &mut [OpenFile]) {
     let mut fifos: HashSet<(u64, u64)> = HashSet::new();
     for d in descriptions.iter_mut() {
         match &mut d.kind {
-            OpenFileKind::Pipe { data, packets, .. } if !data.0.is_empty() => {
-                if !pipes.insert((d.dev, d.ino)) {
-                    *data = ByteString::default();
-                    packets.clear();
-                }
+            OpenFileKind::Pipe { data, packets, .. }
+                if !data.0.is_empty() && !pipes.insert((d.dev, d.ino)) =>
+            {
+                *data = ByteString::default();
+                packets.clear();
             }
             OpenFileKind::Fifo { data, .. } if !fifos.insert((d.dev, d.ino)) => {
                 *data = ByteString::default();
