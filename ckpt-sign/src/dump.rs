@@ -39,7 +39,9 @@ use ckpt_core::dump::FrozenTree;
 use ckpt_core::image::{ImageMeta, ImageWriter, ManifestSigner, Requester};
 use ckpt_keys::SigningKey;
 use ckpt_privsep::access::{caller_may_ptrace_attach, open_pidfd, pidfd_alive, AccessError};
-use ckpt_privsep::as_caller::{create_output, open_for_read, open_path, CreateError};
+use ckpt_privsep::as_caller::{
+    create_output, open_fd_for_read, open_for_read, open_path, CreateError,
+};
 use ckpt_privsep::audit::{AuditLog, Record, Severity};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::shield::{Interrupted, Shield};
@@ -243,6 +245,17 @@ pub(crate) fn run(
     let as_caller = caller.clone();
     frozen.set_path_opener(std::rc::Rc::new(move |p| {
         open_path(&as_caller, std::path::Path::new(p)).ok()
+    }));
+    // The content of a file the target holds write-only (and unlinked) is
+    // read only through an open the caller could make themselves.
+    let reader = caller.clone();
+    frozen.set_fd_reader(std::rc::Rc::new(move |owner, fd| {
+        open_fd_for_read(&reader, owner, fd)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| match e {
+                ckpt_privsep::as_caller::OpenError::Open { errno, .. } => errno.desc().to_string(),
+                e => e.to_string(),
+            })
     }));
     if !pidfd_alive(&watch) {
         return Err(Fail::new(

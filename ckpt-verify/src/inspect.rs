@@ -204,9 +204,17 @@ fn file_space(s: &Space) -> Option<String> {
             show(name),
             mode.map(|m| format!(", mode {m:04o}")).unwrap_or_default()
         )),
-        Space::Unlinked { path, size, mode } => Some(format!(
-            "file unlinked while open {}, {size} bytes, mode {mode:04o}",
-            show(path)
+        Space::Unlinked {
+            path,
+            size,
+            mode,
+            owner,
+        } => Some(format!(
+            "file unlinked while open {}, {size} bytes, mode {mode:04o}{}",
+            show(path),
+            owner
+                .map(|(u, g)| format!(", owner {u}:{g}"))
+                .unwrap_or_default()
         )),
         Space::Shmem { size } => Some(format!(
             "shared anonymous memory of several processes, {size} bytes"

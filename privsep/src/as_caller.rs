@@ -664,6 +664,75 @@ pub fn open_path(caller: &Caller, path: &Path) -> Result<OwnedFd, OpenError> {
     }
 }
 
+/// Open the file that process `pid` holds as fd `fd` again, for reading,
+/// as the caller: a child holding exactly the caller's credentials opens
+/// the magic link `/proc/PID/fd/FD` (a path made here from two numbers,
+/// never from the caller) `O_RDONLY | O_NONBLOCK`, which the kernel allows
+/// only if the caller may read the target's fds (ptrace read access) *and*
+/// may read the file itself (its permission bits against the caller's ids
+/// and groups); only a regular file is accepted, and the fd is passed
+/// back. The dump uses it to read the content of a file the target holds
+/// open write-only and unlinked: the caller could have read it through
+/// the same path themselves.
+pub fn open_fd_for_read(caller: &Caller, pid: i32, fd: i32) -> Result<File, OpenError> {
+    let path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    let c_path =
+        cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath { path: path.clone() })?;
+    let reply = run_as_caller(caller, &[], || {
+        // Following the magic link is the point: it names the file the
+        // target holds, whatever its (gone) path was.
+        let fd = nix::fcntl::open(
+            c_path.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| ChildFail::new(OP_OPEN, e))?;
+        let st = nix::sys::stat::fstat(fd).map_err(|e| ChildFail::new(OP_OPEN, e))?;
+        if !is_type(st.st_mode, SFlag::S_IFREG) {
+            return Err(ChildFail {
+                code: OP_NOT_REGULAR,
+                errno: 0,
+                value: i64::from(st.st_mode),
+            });
+        }
+        Ok(ChildOk {
+            value: 0,
+            fds: vec![fd],
+        })
+    });
+    let mut reply = match reply {
+        Ok(r) => r,
+        Err(RunError::Helper(h)) => return Err(h.into()),
+        Err(RunError::Op(f)) => {
+            return Err(match f.code {
+                OP_NOT_REGULAR => OpenError::NotRegular {
+                    path,
+                    kind: file_kind(u32::try_from(f.value).unwrap_or(0)),
+                },
+                _ => OpenError::Open {
+                    path,
+                    errno: f.errno(),
+                },
+            })
+        }
+    };
+    let fd = match (reply.fds.pop(), reply.fds.is_empty()) {
+        (Some(fd), true) => fd,
+        _ => return Err(HelperError::BadReply.into()),
+    };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|errno| OpenError::Open {
+        path: path.clone(),
+        errno,
+    })?;
+    if !is_type(st.st_mode, SFlag::S_IFREG) {
+        return Err(OpenError::NotRegular {
+            path,
+            kind: file_kind(st.st_mode),
+        });
+    }
+    Ok(File::from(fd))
+}
+
 /// Open a caller-named image for reading (see [`open_for_read`]).
 pub fn open_image_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
     open_for_read(caller, path)

@@ -14,7 +14,9 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ckpt_privsep::access::{caller_may_ptrace_attach, open_pidfd, pidfd_alive, AccessError};
-use ckpt_privsep::as_caller::{create_output, open_for_read, CommitError, CreateError, OpenError};
+use ckpt_privsep::as_caller::{
+    create_output, open_fd_for_read, open_for_read, CommitError, CreateError, OpenError,
+};
 use ckpt_privsep::Caller;
 
 const NOBODY: u32 = 65534;
@@ -269,6 +271,36 @@ fn pidfd_tracks_exit() {
 }
 
 // ---- open_for_read -------------------------------------------------------
+
+#[test]
+fn open_fd_for_read_reads_a_write_only_unlinked_file_as_the_caller() {
+    let d = TempDir::new(0o755);
+    let path = d.path("wo");
+    let mut w = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("create");
+    w.write_all(b"content").expect("write");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::remove_file(&path).expect("unlink");
+    let me = std::process::id() as i32;
+    let mut f = open_fd_for_read(&root(), me, w.as_raw_fd()).expect("reopen as root");
+    let mut s = String::new();
+    f.read_to_string(&mut s).expect("read");
+    assert_eq!(s, "content");
+    let same = f.metadata().expect("stat");
+    assert_eq!(same.ino(), w.metadata().expect("stat").ino());
+    // nobody may neither read root's fds nor a 0600 file of root's.
+    let e = open_fd_for_read(&nobody(), me, w.as_raw_fd()).expect_err("must be denied");
+    assert!(e.is_access_denied(), "{e}");
+    // A directory is not a regular file.
+    let dir = fs::File::open(&d.0).expect("open dir");
+    assert!(matches!(
+        open_fd_for_read(&root(), me, dir.as_raw_fd()),
+        Err(OpenError::NotRegular { .. })
+    ));
+}
 
 #[test]
 fn open_regular_file() {

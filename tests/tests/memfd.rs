@@ -3,7 +3,11 @@
 //! an unlinked file; it is dumped and restored through the installed
 //! helpers as an unprivileged user, and checks itself: names, content,
 //! offsets, seals still enforced, the shared mapping and the fd one object,
-//! the private mapping's own page, the unlinked file's mode.
+//! the private mapping's own page, the unlinked file's mode, and a file
+//! unlinked while open write-only (its content read at dump through a
+//! read-only open made as the caller). Root restoring an unlinked file it
+//! had given to another user gives it back to them; a write-only file the
+//! caller may not read is refused at dump, naming the fd and the path.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -11,18 +15,26 @@ use std::path::{Path, PathBuf};
 
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
+use std::os::unix::fs::PermissionsExt;
+
 use ckpt_tests::{exit, path_str, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT};
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
+    start_as(env, dir, Who::User(&env.user), &[])
+}
+
+fn start_as(env: &Env, dir: &TestDir, who: Who, extra: &[&str]) -> (Proc, PathBuf) {
     let program = dir.compile(env, "memfd");
     let wdir = dir.work.join("mfd");
     fs::create_dir(&wdir).unwrap();
     std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let mut args = vec![path_str(&wdir)];
+    args.extend_from_slice(extra);
     let proc = Proc::spawn(
         env,
-        Who::User(&env.user),
+        who,
         &program,
-        &[path_str(&wdir)],
+        &args,
         &wdir,
         &[],
         &dir.work.join("memfd.log"),
@@ -64,11 +76,11 @@ fn memfds_and_unlinked_files_survive_dump_and_restore() {
     );
     assert_eq!(
         kinds.iter().filter(|k| *k == "unlinked-file").count(),
-        1,
-        "one unlinked file: {kinds:?}"
+        2,
+        "two unlinked files (one write-only): {kinds:?}"
     );
-    // The memory space and three file spaces.
-    assert_eq!(json["spaces"], 4, "{json}");
+    // The memory space and four file spaces.
+    assert_eq!(json["spaces"], 5, "{json}");
     let spaces: Vec<String> = json["file_spaces"]
         .as_array()
         .unwrap()
@@ -91,6 +103,14 @@ fn memfds_and_unlinked_files_survive_dump_and_restore() {
         spaces
             .iter()
             .any(|s| s.contains("/gone, 10000 bytes, mode 0640")),
+        "{spaces:?}"
+    );
+    // The write-only one's content was saved, and its owner recorded.
+    let owner = format!("owner {}:{}", env.user.uid, env.user.gid);
+    assert!(
+        spaces
+            .iter()
+            .any(|s| s.contains("/wronly, 5000 bytes, mode 0600") && s.ends_with(&owner)),
         "{spaces:?}"
     );
 
@@ -153,4 +173,94 @@ fn a_privileged_restore_recreates_them_too() {
         "memfd after a privileged restore reported: {result}"
     );
     drop(guard);
+}
+
+/// Root's own process gave its unlinked file to another user (fchown, as
+/// CRIU's unlink_fstat00 does); root dumps it and restores it in caller
+/// mode: root may chown, so the recreated file belongs to that user again
+/// (the workload checks the owner, and everything else, itself).
+#[test]
+fn root_restoring_an_unlinked_file_gives_it_its_owner_back() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "memfd-owner");
+    let uid = env.other.uid.to_string();
+    let gid = env.other.gid.to_string();
+    let (mut orig, wdir) = start_as(&env, &dir, Who::Root, &["chown", &uid, &gid]);
+    let image = dir.work.join("mfd.ckpt");
+    let pid_s = orig.pid.to_string();
+    let run = env.sign_as(
+        Who::Root,
+        &dir,
+        &["dump", "--pid", &pid_s, "-o", path_str(&image)],
+    );
+    run.assert_code(exit::OK, "root's dump of its own process");
+    orig.wait_gone("dump kills the target");
+    let inspect = env.verify_as(Who::Root, &dir, &["inspect", path_str(&image)]);
+    let owner = format!("owner {uid}:{gid}");
+    assert!(
+        inspect.stdout.contains(&owner),
+        "inspect does not show {owner:?}\n{inspect}"
+    );
+
+    let run = env.verify_as(Who::Root, &dir, &["restore", path_str(&image)]);
+    run.assert_code(exit::OK, "root's restore of its own image");
+    let pid: i32 = run
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("restore prints the pid\n{run}"));
+    let mut restored = Proc::adopt(pid, "restored process").expect("the restored process runs");
+    let result = ask(&mut restored, &wdir, &dir.work.join("memfd.log"));
+    assert_eq!(
+        result, "OK\n",
+        "memfd after root's restore reported: {result}"
+    );
+}
+
+/// The hostile case: the user's process holds, write-only, a file of
+/// another user that the user may write but not read (mode 0622), and
+/// unlinked it. The dump (setuid root) must not read it for them: it is
+/// refused, exit 6, naming the fd and the path, and the target is left
+/// running untouched; no image is written.
+#[test]
+fn a_write_only_unlinked_file_the_caller_cannot_read_is_refused() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "memfd-noread");
+    let program = dir.compile(&env, "memfd");
+    let wdir = dir.work.join("mfd");
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let secret = wdir.join("secret");
+    fs::write(&secret, b"not for ckpt-user\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o622)).unwrap();
+    std::os::unix::fs::chown(&secret, Some(env.other.uid), Some(env.other.gid)).unwrap();
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir), "hold", path_str(&secret)],
+        &wdir,
+        &[],
+        &dir.work.join("memfd.log"),
+    );
+    wait_until(WAIT, "memfd hold has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    assert!(!secret.exists(), "the workload unlinked the file");
+    let image = dir.work.join("mfd.ckpt");
+    let pid_s = orig.pid.to_string();
+    let run = env.sign(&dir, &["dump", "--pid", &pid_s, "-o", path_str(&image)]);
+    run.assert_code(
+        exit::DUMP_FAILED,
+        "dump of a write-only file the caller cannot read",
+    );
+    let path = path_str(&secret);
+    for want in ["fd 3", path, "write-only", "Permission denied"] {
+        assert!(
+            run.stderr.contains(want),
+            "the refusal does not name {want:?}\n{run}"
+        );
+    }
+    assert!(!image.exists(), "no image after a refusal");
+    orig.assert_untouched("a refused dump");
 }

@@ -1,7 +1,8 @@
 //! Pipes, FIFOs and unix socket pairs with unread data: the pipes workload
 //! holds each (sizes, flags, dup'ed ends, packet mode, a closed write end,
 //! stream / datagram / seqpacket pairs with queued data both ways, a
-//! shutdown, SO_PASSCRED), is dumped and restored through the installed
+//! shutdown, SO_PASSCRED, pipe ends reopened through /proc with their own
+//! flags, a FIFO opened twice), is dumped and restored through the installed
 //! helpers as an unprivileged user, and checks them itself. A dump leaves
 //! the data in place (`--leave-running`). A socket pair whose other end
 //! was closed keeps its queue. A pipe or socket connected to another

@@ -26,6 +26,17 @@
  *   unlinked DIR/gone, 10000 bytes, unlinked while open O_RDWR at offset
  *            777: content and offset intact, the link names DIR/gone
  *            (deleted), writable, mode 0640
+ *   wronly   DIR/wronly, 5000 bytes, opened O_WRONLY (mode 0600) and
+ *            unlinked: still write-only, and its content intact when
+ *            read through a new read-only open of /proc/self/fd/N
+ *
+ * Usage: memfd DIR chown UID GID (run as root): as above, and the
+ * unlinked file DIR/gone is given to UID:GID (fchown) before the dump;
+ * after restore it must still belong to them.
+ *
+ * Usage: memfd DIR hold PATH: opens PATH write-only, unlinks it, writes
+ * "ready\n" to DIR/ready and sleeps (a dump of it must be refused when
+ * the caller may not read PATH).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,6 +57,7 @@
 #define SEALED_LEN (3 * 4096 + 100)
 #define SHARED_LEN (64 * 1024)
 #define GONE_LEN 10000
+#define WRONLY_LEN 5000
 
 static char failures[8192];
 static int nfail;
@@ -113,16 +125,35 @@ static void content_is(int fd, size_t len, int salt, const char *name)
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
+	if (argc == 4 && strcmp(argv[2], "hold") == 0) {
+		close_range(3, ~0U, 0);
+		int h = open(argv[3], O_WRONLY);
+		if (h < 0)
+			die("open(hold)");
+		if (unlink(argv[3]) != 0)
+			die("unlink(hold)");
+		char rp[4096];
+		snprintf(rp, sizeof rp, "%s/ready", argv[1]);
+		FILE *r = fopen(rp, "w");
+		if (!r || fputs("ready\n", r) < 0 || fclose(r) != 0)
+			die("ready");
+		for (;;)
+			sleep_ms(1000);
+	}
+	if (argc != 2 && !(argc == 5 && strcmp(argv[2], "chown") == 0)) {
 		fprintf(stderr, "usage: memfd DIR\n");
 		return 2;
 	}
 	const char *dir = argv[1];
-	char ready[4096], go[4096], result[4096], gone[4096];
+	char ready[4096], go[4096], result[4096], gone[4096], wronly[4096];
+	int chown_to = argc == 5 && strcmp(argv[2], "chown") == 0;
+	uid_t ouid = chown_to ? (uid_t)atol(argv[3]) : 0;
+	gid_t ogid = chown_to ? (gid_t)atol(argv[4]) : 0;
 	snprintf(ready, sizeof ready, "%s/ready", dir);
 	snprintf(go, sizeof go, "%s/go", dir);
 	snprintf(result, sizeof result, "%s/result", dir);
 	snprintf(gone, sizeof gone, "%s/gone", dir);
+	snprintf(wronly, sizeof wronly, "%s/wronly", dir);
 	close_range(3, ~0U, 0);
 	unsigned char buf[SHARED_LEN];
 
@@ -168,6 +199,19 @@ int main(int argc, char **argv)
 		die("write(gone)");
 	if (unlink(gone) != 0)
 		die("unlink(gone)");
+	if (chown_to && fchown(g, ouid, ogid) != 0)
+		die("fchown(gone)");
+
+	/* wronly */
+	int wo = open(wronly, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (wo < 0)
+		die("open(wronly)");
+	for (size_t i = 0; i < WRONLY_LEN; i++)
+		buf[i] = pat(i, 4);
+	if (write(wo, buf, WRONLY_LEN) != WRONLY_LEN)
+		die("write(wronly)");
+	if (unlink(wronly) != 0)
+		die("unlink(wronly)");
 
 	FILE *r = fopen(ready, "w");
 	if (!r || fputs("ready\n", r) < 0 || fclose(r) != 0)
@@ -243,6 +287,24 @@ int main(int argc, char **argv)
 		     (unsigned long)st.st_nlink);
 	if (pwrite(g, "w", 1, GONE_LEN) != 1)
 		fail("unlinked: not writable");
+	if (chown_to && (st.st_uid != ouid || st.st_gid != ogid))
+		fail("unlinked: owner %u:%u, want %u:%u", (unsigned)st.st_uid,
+		     (unsigned)st.st_gid, (unsigned)ouid, (unsigned)ogid);
+
+	/* wronly */
+	if ((fcntl(wo, F_GETFL) & O_ACCMODE) != O_WRONLY)
+		fail("wronly: not write-only any more");
+	snprintf(want, sizeof want, "%s (deleted)", wronly);
+	link_is(wo, want, "wronly");
+	char self[64];
+	snprintf(self, sizeof self, "/proc/self/fd/%d", wo);
+	int wr = open(self, O_RDONLY);
+	if (wr < 0)
+		fail("wronly: cannot reopen it to read (%s)", strerror(errno));
+	else {
+		content_is(wr, WRONLY_LEN, 4, "wronly");
+		close(wr);
+	}
 
 	FILE *out = fopen(result, "w");
 	if (!out)

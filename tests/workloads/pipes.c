@@ -39,6 +39,17 @@
  *   dgorphan a SOCK_DGRAM socketpair whose other end sent "dg-orphan" and
  *            was closed (fd 57): the datagram read back, then EAGAIN;
  *            sending fails
+ *   reopen   a pipe holding 6000 pattern bytes whose ends were each opened
+ *            a second time through /proc/self/fd: read end fd 60
+ *            (blocking) and fd 61 (its reopen, O_NONBLOCK), write end fd 62
+ *            (O_NONBLOCK) and fd 63 (its reopen, blocking). Each keeps its
+ *            own flags (two descriptions: changing 61's leaves 60's), the
+ *            bytes are there once (read through 61, then EAGAIN), and all
+ *            four are the one pipe (63 writes what 60 reads, 62 what 61
+ *            reads)
+ *   fifo2    DIR/fifo2 opened O_RDWR (fd 64) and again O_RDONLY|O_NONBLOCK
+ *            (fd 65), holding "f2-data" written through 64: read back once
+ *            through 65, then EAGAIN; more written through 64, read on 65
  *   every socket's SO_PEEK_OFF is -1 (off), as set-up left it: a dump
  *   peeks at its queue and must put the peek offset back
  */
@@ -59,6 +70,7 @@
 #define BIGSZ (256 * 1024)
 #define STREAMB 5000
 #define DGBIG 70000
+#define REOPEN 6000
 
 static char failures[8192];
 static int nfail;
@@ -164,19 +176,22 @@ int main(int argc, char **argv)
 	}
 	close_range(3, ~0U, 0);
 	const char *dir = argv[1];
-	char ready[4096], go[4096], result[4096], fifo[4096];
+	char ready[4096], go[4096], result[4096], fifo[4096], fifo2[4096], proc[64];
 	snprintf(ready, sizeof ready, "%s/ready", dir);
 	snprintf(go, sizeof go, "%s/go", dir);
 	snprintf(result, sizeof result, "%s/result", dir);
 	snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+	snprintf(fifo2, sizeof fifo2, "%s/fifo2", dir);
 
-	static unsigned char big[BIG], sb[STREAMB], dg[DGBIG];
+	static unsigned char big[BIG], sb[STREAMB], dg[DGBIG], ro[REOPEN];
 	for (size_t i = 0; i < BIG; i++)
 		big[i] = pat(i, 7);
 	for (size_t i = 0; i < STREAMB; i++)
 		sb[i] = pat(i, 11);
 	for (size_t i = 0; i < DGBIG; i++)
 		dg[i] = pat(i, 13);
+	for (size_t i = 0; i < REOPEN; i++)
+		ro[i] = pat(i, 17);
 
 	int p[2];
 	/* big */
@@ -255,6 +270,34 @@ int main(int argc, char **argv)
 	if (send(s[1], "dg-orphan", 9, 0) != 9)
 		die("send dgorphan");
 	close(s[1]);
+
+	/* reopen */
+	if (pipe(p) != 0)
+		die("pipe reopen");
+	put(60, p[0]);
+	put(62, p[1]);
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", 60);
+	int ra = open(proc, O_RDONLY);
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", 62);
+	int wa = open(proc, O_WRONLY);
+	if (ra < 0 || wa < 0)
+		die("reopen through /proc");
+	put(61, ra);
+	put(63, wa);
+	if (fcntl(61, F_SETFL, O_NONBLOCK) != 0 || fcntl(62, F_SETFL, O_NONBLOCK) != 0)
+		die("reopen F_SETFL");
+	write_all(63, ro, REOPEN);
+	/* fifo2 */
+	unlink(fifo2);
+	if (mkfifo(fifo2, 0600) != 0)
+		die("mkfifo fifo2");
+	int f2 = open(fifo2, O_RDWR);
+	int f2r = open(fifo2, O_RDONLY | O_NONBLOCK);
+	if (f2 < 0 || f2r < 0)
+		die("open fifo2");
+	put(64, f2);
+	put(65, f2r);
+	write_all(64, "f2-data", 7);
 
 	FILE *r = fopen(ready, "w");
 	if (!r || fputs("ready\n", r) < 0 || fclose(r) != 0)
@@ -343,6 +386,32 @@ int main(int argc, char **argv)
 	expect_empty(57, "dgorphan");
 	if (send(57, "y", 1, MSG_NOSIGNAL) >= 0)
 		fail("dgorphan: send succeeded with the peer closed");
+
+	/* reopen */
+	expect_flags(60, "reopen read end", O_RDONLY);
+	expect_flags(61, "reopen read end reopened", O_RDONLY | O_NONBLOCK);
+	expect_flags(62, "reopen write end", O_WRONLY | O_NONBLOCK);
+	expect_flags(63, "reopen write end reopened", O_WRONLY);
+	expect_bytes(61, "reopen", ro, REOPEN);
+	if (!(read(61, &c, 1) < 0 && errno == EAGAIN))
+		fail("reopen: more than was written (the data restored twice?)");
+	write_all(63, "via63", 5);
+	expect_bytes(60, "reopen 63 to 60", (const unsigned char *)"via63", 5);
+	write_all(62, "via62", 5);
+	expect_bytes(61, "reopen 62 to 61", (const unsigned char *)"via62", 5);
+	if (fcntl(61, F_SETFL, 0) != 0 || fcntl(60, F_SETFL, O_NONBLOCK) != 0)
+		fail("reopen: F_SETFL");
+	expect_flags(61, "reopen 61 after F_SETFL", O_RDONLY);
+	expect_flags(60, "reopen 60 after F_SETFL (one description with 61?)",
+		     O_RDONLY | O_NONBLOCK);
+	/* fifo2 */
+	expect_flags(64, "fifo2 read-write", O_RDWR);
+	expect_flags(65, "fifo2 read-only", O_RDONLY | O_NONBLOCK);
+	expect_bytes(65, "fifo2", (const unsigned char *)"f2-data", 7);
+	if (!(read(65, &c, 1) < 0 && errno == EAGAIN))
+		fail("fifo2: more than was written (the data restored twice?)");
+	write_all(64, "f2-more", 7);
+	expect_bytes(65, "fifo2 after restore", (const unsigned char *)"f2-more", 7);
 
 	FILE *out = fopen(result, "w");
 	if (!out)

@@ -256,6 +256,7 @@ impl Frozen {
             cancel: None,
             path_opener: None,
             stopped,
+            fd_reader: None,
         })
     }
 

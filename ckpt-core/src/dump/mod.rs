@@ -165,11 +165,19 @@ pub struct Frozen {
     path_opener: Option<PathOpener>,
     /// It was stopped by a signal (job control) when it was seized.
     stopped: bool,
+    /// Opens the target's fd N again for reading as the caller; see
+    /// [`Frozen::set_fd_reader`]. `None`: as this process.
+    fd_reader: Option<FdReader>,
 }
 
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
 /// `None` when the caller cannot reach it.
 pub type PathOpener = std::rc::Rc<dyn Fn(&str) -> Option<OwnedFd>>;
+
+/// How [`Frozen`] opens fd N of process PID (its arguments) again,
+/// read-only, as the caller (through `/proc/PID/fd/N`): the fd, or why
+/// the caller may not.
+pub type FdReader = std::rc::Rc<dyn Fn(i32, i32) -> Result<OwnedFd, String>>;
 /// A thread other than the leader, stopped under our control.
 struct FrozenThread {
     tracee: Tracee,
@@ -243,7 +251,7 @@ impl Frozen {
         let t = self.dump_task(writer, 0, &mut saved, &mut table)?;
         Ok(DumpResult {
             tasks: vec![t.process],
-            files: table.finish(self.pid)?,
+            files: table.finish()?,
             spaces: saved.into_spaces(),
             zombies: Vec::new(),
             cpu: t.cpu,

@@ -239,6 +239,13 @@ impl FrozenTree {
         }
     }
 
+    /// See [`Frozen::set_fd_reader`]; for every process.
+    pub fn set_fd_reader(&mut self, reader: super::FdReader) {
+        for p in &mut self.procs {
+            p.set_fd_reader(reader.clone());
+        }
+    }
+
     /// Capture every process, in order, streaming each one's memory into
     /// `writer`. Descriptions shared between processes are one entry of
     /// the file table; a pipe or socket whose other end another process
@@ -277,7 +284,7 @@ impl FrozenTree {
         };
         Ok(DumpResult {
             tasks,
-            files: table.finish(root)?,
+            files: table.finish()?,
             spaces: saved.into_spaces(),
             zombies: self.zombies.clone(),
             cpu,

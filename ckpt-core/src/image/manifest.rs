@@ -108,6 +108,11 @@ pub enum Space {
         size: u64,
         /// Its permission bits.
         mode: u32,
+        /// Its owner (uid, gid); `None` in images written before it was
+        /// recorded (left as created). Given back only when the restore
+        /// may (see `restore/files/saved.rs`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<(u32, u32)>,
     },
     /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, the kernel's
     /// `/dev/zero (deleted)`) mapped by more than one process of the

@@ -179,7 +179,18 @@ fn spaces(m: &Manifest) -> Result<(), Invalid> {
                     ));
                 }
             }
-            Space::Unlinked { path: p, mode, .. } => {
+            Space::Unlinked {
+                path: p,
+                mode,
+                owner,
+                ..
+            } => {
+                if owner.is_some_and(|(u, g)| u == u32::MAX || g == u32::MAX) {
+                    return Err(invalid(
+                        format_args!("spaces[{i}].owner"),
+                        "is not a uid and gid (-1)",
+                    ));
+                }
                 path(format_args!("spaces[{i}].path"), p)?;
                 if p.len() < 2 || p.ends_with('/') {
                     return Err(invalid(
@@ -782,7 +793,7 @@ fn thread_addresses(
 
 /// A pipe, FIFO or unix socket pair description `i`: sizes within the
 /// limits, and the other descriptions it is restored with consistent
-/// (one read and one write end per pipe; a socket's peer in the image,
+/// (a pipe description reads or writes, not both; a socket's peer in the image,
 /// connected back, of the same type).
 fn queued(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
     let d = &ds[i];
@@ -928,8 +939,8 @@ fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// All bytes queued in pipes, FIFOs and sockets together; each pipe end
-/// held by one description; each socket by one description, its peer one
+/// All bytes queued in pipes, FIFOs and sockets together; a pipe's bytes
+/// held by one of its descriptions; each socket by one description, its peer one
 /// other socket of the same type in the image, connected back to it.
 fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
     use std::collections::HashMap;
@@ -938,14 +949,14 @@ fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
     for (i, d) in ds.iter().enumerate() {
         let at = |what: &str| format!("files[{i}].{what}");
         match &d.kind {
-            OpenFileKind::Pipe { .. } => {
-                let mode = d.flags as i32 & libc::O_ACCMODE;
-                if ends.insert((d.dev, d.ino, mode), i).is_some() {
-                    return Err(invalid(
-                        at("flags"),
-                        "names the same end of a pipe as another description",
-                    ));
-                }
+            // Any number of descriptions of one pipe; its bytes once.
+            OpenFileKind::Pipe { data, .. }
+                if !data.0.is_empty() && ends.insert((d.dev, d.ino), i).is_some() =>
+            {
+                return Err(invalid(
+                    at("kind.data"),
+                    "holds a pipe's queued bytes that another description holds",
+                ));
             }
             OpenFileKind::UnixPair { .. } if sockets.insert(d.ino, i).is_some() => {
                 return Err(invalid(
@@ -1501,10 +1512,19 @@ mod tests {
             "files[0].kind.size"
         );
         assert_eq!(field(vec![(pipe(4096, b"a"), 1, 7)]), "files[0].kind.data");
-        // Two read ends of one pipe; a pipe end opened read-write.
+        // Two read descriptions of one pipe (one reopened through /proc)
+        // are fine; its bytes held by both are not. A pipe end opened
+        // read-write.
+        check(vec![
+            (pipe(4096, b"abc"), 0, 7),
+            (pipe(4096, b""), 0, 7),
+            (pipe(4096, b""), 1, 7),
+            (pipe(4096, b""), 1, 7),
+        ])
+        .unwrap();
         assert_eq!(
-            field(vec![(pipe(4096, b""), 0, 7), (pipe(4096, b""), 0, 7)]),
-            "files[1].flags"
+            field(vec![(pipe(4096, b"abc"), 0, 7), (pipe(4096, b"abc"), 0, 7)]),
+            "files[1].kind.data"
         );
         assert_eq!(field(vec![(pipe(4096, b""), 2, 7)]), "files[0].flags");
         // A socket whose peer was closed (peer_ino 0) needs no peer.
@@ -2033,6 +2053,7 @@ mod tests {
             path: "/tmp/gone".into(),
             size: 100,
             mode: 0o640,
+            owner: Some((1000, 1000)),
         });
         m.files[0].kind = OpenFileKind::Memfd { space: 1 };
         m.files[0].path = "/memfd:buf (deleted)".into();
@@ -2115,6 +2136,7 @@ mod tests {
                         path: bad.into(),
                         size: 100,
                         mode: 0o640,
+                        owner: None,
                     }
                 },
                 "spaces[2].path",
@@ -2126,9 +2148,21 @@ mod tests {
                     path: "/tmp/gone".into(),
                     size: 100,
                     mode: 0o10644,
+                    owner: None,
                 }
             },
             "spaces[2].mode",
+        );
+        refused_saved(
+            &|m| {
+                m.spaces[2] = Space::Unlinked {
+                    path: "/tmp/gone".into(),
+                    size: 100,
+                    mode: 0o644,
+                    owner: Some((u32::MAX, 0)),
+                }
+            },
+            "spaces[2].owner",
         );
     }
 

@@ -286,10 +286,9 @@ impl FileTable {
 
     /// The finished table, once every task's fds are captured: at most
     /// one read and one write description per pipe, a FIFO's data held by
-    /// its first description only (`pid` names the image's first task in
-    /// a refusal).
-    pub(super) fn finish(mut self, pid: i32) -> Result<Vec<OpenFile>, DumpError> {
-        pipe::check(pid, &mut self.descriptions)?;
+    /// its first description only.
+    pub(super) fn finish(mut self) -> Result<Vec<OpenFile>, DumpError> {
+        pipe::check(&mut self.descriptions);
         Ok(self.descriptions)
     }
 }

@@ -6,8 +6,10 @@
 //!
 //! Trusts: the kernel. Refuses, naming the fd and the pipe: one end of a
 //! pipe on fd 3 or above whose other end is open outside the image (fds
-//! 0-2 are [`super::external`]'s), two read or two write descriptions of
-//! one pipe, and a pipe larger than [`MAX_PIPE_SIZE`]. A packet-mode
+//! 0-2 are [`super::external`]'s), a pipe end opened read-write (through
+//! `/proc`), and a pipe larger than [`MAX_PIPE_SIZE`]. Any number of read
+//! and write descriptions of one pipe (ends reopened through `/proc`) are
+//! kept, the queued data by one of them. A packet-mode
 //! (`O_DIRECT`) pipe keeps its packet boundaries.
 //! A FIFO on fd 0-2 is left to [`super::external`] as before.
 //! A FIFO held only for writing keeps no data (what is queued in it is its
@@ -188,31 +190,20 @@ fn queued(end: &OwnedFd, size: u32, packet: bool) -> Result<(Vec<u8>, Vec<u32>),
     Ok((data, reads))
 }
 
-/// After the table is built: at most one read and one write description
-/// per pipe, and a FIFO's data held by its first description only.
-pub(super) fn check(pid: i32, descriptions: &mut [OpenFile]) -> Result<(), DumpError> {
-    let mut seen: Vec<(u64, u64, i32)> = Vec::new();
+/// After the table is built: the queued data of a pipe or FIFO held by
+/// its first description only (every read description of one pipe saw the
+/// same bytes; restore writes them once). A pipe may have any number of
+/// read and write descriptions (an end reopened through `/proc`).
+pub(super) fn check(descriptions: &mut [OpenFile]) {
+    let mut pipes: HashSet<(u64, u64)> = HashSet::new();
     let mut fifos: HashSet<(u64, u64)> = HashSet::new();
     for d in descriptions.iter_mut() {
         match &mut d.kind {
-            OpenFileKind::Pipe { .. } => {
-                let mode = d.flags as i32 & libc::O_ACCMODE;
-                if seen.contains(&(d.dev, d.ino, mode)) {
-                    return Err(DumpError::Unsupported {
-                        pid,
-                        resource: format!(
-                            "{}, a pipe with two {} open file descriptions (reopened \
-                             through /proc)",
-                            d.path,
-                            if mode == libc::O_RDONLY {
-                                "read"
-                            } else {
-                                "write"
-                            }
-                        ),
-                    });
-                }
-                seen.push((d.dev, d.ino, mode));
+            OpenFileKind::Pipe { data, packets, .. }
+                if !data.0.is_empty() && !pipes.insert((d.dev, d.ino)) =>
+            {
+                *data = ByteString::default();
+                packets.clear();
             }
             OpenFileKind::Fifo { data, .. } if !fifos.insert((d.dev, d.ino)) => {
                 *data = ByteString::default();
@@ -220,5 +211,4 @@ pub(super) fn check(pid: i32, descriptions: &mut [OpenFile]) -> Result<(), DumpE
             _ => {}
         }
     }
-    Ok(())
 }

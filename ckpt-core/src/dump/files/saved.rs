@@ -14,16 +14,40 @@
 //! could not read through the target. Trusts: the kernel.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 
-use super::super::{DumpError, Frozen, CHUNK_BYTES};
+use super::super::{DumpError, FdReader, Frozen, CHUNK_BYTES};
 use crate::image::{ImageWriter, Space};
 use crate::model::OpenFileKind;
 use crate::sys;
 
 /// `HUGETLBFS_MAGIC`: a memfd created with `MFD_HUGETLB`.
 const HUGETLBFS_MAGIC: libc::__fsword_t = 0x9584_58f6;
+
+impl Frozen {
+    /// Read the content of a file the target holds write-only through
+    /// `reader` (a read-only open of `/proc/PID/fd/N` done with the
+    /// caller's credentials). Without one, this process opens it itself
+    /// (right when it runs as the caller).
+    pub fn set_fd_reader(&mut self, reader: FdReader) {
+        self.fd_reader = Some(reader);
+    }
+
+    /// The target's fd `fd` opened again read-only, as the caller.
+    fn reopen_for_read(&self, fd: i32) -> Result<OwnedFd, String> {
+        match &self.fd_reader {
+            Some(open) => open(self.pid, fd),
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(format!("/proc/{}/fd/{fd}", self.pid))
+                .map(OwnedFd::from)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
 
 /// One file whose content is saved.
 struct Saved {
@@ -172,9 +196,27 @@ impl SavedFiles {
         let dup = sys::pidfd_getfd(&frozen.pidfd, fd)
             .map_err(|e| refuse(format!("cannot take a copy of it: {e}")))?;
         let flags = sys::status_flags(&dup).map_err(|e| refuse(e.to_string()))?;
-        if flags & libc::O_ACCMODE == libc::O_WRONLY {
-            return Err(refuse("open write-only, its content cannot be read".into()));
-        }
+        let dup = if flags & libc::O_ACCMODE == libc::O_WRONLY {
+            // Its content is read through a new read-only open of the
+            // target's fd link, made as the caller: only if the caller may
+            // read the file itself.
+            let again = frozen.reopen_for_read(fd).map_err(|why| {
+                refuse(format!(
+                    "open write-only, and its content cannot be read as you through \
+                     /proc/{pid}/fd/{fd}: {why}"
+                ))
+            })?;
+            let same = std::fs::metadata(format!("/proc/self/fd/{}", again.as_raw_fd()))
+                .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+            if !same {
+                return Err(refuse(
+                    "open write-only, and the file reopened to read it is another one".into(),
+                ));
+            }
+            again
+        } else {
+            dup
+        };
         let size = meta.len();
         let space = if memfd {
             if sys::fs_magic(&dup).ok() == Some(HUGETLBFS_MAGIC) {
@@ -199,6 +241,7 @@ impl SavedFiles {
                 path,
                 size,
                 mode: meta.mode() & 0o7777,
+                owner: Some((meta.uid(), meta.gid())),
             }
         };
         let index = self.push(space);

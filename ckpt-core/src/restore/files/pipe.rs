@@ -11,8 +11,15 @@
 //! must be a FIFO, and every later one the same FIFO (`fstat` in the
 //! stub), so a path swapped meanwhile is refused.
 //!
-//! Trusts: the image's validation (at most one read and one write
-//! description per pipe, data within the size).
+//! A pipe with more than one read or write description (an end reopened
+//! through `/proc/PID/fd`, each with its own status flags) is created once:
+//! the first description of each end takes the end `pipe2` made, every
+//! further one is a new open by the stub of its own `/proc/self/fd/N` of
+//! that end, so all of them are descriptions of the one pipe, and fds that
+//! shared a description share it again.
+//!
+//! Trusts: the image's validation (pipe ends read-only or write-only, the
+//! queued data held by one description of a pipe, within the size).
 
 use crate::model::{OpenFile, OpenFileKind};
 use crate::restore::{Builder, RestoreError};
@@ -86,18 +93,36 @@ impl Builder<'_> {
             }
             self.unmap_staging(s)?;
         }
-        let mut mine = None;
+        // The first read and the first write description take the ends
+        // pipe2 made; every further one is a new open of that end through
+        // the stub's own /proc/self/fd (as it was made: reopened through
+        // /proc), while both ends are still at their numbers.
+        let mut fds = Vec::with_capacity(group.len());
         let (mut r_used, mut w_used) = (false, false);
         for &j in &group {
-            let e = &ds[j];
-            let reads = e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY;
-            let fd = if reads { r } else { w };
-            if reads {
-                r_used = true;
-            } else {
-                w_used = true;
+            let reads = ds[j].flags as i32 & libc::O_ACCMODE == libc::O_RDONLY;
+            let fd = match (reads, r_used, w_used) {
+                (true, false, _) => {
+                    r_used = true;
+                    r
+                }
+                (false, _, false) => {
+                    w_used = true;
+                    w
+                }
+                (true, true, _) => self.reopen_pipe_end(r, libc::O_RDONLY, &d.path)?,
+                (false, _, true) => self.reopen_pipe_end(w, libc::O_WRONLY, &d.path)?,
+            };
+            fds.push((j, fd));
+        }
+        for (used, fd) in [(r_used, r), (w_used, w)] {
+            if !used {
+                self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
             }
-            self.set_status_flags(fd, e.flags as i32 & STATUS)?;
+        }
+        let mut mine = None;
+        for (j, fd) in fds {
+            self.set_status_flags(fd, ds[j].flags as i32 & STATUS)?;
             let fd = self.move_above(fd, top)?;
             if j == i {
                 mine = Some(fd);
@@ -105,12 +130,36 @@ impl Builder<'_> {
                 self.prepared.push((j, fd));
             }
         }
-        for (used, fd) in [(r_used, r), (w_used, w)] {
-            if !used {
-                self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-            }
-        }
         mine.ok_or_else(|| RestoreError::Invalid(format!("{}: not a pipe end", d.path)))
+    }
+
+    /// A new open file description of the pipe end the stub holds as
+    /// `fd`: the stub opens its own `/proc/self/fd/N` (a path made here, not
+    /// from the image) with `mode`, non-blocking (both ends are open, so
+    /// neither direction waits or fails for want of the other); its saved
+    /// status flags are set afterwards.
+    fn reopen_pipe_end(&mut self, fd: u64, mode: i32, what: &str) -> Result<u64, RestoreError> {
+        let path = format!("/proc/self/fd/{fd}");
+        let at = self.inj.put_cstr(&path, "writing a path")?;
+        let flags = (mode | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+        let r = self.sys_raw(
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, at, flags, 0, 0, 0],
+        )?;
+        if r < 0 {
+            return Err(RestoreError::Open {
+                path: format!(
+                    "{what} (reopening its {} end through /proc)",
+                    if mode == libc::O_RDONLY {
+                        "read"
+                    } else {
+                        "write"
+                    }
+                ),
+                errno: crate::inject::errno_of(r),
+            });
+        }
+        Ok(r as u64)
     }
 
     /// `fstat` in the stub: (mode, device, inode).

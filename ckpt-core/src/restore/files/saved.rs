@@ -47,6 +47,9 @@ pub(in crate::restore) struct SavedFd {
     seals_later: u32,
     /// Permission bits to set at the end (unlinked files).
     mode: Option<u32>,
+    /// The saved owner to give back at the end, when the restore may
+    /// (unlinked files; see [`Builder::give_owner`]).
+    owner: Option<(u32, u32)>,
 }
 
 impl Builder<'_> {
@@ -77,10 +80,11 @@ impl Builder<'_> {
                     fd,
                     seals_later: 0,
                     mode: None,
+                    owner: None,
                 });
                 continue;
             }
-            let (fd, seals, mode) = match space {
+            let (fd, seals, mode, owner) = match space {
                 Space::Memfd {
                     name, seals, mode, ..
                 } => {
@@ -90,10 +94,12 @@ impl Builder<'_> {
                         libc::SYS_memfd_create,
                         [at, MFD_CLOEXEC | MFD_ALLOW_SEALING, 0, 0, 0, 0],
                     )?;
-                    (fd, *seals, *mode)
+                    (fd, *seals, *mode, None)
                 }
-                Space::Unlinked { path, mode, .. } => (self.unlinked_file(path)?, 0, Some(*mode)),
-                Space::Shmem { size } => (self.shared_memory(*size)?, 0, None),
+                Space::Unlinked {
+                    path, mode, owner, ..
+                } => (self.unlinked_file(path)?, 0, Some(*mode), *owner),
+                Space::Shmem { size } => (self.shared_memory(*size)?, 0, None, None),
                 _ => continue,
             };
             let fd = self.move_above(fd, top)?;
@@ -110,6 +116,7 @@ impl Builder<'_> {
                 fd,
                 seals_later,
                 mode,
+                owner,
             });
         }
         Ok(())
@@ -349,8 +356,91 @@ impl Builder<'_> {
                     [s.fd, u64::from(mode), 0, 0, 0, 0],
                 )?;
             }
+            if let Some(owner) = s.owner {
+                self.give_owner(&s, owner)?;
+            }
             self.sys("close", libc::SYS_close, [s.fd, 0, 0, 0, 0, 0])?;
         }
+        Ok(())
+    }
+}
+
+/// `CAP_CHOWN`, `CAP_FOWNER`, `CAP_FSETID`.
+const CAP_CHOWN: u64 = 1 << 0;
+const CAP_FOWNER: u64 = 1 << 3;
+const CAP_FSETID: u64 = 1 << 4;
+
+impl Builder<'_> {
+    /// Gives the unlinked file `s` (made by the stub, owned by its file
+    /// credentials) its saved `owner` back, as far as the restore caller
+    /// or the granted file credentials may:
+    /// * a caller who could chown it themselves (`CAP_CHOWN` among the
+    ///   capabilities it can hold: root) has the restorer `fchown` a copy
+    ///   of the stub's fd (`pidfd_getfd`, no path), and put back the
+    ///   set-id bits that chown clears when it could set them (`CAP_FSETID`
+    ///   and `CAP_FOWNER`);
+    /// * otherwise, when the owner is the stub's file uid and the group one
+    ///   of its file groups, the stub itself changes the group (`fchown`
+    ///   with its credentials: the kernel's own rule);
+    /// * otherwise the file stays the stub's, with a notice.
+    fn give_owner(&mut self, s: &SavedFd, (uid, gid): (u32, u32)) -> Result<(), RestoreError> {
+        let fc = &self.opts.file_creds;
+        if uid == fc.uid[3] && gid == fc.gid[3] {
+            return Ok(());
+        }
+        let what = self
+            .m
+            .spaces
+            .get(s.space as usize)
+            .and_then(|sp| match sp {
+                Space::Unlinked { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let caps = self.opts.caller_caps;
+        if caps & CAP_CHOWN != 0 {
+            let pid = self.pid();
+            let copy = sys::pidfd_getfd(self.pidfd, i32::try_from(s.fd).unwrap_or(-1)).map_err(
+                |errno| RestoreError::Memory {
+                    pid,
+                    what: "taking a copy of a restored file",
+                    addr: 0,
+                    errno,
+                },
+            )?;
+            let owned = |e: nix::errno::Errno| RestoreError::Open {
+                path: format!("{what} (giving it its owner {uid}:{gid})"),
+                errno: e,
+            };
+            nix::unistd::fchown(
+                std::os::fd::AsRawFd::as_raw_fd(&copy),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(owned)?;
+            let setid = s.mode.unwrap_or(0) & 0o6000;
+            if setid != 0 && caps & (CAP_FSETID | CAP_FOWNER) == CAP_FSETID | CAP_FOWNER {
+                let mode = nix::sys::stat::Mode::from_bits_truncate(s.mode.unwrap_or(0) & 0o7777);
+                nix::sys::stat::fchmod(std::os::fd::AsRawFd::as_raw_fd(&copy), mode)
+                    .map_err(owned)?;
+            }
+            return Ok(());
+        }
+        let member = gid == fc.gid[3] || fc.groups.contains(&gid);
+        if uid == fc.uid[3] && member {
+            let r = self.sys_raw(
+                libc::SYS_fchown,
+                [s.fd, u64::from(u32::MAX), u64::from(gid), 0, 0, 0],
+            )?;
+            if r >= 0 {
+                return Ok(());
+            }
+        }
+        self.notices.push(format!(
+            "{what}, unlinked while open, is restored owned by {}:{} (it was {uid}:{gid}; \
+             only a caller who may chown files gives it back)",
+            fc.uid[3], fc.gid[3]
+        ));
         Ok(())
     }
 }
