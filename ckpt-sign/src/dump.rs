@@ -293,6 +293,22 @@ pub(crate) fn run(
                 }
                 _ => None,
             });
+        let dropped = result
+            .files
+            .get(f.description as usize)
+            .and_then(|d| match &d.kind {
+                ckpt_core::state::OpenFileKind::InetSocket { dropped, .. } if *dropped > 0 => {
+                    Some(*dropped)
+                }
+                _ => None,
+            });
+        if let Some(n) = dropped {
+            report.lines.push(format!(
+                "notice: fd {} is a UDP socket with {n} datagrams queued; they are not kept \
+                 (UDP does not promise delivery, and their senders are outside the image)",
+                f.fd
+            ));
+        }
         if let Some(to) = connected {
             let fd = f.fd;
             report.lines.push(format!(
