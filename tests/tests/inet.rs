@@ -450,3 +450,41 @@ fn an_established_connection_is_refused_naming_the_peer() {
         "the server still serves the connection after the refused dump"
     );
 }
+
+/// A listener with a connection the server has not accepted yet: the
+/// dump is refused naming the fd, the listener's address and the waiting
+/// peer (the test's own end), and the workload is left running.
+#[test]
+fn a_listener_with_a_connection_waiting_is_refused_naming_the_peer() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "inet-waiting");
+    let (mut orig, _wdir, ports) = start(&env, &dir);
+    let waiting = TcpStream::connect(("127.0.0.1", ports.v4)).unwrap();
+    let me = waiting.local_addr().unwrap();
+    let image = dir.work.join("w.ckpt");
+    let run = env.sign(
+        &dir,
+        &[
+            "dump",
+            "--pid",
+            &orig.pid.to_string(),
+            "-o",
+            path_str(&image),
+        ],
+    );
+    run.assert_code(
+        exit::DUMP_FAILED,
+        "dump of a listener with a connection waiting",
+    );
+    assert!(
+        run.stderr.contains("fd 10 (socket:[")
+            && run.stderr.contains(&format!(
+                "a TCP socket (local 127.0.0.1:{}, peer none) listening with 1 connections \
+                 waiting to be accepted (from {me})",
+                ports.v4
+            )),
+        "the refusal names the fd, the listener and the waiting peer\n{run}"
+    );
+    assert!(!image.exists(), "a refused dump left an image");
+    orig.assert_untouched("a refused dump");
+}

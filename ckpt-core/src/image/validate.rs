@@ -1516,6 +1516,150 @@ mod tests {
     }
 
     #[test]
+    fn inet_sockets() {
+        use crate::model::{InetAddr, InetOptions};
+        let addr = |ip: &str, port: u16| {
+            Some(InetAddr {
+                ip: ip.into(),
+                port,
+                scope_id: 0,
+            })
+        };
+        let sock = |family: i32,
+                    ty: i32,
+                    local: Option<InetAddr>,
+                    peer: Option<InetAddr>,
+                    backlog: Option<u32>| {
+            OpenFileKind::InetSocket {
+                family,
+                sock_type: ty,
+                local,
+                peer,
+                backlog,
+                options: InetOptions::default(),
+                dropped: 0,
+            }
+        };
+        let (v4, v6, tcp, udp) = (
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::SOCK_STREAM,
+            libc::SOCK_DGRAM,
+        );
+        let with = |k: OpenFileKind, f: &dyn Fn(&mut InetOptions)| match k {
+            OpenFileKind::InetSocket {
+                family,
+                sock_type,
+                local,
+                peer,
+                backlog,
+                mut options,
+                dropped,
+            } => {
+                f(&mut options);
+                OpenFileKind::InetSocket {
+                    family,
+                    sock_type,
+                    local,
+                    peer,
+                    backlog,
+                    options,
+                    dropped,
+                }
+            }
+            k => k,
+        };
+        let field = |k: OpenFileKind| {
+            validate(&with_descriptions(vec![(k, 2, 8)]))
+                .unwrap_err()
+                .field
+        };
+        // Good ones: listeners on v4 and v6 (dual stack on a mapped
+        // address too), a connected UDP socket, an unbound TCP socket.
+        for good in [
+            sock(v4, tcp, addr("127.0.0.1", 8000), None, Some(128)),
+            with(sock(v6, tcp, addr("::1", 8000), None, Some(5)), &|o| {
+                o.v6only = true;
+                o.nodelay = true;
+                o.defer_accept = 5;
+                o.bind_device = Some("lo".into());
+            }),
+            sock(v6, udp, addr("::ffff:10.0.0.1", 53), addr("::1", 9), None),
+            with(sock(v4, udp, addr("0.0.0.0", 5353), None, None), &|o| {
+                o.broadcast = true
+            }),
+            sock(v4, tcp, None, None, None),
+        ] {
+            validate(&with_descriptions(vec![(good, 2, 8)])).unwrap();
+        }
+        for (bad, at) in [
+            (sock(libc::AF_UNIX, tcp, None, None, None), "family"),
+            (sock(v4, libc::SOCK_RAW, None, None, None), "sock_type"),
+            (sock(v4, tcp, addr("::1", 80), None, None), "local"),
+            (sock(v6, tcp, addr("127.0.0.1", 80), None, None), "local"),
+            (sock(v4, tcp, addr("localhost", 80), None, None), "local"),
+            (sock(v4, tcp, addr("127.0.0.1", 0), None, None), "local"),
+            (
+                sock(v4, tcp, addr("127.0.0.1", 80), addr("127.0.0.1", 81), None),
+                "peer",
+            ),
+            (
+                sock(v4, udp, addr("127.0.0.1", 80), None, Some(1)),
+                "backlog",
+            ),
+            (sock(v4, tcp, None, None, Some(1)), "backlog"),
+            (
+                sock(v4, tcp, addr("127.0.0.1", 80), None, Some(u32::MAX)),
+                "backlog",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| o.v6only = true),
+                "options.v6only",
+            ),
+            (
+                with(sock(v4, udp, None, None, None), &|o| o.nodelay = true),
+                "options",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| o.broadcast = true),
+                "options.broadcast",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| o.rcvbuf = u32::MAX),
+                "options.rcvbuf",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| {
+                    o.bind_device = Some("a/b".into())
+                }),
+                "options.bind_device",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| {
+                    o.bind_device = Some("x".repeat(16))
+                }),
+                "options.bind_device",
+            ),
+        ] {
+            assert_eq!(field(bad), format!("files[0].kind.{at}"));
+        }
+        let scoped = OpenFileKind::InetSocket {
+            family: v4,
+            sock_type: tcp,
+            local: Some(InetAddr {
+                ip: "127.0.0.1".into(),
+                port: 1,
+                scope_id: 2,
+            }),
+            peer: None,
+            backlog: None,
+            options: InetOptions::default(),
+            dropped: 0,
+        };
+        assert_eq!(field(scoped), "files[0].kind.local");
+    }
+
+    #[test]
     fn pipes_and_socket_pairs() {
         use crate::model::ByteString;
         let pipe = |size: u32, data: &[u8]| OpenFileKind::Pipe {
