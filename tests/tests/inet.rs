@@ -7,7 +7,10 @@
 //! outside. `python3 -m http.server` is dumped and restored and answers a
 //! GET. Refused: an established connection (named with its peer, the
 //! process left running); a port another process took before the restore
-//! fails the restore naming the address and port, leaving no process.
+//! fails the restore naming the address and port, leaving no process; a
+//! port below 1024 of a root process's image is bound in a granted
+//! restore only with the `capabilities` grant; an image with a bad
+//! address, backlog or type is malformed.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -16,11 +19,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ciborium::Value;
+use ckpt_tests::image::{with_manifest, Layout};
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, processes_mentioning, wait_until, workload_result, Env, Proc, TestDir, Who,
-    WAIT,
+    exit, path_str, processes_mentioning, wait_until, workload_result, write_owned, Env, Proc,
+    TestDir, Who, WAIT,
 };
 
 /// The workload's ports: TCP listeners on 127.0.0.1, [::1] and [::], the
@@ -487,4 +492,112 @@ fn a_listener_with_a_connection_waiting_is_refused_naming_the_peer() {
     );
     assert!(!image.exists(), "a refused dump left an image");
     orig.assert_untouched("a refused dump");
+}
+
+fn entry<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let Value::Map(entries) = v else {
+        return None;
+    };
+    entries
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// `m` with `edit` applied to the first `InetSocket` description (fd 10,
+/// the IPv4 listener).
+fn with_edit(m: &Value, edit: impl Fn(&mut Value)) -> Vec<u8> {
+    let mut m = m.clone();
+    let Some(Value::Array(ds)) = entry(&mut m, "files") else {
+        panic!("no file table")
+    };
+    let inner = ds
+        .iter_mut()
+        .find_map(|d| entry(entry(d, "kind")?, "InetSocket"))
+        .expect("an InetSocket description");
+    edit(inner);
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&m, &mut out).unwrap();
+    out
+}
+
+/// An image whose TCP socket claims an address of the other family, a
+/// port 0, an absurd backlog or an unknown type is malformed: verify,
+/// inspect and restore refuse it naming the field, and nothing runs.
+#[test]
+fn an_image_with_a_bad_address_backlog_or_type_is_malformed() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "inet-malformed");
+    let (mut orig, _wdir, _ports) = start(&env, &dir);
+    let unsigned = dir.work.join("u.ckpt");
+    env.dump_ok(&dir, orig.pid, &unsigned, &["--unsigned"]);
+    orig.wait_gone("dump kills the target");
+    let bytes = fs::read(&unsigned).unwrap();
+    let l = Layout::parse(&bytes).unwrap();
+    let m: Value =
+        ciborium::de::from_reader(&bytes[l.manifest.start as usize..l.manifest.end as usize])
+            .unwrap();
+    let control = dir.work.join("control.ckpt");
+    write_owned(
+        &control,
+        &with_manifest(&bytes, &with_edit(&m, |_| {})).unwrap(),
+        &env.user,
+    );
+    env.verify(&dir, &["verify", path_str(&control)])
+        .assert_code(exit::UNSIGNED, "the unedited image");
+
+    let set = |key: &'static str, v: Value| {
+        move |s: &mut Value| *entry(s, key).unwrap_or_else(|| panic!("no {key}")) = v.clone()
+    };
+    let local = |key: &'static str, v: Value| {
+        move |s: &mut Value| {
+            *entry(entry(s, "local").expect("a local address"), key)
+                .unwrap_or_else(|| panic!("no local.{key}")) = v.clone()
+        }
+    };
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            "family",
+            Box::new(local("ip", Value::Text("::1".into()))),
+            "kind.local",
+        ),
+        (
+            "port",
+            Box::new(local("port", Value::Integer(0.into()))),
+            "kind.local",
+        ),
+        (
+            "backlog",
+            Box::new(set("backlog", Value::Integer(u64::from(u32::MAX).into()))),
+            "kind.backlog",
+        ),
+        (
+            "type",
+            Box::new(set("sock_type", Value::Integer(3.into()))),
+            "kind.sock_type",
+        ),
+    ];
+    for (name, edit, field) in cases {
+        let bad = dir.work.join(format!("{name}.ckpt"));
+        write_owned(
+            &bad,
+            &with_manifest(&bytes, &with_edit(&m, edit)).unwrap(),
+            &env.user,
+        );
+        let pidfile = dir.work.join(format!("{name}.pid"));
+        for args in [
+            vec!["verify", path_str(&bad)],
+            vec!["inspect", path_str(&bad)],
+            vec!["restore", path_str(&bad), "--pidfile", path_str(&pidfile)],
+        ] {
+            let run = env.verify(&dir, &args);
+            run.assert_code(exit::TAMPERED, &format!("{} of {name}", args[0]));
+            assert!(
+                run.stderr.contains("files[") && run.stderr.contains(field),
+                "{} of {name}: the refusal names the field {field}\n{run}",
+                args[0]
+            );
+        }
+        assert!(!pidfile.exists(), "a refused restore wrote its pid file");
+    }
 }
