@@ -504,6 +504,9 @@ fn entry<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
         .map(|(_, v)| v)
 }
 
+/// A change to an `InetSocket` description of a manifest.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 /// `m` with `edit` applied to the first `InetSocket` description (fd 10,
 /// the IPv4 listener).
 fn with_edit(m: &Value, edit: impl Fn(&mut Value)) -> Vec<u8> {
@@ -555,7 +558,7 @@ fn an_image_with_a_bad_address_backlog_or_type_is_malformed() {
                 .unwrap_or_else(|| panic!("no local.{key}")) = v.clone()
         }
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "family",
             Box::new(local("ip", Value::Text("::1".into()))),
