@@ -895,6 +895,16 @@ pub fn add_seals(fd: &impl AsRawFd, seals: u32) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
+/// Whether the file behind `fd` carries file capabilities (a
+/// `security.capability` extended attribute).
+pub fn has_file_caps(fd: &impl AsRawFd) -> bool {
+    let name = c"security.capability";
+    // SAFETY: a NUL-terminated name, no buffer (size 0: only the length is
+    // asked for).
+    let r = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    r >= 0
+}
+
 /// `fstatfs(fd).f_type`: the magic number of the filesystem behind `fd`.
 pub fn fs_magic(fd: &impl AsRawFd) -> Result<libc::__fsword_t, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
