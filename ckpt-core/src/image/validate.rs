@@ -2076,6 +2076,7 @@ mod tests {
         );
 
         let lock = |kind, start, end| FileLock {
+            owner: None,
             kind,
             write: true,
             start,
