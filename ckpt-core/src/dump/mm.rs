@@ -22,6 +22,9 @@ use crate::procfs;
 use crate::ptrace::find_syscall_insn;
 use crate::sys;
 
+/// `start..end` of a mapping.
+type AddrRange = (u64, u64);
+
 impl Frozen {
     /// The raw auxiliary vector.
     pub(super) fn auxv(&self) -> Result<Vec<u64>, DumpError> {
@@ -42,7 +45,7 @@ impl Frozen {
         &self,
         files: &mut MappedFiles,
         saved: &mut super::files::saved::SavedFiles,
-    ) -> Result<(Vec<Vma>, Option<(u64, u64)>), DumpError> {
+    ) -> Result<(Vec<Vma>, Option<AddrRange>), DumpError> {
         let pid = self.pid;
         let maps =
             procfs::maps::parse_maps(&self.read_proc("maps")?).map_err(self.parse_err("maps"))?;
@@ -168,7 +171,7 @@ impl Frozen {
     /// address of a `syscall` instruction in it to inject through.
     pub(super) fn read_vdso(
         &self,
-        vdso: Option<(u64, u64)>,
+        vdso: Option<AddrRange>,
         vmas: &[Vma],
     ) -> Result<(Vec<u8>, u64), DumpError> {
         match vdso {
