@@ -459,10 +459,89 @@ pub fn unix_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// A unix socket connected to nothing: a known type, a name restore can
-/// bind again, a backlog only on a listening type and within
-/// [`MAX_LISTEN_BACKLOG`].
+/// Why restore could not bind a unix socket to the relative `name` from
+/// the directory `dir` again, if it could not: one component of at most
+/// [`MAX_UNIX_NAME`] bytes without NUL, in an absolute directory without
+/// `..`. The dump refuses such a socket with the same words.
+pub fn unix_relative_name_problem(dir: &str, name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_UNIX_NAME {
+        return Some(format!(
+            "{} bytes long, not 1 to {MAX_UNIX_NAME}",
+            name.len()
+        ));
+    }
+    if name.contains(['/', '\0', '\u{fffd}'])
+        || name == "."
+        || name == ".."
+        || name.starts_with('@')
+    {
+        return Some("a relative name of more than one component, or with a NUL".into());
+    }
+    if !dir.starts_with('/')
+        || dir.contains(['\0', '\u{fffd}'])
+        || dir.len() > MAX_IMAGE_STRING_LEN
+        || dir.split('/').any(|c| c == "..")
+    {
+        return Some(format!("bound in {dir:?}, not a plain absolute directory"));
+    }
+    None
+}
+
+/// A unix socket restored on its own: a known type, a name restore can
+/// bind again (relative only with its directory), a backlog only on a
+/// listening type and within [`MAX_LISTEN_BACKLOG`], a connection only to
+/// a bound socket of the image (see [`unix_connections`]), datagrams
+/// queued only on a datagram socket, within the limits.
 fn unix_socket(
+    i: usize,
+    sock_type: i32,
+    name: Option<&str>,
+    backlog: Option<u32>,
+    dir: Option<&str>,
+    queue: &[crate::model::Datagram],
+) -> Result<(), Invalid> {
+    let at = |f: &str| format!("files[{i}].kind.{f}");
+    match (dir, name) {
+        (Some(_), None) => return Err(invalid(at("dir"), "is set on an unbound socket")),
+        (Some(dir), Some(name)) => {
+            if let Some(problem) = unix_relative_name_problem(dir, name) {
+                return Err(invalid(at("name"), problem));
+            }
+        }
+        _ => {
+            if let Some(problem) = name.and_then(unix_name_problem) {
+                return Err(invalid(at("name"), problem));
+            }
+        }
+    }
+    if !queue.is_empty() && (sock_type != libc::SOCK_DGRAM || name.is_none()) {
+        return Err(invalid(
+            at("queue"),
+            "is set on a socket that is not a bound datagram socket",
+        ));
+    }
+    count(at("queue"), queue.len(), MAX_SOCKET_MESSAGES)?;
+    let bytes: usize = queue.iter().map(|q| q.data.0.len()).sum();
+    if bytes > MAX_SOCKET_QUEUE {
+        return Err(invalid(
+            at("queue"),
+            format!("holds {bytes} bytes, at most {MAX_SOCKET_QUEUE}"),
+        ));
+    }
+    for (j, q) in queue.iter().enumerate() {
+        if let Some(from) = &q.from {
+            text(
+                format!("files[{i}].kind.queue[{j}].from"),
+                from,
+                MAX_IMAGE_STRING_LEN,
+            )?;
+        }
+    }
+    unix_socket_type(i, sock_type, name, backlog)
+}
+
+/// A known type, a backlog only on a listening type.
+fn unix_socket_type(
     i: usize,
     sock_type: i32,
     name: Option<&str>,
@@ -475,9 +554,7 @@ fn unix_socket(
             format!("is {sock_type}, not SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET"),
         ));
     }
-    if let Some(problem) = name.and_then(unix_name_problem) {
-        return Err(invalid(at("name"), problem));
-    }
+    let _ = name;
     if let Some(b) = backlog {
         if sock_type == libc::SOCK_DGRAM {
             return Err(invalid(at("backlog"), "is set on a datagram socket"));
@@ -569,10 +646,19 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
                 sock_type,
                 name,
                 backlog,
+                dir,
+                queue,
                 ..
             } => {
                 anonymous(i, &d.path)?;
-                unix_socket(i, *sock_type, name.as_deref(), *backlog)?;
+                unix_socket(
+                    i,
+                    *sock_type,
+                    name.as_deref(),
+                    *backlog,
+                    dir.as_deref(),
+                    queue,
+                )?;
             }
             OpenFileKind::Fifo { .. } => {
                 path(format_args!("files[{i}].path"), &d.path)?;
@@ -873,11 +959,58 @@ fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Each unix socket connected by name to another socket of the image
+/// (`connect_to`) names exactly one bound socket of the image: for a
+/// datagram socket, a datagram socket (itself too); for a stream or
+/// seqpacket socket that is not listening, a listener of the same type.
+fn unix_connections(ds: &[OpenFile]) -> Result<(), Invalid> {
+    for (i, d) in ds.iter().enumerate() {
+        let OpenFileKind::UnixSocket {
+            sock_type,
+            backlog,
+            connect_to: Some(to),
+            ..
+        } = &d.kind
+        else {
+            continue;
+        };
+        let targets: Vec<(i32, bool)> = ds
+            .iter()
+            .filter(|e| e.ino == *to)
+            .filter_map(|e| match &e.kind {
+                OpenFileKind::UnixSocket {
+                    sock_type,
+                    name: Some(_),
+                    backlog,
+                    ..
+                } => Some((*sock_type, backlog.is_some())),
+                _ => None,
+            })
+            .collect();
+        let ok = match targets.as_slice() {
+            [(t, listening)] => {
+                t == sock_type
+                    && backlog.is_none()
+                    && (*sock_type == libc::SOCK_DGRAM || *listening)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(invalid(
+                format!("files[{i}].kind.connect_to"),
+                "does not name one bound socket of the image it could be connected to",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// All bytes queued in pipes, FIFOs and sockets together; each pipe end
 /// held by one description; each socket by one description, its peer one
 /// other socket of the same type in the image, connected back to it.
 fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
     use std::collections::HashMap;
+    unix_connections(ds)?;
     let mut ends = HashMap::new();
     let mut sockets = HashMap::new();
     for (i, d) in ds.iter().enumerate() {
@@ -938,6 +1071,7 @@ fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
         .map(|d| match &d.kind {
             OpenFileKind::Pipe { data, .. } | OpenFileKind::Fifo { data, .. } => data.0.len(),
             OpenFileKind::UnixPair { queue, .. } => queue.iter().map(|q| q.0.len()).sum(),
+            OpenFileKind::UnixSocket { queue, .. } => queue.iter().map(|q| q.data.0.len()).sum(),
             _ => 0,
         })
         .sum();
@@ -1468,6 +1602,10 @@ mod tests {
             backlog,
             sndbuf: 0,
             passcred: false,
+            dir: None,
+            file: None,
+            connect_to: None,
+            queue: Vec::new(),
         };
         check(vec![
             (

@@ -33,6 +33,7 @@ pub use files::{
     ByteString, EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS,
     INOTIFY_MASK_BITS,
 };
+pub use files::{Datagram, SocketFile};
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};

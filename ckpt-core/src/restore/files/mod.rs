@@ -135,6 +135,9 @@ impl Builder<'_> {
                 backlog,
                 sndbuf,
                 passcred,
+                dir,
+                file,
+                ..
             } => self.open_unix_socket(
                 d,
                 &socket::Lone {
@@ -143,6 +146,8 @@ impl Builder<'_> {
                     backlog,
                     sndbuf,
                     passcred,
+                    dir: dir.as_deref(),
+                    file,
                 },
                 top,
             ),
@@ -294,6 +299,9 @@ impl Builder<'_> {
             }
             temp.push(Some(self.open_description(i, d, top)?));
         }
+        // Every socket is bound: the connections between them, then the
+        // datagrams queued on them (see `socket`).
+        self.connect_unix_sockets(&temp)?;
         // Every description exists: the epoll entries.
         let external_at = |n: i32| {
             p.fds

@@ -20,7 +20,7 @@
 //! socket file's mode and owner (it is created with the stub's umask and
 //! credentials).
 
-use crate::model::{OpenFile, OpenFileKind};
+use crate::model::{OpenFile, OpenFileKind, SocketFile};
 use crate::restore::{Builder, RestoreError, StubMode};
 
 /// One such socket as the image saved it.
@@ -30,6 +30,8 @@ pub(super) struct Lone<'m> {
     pub backlog: Option<u32>,
     pub sndbuf: u32,
     pub passcred: bool,
+    pub dir: Option<&'m str>,
+    pub file: Option<SocketFile>,
 }
 
 /// `sockaddr_un` bytes for `name` (a path, or `@` and an abstract name),
@@ -66,7 +68,15 @@ impl Builder<'_> {
             self.set_int_opt(fd, libc::SO_PASSCRED, 1)?;
         }
         if let Some(name) = s.name {
-            self.bind_again(fd, name, &d.path)?;
+            if let Some(dir) = s.dir {
+                // A relative name: bound from its directory (the working
+                // directory is restored after the files).
+                self.change_dir(dir)?;
+            }
+            self.bind_again(fd, name, &d.path, s.file)?;
+            if let Some(file) = s.file {
+                self.set_socket_file(name, &file, &d.path)?;
+            }
         }
         if let Some(backlog) = s.backlog {
             self.sys(
@@ -104,8 +114,14 @@ impl Builder<'_> {
     }
 
     /// Bind `fd` to `name`, replacing a stale socket file (see the module
-    /// documentation).
-    fn bind_again(&mut self, fd: u64, name: &str, what: &str) -> Result<(), RestoreError> {
+    /// documentation). For a relative name the stub is in its directory.
+    fn bind_again(
+        &mut self,
+        fd: u64,
+        name: &str,
+        what: &str,
+        file: Option<SocketFile>,
+    ) -> Result<(), RestoreError> {
         let fail = |reason: String| RestoreError::Bind {
             fd: what.to_string(),
             name: name.to_string(),
@@ -131,16 +147,25 @@ impl Builder<'_> {
                 "a socket listens there (is the original still running?)".into(),
             ));
         }
-        if self.mode == StubMode::Root {
+        if self.mode == StubMode::Root && file.is_none() {
             return Err(fail(
                 "a socket file nobody listens on is in the way; a privileged restore does \
                  not remove it: remove it and restore again"
                     .into(),
             ));
         }
+        // The stale file is looked at and removed in its directory, entered
+        // without following a symlink in a root-built stub.
+        let leaf = match name.rsplit_once('/') {
+            Some((parent, leaf)) => {
+                self.change_dir(if parent.is_empty() { "/" } else { parent })?;
+                leaf
+            }
+            None => name,
+        };
         // A socket inode, not followed through a symlink.
         let st = self.inj.alloc(256, 8, "a stat buffer")?;
-        let path = self.inj.put_cstr(name, "a socket path")?;
+        let path = self.inj.put_cstr(leaf, "a socket path")?;
         let r = self.sys_raw(
             libc::SYS_newfstatat,
             [
@@ -152,17 +177,32 @@ impl Builder<'_> {
                 0,
             ],
         )?;
-        // st_mode is at offset 24 of x86-64's struct stat.
-        let mode = self
-            .inj
-            .read(st + 24, 4, "a stat buffer")
-            .ok()
-            .and_then(|b| b.try_into().ok())
+        // x86-64's struct stat: st_dev at 0, st_ino at 8, st_mode at 24.
+        let b = self.inj.read(st, 32, "a stat buffer").unwrap_or_default();
+        let u64_at = |at: usize| {
+            b.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_ne_bytes)
+        };
+        let mode = b
+            .get(24..28)
+            .and_then(|s| s.try_into().ok())
             .map(u32::from_ne_bytes);
         if r < 0 || mode.map(|m| m & libc::S_IFMT) != Some(libc::S_IFSOCK) {
             return Err(fail("something that is not a socket is in the way".into()));
         }
-        let path = self.inj.put_cstr(name, "a socket path")?;
+        // A root-built stub removes only the socket file the original
+        // process bound (its inode recorded in the signed image).
+        if self.mode == StubMode::Root
+            && file.map(|f| (Some(f.dev), Some(f.ino))) != Some((u64_at(0), u64_at(8)))
+        {
+            return Err(fail(
+                "a socket file nobody listens on, not the one saved at dump, is in the way; \
+                 a privileged restore does not remove it: remove it and restore again"
+                    .into(),
+            ));
+        }
+        let path = self.inj.put_cstr(leaf, "a socket path")?;
         let r = self.sys_raw(
             libc::SYS_unlinkat,
             [libc::AT_FDCWD as u64, path, 0, 0, 0, 0],
@@ -183,4 +223,234 @@ impl Builder<'_> {
         }
         Ok(())
     }
+
+    /// Give the socket file just bound to `name` the mode and owner saved
+    /// at dump. Opened `O_PATH | O_NOFOLLOW` (without any symlink in a
+    /// root-built stub) and changed through that fd, only if it is a
+    /// socket; an owner this stub may not give is left, with a notice.
+    fn set_socket_file(
+        &mut self,
+        name: &str,
+        file: &SocketFile,
+        what: &str,
+    ) -> Result<(), RestoreError> {
+        let fd = self.open_in_stub(name, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let r = self.socket_file_attrs(fd, file, name, what);
+        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        r
+    }
+
+    fn socket_file_attrs(
+        &mut self,
+        fd: u64,
+        file: &SocketFile,
+        name: &str,
+        what: &str,
+    ) -> Result<(), RestoreError> {
+        let fail = |reason: String| RestoreError::Bind {
+            fd: what.to_string(),
+            name: name.to_string(),
+            reason,
+        };
+        let empty = self.inj.put_cstr("", "an empty path")?;
+        let st = self.inj.alloc(256, 8, "a stat buffer")?;
+        let r = self.sys_raw(
+            libc::SYS_newfstatat,
+            [fd, empty, st, libc::AT_EMPTY_PATH as u64, 0, 0],
+        )?;
+        // x86-64's struct stat: st_mode at 24, st_uid at 28, st_gid at 32.
+        let b = self.inj.read(st, 36, "a stat buffer").unwrap_or_default();
+        let u32_at = |at: usize| {
+            b.get(at..at + 4)
+                .and_then(|s| s.try_into().ok())
+                .map(u32::from_ne_bytes)
+        };
+        if r < 0 || u32_at(24).map(|m| m & libc::S_IFMT) != Some(libc::S_IFSOCK) {
+            return Err(fail(
+                "its socket file is not a socket after the bind".into(),
+            ));
+        }
+        if (u32_at(28), u32_at(32)) != (Some(file.uid), Some(file.gid)) {
+            let empty = self.inj.put_cstr("", "an empty path")?;
+            let r = self.sys_raw(
+                libc::SYS_fchownat,
+                [
+                    fd,
+                    empty,
+                    u64::from(file.uid),
+                    u64::from(file.gid),
+                    libc::AT_EMPTY_PATH as u64,
+                    0,
+                ],
+            )?;
+            if r < 0 {
+                self.notices.push(format!(
+                    "{what}: the socket file {name} keeps the restorer's owner, not {}:{} ({})",
+                    file.uid,
+                    file.gid,
+                    crate::inject::errno_of(r)
+                ));
+            }
+        }
+        if u32_at(24).map(|m| m & 0o7777) != Some(file.mode & 0o777) {
+            let empty = self.inj.put_cstr("", "an empty path")?;
+            let r = self.sys_raw(
+                SYS_FCHMODAT2,
+                [
+                    fd,
+                    empty,
+                    u64::from(file.mode & 0o777),
+                    libc::AT_EMPTY_PATH as u64,
+                    0,
+                    0,
+                ],
+            )?;
+            if r < 0 {
+                self.notices.push(format!(
+                    "{what}: the socket file {name} keeps mode {:o}, not {:o} ({})",
+                    u32_at(24).unwrap_or(0) & 0o7777,
+                    file.mode & 0o777,
+                    crate::inject::errno_of(r)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After every description exists: each socket connected to another
+    /// one of the image is connected to it again by name, in table order
+    /// (a stream connection then waits in its listener's queue again);
+    /// then each datagram queued on a socket is sent to it again, by the
+    /// socket of the image bound to its sender's name, or by an unbound
+    /// socket when there is none.
+    pub(super) fn connect_unix_sockets(
+        &mut self,
+        temp: &[Option<u64>],
+    ) -> Result<(), RestoreError> {
+        let files = &self.m.files;
+        let bound = |ino: u64| {
+            files.iter().enumerate().find_map(|(j, e)| match &e.kind {
+                OpenFileKind::UnixSocket {
+                    name: Some(name),
+                    dir,
+                    ..
+                } if e.ino == ino => Some((j, name.as_str(), dir.as_deref())),
+                _ => None,
+            })
+        };
+        for (i, d) in files.iter().enumerate() {
+            let OpenFileKind::UnixSocket {
+                connect_to: Some(to),
+                ..
+            } = &d.kind
+            else {
+                continue;
+            };
+            let (Some((_, name, dir)), Some(Some(fd))) = (bound(*to), temp.get(i)) else {
+                return Err(RestoreError::Invalid(format!(
+                    "{}: the socket it was connected to is not in the image",
+                    d.path
+                )));
+            };
+            if let Some(dir) = dir {
+                self.change_dir(dir)?;
+            }
+            let r = self.at_name(libc::SYS_connect, *fd, name)?;
+            if r < 0 {
+                return Err(RestoreError::Connect {
+                    fd: d.path.clone(),
+                    name: name.to_string(),
+                    reason: crate::inject::errno_of(r).to_string(),
+                });
+            }
+        }
+        let longest = files
+            .iter()
+            .flat_map(|d| match &d.kind {
+                OpenFileKind::UnixSocket { queue, .. } => {
+                    queue.iter().map(|q| q.data.0.len()).max()
+                }
+                _ => None,
+            })
+            .max();
+        let Some(longest) = longest else {
+            return Ok(());
+        };
+        let staging = self.map_staging(longest)?;
+        let mut unbound = None;
+        for (i, d) in files.iter().enumerate() {
+            let OpenFileKind::UnixSocket {
+                queue,
+                name: Some(name),
+                dir,
+                ..
+            } = &d.kind
+            else {
+                continue;
+            };
+            for q in queue {
+                let by_name = q.from.as_deref().and_then(|from| {
+                    files.iter().enumerate().find_map(|(j, e)| match &e.kind {
+                        OpenFileKind::UnixSocket {
+                            name: Some(n),
+                            dir: dj,
+                            sock_type: libc::SOCK_DGRAM,
+                            ..
+                        } if n == from && (dj == dir || from.starts_with(['/', '@'])) => {
+                            temp.get(j).copied().flatten()
+                        }
+                        _ => None,
+                    })
+                });
+                let from = match (by_name, unbound) {
+                    (Some(fd), _) | (None, Some(fd)) => fd,
+                    (None, None) => {
+                        let fd = self.new_socket(libc::SOCK_DGRAM)?;
+                        unbound = Some(fd);
+                        fd
+                    }
+                };
+                if let Some(dir) = dir {
+                    self.change_dir(dir)?;
+                }
+                self.inj
+                    .write(staging.addr(), &q.data.0, "writing a queued datagram")?;
+                let a = sockaddr(name);
+                let at = self.inj.put_bytes(&a, "a socket address")?;
+                let r = self.sys_raw(
+                    libc::SYS_sendto,
+                    [
+                        from,
+                        staging.addr(),
+                        q.data.0.len() as u64,
+                        (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u64,
+                        at,
+                        a.len() as u64,
+                    ],
+                )?;
+                if r != q.data.0.len() as i64 {
+                    return Err(RestoreError::Connect {
+                        fd: files[i].path.clone(),
+                        name: name.clone(),
+                        reason: format!(
+                            "a queued datagram of {} bytes could not be sent to it ({})",
+                            q.data.0.len(),
+                            if r < 0 {
+                                crate::inject::errno_of(r).to_string()
+                            } else {
+                                format!("{r} bytes sent")
+                            }
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(fd) = unbound {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        self.unmap_staging(staging)
+    }
 }
+
+/// `fchmodat2` (Linux 6.6), which takes `AT_EMPTY_PATH`.
+const SYS_FCHMODAT2: libc::c_long = 452;
