@@ -92,14 +92,21 @@ pub fn unix_socket(ino: u64) -> Result<UnixSocket, Errno> {
 }
 
 /// Whether some unix socket of this network namespace is bound to the
-/// path `name` (`/proc/self/net/unix`, whose lines end with the bound
-/// name). Asked before a stale socket file is replaced: connecting to
-/// find out would hand a live server an empty connection.
-pub fn path_bound(name: &str) -> Result<bool, std::io::Error> {
+/// socket file `(ino, dev)` under the name `name` (a path, or a relative
+/// name, as `/proc/self/net/unix` spells it): each socket bound to that
+/// name is asked for its socket file. A socket that cannot be asked
+/// counts as bound.
+pub fn file_bound(name: &str, ino: u64, dev: u64) -> Result<bool, std::io::Error> {
     let text = std::fs::read_to_string("/proc/self/net/unix")?;
     Ok(text.lines().skip(1).any(|l| {
-        let path: Vec<&str> = l.split_whitespace().skip(7).collect();
-        path.join(" ") == name
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.get(7..).map(|p| p.join(" ")).as_deref() != Some(name) {
+            return false;
+        }
+        let Some(sock) = cols.get(6).and_then(|i| i.parse::<u64>().ok()) else {
+            return true;
+        };
+        unix_socket(sock).map_or(true, |s| s.vfs == Some((ino, dev)))
     }))
 }
 

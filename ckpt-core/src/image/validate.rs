@@ -1646,6 +1646,120 @@ mod tests {
         ] {
             assert_eq!(field(vec![(bad, 2, 8)]), format!("files[0].kind.{at}"));
         }
+        // Relative names with their directory; connections by name to a
+        // bound socket of the image; datagrams queued on a bound datagram
+        // socket. Then: a relative name of two components or in a
+        // relative directory, a connection to nothing, to a socket of
+        // another type, to a stream socket that does not listen, a queue
+        // on a stream socket.
+        let with = |k: OpenFileKind,
+                    dir: Option<&str>,
+                    to: Option<u64>,
+                    q: Vec<crate::model::Datagram>| match k {
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                ..
+            } => OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                sndbuf: 0,
+                passcred: false,
+                dir: dir.map(str::to_string),
+                file: None,
+                connect_to: to,
+                queue: q,
+            },
+            k => k,
+        };
+        let dgram = |data: &[u8], from: Option<&str>| crate::model::Datagram {
+            data: ByteString(data.to_vec()),
+            from: from.map(str::to_string),
+        };
+        let srv = with(
+            lone(libc::SOCK_DGRAM, Some("srv"), None),
+            Some("/tmp"),
+            None,
+            vec![dgram(b"one", Some("/tmp/cl")), dgram(b"two", None)],
+        );
+        let listener = lone(libc::SOCK_STREAM, Some("/l"), Some(3));
+        check(vec![
+            (srv.clone(), 2, 8),
+            (
+                with(
+                    lone(libc::SOCK_DGRAM, Some("/tmp/cl"), None),
+                    None,
+                    Some(8),
+                    vec![],
+                ),
+                2,
+                9,
+            ),
+            (
+                with(lone(libc::SOCK_DGRAM, None, None), None, Some(8), vec![]),
+                2,
+                10,
+            ),
+            (listener.clone(), 2, 11),
+            (
+                with(lone(libc::SOCK_STREAM, None, None), None, Some(11), vec![]),
+                2,
+                12,
+            ),
+        ])
+        .unwrap();
+        for (bad, at) in [
+            (
+                with(
+                    lone(libc::SOCK_DGRAM, Some("a/b"), None),
+                    Some("/tmp"),
+                    None,
+                    vec![],
+                ),
+                "files[0].kind.name",
+            ),
+            (
+                with(
+                    lone(libc::SOCK_DGRAM, Some("b"), None),
+                    Some("tmp"),
+                    None,
+                    vec![],
+                ),
+                "files[0].kind.name",
+            ),
+            (
+                with(lone(libc::SOCK_DGRAM, None, None), None, Some(77), vec![]),
+                "files[0].kind.connect_to",
+            ),
+            (
+                with(lone(libc::SOCK_STREAM, None, None), None, Some(8), vec![]),
+                "files[0].kind.connect_to",
+            ),
+            (
+                with(
+                    lone(libc::SOCK_STREAM, Some("/s"), None),
+                    None,
+                    None,
+                    vec![dgram(b"x", None)],
+                ),
+                "files[0].kind.queue",
+            ),
+        ] {
+            assert_eq!(field(vec![(bad, 2, 9), (srv.clone(), 2, 8)]), at);
+        }
+        assert_eq!(
+            field(vec![
+                (
+                    with(lone(libc::SOCK_STREAM, None, None), None, Some(8), vec![]),
+                    2,
+                    9
+                ),
+                (lone(libc::SOCK_STREAM, Some("/s"), None), 2, 8),
+            ]),
+            "files[0].kind.connect_to"
+        );
         // A socket whose peer is missing, of another type, not connected
         // back, or itself; an unknown type; two descriptions of one socket.
         assert_eq!(

@@ -9,10 +9,19 @@
 //!
 //! Trusts: the kernel. A socket connected to a socket outside the process
 //! is left to [`super::external`]. A socket connected to nothing
-//! (unbound, bound to a name, listening) becomes
-//! [`OpenFileKind::UnixSocket`]. Refuses, naming the fd: a socket that
-//! is not a unix socket, a listener with connections waiting, one bound
-//! and connected, one with file descriptors
+//! (unbound, bound to a name, listening), or connected by name to a
+//! socket of the process (a datagram socket connected one way to a bound
+//! one, or to itself; a stream or seqpacket connection waiting in the
+//! accept queue of a listener of the process, which `sock_diag` lists),
+//! becomes [`OpenFileKind::UnixSocket`], with the datagrams queued on it
+//! and their senders' names. A relative name is recorded with the
+//! working directory, where its socket file must be (the inode
+//! `sock_diag` names). The name an accepted socket shares with its
+//! listener, and the name of a bound stream socket that connected, are
+//! not kept (the pair is recreated with `socketpair`). Refuses, naming
+//! the fd: a socket that is not a unix socket, a listener with
+//! connections waiting from outside the process, a waiting connection
+//! that already sent data, one with file descriptors
 //! in flight (`SCM_RIGHTS`, which cannot be peeked without receiving
 //! them), and a queue above [`MAX_SOCKET_QUEUE`] bytes or
 //! [`MAX_SOCKET_MESSAGES`] messages, except on fd 0-2, where anything
@@ -129,8 +138,9 @@ pub(super) fn classify(
         return lone(Some(me));
     }
     // A stream or seqpacket socket whose connection waits in the accept
-    // queue of a listener of the process.
-    if peer != 0 && !held.0.contains(&peer) && s.sock_type != libc::SOCK_DGRAM {
+    // queue of a listener of the process (its peer, the socket the
+    // listener will hand out, has no inode yet: `peer` is 0).
+    if !held.0.contains(&peer) && s.sock_type != libc::SOCK_DGRAM {
         if let Some(listener) = held.listener_of(me) {
             let sock =
                 sys::pidfd_getfd(pidfd, fd).map_err(err(pid, format!("fd {fd} ({link})")))?;

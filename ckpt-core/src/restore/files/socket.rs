@@ -1,24 +1,32 @@
-//! Unix sockets connected to nothing ([`OpenFileKind::UnixSocket`]):
-//! created anew by the stub (`socket`, its credentials), given their saved
-//! `SO_SNDBUF` and `SO_PASSCRED`, bound to their name again, and put back
-//! to listening with their backlog.
+//! Unix sockets not in a pair ([`OpenFileKind::UnixSocket`]): created
+//! anew by the stub (`socket`, its credentials), given their saved
+//! `SO_SNDBUF` and `SO_PASSCRED`, bound to their name again (a relative
+//! name from its saved directory, which the stub enters: the working
+//! directory is restored after the files), their socket file given its
+//! saved mode and owner, and put back to listening with their backlog.
+//! Once every socket exists, each one connected by name to another is
+//! connected to it again (a stream connection then waits in its
+//! listener's queue again, in table order), and the datagrams queued on
+//! each are sent to it again, from the socket bound to the sender's name
+//! when the image has it (else from an unbound one).
 //!
 //! A path name whose socket file is still there (the dump killed the
 //! process that had bound it) fails `bind` with `EADDRINUSE`. In a restore
 //! as the caller, when no socket of this network namespace is bound to
-//! that path any more (`/proc/self/net/unix`, read by the helper; not by
+//! that path any more (`/proc/self/net/unix` and `sock_diag`: no socket bound to that very
+//! file, asked by the helper; not by
 //! connecting, which would hand a live server an empty connection), the
 //! stub, with the caller's credentials, checks that the path is a socket
 //! (`newfstatat` without following a symlink), unlinks it and binds
 //! again: nothing the caller could not do. A path in use (the original left running with
 //! `--leave-running`) fails the restore naming it. A root-built
-//! (privileged) restore never unlinks: the path could be swapped between
-//! the check and the unlink, so a stale socket file fails the restore with
-//! a message naming it, to be removed by whoever may.
+//! (privileged) restore unlinks only the original's own socket file (its
+//! device and inode are in the signed image), looked at and removed in
+//! its directory entered without symlinks; any other stale file fails the
+//! restore with a message naming it, to be removed by whoever may.
 //!
-//! Trusts: the image's validation (type, name, backlog). Not kept: the
-//! socket file's mode and owner (it is created with the stub's umask and
-//! credentials).
+//! Trusts: the image's validation (type, name, backlog, connections).
+//! Not kept: the credentials that came with queued datagrams.
 
 use crate::model::{OpenFile, OpenFileKind, SocketFile};
 use crate::restore::{Builder, RestoreError, StubMode};
@@ -140,13 +148,6 @@ impl Builder<'_> {
                 "the abstract name is in use (is the original still running?)".into(),
             ));
         }
-        // Is anybody there? (Not by connecting: that would hand a live
-        // server an empty connection.)
-        if crate::sockdiag::path_bound(name).unwrap_or(true) {
-            return Err(fail(
-                "a socket listens there (is the original still running?)".into(),
-            ));
-        }
         if self.mode == StubMode::Root && file.is_none() {
             return Err(fail(
                 "a socket file nobody listens on is in the way; a privileged restore does \
@@ -190,6 +191,16 @@ impl Builder<'_> {
             .map(u32::from_ne_bytes);
         if r < 0 || mode.map(|m| m & libc::S_IFMT) != Some(libc::S_IFSOCK) {
             return Err(fail("something that is not a socket is in the way".into()));
+        }
+        // Is anybody bound to that very file? (Not by connecting: that
+        // would hand a live server an empty connection.)
+        let (Some(dev), Some(ino)) = (u64_at(0), u64_at(8)) else {
+            return Err(fail("its socket file could not be looked at".into()));
+        };
+        if crate::sockdiag::file_bound(name, ino, dev).unwrap_or(true) {
+            return Err(fail(
+                "a socket listens there (is the original still running?)".into(),
+            ));
         }
         // A root-built stub removes only the socket file the original
         // process bound (its inode recorded in the signed image).
