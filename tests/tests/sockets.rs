@@ -149,9 +149,11 @@ fn a_privileged_restore_refuses_a_replaced_socket_file_then_recreates_them() {
     env.dump_ok(&dir, orig.pid, &image, &[]);
     orig.wait_gone("dump kills the target");
     let srv = wdir.join("srv.sock");
-    // Another socket file at the same path: not the original's.
-    fs::remove_file(&srv).unwrap();
-    drop(std::os::unix::net::UnixListener::bind(&srv).unwrap());
+    // Another socket file at the same path: not the original's (made
+    // while the original's still exists, so it cannot reuse its inode).
+    let other = wdir.join("other.sock");
+    drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+    fs::rename(&other, &srv).unwrap();
     let replaced = fs::symlink_metadata(&srv).unwrap();
 
     let (run, restored) = env.restore(&dir, &image, None);

@@ -83,7 +83,7 @@ impl Builder<'_> {
             }
             self.bind_again(fd, name, &d.path, s.file)?;
             if let Some(file) = s.file {
-                self.set_socket_file(name, &file, &d.path)?;
+                self.set_socket_file(fd, name, &file, &d.path)?;
             }
         }
         if let Some(backlog) = s.backlog {
@@ -235,24 +235,75 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Give the socket file just bound to `name` the mode and owner saved
-    /// at dump. Opened `O_PATH | O_NOFOLLOW` (without any symlink in a
-    /// root-built stub) and changed through that fd, only if it is a
-    /// socket; an owner this stub may not give is left, with a notice.
+    /// Give the socket file the stub's socket `sock` just bound to `name`
+    /// the mode and owner saved at dump. Opened `O_PATH | O_NOFOLLOW`
+    /// (without any symlink in a root-built stub) and changed through that
+    /// fd, only if it is the very file the socket is bound to (its inode
+    /// from `sock_diag`); an owner or mode this stub may not give is left,
+    /// with a notice.
     fn set_socket_file(
         &mut self,
+        sock: u64,
         name: &str,
         file: &SocketFile,
         what: &str,
     ) -> Result<(), RestoreError> {
         let fd = self.open_in_stub(name, libc::O_PATH | libc::O_NOFOLLOW)?;
-        let r = self.socket_file_attrs(fd, file, name, what);
+        let r = self.socket_file_attrs(sock, fd, file, name, what);
         self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         r
     }
 
+    /// The socket file the stub's socket `fd` is bound to, as `sock_diag`
+    /// names it: (inode, device).
+    fn bound_file(&self, fd: u64) -> Option<(u64, u64)> {
+        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid())).ok()?;
+        let ino = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        crate::sockdiag::unix_socket(ino).ok()?.vfs
+    }
+
+    /// `fstat` of the stub's `fd`: (inode, device, mode, uid, gid).
+    fn stat_fd(&mut self, fd: u64) -> Result<Option<(u64, u64, u32, u32, u32)>, RestoreError> {
+        let empty = self.inj.put_cstr("", "an empty path")?;
+        let st = self.inj.alloc(256, 8, "a stat buffer")?;
+        let r = self.sys_raw(
+            libc::SYS_newfstatat,
+            [fd, empty, st, libc::AT_EMPTY_PATH as u64, 0, 0],
+        )?;
+        if r < 0 {
+            return Ok(None);
+        }
+        // x86-64's struct stat: st_dev at 0, st_ino at 8, st_mode at 24,
+        // st_uid at 28, st_gid at 32.
+        let b = self.inj.read(st, 36, "a stat buffer").unwrap_or_default();
+        let u64_at = |at: usize| {
+            b.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_ne_bytes)
+        };
+        let u32_at = |at: usize| {
+            b.get(at..at + 4)
+                .and_then(|s| s.try_into().ok())
+                .map(u32::from_ne_bytes)
+        };
+        Ok(
+            match (u64_at(8), u64_at(0), u32_at(24), u32_at(28), u32_at(32)) {
+                (Some(ino), Some(dev), Some(mode), Some(uid), Some(gid)) => {
+                    Some((ino, dev, mode, uid, gid))
+                }
+                _ => None,
+            },
+        )
+    }
+
     fn socket_file_attrs(
         &mut self,
+        sock: u64,
         fd: u64,
         file: &SocketFile,
         name: &str,
@@ -263,25 +314,17 @@ impl Builder<'_> {
             name: name.to_string(),
             reason,
         };
-        let empty = self.inj.put_cstr("", "an empty path")?;
-        let st = self.inj.alloc(256, 8, "a stat buffer")?;
-        let r = self.sys_raw(
-            libc::SYS_newfstatat,
-            [fd, empty, st, libc::AT_EMPTY_PATH as u64, 0, 0],
-        )?;
-        // x86-64's struct stat: st_mode at 24, st_uid at 28, st_gid at 32.
-        let b = self.inj.read(st, 36, "a stat buffer").unwrap_or_default();
-        let u32_at = |at: usize| {
-            b.get(at..at + 4)
-                .and_then(|s| s.try_into().ok())
-                .map(u32::from_ne_bytes)
+        let Some((ino, dev, mode, uid, gid)) = self.stat_fd(fd)? else {
+            return Err(fail("its socket file could not be looked at".into()));
         };
-        if r < 0 || u32_at(24).map(|m| m & libc::S_IFMT) != Some(libc::S_IFSOCK) {
+        if self.bound_file(sock) != Some((ino, dev)) {
             return Err(fail(
-                "its socket file is not a socket after the bind".into(),
+                "the file at that path is not the socket file just bound (replaced \
+                 meanwhile?)"
+                    .into(),
             ));
         }
-        if (u32_at(28), u32_at(32)) != (Some(file.uid), Some(file.gid)) {
+        if (uid, gid) != (file.uid, file.gid) {
             let empty = self.inj.put_cstr("", "an empty path")?;
             let r = self.sys_raw(
                 libc::SYS_fchownat,
@@ -303,7 +346,7 @@ impl Builder<'_> {
                 ));
             }
         }
-        if u32_at(24).map(|m| m & 0o7777) != Some(file.mode & 0o777) {
+        if mode & 0o7777 != file.mode & 0o777 {
             let empty = self.inj.put_cstr("", "an empty path")?;
             let r = self.sys_raw(
                 SYS_FCHMODAT2,
@@ -319,13 +362,42 @@ impl Builder<'_> {
             if r < 0 {
                 self.notices.push(format!(
                     "{what}: the socket file {name} keeps mode {:o}, not {:o} ({})",
-                    u32_at(24).unwrap_or(0) & 0o7777,
+                    mode & 0o7777,
                     file.mode & 0o777,
                     crate::inject::errno_of(r)
                 ));
             }
         }
         Ok(())
+    }
+
+    /// The address by which the stub reaches the socket `target` (its fd
+    /// in the stub), bound to `name`. As the caller: the name itself. In a
+    /// root-built stub, a path name is opened `O_PATH | O_NOFOLLOW` without
+    /// any symlink, checked to be the very file `target` is bound to, and
+    /// reached through `/proc/self/fd/N` (that fd is returned, to be
+    /// closed), so a path swapped meanwhile cannot send the stub's
+    /// connection or datagram anywhere else.
+    fn reach(
+        &mut self,
+        target: u64,
+        name: &str,
+        what: &str,
+    ) -> Result<(String, Option<u64>), RestoreError> {
+        if self.mode != StubMode::Root || name.starts_with('@') {
+            return Ok((name.to_string(), None));
+        }
+        let fd = self.open_in_stub(name, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let st = self.stat_fd(fd)?;
+        if st.map(|s| (s.0, s.1)).is_none() || st.map(|s| (s.0, s.1)) != self.bound_file(target) {
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+            return Err(RestoreError::Connect {
+                fd: what.to_string(),
+                name: name.to_string(),
+                reason: "the file at that path is not its socket file (replaced meanwhile?)".into(),
+            });
+        }
+        Ok((format!("/proc/self/fd/{fd}"), Some(fd)))
     }
 
     /// After every description exists: each socket connected to another
@@ -357,7 +429,13 @@ impl Builder<'_> {
             else {
                 continue;
             };
-            let (Some((_, name, dir)), Some(Some(fd))) = (bound(*to), temp.get(i)) else {
+            let (Some((j, name, dir)), Some(Some(fd))) = (bound(*to), temp.get(i)) else {
+                return Err(RestoreError::Invalid(format!(
+                    "{}: the socket it was connected to is not in the image",
+                    d.path
+                )));
+            };
+            let Some(Some(target)) = temp.get(j) else {
                 return Err(RestoreError::Invalid(format!(
                     "{}: the socket it was connected to is not in the image",
                     d.path
@@ -366,7 +444,11 @@ impl Builder<'_> {
             if let Some(dir) = dir {
                 self.change_dir(dir)?;
             }
-            let r = self.at_name(libc::SYS_connect, *fd, name)?;
+            let (addr, held) = self.reach(*target, name, &d.path)?;
+            let r = self.at_name(libc::SYS_connect, *fd, &addr)?;
+            if let Some(h) = held {
+                self.sys("close", libc::SYS_close, [h, 0, 0, 0, 0, 0])?;
+            }
             if r < 0 {
                 return Err(RestoreError::Connect {
                     fd: d.path.clone(),
@@ -424,9 +506,13 @@ impl Builder<'_> {
                 if let Some(dir) = dir {
                     self.change_dir(dir)?;
                 }
+                let Some(Some(receiver)) = temp.get(i) else {
+                    continue;
+                };
+                let (addr, held) = self.reach(*receiver, name, &files[i].path)?;
                 self.inj
                     .write(staging.addr(), &q.data.0, "writing a queued datagram")?;
-                let a = sockaddr(name);
+                let a = sockaddr(&addr);
                 let at = self.inj.put_bytes(&a, "a socket address")?;
                 let r = self.sys_raw(
                     libc::SYS_sendto,
@@ -439,6 +525,9 @@ impl Builder<'_> {
                         a.len() as u64,
                     ],
                 )?;
+                if let Some(h) = held {
+                    self.sys("close", libc::SYS_close, [h, 0, 0, 0, 0, 0])?;
+                }
                 if r != q.data.0.len() as i64 {
                     return Err(RestoreError::Connect {
                         fd: files[i].path.clone(),
