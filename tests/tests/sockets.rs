@@ -434,3 +434,43 @@ fn an_image_with_an_absurd_backlog_name_or_type_is_malformed() {
         assert!(!pidfile.exists(), "a refused restore wrote its pid file");
     }
 }
+
+/// A connection waiting to be accepted whose client already wrote to it:
+/// those bytes sit in a socket nothing can read without accepting it, so
+/// the dump refuses, naming the fd and why, and the process carries on.
+#[test]
+fn a_waiting_connection_that_sent_data_is_refused_at_dump() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "sockets-early");
+    let program = dir.compile(&env, "unix_peers");
+    let wdir = dir.work.join("p");
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir)],
+        &wdir,
+        &[("UNIX_PEERS_EARLY_DATA", "1")],
+        &dir.work.join("unix_peers.log"),
+    );
+    wait_until(WAIT, "unix_peers has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    let image = dir.work.join("p.ckpt");
+    let run = env.sign(
+        &dir,
+        &["dump", "--pid", &orig.pid.to_string(), "-o", path_str(&image)],
+    );
+    run.assert_code(exit::DUMP_FAILED, "dump of a waiting connection with data");
+    assert!(
+        run.stderr.contains("cannot checkpoint fd 80 (socket:[")
+            && run
+                .stderr
+                .contains("whose connection waits to be accepted, with data sent on it"),
+        "the refusal names the fd and why\n{run}"
+    );
+    assert!(!image.exists(), "a refused dump leaves no image");
+    orig.assert_untouched("a refused dump");
+}

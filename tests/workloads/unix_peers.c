@@ -4,7 +4,8 @@
  * itself by using them.
  *
  * Usage: unix_peers DIR   (run with DIR as the working directory; with
- * UNIX_PEERS_CHDIR set, it moves there after binding rel.sock)
+ * UNIX_PEERS_CHDIR set, it moves there after binding rel.sock; with
+ * UNIX_PEERS_EARLY_DATA set, fd 80 writes "early" before it is accepted)
  *
  * Set-up creates:
  *   fd 70  a SOCK_DGRAM server bound to DIR/srv.dg
@@ -224,6 +225,9 @@ int main(int argc, char **argv)
 	sock_at(SOCK_STREAM, 80);
 	if (connect_to(80, lsn) != 0)
 		die("connect 80");
+	/* For the test of a waiting connection that already sent data. */
+	if (getenv("UNIX_PEERS_EARLY_DATA") && write(80, "early", 5) != 5)
+		die("write 80");
 	if (send(71, "one", 4, 0) != 4 || send(72, "two", 4, 0) != 4 || send(71, "three", 6, 0) != 6 ||
 	    send(74, "abs", 4, 0) != 4 || send(75, "me", 3, 0) != 3)
 		die("send");
