@@ -461,7 +461,13 @@ fn a_waiting_connection_that_sent_data_is_refused_at_dump() {
     let image = dir.work.join("p.ckpt");
     let run = env.sign(
         &dir,
-        &["dump", "--pid", &orig.pid.to_string(), "-o", path_str(&image)],
+        &[
+            "dump",
+            "--pid",
+            &orig.pid.to_string(),
+            "-o",
+            path_str(&image),
+        ],
     );
     run.assert_code(exit::DUMP_FAILED, "dump of a waiting connection with data");
     assert!(

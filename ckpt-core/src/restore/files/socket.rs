@@ -268,7 +268,7 @@ impl Builder<'_> {
     }
 
     /// `fstat` of the stub's `fd`: (inode, device, mode, uid, gid).
-    fn stat_fd(&mut self, fd: u64) -> Result<Option<(u64, u64, u32, u32, u32)>, RestoreError> {
+    fn stat_fd(&mut self, fd: u64) -> Result<Option<FileStat>, RestoreError> {
         let empty = self.inj.put_cstr("", "an empty path")?;
         let st = self.inj.alloc(256, 8, "a stat buffer")?;
         let r = self.sys_raw(
@@ -551,6 +551,9 @@ impl Builder<'_> {
         self.unmap_staging(staging)
     }
 }
+
+/// What `fstat` says of a file: (inode, device, mode, uid, gid).
+type FileStat = (u64, u64, u32, u32, u32);
 
 /// `fchmodat2` (Linux 6.6), which takes `AT_EMPTY_PATH`.
 const SYS_FCHMODAT2: libc::c_long = 452;
