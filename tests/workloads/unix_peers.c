@@ -20,6 +20,7 @@
  *          socket file given mode 0640
  *   fd 78  a SOCK_STREAM client connected to 77 and accepted as fd 79
  *   fd 80  a SOCK_STREAM client connected to 77, not accepted yet
+ *   fd 69  a SOCK_STREAM client connected to 77 after 80, not accepted yet
  * and queues: on 70 "one" from 71, "two" from 72, "three" from 71; on 73
  * "abs" from 74; on 75 "me" from itself. Writes "ready\n" to DIR/ready and
  * waits until DIR/go exists. Then checks: 70 receives one, two, three in
@@ -27,7 +28,8 @@
  * every client's peer name is its server's (getpeername) and a send
  * without an address reaches it; getsockname of 76 is "rel.sock" and a
  * new socket connects to the relative name "rel.sock" and 76 accepts it;
- * 77 accepts a connection whose bytes come from 80; 78 and 79 still talk;
+ * 77 accepts a connection whose bytes come from 80, then one from 69 (the
+ * order they connected in, not their fd order), then none; 78 and 79 still talk;
  * DIR/lsn.sock has mode 0640. Writes "OK\n" or "FAIL: <what>; ...\n" to
  * DIR/result and exits 0.
  */
@@ -225,6 +227,9 @@ int main(int argc, char **argv)
 	sock_at(SOCK_STREAM, 80);
 	if (connect_to(80, lsn) != 0)
 		die("connect 80");
+	sock_at(SOCK_STREAM, 69);
+	if (connect_to(69, lsn) != 0)
+		die("connect 69");
 	/* For the test of a waiting connection that already sent data. */
 	if (getenv("UNIX_PEERS_EARLY_DATA") && write(80, "early", 5) != 5)
 		die("write 80");
@@ -291,8 +296,15 @@ int main(int argc, char **argv)
 			expect_stream(s, 80, "pending back");
 			fcntl(77, F_SETFL, O_NONBLOCK);
 			int t = accept4(77, NULL, NULL, SOCK_NONBLOCK);
+			if (t < 0) {
+				fail("fd 77: no second connection waiting (%s)", strerror(errno));
+			} else {
+				expect_stream(69, t, "second pending");
+				expect_stream(t, 69, "second pending back");
+			}
+			t = accept4(77, NULL, NULL, SOCK_NONBLOCK);
 			if (t >= 0 || errno != EAGAIN)
-				fail("fd 77: a second connection was waiting");
+				fail("fd 77: a third connection was waiting");
 		}
 		expect_stream(78, 79, "accepted");
 		expect_stream(79, 78, "accepted back");

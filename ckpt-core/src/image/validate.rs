@@ -968,10 +968,31 @@ fn unix_connections(ds: &[OpenFile]) -> Result<(), Invalid> {
         let OpenFileKind::UnixSocket {
             sock_type,
             backlog,
-            connect_to: Some(to),
+            connect_to,
+            waiting,
             ..
         } = &d.kind
         else {
+            continue;
+        };
+        count(
+            format!("files[{i}].kind.waiting"),
+            waiting.len(),
+            MAX_LISTEN_BACKLOG as usize + 1,
+        )?;
+        let waits_here = |w: &u64| {
+            ds.iter().any(|e| {
+                e.ino == *w
+                    && matches!(&e.kind, OpenFileKind::UnixSocket { connect_to: Some(t), .. } if *t == d.ino)
+            })
+        };
+        if !waiting.is_empty() && (backlog.is_none() || !waiting.iter().all(waits_here)) {
+            return Err(invalid(
+                format!("files[{i}].kind.waiting"),
+                "names a socket that is not a connection of the image to this listener",
+            ));
+        }
+        let Some(to) = connect_to else {
             continue;
         };
         let targets: Vec<(i32, bool)> = ds
@@ -1606,6 +1627,7 @@ mod tests {
             file: None,
             connect_to: None,
             queue: Vec::new(),
+            waiting: Vec::new(),
         };
         check(vec![
             (
@@ -1671,6 +1693,7 @@ mod tests {
                 file: None,
                 connect_to: to,
                 queue: q,
+                waiting: Vec::new(),
             },
             k => k,
         };
@@ -1760,6 +1783,44 @@ mod tests {
             ]),
             "files[0].kind.connect_to"
         );
+        // A listener's waiting connections: clients of the image connected
+        // to it; not a socket connected elsewhere or missing.
+        let waiting = |k: OpenFileKind, w: Vec<u64>| match k {
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                ..
+            } => OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                sndbuf: 0,
+                passcred: false,
+                dir: None,
+                file: None,
+                connect_to: None,
+                queue: Vec::new(),
+                waiting: w,
+            },
+            k => k,
+        };
+        let client = with(lone(libc::SOCK_STREAM, None, None), None, Some(11), vec![]);
+        check(vec![
+            (waiting(listener.clone(), vec![12]), 2, 11),
+            (client.clone(), 2, 12),
+        ])
+        .unwrap();
+        for w in [vec![13], vec![12, 99]] {
+            assert_eq!(
+                field(vec![
+                    (waiting(listener.clone(), w), 2, 11),
+                    (client.clone(), 2, 12),
+                    (lone(libc::SOCK_STREAM, None, None), 2, 13),
+                ]),
+                "files[0].kind.waiting"
+            );
+        }
         // A socket whose peer is missing, of another type, not connected
         // back, or itself; an unknown type; two descriptions of one socket.
         assert_eq!(

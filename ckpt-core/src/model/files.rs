@@ -153,6 +153,12 @@ pub enum OpenFileKind {
         /// The datagrams queued on a datagram socket, in order.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         queue: Vec<Datagram>,
+        /// A listener's connections waiting to be accepted, in accept
+        /// order: the `ino` of each client (a socket of the image whose
+        /// `connect_to` is this listener). Restore connects them in this
+        /// order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        waiting: Vec<u64>,
     },
 }
 

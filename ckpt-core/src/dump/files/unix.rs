@@ -322,6 +322,11 @@ fn unconnected(
     }
     let listening = s.state == sockdiag::STATE_LISTEN;
     let (queued, backlog) = s.rqlen.unwrap_or((0, 0));
+    let waiting = if listening {
+        s.icons.clone()
+    } else {
+        Vec::new()
+    };
     if listening && queued > 0 {
         if let Some(out) = s.icons.iter().find(|i| !held.0.contains(i)) {
             return refuse(format!(
@@ -369,6 +374,7 @@ fn unconnected(
         file,
         connect_to,
         queue,
+        waiting,
     }))
 }
 

@@ -6,9 +6,9 @@
 //! saved mode and owner, and put back to listening with their backlog.
 //! Once every socket exists, each one connected by name to another is
 //! connected to it again (a stream connection then waits in its
-//! listener's queue again, in table order), and the datagrams queued on
-//! each are sent to it again, from the socket bound to the sender's name
-//! when the image has it (else from an unbound one).
+//! listener's queue again, in the listener's saved accept order), and the
+//! datagrams queued on each are sent to it again, from the socket bound to
+//! the sender's name when the image has it (else from an unbound one).
 //!
 //! A path name whose socket file is still there (the dump killed the
 //! process that had bound it) fails `bind` with `EADDRINUSE`. In a restore
@@ -401,8 +401,9 @@ impl Builder<'_> {
     }
 
     /// After every description exists: each socket connected to another
-    /// one of the image is connected to it again by name, in table order
-    /// (a stream connection then waits in its listener's queue again);
+    /// one of the image is connected to it again by name (a stream
+    /// connection then waits in its listener's queue again, in the
+    /// listener's saved accept order);
     /// then each datagram queued on a socket is sent to it again, by the
     /// socket of the image bound to its sender's name, or by an unbound
     /// socket when there is none.
@@ -421,14 +422,33 @@ impl Builder<'_> {
                 _ => None,
             })
         };
-        for (i, d) in files.iter().enumerate() {
-            let OpenFileKind::UnixSocket {
-                connect_to: Some(to),
-                ..
-            } = &d.kind
-            else {
-                continue;
-            };
+        // The connections waiting on one listener, in its accept order.
+        let rank = |d: &crate::model::OpenFile, to: u64| {
+            files
+                .iter()
+                .find_map(|e| match &e.kind {
+                    OpenFileKind::UnixSocket { waiting, .. } if e.ino == to => {
+                        waiting.iter().position(|&w| w == d.ino)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
+        let mut order: Vec<(usize, u64)> = files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match &d.kind {
+                OpenFileKind::UnixSocket {
+                    connect_to: Some(to),
+                    ..
+                } => Some((i, *to)),
+                _ => None,
+            })
+            .collect();
+        order.sort_by_key(|&(i, to)| rank(&files[i], to));
+        for (i, to) in order {
+            let d = &files[i];
+            let to = &to;
             let (Some((j, name, dir)), Some(Some(fd))) = (bound(*to), temp.get(i)) else {
                 return Err(RestoreError::Invalid(format!(
                     "{}: the socket it was connected to is not in the image",
