@@ -754,6 +754,51 @@ pub fn recv_peek(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
     usize::try_from(r).map_err(|_| Errno::EINVAL)
 }
 
+/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC)` on a unix datagram
+/// socket: the datagram's length (may exceed `buf`) and the bytes of the
+/// sender's `sun_path` (empty: the sender was not bound; a leading NUL:
+/// an abstract name).
+pub fn recv_peek_from(fd: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Vec<u8>), Errno> {
+    // SAFETY: an all-zero sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid value; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `msg` points at `addr`, `iov` and `buf`, all live and
+    // writable for the call, with their sizes.
+    let r = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    let r = Errno::result(r)?;
+    let n = usize::try_from(r).map_err(|_| Errno::EINVAL)?;
+    let path_len = (msg.msg_namelen as usize)
+        .saturating_sub(2)
+        .min(addr.sun_path.len());
+    let name = addr.sun_path[..path_len].iter().map(|&c| c as u8).collect();
+    Ok((n, name))
+}
+
+/// `ioctl(fd, SIOCOUTQ)`: the bytes a unix socket sent that its peer has
+/// not read yet.
+pub fn bytes_unsent(fd: &OwnedFd) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `n` is this function's int, which SIOCOUTQ (TIOCOUTQ) fills in.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    Errno::result(r)?;
+    usize::try_from(n).map_err(|_| Errno::EINVAL)
+}
+
 /// `ioctl(fd, FIONREAD)`: the bytes a pipe or stream socket holds.
 pub fn bytes_queued(fd: &OwnedFd) -> Result<usize, Errno> {
     let mut n: libc::c_int = 0;

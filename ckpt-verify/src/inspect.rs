@@ -173,9 +173,12 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             sock_type,
             name,
             backlog,
+            dir,
+            connect_to,
+            queue,
             ..
         } => format!(
-            ", {}, {}{}",
+            ", {}, {}{}{}{}{}",
             match *sock_type {
                 1 => "stream",
                 2 => "datagram",
@@ -185,7 +188,22 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 .map_or_else(|| "unbound".to_string(), |n| format!("bound to {n}")),
             backlog
                 .map(|b| format!(", listening (backlog {b})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            dir.as_deref()
+                .map(|d| format!(", relative to {d}"))
+                .unwrap_or_default(),
+            connect_to
+                .map(|c| format!(", connected to socket:[{c}]"))
+                .unwrap_or_default(),
+            if queue.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} datagrams ({} bytes) queued",
+                    queue.len(),
+                    queue.iter().map(|q| q.data.0.len()).sum::<usize>()
+                )
+            }
         ),
         OpenFileKind::InetSocket {
             family,

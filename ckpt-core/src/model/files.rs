@@ -135,6 +135,30 @@ pub enum OpenFileKind {
         backlog: Option<u32>,
         sndbuf: u32,
         passcred: bool,
+        /// For a relative `name` (one component, no `/`): the absolute
+        /// directory it was bound in, where the dump found its socket
+        /// file. Restore binds the same relative name from there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
+        /// The socket file of a path name as the dump found it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<SocketFile>,
+        /// The socket (by `ino`, a [`OpenFileKind::UnixSocket`] of the
+        /// image) it is connected to: a bound datagram socket (connected
+        /// one way, or itself), or the listener in whose queue the
+        /// connection of this stream or seqpacket socket waits to be
+        /// accepted. Connected again at restore once every socket is bound.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connect_to: Option<u64>,
+        /// The datagrams queued on a datagram socket, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        queue: Vec<Datagram>,
+        /// A listener's connections waiting to be accepted, in accept
+        /// order: the `ino` of each client (a socket of the image whose
+        /// `connect_to` is this listener). Restore connects them in this
+        /// order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        waiting: Vec<u64>,
     },
     /// A TCP or UDP socket (IPv4 or IPv6) that needs nothing outside the
     /// image: TCP unbound, bound or listening with `backlog` (no connection
@@ -228,6 +252,27 @@ impl InetOptions {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// The socket file a unix socket was bound to, at dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketFile {
+    pub ino: u64,
+    pub dev: u64,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One datagram queued on a unix datagram socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    pub data: ByteString,
+    /// The sender's bound name (as `UnixSocket::name` spells it), if it
+    /// was bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// One entry of an epoll interest list: the kernel keys it by the file

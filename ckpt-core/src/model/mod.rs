@@ -33,6 +33,7 @@ pub use files::{
     ByteString, EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS,
     INOTIFY_MASK_BITS,
 };
+pub use files::{Datagram, SocketFile};
 pub use files::{
     FdState, FileIdentity, InetAddr, InetOptions, OpenFile, OpenFileKind, TIMERFD_CLOCKS,
 };

@@ -138,6 +138,9 @@ impl Builder<'_> {
                 backlog,
                 sndbuf,
                 passcred,
+                dir,
+                file,
+                ..
             } => self.open_unix_socket(
                 d,
                 &socket::Lone {
@@ -146,6 +149,8 @@ impl Builder<'_> {
                     backlog,
                     sndbuf,
                     passcred,
+                    dir: dir.as_deref(),
+                    file,
                 },
                 top,
             ),
@@ -329,6 +334,9 @@ impl Builder<'_> {
             self.share_if_needed(Key::Description(j), fd)?;
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
+        // Every socket is bound: the connections between them, then the
+        // datagrams queued on them (see `socket`).
+        self.connect_unix_sockets(&temp)?;
         // Every description exists: the epoll entries.
         let external_at = |n: i32| {
             p.fds
