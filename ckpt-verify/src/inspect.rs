@@ -56,6 +56,8 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Memfd { .. } => "memfd",
         OpenFileKind::Unlinked { .. } => "unlinked-file",
         OpenFileKind::UnixSocket { .. } => "unix-socket",
+        OpenFileKind::PtyMaster { .. } => "pty-master",
+        OpenFileKind::PtySlave { .. } => "pty-slave",
     }
 }
 
@@ -186,6 +188,40 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 .map(|b| format!(", listening (backlog {b})"))
                 .unwrap_or_default()
         ),
+        OpenFileKind::PtyMaster { index, tty } => {
+            let w = tty.winsize;
+            let mut out = format!(
+                ", /dev/pts/{index} ({}x{}), termios iflag {:#o} oflag {:#o} cflag {:#o} lflag \
+                 {:#o}",
+                w.rows,
+                w.cols,
+                tty.termios.iflag,
+                tty.termios.oflag,
+                tty.termios.cflag,
+                tty.termios.lflag
+            );
+            for (on, what) in [
+                (tty.packet, "packet mode"),
+                (tty.locked, "locked"),
+                (tty.master_exclusive, "master exclusive"),
+                (tty.slave_exclusive, "slave exclusive"),
+            ] {
+                if on {
+                    out.push_str(&format!(", {what}"));
+                }
+            }
+            if let Some(sid) = tty.session {
+                out.push_str(&format!(", controlling terminal of session {sid}"));
+            }
+            if let Some(pgrp) = tty.foreground {
+                out.push_str(&format!(", foreground group {pgrp}"));
+            }
+            if tty.lost.total() != 0 {
+                out.push_str(&format!(", {} queued bytes not saved", tty.lost.total()));
+            }
+            out
+        }
+        OpenFileKind::PtySlave { index } => format!(", slave of /dev/pts/{index}"),
         _ => String::new(),
     }
 }

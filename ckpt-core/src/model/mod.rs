@@ -34,6 +34,7 @@ pub use files::{
     INOTIFY_MASK_BITS,
 };
 pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
+pub use files::{PtyQueues, PtyTerminal, Termios, WinSize, TERMIOS_NCCS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState};

@@ -9,7 +9,8 @@
 //! eventfd, signalfd, timerfd, epoll and inotify), deleted files, locks
 //! other than flock, POSIX and OFD ones; network sockets, devices and the
 //! kernel objects nobody restores are named by [`refused`]. Pipes, FIFOs
-//! and unix socket pairs are [`pipe`]'s and [`unix`]'s. A memfd or a file
+//! and unix socket pairs are [`pipe`]'s and [`unix`]'s; pseudo-terminal
+//! pairs (a master and its slaves) [`tty`]'s. A memfd or a file
 //! unlinked while open is [`saved`] with its content.
 //!
 //! An epoll's entries name other descriptions, so they are resolved
@@ -31,6 +32,7 @@ mod regular;
 pub(super) mod saved;
 mod signalfd;
 mod timerfd;
+mod tty;
 mod unix;
 
 use std::collections::HashMap;
@@ -122,6 +124,12 @@ impl Frozen {
             }
         }
         let (ends, held) = survey(pid, &numbers);
+        let mut ptys = tty::Ptys::default();
+        for &fd in &numbers {
+            if let Ok(meta) = std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))) {
+                ptys.note(&self.pidfd, fd, &meta);
+            }
+        }
         let mut fds = Vec::new();
         // Epoll descriptions and their raw entries, resolved at the end.
         let mut epolls = Vec::new();
@@ -165,6 +173,11 @@ impl Frozen {
                     Some(kind) => Some(kind),
                     None => unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &held)?,
                 };
+            // A pseudo-terminal master, or a slave whose master is held.
+            let inside = match inside {
+                Some(kind) => Some(kind),
+                None => ptys.classify(pid, &self.pidfd, fd, &link, &meta)?,
+            };
             let kind = match inside {
                 Some(kind) => Some(kind),
                 None => external::classify(pid, fd, &link, &meta, &mut outside)?,
@@ -240,6 +253,7 @@ impl Frozen {
             }
         }
         pipe::check(pid, &mut descriptions)?;
+        ptys.finish(&mut descriptions);
         Ok((fds, descriptions))
     }
 }
