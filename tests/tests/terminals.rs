@@ -178,7 +178,10 @@ fn a_privileged_restore_also_recreates_the_pty_pair() {
         &dir.work.join("pty.log"),
         "pty",
     );
-    assert_eq!(result, "OK\n", "pty after a privileged restore reported: {result}");
+    assert_eq!(
+        result, "OK\n",
+        "pty after a privileged restore reported: {result}"
+    );
     drop(guard);
 }
 
