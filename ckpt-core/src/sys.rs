@@ -872,6 +872,8 @@ pub mod tty_ioctl {
     pub const TIOCGPGRP: u64 = 0x540f;
     pub const TIOCSPGRP: u64 = 0x5410;
     pub const TIOCSCTTY: u64 = 0x540e;
+    /// `TIOCGDEV`: the device number of the terminal behind a `/dev/tty`.
+    pub const TIOCGDEV: u64 = 0x8004_5432;
     /// `TIOCINQ` (`FIONREAD`) and `TIOCOUTQ`: bytes queued.
     pub const TIOCINQ: u64 = 0x541b;
     pub const TIOCOUTQ: u64 = 0x5411;

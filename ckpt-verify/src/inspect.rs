@@ -221,7 +221,14 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             }
             out
         }
-        OpenFileKind::PtySlave { index } => format!(", slave of /dev/pts/{index}"),
+        OpenFileKind::PtySlave { index, dev_tty } => format!(
+            ", slave of /dev/pts/{index}{}",
+            if *dev_tty {
+                " (opened as /dev/tty, its controlling terminal)"
+            } else {
+                ""
+            }
+        ),
         _ => String::new(),
     }
 }

@@ -10,6 +10,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -91,8 +92,16 @@ fn a_pty_pair_is_restored_with_its_settings_as_the_controlling_terminal() {
     assert_eq!(kind_of(10).as_deref(), Some("pty-master"), "{json}");
     assert_eq!(kind_of(11).as_deref(), Some("pty-slave"), "{json}");
     assert_eq!(kind_of(12).as_deref(), Some("pty-slave"), "{json}");
+    // fd 13 was opened as /dev/tty: a description of the slave too.
+    assert_eq!(kind_of(13).as_deref(), Some("pty-slave"), "{json}");
     let text = env.verify(&dir, &["inspect", path_str(&image)]);
     text.assert_code(exit::OK, "inspect");
+    assert!(
+        text.stdout.lines().any(
+            |l| l.trim_start().starts_with("13: pty-slave") && l.contains("opened as /dev/tty")
+        ),
+        "inspect shows fd 13 as the slave opened as /dev/tty\n{text}"
+    );
     let index = before.trim_start_matches("/dev/pts/");
     let master_line = text
         .stdout
@@ -221,6 +230,86 @@ fn bytes_queued_in_the_terminal_are_named_as_lost_at_dump_and_restore() {
         notice.contains("6 bytes queued in it at dump were not saved (0 unread by the master, 6 unread by the slave"),
         "the restore says the 6 bytes are lost: {notice}"
     );
+}
+
+/// The `pty` workload started with its stdout and stderr on the *test's*
+/// terminal (a pty whose master the test holds): that terminal stays
+/// external (connected at restore to the restore caller's fds), while the
+/// workload's own pair is inside the image.
+#[test]
+fn the_callers_terminal_stays_external_next_to_a_pair_inside() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "tty-mixed");
+    let program = dir.compile(&env, "pty");
+    let wdir = dir.work.join("pty");
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let outer = nix::pty::openpty(None, None).expect("openpty");
+    // Only the terminal side is handed on (as fds 1 and 2): openpty's fds
+    // are inherited otherwise, and a process holding the master of its
+    // own terminal has that pair inside the image.
+    for fd in [&outer.master, &outer.slave] {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let outer_name = fs::read_link(format!("/proc/self/fd/{}", outer.slave.as_raw_fd()))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut cmd = env.command(Who::User(&env.user), Path::new("/usr/bin/setsid"));
+    cmd.arg(&program)
+        .arg(&wdir)
+        .current_dir(&wdir)
+        .stdin(std::process::Stdio::null())
+        .stdout(outer.slave.try_clone().unwrap())
+        .stderr(outer.slave);
+    let mut child = cmd.spawn().expect("start pty on the test's terminal");
+    drop(cmd);
+    let mut orig = Proc::adopt(child.id() as i32, "pty on the test's terminal").unwrap();
+    wait_until(WAIT, "pty has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    let image = dir.work.join("pty.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let _ = child.wait();
+
+    let run = env.verify(&dir, &["inspect", path_str(&image), "--json"]);
+    run.assert_code(exit::OK, "inspect --json");
+    let json: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let fds = json["fds"].as_array().unwrap();
+    let kind_of = |n: i64| {
+        fds.iter()
+            .find(|f| f["fd"].as_i64() == Some(n))
+            .map(|f| f["kind"].as_str().unwrap_or("").to_string())
+    };
+    for (fd, want) in [
+        (1, "external"),
+        (2, "external"),
+        (10, "pty-master"),
+        (11, "pty-slave"),
+    ] {
+        assert_eq!(kind_of(fd).as_deref(), Some(want), "fd {fd}: {json}");
+    }
+    let (run, mut restored) = env.restore_ok(&dir, &image, None);
+    assert!(
+        lines(&run).iter().any(|l| l.contains(&format!(
+            "fd 1 was connected to {outer_name} at dump; it is now connected to your fd 1"
+        ))),
+        "the test's terminal {outer_name} is the restore caller's fd 1 now\n{run}"
+    );
+    fs::write(wdir.join("go"), b"go\n").unwrap();
+    let result = workload_result(
+        &mut restored,
+        &wdir.join("result"),
+        &dir.work.join("pty.log"),
+        "pty",
+    );
+    assert_eq!(result, "OK\n", "pty after restore reported: {result}");
+    drop(outer.master);
 }
 
 /// The `unsupported` workload's `ptmx` (a master alone on fd 3, never

@@ -10,7 +10,8 @@
  * blocking) and again as fd 12 (read-write, O_NONBLOCK); puts the terminal
  * in raw mode with VMIN 1 and VTIME 0 and a window of 37 rows by 101
  * columns (5 by 7 pixels); makes the slave its controlling terminal
- * (TIOCSCTTY) with its own group in the foreground; turns packet mode on on
+ * (TIOCSCTTY) with its own group in the foreground, and opens /dev/tty
+ * as fd 13; turns packet mode on on
  * the master and exclusive mode on on the slave. With "lost", it also
  * writes "unread" (6 bytes) to the master, which stay queued for the
  * slave. Writes "/dev/pts/N\n" (the slave's name) to DIR/before, "ready\n"
@@ -28,7 +29,8 @@
  * terminal; with "lost", nothing is queued for the slave any more
  * (the 6 bytes were not saved); "ping" written to the master is read on
  * the slave, and "pong" written to the slave is read on the master after
- * packet mode's data byte. Writes the slave's name now to DIR/after, then
+ * packet mode's data byte; so is "tty!" written to fd 13, which is /dev/tty
+ * (5:0) and answers for the pty. Writes the slave's name now to DIR/after, then
  * "OK\n" or "FAIL: <what>; ...\n" to DIR/result and exits 0.
  */
 #define _GNU_SOURCE
@@ -149,6 +151,10 @@ int main(int argc, char **argv)
 		die("TIOCSCTTY");
 	if (tcsetpgrp(11, getpgrp()) != 0)
 		die("tcsetpgrp");
+	int t13 = open("/dev/tty", O_RDWR);
+	if (t13 < 0 || dup2(t13, 13) != 13)
+		die("/dev/tty");
+	close(t13);
 	int one = 1;
 	if (ioctl(10, TIOCPKT, &one) != 0)
 		die("TIOCPKT");
@@ -180,6 +186,14 @@ int main(int argc, char **argv)
 			     minor(s11.st_rdev), index);
 		if (s12.st_rdev != s11.st_rdev)
 			fail("fd 12 is not the same terminal as fd 11");
+	}
+	struct stat s13;
+	if (fstat(13, &s13) != 0 || !S_ISCHR(s13.st_mode) || s13.st_rdev != makedev(5, 0))
+		fail("fd 13 is not /dev/tty");
+	else {
+		struct winsize w13;
+		if (ioctl(13, TIOCGWINSZ, &w13) != 0 || w13.ws_col != 101)
+			fail("fd 13 (/dev/tty) is not the pty");
 	}
 	if (!(fcntl(12, F_GETFL) & O_NONBLOCK))
 		fail("fd 12 lost O_NONBLOCK");
@@ -263,6 +277,11 @@ int main(int argc, char **argv)
 		fail("write to the master: %s", strerror(errno));
 	else if (read_within(11, in, 4) != 4 || memcmp(in, "ping", 4) != 0)
 		fail("the slave read %.4s, not ping", in);
+	memset(in, 0, sizeof in);
+	if (write(13, "tty!", 4) != 4)
+		fail("write to /dev/tty (fd 13): %s", strerror(errno));
+	else if (read_within(10, in, 5) != 5 || in[0] != 0 || memcmp(in + 1, "tty!", 4) != 0)
+		fail("the master read %#x %.4s from fd 13, not 0 tty!", in[0], in + 1);
 	memset(in, 0, sizeof in);
 	if (write(11, "pong", 4) != 4)
 		fail("write to the slave: %s", strerror(errno));

@@ -887,7 +887,7 @@ const MAX_PTY_INDEX: u32 = 1 << 20;
 fn pty(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
     let at = |what: &str| format!("files[{i}].kind.{what}");
     let index = match &ds[i].kind {
-        OpenFileKind::PtyMaster { index, .. } | OpenFileKind::PtySlave { index } => *index,
+        OpenFileKind::PtyMaster { index, .. } | OpenFileKind::PtySlave { index, .. } => *index,
         _ => return Ok(()),
     };
     if index >= MAX_PTY_INDEX {
@@ -905,6 +905,17 @@ fn pty(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
             at("index"),
             format!("names a pseudo-terminal with {masters} master descriptions (not one)"),
         ));
+    }
+    if let OpenFileKind::PtySlave { dev_tty: true, .. } = &ds[i].kind {
+        let ctty = ds.iter().any(|d| {
+            matches!(&d.kind, OpenFileKind::PtyMaster { index: x, tty } if *x == index && tty.session.is_some())
+        });
+        if !ctty {
+            return Err(invalid(
+                at("dev_tty"),
+                "is a /dev/tty of a pseudo-terminal that was nobody's controlling terminal",
+            ));
+        }
     }
     let OpenFileKind::PtyMaster { tty, .. } = &ds[i].kind else {
         return Ok(());
@@ -1485,7 +1496,10 @@ mod tests {
             index,
             tty: Box::new(tty(cc, session)),
         };
-        let slave = |index: u32| OpenFileKind::PtySlave { index };
+        let slave = |index: u32| OpenFileKind::PtySlave {
+            index,
+            dev_tty: false,
+        };
         let check = |kinds| validate(&with_descriptions(kinds));
         // A master and two slaves; a master alone.
         check(vec![
@@ -1517,6 +1531,20 @@ mod tests {
         assert_eq!(
             field(vec![(master(3, 19, Some(-1)), 2, 7)]),
             "files[0].kind.tty.session"
+        );
+        // /dev/tty of a pty that was nobody's controlling terminal.
+        let dev_tty = OpenFileKind::PtySlave {
+            index: 3,
+            dev_tty: true,
+        };
+        check(vec![
+            (master(3, 19, Some(40)), 2, 7),
+            (dev_tty.clone(), 2, 8),
+        ])
+        .unwrap();
+        assert_eq!(
+            field(vec![(master(3, 19, None), 2, 7), (dev_tty, 2, 8)]),
+            "files[1].kind.dev_tty"
         );
     }
 

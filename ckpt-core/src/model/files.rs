@@ -147,8 +147,15 @@ pub enum OpenFileKind {
     /// pseudo-terminal whose master is the [`OpenFileKind::PtyMaster`]
     /// with the same `index` (a slave whose master is outside the image
     /// is [`OpenFileKind::External`]). Opened at restore from its new
-    /// master, never by path.
-    PtySlave { index: u32 },
+    /// master, never by path. `dev_tty`: the description was opened as
+    /// `/dev/tty` while this slave was the process's controlling terminal
+    /// (reopened as `/dev/tty` once the new slave is the controlling
+    /// terminal again).
+    PtySlave {
+        index: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dev_tty: bool,
+    },
 }
 
 /// A pseudo-terminal's state at dump, read through its master.

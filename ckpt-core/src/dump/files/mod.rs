@@ -124,7 +124,9 @@ impl Frozen {
             }
         }
         let (ends, held) = survey(pid, &numbers);
-        let mut ptys = tty::Ptys::default();
+        let stat =
+            procfs::stat::parse_stat(&self.read_proc("stat")?).map_err(self.parse_err("stat"))?;
+        let mut ptys = tty::Ptys::new(stat.session);
         for &fd in &numbers {
             if let Ok(meta) = std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))) {
                 ptys.note(&self.pidfd, fd, &meta);

@@ -11,6 +11,11 @@
 //! `st_dev` of a slave opened `O_PATH` through `TIOCGPTPEER` on the copy:
 //! no tty is opened, nothing changes). A slave with no such master in the
 //! process is left to [`super::external`]: that is the user's terminal.
+//! A `/dev/tty` description is a description of the process's controlling
+//! terminal: when that is the slave of a master the process holds (its
+//! `TIOCGDEV` is the slave's device and the terminal's session is the
+//! process's), it is a slave description too, marked to be reopened as
+//! `/dev/tty`; otherwise it stays external.
 //!
 //! Captured through the master copy (a master answers for its slave):
 //! termios (`TCGETS2`), window size, packet mode, the slave's lock, the
@@ -50,12 +55,16 @@ struct Master {
     index: u32,
     /// `st_dev` of its slave (its devpts instance); `None` if unknown.
     devpts: Option<u64>,
+    /// The session the terminal is the controlling terminal of.
+    session: Option<i32>,
 }
 
 /// The pty masters the process holds (found before the fds are
 /// classified) and what was learnt from their slaves.
 #[derive(Default)]
 pub(super) struct Ptys {
+    /// The process's session.
+    sid: i32,
     masters: Vec<Master>,
     /// index -> (slave exclusive, slave's TIOCINQ, slave's TIOCOUTQ)
     slaves: HashMap<u32, (bool, u32, u32)>,
@@ -69,6 +78,14 @@ fn is_master(meta: &std::fs::Metadata) -> bool {
         && nix::sys::stat::minor(rdev) == 2
 }
 
+/// `/dev/tty`: character device 5:0.
+fn is_dev_tty(meta: &std::fs::Metadata) -> bool {
+    let rdev = meta.rdev();
+    meta.file_type().is_char_device()
+        && nix::sys::stat::major(rdev) == 5
+        && nix::sys::stat::minor(rdev) == 0
+}
+
 /// The pty number of a slave device, if `meta` is one.
 fn slave_index(meta: &std::fs::Metadata) -> Option<u32> {
     let rdev = meta.rdev();
@@ -80,6 +97,14 @@ fn slave_index(meta: &std::fs::Metadata) -> Option<u32> {
 }
 
 impl Ptys {
+    /// For a process of session `sid`.
+    pub(super) fn new(sid: i32) -> Ptys {
+        Ptys {
+            sid,
+            ..Ptys::default()
+        }
+    }
+
     /// Note fd `fd` (with `meta`) if it is a pty master; a master the
     /// dump cannot examine is left to [`classify`] to refuse.
     pub(super) fn note(&mut self, pidfd: &OwnedFd, fd: i32, meta: &std::fs::Metadata) {
@@ -99,8 +124,13 @@ impl Ptys {
         .ok()
         .and_then(|p| nix::sys::stat::fstat(p.as_raw_fd()).ok())
         .map(|st| st.st_dev);
+        let session = sys::ioctl_get_int(copy.as_fd(), t::TIOCGSID).ok();
         if let Ok(index) = u32::try_from(index) {
-            self.masters.push(Master { index, devpts });
+            self.masters.push(Master {
+                index,
+                devpts,
+                session,
+            });
         }
     }
 
@@ -141,6 +171,9 @@ impl Ptys {
                 tty: Box::new(tty),
             }));
         }
+        if is_dev_tty(meta) {
+            return Ok(self.dev_tty_slave(pidfd, fd));
+        }
         let Some(index) = self.master_of(meta) else {
             return Ok(None);
         };
@@ -155,7 +188,33 @@ impl Ptys {
             let e = self.slaves.entry(index).or_default();
             *e = (e.0 || facts.0, e.1.max(facts.1), e.2.max(facts.2));
         }
-        Ok(Some(OpenFileKind::PtySlave { index }))
+        Ok(Some(OpenFileKind::PtySlave {
+            index,
+            dev_tty: false,
+        }))
+    }
+
+    /// A `/dev/tty` description whose terminal (`TIOCGDEV` on a copy) is
+    /// the slave of a master the process holds, while that slave is the
+    /// controlling terminal of the process's session; `None` otherwise
+    /// (it is then connected outside the image, as before).
+    fn dev_tty_slave(&self, pidfd: &OwnedFd, fd: i32) -> Option<OpenFileKind> {
+        let copy = sys::pidfd_getfd(pidfd, fd).ok()?;
+        let dev = u32::try_from(sys::ioctl_get_int(copy.as_fd(), t::TIOCGDEV).ok()?).ok()?;
+        // The kernel's `new_encode_dev`.
+        let major = u64::from((dev & 0xfff00) >> 8);
+        let minor = u64::from((dev & 0xff) | ((dev >> 12) & 0xfff00));
+        if !(PTS_MAJOR..PTS_MAJOR + PTS_MAJORS).contains(&major) {
+            return None;
+        }
+        let index = u32::try_from((major - PTS_MAJOR) * 256 + minor).ok()?;
+        self.masters
+            .iter()
+            .find(|m| m.index == index && m.session == Some(self.sid))
+            .map(|m| OpenFileKind::PtySlave {
+                index: m.index,
+                dev_tty: true,
+            })
     }
 
     /// Once every fd is classified: each master gets what its slaves

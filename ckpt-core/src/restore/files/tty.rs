@@ -10,8 +10,9 @@
 //! size, packet mode; then the controlling terminal (`TIOCSCTTY` on a
 //! slave, by the stub, a session leader without one, when the terminal was
 //! the controlling terminal of the process's session; `TIOCSPGRP` when its
-//! foreground group was the process's group), the exclusive modes and the
-//! lock. The new slave has the number the kernel gave it: a notice names
+//! foreground group was the process's group; then the descriptions that
+//! were opened as `/dev/tty` are opened so again, checked to be 5:0), the
+//! exclusive modes and the lock. The new slave has the number the kernel gave it: a notice names
 //! the old and the new `/dev/pts` name, and the bytes that were queued at
 //! dump and are lost (see the dump side).
 //!
@@ -36,7 +37,7 @@ impl Builder<'_> {
         let m = self.m;
         let ds = &m.files;
         let index = match ds.get(i).map(|d| &d.kind) {
-            Some(OpenFileKind::PtyMaster { index, .. } | OpenFileKind::PtySlave { index }) => {
+            Some(OpenFileKind::PtyMaster { index, .. } | OpenFileKind::PtySlave { index, .. }) => {
                 *index
             }
             _ => return Err(RestoreError::Invalid(format!("files[{i}]: not a pty"))),
@@ -153,7 +154,8 @@ impl Builder<'_> {
         // Every slave description, from the master.
         let mut first_slave = None;
         for (j, e) in ds.iter().enumerate() {
-            if !matches!(e.kind, OpenFileKind::PtySlave { index: x } if x == index) {
+            if !matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: false } if x == index)
+            {
                 continue;
             }
             let flags = e.flags as i32;
@@ -187,6 +189,36 @@ impl Builder<'_> {
                 self.tty_ioctl_ptr("ioctl(TIOCSPGRP)", s, t::TIOCSPGRP, pgrp)?;
                 notice.push_str(", with the process's group in the foreground");
             }
+            // Descriptions opened as /dev/tty: again, now that it is the
+            // controlling terminal.
+            for (j, e) in ds.iter().enumerate() {
+                if !matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: true } if x == index)
+                {
+                    continue;
+                }
+                let flags = e.flags as i32;
+                let fd = self.open_in_stub(
+                    "/dev/tty",
+                    (flags & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_NONBLOCK,
+                )?;
+                let (mode, rdev) = self.stat_rdev(fd)?;
+                if mode & libc::S_IFMT != libc::S_IFCHR || rdev != libc::makedev(5, 0) {
+                    return Err(RestoreError::Invalid(
+                        "/dev/tty is not the controlling terminal device (character device 5:0)"
+                            .into(),
+                    ));
+                }
+                self.set_status_flags(fd, flags & STATUS)?;
+                let fd = self.move_above(fd, top)?;
+                self.prepared.push((j, fd));
+            }
+        } else if ds.iter().any(
+            |e| matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: true } if x == index),
+        ) {
+            return Err(RestoreError::Invalid(format!(
+                "/dev/tty opened on /dev/pts/{index}, which was not the controlling terminal of \
+                 the process's session"
+            )));
         } else if tty.session.is_some() {
             notice.push_str(
                 "; it was the controlling terminal of another session, which is not in the \
