@@ -1494,7 +1494,7 @@ mod tests {
         };
         let master = |index: u32, cc: usize, session: Option<i32>| OpenFileKind::PtyMaster {
             index,
-            tty: Box::new(tty(cc, session)),
+            tty: tty(cc, session),
         };
         let slave = |index: u32| OpenFileKind::PtySlave {
             index,

@@ -142,7 +142,7 @@ pub enum OpenFileKind {
     /// terminal's settings in `tty`. `index` is its number at dump
     /// (`/dev/pts/N`), which names the pair; the new pair gets whatever
     /// number the kernel gives.
-    PtyMaster { index: u32, tty: Box<PtyTerminal> },
+    PtyMaster { index: u32, tty: PtyTerminal },
     /// A description of the slave side (`/dev/pts/N`) of the
     /// pseudo-terminal whose master is the [`OpenFileKind::PtyMaster`]
     /// with the same `index` (a slave whose master is outside the image

@@ -166,10 +166,7 @@ impl Ptys {
                 .ok()
                 .and_then(|i| u32::try_from(i).ok())
                 .ok_or_else(|| refuse("master without an index".into()))?;
-            return Ok(Some(OpenFileKind::PtyMaster {
-                index,
-                tty: Box::new(tty),
-            }));
+            return Ok(Some(OpenFileKind::PtyMaster { index, tty }));
         }
         if is_dev_tty(meta) {
             return Ok(self.dev_tty_slave(pidfd, fd));
