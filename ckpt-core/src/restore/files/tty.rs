@@ -16,6 +16,15 @@
 //! the old and the new `/dev/pts` name, and the bytes that were queued at
 //! dump and are lost (see the dump side).
 //!
+//! For a process tree (not done here): the pair is made once, by the
+//! process that holds the master description; each slave description is a
+//! `TIOCGPTPEER` of that master, which may be taken in that process and
+//! handed to the one holding it. `PtyTerminal::session` and `foreground`
+//! are ids at dump: the session leader whose saved sid they name takes the
+//! slave as its controlling terminal (its own `TIOCSCTTY`, after its
+//! `setsid`, before any `/dev/tty` description of it is opened), and the
+//! foreground group is the restored group that had that saved id.
+//!
 //! Trusts: the image's validation (one master per index, every slave's
 //! master present, `cc` of the right length).
 
