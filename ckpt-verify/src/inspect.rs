@@ -210,6 +210,12 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                     out.push_str(&format!(", {what}"));
                 }
             }
+            if tty.slave_closed {
+                out.push_str(", slave closed (the master sees a hang-up)");
+            }
+            if let Some(mode) = tty.slave_mode {
+                out.push_str(&format!(", slave mode {mode:04o}"));
+            }
             if let Some(sid) = tty.session {
                 out.push_str(&format!(", controlling terminal of session {sid}"));
             }

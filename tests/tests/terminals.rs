@@ -112,6 +112,7 @@ fn a_pty_pair_is_restored_with_its_settings_as_the_controlling_terminal() {
         format!("/dev/pts/{index} (37x101)"),
         "packet mode".to_string(),
         "slave exclusive".to_string(),
+        "slave mode 0640".to_string(),
         format!("controlling terminal of session {pid1}"),
         format!("foreground group {pid1}"),
     ] {

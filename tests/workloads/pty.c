@@ -12,7 +12,8 @@
  * columns (5 by 7 pixels); makes the slave its controlling terminal
  * (TIOCSCTTY) with its own group in the foreground, and opens /dev/tty
  * as fd 13; turns packet mode on on
- * the master and exclusive mode on on the slave. With "lost", it also
+ * the master and exclusive mode on on the slave, whose permission bits it
+ * sets to 0640. With "lost", it also
  * writes "unread" (6 bytes) to the master, which stay queued for the
  * slave. Writes "/dev/pts/N\n" (the slave's name) to DIR/before, "ready\n"
  * to DIR/ready and waits (sleeping in short steps) until DIR/go exists.
@@ -21,7 +22,8 @@
  * slave (TIOCGPTN names the device of 11 and 12); 12 is still O_NONBLOCK
  * and 11 is not; the termios is the one set (every flag, the line and
  * every control character) and still raw; the window size is 37x101 (5x7);
- * packet mode and exclusive mode are on, the slave unlocked; the session
+ * packet mode and exclusive mode are on, the slave unlocked, its mode
+ * 0640 and its owner the process's uid; the session
  * is its own (getsid(0) == getpid()) and the slave is its controlling
  * terminal: tcgetsid(11) == getpid(), tcgetpgrp(11) == getpgrp(), the
  * tty_nr of /proc/self/stat is the slave's device, and /dev/tty opens (once
@@ -160,6 +162,8 @@ int main(int argc, char **argv)
 		die("TIOCPKT");
 	if (ioctl(11, TIOCEXCL) != 0)
 		die("TIOCEXCL");
+	if (fchmod(11, 0640) != 0)
+		die("fchmod");
 	if (lost && write(10, "unread", 6) != 6)
 		die("write unread");
 	char line[300];
@@ -195,6 +199,10 @@ int main(int argc, char **argv)
 		if (ioctl(13, TIOCGWINSZ, &w13) != 0 || w13.ws_col != 101)
 			fail("fd 13 (/dev/tty) is not the pty");
 	}
+	if ((s11.st_mode & 07777) != 0640)
+		fail("the slave's mode is %o, not 640", s11.st_mode & 07777);
+	if (s11.st_uid != getuid())
+		fail("the slave belongs to uid %u", s11.st_uid);
 	if (!(fcntl(12, F_GETFL) & O_NONBLOCK))
 		fail("fd 12 lost O_NONBLOCK");
 	if (fcntl(11, F_GETFL) & O_NONBLOCK)

@@ -930,6 +930,12 @@ fn pty(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
             ),
         ));
     }
+    if tty.slave_mode.is_some_and(|m| m & !0o777 != 0) {
+        return Err(invalid(
+            at("tty.slave_mode"),
+            "has bits beyond the permission bits",
+        ));
+    }
     for (what, id) in [("session", tty.session), ("foreground", tty.foreground)] {
         if id.is_some_and(|v| v <= 0) {
             return Err(invalid(at(&format!("tty.{what}")), "is not a process id"));
@@ -1491,6 +1497,9 @@ mod tests {
             session,
             foreground: None,
             lost: PtyQueues::default(),
+            slave_mode: Some(0o620),
+            slave_owner: Some((1000, 5)),
+            slave_closed: false,
         };
         let master = |index: u32, cc: usize, session: Option<i32>| OpenFileKind::PtyMaster {
             index,

@@ -188,6 +188,19 @@ pub struct PtyTerminal {
     /// (`TIOCOUTQ`), unread by the slave (`TIOCINQ` on the slave), not yet
     /// sent by the master (`TIOCOUTQ`). Restore names them in a notice.
     pub lost: PtyQueues,
+    /// The slave's permission bits (`mesg` turns group write on and off),
+    /// owner and group at dump. Restore gives the new slave the bits; it
+    /// belongs to whoever the restore runs as (a notice says when that
+    /// differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave_owner: Option<(u32, u32)>,
+    /// Every description of the slave had been closed (the master reported
+    /// a hang-up: its reads fail with `EIO`). Restore opens the new slave
+    /// once and closes it, so that the master reports the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slave_closed: bool,
 }
 
 /// A terminal's `struct termios2` (`TCGETS2`), field by field.

@@ -162,6 +162,18 @@ impl Ptys {
                 .map_err(|e| refuse(format!("master the dump cannot examine ({e})")))?;
             let tty = capture(&copy)
                 .map_err(|e| refuse(format!("master whose state cannot be read ({e})")))?;
+            let mut tty = tty;
+            // The slave's inode (an O_PATH peer opens no terminal).
+            if let Some(st) = sys::pty_peer(
+                copy.as_fd(),
+                libc::O_PATH | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+            .ok()
+            .and_then(|p| nix::sys::stat::fstat(p.as_raw_fd()).ok())
+            {
+                tty.slave_mode = Some(st.st_mode & 0o777);
+                tty.slave_owner = Some((st.st_uid, st.st_gid));
+            }
             let index = sys::ioctl_get_int(copy.as_fd(), t::TIOCGPTN)
                 .ok()
                 .and_then(|i| u32::try_from(i).ok())
@@ -269,5 +281,10 @@ fn capture(master: &OwnedFd) -> Result<PtyTerminal, Errno> {
             slave_in: 0,
             slave_out: 0,
         },
+        slave_mode: None,
+        slave_owner: None,
+        // A master whose slave was opened and closed again reports a
+        // hang-up (n_tty's poll: TTY_OTHER_CLOSED).
+        slave_closed: sys::poll_now(master, libc::POLLIN)? & libc::POLLHUP != 0,
     })
 }

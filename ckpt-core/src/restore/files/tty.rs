@@ -12,7 +12,12 @@
 //! the controlling terminal of the process's session; `TIOCSPGRP` when its
 //! foreground group was the process's group; then the descriptions that
 //! were opened as `/dev/tty` are opened so again, checked to be 5:0), the
-//! exclusive modes and the lock. The new slave has the number the kernel gave it: a notice names
+//! slave's permission bits (`fchmodat2` on an `O_PATH` description of the
+//! slave, which opens no terminal: the new slave is the stub's, whose
+//! owner is not changed), the exclusive modes and the lock. No slave is
+//! opened beyond its descriptions (closing the last open slave hangs the
+//! master up), except once, to hang the master up again, when every slave
+//! had been closed at dump. The new slave has the number the kernel gave it: a notice names
 //! the old and the new `/dev/pts` name, and the bytes that were queued at
 //! dump and are lost (see the dump side).
 //!
@@ -31,6 +36,9 @@
 use crate::model::{OpenFileKind, PtyTerminal};
 use crate::restore::{Builder, RestoreError};
 use crate::sys::tty_ioctl as t;
+
+/// `fchmodat2` (Linux 6.6), which takes `AT_EMPTY_PATH`.
+const SYS_FCHMODAT2: libc::c_long = 452;
 
 /// Status flags a restore gives back to a terminal description.
 const STATUS: i32 = libc::O_NONBLOCK | libc::O_APPEND;
@@ -98,14 +106,20 @@ impl Builder<'_> {
 
     /// `fstat` in the stub: (mode, rdev).
     fn stat_rdev(&mut self, fd: u64) -> Result<(u32, u64), RestoreError> {
+        let (mode, rdev, _) = self.stat_tty(fd)?;
+        Ok((mode, rdev))
+    }
+
+    /// `fstat` in the stub: (mode, rdev, (uid, gid)).
+    fn stat_tty(&mut self, fd: u64) -> Result<(u32, u64, (u32, u32)), RestoreError> {
         const STAT_SIZE: u64 = 144;
         let at = self.inj.alloc(STAT_SIZE, 8, "struct stat")?;
         self.sys("fstat", libc::SYS_fstat, [fd, at, 0, 0, 0, 0])?;
         let b = self.inj.read(at, STAT_SIZE as usize, "struct stat")?;
-        let mode = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
+        let word = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let mut rdev = [0u8; 8];
         rdev.copy_from_slice(&b[40..48]);
-        Ok((mode, u64::from_ne_bytes(rdev)))
+        Ok((word(24), u64::from_ne_bytes(rdev), (word(28), word(32))))
     }
 
     /// Create the pair of master description `mi` (index `index` at
@@ -174,22 +188,23 @@ impl Builder<'_> {
             first_slave.get_or_insert(fd);
             self.prepared.push((j, fd));
         }
-        // A slave to act on: the first description, or a temporary one.
-        let mut temp = None;
-        let mut slave = |b: &mut Self| -> Result<u64, RestoreError> {
-            if let Some(fd) = first_slave.or(temp) {
-                return Ok(fd);
-            }
-            let fd = b.pty_peer(master, libc::O_RDWR | libc::O_NONBLOCK)?;
-            temp = Some(fd);
-            Ok(fd)
-        };
+        // Every slave had been closed at dump (the master saw a hang-up):
+        // so again, by opening the slave once and closing it. Otherwise no
+        // slave is opened beyond its descriptions (closing the last one
+        // would hang the master up).
+        if tty.slave_closed && first_slave.is_none() {
+            let fd = self.pty_peer(master, libc::O_RDWR | libc::O_NONBLOCK)?;
+            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        // The terminal to act on: a slave description, or the master (a
+        // master's TIOCSCTTY and TIOCSPGRP act on its slave).
+        let slave = first_slave.unwrap_or(master);
         let mut notice = format!(
             "the pseudo-terminal /dev/pts/{index} (its master in the image) is \
              /dev/pts/{new_index} now"
         );
         if tty.session.is_some() && tty.session == Some(p.sid) {
-            let s = slave(self)?;
+            let s = slave;
             self.tty_ioctl("ioctl(TIOCSCTTY)", s, t::TIOCSCTTY, 0)?;
             notice.push_str("; it is the controlling terminal again");
             if tty.foreground.is_some() && tty.foreground == Some(p.pgid) {
@@ -234,12 +249,43 @@ impl Builder<'_> {
                  image",
             );
         }
-        if tty.slave_exclusive {
-            let s = slave(self)?;
-            self.tty_ioctl("ioctl(TIOCEXCL)", s, t::TIOCEXCL, 0)?;
+        // The slave's permission bits, through an O_PATH description of
+        // it (which opens no terminal); its owner is the stub's.
+        if tty.slave_mode.is_some() || tty.slave_owner.is_some() {
+            let s = self.pty_peer(master, libc::O_PATH)?;
+            if let Some(mode) = tty.slave_mode {
+                let empty = self.inj.put_cstr("", "an empty path")?;
+                let r = self.sys_raw(
+                    SYS_FCHMODAT2,
+                    [
+                        s,
+                        empty,
+                        u64::from(mode & 0o777),
+                        libc::AT_EMPTY_PATH as u64,
+                        0,
+                        0,
+                    ],
+                )?;
+                if r < 0 {
+                    notice.push_str(&format!(
+                        "; its permission bits {mode:#o} could not be set ({})",
+                        crate::inject::errno_of(r)
+                    ));
+                }
+            }
+            let (_, _, owner) = self.stat_tty(s)?;
+            self.sys("close", libc::SYS_close, [s, 0, 0, 0, 0, 0])?;
+            if let Some(was) = tty.slave_owner.filter(|&was| was != owner) {
+                notice.push_str(&format!(
+                    "; it belongs to uid {} gid {} (at dump: uid {} gid {})",
+                    owner.0, owner.1, was.0, was.1
+                ));
+            }
         }
-        if let Some(fd) = temp {
-            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        // Exclusive mode is per side: a slave description's (the dump
+        // learnt it from one).
+        if let (true, Some(s)) = (tty.slave_exclusive, first_slave) {
+            self.tty_ioctl("ioctl(TIOCEXCL)", s, t::TIOCEXCL, 0)?;
         }
         if tty.master_exclusive {
             self.tty_ioctl("ioctl(TIOCEXCL)", master, t::TIOCEXCL, 0)?;
