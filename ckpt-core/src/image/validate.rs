@@ -862,6 +862,12 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
                     ));
                 }
             }
+            // Created from the multiplexer at restore: the path is the
+            // kernel's name at dump, shown to the user, never opened.
+            OpenFileKind::PtyMaster { .. } | OpenFileKind::PtySlave { .. } => {
+                anonymous(i, &d.path)?;
+                pty(files, i)?;
+            }
             _ => path(format_args!("files[{i}].path"), &d.path)?,
         }
         file_locks(i, d)?;
@@ -1203,6 +1209,71 @@ fn unix_connections(ds: &[OpenFile]) -> Result<(), Invalid> {
                 format!("files[{i}].kind.connect_to"),
                 "does not name one bound socket of the image it could be connected to",
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Largest pseudo-terminal number the kernel gives (`NR_UNIX98_PTY_MAX`).
+const MAX_PTY_INDEX: u32 = 1 << 20;
+
+/// A pseudo-terminal description: one master per pty number, a slave's
+/// master in the image, the saved terminal state well-formed.
+fn pty(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
+    let at = |what: &str| format!("files[{i}].kind.{what}");
+    let index = match &ds[i].kind {
+        OpenFileKind::PtyMaster { index, .. } | OpenFileKind::PtySlave { index, .. } => *index,
+        _ => return Ok(()),
+    };
+    if index >= MAX_PTY_INDEX {
+        return Err(invalid(
+            at("index"),
+            "is above the kernel's largest pty number",
+        ));
+    }
+    let masters = ds
+        .iter()
+        .filter(|d| matches!(&d.kind, OpenFileKind::PtyMaster { index: x, .. } if *x == index))
+        .count();
+    if masters != 1 {
+        return Err(invalid(
+            at("index"),
+            format!("names a pseudo-terminal with {masters} master descriptions (not one)"),
+        ));
+    }
+    if let OpenFileKind::PtySlave { dev_tty: true, .. } = &ds[i].kind {
+        let ctty = ds.iter().any(|d| {
+            matches!(&d.kind, OpenFileKind::PtyMaster { index: x, tty } if *x == index && tty.session.is_some())
+        });
+        if !ctty {
+            return Err(invalid(
+                at("dev_tty"),
+                "is a /dev/tty of a pseudo-terminal that was nobody's controlling terminal",
+            ));
+        }
+    }
+    let OpenFileKind::PtyMaster { tty, .. } = &ds[i].kind else {
+        return Ok(());
+    };
+    if tty.termios.cc.0.len() != crate::model::TERMIOS_NCCS {
+        return Err(invalid(
+            at("tty.termios.cc"),
+            format!(
+                "has {} control characters, not {}",
+                tty.termios.cc.0.len(),
+                crate::model::TERMIOS_NCCS
+            ),
+        ));
+    }
+    if tty.slave_mode.is_some_and(|m| m & !0o777 != 0) {
+        return Err(invalid(
+            at("tty.slave_mode"),
+            "has bits beyond the permission bits",
+        ));
+    }
+    for (what, id) in [("session", tty.session), ("foreground", tty.foreground)] {
+        if id.is_some_and(|v| v <= 0) {
+            return Err(invalid(at(&format!("tty.{what}")), "is not a process id"));
         }
     }
     Ok(())
@@ -1878,6 +1949,93 @@ mod tests {
             dropped: 0,
         };
         assert_eq!(field(scoped), "files[0].kind.local");
+    }
+
+    #[test]
+    fn pseudo_terminals() {
+        use crate::model::{ByteString, PtyQueues, PtyTerminal, Termios, WinSize};
+        let tty = |cc: usize, session: Option<i32>| PtyTerminal {
+            termios: Termios {
+                iflag: 0,
+                oflag: 0,
+                cflag: 0o277,
+                lflag: 0,
+                line: 0,
+                cc: ByteString(vec![0; cc]),
+                ispeed: 38400,
+                ospeed: 38400,
+            },
+            winsize: WinSize {
+                rows: 37,
+                cols: 101,
+                xpixel: 0,
+                ypixel: 0,
+            },
+            packet: false,
+            locked: false,
+            master_exclusive: false,
+            slave_exclusive: false,
+            session,
+            foreground: None,
+            lost: PtyQueues::default(),
+            slave_mode: Some(0o620),
+            slave_owner: Some((1000, 5)),
+            slave_closed: false,
+        };
+        let master = |index: u32, cc: usize, session: Option<i32>| OpenFileKind::PtyMaster {
+            index,
+            tty: tty(cc, session),
+        };
+        let slave = |index: u32| OpenFileKind::PtySlave {
+            index,
+            dev_tty: false,
+        };
+        let check = |kinds| validate(&with_descriptions(kinds));
+        // A master and two slaves; a master alone.
+        check(vec![
+            (master(3, 19, Some(40)), 2, 7),
+            (slave(3), 2, 8),
+            (slave(3), 2, 8),
+        ])
+        .unwrap();
+        check(vec![(master(3, 19, None), 2, 7)]).unwrap();
+        let field = |kinds| check(kinds).unwrap_err().field;
+        // A slave whose master is not in the image; two masters of one
+        // pty; a bad termios; an absurd index or session.
+        assert_eq!(field(vec![(slave(4), 2, 8)]), "files[0].kind.index");
+        assert_eq!(
+            field(vec![
+                (master(3, 19, None), 2, 7),
+                (master(3, 19, None), 2, 8)
+            ]),
+            "files[0].kind.index"
+        );
+        assert_eq!(
+            field(vec![(master(3, 18, None), 2, 7)]),
+            "files[0].kind.tty.termios.cc"
+        );
+        assert_eq!(
+            field(vec![(master(1 << 20, 19, None), 2, 7)]),
+            "files[0].kind.index"
+        );
+        assert_eq!(
+            field(vec![(master(3, 19, Some(-1)), 2, 7)]),
+            "files[0].kind.tty.session"
+        );
+        // /dev/tty of a pty that was nobody's controlling terminal.
+        let dev_tty = OpenFileKind::PtySlave {
+            index: 3,
+            dev_tty: true,
+        };
+        check(vec![
+            (master(3, 19, Some(40)), 2, 7),
+            (dev_tty.clone(), 2, 8),
+        ])
+        .unwrap();
+        assert_eq!(
+            field(vec![(master(3, 19, None), 2, 7), (dev_tty, 2, 8)]),
+            "files[1].kind.dev_tty"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub use files::{Datagram, SocketFile};
 pub use files::{
     FdState, FileIdentity, InetAddr, InetOptions, OpenFile, OpenFileKind, TIMERFD_CLOCKS,
 };
+pub use files::{PtyQueues, PtyTerminal, Termios, WinSize, TERMIOS_NCCS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState, Zombie};

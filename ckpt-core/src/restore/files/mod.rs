@@ -19,7 +19,9 @@
 //! inotify instances ([`epoll`], [`inotify`]), TCP and UDP sockets
 //! ([`inet`]: socket, options, bind, listen), pipes and unix socket pairs
 //! ([`pipe`], [`unix`]: both ends at once, filled with their saved data,
-//! [`queued`]); FIFOs are reopened by path ([`pipe`]). Descriptions are
+//! [`queued`]); FIFOs are reopened by path ([`pipe`]); a pseudo-terminal
+//! pair is created from the multiplexer with all its descriptions
+//! ([`tty`]). Descriptions are
 //! opened in dependency order: every description first, then each epoll's
 //! entries are added (they name other descriptions), then the fds are put
 //! in place, and last the file locks are taken ([`locks`]: closing any fd
@@ -41,6 +43,7 @@ pub(super) mod saved;
 mod signalfd;
 mod socket;
 mod timerfd;
+mod tty;
 mod unix;
 
 use super::transfer::Key;
@@ -132,6 +135,10 @@ impl Builder<'_> {
             OpenFileKind::Pipe { .. } => self.open_pipe_end(i, top),
             OpenFileKind::Fifo { .. } => self.open_fifo(i, top),
             OpenFileKind::UnixPair { .. } => self.open_unix_pair(i, top),
+            // A pseudo-terminal pair, created with all its descriptions.
+            OpenFileKind::PtyMaster { .. } | OpenFileKind::PtySlave { .. } => {
+                self.open_pty_end(i, top)
+            }
             OpenFileKind::UnixSocket {
                 sock_type,
                 name,
