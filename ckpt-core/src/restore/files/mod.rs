@@ -317,6 +317,9 @@ impl Builder<'_> {
         // kept when a later process holds it too), or handed over from the
         // earlier process that created it (see `transfer`).
         let mut temp = Vec::with_capacity(files.len());
+        // /dev/tty descriptions of a pseudo-terminal another process of
+        // the image makes: opened once it is the controlling terminal.
+        let mut deferred = Vec::new();
         for (i, d) in files.iter().enumerate() {
             let key = Key::Description(i);
             if matches!(d.kind, OpenFileKind::External { .. })
@@ -324,6 +327,21 @@ impl Builder<'_> {
             {
                 temp.push(None);
                 continue;
+            }
+            if let OpenFileKind::PtySlave {
+                index,
+                dev_tty: true,
+            } = d.kind
+            {
+                let master_here = files.iter().enumerate().any(|(j, e)| {
+                    matches!(e.kind, OpenFileKind::PtyMaster { index: x, .. } if x == index)
+                        && self.shared.held_by(Key::Description(j), self.task)
+                });
+                if !master_here {
+                    deferred.push(i);
+                    temp.push(None);
+                    continue;
+                }
             }
             let fd = if self.shared.has(key) {
                 let got = self.receive_shared(key)?;
@@ -335,6 +353,7 @@ impl Builder<'_> {
             };
             temp.push(Some(fd));
         }
+        self.adopt_controlling_terminal(&mut temp, &deferred, top)?;
         // The other ends created with a description this process holds
         // (a pipe's, a socket pair's) that only later processes hold.
         for (j, fd) in std::mem::take(&mut self.prepared) {

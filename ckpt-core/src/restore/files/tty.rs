@@ -34,6 +34,7 @@
 //! master present, `cc` of the right length).
 
 use crate::model::{OpenFileKind, PtyTerminal};
+use crate::restore::transfer::Key;
 use crate::restore::{Builder, RestoreError};
 use crate::sys::tty_ioctl as t;
 
@@ -217,6 +218,7 @@ impl Builder<'_> {
             // controlling terminal.
             for (j, e) in ds.iter().enumerate() {
                 if !matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: true } if x == index)
+                    || !self.shared.held_by(Key::Description(j), self.task)
                 {
                     continue;
                 }
@@ -236,14 +238,15 @@ impl Builder<'_> {
                 let fd = self.move_above(fd, top)?;
                 self.prepared.push((j, fd));
             }
-        } else if ds.iter().any(
-            |e| matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: true } if x == index),
-        ) {
+        } else if ds.iter().enumerate().any(|(j, e)| {
+            matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: true } if x == index)
+                && self.shared.held_by(Key::Description(j), self.task)
+        }) {
             return Err(RestoreError::Invalid(format!(
                 "/dev/tty opened on /dev/pts/{index}, which was not the controlling terminal of \
                  the process's session"
             )));
-        } else if tty.session.is_some() {
+        } else if tty.session.is_some() && !m.tasks.iter().any(|q| Some(q.sid) == tty.session) {
             notice.push_str(
                 "; it was the controlling terminal of another session, which is not in the \
                  image",
@@ -310,6 +313,88 @@ impl Builder<'_> {
             ));
         }
         self.notices.push(notice);
+        Ok(())
+    }
+}
+
+impl Builder<'_> {
+    /// In a tree, the pseudo-terminal is made by the process holding its
+    /// master (see `create_pty`); a session leader of the image whose
+    /// controlling terminal it was, holding a slave handed over to it
+    /// (`temp`, by description), takes it as its controlling terminal
+    /// again (`TIOCSCTTY`, `TIOCSPGRP` when its group was in the
+    /// foreground), then opens its `/dev/tty` descriptions (`deferred`,
+    /// checked to be 5:0) into `temp`.
+    pub(in crate::restore) fn adopt_controlling_terminal(
+        &mut self,
+        temp: &mut [Option<u64>],
+        deferred: &[usize],
+        top: i32,
+    ) -> Result<(), RestoreError> {
+        let p = self.p;
+        let ds = &self.m.files;
+        for (mi, d) in ds.iter().enumerate() {
+            let OpenFileKind::PtyMaster { index, tty } = &d.kind else {
+                continue;
+            };
+            if p.sid != p.pid
+                || tty.session != Some(p.sid)
+                || self.shared.held_by(Key::Description(mi), self.task)
+            {
+                continue;
+            }
+            let slave = ds.iter().enumerate().find_map(|(j, e)| match e.kind {
+                OpenFileKind::PtySlave {
+                    index: x,
+                    dev_tty: false,
+                } if x == *index => temp.get(j).copied().flatten(),
+                _ => None,
+            });
+            let Some(s) = slave else {
+                continue;
+            };
+            self.tty_ioctl("ioctl(TIOCSCTTY)", s, t::TIOCSCTTY, 0)?;
+            if tty.foreground.is_some() && tty.foreground == Some(p.pgid) {
+                let pgrp = self.sys("getpgid", libc::SYS_getpgid, [0, 0, 0, 0, 0, 0])?;
+                let pgrp = i32::try_from(pgrp).unwrap_or(0);
+                self.tty_ioctl_ptr("ioctl(TIOCSPGRP)", s, t::TIOCSPGRP, pgrp)?;
+            }
+            for &j in deferred {
+                let Some(e) = ds.get(j) else {
+                    continue;
+                };
+                if !matches!(e.kind, OpenFileKind::PtySlave { index: x, dev_tty: true } if x == *index)
+                {
+                    continue;
+                }
+                let flags = e.flags as i32;
+                let fd = self.open_in_stub(
+                    "/dev/tty",
+                    (flags & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_NONBLOCK,
+                )?;
+                let (mode, rdev) = self.stat_rdev(fd)?;
+                if mode & libc::S_IFMT != libc::S_IFCHR || rdev != libc::makedev(5, 0) {
+                    return Err(RestoreError::Invalid(
+                        "/dev/tty is not the controlling terminal device (character device 5:0)"
+                            .into(),
+                    ));
+                }
+                self.set_status_flags(fd, flags & STATUS)?;
+                let fd = self.move_above(fd, top)?;
+                if let Some(slot) = temp.get_mut(j) {
+                    *slot = Some(fd);
+                }
+            }
+        }
+        if let Some(&j) = deferred
+            .iter()
+            .find(|&&j| temp.get(j).copied().flatten().is_none())
+        {
+            return Err(RestoreError::Invalid(format!(
+                "files[{j}]: /dev/tty of a pseudo-terminal that was not this process's \
+                 controlling terminal"
+            )));
+        }
         Ok(())
     }
 }
