@@ -394,6 +394,17 @@ fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreErro
     {
         let mut inj = Injector::new(&mut s.tracee);
         inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+        // Its name, which its parent and `ps` see while it waits.
+        if !z.comm.is_empty() {
+            let comm: String = z.comm.chars().take(15).collect();
+            super::files::check_path(&comm)?;
+            let name = inj.put_cstr(&comm, "a zombie's name")?;
+            inj.syscall(
+                "prctl(PR_SET_NAME)",
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+            )?;
+        }
         if signal == 0 {
             let code = (status >> 8) & 0xff;
             let tr = inj.tracee();
