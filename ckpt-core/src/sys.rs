@@ -647,6 +647,47 @@ pub fn poll_now(fd: &OwnedFd, events: i16) -> Result<i16, Errno> {
     Ok(p.revents)
 }
 
+/// `getsockopt(fd, level, opt)` for an int option at any level
+/// (`SOL_IP`, `SOL_IPV6`, `SOL_TCP`, ...).
+pub fn sock_opt_at(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are this function's, `len` gives `v`'s size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    Ok(v)
+}
+
+/// `getsockopt(fd, level, opt)` into `buf`: the length the kernel filled.
+pub fn sock_opt_bytes(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    let mut len = libc::socklen_t::try_from(buf.len()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `buf` is the caller's for the call, `len` is its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    Ok((len as usize).min(buf.len()))
+}
+
 /// `getsockopt(fd, SOL_SOCKET, opt)` for an int option.
 pub fn sock_opt(fd: &OwnedFd, opt: libc::c_int) -> Result<i32, Errno> {
     let mut v: libc::c_int = 0;
@@ -852,6 +893,16 @@ pub fn add_seals(fd: &impl AsRawFd, seals: u32) -> Result<(), Errno> {
     // SAFETY: integer arguments on a descriptor the caller holds.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) };
     Errno::result(r).map(drop)
+}
+
+/// Whether the file behind `fd` carries file capabilities (a
+/// `security.capability` extended attribute).
+pub fn has_file_caps(fd: &impl AsRawFd) -> bool {
+    let name = c"security.capability";
+    // SAFETY: a NUL-terminated name, no buffer (size 0: only the length is
+    // asked for).
+    let r = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    r >= 0
 }
 
 /// `fstatfs(fd).f_type`: the magic number of the filesystem behind `fd`.

@@ -329,6 +329,26 @@ pub(crate) fn run(
                     }
                     _ => None,
                 });
+            let dropped = result
+                .files
+                .get(f.description as usize)
+                .and_then(|d| match &d.kind {
+                    ckpt_core::state::OpenFileKind::InetSocket { dropped, .. } if *dropped > 0 => {
+                        Some(*dropped)
+                    }
+                    _ => None,
+                });
+            if let Some(n) = dropped {
+                report.lines.push(format!(
+                    "notice: {} is a UDP socket with {n} datagrams queued; they are not kept \
+                     (UDP does not promise delivery, and their senders are outside the image)",
+                    if result.tasks.len() > 1 {
+                        format!("pid {}'s fd {}", task.pid, f.fd)
+                    } else {
+                        format!("fd {}", f.fd)
+                    }
+                ));
+            }
             if let Some(to) = connected {
                 let fd = f.fd;
                 let whose = if result.tasks.len() > 1 {

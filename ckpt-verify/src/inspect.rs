@@ -56,6 +56,7 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Memfd { .. } => "memfd",
         OpenFileKind::Unlinked { .. } => "unlinked-file",
         OpenFileKind::UnixSocket { .. } => "unix-socket",
+        OpenFileKind::InetSocket { .. } => "inet-socket",
     }
 }
 
@@ -186,6 +187,65 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 .map(|b| format!(", listening (backlog {b})"))
                 .unwrap_or_default()
         ),
+        OpenFileKind::InetSocket {
+            family,
+            sock_type,
+            local,
+            peer,
+            backlog,
+            options,
+            dropped,
+        } => {
+            let mut s = format!(
+                ", {} {}, {}",
+                if *sock_type == 1 { "TCP" } else { "UDP" },
+                if *family == 10 { "IPv6" } else { "IPv4" },
+                local
+                    .as_ref()
+                    .map_or_else(|| "unbound".to_string(), |a| format!("bound to {a}"))
+            );
+            if let Some(p) = peer {
+                s.push_str(&format!(", connected to {p}"));
+            }
+            match backlog {
+                Some(b) => s.push_str(&format!(", listening (backlog {b})")),
+                None if *sock_type == 1 => s.push_str(", not listening"),
+                None => {}
+            }
+            let mut set = Vec::new();
+            for (on, name) in [
+                (options.reuseaddr, "SO_REUSEADDR"),
+                (options.reuseport, "SO_REUSEPORT"),
+                (options.keepalive, "SO_KEEPALIVE"),
+                (options.broadcast, "SO_BROADCAST"),
+                (options.v6only, "IPV6_V6ONLY"),
+                (options.nodelay, "TCP_NODELAY"),
+                (options.freebind, "IP_FREEBIND"),
+            ] {
+                if on {
+                    set.push(name.to_string());
+                }
+            }
+            if options.defer_accept != 0 {
+                set.push(format!("TCP_DEFER_ACCEPT {}", options.defer_accept));
+            }
+            if options.rcvbuf != 0 {
+                set.push(format!("SO_RCVBUF {}", options.rcvbuf));
+            }
+            if options.sndbuf != 0 {
+                set.push(format!("SO_SNDBUF {}", options.sndbuf));
+            }
+            if let Some(dev) = &options.bind_device {
+                set.push(format!("SO_BINDTODEVICE {dev}"));
+            }
+            if !set.is_empty() {
+                s.push_str(&format!(" [{}]", set.join(", ")));
+            }
+            if *dropped != 0 {
+                s.push_str(&format!(", {dropped} queued datagrams not kept"));
+            }
+            s
+        }
         _ => String::new(),
     }
 }

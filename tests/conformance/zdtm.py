@@ -34,6 +34,7 @@ MODES = {
     "root": "caller root, new pid (no policy grant)",
     "root-same-pid": "caller root, policy grants same-pid to root for images signed by this host",
     "user": "caller unprivileged (the test runs as the caller's uid), new pid",
+    "user-same-pid": "caller unprivileged, policy grants same-pid to that user for images it dumped and this host signed",
 }
 
 POLICY_MARKER = "# written by tests/conformance (ZDTM runner); the previous policy is put back when it ends\n"
@@ -43,6 +44,15 @@ name = "zdtm-same-pid"
 signed_by = ["this-host"]
 requester = ["uid:0"]
 caller = ["uid:0"]
+grant = ["same-pid"]
+"""
+
+USER_SAME_PID_POLICY = POLICY_MARKER + """
+[[rule]]
+name = "zdtm-user-same-pid"
+signed_by = ["this-host"]
+requester = ["uid:{uid}"]
+caller = ["uid:{uid}"]
 grant = ["same-pid"]
 """
 
@@ -233,8 +243,9 @@ class PolicySwap:
     """Installs the same-pid policy in <prefix>/etc/policy.toml and puts the
     previous file (or its absence) back afterwards."""
 
-    def __init__(self, sysconfdir):
+    def __init__(self, sysconfdir, text=SAME_PID_POLICY):
         self.path = os.path.join(sysconfdir, "policy.toml")
+        self.text = text
         self.saved = None
         self.saved_mode = None
 
@@ -248,7 +259,7 @@ class PolicySwap:
                 self.saved_mode = st.st_mode & 0o7777
         tmp = self.path + ".zdtm-tmp"
         with open(tmp, "w") as f:
-            f.write(SAME_PID_POLICY)
+            f.write(self.text)
         os.chown(tmp, 0, 0)
         os.chmod(tmp, 0o644)
         os.rename(tmp, self.path)
@@ -282,7 +293,7 @@ class Runner:
 
     # -- helpers run as the caller ------------------------------------------
     def as_caller(self, mode, argv):
-        if mode == "user":
+        if mode.startswith("user"):
             return ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
                     "--init-groups", "--"] + argv
         return argv
@@ -347,7 +358,7 @@ class Runner:
         os.makedirs(d)
         owner = 0
         env = {"PATH": PATH, "LC_ALL": "C", "HOME": d, "TMPDIR": "/tmp"}
-        if mode == "user":
+        if mode.startswith("user"):
             owner = self.user.pw_uid
             os.chown(d, owner, self.user.pw_gid)
             if not r["suid"]:
@@ -577,7 +588,7 @@ def main():
     ap.add_argument("--static", required=True, help="built test/zdtm/static directory")
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--lists", required=True, help="directory with core.list and extra.list")
-    ap.add_argument("--modes", default="root,root-same-pid,user")
+    ap.add_argument("--modes", default="root,root-same-pid,user,user-same-pid")
     ap.add_argument("--user", default="ckpt-user")
     ap.add_argument("--workdir", default="/var/tmp/ckpt-zdtm")
     ap.add_argument("--out", required=True, help="JSON result file")
@@ -615,8 +626,10 @@ def main():
     try:
         for m in modes:
             log(f"== mode {m}: {MODES[m]}")
-            if m == "root-same-pid":
-                with PolicySwap(os.path.join(args.prefix, "etc")):
+            if m.endswith("same-pid"):
+                text = SAME_PID_POLICY if m == "root-same-pid" else \
+                    USER_SAME_PID_POLICY.format(uid=runner.user.pw_uid)
+                with PolicySwap(os.path.join(args.prefix, "etc"), text):
                     chk = subprocess.run([os.path.join(runner.bin, "ckpt-verify"), "policy", "check"],
                                          capture_output=True, text=True)
                     log(f"policy check: {(chk.stdout + chk.stderr).strip()}")

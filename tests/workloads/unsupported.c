@@ -7,7 +7,7 @@
  *   pipe     holds the read end of a pipe on fd 3 whose write end another
  *            process holds (its pid is the second line of READY-FILE)
  *   stdpipe  holds both ends of a pipe as its fd 0 and fd 1 (restorable)
- *   socket   holds a listening TCP socket on 127.0.0.1 (any port)
+ *   socket   holds both ends of an established TCP connection on 127.0.0.1
  *   unix     holds a Unix stream socket on fd 3 connected to one another
  *            process holds (its pid is the second line of READY-FILE)
  *   listen   holds a listening Unix socket bound to an abstract name, with
@@ -17,7 +17,8 @@
  *   scm      holds a Unix socketpair with an fd in flight (SCM_RIGHTS)
  *   child    has a child process (its pid is the second line of READY-FILE)
  *   threadchild  a second thread forks a child (listed under that thread)
- *   udp      holds a UDP socket bound to 127.0.0.1 and connected to 127.0.0.1:9
+ *   udp      holds a UDP-Lite socket bound to 127.0.0.1 and connected to
+ *            127.0.0.1:9 (UDP itself is restored)
  *   netlink  holds a NETLINK_ROUTE socket
  *   rawip    holds a raw ICMP socket (needs CAP_NET_RAW: run as root)
  *   packet   holds an AF_PACKET socket (needs CAP_NET_RAW: run as root)
@@ -120,7 +121,7 @@ static int more_resources(const char *mode, char *ready, size_t size)
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		b = a;
 		b.sin_port = htons(9);
-		fd = socket(AF_INET, SOCK_DGRAM, 0);
+		fd = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
 		if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
 		    connect(fd, (struct sockaddr *)&b, sizeof b) != 0)
 			return -1;
@@ -278,8 +279,18 @@ int main(int argc, char **argv)
 		memset(&a, 0, sizeof a);
 		a.sin_family = AF_INET;
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 1) != 0)
+		socklen_t al = sizeof a;
+		if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 1) != 0 ||
+		    getsockname(s, (struct sockaddr *)&a, &al) != 0)
 			return 1;
+		/* An established connection: both ends held, the listener closed. */
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) != 0)
+			return 1;
+		int e = accept(s, NULL, NULL);
+		if (e < 0)
+			return 1;
+		close(s);
 	} else if (strcmp(mode, "unix") == 0) {
 		int sv[2];
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || sv[0] != 3)

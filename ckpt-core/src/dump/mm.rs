@@ -119,10 +119,24 @@ impl Frozen {
                 }
                 Some(p) => {
                     if m.deleted {
-                        return Err(self.unsupported(format!(
-                            "mapping of deleted file {p} at {:#x} (only a file one of the process's fds holds is saved)",
-                            m.start
-                        )));
+                        // No fd holds it: its content is saved from the
+                        // mapping itself.
+                        let ranges = saved.mapped_ranges(dev, m.inode);
+                        let path = p.strip_suffix(" (deleted)").unwrap_or(p);
+                        let space = saved.deleted_mapping(self, m.start, m.end, path, ranges)?;
+                        vmas.push(Vma {
+                            start: m.start,
+                            end: m.end,
+                            prot: prot as u32,
+                            shared: m.shared,
+                            offset: m.offset,
+                            kind: VmaKind::File,
+                            file: None,
+                            name: p.to_string(),
+                            vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
+                            space: Some(space),
+                        });
+                        continue;
                     }
                     let idx = files.identity_of_mapping(pid, m)?;
                     (VmaKind::File, Some(idx), String::new())

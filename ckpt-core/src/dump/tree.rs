@@ -78,11 +78,12 @@ fn zombie(pid: i32) -> Option<Zombie> {
 }
 
 /// The shared anonymous memory objects (dev, ino) that more than one of
-/// `pids` maps, each with the parts of it they map (offset, length;
-/// sorted, merged).
+/// `pids` maps, and the deleted files they map, each with the parts of it
+/// they map (offset, length; sorted, merged).
 fn shared_memory(pids: &[i32]) -> HashMap<(u64, u64), Vec<(u64, u64)>> {
-    /// Who maps an object, and which parts of it.
-    type Seen = (HashSet<i32>, Vec<(u64, u64)>);
+    /// Who maps an object, which parts of it, and whether it is shared
+    /// anonymous memory (else a deleted file).
+    type Seen = (HashSet<i32>, Vec<(u64, u64)>, bool);
     let mut seen: HashMap<(u64, u64), Seen> = HashMap::new();
     for &pid in pids {
         let Ok(text) = std::fs::read_to_string(proc_path(pid, "maps")) else {
@@ -96,18 +97,21 @@ fn shared_memory(pids: &[i32]) -> HashMap<(u64, u64), Vec<(u64, u64)>> {
                 .path
                 .as_deref()
                 .is_some_and(|p| p.starts_with("/dev/zero"));
-            if !(m.shared && m.inode != 0 && zero) {
+            let shmem = m.shared && m.inode != 0 && zero;
+            let deleted_file = m.inode != 0 && m.deleted && !zero;
+            if !(shmem || deleted_file) {
                 continue;
             }
             let key = (libc::makedev(m.dev_major, m.dev_minor), m.inode);
             let e = seen.entry(key).or_default();
             e.0.insert(pid);
             e.1.push((m.offset, m.end - m.start));
+            e.2 = shmem;
         }
     }
     seen.into_iter()
-        .filter(|(_, (who, _))| who.len() > 1)
-        .map(|(k, (_, mut ranges))| {
+        .filter(|(_, (who, _, shmem))| who.len() > 1 || !shmem)
+        .map(|(k, (_, mut ranges, _))| {
             ranges.sort_unstable();
             let mut merged: Vec<(u64, u64)> = Vec::new();
             for (off, len) in ranges {

@@ -559,6 +559,118 @@ fn unix_socket(
     Ok(())
 }
 
+/// What is wrong with `name` as an interface name for `SO_BINDTODEVICE`
+/// (the kernel's `dev_valid_name`), if anything.
+pub fn device_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Some(format!(
+            "{} bytes long, not 1 to {}",
+            name.len(),
+            libc::IFNAMSIZ - 1
+        ));
+    }
+    if name == "." || name == ".." || name.contains(['/', ':', '\0', '\u{fffd}']) {
+        return Some("not a valid interface name".into());
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Some("holds white space".into());
+    }
+    None
+}
+
+/// A TCP or UDP socket: a known family and type, addresses of that
+/// family with a port, a peer only for UDP, a backlog only for a bound
+/// TCP socket and within [`MAX_LISTEN_BACKLOG`], each option only where
+/// it applies, buffer sizes and `TCP_DEFER_ACCEPT` an int can hold.
+fn inet_socket(i: usize, k: &OpenFileKind) -> Result<(), Invalid> {
+    let OpenFileKind::InetSocket {
+        family,
+        sock_type,
+        local,
+        peer,
+        backlog,
+        options: o,
+        dropped: _,
+    } = k
+    else {
+        return Ok(());
+    };
+    let at = |f: &str| format!("files[{i}].kind.{f}");
+    if ![libc::AF_INET, libc::AF_INET6].contains(family) {
+        return Err(invalid(
+            at("family"),
+            format!("is {family}, not AF_INET or AF_INET6"),
+        ));
+    }
+    let tcp = match *sock_type {
+        libc::SOCK_STREAM => true,
+        libc::SOCK_DGRAM => false,
+        t => {
+            return Err(invalid(
+                at("sock_type"),
+                format!("is {t}, not SOCK_STREAM (TCP) or SOCK_DGRAM (UDP)"),
+            ))
+        }
+    };
+    for (name, a) in [("local", local), ("peer", peer)] {
+        let Some(a) = a else { continue };
+        let ip =
+            a.ip.parse::<std::net::IpAddr>()
+                .map_err(|_| invalid(at(name), format!("{:?} is not an IP address", a.ip)))?;
+        if ip.is_ipv4() != (*family == libc::AF_INET) {
+            return Err(invalid(
+                at(name),
+                format!("{ip} is not an address of the socket's family"),
+            ));
+        }
+        if a.port == 0 {
+            return Err(invalid(at(name), "has port 0"));
+        }
+        if a.scope_id != 0 && ip.is_ipv4() {
+            return Err(invalid(at(name), "has a scope id on an IPv4 address"));
+        }
+    }
+    if tcp && peer.is_some() {
+        return Err(invalid(at("peer"), "is set on a TCP socket"));
+    }
+    if let Some(b) = backlog {
+        if !tcp || local.is_none() {
+            return Err(invalid(
+                at("backlog"),
+                "is set on a UDP socket or one bound to no port",
+            ));
+        }
+        if *b > MAX_LISTEN_BACKLOG {
+            return Err(invalid(
+                at("backlog"),
+                format!("is {b}, above {MAX_LISTEN_BACKLOG}"),
+            ));
+        }
+    }
+    if o.v6only && *family != libc::AF_INET6 {
+        return Err(invalid(at("options.v6only"), "is set on an IPv4 socket"));
+    }
+    if !tcp && (o.nodelay || o.defer_accept != 0) {
+        return Err(invalid(at("options"), "TCP options on a UDP socket"));
+    }
+    if tcp && o.broadcast {
+        return Err(invalid(at("options.broadcast"), "is set on a TCP socket"));
+    }
+    for (name, v) in [
+        ("defer_accept", o.defer_accept),
+        ("rcvbuf", o.rcvbuf),
+        ("sndbuf", o.sndbuf),
+    ] {
+        if v > i32::MAX as u32 {
+            return Err(invalid(at(&format!("options.{name}")), "is above INT_MAX"));
+        }
+    }
+    if let Some(problem) = o.bind_device.as_deref().and_then(device_name_problem) {
+        return Err(invalid(at("options.bind_device"), problem));
+    }
+    Ok(())
+}
+
 /// The name of a description created anew at restore (never opened).
 fn anonymous(i: usize, name: &str) -> Result<(), Invalid> {
     text(format_args!("files[{i}].path"), name, MAX_IMAGE_STRING_LEN)
@@ -640,6 +752,10 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
             } => {
                 anonymous(i, &d.path)?;
                 unix_socket(i, *sock_type, name.as_deref(), *backlog)?;
+            }
+            OpenFileKind::InetSocket { .. } => {
+                anonymous(i, &d.path)?;
+                inet_socket(i, &d.kind)?;
             }
             OpenFileKind::Fifo { .. } => {
                 path(format_args!("files[{i}].path"), &d.path)?;
@@ -1464,6 +1580,150 @@ mod tests {
             });
         }
         m
+    }
+
+    #[test]
+    fn inet_sockets() {
+        use crate::model::{InetAddr, InetOptions};
+        let addr = |ip: &str, port: u16| {
+            Some(InetAddr {
+                ip: ip.into(),
+                port,
+                scope_id: 0,
+            })
+        };
+        let sock = |family: i32,
+                    ty: i32,
+                    local: Option<InetAddr>,
+                    peer: Option<InetAddr>,
+                    backlog: Option<u32>| {
+            OpenFileKind::InetSocket {
+                family,
+                sock_type: ty,
+                local,
+                peer,
+                backlog,
+                options: InetOptions::default(),
+                dropped: 0,
+            }
+        };
+        let (v4, v6, tcp, udp) = (
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::SOCK_STREAM,
+            libc::SOCK_DGRAM,
+        );
+        let with = |k: OpenFileKind, f: &dyn Fn(&mut InetOptions)| match k {
+            OpenFileKind::InetSocket {
+                family,
+                sock_type,
+                local,
+                peer,
+                backlog,
+                mut options,
+                dropped,
+            } => {
+                f(&mut options);
+                OpenFileKind::InetSocket {
+                    family,
+                    sock_type,
+                    local,
+                    peer,
+                    backlog,
+                    options,
+                    dropped,
+                }
+            }
+            k => k,
+        };
+        let field = |k: OpenFileKind| {
+            validate(&with_descriptions(vec![(k, 2, 8)]))
+                .unwrap_err()
+                .field
+        };
+        // Good ones: listeners on v4 and v6 (dual stack on a mapped
+        // address too), a connected UDP socket, an unbound TCP socket.
+        for good in [
+            sock(v4, tcp, addr("127.0.0.1", 8000), None, Some(128)),
+            with(sock(v6, tcp, addr("::1", 8000), None, Some(5)), &|o| {
+                o.v6only = true;
+                o.nodelay = true;
+                o.defer_accept = 5;
+                o.bind_device = Some("lo".into());
+            }),
+            sock(v6, udp, addr("::ffff:10.0.0.1", 53), addr("::1", 9), None),
+            with(sock(v4, udp, addr("0.0.0.0", 5353), None, None), &|o| {
+                o.broadcast = true
+            }),
+            sock(v4, tcp, None, None, None),
+        ] {
+            validate(&with_descriptions(vec![(good, 2, 8)])).unwrap();
+        }
+        for (bad, at) in [
+            (sock(libc::AF_UNIX, tcp, None, None, None), "family"),
+            (sock(v4, libc::SOCK_RAW, None, None, None), "sock_type"),
+            (sock(v4, tcp, addr("::1", 80), None, None), "local"),
+            (sock(v6, tcp, addr("127.0.0.1", 80), None, None), "local"),
+            (sock(v4, tcp, addr("localhost", 80), None, None), "local"),
+            (sock(v4, tcp, addr("127.0.0.1", 0), None, None), "local"),
+            (
+                sock(v4, tcp, addr("127.0.0.1", 80), addr("127.0.0.1", 81), None),
+                "peer",
+            ),
+            (
+                sock(v4, udp, addr("127.0.0.1", 80), None, Some(1)),
+                "backlog",
+            ),
+            (sock(v4, tcp, None, None, Some(1)), "backlog"),
+            (
+                sock(v4, tcp, addr("127.0.0.1", 80), None, Some(u32::MAX)),
+                "backlog",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| o.v6only = true),
+                "options.v6only",
+            ),
+            (
+                with(sock(v4, udp, None, None, None), &|o| o.nodelay = true),
+                "options",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| o.broadcast = true),
+                "options.broadcast",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| o.rcvbuf = u32::MAX),
+                "options.rcvbuf",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| {
+                    o.bind_device = Some("a/b".into())
+                }),
+                "options.bind_device",
+            ),
+            (
+                with(sock(v4, tcp, None, None, None), &|o| {
+                    o.bind_device = Some("x".repeat(16))
+                }),
+                "options.bind_device",
+            ),
+        ] {
+            assert_eq!(field(bad), format!("files[0].kind.{at}"));
+        }
+        let scoped = OpenFileKind::InetSocket {
+            family: v4,
+            sock_type: tcp,
+            local: Some(InetAddr {
+                ip: "127.0.0.1".into(),
+                port: 1,
+                scope_id: 2,
+            }),
+            peer: None,
+            backlog: None,
+            options: InetOptions::default(),
+            dropped: 0,
+        };
+        assert_eq!(field(scoped), "files[0].kind.local");
     }
 
     #[test]

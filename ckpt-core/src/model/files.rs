@@ -136,6 +136,98 @@ pub enum OpenFileKind {
         sndbuf: u32,
         passcred: bool,
     },
+    /// A TCP or UDP socket (IPv4 or IPv6) that needs nothing outside the
+    /// image: TCP unbound, bound or listening with `backlog` (no connection
+    /// waiting: those and established connections are refused at dump);
+    /// UDP unbound, bound, and connected to `peer` (its default
+    /// destination). Recreated by the stub: `socket`, the options, `bind`
+    /// to `local`, `connect` to `peer` (UDP), `listen`. `family` is
+    /// `AF_INET` or `AF_INET6`, `sock_type` `SOCK_STREAM` (TCP) or
+    /// `SOCK_DGRAM` (UDP). `dropped` is the number of datagrams a UDP
+    /// socket had queued at dump, not kept (UDP does not promise
+    /// delivery; their senders are outside the image).
+    InetSocket {
+        family: i32,
+        sock_type: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<InetAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<InetAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backlog: Option<u32>,
+        #[serde(default, skip_serializing_if = "InetOptions::is_default")]
+        options: InetOptions,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropped: u32,
+    },
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// An IPv4 or IPv6 address and port. `ip` is the address in its usual
+/// text form (`127.0.0.1`, `::1`, `::ffff:10.0.0.1`); `scope_id` the
+/// interface index of a link-local IPv6 address (0 otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InetAddr {
+    pub ip: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scope_id: u32,
+}
+
+impl std::fmt::Display for InetAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ip.contains(':') {
+            if self.scope_id != 0 {
+                write!(f, "[{}%{}]:{}", self.ip, self.scope_id, self.port)
+            } else {
+                write!(f, "[{}]:{}", self.ip, self.port)
+            }
+        } else {
+            write!(f, "{}:{}", self.ip, self.port)
+        }
+    }
+}
+
+/// The options of an [`OpenFileKind::InetSocket`] a server sets and
+/// relies on. `rcvbuf` and `sndbuf` are the values read back (the kernel
+/// doubles what was set), kept only when they differ from what a new
+/// socket of the same kind gets (0: the default). `defer_accept` is
+/// `TCP_DEFER_ACCEPT` in seconds as read back; `bind_device` the
+/// interface named by `SO_BINDTODEVICE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InetOptions {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuseaddr: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuseport: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keepalive: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v6only: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nodelay: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freebind: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub defer_accept: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rcvbuf: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sndbuf: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_device: Option<String>,
+}
+
+impl InetOptions {
+    /// Every option at its default (then not written at all).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One entry of an epoll interest list: the kernel keys it by the file
@@ -256,6 +348,7 @@ impl OpenFileKind {
                 | Self::Pipe { .. }
                 | Self::UnixPair { .. }
                 | Self::UnixSocket { .. }
+                | Self::InetSocket { .. }
         )
     }
 }

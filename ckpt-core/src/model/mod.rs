@@ -33,7 +33,9 @@ pub use files::{
     ByteString, EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS,
     INOTIFY_MASK_BITS,
 };
-pub use files::{FdState, FileIdentity, OpenFile, OpenFileKind, TIMERFD_CLOCKS};
+pub use files::{
+    FdState, FileIdentity, InetAddr, InetOptions, OpenFile, OpenFileKind, TIMERFD_CLOCKS,
+};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState, Zombie};

@@ -126,6 +126,15 @@ pub enum RestoreError {
         name: String,
         reason: String,
     },
+    /// A TCP or UDP socket could not be bound (or connected) again.
+    #[error("cannot {op} fd {fd}'s {proto} socket to {addr} again: {reason}")]
+    Inet {
+        op: &'static str,
+        fd: String,
+        proto: &'static str,
+        addr: String,
+        reason: String,
+    },
     /// The caller's [`Release`] hook called the restore off; the process
     /// was killed before it ran.
     #[error("the restore of process {pid} was called off before it was released")]

@@ -308,10 +308,17 @@ impl Ctx<'_> {
                 ));
             }
             if child.exe.path != p.exe.path {
-                notices.push(format!(
-                    "/proc/{new}/exe will name {} (its parent's), not {}",
-                    p.exe.path, child.exe.path
-                ));
+                let stub = stubs.tasks[c]
+                    .as_mut()
+                    .ok_or_else(|| RestoreError::Invalid(format!("task {c} was never created")))?;
+                let execd = self.mode == StubMode::Final
+                    && exec_own_exe(stub, blank.tramp, &child.exe.path)?;
+                if !execd {
+                    notices.push(format!(
+                        "/proc/{new}/exe will name {} (its parent's), not {}",
+                        p.exe.path, child.exe.path
+                    ));
+                }
             }
         }
         for z in &zombies {
@@ -487,6 +494,91 @@ fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreErro
     Ok(())
 }
 
+/// Make the blank child `s` exec its own saved executable `path`, so that
+/// `/proc/PID/exe` names it, when that gains nothing: the child (holding
+/// the caller's credentials) opens it, the restorer checks that copy is a
+/// regular file with no set-id bit for anyone else and no file
+/// capabilities, and the child execs that very file (`execveat` on the
+/// fd). `false`: not exec'ed (gone, or it would gain privilege).
+fn exec_own_exe(s: &mut Stub, tramp: u64, path: &str) -> Result<bool, RestoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let pid = s.pid();
+    let tr = |source| RestoreError::Trace { pid, source };
+    super::files::check_path(path)?;
+    let fd = {
+        let mut inj = Injector::new(&mut s.tracee);
+        inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+        let at = inj.put_cstr(path, "writing a path")?;
+        let r = inj.syscall_raw(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                at,
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        if r < 0 {
+            return Ok(false);
+        }
+        r as u64
+    };
+    let copy =
+        sys::pidfd_getfd(&s.pidfd, i32::try_from(fd).unwrap_or(-1)).map_err(RestoreError::Spawn)?;
+    let meta = std::fs::File::from(copy.try_clone().map_err(|e| {
+        RestoreError::Spawn(nix::errno::Errno::from_raw(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        ))
+    })?)
+    .metadata()
+    .ok();
+    // The child's own ids are the caller's (a `Final` stub): its uid and
+    // gid are what `/proc/PID/status` of the child says.
+    let ids = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| crate::procfs::status::parse_status(&t).ok())
+        .map(|st| (st.uid[1], st.gid[1]));
+    let ok = match (meta, ids) {
+        (Some(m), Some((uid, gid))) => {
+            m.is_file()
+                && !(m.mode() & libc::S_ISUID != 0 && m.uid() != uid)
+                && !(m.mode() & libc::S_ISGID != 0 && m.gid() != gid)
+                && !sys::has_file_caps(&copy)
+        }
+        _ => false,
+    };
+    let mut inj = Injector::new(&mut s.tracee);
+    inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+    if !ok {
+        inj.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        return Ok(false);
+    }
+    let name = inj.put_cstr(path, "writing argv")?;
+    let argv = inj.put_bytes(
+        &[name.to_ne_bytes(), 0u64.to_ne_bytes()].concat(),
+        "writing argv",
+    )?;
+    let envp = inj.put_bytes(&0u64.to_ne_bytes(), "writing envp")?;
+    let empty = inj.put_cstr("", "writing a path")?;
+    let t = inj.tracee();
+    let mut regs = t.regs().map_err(tr)?;
+    regs.rip = tramp;
+    regs.rax = libc::SYS_execveat as u64;
+    regs.orig_rax = u64::MAX;
+    regs.rdi = fd;
+    regs.rsi = empty;
+    regs.rdx = argv;
+    regs.r10 = envp;
+    regs.r8 = libc::AT_EMPTY_PATH as u64;
+    t.set_regs(&regs).map_err(tr)?;
+    t.cont_until_exec().map_err(tr)?;
+    t.next_syscall_stop().map_err(tr)?;
+    s.exec = true;
+    Ok(true)
+}
+
 /// Let every process run: children before their parents, each one's
 /// threads before it; a process that was stopped by a signal stops again
 /// before it runs any instruction.
@@ -510,7 +602,7 @@ fn release_all(stubs: Stubs, m: &Manifest) -> Result<(), RestoreError> {
 
 impl Builder<'_> {
     /// Move the inherited end of the transfer pair to `to` (above every
-    /// fd number the image restores), close-on-exec, raising the stub's
+    /// fd number the image restores), raising the stub's
     /// open-file limit to its hard limit when `to` is above it.
     fn move_transport(&mut self, to: u64) -> Result<(), RestoreError> {
         let cur = self
@@ -543,11 +635,9 @@ impl Builder<'_> {
         }
         let from = self.shared.stub_fd;
         if from != to {
-            self.sys(
-                "dup3(transfer)",
-                libc::SYS_dup3,
-                [from, to, libc::O_CLOEXEC as u64, 0, 0, 0],
-            )?;
+            // Not close-on-exec: a child that execs its own executable
+            // keeps it.
+            self.sys("dup3(transfer)", libc::SYS_dup3, [from, to, 0, 0, 0, 0])?;
             self.sys("close", libc::SYS_close, [from, 0, 0, 0, 0, 0])?;
             self.shared.stub_fd = to;
         }

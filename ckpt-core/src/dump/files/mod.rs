@@ -8,7 +8,8 @@
 //! pairs, pipes with an end outside the image, anonymous inodes other than
 //! eventfd, signalfd, timerfd, epoll and inotify), deleted files, locks
 //! other than flock, POSIX and OFD ones; network sockets, devices and the
-//! kernel objects nobody restores are named by [`refused`]. Pipes, FIFOs
+//! kernel objects nobody restores are named by [`refused`]; TCP and UDP
+//! sockets that need no peer are [`inet`]'s. Pipes, FIFOs
 //! and unix socket pairs are [`pipe`]'s and [`unix`]'s. A memfd or a file
 //! unlinked while open is [`saved`] with its content.
 //!
@@ -23,6 +24,7 @@
 mod epoll;
 mod eventfd;
 mod external;
+mod inet;
 mod inotify;
 mod locks;
 mod pipe;
@@ -153,23 +155,31 @@ impl Frozen {
                         source,
                     }
                 })?;
-            if let Some(resource) = refused::refusal(&self.pidfd, fd, &link, &meta) {
-                return Err(unsupported(resource));
+            // TCP and UDP sockets restore can recreate; other network
+            // sockets are refused.
+            let inet = inet::classify(pid, &self.pidfd, fd, &link, &meta)?;
+            if inet.is_none() {
+                if let Some(resource) = refused::refusal(&self.pidfd, fd, &link, &meta) {
+                    return Err(unsupported(resource));
+                }
             }
             // Pipes, FIFOs and unix sockets held inside the image first.
-            let inside = match pipe::classify(
-                pid,
-                &self.pidfd,
-                fd,
-                &link,
-                &meta,
-                info.flags,
-                &table.ends,
-            )? {
+            let inside = match inet {
                 Some(kind) => Some(kind),
-                None => {
-                    unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &table.held)?
-                }
+                None => match pipe::classify(
+                    pid,
+                    &self.pidfd,
+                    fd,
+                    &link,
+                    &meta,
+                    info.flags,
+                    &table.ends,
+                )? {
+                    Some(kind) => Some(kind),
+                    None => {
+                        unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &table.held)?
+                    }
+                },
             };
             let kind = match inside {
                 Some(kind) => Some(kind),

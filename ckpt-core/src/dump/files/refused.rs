@@ -1,5 +1,6 @@
 //! Descriptions the engine does not restore, refused at dump with a message
-//! that names the fd and the resource: network sockets (TCP and UDP with
+//! that names the fd and the resource: network sockets other than the TCP
+//! and UDP ones [`super::inet`] keeps (SCTP, MPTCP, UDP-Lite, ping with
 //! their local and peer addresses; raw, netlink, packet and any other
 //! family), devices other than the harmless character devices
 //! (`/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`)
@@ -108,17 +109,23 @@ fn socket_refusal(pidfd: &OwnedFd, fd: i32, link: &str) -> Option<String> {
             "none".to_string()
         }
     };
+    let protocol = sys::sock_opt_at(&dup, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(-1);
+    let proto = match protocol {
+        libc::IPPROTO_TCP => "TCP".to_string(),
+        libc::IPPROTO_UDP => "UDP".to_string(),
+        libc::IPPROTO_SCTP => "SCTP".to_string(),
+        libc::IPPROTO_MPTCP => "MPTCP".to_string(),
+        libc::IPPROTO_UDPLITE => "UDP-Lite".to_string(),
+        libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6 => "ICMP (ping)".to_string(),
+        p => format!("protocol {p}"),
+    };
     let what = match (family, ty) {
-        (Some(AddressFamily::Inet | AddressFamily::Inet6), Some(socket::SockType::Stream)) => {
+        (
+            Some(AddressFamily::Inet | AddressFamily::Inet6),
+            Some(socket::SockType::Stream | socket::SockType::Datagram),
+        ) => {
             format!(
-                "a TCP socket (local {}, peer {}; network sockets are not restored)",
-                addr(&local),
-                addr(&peer)
-            )
-        }
-        (Some(AddressFamily::Inet | AddressFamily::Inet6), Some(socket::SockType::Datagram)) => {
-            format!(
-                "a UDP socket (local {}, peer {}; network sockets are not restored)",
+                "a {proto} socket (local {}, peer {}; only TCP and UDP sockets are restored)",
                 addr(&local),
                 addr(&peer)
             )

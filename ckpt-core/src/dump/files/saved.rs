@@ -73,7 +73,8 @@ pub(in crate::dump) struct SavedFiles {
     /// How many of `list` have had their content written.
     written: usize,
     /// Shared anonymous memory objects (dev, ino) that more than one
-    /// process of the image maps, with the parts they map.
+    /// process of the image maps, and deleted files the image's processes
+    /// map, with the parts they map.
     shared_memory: HashMap<(u64, u64), Vec<(u64, u64)>>,
 }
 
@@ -86,7 +87,7 @@ impl SavedFiles {
     }
 
     /// The shared anonymous memory objects mapped by more than one process
-    /// of the image (see [`SavedFiles::shared_memory`]).
+    /// of the image and the deleted files they map, with the parts mapped.
     pub(in crate::dump) fn set_shared_memory(
         &mut self,
         objects: HashMap<(u64, u64), Vec<(u64, u64)>>,
@@ -139,6 +140,58 @@ impl SavedFiles {
             ranges: Some(ranges),
         });
         Ok(Some(index))
+    }
+
+    /// The space of a regular file that was unlinked while mapped at
+    /// `start..end` by `frozen` and that no fd of the image holds (a
+    /// POSIX semaphore or shared memory object removed right after it was
+    /// mapped): its content is read through `/proc/PID/map_files`, only
+    /// the parts the image's processes map (`ranges`).
+    pub(in crate::dump) fn deleted_mapping(
+        &mut self,
+        frozen: &Frozen,
+        start: u64,
+        end: u64,
+        path: &str,
+        ranges: Vec<(u64, u64)>,
+    ) -> Result<u32, DumpError> {
+        use std::os::unix::fs::MetadataExt;
+        let pid = frozen.pid;
+        let what = || format!("map_files/{start:x}-{end:x} ({path})");
+        let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+        let file = std::fs::File::open(&link).map_err(|source| DumpError::Proc {
+            pid,
+            what: what(),
+            source,
+        })?;
+        let meta = file.metadata().map_err(|source| DumpError::Proc {
+            pid,
+            what: what(),
+            source,
+        })?;
+        if let Some(i) = self.space_of(meta.dev(), meta.ino()) {
+            return Ok(i);
+        }
+        if !meta.is_file() {
+            return Err(DumpError::Unsupported {
+                pid,
+                resource: format!("mapping of deleted {path} at {start:#x} (not a regular file)"),
+            });
+        }
+        let index = self.push(Space::Unlinked {
+            path: path.to_string(),
+            size: meta.len(),
+            mode: meta.mode() & 0o7777,
+            owner: Some((meta.uid(), meta.gid())),
+        });
+        self.list.push(Saved {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            index,
+            fd: OwnedFd::from(file),
+            ranges: Some(ranges),
+        });
+        Ok(index)
     }
 
     /// A new space for the memory of task `task`; its index.
@@ -304,5 +357,15 @@ impl SavedFiles {
         }
         self.written = self.list.len();
         Ok(())
+    }
+}
+
+impl SavedFiles {
+    /// The parts of object (dev, ino) the image's processes map.
+    pub(in crate::dump) fn mapped_ranges(&self, dev: u64, ino: u64) -> Vec<(u64, u64)> {
+        self.shared_memory
+            .get(&(dev, ino))
+            .cloned()
+            .unwrap_or_default()
     }
 }

@@ -16,7 +16,8 @@
 //! image are handed the caller's own ([`external`]). eventfds, signalfds
 //! and timerfds are created by the stub itself ([`eventfd`], [`signalfd`],
 //! [`timerfd`]): no path, the stub's credentials; so are epoll and
-//! inotify instances ([`epoll`], [`inotify`]), pipes and unix socket pairs
+//! inotify instances ([`epoll`], [`inotify`]), TCP and UDP sockets
+//! ([`inet`]: socket, options, bind, listen), pipes and unix socket pairs
 //! ([`pipe`], [`unix`]: both ends at once, filled with their saved data,
 //! [`queued`]); FIFOs are reopened by path ([`pipe`]). Descriptions are
 //! opened in dependency order: every description first, then each epoll's
@@ -30,6 +31,7 @@ mod cwd;
 mod epoll;
 mod eventfd;
 mod external;
+mod inet;
 mod inotify;
 mod locks;
 mod pipe;
@@ -147,6 +149,15 @@ impl Builder<'_> {
                 },
                 top,
             ),
+            OpenFileKind::InetSocket { .. } => {
+                let fd = self
+                    .p
+                    .fds
+                    .iter()
+                    .find(|f| f.description as usize == i)
+                    .map_or(-1, |f| f.fd);
+                self.open_inet_socket(d, fd, top)
+            }
             OpenFileKind::Regular | OpenFileKind::Directory | OpenFileKind::CharDevice => {
                 self.reopen_by_path(d, top)
             }
