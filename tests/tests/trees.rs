@@ -463,9 +463,6 @@ if __name__ == "__main__":
 /// (a few seconds), dumped with --tree in the middle and restored: it
 /// finishes with the right sum.
 #[test]
-#[ignore = "dump refuses multiprocessing's semaphores: \"cannot checkpoint mapping of deleted \
-            file /dev/shm/sem.XXXXXX at 0x... (only a file one of the process's fds holds is \
-            saved): not supported yet\" (sem_open'ed, then unlinked; mapped, no fd)"]
 fn a_python_multiprocessing_pool_finishes_after_restore() {
     let env = Env::require();
     let _guard = PolicyGuard::lock(&env);
