@@ -161,6 +161,21 @@ pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
     kcmp_same_file_in(pid, fd1, pid, fd2)
 }
 
+/// `KCMP_VM`, `KCMP_FILES`, `KCMP_FS`, `KCMP_SIGHAND`: what two
+/// processes may share besides threads.
+pub const KCMP_VM: libc::c_long = 1;
+pub const KCMP_FILES: libc::c_long = 2;
+pub const KCMP_FS: libc::c_long = 3;
+pub const KCMP_SIGHAND: libc::c_long = 4;
+
+/// Do processes `pid1` and `pid2` share the `kind` (`KCMP_VM`,
+/// `KCMP_FILES`, `KCMP_FS`, `KCMP_SIGHAND`)?
+pub fn kcmp_shared(pid1: i32, pid2: i32, kind: libc::c_long) -> Result<bool, Errno> {
+    // SAFETY: integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, 0, 0) };
+    Ok(Errno::result(r)? == 0)
+}
+
 /// Do `pid1`'s fd `fd1` and `pid2`'s fd `fd2` refer to the same open file
 /// description (`kcmp` with `KCMP_FILE`)?
 pub fn kcmp_same_file_in(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool, Errno> {

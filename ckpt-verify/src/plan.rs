@@ -139,6 +139,20 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             ambient: t.cap_ambient,
             securebits: t.securebits,
         })
+    } else if holds_caps && own_caps_kept(saved.as_ref(), &creds, &mine, t.caps_held(), caller_caps)
+    {
+        notices.push(format!(
+            "keeping the image's capabilities ({}): its ids are yours and you hold every one of them",
+            cap_mask_summary(t.cap_permitted | t.cap_effective | t.cap_ambient)
+        ));
+        Some(RestoreCapabilities {
+            inheritable: t.cap_inheritable,
+            permitted: t.cap_permitted,
+            effective: t.cap_effective,
+            bounding: t.cap_bounding & t.caps_held(),
+            ambient: t.cap_ambient,
+            securebits: t.securebits,
+        })
     } else {
         if t.cap_permitted | t.cap_effective | t.cap_ambient != 0 {
             notices.push(format!(
@@ -206,6 +220,29 @@ fn own_groups_kept(
         && s.gid == mine.gid
         && s.groups != mine.groups)
         .then(|| s.groups.clone())
+}
+
+/// Without the `capabilities` grant, the image's capability sets are
+/// kept when the restore gives the caller's own ids, those are the saved
+/// ids (after mapping), and the caller can already hold every capability
+/// the image holds (root): root restoring its own process gives it what it
+/// had, never more than root holds; no one else gets any.
+fn own_caps_kept(
+    saved: Option<&RestoreCredentials>,
+    creds: &RestoreCredentials,
+    mine: &RestoreCredentials,
+    held: u64,
+    caller_caps: u64,
+) -> bool {
+    let Some(s) = saved else {
+        return false;
+    };
+    creds.uid == mine.uid
+        && creds.gid == mine.gid
+        && s.uid == mine.uid
+        && s.gid == mine.gid
+        && caller_caps != 0
+        && held & !caller_caps == 0
 }
 
 /// The image's credentials as they are recorded (not mapped).
@@ -347,6 +384,24 @@ mod tests {
             ..user.clone()
         };
         assert_eq!(own_groups_kept(Some(&more), &user, 0), None);
+    }
+
+    #[test]
+    fn own_caps_are_kept_only_for_a_caller_that_holds_them() {
+        let root = caller_creds(&caller(0));
+        let all = u64::MAX >> 23;
+        // Root, its own ids, fewer capabilities than it holds: kept.
+        assert!(own_caps_kept(Some(&root), &root, &root, 0x1ff, all));
+        // A capability the caller cannot hold, other ids, or a user: not.
+        assert!(!own_caps_kept(Some(&root), &root, &root, 0x1ff, 0xff));
+        let other = RestoreCredentials {
+            uid: [1001; 4],
+            ..root.clone()
+        };
+        assert!(!own_caps_kept(Some(&other), &root, &root, 0x1ff, all));
+        assert!(!own_caps_kept(None, &root, &root, 0x1ff, all));
+        let user = caller_creds(&caller(1001));
+        assert!(!own_caps_kept(Some(&user), &user, &user, 0x1, 0));
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::procfs;
 use crate::ptrace::find_syscall_insn;
 use crate::sys;
 
+/// `start..end` of a mapping.
+type AddrRange = (u64, u64);
+
 impl Frozen {
     /// The raw auxiliary vector.
     pub(super) fn auxv(&self) -> Result<Vec<u64>, DumpError> {
@@ -42,7 +45,7 @@ impl Frozen {
         &self,
         files: &mut MappedFiles,
         saved: &mut super::files::saved::SavedFiles,
-    ) -> Result<(Vec<Vma>, (u64, u64)), DumpError> {
+    ) -> Result<(Vec<Vma>, Option<AddrRange>), DumpError> {
         let pid = self.pid;
         let maps =
             procfs::maps::parse_maps(&self.read_proc("maps")?).map_err(self.parse_err("maps"))?;
@@ -161,19 +164,76 @@ impl Frozen {
                 space: content.or(shmem),
             });
         }
-        let Some(vdso) = vdso_range else {
-            return Err(self.unsupported("a process without [vdso]".into()));
-        };
-        Ok((vmas, vdso))
+        Ok((vmas, vdso_range))
     }
 
     /// SHA-256 of the vdso (restore needs the same kernel's), and the
     /// address of a `syscall` instruction in it to inject through.
     pub(super) fn read_vdso(
         &self,
-        vdso_start: u64,
-        vdso_end: u64,
+        vdso: Option<AddrRange>,
+        vmas: &[Vma],
     ) -> Result<(Vec<u8>, u64), DumpError> {
+        match vdso {
+            Some((start, end)) => self.read_vdso_at(start, end),
+            None => self.without_vdso(vmas),
+        }
+    }
+
+    /// A process that unmapped its vdso: the image records the digest of
+    /// this kernel's vdso (the dumper's own: restore still needs the same
+    /// kernel build, and unmaps it again), and syscalls are injected
+    /// through a `syscall` instruction found in one of its executable file
+    /// mappings (its C library has many).
+    fn without_vdso(&self, vmas: &[Vma]) -> Result<(Vec<u8>, u64), DumpError> {
+        let pid = self.pid;
+        let own = std::fs::read_to_string("/proc/self/maps")
+            .ok()
+            .and_then(|t| procfs::maps::parse_maps(&t).ok())
+            .and_then(|m| {
+                m.iter()
+                    .find(|e| e.path.as_deref() == Some("[vdso]"))
+                    .map(|e| (e.start, e.end))
+            })
+            .ok_or_else(|| {
+                self.unsupported("a process without [vdso], dumped by a process without one".into())
+            })?;
+        let mut bytes = vec![0u8; usize::try_from(own.1 - own.0).unwrap_or(0)];
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        let n = sys::vm_read(me, own.0, &mut bytes).map_err(|errno| DumpError::Memory {
+            pid: me,
+            addr: own.0,
+            errno,
+        })?;
+        if n != bytes.len() {
+            return Err(self.unsupported("a process without [vdso] (reading this kernel's)".into()));
+        }
+        let digest = Sha256::digest(&bytes).to_vec();
+        let mut code = vec![0u8; 1 << 16];
+        for v in vmas
+            .iter()
+            .filter(|v| v.kind == VmaKind::File && v.prot & libc::PROT_EXEC as u32 != 0)
+        {
+            let mut at = v.start;
+            while at < v.end {
+                let len = usize::try_from((v.end - at).min(code.len() as u64)).unwrap_or(0);
+                let Ok(n) = sys::vm_read(pid, at, &mut code[..len]) else {
+                    break;
+                };
+                if let Some(site) = find_syscall_insn(&code[..n], at) {
+                    return Ok((digest, site));
+                }
+                // Overlap by one byte so an instruction across two reads counts.
+                at += (n as u64).max(2) - 1;
+            }
+        }
+        Err(self.unsupported(
+            "a process without [vdso] and without a syscall instruction in its executable mappings"
+                .into(),
+        ))
+    }
+
+    fn read_vdso_at(&self, vdso_start: u64, vdso_end: u64) -> Result<(Vec<u8>, u64), DumpError> {
         let pid = self.pid;
         let mut vdso = vec![0u8; usize::try_from(vdso_end - vdso_start).unwrap_or(0)];
         let n = sys::vm_read(pid, vdso_start, &mut vdso).map_err(|errno| DumpError::Memory {

@@ -291,14 +291,14 @@ impl Frozen {
         // Mappings and the files behind them.
         let mut files = identity::MappedFiles::default();
         let exe = files.identity_of_exe(pid)?;
-        let (vmas, (vdso_start, vdso_end)) = self.mappings(&mut files, saved)?;
+        let (vmas, vdso) = self.mappings(&mut files, saved)?;
 
         // POSIX timers as /proc lists them (the task reports their times).
         let mut posix_timers = self.posix_timers()?;
 
         // Per-thread state and what only the task can tell us.
         self.refuse_thread_creds(&status)?;
-        let (vdso_digest, syscall_at) = self.read_vdso(vdso_start, vdso_end)?;
+        let (vdso_digest, syscall_at) = self.read_vdso(vdso, &vmas)?;
         self.check_cancel()?;
         self.block_signals()?;
         let template = self.saved;

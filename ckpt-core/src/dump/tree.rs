@@ -267,6 +267,7 @@ impl FrozenTree {
                 p.refuse_children()?;
             }
         }
+        self.refuse_shared_tables()?;
         let mut tasks = Vec::with_capacity(self.procs.len());
         let mut first = None;
         for (i, p) in self.procs.iter_mut().enumerate() {
@@ -295,6 +296,44 @@ impl FrozenTree {
             cpu,
             vdso_digest,
         })
+    }
+
+    /// Processes that share what only threads share in what restore
+    /// builds (an fd table, the filesystem context, signal handlers or a
+    /// whole address space: `clone` with `CLONE_FILES`, `CLONE_FS`,
+    /// `CLONE_SIGHAND` or `CLONE_VM` but not `CLONE_THREAD`) are refused,
+    /// naming both: each is compared with the process before it and with
+    /// its parent.
+    fn refuse_shared_tables(&self) -> Result<(), DumpError> {
+        const KINDS: [(libc::c_long, &str); 4] = [
+            (sys::KCMP_FILES, "their fd table (CLONE_FILES)"),
+            (sys::KCMP_FS, "their working directory and umask (CLONE_FS)"),
+            (sys::KCMP_SIGHAND, "their signal handlers (CLONE_SIGHAND)"),
+            (
+                sys::KCMP_VM,
+                "their address space (CLONE_VM without CLONE_THREAD)",
+            ),
+        ];
+        for (i, p) in self.procs.iter().enumerate().skip(1) {
+            let ppid = procfs::stat::parse_stat(&p.read_proc("stat")?)
+                .map(|st| st.ppid)
+                .unwrap_or(0);
+            let others = [Some(self.procs[i - 1].pid), Some(ppid)];
+            for other in others.into_iter().flatten() {
+                if other == p.pid || !self.procs.iter().any(|q| q.pid == other) {
+                    continue;
+                }
+                for (kind, what) in KINDS {
+                    if sys::kcmp_shared(other, p.pid, kind).unwrap_or(false) {
+                        return Err(DumpError::Unsupported {
+                            pid: p.pid,
+                            resource: format!("processes {other} and {} that share {what}", p.pid),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Let every process continue as if nothing happened (children first).

@@ -2077,6 +2077,7 @@ mod tests {
         );
 
         let lock = |kind, start, end| FileLock {
+            owner: None,
             kind,
             write: true,
             start,

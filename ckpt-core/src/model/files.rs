@@ -288,6 +288,12 @@ pub struct FileLock {
     /// Last byte, inclusive; `None` is "to the end of the file, however
     /// long it grows" (always for `flock`).
     pub end: Option<u64>,
+    /// A POSIX lock's owner, the pid of one of the image's tasks (the
+    /// kernel lists it under every description of that file the lock was
+    /// taken through, which other tasks may share); `None` in images from
+    /// before it was recorded: the first task holding the description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<i32>,
 }
 
 /// Bytes saved in the manifest as one CBOR byte string.

@@ -67,6 +67,9 @@ pub enum LockClass {
 pub struct LockLine {
     pub class: LockClass,
     pub write: bool,
+    /// The owner's pid (a POSIX lock's process; -1 or the creator for the
+    /// others).
+    pub pid: i32,
     pub start: u64,
     /// Last byte, inclusive; `None` for `EOF`.
     pub end: Option<u64>,
@@ -217,7 +220,7 @@ pub fn parse_locks(text: &str) -> Result<Vec<LockLine>, ParseError> {
         };
         let t: Vec<&str> = rest.split_whitespace().collect();
         // id:, kind, class, type, pid, dev:ino, start, end
-        let [id, kind, class, ty, _pid, _dev, start, end] = t.as_slice() else {
+        let [id, kind, class, ty, pid, _dev, start, end] = t.as_slice() else {
             return Err(at.err("lock", Problem::Malformed));
         };
         if !id.ends_with(':') {
@@ -239,9 +242,13 @@ pub fn parse_locks(text: &str) -> Result<Vec<LockLine>, ParseError> {
             "EOF" => None,
             e => Some(lex::dec(e).map_err(|p| at.err("lock end", p))?),
         };
+        let pid = pid
+            .parse::<i32>()
+            .map_err(|_| at.err("lock pid", Problem::Malformed))?;
         out.push(LockLine {
             class,
             write,
+            pid,
             start,
             end,
         });
@@ -338,30 +345,35 @@ lock:\t5: LEASE  ACTIVE    READ 6590 fe:00:10028612 0 EOF\n";
                 LockLine {
                     class: LockClass::Posix,
                     write: true,
+                    pid: 6590,
                     start: 10,
                     end: Some(19)
                 },
                 LockLine {
                     class: LockClass::Posix,
                     write: false,
+                    pid: 6590,
                     start: 100,
                     end: None
                 },
                 LockLine {
                     class: LockClass::Ofd,
                     write: false,
+                    pid: -1,
                     start: 5,
                     end: Some(5)
                 },
                 LockLine {
                     class: LockClass::Flock,
                     write: true,
+                    pid: 6590,
                     start: 0,
                     end: None
                 },
                 LockLine {
                     class: LockClass::Other("LEASE ACTIVE".into()),
                     write: false,
+                    pid: 6590,
                     start: 0,
                     end: None
                 },

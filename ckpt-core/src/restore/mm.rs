@@ -252,6 +252,16 @@ impl Builder<'_> {
                 "[vvar_vclock]",
             ),
         ];
+        // A process that had unmapped its vdso: the stub's goes too (the
+        // trampoline is what syscalls are injected through now).
+        if family(VmaKind::Vdso).is_none() {
+            for (now, then, _) in pairs {
+                if let (Some((s, e)), None) = (now, then) {
+                    self.sys("munmap(vdso)", libc::SYS_munmap, [s, e - s, 0, 0, 0, 0])?;
+                }
+            }
+            return Ok(());
+        }
         let mut moves = Vec::new();
         for (now, then, name) in pairs {
             match (now, then) {

@@ -377,7 +377,7 @@ impl Builder<'_> {
         self.restore_sched()?;
         self.restore_child_subreaper()?;
         self.clear_pdeathsig()?;
-        self.note_pdeathsig();
+        self.note_pdeathsig()?;
 
         // 12. The other threads, cloned by the leader now that it holds its
         //     final credentials (credentials are per thread; a new thread

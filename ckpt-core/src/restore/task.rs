@@ -295,12 +295,23 @@ impl Builder<'_> {
     /// traced and nothing can be injected into it. So the only honest
     /// outcomes are "not set" or "fires at once"; restore leaves it unset
     /// (the stub's own is cleared by [`Builder::clear_pdeathsig`]).
-    pub(super) fn note_pdeathsig(&mut self) {
+    pub(super) fn note_pdeathsig(&mut self) -> Result<(), RestoreError> {
         let sig = self.p.pdeathsig;
+        // A child of another process of the image watches that parent
+        // again (set now, after the credentials changed, which clears it).
+        if sig != 0 && self.task > 0 {
+            self.sys(
+                "prctl(PR_SET_PDEATHSIG)",
+                libc::SYS_prctl,
+                [libc::PR_SET_PDEATHSIG as u64, sig as u64, 0, 0, 0, 0],
+            )?;
+            return Ok(());
+        }
         if sig != 0 {
             self.notices.push(format!(
                 "parent-death signal {sig} not restored: the parent it watched is not part of the image (the restored process's parent is the restorer, which exits)"
             ));
         }
+        Ok(())
     }
 }

@@ -464,7 +464,11 @@ fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreErro
             errno,
         },
     };
-    nix::sys::ptrace::cont(npid, None).map_err(trace)?;
+    match nix::sys::ptrace::cont(npid, None) {
+        // SIGKILL ended it already.
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(errno) => return Err(trace(errno)),
+    }
     loop {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         match waitpid(npid, Some(WaitPidFlag::__WALL)) {
@@ -542,10 +546,9 @@ fn exec_own_exe(s: &mut Stub, tramp: u64, path: &str) -> Result<bool, RestoreErr
         .map(|st| (st.uid[1], st.gid[1]));
     let ok = match (meta, ids) {
         (Some(m), Some((uid, gid))) => {
-            m.is_file()
-                && !(m.mode() & libc::S_ISUID != 0 && m.uid() != uid)
-                && !(m.mode() & libc::S_ISGID != 0 && m.gid() != gid)
-                && !sys::has_file_caps(&copy)
+            let foreign_suid = m.mode() & libc::S_ISUID != 0 && m.uid() != uid;
+            let foreign_sgid = m.mode() & libc::S_ISGID != 0 && m.gid() != gid;
+            m.is_file() && !foreign_suid && !foreign_sgid && !sys::has_file_caps(&copy)
         }
         _ => false,
     };
@@ -694,7 +697,13 @@ impl Builder<'_> {
             };
             stub.tracee.set_syscall_site(tramp, template);
             if let Some(w) = want.filter(|w| *w != pid) {
+                // Undone: killed and collected by us, then reaped by its
+                // parent (this stub), so no stray zombie is left to it.
                 stub.kill();
+                self.sys_raw(
+                    libc::SYS_wait4,
+                    [pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+                )?;
                 if attempts >= super::threads::SAME_TID_ATTEMPTS {
                     return Err(RestoreError::PidTaken(w));
                 }

@@ -50,6 +50,7 @@ pub(super) fn capture(
             }
         };
         out.push(FileLock {
+            owner: (kind == LockKind::Posix).then_some(l.pid),
             kind,
             write: l.write,
             start: l.start,

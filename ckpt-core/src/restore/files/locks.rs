@@ -38,6 +38,10 @@ impl Builder<'_> {
     /// Take every lock of description `d` through the stub's fd `fd`.
     pub(super) fn take_locks(&mut self, d: &OpenFile, fd: u64) -> Result<(), RestoreError> {
         for l in &d.locks {
+            // A POSIX lock is its owner's, taken by that task only.
+            if l.kind == LockKind::Posix && l.owner.is_some_and(|o| o != self.p.pid) {
+                continue;
+            }
             let r = match l.kind {
                 LockKind::Flock => {
                     let op = if l.write {
