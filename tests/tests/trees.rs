@@ -89,18 +89,26 @@ fn tree(root: i32) -> Vec<Member> {
     out
 }
 
-/// Kills a whole tree when dropped: every process found under the root
-/// then (a restored tree's members are not the test's children).
-struct TreeGuard(i32);
+/// Kills a whole tree when dropped: every process found then under the
+/// root (a restored tree's members are not the test's children), if the
+/// root is still the process it was (same start time: pids are reused
+/// quickly here).
+struct TreeGuard(i32, u64);
+
+impl TreeGuard {
+    fn new(root: i32) -> TreeGuard {
+        let start = procfs::stat(root).map_or(0, |s| s.start_time);
+        TreeGuard(root, start)
+    }
+}
 
 impl Drop for TreeGuard {
     fn drop(&mut self) {
         for _ in 0..3 {
-            let members = tree(self.0);
-            if members.is_empty() {
+            if procfs::stat(self.0).is_none_or(|s| s.start_time != self.1) {
                 return;
             }
-            for m in members.iter().rev() {
+            for m in tree(self.0).iter().rev() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(m.pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -285,11 +293,10 @@ fn a_tree_checks_itself_after_restore() {
         processes_mentioning(path_str(&wdir)).is_empty()
     });
 
-    let run = env.verify(&dir, &["inspect", path_str(&image), "--json"]);
-    run.assert_code(exit::OK, "inspect --json");
-
-    let (run, mut restored) = env.restore_ok(&dir, &image, None);
-    let _kill = TreeGuard(restored.pid);
+    // restore_ok checks the pidfile names the pid it printed: the root's.
+    let pidfile = dir.work.join("t.pid");
+    let (run, mut restored) = env.restore_ok(&dir, &image, Some(&pidfile));
+    let _kill = TreeGuard::new(restored.pid);
     let after = tree(restored.pid);
     assert_eq!(
         shape(&after),
@@ -329,7 +336,7 @@ fn same_pid_restores_every_pid_of_the_tree() {
         let Some((run, mut restored)) = restore_same_pid(&env, &dir, &image, &pids, attempt) else {
             continue;
         };
-        let _kill = TreeGuard(restored.pid);
+        let _kill = TreeGuard::new(restored.pid);
         let after: BTreeMap<String, i32> = tree(restored.pid)
             .into_iter()
             .map(|m| (m.comm, m.pid))
@@ -423,7 +430,7 @@ fn a_shell_pipeline_continues_mid_stream() {
     );
 
     let (run, restored) = env.restore_ok(&dir, &image, None);
-    let _kill = TreeGuard(restored.pid);
+    let _kill = TreeGuard::new(restored.pid);
     wait_until(WAIT, "the restored pipeline writes 40 more lines", || {
         complete_lines(&out).len() as u64 >= at_dump + 40
     });
@@ -498,7 +505,7 @@ fn a_python_multiprocessing_pool_finishes_after_restore() {
         "dumped before the end ({at_dump} chunks)"
     );
     let (_run, mut restored) = env.restore_ok(&dir, &image, None);
-    let _kill = TreeGuard(restored.pid);
+    let _kill = TreeGuard::new(restored.pid);
     wait_until(
         Duration::from_secs(60),
         "the restored pool finishes",
@@ -623,7 +630,7 @@ fn make_j2_resumes_and_builds_the_same() {
         else {
             continue;
         };
-        let _kill = TreeGuard(restored.pid);
+        let _kill = TreeGuard::new(restored.pid);
         wait_until(
             Duration::from_secs(60),
             "the restored make finishes",
@@ -695,7 +702,7 @@ fn tmux_with_a_counter_carries_on() {
     };
     wait_until(WAIT, "the tmux server runs", || server().is_some());
     let spid = server().unwrap();
-    let _kill_orig = TreeGuard(spid);
+    let _kill_orig = TreeGuard::new(spid);
     wait_until(WAIT, "the pane counts to 20", || {
         complete_lines(&count).len() >= 20
     });
@@ -711,7 +718,7 @@ fn tmux_with_a_counter_carries_on() {
     wait_pids_gone(&pids, "the dumped tmux tree is gone");
     let at_dump = assert_numbered(&complete_lines(&count), &count);
     let (_run, restored) = env.restore_ok(&dir, &image, None);
-    let _kill = TreeGuard(restored.pid);
+    let _kill = TreeGuard::new(restored.pid);
     wait_until(WAIT, "the restored pane counts on", || {
         complete_lines(&count).len() as u64 >= at_dump + 20
     });
