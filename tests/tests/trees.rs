@@ -322,7 +322,7 @@ fn same_pid_restores_every_pid_of_the_tree() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    grant_same_pid(&env, &guard, &syslog);
+    grant_same_pid(&env, &guard, syslog);
     for attempt in 1..=3 {
         let dir = TestDir::new(&env, &format!("tree-same-pid-{attempt}"));
         let (mut orig, wdir) = start_tree(&env, &dir, "sp", &["same-pid"]);
@@ -598,7 +598,7 @@ fn make_j2_resumes_and_builds_the_same() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
-    grant_same_pid(&env, &guard, &syslog);
+    grant_same_pid(&env, &guard, syslog);
     let dir = TestDir::new(&env, "tree-make");
     let clean = make_project(&env, &dir, "clean");
     let want_out = make_uninterrupted(&env, &dir, &clean);
