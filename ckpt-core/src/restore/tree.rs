@@ -118,17 +118,30 @@ pub(super) fn restore_tree(
     } else {
         StubMode::Root
     };
-    // Every process gets the decided credentials: a tree whose processes
-    // had different ones is restored only as the caller's.
+    // Every process gets the decided credentials, and the decided
+    // capabilities when there are any: a tree whose processes had
+    // different ones is restored only as the caller's (a child that had
+    // dropped capabilities must not get the root's back).
     if mode == StubMode::Root {
+        let caps = |c: &crate::model::Credentials| {
+            (
+                c.cap_inheritable,
+                c.cap_permitted,
+                c.cap_effective,
+                c.cap_bounding,
+                c.cap_ambient,
+                c.securebits,
+            )
+        };
         if let Some(p) = m.tasks.iter().find(|p| {
             p.creds.uid != root.creds.uid
                 || p.creds.gid != root.creds.gid
                 || p.creds.groups != root.creds.groups
+                || (opts.caps.is_some() && caps(&p.creds) != caps(&root.creds))
         }) {
             return Err(RestoreError::Unsupported(format!(
-                "granted credentials for a tree whose processes had different ones (pid {} \
-                 differs from pid {}); restore it with your own credentials",
+                "granted credentials for a tree whose processes had different ones (pid {}'s \
+                 ids or capabilities differ from pid {}'s); restore it with your own credentials",
                 p.pid, root.pid
             )));
         }
