@@ -730,17 +730,22 @@ fn tmux_with_a_counter_carries_on() {
     assert_numbered(&complete_lines(&count), &count);
 }
 
-/// A user's shell whose child is a setuid-root program: the dump of the
-/// tree is refused with the access-denied code naming the child's pid,
-/// and both are left running, untouched.
-#[test]
-fn a_setuid_child_in_the_tree_is_refused() {
+/// A user's shell whose child is a set-uid program owned by `owner` (so
+/// it runs as that user): the dump of the tree is refused with the
+/// access-denied code naming the child's pid, and both are left running,
+/// untouched.
+fn setuid_child_refuses_the_tree(name: &str, owner: Option<&ckpt_tests::Account>) {
     let env = Env::require();
     let _guard = PolicyGuard::lock(&env);
-    let dir = TestDir::new(&env, "tree-setuid");
+    let dir = TestDir::new(&env, name);
     let program = dir.compile(&env, "setuid_sleeper");
+    let owner_uid = owner.map_or(0, |a| a.uid);
+    if let Some(a) = owner {
+        std::os::unix::fs::chown(&program, Some(a.uid), Some(a.gid)).unwrap();
+    }
     fs::set_permissions(&program, fs::Permissions::from_mode(0o4755)).unwrap();
-    let ready = dir.work.join("ready");
+    // Writable by the sleeper whoever it runs as.
+    let ready = dir.dir("ready", 0o1777, None).join("ready");
     let script = format!("{} {} & wait", path_str(&program), path_str(&ready));
     let mut sh = Proc::spawn(
         &env,
@@ -758,8 +763,8 @@ fn a_setuid_child_in_the_tree_is_refused() {
     let st = procfs::status(child.pid).unwrap();
     assert_eq!(
         ckpt_tests::status_ids(&st, "Uid")[1],
-        0,
-        "the sleeper runs with euid 0 (is {} on a nosuid mount?)",
+        u64::from(owner_uid),
+        "the sleeper runs with its owner's euid (is {} on a nosuid mount?)",
         dir.bin.display()
     );
     let image = dir.work.join("t.ckpt");
@@ -783,8 +788,20 @@ fn a_setuid_child_in_the_tree_is_refused() {
     );
 }
 
-/// Without --tree a process with a child is refused, naming the child,
-/// and both run on untouched; with --tree the same process is dumped.
+#[test]
+fn a_setuid_root_child_in_the_tree_is_refused() {
+    setuid_child_refuses_the_tree("tree-setuid-root", None);
+}
+
+/// The child runs as another user (ckpt-other): another user's process.
+#[test]
+fn another_users_process_in_the_tree_is_refused() {
+    let env = Env::require();
+    setuid_child_refuses_the_tree("tree-setuid-other", Some(&env.other));
+}
+
+/// Without --tree a process with a child is refused, naming the child;
+/// the whole tree runs on untouched (and still passes its own checks).
 #[test]
 fn a_process_with_children_needs_tree() {
     let env = Env::require();
@@ -818,4 +835,60 @@ fn a_process_with_children_needs_tree() {
     // The tree itself still works.
     let result = ask(&dir, &mut orig, &wdir, "t");
     assert_eq!(result, "OK\n", "the refused tree reported: {result}");
+}
+
+/// Root's tree whose child dropped a capability from its bounding set:
+/// root's restore would give every process the root's capabilities, so
+/// the child would get back what it gave up. Refused (exit 7) naming the
+/// child, nothing restored.
+#[test]
+fn a_child_that_dropped_capabilities_is_not_given_them_back() {
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "tree-caps");
+    let rdir = dir.dir("root", 0o755, None);
+    let marker = path_str(&rdir).to_string();
+    let counter = dir.compile(&env, "counter");
+    let script = format!(
+        "setpriv --bounding-set -chown -- {} {marker}/c.count & wait",
+        path_str(&counter)
+    );
+    let mut sh = Proc::spawn(
+        &env,
+        Who::Root,
+        &real("/bin/sh"),
+        &["-c", &script],
+        &rdir,
+        &[],
+        &rdir.join("sh.log"),
+    );
+    wait_until(WAIT, "the child has dropped CAP_CHOWN", || {
+        children(sh.pid).iter().any(|&k| {
+            comm(k) == "counter"
+                && procfs::status(k)
+                    .is_some_and(|st| ckpt_tests::status_ids(&st, "CapBnd")[0] & 1 == 0)
+        })
+    });
+    let child = children(sh.pid)[0];
+    let image = rdir.join("caps.ckpt");
+    let pid_s = sh.pid.to_string();
+    let run = env.sign_as(
+        Who::Root,
+        &dir,
+        &["dump", "--tree", "--pid", &pid_s, "-o", path_str(&image)],
+    );
+    run.assert_code(exit::OK, "root's dump --tree of its own tree");
+    sh.wait_gone("dump kills the root");
+    let run = env.verify_as(Who::Root, &dir, &["restore", path_str(&image)]);
+    run.assert_code(exit::RESTORE_FAILED, "root's restore of the tree");
+    assert!(
+        run.stderr
+            .contains(&format!("pid {child}'s ids or capabilities differ")),
+        "the refusal names the child\n{run}"
+    );
+    assert!(run.stdout.trim().is_empty(), "{run}");
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "nothing restored\n{run}"
+    );
 }
