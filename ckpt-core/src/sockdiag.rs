@@ -17,10 +17,13 @@ use std::os::fd::AsRawFd;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
-/// `UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN`.
-const SHOW: u32 = 0x01 | 0x04 | 0x10;
+/// `UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS |
+/// UDIAG_SHOW_RQLEN`.
+const SHOW: u32 = 0x01 | 0x02 | 0x04 | 0x08 | 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
@@ -40,6 +43,12 @@ pub struct UnixSocket {
     pub rqlen: Option<(u32, u32)>,
     /// `sk_shutdown`: 1 no more reading, 2 no more writing.
     pub shutdown: u8,
+    /// The socket file a path name is bound to: its inode and device (as
+    /// `stat` shows `st_dev`).
+    pub vfs: Option<(u64, u64)>,
+    /// A listener's connections waiting to be accepted: the inode of each
+    /// connecting socket, in the order they will be accepted.
+    pub icons: Vec<u64>,
 }
 
 /// The state value of a connected socket (`TCP_ESTABLISHED`).
@@ -83,14 +92,21 @@ pub fn unix_socket(ino: u64) -> Result<UnixSocket, Errno> {
 }
 
 /// Whether some unix socket of this network namespace is bound to the
-/// path `name` (`/proc/self/net/unix`, whose lines end with the bound
-/// name). Asked before a stale socket file is replaced: connecting to
-/// find out would hand a live server an empty connection.
-pub fn path_bound(name: &str) -> Result<bool, std::io::Error> {
+/// socket file `(ino, dev)` under the name `name` (a path, or a relative
+/// name, as `/proc/self/net/unix` spells it): each socket bound to that
+/// name is asked for its socket file. A socket that cannot be asked
+/// counts as bound.
+pub fn file_bound(name: &str, ino: u64, dev: u64) -> Result<bool, std::io::Error> {
     let text = std::fs::read_to_string("/proc/self/net/unix")?;
     Ok(text.lines().skip(1).any(|l| {
-        let path: Vec<&str> = l.split_whitespace().skip(7).collect();
-        path.join(" ") == name
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.get(7..).map(|p| p.join(" ")).as_deref() != Some(name) {
+            return false;
+        }
+        let Some(sock) = cols.get(6).and_then(|i| i.parse::<u64>().ok()) else {
+            return true;
+        };
+        unix_socket(sock).map_or(true, |s| s.vfs == Some((ino, dev)))
     }))
 }
 
@@ -151,6 +167,18 @@ fn parse(b: &[u8], ino: u32) -> Result<UnixSocket, Errno> {
                 s.name = Some(name);
             }
             UNIX_DIAG_PEER => s.peer = Some(u64::from(u32_at(data, 0)?)),
+            UNIX_DIAG_VFS => {
+                // The kernel's dev_t: major above bit 20.
+                let dev = u32_at(data, 4)?;
+                let st_dev = libc::makedev(dev >> 20, dev & 0xf_ffff);
+                s.vfs = Some((u64::from(u32_at(data, 0)?), st_dev));
+            }
+            UNIX_DIAG_ICONS => {
+                s.icons = data
+                    .chunks_exact(4)
+                    .map(|c| u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect();
+            }
             UNIX_DIAG_RQLEN => s.rqlen = Some((u32_at(data, 0)?, u32_at(data, 4)?)),
             UNIX_DIAG_SHUTDOWN => s.shutdown = *data.first().ok_or(Errno::EPROTO)?,
             _ => {}

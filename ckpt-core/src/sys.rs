@@ -754,6 +754,51 @@ pub fn recv_peek(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
     usize::try_from(r).map_err(|_| Errno::EINVAL)
 }
 
+/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC)` on a unix datagram
+/// socket: the datagram's length (may exceed `buf`) and the bytes of the
+/// sender's `sun_path` (empty: the sender was not bound; a leading NUL:
+/// an abstract name).
+pub fn recv_peek_from(fd: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Vec<u8>), Errno> {
+    // SAFETY: an all-zero sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid value; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `msg` points at `addr`, `iov` and `buf`, all live and
+    // writable for the call, with their sizes.
+    let r = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    let r = Errno::result(r)?;
+    let n = usize::try_from(r).map_err(|_| Errno::EINVAL)?;
+    let path_len = (msg.msg_namelen as usize)
+        .saturating_sub(2)
+        .min(addr.sun_path.len());
+    let name = addr.sun_path[..path_len].iter().map(|&c| c as u8).collect();
+    Ok((n, name))
+}
+
+/// `ioctl(fd, SIOCOUTQ)`: the bytes a unix socket sent that its peer has
+/// not read yet.
+pub fn bytes_unsent(fd: &OwnedFd) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `n` is this function's int, which SIOCOUTQ (TIOCOUTQ) fills in.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    Errno::result(r)?;
+    usize::try_from(n).map_err(|_| Errno::EINVAL)
+}
+
 /// `ioctl(fd, FIONREAD)`: the bytes a pipe or stream socket holds.
 pub fn bytes_queued(fd: &OwnedFd) -> Result<usize, Errno> {
     let mut n: libc::c_int = 0;
@@ -935,4 +980,98 @@ pub fn status_flags(fd: &impl AsRawFd) -> Result<i32, Errno> {
     // SAFETY: integer arguments on a descriptor the caller holds.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     Errno::result(r)
+}
+
+/// Terminal `ioctl` requests the engine uses (x86_64 encodings).
+pub mod tty_ioctl {
+    /// `TIOCGPTN`: a pseudo-terminal master's index.
+    pub const TIOCGPTN: u64 = 0x8004_5430;
+    /// `TIOCGPTPEER`: open the master's slave (argument: open flags).
+    pub const TIOCGPTPEER: u64 = 0x5441;
+    /// `TIOCGPTLCK` / `TIOCSPTLCK`: the slave's lock.
+    pub const TIOCGPTLCK: u64 = 0x8004_5439;
+    pub const TIOCSPTLCK: u64 = 0x4004_5431;
+    /// `TIOCGPKT` / `TIOCPKT`: packet mode.
+    pub const TIOCGPKT: u64 = 0x8004_5438;
+    pub const TIOCPKT: u64 = 0x5420;
+    /// `TIOCGEXCL` / `TIOCEXCL`: exclusive mode.
+    pub const TIOCGEXCL: u64 = 0x8004_5440;
+    pub const TIOCEXCL: u64 = 0x540c;
+    /// `TIOCGSID`, `TIOCGPGRP`, `TIOCSPGRP`, `TIOCSCTTY`.
+    pub const TIOCGSID: u64 = 0x5429;
+    pub const TIOCGPGRP: u64 = 0x540f;
+    pub const TIOCSPGRP: u64 = 0x5410;
+    pub const TIOCSCTTY: u64 = 0x540e;
+    /// `TIOCGDEV`: the device number of the terminal behind a `/dev/tty`.
+    pub const TIOCGDEV: u64 = 0x8004_5432;
+    /// `TIOCINQ` (`FIONREAD`) and `TIOCOUTQ`: bytes queued.
+    pub const TIOCINQ: u64 = 0x541b;
+    pub const TIOCOUTQ: u64 = 0x5411;
+    /// `TCGETS2` / `TCSETS2` (`struct termios2`, [`TERMIOS2_SIZE`] bytes).
+    pub const TCGETS2: u64 = 0x802c_542a;
+    pub const TCSETS2: u64 = 0x402c_542b;
+    /// `TIOCGWINSZ` / `TIOCSWINSZ` (`struct winsize`, 8 bytes).
+    pub const TIOCGWINSZ: u64 = 0x5413;
+    pub const TIOCSWINSZ: u64 = 0x5414;
+    /// Size of `struct termios2`.
+    pub const TERMIOS2_SIZE: usize = 44;
+}
+
+/// An `ioctl` on `fd` that writes one `int` through its argument
+/// (`TIOCGPTN`, `TIOCGPKT`, `TIOCGSID`, `TIOCINQ`, ...).
+pub fn ioctl_get_int(fd: BorrowedFd<'_>, request: u64) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: every request passed here writes exactly one int through
+    // its argument, which points at `v`, alive for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, &mut v) };
+    Errno::result(r)?;
+    Ok(v)
+}
+
+/// `TCGETS2` on a terminal: its `struct termios2`, as bytes.
+pub fn tty_termios2(fd: BorrowedFd<'_>) -> Result<[u8; tty_ioctl::TERMIOS2_SIZE], Errno> {
+    let mut b = [0u8; tty_ioctl::TERMIOS2_SIZE];
+    // SAFETY: TCGETS2 writes a struct termios2 (TERMIOS2_SIZE bytes) into
+    // the buffer, which is that long and alive for the call.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            tty_ioctl::TCGETS2 as libc::Ioctl,
+            b.as_mut_ptr(),
+        )
+    };
+    Errno::result(r)?;
+    Ok(b)
+}
+
+/// `TIOCGWINSZ` on a terminal: rows, columns, x and y pixels.
+pub fn tty_winsize(fd: BorrowedFd<'_>) -> Result<[u16; 4], Errno> {
+    let mut w = [0u16; 4];
+    // SAFETY: TIOCGWINSZ writes a struct winsize (four u16) into `w`,
+    // which is that long and alive for the call.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            tty_ioctl::TIOCGWINSZ as libc::Ioctl,
+            w.as_mut_ptr(),
+        )
+    };
+    Errno::result(r)?;
+    Ok(w)
+}
+
+/// `TIOCGPTPEER` on a pseudo-terminal master: a new description of its
+/// slave, opened with `flags` (no path is looked up).
+pub fn pty_peer(master: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: TIOCGPTPEER takes its argument as an integer (open flags).
+    let r = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            tty_ioctl::TIOCGPTPEER as libc::Ioctl,
+            flags as libc::c_ulong,
+        )
+    };
+    let fd = Errno::result(r)?;
+    // SAFETY: the kernel just returned this new descriptor; we own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -364,6 +364,22 @@ pub(crate) fn run(
             }
         }
     }
+    // Bytes queued in a pseudo-terminal inside the image are not saved.
+    for d in &result.files {
+        if let ckpt_core::state::OpenFileKind::PtyMaster { index, tty } = &d.kind {
+            let lost = tty.lost;
+            if lost.total() != 0 {
+                report.lines.push(format!(
+                    "notice: the pseudo-terminal /dev/pts/{index} held {} queued bytes ({} unread \
+                     by the master, {} unread by the slave); a terminal's queues cannot be read \
+                     without consuming them, so they are not in the image",
+                    lost.total(),
+                    u64::from(lost.master_in) + u64::from(lost.slave_out),
+                    u64::from(lost.slave_in) + u64::from(lost.master_out),
+                ));
+            }
+        }
+    }
     let c = &root_task.creds;
     if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
         return Err(Fail::new(

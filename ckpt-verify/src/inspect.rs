@@ -57,6 +57,8 @@ fn file_kind(k: &OpenFileKind) -> &'static str {
         OpenFileKind::Unlinked { .. } => "unlinked-file",
         OpenFileKind::UnixSocket { .. } => "unix-socket",
         OpenFileKind::InetSocket { .. } => "inet-socket",
+        OpenFileKind::PtyMaster { .. } => "pty-master",
+        OpenFileKind::PtySlave { .. } => "pty-slave",
     }
 }
 
@@ -173,9 +175,12 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             sock_type,
             name,
             backlog,
+            dir,
+            connect_to,
+            queue,
             ..
         } => format!(
-            ", {}, {}{}",
+            ", {}, {}{}{}{}{}",
             match *sock_type {
                 1 => "stream",
                 2 => "datagram",
@@ -185,7 +190,22 @@ fn anonymous_state(k: &OpenFileKind) -> String {
                 .map_or_else(|| "unbound".to_string(), |n| format!("bound to {n}")),
             backlog
                 .map(|b| format!(", listening (backlog {b})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            dir.as_deref()
+                .map(|d| format!(", relative to {d}"))
+                .unwrap_or_default(),
+            connect_to
+                .map(|c| format!(", connected to socket:[{c}]"))
+                .unwrap_or_default(),
+            if queue.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} datagrams ({} bytes) queued",
+                    queue.len(),
+                    queue.iter().map(|q| q.data.0.len()).sum::<usize>()
+                )
+            }
         ),
         OpenFileKind::InetSocket {
             family,
@@ -246,6 +266,53 @@ fn anonymous_state(k: &OpenFileKind) -> String {
             }
             s
         }
+        OpenFileKind::PtyMaster { index, tty } => {
+            let w = tty.winsize;
+            let mut out = format!(
+                ", /dev/pts/{index} ({}x{}), termios iflag {:#o} oflag {:#o} cflag {:#o} lflag \
+                 {:#o}",
+                w.rows,
+                w.cols,
+                tty.termios.iflag,
+                tty.termios.oflag,
+                tty.termios.cflag,
+                tty.termios.lflag
+            );
+            for (on, what) in [
+                (tty.packet, "packet mode"),
+                (tty.locked, "locked"),
+                (tty.master_exclusive, "master exclusive"),
+                (tty.slave_exclusive, "slave exclusive"),
+            ] {
+                if on {
+                    out.push_str(&format!(", {what}"));
+                }
+            }
+            if tty.slave_closed {
+                out.push_str(", slave closed (the master sees a hang-up)");
+            }
+            if let Some(mode) = tty.slave_mode {
+                out.push_str(&format!(", slave mode {mode:04o}"));
+            }
+            if let Some(sid) = tty.session {
+                out.push_str(&format!(", controlling terminal of session {sid}"));
+            }
+            if let Some(pgrp) = tty.foreground {
+                out.push_str(&format!(", foreground group {pgrp}"));
+            }
+            if tty.lost.total() != 0 {
+                out.push_str(&format!(", {} queued bytes not saved", tty.lost.total()));
+            }
+            out
+        }
+        OpenFileKind::PtySlave { index, dev_tty } => format!(
+            ", slave of /dev/pts/{index}{}",
+            if *dev_tty {
+                " (opened as /dev/tty, its controlling terminal)"
+            } else {
+                ""
+            }
+        ),
         _ => String::new(),
     }
 }

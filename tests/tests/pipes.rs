@@ -281,14 +281,35 @@ fn a_listening_unix_socket_with_a_connection_waiting_is_refused_naming_the_fd() 
     );
 }
 
+/// A bound datagram socket with a datagram queued from a socket since
+/// closed is saved with its queue (the queue belongs to the receiver; the
+/// sender was unbound, so restore sends it again from an unbound socket).
 #[test]
-fn a_bound_datagram_socket_with_a_datagram_queued_is_refused_naming_the_fd() {
-    let err = refused("bound");
+fn a_bound_datagram_socket_with_a_datagram_queued_is_saved_with_it() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "pipes-bound");
+    let program = dir.compile(&env, "unsupported");
+    let ready = dir.work.join("ready");
+    let mut p = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &["bound", path_str(&ready)],
+        &dir.work,
+        &[],
+        &dir.work.join("unsupported.log"),
+    );
+    wait_until(WAIT, "the workload is ready", || {
+        fs::read_to_string(&ready).is_ok_and(|s| s.starts_with("ready\n"))
+    });
+    let image = dir.work.join("u.ckpt");
+    env.dump_ok(&dir, p.pid, &image, &[]);
+    p.wait_gone("dump kills the target");
+    let inspect = env.verify(&dir, &["inspect", path_str(&image)]);
     assert!(
-        err.contains("fd 3 (socket:[")
-            && err.contains("an unconnected unix datagram socket on @ckpt-test-")
-            && err.contains("with messages queued"),
-        "{err}"
+        inspect.stdout.contains("datagram, bound to @ckpt-test-")
+            && inspect.stdout.contains("1 datagrams (1 bytes) queued"),
+        "the image holds the bound socket and its datagram\n{inspect}"
     );
 }
 

@@ -4,8 +4,11 @@
 //! the installed helpers as an unprivileged user, and checks them itself by
 //! connecting, accepting and sending. The socket files the dump left behind
 //! (nobody listens on them any more) are replaced by a restore as the
-//! caller, refused by a privileged one; a path still in use (the original
-//! left running) fails the restore naming it, and the original carries on.
+//! caller, and by a privileged one only when they are the original's own;
+//! a path still in use (the original left running) fails the restore
+//! naming it, and the original carries on. The unix_peers workload holds
+//! sockets connected to each other by name (datagram clients and servers,
+//! a relative name, a connection waiting to be accepted).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -129,11 +132,13 @@ fn a_path_still_listened_on_fails_the_restore_naming_it() {
     );
 }
 
-/// A restore built as root (an `exe-link` grant) never removes a file: the
-/// stale socket file fails it, naming the path; once the user removed the
-/// files, the same restore recreates every socket.
+/// A restore built as root (an `exe-link` grant) removes a stale socket
+/// file only if it is the one the original bound (its inode is in the
+/// signed image): a socket file put there since fails it, naming the path
+/// and left in place; once the user removed that one, the same restore
+/// replaces the original's stale files and recreates every socket.
 #[test]
-fn a_privileged_restore_refuses_a_stale_socket_file_then_recreates_them() {
+fn a_privileged_restore_refuses_a_replaced_socket_file_then_recreates_them() {
     let env = Env::require();
     let syslog = Syslog::start();
     let guard = PolicyGuard::lock(&env);
@@ -144,23 +149,42 @@ fn a_privileged_restore_refuses_a_stale_socket_file_then_recreates_them() {
     env.dump_ok(&dir, orig.pid, &image, &[]);
     orig.wait_gone("dump kills the target");
     let srv = wdir.join("srv.sock");
+    // Another socket file at the same path: not the original's (made
+    // while the original's still exists, so it cannot reuse its inode).
+    let other = wdir.join("other.sock");
+    drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+    fs::rename(&other, &srv).unwrap();
+    let replaced = fs::symlink_metadata(&srv).unwrap();
 
     let (run, restored) = env.restore(&dir, &image, None);
     assert!(restored.is_none(), "the restore must fail\n{run}");
-    run.assert_code(exit::RESTORE_FAILED, "privileged restore over a stale file");
+    run.assert_code(
+        exit::RESTORE_FAILED,
+        "privileged restore over a replaced file",
+    );
     assert!(
         run.stderr
             .contains(&format!("unix socket to {} again", path_str(&srv)))
+            && run.stderr.contains("not the one saved at dump")
             && run
                 .stderr
                 .contains("a privileged restore does not remove it"),
         "the failure names the path and says why\n{run}"
     );
-    assert!(srv.exists(), "a privileged restore removes nothing");
+    let still = fs::symlink_metadata(&srv).expect("the replaced file is left");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&still),
+        std::os::unix::fs::MetadataExt::ino(&replaced),
+        "a privileged restore removes nothing but the original's socket file"
+    );
 
     fs::remove_file(&srv).unwrap();
-    fs::remove_file(wdir.join("dg.sock")).unwrap();
-    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    let (run, mut restored) = env.restore_ok(&dir, &image, None);
+    assert!(
+        run.stderr.contains("removed the stale socket file")
+            && run.stderr.contains(path_str(&wdir.join("dg.sock"))),
+        "the privileged restore replaced the original's own stale dg.sock\n{run}"
+    );
     let pid_s = restored.pid.to_string();
     syslog.wait_for("the audit record of the granted restore", |r| {
         r.program == "ckpt-verify"
@@ -174,6 +198,143 @@ fn a_privileged_restore_refuses_a_stale_socket_file_then_recreates_them() {
         "listeners after a privileged restore reported: {result}"
     );
     drop(guard);
+}
+
+/// The unix_peers workload (datagram clients connected one way to bound
+/// servers, with queued datagrams and their senders; a datagram socket
+/// connected to itself; a listener bound to a relative name; a listener
+/// with an accepted connection and one waiting to be accepted, its socket
+/// file of mode 0640), started in `DIR/p` as the test user.
+fn start_peers(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
+    let program = dir.compile(env, "unix_peers");
+    let wdir = dir.work.join("p");
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let proc = Proc::spawn(
+        env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir)],
+        &wdir,
+        &[],
+        &dir.work.join("unix_peers.log"),
+    );
+    wait_until(WAIT, "unix_peers has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    (proc, wdir)
+}
+
+fn peers_restored(env: &Env, dir: &TestDir, wdir: &Path, image: &Path) {
+    let (run, mut restored) = env.restore_ok(dir, image, None);
+    for f in ["srv.dg", "rel.sock", "lsn.sock"] {
+        assert!(
+            run.stderr.contains("removed the stale socket file") && run.stderr.contains(f),
+            "the restore says it replaced the stale {f}\n{run}"
+        );
+    }
+    fs::write(wdir.join("go"), b"go\n").unwrap();
+    let result = workload_result(
+        &mut restored,
+        &wdir.join("result"),
+        &dir.work.join("unix_peers.log"),
+        "unix_peers",
+    );
+    assert_eq!(
+        result, "OK\n",
+        "unix_peers after restore reported: {result}"
+    );
+}
+
+/// Sockets connected by name inside the process come back connected, with
+/// their queued datagrams and senders, the relative name bound again in
+/// its directory, the waiting connection waiting again: restored as the
+/// caller.
+#[test]
+fn unix_sockets_connected_by_name_are_restored() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "sockets-peers");
+    let (mut orig, wdir) = start_peers(&env, &dir);
+    let image = dir.work.join("p.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let inspect = env.verify(&dir, &["inspect", path_str(&image)]);
+    assert!(
+        inspect
+            .stdout
+            .contains("stream, bound to rel.sock, listening (backlog 7)"),
+        "inspect shows the relative name\n{inspect}"
+    );
+    peers_restored(&env, &dir, &wdir, &image);
+}
+
+/// The same, restored by a root-built stub (an `exe-link` grant): the
+/// stale socket files are the original's own, so they are replaced.
+#[test]
+fn unix_sockets_connected_by_name_are_restored_by_a_privileged_restore() {
+    let env = Env::require();
+    let guard = PolicyGuard::lock(&env);
+    guard.grant_exe_link("e2e-sockets-peers", &env.user.name);
+    let dir = TestDir::new(&env, "sockets-peers-root");
+    let (mut orig, wdir) = start_peers(&env, &dir);
+    let image = dir.work.join("p.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    peers_restored(&env, &dir, &wdir, &image);
+    drop(guard);
+}
+
+/// A relative name whose socket file is not in the working directory (the
+/// process changed directory after binding) is refused at dump, naming
+/// the name and the directory; a connection waiting on a listener from a
+/// socket outside the process still is too.
+#[test]
+fn a_relative_name_bound_elsewhere_is_refused_at_dump() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "sockets-rel-moved");
+    let program = dir.compile(&env, "unix_peers");
+    let wdir = dir.work.join("p");
+    let other = dir.work.join("elsewhere");
+    for d in [&wdir, &other] {
+        fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    }
+    // Started in `elsewhere` with DIR = p: rel.sock is bound in
+    // `elsewhere`, and the process moves to p before saying ready.
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir)],
+        &other,
+        &[("UNIX_PEERS_CHDIR", path_str(&wdir))],
+        &dir.work.join("unix_peers.log"),
+    );
+    wait_until(WAIT, "unix_peers has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    let image = dir.work.join("p.ckpt");
+    let run = env.sign(
+        &dir,
+        &[
+            "dump",
+            "--pid",
+            &orig.pid.to_string(),
+            "-o",
+            path_str(&image),
+        ],
+    );
+    run.assert_code(exit::DUMP_FAILED, "dump of a relative name bound elsewhere");
+    assert!(
+        run.stderr
+            .contains("bound to the relative name \"rel.sock\"")
+            && run
+                .stderr
+                .contains(&format!("is not {}/rel.sock", path_str(&wdir))),
+        "the refusal names the name and where it looked\n{run}"
+    );
+    assert!(!image.exists(), "a refused dump leaves no image");
+    orig.assert_untouched("a refused dump");
 }
 
 fn entry<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
@@ -272,4 +433,50 @@ fn an_image_with_an_absurd_backlog_name_or_type_is_malformed() {
         }
         assert!(!pidfile.exists(), "a refused restore wrote its pid file");
     }
+}
+
+/// A connection waiting to be accepted whose client already wrote to it:
+/// those bytes sit in a socket nothing can read without accepting it, so
+/// the dump refuses, naming the fd and why, and the process carries on.
+#[test]
+fn a_waiting_connection_that_sent_data_is_refused_at_dump() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "sockets-early");
+    let program = dir.compile(&env, "unix_peers");
+    let wdir = dir.work.join("p");
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir)],
+        &wdir,
+        &[("UNIX_PEERS_EARLY_DATA", "1")],
+        &dir.work.join("unix_peers.log"),
+    );
+    wait_until(WAIT, "unix_peers has written ready", || {
+        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
+    });
+    let image = dir.work.join("p.ckpt");
+    let run = env.sign(
+        &dir,
+        &[
+            "dump",
+            "--pid",
+            &orig.pid.to_string(),
+            "-o",
+            path_str(&image),
+        ],
+    );
+    run.assert_code(exit::DUMP_FAILED, "dump of a waiting connection with data");
+    assert!(
+        run.stderr.contains("cannot checkpoint fd 80 (socket:[")
+            && run
+                .stderr
+                .contains("whose connection waits to be accepted, with data sent on it"),
+        "the refusal names the fd and why\n{run}"
+    );
+    assert!(!image.exists(), "a refused dump leaves no image");
+    orig.assert_untouched("a refused dump");
 }

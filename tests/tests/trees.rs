@@ -668,9 +668,6 @@ fn make_j2_resumes_and_builds_the_same() {
 /// After restore the counter carries on and the server answers a client
 /// on its (restored, listening) socket.
 #[test]
-#[ignore = "tmux's server holds a pseudo-terminal master (/dev/ptmx): dump refuses it \
-            (\"cannot checkpoint fd 5 (/dev/ptmx), a pseudo-terminal master\"); pty support \
-            is being written separately"]
 fn tmux_with_a_counter_carries_on() {
     let env = Env::require();
     let _guard = PolicyGuard::lock(&env);

@@ -526,10 +526,89 @@ pub fn unix_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// A unix socket connected to nothing: a known type, a name restore can
-/// bind again, a backlog only on a listening type and within
-/// [`MAX_LISTEN_BACKLOG`].
+/// Why restore could not bind a unix socket to the relative `name` from
+/// the directory `dir` again, if it could not: one component of at most
+/// [`MAX_UNIX_NAME`] bytes without NUL, in an absolute directory without
+/// `..`. The dump refuses such a socket with the same words.
+pub fn unix_relative_name_problem(dir: &str, name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_UNIX_NAME {
+        return Some(format!(
+            "{} bytes long, not 1 to {MAX_UNIX_NAME}",
+            name.len()
+        ));
+    }
+    if name.contains(['/', '\0', '\u{fffd}'])
+        || name == "."
+        || name == ".."
+        || name.starts_with('@')
+    {
+        return Some("a relative name of more than one component, or with a NUL".into());
+    }
+    if !dir.starts_with('/')
+        || dir.contains(['\0', '\u{fffd}'])
+        || dir.len() > MAX_IMAGE_STRING_LEN
+        || dir.split('/').any(|c| c == "..")
+    {
+        return Some(format!("bound in {dir:?}, not a plain absolute directory"));
+    }
+    None
+}
+
+/// A unix socket restored on its own: a known type, a name restore can
+/// bind again (relative only with its directory), a backlog only on a
+/// listening type and within [`MAX_LISTEN_BACKLOG`], a connection only to
+/// a bound socket of the image (see [`unix_connections`]), datagrams
+/// queued only on a datagram socket, within the limits.
 fn unix_socket(
+    i: usize,
+    sock_type: i32,
+    name: Option<&str>,
+    backlog: Option<u32>,
+    dir: Option<&str>,
+    queue: &[crate::model::Datagram],
+) -> Result<(), Invalid> {
+    let at = |f: &str| format!("files[{i}].kind.{f}");
+    match (dir, name) {
+        (Some(_), None) => return Err(invalid(at("dir"), "is set on an unbound socket")),
+        (Some(dir), Some(name)) => {
+            if let Some(problem) = unix_relative_name_problem(dir, name) {
+                return Err(invalid(at("name"), problem));
+            }
+        }
+        _ => {
+            if let Some(problem) = name.and_then(unix_name_problem) {
+                return Err(invalid(at("name"), problem));
+            }
+        }
+    }
+    if !queue.is_empty() && (sock_type != libc::SOCK_DGRAM || name.is_none()) {
+        return Err(invalid(
+            at("queue"),
+            "is set on a socket that is not a bound datagram socket",
+        ));
+    }
+    count(at("queue"), queue.len(), MAX_SOCKET_MESSAGES)?;
+    let bytes: usize = queue.iter().map(|q| q.data.0.len()).sum();
+    if bytes > MAX_SOCKET_QUEUE {
+        return Err(invalid(
+            at("queue"),
+            format!("holds {bytes} bytes, at most {MAX_SOCKET_QUEUE}"),
+        ));
+    }
+    for (j, q) in queue.iter().enumerate() {
+        if let Some(from) = &q.from {
+            text(
+                format!("files[{i}].kind.queue[{j}].from"),
+                from,
+                MAX_IMAGE_STRING_LEN,
+            )?;
+        }
+    }
+    unix_socket_type(i, sock_type, name, backlog)
+}
+
+/// A known type, a backlog only on a listening type.
+fn unix_socket_type(
     i: usize,
     sock_type: i32,
     name: Option<&str>,
@@ -542,9 +621,7 @@ fn unix_socket(
             format!("is {sock_type}, not SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET"),
         ));
     }
-    if let Some(problem) = name.and_then(unix_name_problem) {
-        return Err(invalid(at("name"), problem));
-    }
+    let _ = name;
     if let Some(b) = backlog {
         if sock_type == libc::SOCK_DGRAM {
             return Err(invalid(at("backlog"), "is set on a datagram socket"));
@@ -748,10 +825,19 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
                 sock_type,
                 name,
                 backlog,
+                dir,
+                queue,
                 ..
             } => {
                 anonymous(i, &d.path)?;
-                unix_socket(i, *sock_type, name.as_deref(), *backlog)?;
+                unix_socket(
+                    i,
+                    *sock_type,
+                    name.as_deref(),
+                    *backlog,
+                    dir.as_deref(),
+                    queue,
+                )?;
             }
             OpenFileKind::InetSocket { .. } => {
                 anonymous(i, &d.path)?;
@@ -776,6 +862,12 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
                         format!("space {space} is not a file of this kind"),
                     ));
                 }
+            }
+            // Created from the multiplexer at restore: the path is the
+            // kernel's name at dump, shown to the user, never opened.
+            OpenFileKind::PtyMaster { .. } | OpenFileKind::PtySlave { .. } => {
+                anonymous(i, &d.path)?;
+                pty(files, i)?;
             }
             _ => path(format_args!("files[{i}].path"), &d.path)?,
         }
@@ -1056,11 +1148,144 @@ fn file_locks(i: usize, d: &OpenFile) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Each unix socket connected by name to another socket of the image
+/// (`connect_to`) names exactly one bound socket of the image: for a
+/// datagram socket, a datagram socket (itself too); for a stream or
+/// seqpacket socket that is not listening, a listener of the same type.
+fn unix_connections(ds: &[OpenFile]) -> Result<(), Invalid> {
+    for (i, d) in ds.iter().enumerate() {
+        let OpenFileKind::UnixSocket {
+            sock_type,
+            backlog,
+            connect_to,
+            waiting,
+            ..
+        } = &d.kind
+        else {
+            continue;
+        };
+        count(
+            format!("files[{i}].kind.waiting"),
+            waiting.len(),
+            MAX_LISTEN_BACKLOG as usize + 1,
+        )?;
+        let waits_here = |w: &u64| {
+            ds.iter().any(|e| {
+                e.ino == *w
+                    && matches!(&e.kind, OpenFileKind::UnixSocket { connect_to: Some(t), .. } if *t == d.ino)
+            })
+        };
+        if !waiting.is_empty() && (backlog.is_none() || !waiting.iter().all(waits_here)) {
+            return Err(invalid(
+                format!("files[{i}].kind.waiting"),
+                "names a socket that is not a connection of the image to this listener",
+            ));
+        }
+        let Some(to) = connect_to else {
+            continue;
+        };
+        let targets: Vec<(i32, bool)> = ds
+            .iter()
+            .filter(|e| e.ino == *to)
+            .filter_map(|e| match &e.kind {
+                OpenFileKind::UnixSocket {
+                    sock_type,
+                    name: Some(_),
+                    backlog,
+                    ..
+                } => Some((*sock_type, backlog.is_some())),
+                _ => None,
+            })
+            .collect();
+        let ok = match targets.as_slice() {
+            [(t, listening)] => {
+                t == sock_type
+                    && backlog.is_none()
+                    && (*sock_type == libc::SOCK_DGRAM || *listening)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(invalid(
+                format!("files[{i}].kind.connect_to"),
+                "does not name one bound socket of the image it could be connected to",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Largest pseudo-terminal number the kernel gives (`NR_UNIX98_PTY_MAX`).
+const MAX_PTY_INDEX: u32 = 1 << 20;
+
+/// A pseudo-terminal description: one master per pty number, a slave's
+/// master in the image, the saved terminal state well-formed.
+fn pty(ds: &[OpenFile], i: usize) -> Result<(), Invalid> {
+    let at = |what: &str| format!("files[{i}].kind.{what}");
+    let index = match &ds[i].kind {
+        OpenFileKind::PtyMaster { index, .. } | OpenFileKind::PtySlave { index, .. } => *index,
+        _ => return Ok(()),
+    };
+    if index >= MAX_PTY_INDEX {
+        return Err(invalid(
+            at("index"),
+            "is above the kernel's largest pty number",
+        ));
+    }
+    let masters = ds
+        .iter()
+        .filter(|d| matches!(&d.kind, OpenFileKind::PtyMaster { index: x, .. } if *x == index))
+        .count();
+    if masters != 1 {
+        return Err(invalid(
+            at("index"),
+            format!("names a pseudo-terminal with {masters} master descriptions (not one)"),
+        ));
+    }
+    if let OpenFileKind::PtySlave { dev_tty: true, .. } = &ds[i].kind {
+        let ctty = ds.iter().any(|d| {
+            matches!(&d.kind, OpenFileKind::PtyMaster { index: x, tty } if *x == index && tty.session.is_some())
+        });
+        if !ctty {
+            return Err(invalid(
+                at("dev_tty"),
+                "is a /dev/tty of a pseudo-terminal that was nobody's controlling terminal",
+            ));
+        }
+    }
+    let OpenFileKind::PtyMaster { tty, .. } = &ds[i].kind else {
+        return Ok(());
+    };
+    if tty.termios.cc.0.len() != crate::model::TERMIOS_NCCS {
+        return Err(invalid(
+            at("tty.termios.cc"),
+            format!(
+                "has {} control characters, not {}",
+                tty.termios.cc.0.len(),
+                crate::model::TERMIOS_NCCS
+            ),
+        ));
+    }
+    if tty.slave_mode.is_some_and(|m| m & !0o777 != 0) {
+        return Err(invalid(
+            at("tty.slave_mode"),
+            "has bits beyond the permission bits",
+        ));
+    }
+    for (what, id) in [("session", tty.session), ("foreground", tty.foreground)] {
+        if id.is_some_and(|v| v <= 0) {
+            return Err(invalid(at(&format!("tty.{what}")), "is not a process id"));
+        }
+    }
+    Ok(())
+}
+
 /// All bytes queued in pipes, FIFOs and sockets together; a pipe's bytes
 /// held by one of its descriptions; each socket by one description, its peer one
 /// other socket of the same type in the image, connected back to it.
 fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
     use std::collections::HashMap;
+    unix_connections(ds)?;
     let mut ends = HashMap::new();
     let mut sockets = HashMap::new();
     for (i, d) in ds.iter().enumerate() {
@@ -1121,6 +1346,7 @@ fn queued_total(ds: &[OpenFile]) -> Result<(), Invalid> {
         .map(|d| match &d.kind {
             OpenFileKind::Pipe { data, .. } | OpenFileKind::Fifo { data, .. } => data.0.len(),
             OpenFileKind::UnixPair { queue, .. } => queue.iter().map(|q| q.0.len()).sum(),
+            OpenFileKind::UnixSocket { queue, .. } => queue.iter().map(|q| q.data.0.len()).sum(),
             _ => 0,
         })
         .sum();
@@ -1727,6 +1953,93 @@ mod tests {
     }
 
     #[test]
+    fn pseudo_terminals() {
+        use crate::model::{ByteString, PtyQueues, PtyTerminal, Termios, WinSize};
+        let tty = |cc: usize, session: Option<i32>| PtyTerminal {
+            termios: Termios {
+                iflag: 0,
+                oflag: 0,
+                cflag: 0o277,
+                lflag: 0,
+                line: 0,
+                cc: ByteString(vec![0; cc]),
+                ispeed: 38400,
+                ospeed: 38400,
+            },
+            winsize: WinSize {
+                rows: 37,
+                cols: 101,
+                xpixel: 0,
+                ypixel: 0,
+            },
+            packet: false,
+            locked: false,
+            master_exclusive: false,
+            slave_exclusive: false,
+            session,
+            foreground: None,
+            lost: PtyQueues::default(),
+            slave_mode: Some(0o620),
+            slave_owner: Some((1000, 5)),
+            slave_closed: false,
+        };
+        let master = |index: u32, cc: usize, session: Option<i32>| OpenFileKind::PtyMaster {
+            index,
+            tty: tty(cc, session),
+        };
+        let slave = |index: u32| OpenFileKind::PtySlave {
+            index,
+            dev_tty: false,
+        };
+        let check = |kinds| validate(&with_descriptions(kinds));
+        // A master and two slaves; a master alone.
+        check(vec![
+            (master(3, 19, Some(40)), 2, 7),
+            (slave(3), 2, 8),
+            (slave(3), 2, 8),
+        ])
+        .unwrap();
+        check(vec![(master(3, 19, None), 2, 7)]).unwrap();
+        let field = |kinds| check(kinds).unwrap_err().field;
+        // A slave whose master is not in the image; two masters of one
+        // pty; a bad termios; an absurd index or session.
+        assert_eq!(field(vec![(slave(4), 2, 8)]), "files[0].kind.index");
+        assert_eq!(
+            field(vec![
+                (master(3, 19, None), 2, 7),
+                (master(3, 19, None), 2, 8)
+            ]),
+            "files[0].kind.index"
+        );
+        assert_eq!(
+            field(vec![(master(3, 18, None), 2, 7)]),
+            "files[0].kind.tty.termios.cc"
+        );
+        assert_eq!(
+            field(vec![(master(1 << 20, 19, None), 2, 7)]),
+            "files[0].kind.index"
+        );
+        assert_eq!(
+            field(vec![(master(3, 19, Some(-1)), 2, 7)]),
+            "files[0].kind.tty.session"
+        );
+        // /dev/tty of a pty that was nobody's controlling terminal.
+        let dev_tty = OpenFileKind::PtySlave {
+            index: 3,
+            dev_tty: true,
+        };
+        check(vec![
+            (master(3, 19, Some(40)), 2, 7),
+            (dev_tty.clone(), 2, 8),
+        ])
+        .unwrap();
+        assert_eq!(
+            field(vec![(master(3, 19, None), 2, 7), (dev_tty, 2, 8)]),
+            "files[1].kind.dev_tty"
+        );
+    }
+
+    #[test]
     fn pipes_and_socket_pairs() {
         use crate::model::ByteString;
         let pipe = |size: u32, data: &[u8]| OpenFileKind::Pipe {
@@ -1804,6 +2117,11 @@ mod tests {
             backlog,
             sndbuf: 0,
             passcred: false,
+            dir: None,
+            file: None,
+            connect_to: None,
+            queue: Vec::new(),
+            waiting: Vec::new(),
         };
         check(vec![
             (
@@ -1843,6 +2161,159 @@ mod tests {
             (lone(libc::SOCK_STREAM, Some("/a/../b"), None), "name"),
         ] {
             assert_eq!(field(vec![(bad, 2, 8)]), format!("files[0].kind.{at}"));
+        }
+        // Relative names with their directory; connections by name to a
+        // bound socket of the image; datagrams queued on a bound datagram
+        // socket. Then: a relative name of two components or in a
+        // relative directory, a connection to nothing, to a socket of
+        // another type, to a stream socket that does not listen, a queue
+        // on a stream socket.
+        let with = |k: OpenFileKind,
+                    dir: Option<&str>,
+                    to: Option<u64>,
+                    q: Vec<crate::model::Datagram>| match k {
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                ..
+            } => OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                sndbuf: 0,
+                passcred: false,
+                dir: dir.map(str::to_string),
+                file: None,
+                connect_to: to,
+                queue: q,
+                waiting: Vec::new(),
+            },
+            k => k,
+        };
+        let dgram = |data: &[u8], from: Option<&str>| crate::model::Datagram {
+            data: ByteString(data.to_vec()),
+            from: from.map(str::to_string),
+        };
+        let srv = with(
+            lone(libc::SOCK_DGRAM, Some("srv"), None),
+            Some("/tmp"),
+            None,
+            vec![dgram(b"one", Some("/tmp/cl")), dgram(b"two", None)],
+        );
+        let listener = lone(libc::SOCK_STREAM, Some("/l"), Some(3));
+        check(vec![
+            (srv.clone(), 2, 8),
+            (
+                with(
+                    lone(libc::SOCK_DGRAM, Some("/tmp/cl"), None),
+                    None,
+                    Some(8),
+                    vec![],
+                ),
+                2,
+                9,
+            ),
+            (
+                with(lone(libc::SOCK_DGRAM, None, None), None, Some(8), vec![]),
+                2,
+                10,
+            ),
+            (listener.clone(), 2, 11),
+            (
+                with(lone(libc::SOCK_STREAM, None, None), None, Some(11), vec![]),
+                2,
+                12,
+            ),
+        ])
+        .unwrap();
+        for (bad, at) in [
+            (
+                with(
+                    lone(libc::SOCK_DGRAM, Some("a/b"), None),
+                    Some("/tmp"),
+                    None,
+                    vec![],
+                ),
+                "files[0].kind.name",
+            ),
+            (
+                with(
+                    lone(libc::SOCK_DGRAM, Some("b"), None),
+                    Some("tmp"),
+                    None,
+                    vec![],
+                ),
+                "files[0].kind.name",
+            ),
+            (
+                with(lone(libc::SOCK_DGRAM, None, None), None, Some(77), vec![]),
+                "files[0].kind.connect_to",
+            ),
+            (
+                with(lone(libc::SOCK_STREAM, None, None), None, Some(8), vec![]),
+                "files[0].kind.connect_to",
+            ),
+            (
+                with(
+                    lone(libc::SOCK_STREAM, Some("/s"), None),
+                    None,
+                    None,
+                    vec![dgram(b"x", None)],
+                ),
+                "files[0].kind.queue",
+            ),
+        ] {
+            assert_eq!(field(vec![(bad, 2, 9), (srv.clone(), 2, 8)]), at);
+        }
+        assert_eq!(
+            field(vec![
+                (
+                    with(lone(libc::SOCK_STREAM, None, None), None, Some(8), vec![]),
+                    2,
+                    9
+                ),
+                (lone(libc::SOCK_STREAM, Some("/s"), None), 2, 8),
+            ]),
+            "files[0].kind.connect_to"
+        );
+        // A listener's waiting connections: clients of the image connected
+        // to it; not a socket connected elsewhere or missing.
+        let waiting = |k: OpenFileKind, w: Vec<u64>| match k {
+            OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                ..
+            } => OpenFileKind::UnixSocket {
+                sock_type,
+                name,
+                backlog,
+                sndbuf: 0,
+                passcred: false,
+                dir: None,
+                file: None,
+                connect_to: None,
+                queue: Vec::new(),
+                waiting: w,
+            },
+            k => k,
+        };
+        let client = with(lone(libc::SOCK_STREAM, None, None), None, Some(11), vec![]);
+        check(vec![
+            (waiting(listener.clone(), vec![12]), 2, 11),
+            (client.clone(), 2, 12),
+        ])
+        .unwrap();
+        for w in [vec![13], vec![12, 99]] {
+            assert_eq!(
+                field(vec![
+                    (waiting(listener.clone(), w), 2, 11),
+                    (client.clone(), 2, 12),
+                    (lone(libc::SOCK_STREAM, None, None), 2, 13),
+                ]),
+                "files[0].kind.waiting"
+            );
         }
         // A socket whose peer is missing, of another type, not connected
         // back, or itself; an unknown type; two descriptions of one socket.

@@ -135,6 +135,30 @@ pub enum OpenFileKind {
         backlog: Option<u32>,
         sndbuf: u32,
         passcred: bool,
+        /// For a relative `name` (one component, no `/`): the absolute
+        /// directory it was bound in, where the dump found its socket
+        /// file. Restore binds the same relative name from there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
+        /// The socket file of a path name as the dump found it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<SocketFile>,
+        /// The socket (by `ino`, a [`OpenFileKind::UnixSocket`] of the
+        /// image) it is connected to: a bound datagram socket (connected
+        /// one way, or itself), or the listener in whose queue the
+        /// connection of this stream or seqpacket socket waits to be
+        /// accepted. Connected again at restore once every socket is bound.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connect_to: Option<u64>,
+        /// The datagrams queued on a datagram socket, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        queue: Vec<Datagram>,
+        /// A listener's connections waiting to be accepted, in accept
+        /// order: the `ino` of each client (a socket of the image whose
+        /// `connect_to` is this listener). Restore connects them in this
+        /// order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        waiting: Vec<u64>,
     },
     /// A TCP or UDP socket (IPv4 or IPv6) that needs nothing outside the
     /// image: TCP unbound, bound or listening with `backlog` (no connection
@@ -159,6 +183,26 @@ pub enum OpenFileKind {
         options: InetOptions,
         #[serde(default, skip_serializing_if = "is_zero")]
         dropped: u32,
+    },
+    /// The master side of a pseudo-terminal (`/dev/ptmx`) whose pair is
+    /// inside the image: recreated by the stub (it opens the multiplexer,
+    /// unlocks it and takes its slaves with `TIOCGPTPEER`), with the
+    /// terminal's settings in `tty`. `index` is its number at dump
+    /// (`/dev/pts/N`), which names the pair; the new pair gets whatever
+    /// number the kernel gives.
+    PtyMaster { index: u32, tty: PtyTerminal },
+    /// A description of the slave side (`/dev/pts/N`) of the
+    /// pseudo-terminal whose master is the [`OpenFileKind::PtyMaster`]
+    /// with the same `index` (a slave whose master is outside the image
+    /// is [`OpenFileKind::External`]). Opened at restore from its new
+    /// master, never by path. `dev_tty`: the description was opened as
+    /// `/dev/tty` while this slave was the process's controlling terminal
+    /// (reopened as `/dev/tty` once the new slave is the controlling
+    /// terminal again).
+    PtySlave {
+        index: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dev_tty: bool,
     },
 }
 
@@ -227,6 +271,123 @@ impl InetOptions {
     /// Every option at its default (then not written at all).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+}
+
+/// The socket file a unix socket was bound to, at dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketFile {
+    pub ino: u64,
+    pub dev: u64,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One datagram queued on a unix datagram socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    pub data: ByteString,
+    /// The sender's bound name (as `UnixSocket::name` spells it), if it
+    /// was bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A pseudo-terminal's state at dump, read through its master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyTerminal {
+    /// The terminal's settings (the slave's: a master shows its slave's).
+    pub termios: Termios,
+    /// `TIOCGWINSZ`.
+    pub winsize: WinSize,
+    /// Packet mode (`TIOCPKT`) on the master.
+    pub packet: bool,
+    /// The slave was locked (`TIOCSPTLCK`; nobody could open it).
+    pub locked: bool,
+    /// Exclusive mode (`TIOCEXCL`) on the master and on the slave.
+    pub master_exclusive: bool,
+    pub slave_exclusive: bool,
+    /// The session this terminal was the controlling terminal of
+    /// (`TIOCGSID`; `None`: of none), and its foreground process group
+    /// (`TIOCGPGRP`), as ids at dump time. Restore makes it the
+    /// controlling terminal of the restored process when `session` was
+    /// that process's session, and the process's group the foreground
+    /// group when `foreground` was its group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreground: Option<i32>,
+    /// Bytes that were queued in the terminal at dump and are not in the
+    /// image (a terminal's queues cannot be read without consuming them):
+    /// unread by the master (`TIOCINQ`), not yet sent by the slave
+    /// (`TIOCOUTQ`), unread by the slave (`TIOCINQ` on the slave), not yet
+    /// sent by the master (`TIOCOUTQ`). Restore names them in a notice.
+    pub lost: PtyQueues,
+    /// The slave's permission bits (`mesg` turns group write on and off),
+    /// owner and group at dump. Restore gives the new slave the bits; it
+    /// belongs to whoever the restore runs as (a notice says when that
+    /// differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave_owner: Option<(u32, u32)>,
+    /// Every description of the slave had been closed (the master reported
+    /// a hang-up: its reads fail with `EIO`). Restore opens the new slave
+    /// once and closes it, so that the master reports the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slave_closed: bool,
+}
+
+/// A terminal's `struct termios2` (`TCGETS2`), field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Termios {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    /// The line discipline (`N_TTY` is 0).
+    pub line: u8,
+    /// The control characters ([`TERMIOS_NCCS`] of them).
+    pub cc: ByteString,
+    pub ispeed: u32,
+    pub ospeed: u32,
+}
+
+/// Number of control characters in a `struct termios2`.
+pub const TERMIOS_NCCS: usize = 19;
+
+/// A terminal's window size (`struct winsize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+    pub xpixel: u16,
+    pub ypixel: u16,
+}
+
+/// Byte counts of a pseudo-terminal's queues (see [`PtyTerminal::lost`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyQueues {
+    pub master_in: u32,
+    pub slave_out: u32,
+    pub slave_in: u32,
+    pub master_out: u32,
+}
+
+impl PtyQueues {
+    /// Total bytes.
+    pub fn total(&self) -> u64 {
+        [
+            self.master_in,
+            self.slave_out,
+            self.slave_in,
+            self.master_out,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
     }
 }
 
@@ -341,7 +502,8 @@ impl OpenFileKind {
 impl OpenFileKind {
     /// Created anew by the stub (never opened by a path): an eventfd,
     /// signalfd, timerfd, epoll or inotify instance, pipe or unix socket
-    /// pair. `path` holds the kernel's name of it (`anon_inode:[eventfd]`,
+    /// pair, or either side of a pseudo-terminal (the multiplexer is
+    /// opened by its fixed path, the slave taken from it). `path` holds the kernel's name of it (`anon_inode:[eventfd]`,
     /// `pipe:[123]`), for the user only.
     pub fn is_anonymous(&self) -> bool {
         matches!(
@@ -355,6 +517,8 @@ impl OpenFileKind {
                 | Self::UnixPair { .. }
                 | Self::UnixSocket { .. }
                 | Self::InetSocket { .. }
+                | Self::PtyMaster { .. }
+                | Self::PtySlave { .. }
         )
     }
 }

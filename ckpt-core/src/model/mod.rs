@@ -33,9 +33,11 @@ pub use files::{
     ByteString, EpollTarget, FileLock, InotifyWatch, LockKind, EPOLL_PRIVATE_BITS,
     INOTIFY_MASK_BITS,
 };
+pub use files::{Datagram, SocketFile};
 pub use files::{
     FdState, FileIdentity, InetAddr, InetOptions, OpenFile, OpenFileKind, TIMERFD_CLOCKS,
 };
+pub use files::{PtyQueues, PtyTerminal, Termios, WinSize, TERMIOS_NCCS};
 pub use mm::{MmLayout, Vma, VmaKind};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState, Zombie};

@@ -135,6 +135,14 @@ pub enum RestoreError {
         addr: String,
         reason: String,
     },
+    /// A unix socket could not be connected again to the socket of the
+    /// image it was connected to, or given its queued datagrams.
+    #[error("cannot connect fd {fd}'s unix socket to {name} again: {reason}")]
+    Connect {
+        fd: String,
+        name: String,
+        reason: String,
+    },
     /// The caller's [`Release`] hook called the restore off; the process
     /// was killed before it ran.
     #[error("the restore of process {pid} was called off before it was released")]

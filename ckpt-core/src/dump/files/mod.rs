@@ -10,7 +10,8 @@
 //! other than flock, POSIX and OFD ones; network sockets, devices and the
 //! kernel objects nobody restores are named by [`refused`]; TCP and UDP
 //! sockets that need no peer are [`inet`]'s. Pipes, FIFOs
-//! and unix socket pairs are [`pipe`]'s and [`unix`]'s. A memfd or a file
+//! and unix socket pairs are [`pipe`]'s and [`unix`]'s; pseudo-terminal
+//! pairs (a master and its slaves) [`tty`]'s. A memfd or a file
 //! unlinked while open is [`saved`] with its content.
 //!
 //! An epoll's entries name other descriptions, so they are resolved
@@ -33,6 +34,7 @@ mod regular;
 pub(super) mod saved;
 mod signalfd;
 mod timerfd;
+mod tty;
 mod unix;
 
 use std::collections::HashMap;
@@ -124,6 +126,9 @@ impl Frozen {
                 }
             }
         }
+        let stat =
+            procfs::stat::parse_stat(&self.read_proc("stat")?).map_err(self.parse_err("stat"))?;
+        table.ptys.set_session(stat.session);
         let mut fds = Vec::new();
         // Epoll descriptions and their raw entries, resolved at the end.
         let mut epolls = Vec::new();
@@ -180,6 +185,11 @@ impl Frozen {
                         unix::classify(pid, &self.pidfd, fd, &link, &meta, &info_text, &table.held)?
                     }
                 },
+            };
+            // A pseudo-terminal master, or a slave whose master is held.
+            let inside = match inside {
+                Some(kind) => Some(kind),
+                None => table.ptys.classify(pid, &self.pidfd, fd, &link, &meta)?,
             };
             let kind = match inside {
                 Some(kind) => Some(kind),
@@ -277,6 +287,8 @@ pub(super) struct FileTable {
     holders: Vec<(i32, i32)>,
     ends: pipe::Ends,
     held: unix::Held,
+    /// The pseudo-terminal masters the image holds.
+    ptys: tty::Ptys,
 }
 
 impl FileTable {
@@ -291,6 +303,13 @@ impl FileTable {
                 })
                 .unwrap_or_default();
             survey(pid, &numbers, &mut self.ends, &mut self.held);
+            if let Ok(pidfd) = sys::pidfd_open(pid) {
+                for &fd in &numbers {
+                    if let Ok(meta) = std::fs::metadata(proc_path(pid, &format!("fd/{fd}"))) {
+                        self.ptys.note(&pidfd, fd, &meta);
+                    }
+                }
+            }
         }
     }
 
@@ -299,6 +318,7 @@ impl FileTable {
     /// its first description only.
     pub(super) fn finish(mut self) -> Result<Vec<OpenFile>, DumpError> {
         pipe::check(&mut self.descriptions);
+        self.ptys.finish(&mut self.descriptions);
         Ok(self.descriptions)
     }
 }

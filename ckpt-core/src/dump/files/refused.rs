@@ -4,7 +4,8 @@
 //! their local and peer addresses; raw, netlink, packet and any other
 //! family), devices other than the harmless character devices
 //! (`/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`)
-//! and terminals, and the anonymous kernel objects nobody rebuilds yet:
+//! and terminals (a pseudo-terminal master, 5:2, is left to
+//! [`super::tty`]), and the anonymous kernel objects nobody rebuilds yet:
 //! io_uring, userfaultfd, perf events, BPF maps, programs and links,
 //! fanotify groups and pidfds.
 //!
@@ -67,10 +68,10 @@ pub(super) fn refusal(pidfd: &OwnedFd, fd: i32, link: &str, meta: &Metadata) -> 
         && !regular::is_simple_char_device(link, rdev)
     {
         if major == 5 && minor == 2 {
-            "a pseudo-terminal master (/dev/ptmx)"
-        } else {
-            "a character device"
+            // A pseudo-terminal master: [`super::tty`]'s.
+            return None;
         }
+        "a character device"
     } else {
         return None;
     };

@@ -19,7 +19,9 @@
 //! inotify instances ([`epoll`], [`inotify`]), TCP and UDP sockets
 //! ([`inet`]: socket, options, bind, listen), pipes and unix socket pairs
 //! ([`pipe`], [`unix`]: both ends at once, filled with their saved data,
-//! [`queued`]); FIFOs are reopened by path ([`pipe`]). Descriptions are
+//! [`queued`]); FIFOs are reopened by path ([`pipe`]); a pseudo-terminal
+//! pair is created from the multiplexer with all its descriptions
+//! ([`tty`]). Descriptions are
 //! opened in dependency order: every description first, then each epoll's
 //! entries are added (they name other descriptions), then the fds are put
 //! in place, and last the file locks are taken ([`locks`]: closing any fd
@@ -41,6 +43,7 @@ pub(super) mod saved;
 mod signalfd;
 mod socket;
 mod timerfd;
+mod tty;
 mod unix;
 
 use super::transfer::Key;
@@ -132,12 +135,19 @@ impl Builder<'_> {
             OpenFileKind::Pipe { .. } => self.open_pipe_end(i, top),
             OpenFileKind::Fifo { .. } => self.open_fifo(i, top),
             OpenFileKind::UnixPair { .. } => self.open_unix_pair(i, top),
+            // A pseudo-terminal pair, created with all its descriptions.
+            OpenFileKind::PtyMaster { .. } | OpenFileKind::PtySlave { .. } => {
+                self.open_pty_end(i, top)
+            }
             OpenFileKind::UnixSocket {
                 sock_type,
                 name,
                 backlog,
                 sndbuf,
                 passcred,
+                dir,
+                file,
+                ..
             } => self.open_unix_socket(
                 d,
                 &socket::Lone {
@@ -146,6 +156,8 @@ impl Builder<'_> {
                     backlog,
                     sndbuf,
                     passcred,
+                    dir: dir.as_deref(),
+                    file,
                 },
                 top,
             ),
@@ -305,6 +317,9 @@ impl Builder<'_> {
         // kept when a later process holds it too), or handed over from the
         // earlier process that created it (see `transfer`).
         let mut temp = Vec::with_capacity(files.len());
+        // /dev/tty descriptions of a pseudo-terminal another process of
+        // the image makes: opened once it is the controlling terminal.
+        let mut deferred = Vec::new();
         for (i, d) in files.iter().enumerate() {
             let key = Key::Description(i);
             if matches!(d.kind, OpenFileKind::External { .. })
@@ -312,6 +327,21 @@ impl Builder<'_> {
             {
                 temp.push(None);
                 continue;
+            }
+            if let OpenFileKind::PtySlave {
+                index,
+                dev_tty: true,
+            } = d.kind
+            {
+                let master_here = files.iter().enumerate().any(|(j, e)| {
+                    matches!(e.kind, OpenFileKind::PtyMaster { index: x, .. } if x == index)
+                        && self.shared.held_by(Key::Description(j), self.task)
+                });
+                if !master_here {
+                    deferred.push(i);
+                    temp.push(None);
+                    continue;
+                }
             }
             let fd = if self.shared.has(key) {
                 let got = self.receive_shared(key)?;
@@ -323,12 +353,16 @@ impl Builder<'_> {
             };
             temp.push(Some(fd));
         }
+        self.adopt_controlling_terminal(&mut temp, &deferred, top)?;
         // The other ends created with a description this process holds
         // (a pipe's, a socket pair's) that only later processes hold.
         for (j, fd) in std::mem::take(&mut self.prepared) {
             self.share_if_needed(Key::Description(j), fd)?;
             self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
+        // Every socket is bound: the connections between them, then the
+        // datagrams queued on them (see `socket`).
+        self.connect_unix_sockets(&temp)?;
         // Every description exists: the epoll entries.
         let external_at = |n: i32| {
             p.fds

@@ -18,6 +18,13 @@ pub(super) struct Staging {
 
 const PAGE: u64 = 4096;
 
+impl Staging {
+    /// Its address in the stub.
+    pub(super) fn addr(&self) -> u64 {
+        self.addr
+    }
+}
+
 impl Builder<'_> {
     /// Map `len` bytes (at least one page) in the stub.
     pub(super) fn map_staging(&mut self, len: usize) -> Result<Staging, RestoreError> {
