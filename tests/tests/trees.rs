@@ -10,10 +10,13 @@
 //!   session), and with a `same-pid` grant that every pid is back.
 //! * Real programs nobody here wrote carry on after restore: a shell
 //!   pipeline, a python `multiprocessing.Pool`, `make -j2`, a tmux server.
-//! * What a tree may not hold: a set-id program among the descendants is
-//!   refused at dump naming its pid, and the tree is left running
-//!   untouched; a process with children dumped without `--tree` is refused
-//!   naming the child.
+//!   make waits for its jobs by pid, so its test uses a `same-pid` grant.
+//! * What a tree may not hold: a set-id program (root's or another user's)
+//!   among the descendants is refused at dump naming its pid, and the tree
+//!   is left running untouched; a process with children dumped without
+//!   `--tree` is refused naming the child; root's tree whose child had
+//!   dropped capabilities is refused at restore rather than given the
+//!   root's capabilities.
 //!
 //! Every test holds the configuration lock: one of them installs a
 //! same-pid grant for the test user, which would change every other
