@@ -2718,6 +2718,7 @@ mod tests {
         let mut m = sample();
         let mut t = m.tasks[0].clone();
         t.pid = 5000;
+        t.ppid = m.tasks[0].pid;
         t.threads[0].tid = 5000;
         m.tasks.push(t);
         m.spaces.push(Space::Memory { task: 1 });
