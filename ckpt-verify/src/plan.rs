@@ -139,8 +139,16 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             ambient: t.cap_ambient,
             securebits: t.securebits,
         })
-    } else if holds_caps && own_caps_kept(saved.as_ref(), &creds, &mine, t.caps_held(), caller_caps)
+    } else if holds_caps
+        && own_caps_kept(saved.as_ref(), &creds, &mine, t.caps_held(), caller_caps)
+        && !(t.cap_permitted == caller_caps
+            && t.cap_effective == caller_caps
+            && t.cap_inheritable == 0
+            && t.cap_ambient == 0
+            && t.securebits == 0)
     {
+        // (Exactly what exec gives the caller is what a plain restore
+        // gives anyway: then no sets are applied, and no build as root.)
         notices.push(format!(
             "keeping the image's capabilities ({}): its ids are yours and you hold every one of them",
             cap_mask_summary(t.cap_permitted | t.cap_effective | t.cap_ambient)

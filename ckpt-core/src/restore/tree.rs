@@ -335,11 +335,45 @@ impl Ctx<'_> {
             }
         }
         for z in &zombies {
+            // A zombie left in the group of a process that is gone (its
+            // leader exited and was reaped): with same-pid, a stand-in with
+            // the leader's pid makes the group, the zombie joins it, and
+            // the stand-in exits and is reaped by this parent.
+            let stand_in = if self.opts.same_pid
+                && z.pgid != z.pid
+                && z.sid == p.sid
+                && !stubs.pids.contains_key(&z.pgid)
+                && self.m.zombies.iter().all(|o| o.pid != z.pgid)
+                && z.pgid != self.m.tasks[0].pgid
+            {
+                let mut s = b.fork_child(blank.tramp, z.pgid)?;
+                let made = join_groups(&mut s, blank.tramp, z.pgid, z.pgid, z.sid, self.m, stubs);
+                stubs.pids.insert(z.pgid, s.pid());
+                made.map(|()| Some(s))?
+            } else {
+                None
+            };
             let mut s = b.fork_child(blank.tramp, z.pid)?;
             stubs.pids.insert(z.pid, s.pid());
             let r = join_groups(&mut s, blank.tramp, z.pid, z.pgid, z.sid, self.m, stubs)
                 .and_then(|()| exit_as_zombie(s, blank.tramp, z));
             r?;
+            if let Some(h) = stand_in {
+                let gone = Zombie {
+                    pid: z.pgid,
+                    ppid: p.pid,
+                    pgid: z.pgid,
+                    sid: z.sid,
+                    exit_status: 0,
+                };
+                let hpid = h.pid();
+                exit_as_zombie(h, blank.tramp, &gone)?;
+                b.sys_raw(
+                    libc::SYS_wait4,
+                    [hpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+                )?;
+                stubs.pids.remove(&z.pgid);
+            }
         }
         if !zombies.is_empty() {
             b.drop_sigchld()?;
