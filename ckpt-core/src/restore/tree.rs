@@ -365,6 +365,7 @@ impl Ctx<'_> {
                     pgid: z.pgid,
                     sid: z.sid,
                     exit_status: 0,
+                    comm: String::new(),
                 };
                 let hpid = h.pid();
                 exit_as_zombie(h, blank.tramp, &gone)?;
