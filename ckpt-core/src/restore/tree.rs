@@ -119,10 +119,15 @@ pub(super) fn restore_tree(
         StubMode::Root
     };
     // Every process gets the decided credentials, and the decided
-    // capabilities when there are any: a tree whose processes had
-    // different ones is restored only as the caller's (a child that had
-    // dropped capabilities must not get the root's back).
-    if mode == StubMode::Root {
+    // capabilities when there are any (granted, or root's own, which a
+    // root caller's plain restore holds as exec gives them): a tree whose
+    // processes had different ones is refused rather than given the
+    // root's (a child that had dropped capabilities or changed its ids
+    // must not get the root's back). An unprivileged caller's plain
+    // restore makes every process the caller, who holds nothing more.
+    let root_caller = mode == StubMode::Final && opts.caller_caps != 0;
+    if mode == StubMode::Root || root_caller {
+        let holds_caps = opts.caps.is_some() || root_caller;
         let caps = |c: &crate::model::Credentials| {
             (
                 c.cap_inheritable,
@@ -137,12 +142,18 @@ pub(super) fn restore_tree(
             p.creds.uid != root.creds.uid
                 || p.creds.gid != root.creds.gid
                 || p.creds.groups != root.creds.groups
-                || (opts.caps.is_some() && caps(&p.creds) != caps(&root.creds))
+                || (holds_caps && caps(&p.creds) != caps(&root.creds))
         }) {
+            let how = if root_caller {
+                "root's own credentials"
+            } else {
+                "granted credentials"
+            };
             return Err(RestoreError::Unsupported(format!(
-                "granted credentials for a tree whose processes had different ones (pid {}'s \
-                 ids or capabilities differ from pid {}'s); restore it with your own credentials",
-                p.pid, root.pid
+                "{how} for a tree whose processes had different ones (pid {}'s \
+                 ids or capabilities differ from pid {}'s, and every process would get pid {}'s); \
+                 restore it with your own credentials",
+                p.pid, root.pid, root.pid
             )));
         }
     }
