@@ -6,7 +6,8 @@
 #      the C toolchain for the workloads, libtss2 for the TPM code, swtpm
 #      for the TPM tests, setpriv, ps, and the real programs that
 #      tests/tests/real_programs.rs checkpoints: python3, golang-go,
-#      default-jre-headless, sqlite3) and creates the users ckpt-user and
+#      default-jre-headless, sqlite3, and make and tmux for
+#      tests/tests/trees.rs) and creates the users ckpt-user and
 #      ckpt-other if they are missing;
 #   2. checks formatting (cargo fmt --check) and lints
 #      (cargo clippy --all-targets -- -D warnings);
@@ -43,8 +44,10 @@ THIRD_USER=ckpt-third
 # JRE runs a single-file Java source, its runtime image has the compiler
 # module, so no JDK). On a fresh Debian 12 they add about 125 MB to fetch
 # (golang 1.19 with its sources, openjdk-17-jre-headless) and 20-40 s.
+# make and tmux are the real programs of tests/tests/trees.rs (a make -j2
+# build and a tmux server dumped with --tree).
 PACKAGES=(gcc libc6-dev python3 util-linux procps passwd swtpm libtss2-dev pkg-config
-    golang-go default-jre-headless sqlite3)
+    golang-go default-jre-headless sqlite3 make tmux)
 
 started=$SECONDS
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started))" "$*"; }

@@ -73,6 +73,7 @@ fn zombie(pid: i32) -> Option<Zombie> {
         pgid: st.pgrp,
         sid: st.session,
         exit_status: st.exit_code,
+        comm: st.comm,
     })
 }
 

@@ -135,6 +135,7 @@ fn tasks(m: &Manifest) -> Result<(), Invalid> {
                 format!("{:#x} is not a wait status", z.exit_status),
             ));
         }
+        text(format_args!("zombies[{i}].comm"), &z.comm, MAX_COMM_LEN)?;
     }
     Ok(())
 }
@@ -2672,6 +2673,19 @@ mod tests {
     fn other_fields() {
         refused(|m| m.tasks[0].pid = 0, "tasks[0].pid");
         refused(|m| m.tasks[0].comm = "c".repeat(65), "tasks[0].comm");
+        refused(
+            |m| {
+                m.zombies.push(crate::model::Zombie {
+                    pid: m.tasks[0].pid + 1000,
+                    ppid: m.tasks[0].pid,
+                    pgid: m.tasks[0].pid,
+                    sid: m.tasks[0].pid,
+                    exit_status: 7 << 8,
+                    comm: "z".repeat(65),
+                })
+            },
+            "zombies[0].comm",
+        );
         refused(|m| m.tasks[0].mm.auxv.push(1), "tasks[0].mm.auxv");
         refused(
             |m| m.tasks[0].creds.seccomp_mode = 3,
@@ -2704,6 +2718,7 @@ mod tests {
         let mut m = sample();
         let mut t = m.tasks[0].clone();
         t.pid = 5000;
+        t.ppid = m.tasks[0].pid;
         t.threads[0].tid = 5000;
         m.tasks.push(t);
         m.spaces.push(Space::Memory { task: 1 });

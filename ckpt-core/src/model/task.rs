@@ -111,6 +111,10 @@ pub struct Zombie {
     /// `/proc/PID/stat`): the exit code in bits 8-15, or the signal that
     /// ended it in bits 0-6 (bit 7: it dumped core).
     pub exit_status: i32,
+    /// Its name (`/proc/PID/comm`), given back before it exits. Empty in
+    /// images from before zombies kept their name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comm: String,
 }
 
 /// Scheduling attributes (`struct sched_attr`).

@@ -118,18 +118,42 @@ pub(super) fn restore_tree(
     } else {
         StubMode::Root
     };
-    // Every process gets the decided credentials: a tree whose processes
-    // had different ones is restored only as the caller's.
-    if mode == StubMode::Root {
+    // Every process gets the decided credentials, and the decided
+    // capabilities when there are any (granted, or root's own, which a
+    // root caller's plain restore holds as exec gives them): a tree whose
+    // processes had different ones is refused rather than given the
+    // root's (a child that had dropped capabilities or changed its ids
+    // must not get the root's back). An unprivileged caller's plain
+    // restore makes every process the caller, who holds nothing more.
+    let root_caller = mode == StubMode::Final && opts.caller_caps != 0;
+    if mode == StubMode::Root || root_caller {
+        let holds_caps = opts.caps.is_some() || root_caller;
+        let caps = |c: &crate::model::Credentials| {
+            (
+                c.cap_inheritable,
+                c.cap_permitted,
+                c.cap_effective,
+                c.cap_bounding,
+                c.cap_ambient,
+                c.securebits,
+            )
+        };
         if let Some(p) = m.tasks.iter().find(|p| {
             p.creds.uid != root.creds.uid
                 || p.creds.gid != root.creds.gid
                 || p.creds.groups != root.creds.groups
+                || (holds_caps && caps(&p.creds) != caps(&root.creds))
         }) {
+            let how = if root_caller {
+                "root's own credentials"
+            } else {
+                "granted credentials"
+            };
             return Err(RestoreError::Unsupported(format!(
-                "granted credentials for a tree whose processes had different ones (pid {} \
-                 differs from pid {}); restore it with your own credentials",
-                p.pid, root.pid
+                "{how} for a tree whose processes had different ones (pid {}'s \
+                 ids or capabilities differ from pid {}'s, and every process would get pid {}'s); \
+                 restore it with your own credentials",
+                p.pid, root.pid, root.pid
             )));
         }
     }
@@ -352,6 +376,7 @@ impl Ctx<'_> {
                     pgid: z.pgid,
                     sid: z.sid,
                     exit_status: 0,
+                    comm: String::new(),
                 };
                 let hpid = h.pid();
                 exit_as_zombie(h, blank.tramp, &gone)?;
@@ -435,6 +460,17 @@ fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreErro
     {
         let mut inj = Injector::new(&mut s.tracee);
         inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+        // Its name, which its parent and `ps` see while it waits.
+        if !z.comm.is_empty() {
+            let comm: String = z.comm.chars().take(15).collect();
+            super::files::check_path(&comm)?;
+            let name = inj.put_cstr(&comm, "a zombie's name")?;
+            inj.syscall(
+                "prctl(PR_SET_NAME)",
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+            )?;
+        }
         if signal == 0 {
             let code = (status >> 8) & 0xff;
             let tr = inj.tracee();
