@@ -147,19 +147,26 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The saved protections, and the madvise flags restore keeps.
+    /// The saved protections, and the madvise flags restore keeps. A
+    /// mapping [`Builder::map_all`] mapped with its saved protection
+    /// already (it received no chunk, or was writable anyway) needs no
+    /// `mprotect`.
     pub(super) fn set_protections(&mut self) -> Result<(), RestoreError> {
         let p = self.p;
-        for v in &p.vmas {
+        let has_chunks = chunked_vmas(self.m, self.p, self.memory);
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        for (i, v) in p.vmas.iter().enumerate() {
             if matches!(
                 v.kind,
                 VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
             ) {
-                self.sys(
-                    "mprotect",
-                    libc::SYS_mprotect,
-                    [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
-                )?;
+                if has_chunks.contains(&i) && v.prot & rw != rw {
+                    self.sys(
+                        "mprotect",
+                        libc::SYS_mprotect,
+                        [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
+                    )?;
+                }
                 // `hint`: advice this kernel may not offer (THP or KSM
                 // compiled out or disabled): refused, the restore goes on
                 // with a notice. The others always apply to such a mapping.

@@ -215,7 +215,12 @@ impl Ctx<'_> {
         task: usize,
         shared: &'b mut Shared,
     ) -> Builder<'b> {
-        let Stub { tracee, pidfd, .. } = stub;
+        let Stub {
+            tracee,
+            pidfd,
+            exec_dispositions,
+            ..
+        } = stub;
         Builder {
             inj: Injector::new(tracee),
             pidfd,
@@ -232,6 +237,7 @@ impl Ctx<'_> {
             tid_map: Vec::new(),
             task,
             shared,
+            exec_dispositions: *exec_dispositions,
         }
     }
 
@@ -565,6 +571,7 @@ fn exec_own_exe(s: &mut Stub, tramp: u64, path: &str) -> Result<bool, RestoreErr
     t.cont_until_exec().map_err(tr)?;
     t.next_syscall_stop().map_err(tr)?;
     s.exec = true;
+    s.exec_dispositions = true;
     Ok(true)
 }
 
@@ -669,6 +676,8 @@ impl Builder<'_> {
                 pidfd,
                 exec: false,
                 threads: Vec::new(),
+                // A copy of this blank stub's dispositions.
+                exec_dispositions: self.exec_dispositions,
             };
             let (Ok(()), Ok(template)) = (started, template) else {
                 stub.kill();
