@@ -181,6 +181,7 @@ pub(super) fn restore_tree(
         mode,
         plans: &plans,
         shape: &shape,
+        digests: super::mm::FileDigests::default(),
     };
     match ctx.build(&mut stubs, &mut shared, &mut notices) {
         Ok(()) => {}
@@ -206,6 +207,8 @@ struct Ctx<'a> {
     mode: StubMode,
     plans: &'a [Plan],
     shape: &'a Shape,
+    /// Shared by every process's check of its mapped files.
+    digests: super::mm::FileDigests,
 }
 
 impl Ctx<'_> {
@@ -238,6 +241,7 @@ impl Ctx<'_> {
             task,
             shared,
             exec_dispositions: *exec_dispositions,
+            digests: &self.digests,
         }
     }
 
@@ -537,10 +541,9 @@ fn exec_own_exe(s: &mut Stub, tramp: u64, path: &str) -> Result<bool, RestoreErr
         .map(|st| (st.uid[1], st.gid[1]));
     let ok = match (meta, ids) {
         (Some(m), Some((uid, gid))) => {
-            m.is_file()
-                && !(m.mode() & libc::S_ISUID != 0 && m.uid() != uid)
-                && !(m.mode() & libc::S_ISGID != 0 && m.gid() != gid)
-                && !sys::has_file_caps(&copy)
+            let foreign_suid = m.mode() & libc::S_ISUID != 0 && m.uid() != uid;
+            let foreign_sgid = m.mode() & libc::S_ISGID != 0 && m.gid() != gid;
+            m.is_file() && !foreign_suid && !foreign_sgid && !sys::has_file_caps(&copy)
         }
         _ => false,
     };
