@@ -8,6 +8,12 @@
 #   BENCH_MIB    workload size in MiB (default 1024)
 #   BENCH_THREADS  threads in the workload (default 1); the memory is split
 #                evenly between them
+#   BENCH_PROCS  if set (N >= 2): a process tree instead of one process:
+#                the root and N - 1 children, each holding its own
+#                BENCH_MIB_PER_PROC MiB (default 1); both tools dump the tree
+#   BENCH_SHARED_MIB  if set (M): a process tree (BENCH_SHARED_PROCS
+#                processes, default 5) sharing one MAP_SHARED anonymous
+#                region of M MiB; both tools dump the tree
 #   BENCH_REPS   repetitions per tool; the median is reported (default 3)
 #   BENCH_TOOLS  "ckpt criu" (default), or one of them
 #   BENCH_DIR    where images are written, same filesystem for both tools
@@ -32,6 +38,10 @@ BENCH_TOOLS=${BENCH_TOOLS:-ckpt criu}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/ckpt-bench}
 BENCH_JOBS=${BENCH_JOBS:-2}
 BENCH_SOURCE=${BENCH_SOURCE:-tree}
+BENCH_PROCS=${BENCH_PROCS:-}
+BENCH_MIB_PER_PROC=${BENCH_MIB_PER_PROC:-1}
+BENCH_SHARED_MIB=${BENCH_SHARED_MIB:-}
+BENCH_SHARED_PROCS=${BENCH_SHARED_PROCS:-5}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$REPO/benches/results/latest.json}
@@ -61,6 +71,39 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 for t in $BENCH_TOOLS; do
 	[[ $t == ckpt || $t == criu ]] || die "BENCH_TOOLS: unknown tool '$t'"
 done
+# The workload: one process (bigmem, the default), or a tree (bigtree).
+# WL_KIND single|procs|shared; WL_NPROCS processes; WL_MIB MiB of workload
+# memory in all (shared memory counted once).
+WL_KIND=single
+WL_NPROCS=1
+WL_MIB=$BENCH_MIB
+if [[ -n $BENCH_PROCS && -n $BENCH_SHARED_MIB ]]; then
+	die "BENCH_PROCS and BENCH_SHARED_MIB select different workloads: set one"
+fi
+if [[ -n $BENCH_PROCS || -n $BENCH_SHARED_MIB ]]; then
+	[[ $BENCH_THREADS == 1 ]] || die "BENCH_THREADS applies to the one-process workload only"
+fi
+if [[ -n $BENCH_PROCS ]]; then
+	[[ $BENCH_PROCS =~ ^[1-9][0-9]*$ && $BENCH_PROCS -ge 2 && $BENCH_PROCS -le 4096 ]] ||
+		die "BENCH_PROCS must be an integer from 2 to 4096"
+	[[ $BENCH_MIB_PER_PROC =~ ^[1-9][0-9]*$ ]] || die "BENCH_MIB_PER_PROC must be a positive integer"
+	WL_KIND=procs
+	WL_NPROCS=$BENCH_PROCS
+	WL_MIB=$((BENCH_PROCS * BENCH_MIB_PER_PROC))
+elif [[ -n $BENCH_SHARED_MIB ]]; then
+	[[ $BENCH_SHARED_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SHARED_MIB must be a positive integer"
+	[[ $BENCH_SHARED_PROCS =~ ^[1-9][0-9]*$ && $BENCH_SHARED_PROCS -ge 2 && $BENCH_SHARED_PROCS -le 4096 ]] ||
+		die "BENCH_SHARED_PROCS must be an integer from 2 to 4096"
+	WL_KIND=shared
+	WL_NPROCS=$BENCH_SHARED_PROCS
+	WL_MIB=$BENCH_SHARED_MIB
+fi
+is_tree() { [[ $WL_KIND != single ]]; }
+case $WL_KIND in
+single) WL_DESC="$BENCH_MIB MiB in $BENCH_THREADS thread(s)" ;;
+procs) WL_DESC="tree of $WL_NPROCS processes, $BENCH_MIB_PER_PROC MiB each" ;;
+shared) WL_DESC="tree of $WL_NPROCS processes sharing $BENCH_SHARED_MIB MiB" ;;
+esac
 want() { [[ " $BENCH_TOOLS " == *" $1 "* ]]; }
 
 mkdir -p "$CACHE"
@@ -70,21 +113,46 @@ flock -n 9 || die "another benches/run.sh is running"
 
 # ---------------------------------------------------------------- cleanup
 WORKLOAD_PIDS=()
-# Kill only processes we started, and only while they still run bigmem
-# (guards against pid reuse).
-kill_workload() {
-	local pid=$1
-	[[ -n $pid && -r /proc/$pid/cmdline ]] || return 0
-	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$CACHE/bin/bigmem"; then
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	local i
-	for ((i = 0; i < 100; i++)); do
-		[[ -e /proc/$pid ]] || return 0
-		# A zombie we are not the parent of goes away when init reaps it.
-		[[ $(awk '/^State:/{print $2}' "/proc/$pid/status" 2>/dev/null) == Z ]] && return 0
-		sleep 0.05
+# Kill only processes we started, and only while they still run bigmem or
+# bigtree (guards against pid reuse): the workload's root and, for a tree,
+# every descendant that runs one of them too.
+runs_workload() {
+	[[ -r /proc/$1/cmdline ]] &&
+		tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qE "$CACHE/bin/big(mem|tree) "
+}
+# descendants PID: every descendant of PID, parents before children.
+descendants() {
+	local c
+	local c f
+	for f in /proc/"$1"/task/*/children; do
+		[[ -r $f ]] || continue
+		for c in $(<"$f"); do
+			echo "$c"
+			descendants "$c"
+		done
+	done 2>/dev/null
+}
+# gone PID...: wait (up to 5 s) until each PID has exited (a zombie we are
+# not the parent of goes away when init reaps it).
+gone() {
+	local pid i
+	for pid in "$@"; do
+		for ((i = 0; i < 100; i++)); do
+			[[ -e /proc/$pid ]] || break
+			[[ $(awk '/^State:/{print $2}' "/proc/$pid/status" 2>/dev/null) == Z ]] && break
+			sleep 0.05
+		done
 	done
+}
+kill_workload() {
+	local pid=$1 p
+	if [[ -z $pid ]] || ! runs_workload "$pid"; then return 0; fi
+	local -a tree=("$pid")
+	for p in $(descendants "$pid"); do
+		runs_workload "$p" && tree+=("$p")
+	done
+	kill -KILL "${tree[@]}" 2>/dev/null || true
+	gone "${tree[@]}"
 }
 cleanup() {
 	local pid
@@ -205,8 +273,9 @@ build_tools() {
 	mkdir -p "$CACHE/bin"
 	chmod 0755 "$CACHE/bin"
 	gcc -O2 -Wall -Wextra -Werror -pthread -o "$CACHE/bin/bigmem" "$REPO/benches/workloads/bigmem.c"
+	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/bigtree" "$REPO/benches/workloads/bigtree.c"
 	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/measure" "$REPO/benches/tools/measure.c"
-	chmod 0755 "$CACHE/bin/bigmem" "$CACHE/bin/measure"
+	chmod 0755 "$CACHE/bin/bigmem" "$CACHE/bin/bigtree" "$CACHE/bin/measure"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -228,17 +297,29 @@ wait_for() {
 	return 1
 }
 
-# start_workload DIR USER: starts bigmem as USER in DIR (its cwd; the dir is
-# USER's, so a restore with USER's credentials can chdir back). Sets WL_PID
-# and WL_SUM.
+# The workload's command line, for a status file.
+workload_cmd() {
+	case $WL_KIND in
+	single) echo "$CACHE/bin/bigmem" "$BENCH_MIB" "$1" "$BENCH_THREADS" ;;
+	procs) echo "$CACHE/bin/bigtree" procs "$WL_NPROCS" "$BENCH_MIB_PER_PROC" "$1" ;;
+	shared) echo "$CACHE/bin/bigtree" shared "$WL_NPROCS" "$BENCH_SHARED_MIB" "$1" ;;
+	esac
+}
+
+# start_workload DIR USER: starts the workload (bigmem, or bigtree's root)
+# as USER in DIR (its cwd; the dir is USER's, so a restore with USER's
+# credentials can chdir back). Sets WL_PID, WL_SUM and WL_KIDS (a tree's
+# other processes).
 start_workload() {
 	local dir=$1 user=$2 status=$1/status
-	rm -f "$status" "$status.check"
+	rm -rf "$status" "$status.check" "$status.d"
 	: >"$dir/workload.err"
 	chown "$user:" "$dir/workload.err"
+	local -a cmd
+	read -r -a cmd <<<"$(workload_cmd "$status")"
 	# 9>&-: the workload must not inherit the harness's lock fd.
 	(cd "$dir" && exec 9>&- && exec setpriv --reuid="$user" --regid="$user" --init-groups -- \
-		"$CACHE/bin/bigmem" "$BENCH_MIB" "$status" "$BENCH_THREADS" </dev/null >/dev/null 2>"$dir/workload.err") &
+		"${cmd[@]}" </dev/null >/dev/null 2>"$dir/workload.err") &
 	WL_PID=$!
 	# Not a job: bash still reaps it when it dies, without a "Killed" notice.
 	disown "$WL_PID"
@@ -251,6 +332,9 @@ start_workload() {
 	read -r word pid sum _ <"$status"
 	[[ $word == ready && $pid == "$WL_PID" ]] || die "workload status: $(cat "$status")"
 	WL_SUM=$sum
+	read -r -a WL_KIDS <<<"$(descendants "$WL_PID" | tr '\n' ' ')"
+	((${#WL_KIDS[@]} + 1 == WL_NPROCS)) ||
+		die "workload $WL_PID: ${#WL_KIDS[@]} other processes, expected $((WL_NPROCS - 1))"
 }
 
 # reap PID: after a dump killed the workload, wait until bash has reaped it
@@ -258,18 +342,20 @@ start_workload() {
 # Both tools kill the target after a dump; a large process takes a moment to
 # exit (its memory is freed first).
 reap() {
-	local pid=$1 i
-	for ((i = 0; i < 200; i++)); do
-		[[ -e /proc/$pid ]] || return 0
-		sleep 0.05
+	local pid i
+	for pid in "$@"; do
+		for ((i = 0; i < 200; i++)); do
+			[[ -e /proc/$pid ]] || continue 2
+			sleep 0.05
+		done
+		log "note: workload $pid still running 10 s after dump; killing it"
+		if runs_workload "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+		for ((i = 0; i < 200; i++)); do
+			[[ -e /proc/$pid ]] || continue 2
+			sleep 0.05
+		done
+		die "workload $pid was not reaped"
 	done
-	log "note: workload $pid still running 10 s after dump; killing it"
-	kill -KILL "$pid" 2>/dev/null || true
-	for ((i = 0; i < 200; i++)); do
-		[[ -e /proc/$pid ]] || return 0
-		sleep 0.05
-	done
-	die "workload $pid was not reaped"
 }
 
 # check_restored PID DIR EXPECTED_SUM UID: the restored process runs as UID
@@ -279,12 +365,23 @@ check_restored() {
 	kill -0 "$pid" 2>/dev/null || die "restored process $pid is not running"
 	uid=$(awk '/^Uid:/{print $2}' "/proc/$pid/status")
 	[[ $uid == "$want_uid" ]] || die "restored process $pid runs as uid $uid, expected $want_uid"
+	if is_tree; then
+		local -a kids
+		local k
+		read -r -a kids <<<"$(descendants "$pid" | tr '\n' ' ')"
+		((${#kids[@]} + 1 == WL_NPROCS)) ||
+			die "restored tree $pid: ${#kids[@]} other processes, expected $((WL_NPROCS - 1))"
+		for k in "${kids[@]}"; do
+			uid=$(awk '/^Uid:/{print $2}' "/proc/$k/status")
+			[[ $uid == "$want_uid" ]] || die "restored process $k runs as uid $uid, expected $want_uid"
+		done
+	fi
 	rm -f "$dir/status.check"
 	kill -USR1 "$pid"
 	wait_for "$dir/status.check" 300 "$pid" || die "restored process $pid did not answer SIGUSR1"
 	read -r word rpid got _ <"$dir/status.check"
 	[[ $word == ok && $rpid == "$pid" && $got == "$want" ]] ||
-		die "restored process $pid: memory check failed: $(cat "$dir/status.check") (want $want)"
+		die "restored $(is_tree && echo tree || echo process) $pid: memory check failed: $(cat "$dir/status.check") (want $want)"
 }
 
 # measure user|root CMD...: runs CMD under the measure tool (as the bench
@@ -322,11 +419,13 @@ run_ckpt_rep() {
 	local img=$dir/image.ckpt pidfile=$dir/restored.pid
 	rm -f "$img" "$pidfile"
 	start_workload "$dir" "$BENCH_USER"
-	log "ckpt rep $rep: workload pid $WL_PID ready ($BENCH_MIB MiB, sum $WL_SUM)"
+	log "ckpt rep $rep: workload pid $WL_PID ready ($WL_DESC, sum $WL_SUM)"
 
-	measure user "$PREFIX/bin/ckpt-sign" dump --pid "$WL_PID" -o "$img" || die "ckpt-sign dump failed"
+	local -a tree=()
+	is_tree && tree=(--tree)
+	measure user "$PREFIX/bin/ckpt-sign" dump "${tree[@]}" --pid "$WL_PID" -o "$img" || die "ckpt-sign dump failed"
 	add_sample ckpt.dump "$MEASURE_LAST"
-	reap "$WL_PID"
+	reap "$WL_PID" "${WL_KIDS[@]}"
 	IMGSIZE[ckpt]=$(stat -c %s "$img")
 
 	measure user "$PREFIX/bin/ckpt-verify" verify "$img" >"$dir/verify.out" ||
@@ -341,7 +440,7 @@ run_ckpt_rep() {
 	rpid=$(tr -dc 0-9 <"$pidfile")
 	WORKLOAD_PIDS+=("$rpid")
 	check_restored "$rpid" "$dir" "$WL_SUM" "$BENCH_UID"
-	log "ckpt rep $rep: restored pid $rpid alive, memory checksum matches"
+	log "ckpt rep $rep: restored pid $rpid alive, memory checksum matches$(is_tree && echo " in all $WL_NPROCS processes")"
 
 	# Reference for verify: one core's SHA-256 (OpenSSL, SHA-NI when the CPU
 	# has it) over the same bytes, warm. coreutils' sha256sum is no reference:
@@ -366,11 +465,12 @@ run_criu_rep() {
 	start_workload "$dir" root
 	log "criu rep $rep: workload pid $WL_PID ready"
 
-	# Started with setsid and no tty: no --shell-job needed.
+	# Started with setsid and no tty: no --shell-job needed. criu dump -t
+	# takes the task's whole subtree: a tree needs no other option.
 	measure root "$CRIU" dump -t "$WL_PID" -D "$img" -o dump.log ||
 		{ tail -20 "$img/dump.log" >&2; die "criu dump failed"; }
 	add_sample criu.dump "$MEASURE_LAST"
-	reap "$WL_PID"
+	reap "$WL_PID" "${WL_KIDS[@]}"
 	IMGSIZE[criu]=$(du -sb "$img" | cut -f1)
 
 	measure root "$CRIU" restore -D "$img" -o restore.log -d --pidfile "$pidfile" ||
@@ -380,7 +480,7 @@ run_criu_rep() {
 	rpid=$(tr -dc 0-9 <"$pidfile")
 	WORKLOAD_PIDS+=("$rpid")
 	check_restored "$rpid" "$dir" "$WL_SUM" 0
-	log "criu rep $rep: restored pid $rpid alive, memory checksum matches"
+	log "criu rep $rep: restored pid $rpid alive, memory checksum matches$(is_tree && echo " in all $WL_NPROCS processes")"
 
 	kill_workload "$rpid"
 	rm -rf "$img"
@@ -411,7 +511,7 @@ chown "$BENCH_USER:" "$RUN"
 FS="$(df -P "$BENCH_DIR" | awk 'NR == 2 {print $1}') ($(stat -f -c %T "$BENCH_DIR"))"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 REP_LOADS=()
-log "workload $BENCH_MIB MiB in $BENCH_THREADS thread(s), $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
+log "workload: $WL_DESC, $BENCH_REPS reps, tools: $BENCH_TOOLS, images on $BENCH_DIR: $FS"
 log "load average at start: $LOAD_START (2 shared cores: numbers are noisy when others build)"
 
 wait_quiet() {
@@ -440,7 +540,7 @@ for ((rep = 1; rep <= BENCH_REPS; rep++)); do
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
-BYTES=$((BENCH_MIB * 1048576))
+BYTES=$((WL_MIB * 1048576))
 # Columns per tool/step: median seconds, MB/s (10^6 bytes of workload memory
 # per second), median peak RSS MiB.
 stat_of() { # tool.step -> "secs mbps rss_mib" or "- - -"
@@ -455,11 +555,28 @@ stat_of() { # tool.step -> "secs mbps rss_mib" or "- - -"
 	awk -v s="$secs" -v k="$kib" -v b="$BYTES" 'BEGIN { printf "%.3f %.0f %.1f\n", s, b / 1e6 / s, k / 1024 }'
 }
 
-printf '\nckpt vs CRIU %s: %d MiB resident pseudo-random memory, %d thread(s), median of %d, warm page cache\n' \
-	"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_THREADS" "$BENCH_REPS"
-printf 'MB/s = 10^6 bytes of workload memory per second; RSS = helper peak (ru_maxrss)\n\n'
-printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' step "ckpt s" "ckpt MB/s" "ckpt RSS" \
-	"criu s" "criu MB/s" "criu RSS" "ckpt/criu"
+# ms_per_proc SECONDS: milliseconds per process of the workload.
+ms_per_proc() {
+	if [[ $1 == - || $1 == n/a ]]; then
+		echo "$1"
+	else
+		awk -v s="$1" -v n="$WL_NPROCS" 'BEGIN{printf "%.1f", s * 1000 / n}'
+	fi
+}
+if is_tree; then
+	printf '\nckpt vs CRIU %s: %s (%d MiB of resident pseudo-random memory in all), median of %d, warm page cache\n' \
+		"$CRIU_VERSION" "$WL_DESC" "$WL_MIB" "$BENCH_REPS"
+	printf 'ms/proc = median seconds / %d processes; MB/s = 10^6 bytes of workload memory per second;\n' "$WL_NPROCS"
+	printf 'RSS = helper peak (ru_maxrss); ckpt/criu = CRIU seconds / ckpt seconds (> 1: ckpt faster)\n\n'
+	printf '%-8s %8s %8s %9s %10s %8s %8s %9s %10s %10s\n' step "ckpt s" "ms/proc" "ckpt MB/s" "ckpt RSS" \
+		"criu s" "ms/proc" "criu MB/s" "criu RSS" "ckpt/criu"
+else
+	printf '\nckpt vs CRIU %s: %d MiB resident pseudo-random memory, %d thread(s), median of %d, warm page cache\n' \
+		"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_THREADS" "$BENCH_REPS"
+	printf 'MB/s = 10^6 bytes of workload memory per second; RSS = helper peak (ru_maxrss)\n\n'
+	printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' step "ckpt s" "ckpt MB/s" "ckpt RSS" \
+		"criu s" "criu MB/s" "criu RSS" "ckpt/criu"
+fi
 for step in dump verify restore; do
 	read -r cs cm cr <<<"$(stat_of "ckpt.$step")"
 	read -r rs rmb rr <<<"$(stat_of "criu.$step")"
@@ -470,7 +587,12 @@ for step in dump verify restore; do
 	if [[ $cr != - ]]; then cr="$cr MiB"; fi
 	if [[ $rr != - ]]; then rr="$rr MiB"; fi
 	if [[ $step == verify ]] && want criu; then rs=n/a rmb=n/a rr=n/a; fi
-	printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' "$step" "$cs" "$cm" "$cr" "$rs" "$rmb" "$rr" "$ratio"
+	if is_tree; then
+		printf '%-8s %8s %8s %9s %10s %8s %8s %9s %10s %10s\n' "$step" "$cs" "$(ms_per_proc "$cs")" "$cm" "$cr" \
+			"$rs" "$(ms_per_proc "$rs")" "$rmb" "$rr" "$ratio"
+	else
+		printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' "$step" "$cs" "$cm" "$cr" "$rs" "$rmb" "$rr" "$ratio"
+	fi
 done
 printf '\nCPU seconds (user+sys, all threads; median):'
 for k in ckpt.dump ckpt.verify ckpt.restore criu.dump criu.restore; do
@@ -490,9 +612,19 @@ done
 printf 'load average: start %s, end %s; 1-minute at the start of each run: %s\n' \
 	"$LOAD_START" "$LOAD_END" "${REP_LOADS[*]}"
 
-# Targets from issue 2 (ckpt only).
+# Targets from issue 2 (ckpt only, the one-process workload), and for a
+# tree: its restore takes less time than CRIU's, in the same run.
 TARGETS_JSON=""
-if want ckpt; then
+if is_tree; then
+	if want ckpt && want criu; then
+		read -r cs _ _ <<<"$(stat_of ckpt.restore)"
+		read -r rs _ _ <<<"$(stat_of criu.restore)"
+		t_tree=$(awk -v a="$cs" -v b="$rs" 'BEGIN{print (a < b) ? "true" : "false"}')
+		printf '\ntarget: restoring the tree takes less time than CRIU (same run): %s (%s s vs %s s)\n' \
+			"$t_tree" "$cs" "$rs"
+		TARGETS_JSON=$(printf '"targets": {"tree_restore_faster_than_criu": %s},' "$t_tree")
+	fi
+elif want ckpt; then
 	read -r _ dm _ <<<"$(stat_of ckpt.dump)"
 	read -r _ vm vr <<<"$(stat_of ckpt.verify)"
 	read -r _ _ rr <<<"$(stat_of ckpt.restore)"
@@ -514,8 +646,10 @@ json_step() { # tool.step
 		return
 	fi
 	read -r secs mbps rss <<<"$(stat_of "$1")"
-	printf '{"seconds_median": %s, "mbps": %s, "peak_rss_mib_median": %s, "cpu_seconds_median": %s, "seconds": [%s], "peak_rss_kib": [%s], "cpu_seconds": [%s]}' \
-		"$secs" "$mbps" "$rss" "$(median_field "$s" 3)" "$(fieldlist "$s" 1 1)" "$(fieldlist "$s" 2 1)" "$(fieldlist "$s" 3 1)"
+	local per=""
+	if is_tree; then per=$(printf '"ms_per_process_median": %s, ' "$(ms_per_proc "$secs")"); fi
+	printf '{"seconds_median": %s, %s"mbps": %s, "peak_rss_mib_median": %s, "cpu_seconds_median": %s, "seconds": [%s], "peak_rss_kib": [%s], "cpu_seconds": [%s]}' \
+		"$secs" "$per" "$mbps" "$rss" "$(median_field "$s" 3)" "$(fieldlist "$s" 1 1)" "$(fieldlist "$s" 2 1)" "$(fieldlist "$s" 3 1)"
 }
 git_rev=$(git -c safe.directory="$REPO" -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
 git_dirty=false
@@ -532,8 +666,16 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
 	printf '  "load_average_start": "%s", "load_average_end": "%s", "load_average_1min_per_rep": [%s],\n' \
 		"$LOAD_START" "$LOAD_END" "$(loads="${REP_LOADS[*]}"; echo "${loads// /, }")"
-	printf '  "workload_mib": %s, "workload_threads": %s, "workload_bytes": %s, "reps": %s,\n' \
-		"$BENCH_MIB" "$BENCH_THREADS" "$BYTES" "$BENCH_REPS"
+	if is_tree; then
+		printf '  "workload": "%s", "workload_processes": %s, %s\n' "$WL_KIND" "$WL_NPROCS" \
+			"$([[ $WL_KIND == procs ]] && echo "\"workload_mib_per_process\": $BENCH_MIB_PER_PROC," ||
+				echo "\"workload_shared_mib\": $BENCH_SHARED_MIB,")"
+		printf '  "workload_mib": %s, "workload_bytes": %s, "reps": %s,\n' "$WL_MIB" "$BYTES" "$BENCH_REPS"
+		printf '  "ckpt_dump_options": "--tree", "criu_dump_options": "-t ROOT (whole subtree)",\n'
+	else
+		printf '  "workload_mib": %s, "workload_threads": %s, "workload_bytes": %s, "reps": %s,\n' \
+			"$BENCH_MIB" "$BENCH_THREADS" "$BYTES" "$BENCH_REPS"
+	fi
 	printf '  "image_dir_fs": "%s", "page_cache": "warm",\n' "$FS"
 	printf '  "mbps_unit": "1e6 bytes of workload memory per second (median seconds)",\n'
 	printf '  "image_bytes": {"ckpt": %s, "criu": %s},\n' "${IMGSIZE[ckpt]:-null}" "${IMGSIZE[criu]:-null}"

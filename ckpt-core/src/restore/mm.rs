@@ -147,19 +147,26 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The saved protections, and the madvise flags restore keeps.
+    /// The saved protections, and the madvise flags restore keeps. A
+    /// mapping [`Builder::map_all`] mapped with its saved protection
+    /// already (it received no chunk, or was writable anyway) needs no
+    /// `mprotect`.
     pub(super) fn set_protections(&mut self) -> Result<(), RestoreError> {
         let p = self.p;
-        for v in &p.vmas {
+        let has_chunks = chunked_vmas(self.m, self.p, self.memory);
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        for (i, v) in p.vmas.iter().enumerate() {
             if matches!(
                 v.kind,
                 VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
             ) {
-                self.sys(
-                    "mprotect",
-                    libc::SYS_mprotect,
-                    [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
-                )?;
+                if has_chunks.contains(&i) && v.prot & rw != rw {
+                    self.sys(
+                        "mprotect",
+                        libc::SYS_mprotect,
+                        [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
+                    )?;
+                }
                 // `hint`: advice this kernel may not offer (THP or KSM
                 // compiled out or disabled): refused, the restore goes on
                 // with a notice. The others always apply to such a mapping.
@@ -520,10 +527,13 @@ impl Builder<'_> {
         let changed = if std::os::unix::fs::MetadataExt::size(&meta) != f.size {
             Some("size differs")
         } else {
-            let digest = crate::dump::digest_file(&file).map_err(|e| RestoreError::Open {
-                path: f.path.clone(),
-                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })?;
+            let digest = self
+                .digests
+                .of(&file, &meta)
+                .map_err(|e| RestoreError::Open {
+                    path: f.path.clone(),
+                    errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                })?;
             (digest != f.digest).then_some("content digest differs")
         };
         match changed {
@@ -587,6 +597,42 @@ impl Builder<'_> {
             }
             first_err
         })
+    }
+}
+
+/// The digests of the mapped files one restore has checked, by identity
+/// and change times (device, inode, size, mtime, ctime): every process of
+/// a tree maps the same libraries, and each was hashed whole for each
+/// process. A file written since it was hashed has a new ctime (the kernel
+/// sets it on every write, `mmap` writes included, and no one can set it
+/// back), so it is hashed again. Single-threaded: used by the restorer's
+/// main thread only.
+#[derive(Default)]
+pub(super) struct FileDigests(std::cell::RefCell<HashMap<FileKey, Vec<u8>>>);
+
+/// (dev, ino, size, mtime s, mtime ns, ctime s, ctime ns).
+type FileKey = (u64, u64, u64, i64, i64, i64, i64);
+
+impl FileDigests {
+    /// The digest of `file`, whose metadata is `meta` (taken from the
+    /// same open file).
+    fn of(&self, file: &std::fs::File, meta: &std::fs::Metadata) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::MetadataExt;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        );
+        if let Some(d) = self.0.borrow().get(&key) {
+            return Ok(d.clone());
+        }
+        let d = crate::dump::digest_file(file)?;
+        self.0.borrow_mut().insert(key, d.clone());
+        Ok(d)
     }
 }
 

@@ -247,6 +247,12 @@ struct Builder<'a> {
     task: usize,
     /// The descriptions shared with the image's other processes.
     shared: &'a mut transfer::Shared,
+    /// The stub's signal dispositions are as `execve` leaves them
+    /// ([`stub::Stub::exec_dispositions`]).
+    exec_dispositions: bool,
+    /// Digests of the mapped files checked so far in this restore
+    /// ([`mm::FileDigests`]).
+    digests: &'a mm::FileDigests,
 }
 
 /// What [`Builder::blank`] leaves for [`Builder::fill`]: the stub emptied

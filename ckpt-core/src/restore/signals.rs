@@ -10,9 +10,20 @@ use crate::inject::structs::{KSigAction, StackT};
 use crate::sys;
 
 impl Builder<'_> {
-    /// `rt_sigaction` for every saved disposition.
+    /// `rt_sigaction` for every saved disposition, except those the stub
+    /// already has: when its dispositions are as `execve` left them, a
+    /// saved `SIG_DFL` or `SIG_IGN` with no flags, restorer or mask that
+    /// matches the stub's (`SigIgn` in its `/proc` status) is skipped. Most
+    /// of a process's 62 dispositions are such defaults, and each injected
+    /// syscall is two ptrace stops: this is most of a small process's
+    /// restore time in a tree.
     pub(super) fn restore_sigactions(&mut self) -> Result<(), RestoreError> {
         let p = self.p;
+        let ignored = if self.exec_dispositions {
+            self.stub_ignored_signals()
+        } else {
+            None
+        };
         for a in &p.sigactions {
             if a.signal == 0
                 || a.signal > 64
@@ -23,6 +34,16 @@ impl Builder<'_> {
                     "signal {} in the image",
                     a.signal
                 )));
+            }
+            if let Some(ign) = ignored {
+                let now = if ign & (1u64 << (a.signal - 1)) != 0 {
+                    libc::SIG_IGN as u64
+                } else {
+                    libc::SIG_DFL as u64
+                };
+                if a.handler == now && a.flags == 0 && a.restorer == 0 && a.mask == 0 {
+                    continue;
+                }
             }
             let act = self.inj.put_struct(&KSigAction {
                 handler: a.handler,
@@ -37,6 +58,15 @@ impl Builder<'_> {
             )?;
         }
         Ok(())
+    }
+
+    /// The signals the stub ignores (`SigIgn`), if its status says it
+    /// catches none (`SigCgt` empty, as after `execve`); `None` when that
+    /// cannot be read or does not hold (then every disposition is set).
+    fn stub_ignored_signals(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let st = crate::procfs::status::parse_status(&text).ok()?;
+        (st.sig_cgt == 0).then_some(st.sig_ign)
     }
 
     /// The alternate signal stack, unless it was disabled.

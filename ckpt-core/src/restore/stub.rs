@@ -28,6 +28,11 @@ pub(super) struct Stub {
     pub(super) exec: bool,
     /// The other threads, once re-created (stopped, traced by us).
     pub(super) threads: Vec<Tracee>,
+    /// Its signal dispositions are as `execve` leaves them: each
+    /// `SIG_DFL` or `SIG_IGN`, with no flags, no restorer and an empty
+    /// mask (it exec'ed, or was forked from a blank stub that had). The
+    /// saved dispositions that are the same need no injected syscall.
+    pub(super) exec_dispositions: bool,
 }
 
 impl Stub {
@@ -329,6 +334,7 @@ pub(super) fn spawn_stub(
                 pidfd,
                 exec: execs,
                 threads: Vec::new(),
+                exec_dispositions: execs,
             };
             match prepare_stub(&mut stub) {
                 Ok(()) => Ok(stub),

@@ -29,11 +29,24 @@ const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
 const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
 
 impl Builder<'_> {
-    /// `prlimit64` for every saved limit; failures become notices.
+    /// `prlimit64` for every saved limit the stub does not already have
+    /// (its `/proc` limits, inherited from the caller, usually match most
+    /// of them; each injected syscall is two ptrace stops); failures
+    /// become notices.
     pub(super) fn restore_rlimits(&mut self) -> Result<(), RestoreError> {
         let p = self.p;
+        let current = std::fs::read_to_string(format!("/proc/{}/limits", self.pid()))
+            .ok()
+            .and_then(|t| crate::procfs::limits::parse_limits(&t).ok())
+            .unwrap_or_default();
         for l in &p.rlimits {
             if l.resource >= 16 {
+                continue;
+            }
+            if current
+                .iter()
+                .any(|c| c.resource == l.resource && c.soft == l.soft && c.hard == l.hard)
+            {
                 continue;
             }
             let lim = self.inj.put_struct(&Rlimit64 {

@@ -205,6 +205,7 @@ pub(super) fn restore_tree(
         mode,
         plans: &plans,
         shape: &shape,
+        digests: super::mm::FileDigests::default(),
     };
     match ctx.build(&mut stubs, &mut shared, &mut notices) {
         Ok(()) => {}
@@ -230,6 +231,8 @@ struct Ctx<'a> {
     mode: StubMode,
     plans: &'a [Plan],
     shape: &'a Shape,
+    /// Shared by every process's check of its mapped files.
+    digests: super::mm::FileDigests,
 }
 
 impl Ctx<'_> {
@@ -239,7 +242,12 @@ impl Ctx<'_> {
         task: usize,
         shared: &'b mut Shared,
     ) -> Builder<'b> {
-        let Stub { tracee, pidfd, .. } = stub;
+        let Stub {
+            tracee,
+            pidfd,
+            exec_dispositions,
+            ..
+        } = stub;
         Builder {
             inj: Injector::new(tracee),
             pidfd,
@@ -256,6 +264,8 @@ impl Ctx<'_> {
             tid_map: Vec::new(),
             task,
             shared,
+            exec_dispositions: *exec_dispositions,
+            digests: &self.digests,
         }
     }
 
@@ -638,6 +648,7 @@ fn exec_own_exe(s: &mut Stub, tramp: u64, path: &str) -> Result<bool, RestoreErr
     t.cont_until_exec().map_err(tr)?;
     t.next_syscall_stop().map_err(tr)?;
     s.exec = true;
+    s.exec_dispositions = true;
     Ok(true)
 }
 
@@ -742,6 +753,8 @@ impl Builder<'_> {
                 pidfd,
                 exec: false,
                 threads: Vec::new(),
+                // A copy of this blank stub's dispositions.
+                exec_dispositions: self.exec_dispositions,
             };
             let (Ok(()), Ok(template)) = (started, template) else {
                 stub.kill();
