@@ -187,7 +187,7 @@ fn a_signed_version_1_image_is_checked_by_the_installed_verifier() {
 }
 
 #[test]
-fn an_image_of_two_processes_is_well_formed_but_not_restored() {
+fn an_image_of_two_processes_needs_the_second_to_be_a_child_of_the_first() {
     let env = Env::require();
     let dir = TestDir::new(&env, "format-two-tasks");
     let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
@@ -195,51 +195,71 @@ fn an_image_of_two_processes_is_well_formed_but_not_restored() {
     env.dump_ok(&dir, c.proc.pid, &image, &["--unsigned"]);
     c.proc.wait_gone("dump kills the target");
     let bytes = fs::read(&image).unwrap();
-    let mut m = manifest_value(&bytes);
     // A second process (another pid and thread id) with its own memory
-    // space, its fds naming the same file table.
-    let Value::Array(tasks) = field(&mut m, "tasks") else {
-        panic!("tasks")
+    // space, its fds naming the same file table; its parent `ppid`.
+    let two_tasks = |ppid: u64| {
+        let mut m = manifest_value(&bytes);
+        let Value::Array(tasks) = field(&mut m, "tasks") else {
+            panic!("tasks")
+        };
+        let mut second = tasks[0].clone();
+        *field(&mut second, "pid") = int(3_999_999);
+        *field(&mut second, "ppid") = int(ppid);
+        let Value::Array(threads) = field(&mut second, "threads") else {
+            panic!("threads")
+        };
+        *field(&mut threads[0], "tid") = int(3_999_999);
+        tasks.push(second);
+        let Value::Array(spaces) = field(&mut m, "spaces") else {
+            panic!("spaces")
+        };
+        spaces.push(Value::Map(vec![(
+            text("Memory"),
+            Value::Map(vec![(text("task"), int(1))]),
+        )]));
+        with_manifest(&bytes, &encode(&m)).unwrap()
     };
-    let mut second = tasks[0].clone();
-    *field(&mut second, "pid") = int(3_999_999);
-    let Value::Array(threads) = field(&mut second, "threads") else {
-        panic!("threads")
-    };
-    *field(&mut threads[0], "tid") = int(3_999_999);
-    tasks.push(second);
-    let Value::Array(spaces) = field(&mut m, "spaces") else {
-        panic!("spaces")
-    };
-    spaces.push(Value::Map(vec![(
-        text("Memory"),
-        Value::Map(vec![(text("task"), int(1))]),
-    )]));
+
+    // The child of the first task: a well-formed tree of two.
     let two = dir.work.join("two.ckpt");
     write_owned(
         &two,
-        &with_manifest(&bytes, &encode(&m)).unwrap(),
+        &two_tasks(u64::try_from(c.proc.pid).unwrap()),
         &env.user,
     );
-
     env.verify(&dir, &["verify", path_str(&two)])
         .assert_code(exit::UNSIGNED, "two processes are well-formed");
     let run = env.verify(&dir, &["inspect", path_str(&two), "--json"]);
     run.assert_code(exit::OK, "inspect --json");
     let json: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(json["processes"], 2);
+
+    // A second task whose parent is no earlier task: malformed for every
+    // command, naming the field; nothing is restored.
+    let orphan = dir.work.join("orphan.ckpt");
+    write_owned(&orphan, &two_tasks(1), &env.user);
     let before = fs::read(&c.file).unwrap();
     let pidfile = dir.work.join("two.pid");
-    let run = env.verify(
-        &dir,
-        &["restore", path_str(&two), "--pidfile", path_str(&pidfile)],
-    );
-    run.assert_code(exit::RESTORE_FAILED, "restore of two processes");
-    assert!(
-        run.stderr
-            .contains("images with 2 processes are not supported by this version"),
-        "the refusal names the count\n{run}"
-    );
+    for args in [
+        vec!["verify", path_str(&orphan)],
+        vec!["inspect", path_str(&orphan)],
+        vec![
+            "restore",
+            path_str(&orphan),
+            "--pidfile",
+            path_str(&pidfile),
+        ],
+    ] {
+        let run = env.verify(&dir, &args);
+        run.assert_code(
+            exit::TAMPERED,
+            &format!("{} of an orphaned second task", args[0]),
+        );
+        assert!(
+            run.stderr.contains("tasks[1].ppid"),
+            "the refusal names the field\n{run}"
+        );
+    }
     assert!(!pidfile.exists(), "a refused restore wrote its pid file");
     assert_eq!(fs::read(&c.file).unwrap(), before, "nothing ran");
 }
