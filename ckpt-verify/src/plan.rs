@@ -131,14 +131,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             cap_mask_summary(t.cap_permitted | t.cap_effective | t.cap_ambient),
             rule(d, Privilege::Capabilities)
         ));
-        Some(RestoreCapabilities {
-            inheritable: t.cap_inheritable,
-            permitted: t.cap_permitted,
-            effective: t.cap_effective,
-            bounding: t.cap_bounding & t.caps_held(),
-            ambient: t.cap_ambient,
-            securebits: t.securebits,
-        })
+        Some(saved_caps(t))
     } else if holds_caps
         && own_caps_kept(saved.as_ref(), &creds, &mine, t.caps_held(), caller_caps)
         && !(t.cap_permitted == caller_caps
@@ -153,14 +146,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             "keeping the image's capabilities ({}): its ids are yours and you hold every one of them",
             cap_mask_summary(t.cap_permitted | t.cap_effective | t.cap_ambient)
         ));
-        Some(RestoreCapabilities {
-            inheritable: t.cap_inheritable,
-            permitted: t.cap_permitted,
-            effective: t.cap_effective,
-            bounding: t.cap_bounding & t.caps_held(),
-            ambient: t.cap_ambient,
-            securebits: t.securebits,
-        })
+        Some(saved_caps(t))
     } else {
         if t.cap_permitted | t.cap_effective | t.cap_ambient != 0 {
             notices.push(format!(
@@ -205,6 +191,19 @@ pub(crate) fn caller_caps(caller: &Caller) -> u64 {
         .ok()
         .and_then(|text| ckpt_core::procfs::status::parse_status(&text).ok())
         .map_or(0, |s| s.cap_prm)
+}
+
+/// The image's capability sets as restore applies them: the bounding set
+/// limited to the capabilities it holds, so that no exec gives more.
+fn saved_caps(t: &ckpt_policy::ImageCreds) -> RestoreCapabilities {
+    RestoreCapabilities {
+        inheritable: t.cap_inheritable,
+        permitted: t.cap_permitted,
+        effective: t.cap_effective,
+        bounding: t.cap_bounding & t.caps_held(),
+        ambient: t.cap_ambient,
+        securebits: t.securebits,
+    }
 }
 
 /// `CAP_SETGID`: setting any list of supplementary groups.

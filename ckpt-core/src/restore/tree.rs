@@ -675,37 +675,10 @@ fn release_all(stubs: Stubs, m: &Manifest) -> Result<(), RestoreError> {
 
 impl Builder<'_> {
     /// Move the inherited end of the transfer pair to `to` (above every
-    /// fd number the image restores), raising the stub's
-    /// open-file limit to its hard limit when `to` is above it.
+    /// fd number the image restores), with the stub's open-file limit
+    /// raised to its hard limit (the saved limits are set later).
     fn move_transport(&mut self, to: u64) -> Result<(), RestoreError> {
-        let cur = self
-            .inj
-            .alloc_struct::<crate::inject::structs::Rlimit64>()?;
-        self.sys(
-            "prlimit64(get)",
-            libc::SYS_prlimit64,
-            [0, libc::RLIMIT_NOFILE as u64, 0, cur, 0, 0],
-        )?;
-        let lim = self
-            .inj
-            .get_struct::<crate::inject::structs::Rlimit64>(cur)?;
-        if to >= lim.cur {
-            if to >= lim.max {
-                return Err(RestoreError::Unsupported(format!(
-                    "fd {to} (above this user's open-file limit {})",
-                    lim.max
-                )));
-            }
-            let new = self.inj.put_struct(&crate::inject::structs::Rlimit64 {
-                cur: lim.max,
-                max: lim.max,
-            })?;
-            self.sys(
-                "prlimit64(set)",
-                libc::SYS_prlimit64,
-                [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
-            )?;
-        }
+        self.raise_open_file_limit(to + 1, to)?;
         let from = self.shared.stub_fd;
         if from != to {
             // Not close-on-exec: a child that execs its own executable

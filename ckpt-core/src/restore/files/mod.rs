@@ -291,27 +291,7 @@ impl Builder<'_> {
             .unwrap_or(0);
         // Room for the temporary copies.
         let need = u64::try_from(top).unwrap_or(0) + 1 + files.len() as u64 + 1;
-        let cur = self.inj.alloc_struct::<Rlimit64>()?;
-        self.sys(
-            "prlimit64(get)",
-            libc::SYS_prlimit64,
-            [0, libc::RLIMIT_NOFILE as u64, 0, cur, 0, 0],
-        )?;
-        let hard = self.inj.get_struct::<Rlimit64>(cur)?.max;
-        if need > hard {
-            return Err(RestoreError::Unsupported(format!(
-                "fd {top} (above this user's open-file limit {hard})"
-            )));
-        }
-        let new = self.inj.put_struct(&Rlimit64 {
-            cur: hard,
-            max: hard,
-        })?;
-        self.sys(
-            "prlimit64(set)",
-            libc::SYS_prlimit64,
-            [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
-        )?;
+        self.raise_open_file_limit(need, u64::try_from(top).unwrap_or(0))?;
 
         // Each description this process holds: created here (and a copy
         // kept when a later process holds it too), or handed over from the
@@ -410,6 +390,38 @@ impl Builder<'_> {
                 self.take_locks(d, f.fd as u64)?;
             }
         }
+        Ok(())
+    }
+
+    /// Raise the stub's open-file limit to its hard limit, so that fd
+    /// numbers below `need` can be used; an fd `fd` above the hard limit
+    /// is refused (its own rights: the restored limits are set later).
+    pub(in crate::restore) fn raise_open_file_limit(
+        &mut self,
+        need: u64,
+        fd: u64,
+    ) -> Result<(), RestoreError> {
+        let cur = self.inj.alloc_struct::<Rlimit64>()?;
+        self.sys(
+            "prlimit64(get)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, 0, cur, 0, 0],
+        )?;
+        let hard = self.inj.get_struct::<Rlimit64>(cur)?.max;
+        if need > hard {
+            return Err(RestoreError::Unsupported(format!(
+                "fd {fd} (above this user's open-file limit {hard})"
+            )));
+        }
+        let new = self.inj.put_struct(&Rlimit64 {
+            cur: hard,
+            max: hard,
+        })?;
+        self.sys(
+            "prlimit64(set)",
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as u64, new, 0, 0, 0],
+        )?;
         Ok(())
     }
 

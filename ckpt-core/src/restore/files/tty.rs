@@ -222,20 +222,7 @@ impl Builder<'_> {
                 {
                     continue;
                 }
-                let flags = e.flags as i32;
-                let fd = self.open_in_stub(
-                    "/dev/tty",
-                    (flags & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_NONBLOCK,
-                )?;
-                let (mode, rdev) = self.stat_rdev(fd)?;
-                if mode & libc::S_IFMT != libc::S_IFCHR || rdev != libc::makedev(5, 0) {
-                    return Err(RestoreError::Invalid(
-                        "/dev/tty is not the controlling terminal device (character device 5:0)"
-                            .into(),
-                    ));
-                }
-                self.set_status_flags(fd, flags & STATUS)?;
-                let fd = self.move_above(fd, top)?;
+                let fd = self.open_dev_tty(e.flags as i32, top)?;
                 self.prepared.push((j, fd));
             }
         } else if ds.iter().enumerate().any(|(j, e)| {
@@ -367,20 +354,7 @@ impl Builder<'_> {
                 {
                     continue;
                 }
-                let flags = e.flags as i32;
-                let fd = self.open_in_stub(
-                    "/dev/tty",
-                    (flags & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_NONBLOCK,
-                )?;
-                let (mode, rdev) = self.stat_rdev(fd)?;
-                if mode & libc::S_IFMT != libc::S_IFCHR || rdev != libc::makedev(5, 0) {
-                    return Err(RestoreError::Invalid(
-                        "/dev/tty is not the controlling terminal device (character device 5:0)"
-                            .into(),
-                    ));
-                }
-                self.set_status_flags(fd, flags & STATUS)?;
-                let fd = self.move_above(fd, top)?;
+                let fd = self.open_dev_tty(e.flags as i32, top)?;
                 if let Some(slot) = temp.get_mut(j) {
                     *slot = Some(fd);
                 }
@@ -396,5 +370,25 @@ impl Builder<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+impl Builder<'_> {
+    /// A description of `/dev/tty` with the saved `flags`, opened by the
+    /// stub (now that its terminal is the controlling one), checked to be
+    /// the controlling terminal device (5:0), above `top`.
+    fn open_dev_tty(&mut self, flags: i32, top: i32) -> Result<u64, RestoreError> {
+        let fd = self.open_in_stub(
+            "/dev/tty",
+            (flags & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_NONBLOCK,
+        )?;
+        let (mode, rdev) = self.stat_rdev(fd)?;
+        if mode & libc::S_IFMT != libc::S_IFCHR || rdev != libc::makedev(5, 0) {
+            return Err(RestoreError::Invalid(
+                "/dev/tty is not the controlling terminal device (character device 5:0)".into(),
+            ));
+        }
+        self.set_status_flags(fd, flags & STATUS)?;
+        self.move_above(fd, top)
     }
 }
