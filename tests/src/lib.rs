@@ -370,6 +370,25 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
+/// A directory `dir.work/NAME` owned by the test user: a self-checking
+/// workload's own (it writes `ready` and its result there).
+pub fn user_dir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
+    let wdir = dir.work.join(name);
+    fs::create_dir(&wdir).unwrap_or_else(|e| panic!("create {}: {e}", wdir.display()));
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", wdir.display()));
+    wdir
+}
+
+/// Waits until `wdir/ready` holds exactly `ready\n`, what every
+/// self-checking workload writes once it is set up (`what` names it).
+pub fn wait_ready(wdir: &Path, what: &str) {
+    let ready = wdir.join("ready");
+    wait_until(WAIT, &format!("{what} has written ready"), || {
+        fs::read_to_string(&ready).is_ok_and(|s| s == "ready\n")
+    });
+}
+
 /// Waits until `cond` holds, polling every 10 ms; panics after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

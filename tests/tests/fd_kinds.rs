@@ -10,15 +10,13 @@ use std::path::{Path, PathBuf};
 use ckpt_tests::policy::{toml_str, PolicyGuard};
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, signal, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
+    exit, path_str, signal, user_dir, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
 };
 use nix::sys::signal::Signal;
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
     let program = dir.compile(env, "fd_kinds");
-    let wdir = dir.work.join("fdk");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "fdk");
     let proc = Proc::spawn(
         env,
         Who::User(&env.user),

@@ -14,14 +14,12 @@ use std::path::{Path, PathBuf};
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, procfs, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
+    exit, path_str, procfs, user_dir, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
 };
 
 fn start(env: &Env, dir: &TestDir, mode: &str) -> (Proc, PathBuf, PathBuf) {
     let program = dir.compile(env, "fd_watch");
-    let wdir = dir.work.join("fdw");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "fdw");
     let mut proc = Proc::spawn(
         env,
         Who::User(&env.user),
@@ -313,9 +311,7 @@ fn sqlite3_in_a_transaction_keeps_its_lock() {
         "{SQLITE3} is needed by this test (apt-get install sqlite3)"
     );
     let dir = TestDir::new(&env, "fd-watch-sqlite");
-    let wdir = dir.work.join("sq");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(&env, &dir, "sq");
     let db = wdir.join("db");
     let out_path = wdir.join("out");
     let out = user_file(&env, &out_path);

@@ -17,7 +17,10 @@ use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use std::os::unix::fs::PermissionsExt;
 
-use ckpt_tests::{exit, path_str, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT};
+use ckpt_tests::{
+    exit, path_str, user_dir, wait_ready, wait_until, workload_result, Env, Proc, TestDir, Who,
+    WAIT,
+};
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
     start_as(env, dir, Who::User(&env.user), &[])
@@ -25,9 +28,7 @@ fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
 
 fn start_as(env: &Env, dir: &TestDir, who: Who, extra: &[&str]) -> (Proc, PathBuf) {
     let program = dir.compile(env, "memfd");
-    let wdir = dir.work.join("mfd");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "mfd");
     let mut args = vec![path_str(&wdir)];
     args.extend_from_slice(extra);
     let proc = Proc::spawn(
@@ -227,9 +228,7 @@ fn a_write_only_unlinked_file_the_caller_cannot_read_is_refused() {
     let env = Env::require();
     let dir = TestDir::new(&env, "memfd-noread");
     let program = dir.compile(&env, "memfd");
-    let wdir = dir.work.join("mfd");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(&env, &dir, "mfd");
     let secret = wdir.join("secret");
     fs::write(&secret, b"not for ckpt-user\n").unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o622)).unwrap();
@@ -243,9 +242,7 @@ fn a_write_only_unlinked_file_the_caller_cannot_read_is_refused() {
         &[],
         &dir.work.join("memfd.log"),
     );
-    wait_until(WAIT, "memfd hold has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "memfd hold");
     assert!(!secret.exists(), "the workload unlinked the file");
     let image = dir.work.join("mfd.ckpt");
     let pid_s = orig.pid.to_string();

@@ -18,14 +18,13 @@ use ckpt_tests::image::{with_manifest, Layout};
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, wait_until, workload_result, write_owned, Env, Proc, TestDir, Who, WAIT,
+    exit, path_str, user_dir, wait_ready, wait_until, workload_result, write_owned, Env, Proc,
+    TestDir, Who, WAIT,
 };
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
     let program = dir.compile(env, "pipes");
-    let wdir = dir.work.join("pipes");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "pipes");
     let proc = Proc::spawn(
         env,
         Who::User(&env.user),
@@ -142,9 +141,7 @@ fn a_privileged_restore_recreates_them_too() {
 fn python_keeps_its_pipe_and_socketpair() {
     let env = Env::require();
     let dir = TestDir::new(&env, "pipes-python");
-    let wdir = dir.work.join("py");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(&env, &dir, "py");
     let script = wdir.join("p.py");
     fs::write(
         &script,
@@ -177,9 +174,7 @@ fn python_keeps_its_pipe_and_socketpair() {
         &[],
         &dir.work.join("py.log"),
     );
-    wait_until(WAIT, "python has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "python");
     let image = dir.work.join("py.ckpt");
     env.dump_ok(&dir, orig.pid, &image, &[]);
     orig.wait_gone("dump kills the target");

@@ -19,15 +19,13 @@ use ckpt_tests::image::{with_manifest, Layout};
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, processes_mentioning, wait_until, workload_result, write_owned, Env, Proc,
-    TestDir, Who, WAIT,
+    exit, path_str, processes_mentioning, user_dir, wait_ready, workload_result, write_owned, Env,
+    Proc, TestDir, Who,
 };
 
 fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
     let program = dir.compile(env, "listeners");
-    let wdir = dir.work.join("l");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "l");
     let proc = Proc::spawn(
         env,
         Who::User(&env.user),
@@ -37,9 +35,7 @@ fn start(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
         &[],
         &dir.work.join("listeners.log"),
     );
-    wait_until(WAIT, "listeners has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "listeners");
     (proc, wdir)
 }
 
@@ -207,9 +203,7 @@ fn a_privileged_restore_refuses_a_replaced_socket_file_then_recreates_them() {
 /// file of mode 0640), started in `DIR/p` as the test user.
 fn start_peers(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
     let program = dir.compile(env, "unix_peers");
-    let wdir = dir.work.join("p");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "p");
     let proc = Proc::spawn(
         env,
         Who::User(&env.user),
@@ -219,9 +213,7 @@ fn start_peers(env: &Env, dir: &TestDir) -> (Proc, PathBuf) {
         &[],
         &dir.work.join("unix_peers.log"),
     );
-    wait_until(WAIT, "unix_peers has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "unix_peers");
     (proc, wdir)
 }
 
@@ -310,9 +302,7 @@ fn a_relative_name_bound_elsewhere_is_refused_at_dump() {
         &[("UNIX_PEERS_CHDIR", path_str(&wdir))],
         &dir.work.join("unix_peers.log"),
     );
-    wait_until(WAIT, "unix_peers has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "unix_peers");
     let image = dir.work.join("p.ckpt");
     let run = env.sign(
         &dir,
@@ -443,9 +433,7 @@ fn a_waiting_connection_that_sent_data_is_refused_at_dump() {
     let env = Env::require();
     let dir = TestDir::new(&env, "sockets-early");
     let program = dir.compile(&env, "unix_peers");
-    let wdir = dir.work.join("p");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(&env, &dir, "p");
     let mut orig = Proc::spawn(
         &env,
         Who::User(&env.user),
@@ -455,9 +443,7 @@ fn a_waiting_connection_that_sent_data_is_refused_at_dump() {
         &[("UNIX_PEERS_EARLY_DATA", "1")],
         &dir.work.join("unix_peers.log"),
     );
-    wait_until(WAIT, "unix_peers has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "unix_peers");
     let image = dir.work.join("p.ckpt");
     let run = env.sign(
         &dir,

@@ -16,16 +16,17 @@ use std::path::{Path, PathBuf};
 
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
-use ckpt_tests::{exit, path_str, wait_until, workload_result, Env, Proc, Run, TestDir, Who, WAIT};
+use ckpt_tests::{
+    exit, path_str, user_dir, wait_ready, wait_until, workload_result, Env, Proc, Run, TestDir,
+    Who, WAIT,
+};
 
 /// Starts the `pty` workload (with `extra` arguments) in a directory the
 /// user owns; waits until it is ready. (process, its directory, the
 /// slave's name at dump)
 fn start(env: &Env, dir: &TestDir, extra: &[&str]) -> (Proc, PathBuf, String) {
     let program = dir.compile(env, "pty");
-    let wdir = dir.work.join("pty");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(env, dir, "pty");
     let mut args = vec![path_str(&wdir)];
     args.extend_from_slice(extra);
     let proc = Proc::spawn(
@@ -242,9 +243,7 @@ fn the_callers_terminal_stays_external_next_to_a_pair_inside() {
     let env = Env::require();
     let dir = TestDir::new(&env, "tty-mixed");
     let program = dir.compile(&env, "pty");
-    let wdir = dir.work.join("pty");
-    fs::create_dir(&wdir).unwrap();
-    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let wdir = user_dir(&env, &dir, "pty");
     let outer = nix::pty::openpty(None, None).expect("openpty");
     // Only the terminal side is handed on (as fds 1 and 2): openpty's fds
     // are inherited otherwise, and a process holding the master of its
@@ -270,9 +269,7 @@ fn the_callers_terminal_stays_external_next_to_a_pair_inside() {
     let mut child = cmd.spawn().expect("start pty on the test's terminal");
     drop(cmd);
     let mut orig = Proc::adopt(child.id() as i32, "pty on the test's terminal").unwrap();
-    wait_until(WAIT, "pty has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "pty");
     let image = dir.work.join("pty.ckpt");
     env.dump_ok(&dir, orig.pid, &image, &[]);
     orig.wait_gone("dump kills the target");

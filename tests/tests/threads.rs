@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, procfs, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
+    exit, path_str, procfs, wait_ready, wait_until, workload_result, Env, Proc, TestDir, Who, WAIT,
 };
 
 fn workdir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
@@ -383,9 +383,7 @@ fn python_thread_pool_carries_on() {
         &[],
         &dir.work.join("py.log"),
     );
-    wait_until(WAIT, "the pool has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "the pool");
     assert_eq!(tids(orig.pid).len(), 5, "main and four pool workers");
     let image = dir.work.join("py.ckpt");
     env.dump_ok(&dir, orig.pid, &image, &[]);

@@ -32,8 +32,8 @@ use std::time::Duration;
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, processes_mentioning, procfs, wait_until, workload_result, Env, Proc, TestDir,
-    Who, WAIT,
+    exit, path_str, processes_mentioning, procfs, wait_ready, wait_until, workload_result, Env,
+    Proc, TestDir, Who, WAIT,
 };
 
 fn workdir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
@@ -210,9 +210,7 @@ fn start_tree(env: &Env, dir: &TestDir, name: &str, args: &[&str]) -> (Proc, Pat
         &[],
         &dir.work.join(format!("{name}.log")),
     );
-    wait_until(WAIT, "tree has written ready", || {
-        fs::read_to_string(wdir.join("ready")).is_ok_and(|s| s == "ready\n")
-    });
+    wait_ready(&wdir, "tree");
     (proc, wdir)
 }
 
