@@ -67,6 +67,10 @@ pub struct Tracee {
     /// Whether any syscall was injected (the task then sits at a
     /// syscall-exit stop rather than where it was stopped).
     injected: bool,
+    /// Whether the `syscall` at `syscall_at` is followed by an `int3` (a
+    /// trampoline we wrote): then an injection runs to that trap with one
+    /// `PTRACE_CONT` instead of stopping at syscall entry and exit.
+    traps_after: bool,
 }
 
 impl std::fmt::Debug for Tracee {
@@ -88,6 +92,7 @@ impl Tracee {
             template: None,
             stolen: Vec::new(),
             injected: false,
+            traps_after: false,
         }
     }
 
@@ -227,6 +232,73 @@ impl Tracee {
     pub fn set_syscall_site(&mut self, addr: u64, template: libc::user_regs_struct) {
         self.syscall_at = addr;
         self.template = Some(template);
+        self.traps_after = false;
+    }
+
+    /// Use the trampoline at `addr` (`syscall; int3`, written by us into
+    /// memory only we write) for injections: each one is a single
+    /// `PTRACE_CONT` that ends at the `int3`'s trap, one round trip
+    /// instead of two.
+    pub fn set_trap_site(&mut self, addr: u64, template: libc::user_regs_struct) {
+        self.set_syscall_site(addr, template);
+        self.traps_after = true;
+    }
+
+    /// Inject from the same site, but stop at syscall entry and exit: for
+    /// a syscall after which the `int3` is gone (unmapping the trampoline).
+    pub fn stop_at_syscall_exit(&mut self) {
+        self.traps_after = false;
+    }
+
+    /// Resume with `PTRACE_CONT` until the trap of the `int3` that follows
+    /// the syscall site, and return the registers there. Other signals on
+    /// the way are stolen, as in [`Tracee::wait_for`]; a `SIGTRAP` stop
+    /// anywhere but right after that `int3` (one sent by someone) is too.
+    /// A syscall interrupted by a stolen signal is restarted by the kernel
+    /// (the signal is suppressed, so no handler runs).
+    fn run_to_trap(&mut self) -> Result<libc::user_regs_struct, PtraceError> {
+        let after = self.syscall_at + 3;
+        self.resume(Resume::Cont)?;
+        loop {
+            let s = self.wait()?;
+            match s {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                    let r = self.regs()?;
+                    if r.rip == after {
+                        return Ok(r);
+                    }
+                    self.stolen.push(libc::SIGTRAP);
+                    self.resume(Resume::Cont)?;
+                }
+                // A fault at the site (the trampoline gone) would only
+                // repeat: fail instead of resuming into it again.
+                WaitStatus::Stopped(
+                    _,
+                    sig @ (Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL),
+                ) => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{sig:?}"),
+                        during: "an injected syscall",
+                    })
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    self.stolen.push(sig as i32);
+                    self.resume(Resume::Cont)?;
+                }
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
+                    self.resume(Resume::Cont)?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
+                other => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{other:?}"),
+                        during: "syscall",
+                    })
+                }
+            }
+        }
     }
 
     /// Inject one syscall and return its raw result (negative errno on
@@ -248,6 +320,9 @@ impl Tracee {
         r.r9 = args[5];
         self.set_regs(&r)?;
         self.injected = true;
+        if self.traps_after {
+            return Ok(self.run_to_trap()?.rax as i64);
+        }
         self.next_syscall_stop()?; // entry
         self.next_syscall_stop()?; // exit
         let out = self.regs()?;

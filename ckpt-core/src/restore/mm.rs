@@ -26,6 +26,8 @@ use crate::sys;
 pub(super) const PAGE: u64 = 4096;
 /// Threads that read, check and write memory chunks.
 const FILL_THREADS: usize = 2;
+/// Below this much memory a process is filled by one thread.
+const FILL_ALONE_BELOW: u64 = 8 << 20;
 
 /// Occupied address ranges, for picking free spots.
 fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
@@ -119,7 +121,7 @@ impl Builder<'_> {
         }
         self.inj
             .write(tramp, &[0x0f, 0x05, 0xcc], "writing trampoline")?;
-        self.inj.tracee().set_syscall_site(tramp, template);
+        self.inj.tracee().set_trap_site(tramp, template);
         self.inj.use_scratch(tramp + PAGE, PAGE);
         occupied.push((tramp, tramp + 2 * PAGE));
         Ok((tramp, occupied))
@@ -549,9 +551,10 @@ impl Builder<'_> {
         Ok(fd)
     }
 
-    /// Stream every chunk into the stub. Two threads each take every other
-    /// chunk, read it, check its digest and write it: SHA-256 is the cost,
-    /// and this spreads it over both cores. Memory: one chunk per thread.
+    /// Stream every chunk into the stub. For 8 MiB or more, two threads
+    /// each take every other chunk, read it, check its digest and write
+    /// it: SHA-256 is the cost, and this spreads it over both cores; less
+    /// is filled by this thread alone. Memory: one chunk per thread.
     pub(super) fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
         let pid = self.pid();
         // The chunks of the task's memory space (others hold file
@@ -560,10 +563,22 @@ impl Builder<'_> {
         let chunks: Vec<usize> = (0..self.m.chunks.len())
             .filter(|&i| self.m.chunks.get(i).map(|c| Some(c.space)) == Some(memory))
             .collect();
+        // A small process (most of a tree's) is filled by this thread: two
+        // threads cost more to start than its few chunks take to hash.
+        let bytes: u64 = chunks
+            .iter()
+            .filter_map(|&i| self.m.chunks.get(i))
+            .map(|c| c.len)
+            .sum();
+        let threads = if bytes < FILL_ALONE_BELOW {
+            1
+        } else {
+            FILL_THREADS
+        };
         let chunks = &chunks;
         let worker = |first: usize| -> Result<(), RestoreError> {
             let mut buf = Vec::new();
-            for &index in chunks.iter().skip(first).step_by(FILL_THREADS) {
+            for &index in chunks.iter().skip(first).step_by(threads) {
                 let c = reader.read_chunk(index, &mut buf)?;
                 let n = sys::vm_write(pid, c.addr, &buf).map_err(|errno| RestoreError::Memory {
                     pid,
@@ -582,8 +597,11 @@ impl Builder<'_> {
             }
             Ok(())
         };
+        if threads == 1 {
+            return worker(0);
+        }
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..FILL_THREADS)
+            let handles: Vec<_> = (0..threads)
                 .map(|i| scope.spawn(move || worker(i)))
                 .collect();
             let mut first_err = Ok(());
