@@ -20,7 +20,7 @@ use crate::image::{ImageReader, Manifest};
 use crate::inject::errno_of;
 use crate::model::{ProcessState, VmaKind};
 use crate::procfs;
-use crate::ptrace::{find_syscall_insn, PtraceError};
+use crate::ptrace::find_syscall_insn;
 use crate::sys;
 
 pub(super) const PAGE: u64 = 4096;
@@ -157,17 +157,19 @@ impl Builder<'_> {
         let p = self.p;
         let has_chunks = chunked_vmas(self.m, self.p, self.memory);
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        // The mappings written with write access get their own protection
+        // back, in one batch.
+        let mut protects = Vec::new();
         for (i, v) in p.vmas.iter().enumerate() {
             if matches!(
                 v.kind,
                 VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
             ) {
                 if has_chunks.contains(&i) && v.prot & rw != rw {
-                    self.sys(
-                        "mprotect",
+                    protects.push((
                         libc::SYS_mprotect,
                         [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
-                    )?;
+                    ));
                 }
                 // `hint`: advice this kernel may not offer (THP or KSM
                 // compiled out or disabled): refused, the restore goes on
@@ -202,6 +204,7 @@ impl Builder<'_> {
                 }
             }
         }
+        self.sys_batch("mprotect", &protects)?;
         Ok(())
     }
 
@@ -331,6 +334,9 @@ impl Builder<'_> {
         let has_chunks = chunked_vmas(self.m, self.p, self.memory);
         // Open each mapped file once, in the stub, and check its content.
         let mut file_fds: HashMap<u32, u64> = HashMap::new();
+        // Files are opened (and checked) first; then every mapping is made
+        // in one batch of injected `mmap`s.
+        let mut maps: Vec<(u64, [u64; 6])> = Vec::new();
         for (i, v) in p.vmas.iter().enumerate() {
             let flags = match v.kind {
                 VmaKind::Anonymous => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
@@ -386,9 +392,8 @@ impl Builder<'_> {
                 }
                 _ => u64::MAX,
             };
-            let got = self.sys(
-                "mmap",
-                libc::SYS_mmap,
+            maps.push((
+                v.start,
                 [
                     v.start,
                     v.end - v.start,
@@ -397,28 +402,36 @@ impl Builder<'_> {
                     fd,
                     v.offset,
                 ],
-            );
-            match got {
-                Ok(a) if a == v.start => {}
-                Ok(a) => {
-                    return Err(RestoreError::Invalid(format!(
-                        "mapping {:#x} landed at {a:#x}",
-                        v.start
-                    )));
-                }
-                Err(RestoreError::Trace {
-                    source: PtraceError::Syscall { errno, .. },
+            ));
+        }
+        let calls: Vec<(libc::c_long, [u64; 6])> = maps
+            .iter()
+            .map(|&(_, args)| (libc::SYS_mmap, args))
+            .collect();
+        let pid = self.pid();
+        let results = self.inj.syscall_batch(&calls)?;
+        for (&(start, _), &r) in maps.iter().zip(&results) {
+            if (-4095..0).contains(&r) {
+                return Err(RestoreError::Memory {
                     pid,
-                }) => {
-                    return Err(RestoreError::Memory {
-                        pid,
-                        what: "mapping",
-                        addr: v.start,
-                        errno,
-                    });
-                }
-                Err(e) => return Err(e),
+                    what: "mapping",
+                    addr: start,
+                    errno: errno_of(r),
+                });
             }
+            if r as u64 != start {
+                return Err(RestoreError::Invalid(format!(
+                    "mapping {start:#x} landed at {:#x}",
+                    r as u64
+                )));
+            }
+        }
+        if results.len() != maps.len() {
+            return Err(RestoreError::Invalid(format!(
+                "{} of {} mappings made",
+                results.len(),
+                maps.len()
+            )));
         }
         let exe = &p.exe;
         let exe_index = p
@@ -426,13 +439,15 @@ impl Builder<'_> {
             .iter()
             .position(|f| f.path == exe.path && f.dev == exe.dev && f.ino == exe.ino)
             .and_then(|i| u32::try_from(i).ok());
+        let mut closes = Vec::new();
         for (fi, fd) in file_fds {
             if self.mode == StubMode::Root && self.opts.exe_link && Some(fi) == exe_index {
                 self.exe_fd = Some(fd);
             } else {
-                self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                closes.push((libc::SYS_close, [fd, 0, 0, 0, 0, 0]));
             }
         }
+        self.sys_batch("close", &closes)?;
         if self.mode == StubMode::Root && self.opts.exe_link && self.exe_fd.is_none() {
             return Err(RestoreError::Invalid(format!(
                 "the executable {} is not among the process's mapped files",

@@ -283,6 +283,39 @@ impl Builder<'_> {
         Ok(self.inj.syscall(name, nr, args)?)
     }
 
+    /// Inject `calls` (all named `name` in errors) in one round trip where
+    /// the trampoline allows; the first failure fails like [`Builder::sys`].
+    fn sys_batch(
+        &mut self,
+        name: &'static str,
+        calls: &[(libc::c_long, [u64; 6])],
+    ) -> Result<Vec<u64>, RestoreError> {
+        let results = self.inj.syscall_batch(calls)?;
+        let pid = self.pid();
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            if (-4095..0).contains(&r) {
+                return Err(RestoreError::Trace {
+                    pid,
+                    source: PtraceError::Syscall {
+                        pid,
+                        name,
+                        errno: crate::inject::errno_of(r),
+                    },
+                });
+            }
+            out.push(r as u64);
+        }
+        if out.len() != calls.len() {
+            return Err(RestoreError::Invalid(format!(
+                "{name}: {} of {} injected calls ran",
+                out.len(),
+                calls.len()
+            )));
+        }
+        Ok(out)
+    }
+
     /// Inject a syscall; its raw result (negative errno on failure).
     fn sys_raw(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, RestoreError> {
         Ok(self.inj.syscall_raw(nr, args)?)
