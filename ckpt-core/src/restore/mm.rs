@@ -167,6 +167,7 @@ impl Builder<'_> {
             ) {
                 if has_chunks.contains(&i) && v.prot & rw != rw {
                     protects.push((
+                        "mprotect",
                         libc::SYS_mprotect,
                         [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
                     ));
@@ -204,7 +205,7 @@ impl Builder<'_> {
                 }
             }
         }
-        self.sys_batch("mprotect", &protects)?;
+        self.sys_batch(&protects)?;
         Ok(())
     }
 
@@ -294,34 +295,31 @@ impl Builder<'_> {
         };
         let tmp = free_spot(occupied, hi - lo)
             .ok_or_else(|| RestoreError::Invalid("no room to move the vdso".into()))?;
-        // First to a spot free in both layouts, then to the saved place.
+        // First to a spot free in both layouts, then to the saved place;
+        // all in one batch.
+        let mut steps = Vec::new();
         for ((ns, ne), _) in &moves {
-            let dst = tmp + (ns - lo);
-            self.mremap(*ns, ne - ns, dst)?;
+            steps.push((*ns, ne - ns, tmp + (ns - lo)));
         }
         for ((ns, ne), (ts, _)) in &moves {
             let src = tmp + (ns - lo);
             if src != *ts {
-                self.mremap(src, ne - ns, *ts)?;
+                steps.push((src, ne - ns, *ts));
             }
         }
-        Ok(())
-    }
-
-    fn mremap(&mut self, from: u64, len: u64, to: u64) -> Result<(), RestoreError> {
-        let got = self.sys(
-            "mremap(vdso)",
-            libc::SYS_mremap,
-            [
-                from,
-                len,
-                len,
-                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                to,
-                0,
-            ],
-        )?;
-        if got != to {
+        let calls: Vec<_> = steps
+            .iter()
+            .map(|&(from, len, to)| {
+                let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+                (
+                    "mremap(vdso)",
+                    libc::SYS_mremap,
+                    [from, len, len, flags, to, 0],
+                )
+            })
+            .collect();
+        let got = self.sys_batch(&calls)?;
+        if got.iter().zip(&steps).any(|(g, s)| *g != s.2) {
             return Err(RestoreError::Invalid("vdso moved elsewhere".into()));
         }
         Ok(())
@@ -444,10 +442,10 @@ impl Builder<'_> {
             if self.mode == StubMode::Root && self.opts.exe_link && Some(fi) == exe_index {
                 self.exe_fd = Some(fd);
             } else {
-                closes.push((libc::SYS_close, [fd, 0, 0, 0, 0, 0]));
+                closes.push(("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]));
             }
         }
-        self.sys_batch("close", &closes)?;
+        self.sys_batch(&closes)?;
         if self.mode == StubMode::Root && self.opts.exe_link && self.exe_fd.is_none() {
             return Err(RestoreError::Invalid(format!(
                 "the executable {} is not among the process's mapped files",

@@ -283,17 +283,19 @@ impl Builder<'_> {
         Ok(self.inj.syscall(name, nr, args)?)
     }
 
-    /// Inject `calls` (all named `name` in errors) in one round trip where
-    /// the trampoline allows; the first failure fails like [`Builder::sys`].
+    /// Inject `calls` (each with the name its error gives) in one round
+    /// trip where the trampoline allows; the first failure fails like
+    /// [`Builder::sys`].
     fn sys_batch(
         &mut self,
-        name: &'static str,
-        calls: &[(libc::c_long, [u64; 6])],
+        calls: &[(&'static str, libc::c_long, [u64; 6])],
     ) -> Result<Vec<u64>, RestoreError> {
-        let results = self.inj.syscall_batch(calls)?;
+        let raw: Vec<(libc::c_long, [u64; 6])> =
+            calls.iter().map(|&(_, nr, args)| (nr, args)).collect();
+        let results = self.inj.syscall_batch(&raw)?;
         let pid = self.pid();
         let mut out = Vec::with_capacity(results.len());
-        for r in results {
+        for (r, &(name, _, _)) in results.into_iter().zip(calls) {
             if (-4095..0).contains(&r) {
                 return Err(RestoreError::Trace {
                     pid,
@@ -308,7 +310,7 @@ impl Builder<'_> {
         }
         if out.len() != calls.len() {
             return Err(RestoreError::Invalid(format!(
-                "{name}: {} of {} injected calls ran",
+                "{} of {} injected calls ran",
                 out.len(),
                 calls.len()
             )));

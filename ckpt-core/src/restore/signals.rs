@@ -52,11 +52,12 @@ impl Builder<'_> {
                 mask: a.mask,
             })?;
             calls.push((
+                "rt_sigaction",
                 libc::SYS_rt_sigaction,
                 [u64::from(a.signal), act, 0, 8, 0, 0],
             ));
         }
-        self.sys_batch("rt_sigaction", &calls)?;
+        self.sys_batch(&calls)?;
         Ok(())
     }
 

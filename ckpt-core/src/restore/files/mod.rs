@@ -259,21 +259,23 @@ impl Builder<'_> {
         keep.sort_unstable();
         keep.dedup();
         let mut next = 0u64;
+        let mut ranges = Vec::new();
         for &k in &keep {
             if k > next {
-                self.sys(
+                ranges.push((
                     "close_range",
                     libc::SYS_close_range,
                     [next, k - 1, 0, 0, 0, 0],
-                )?;
+                ));
             }
             next = k + 1;
         }
-        self.sys(
+        ranges.push((
             "close_range",
             libc::SYS_close_range,
             [next, u64::from(u32::MAX), 0, 0, 0, 0],
-        )?;
+        ));
+        self.sys_batch(&ranges)?;
         if p.fds.is_empty() {
             return self.close_transport();
         }
@@ -365,22 +367,34 @@ impl Builder<'_> {
                 self.add_epoll_targets(*ep, targets, &source, &external_at)?;
             }
         }
+        // Each fd in place (batches of `dup3`, in order), then the
+        // temporary fds and the transfer end closed in one batch.
+        let mut dups = Vec::new();
         for f in &p.fds {
             let Some(src) = temp[f.description as usize] else {
+                self.sys_batch(&std::mem::take(&mut dups))?;
                 self.reconnect_external(f)?;
                 continue;
             };
             let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-            self.sys(
+            dups.push((
                 "dup3",
                 libc::SYS_dup3,
                 [src, f.fd as u64, flags as u64, 0, 0, 0],
-            )?;
+            ));
         }
-        for fd in temp.into_iter().flatten() {
-            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        }
-        self.close_transport()?;
+        self.sys_batch(&dups)?;
+        let mut closes: Vec<_> = temp
+            .into_iter()
+            .flatten()
+            .map(|fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
+            .collect();
+        closes.push((
+            "close(transfer)",
+            libc::SYS_close,
+            [self.shared.stub_fd, 0, 0, 0, 0, 0],
+        ));
+        self.sys_batch(&closes)?;
         // Last: the locks, through each description's first fd.
         for (i, d) in files.iter().enumerate() {
             if d.locks.is_empty() {
