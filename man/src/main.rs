@@ -201,3 +201,184 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Every command (nested ones too) with its full name.
+    fn commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = format!("{prefix} {}", sub.get_name());
+            out.push((name.clone(), sub.clone()));
+            commands(sub, &name, out);
+        }
+    }
+
+    #[test]
+    fn pages_cover_every_command_and_option_and_the_written_sections() {
+        for page in pages() {
+            let text = String::from_utf8(render_page(&page).unwrap()).unwrap();
+            let name = page.cmd.get_name().to_owned();
+            assert!(
+                text.starts_with(".ie") || text.contains(".TH"),
+                "{name}: no title"
+            );
+            for section in [
+                ".SH NAME",
+                ".SH SYNOPSIS",
+                ".SH COMMANDS",
+                ".SH \"EXIT STATUS\"",
+                ".SH FILES",
+                ".SH SECURITY",
+                ".SH EXAMPLES",
+                ".SH \"SEE ALSO\"",
+            ] {
+                assert_eq!(text.matches(section).count(), 1, "{name}: {section}");
+            }
+            let mut all = Vec::new();
+            commands(&page.cmd, &name, &mut all);
+            assert!(!all.is_empty(), "{name} has no commands");
+            for (full, sub) in &all {
+                let heading = format!(".SS \"{}\"", roff_text(full));
+                assert!(text.contains(&heading), "{name}: no {heading}");
+                for arg in sub.get_arguments() {
+                    if let Some(long) = arg.get_long() {
+                        let flag = roff_text(&format!("--{long}"));
+                        assert!(text.contains(&flag), "{full}: option {flag} missing");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        // The codes each helper can end with (privsep's `Exit`, as the
+        // helpers use it): ckpt-sign never verifies or restores.
+        let want: [(&str, &[u8]); 2] = [
+            ("ckpt-sign", &[0, 1, 2, 3, 6, 10]),
+            ("ckpt-verify", &[0, 1, 2, 3, 4, 5, 7, 8, 9, 10]),
+        ];
+        for (page, (name, codes)) in pages().iter().zip(want) {
+            let text = String::from_utf8(render_page(page).unwrap()).unwrap();
+            let exit = text
+                .split(".SH \"EXIT STATUS\"")
+                .nth(1)
+                .and_then(|t| t.split(".SH ").next())
+                .unwrap();
+            let listed: Vec<u8> = exit
+                .lines()
+                .filter_map(|l| l.strip_prefix(".B "))
+                .map(|c| c.trim().parse().unwrap())
+                .collect();
+            assert_eq!(listed, codes, "{name}");
+        }
+    }
+
+    #[test]
+    fn writes_pages_and_completions() {
+        let dir = std::env::temp_dir().join(format!("ckpt-man-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        run(&dir).unwrap();
+        for f in [
+            "man1/ckpt-sign.1",
+            "man1/ckpt-verify.1",
+            "man5/ckpt-policy.5",
+            "man5/ckpt.toml.5",
+            "completions/bash/ckpt-verify",
+            "completions/zsh/_ckpt-sign",
+            "completions/fish/ckpt-verify.fish",
+        ] {
+            let text = fs::read_to_string(dir.join(f)).unwrap();
+            assert!(text.contains("ckpt"), "{f}");
+        }
+        let bash = fs::read_to_string(dir.join("completions/bash/ckpt-verify")).unwrap();
+        assert!(bash.contains("--inherit-fd") && bash.contains("restore"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The words a roff page sets in bold: `.B`/`.BR` lines and `\fB...\fR`.
+    fn bold_words(page: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in page.lines() {
+            if let Some(rest) = line.strip_prefix(".BR ").or(line.strip_prefix(".B ")) {
+                out.extend(
+                    rest.split_whitespace()
+                        .map(|w| w.trim_matches('"').to_owned()),
+                );
+            }
+        }
+        for part in page.split("\\fB").skip(1) {
+            if let Some((word, _)) = part.split_once("\\fR") {
+                out.push(word.to_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn policy_and_config_pages_name_every_key() {
+        // The keys policy/src/parse.rs accepts (privileges with roff's `\-`).
+        let policy = bold_words(include_str!("../pages/ckpt-policy.5"));
+        for key in [
+            "revoked",
+            "name",
+            "public",
+            "not_before",
+            "not_after",
+            "attestation_key",
+            "map_uid",
+            "map_gid",
+            "signed_by",
+            "requester",
+            "caller",
+            "target",
+            "exe",
+            "exe_digest",
+            "host",
+            "attested",
+            "max_age",
+            "one_shot",
+            "grant",
+            "uid",
+            "ruid",
+            "euid",
+            "suid",
+            "fsuid",
+            "gid",
+            "rgid",
+            "egid",
+            "sgid",
+            "fsgid",
+            "caps_within",
+            "credentials",
+            "capabilities",
+            "same\\-pid",
+            "exe\\-link",
+            "privileged\\-files",
+        ] {
+            assert!(
+                policy.iter().any(|w| w == key),
+                "ckpt-policy(5) does not describe {key}"
+            );
+        }
+        // The keys tpm/src/config.rs accepts.
+        let config = bold_words(include_str!("../pages/ckpt.toml.5"));
+        for key in [
+            "key",
+            "fallback",
+            "tcti",
+            "pcrs",
+            "attest",
+            "signing_handle",
+            "attestation_handle",
+        ] {
+            assert!(
+                config.iter().any(|w| w == key),
+                "ckpt.toml(5) does not describe {key}"
+            );
+        }
+    }
+}
