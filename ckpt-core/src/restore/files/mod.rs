@@ -211,20 +211,18 @@ impl Builder<'_> {
     /// Move the stub's `fd` to the lowest free number above `top`,
     /// close-on-exec; the new number.
     pub(super) fn move_above(&mut self, fd: u64, top: i32) -> Result<u64, RestoreError> {
-        let high = self.sys(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            [
-                fd,
-                libc::F_DUPFD_CLOEXEC as u64,
-                u64::try_from(top).unwrap_or(0) + 1,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        Ok(high)
+        let above = u64::try_from(top).unwrap_or(0) + 1;
+        let got = self.sys_batch(&[
+            (
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                [fd, libc::F_DUPFD_CLOEXEC as u64, above, 0, 0, 0],
+            ),
+            ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]),
+        ])?;
+        got.first()
+            .copied()
+            .ok_or_else(|| RestoreError::Invalid("fcntl(F_DUPFD_CLOEXEC) gave nothing".into()))
     }
 
     /// Close everything the stub inherited, except the caller's fds 0-2
