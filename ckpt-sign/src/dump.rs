@@ -227,6 +227,7 @@ pub(crate) fn run(
     let watch = pidfd
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;
+    let frozen_at = std::time::Instant::now();
     let seized = if args.tree {
         FrozenTree::seize(pidfd, pid)
     } else {
@@ -305,6 +306,9 @@ pub(crate) fn run(
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
     let mut writer = ImageWriter::new(image_file)
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
+    if args.compress {
+        writer.compress_with(ckpt_core::image::Compression::Lz4);
+    }
     let result = frozen.dump(&mut writer).map_err(|e| match e {
         ckpt_core::dump::DumpError::Cancelled { .. } => match shield.check() {
             Err(i) => interrupted(i, rolled_back),
@@ -395,6 +399,12 @@ pub(crate) fn run(
                 e,
             )
         })?;
+        // Its memory is captured: it runs again while the image is
+        // signed and made durable.
+        report.lines.push(format!(
+            "pid {pid} was frozen for {:.1} ms",
+            frozen_at.elapsed().as_secs_f64() * 1000.0
+        ));
         None
     } else {
         Some(frozen)

@@ -1,7 +1,9 @@
 //! `ckpt-verify restore`: verify everything, decide, restore, audit.
 //!
-//! Order: open the image as the caller; check structure and signature;
-//! verify every chunk; ask the policy about the signer (trust); establish
+//! Order: open the image as the caller; check structure and signature
+//! (every chunk's digest is checked later, once, as it streams into the
+//! stopped process; a refusal checks them all first, so that a tampered
+//! image is always exit 4); ask the policy about the signer (trust); establish
 //! the caller, freshness and one-shot facts; decide (the mapping is applied
 //! first); build the restore options; apply `--require-saved-creds`; make
 //! sure the audit log is reachable when any grant is used; reserve the
@@ -14,7 +16,8 @@
 //! caller planted a name there meanwhile, calls the restore off too: exit
 //! 1, a second audit line records the failure); release the process; give
 //! the real uid back to the caller; print the pid. Nothing
-//! is created before the image has been verified and the decision made.
+//! is created before the signature has been verified and the decision
+//! made, and nothing runs before every chunk it holds has been checked.
 //!
 //! The whole operation runs under a [`Shield`]: the caller cannot kill or
 //! stop the helper (setuid run), and a terminal signal (`SIGINT`,
@@ -381,7 +384,42 @@ fn run(
     shield: &Shield,
     done: &mut Option<Done>,
 ) -> Result<Exit, Fail> {
-    let facts = examine(caller, path, true)?;
+    // Structure and signature only: every chunk is hashed once, as it
+    // streams into the stopped stub, and a bad digest calls the restore
+    // off with nothing left behind (exit 4). A refusal for any other
+    // reason first checks every chunk, so that a tampered image is
+    // reported as tampered whatever else is wrong with it.
+    let facts = examine(caller, path, false)?;
+    let result = run_examined(caller, path, pidfile, asked, audit, shield, done, &facts);
+    match (result, &facts.reader) {
+        (Err(f), Some(reader)) if !matches!(f.exit, Exit::Tampered | Exit::Interrupted) => {
+            match reader.verify_chunks() {
+                Err(e) if !matches!(e, ImageError::Io { .. }) => Err(Fail::new(
+                    Exit::Tampered,
+                    format!(
+                        "{}: refusing to restore: {}",
+                        show(&path.to_string_lossy()),
+                        error_chain(&e)
+                    ),
+                )),
+                _ => Err(f),
+            }
+        }
+        (result, _) => result,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_examined(
+    caller: &Caller,
+    path: &Path,
+    pidfile: Option<&Path>,
+    asked: Asked<'_>,
+    audit: &mut Audit,
+    shield: &Shield,
+    done: &mut Option<Done>,
+    facts: &crate::checked::Facts,
+) -> Result<Exit, Fail> {
     shield.check().map_err(interrupted)?;
     if let Some(id) = facts.image_id() {
         audit.record.set("image_id", id);
