@@ -450,9 +450,9 @@ fn run_examined(
 
     // Decide; reserve the one-shot entry if a one-shot rule granted
     // something (decide again if another restore got there first).
-    let mut one_shot = one_shot_state(&facts, caller, &image_id);
+    let mut one_shot = one_shot_state(facts, caller, &image_id);
     let (decision, plan, reservation) = loop {
-        let Some(pf) = policy_facts(&facts, caller, one_shot.clone()) else {
+        let Some(pf) = policy_facts(facts, caller, one_shot.clone()) else {
             return Err(Fail::new(Exit::Tampered, "the image could not be read"));
         };
         let d = decide(&facts.policy, &pf);
