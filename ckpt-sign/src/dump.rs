@@ -304,7 +304,15 @@ pub(crate) fn run(
         .file
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
-    let mut writer = ImageWriter::new(image_file)
+    // A target left running is released once its memory is captured:
+    // write through the page cache so that the capture does not wait for
+    // the disk (the image is made durable after the release).
+    let writer = if args.leave_running {
+        ImageWriter::new_buffered(image_file)
+    } else {
+        ImageWriter::new(image_file)
+    };
+    let mut writer = writer
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     if args.compress {
         writer.compress_with(ckpt_core::image::Compression::Lz4);

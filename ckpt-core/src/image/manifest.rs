@@ -1,6 +1,8 @@
 //! The manifest and the signature block: their types, CBOR encoding and
 //! bounded decoding.
 
+use std::num::NonZeroU32;
+
 use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -212,14 +214,16 @@ pub struct ChunkEntry {
     /// compressed chunk), by the manifest's chunk digest algorithm.
     pub digest: Vec<u8>,
     /// A compressed chunk (by [`Manifest::compression`]): its length in
-    /// the file (1 ..= `MAX_CHUNK_LEN`). `None`: stored as it is.
-    pub stored: Option<u64>,
+    /// the file (1 ..= `MAX_CHUNK_LEN`; 32 bits keep the entry, and the
+    /// decoding budget of a full chunk list, as small as before).
+    /// `None`: stored as it is.
+    pub stored: Option<NonZeroU32>,
 }
 
 impl ChunkEntry {
     /// Bytes the chunk takes in the file.
     pub fn file_len(&self) -> u64 {
-        self.stored.unwrap_or(self.len)
+        self.stored.map_or(self.len, |s| u64::from(s.get()))
     }
 }
 
@@ -276,7 +280,7 @@ impl<'de> Deserialize<'de> for ChunkEntry {
                 let digest: ByteBuf = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(3, &self))?;
-                let stored: Option<u64> = seq.next_element()?;
+                let stored: Option<NonZeroU32> = seq.next_element()?;
                 if seq.next_element::<IgnoredAny>()?.is_some() {
                     return Err(de::Error::invalid_length(6, &self));
                 }

@@ -520,14 +520,11 @@ fn check_manifest(m: &Manifest, data_len: u64, version: u32) -> Result<Vec<u64>,
         if c.addr.checked_add(c.len).is_none() {
             return Err(ImageError::Malformed("a chunk's address range overflows"));
         }
-        if let Some(stored) = c.stored {
+        if let Some(stored) = c.stored.map(|s| u64::from(s.get())) {
             if m.compression.is_none() {
                 return Err(ImageError::Malformed(
                     "a chunk is compressed, but the manifest names no compression",
                 ));
-            }
-            if stored == 0 {
-                return Err(ImageError::Malformed("a compressed chunk has length zero"));
             }
             if stored > MAX_CHUNK_LEN {
                 return Err(ImageError::TooLarge {

@@ -457,7 +457,7 @@ fn chunks(m: &Manifest) -> Result<(), Invalid> {
                 ))
             }
             (Some(stored), Some(Compression::Lz4)) => {
-                if stored == 0 || stored > crate::limits::MAX_CHUNK_LEN {
+                if u64::from(stored.get()) > crate::limits::MAX_CHUNK_LEN {
                     return Err(invalid(
                         at(),
                         format!("has a compressed length of {stored} bytes"),

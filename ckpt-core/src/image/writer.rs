@@ -5,7 +5,10 @@
 //! bytes); the caller for the order of chunks (checked by every reader).
 
 use std::fs::File;
-use std::io::{self, Seek as _, Write as _};
+use std::io::{self, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::os::fd::AsRawFd as _;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -143,7 +146,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn spawn(file: File) -> Result<Pipeline, ImageError> {
+    fn spawn(file: File, direct: bool) -> Result<Pipeline, ImageError> {
         let (full, full_rx) = sync_channel::<Filled>(WRITE_BUFFERS);
         let (hashed, hashed_rx) = sync_channel::<Block>(WRITE_BUFFERS);
         let (empty_tx, empty) = sync_channel::<Block>(WRITE_BUFFERS);
@@ -172,7 +175,7 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("ckpt-image-write".into())
             .spawn(move || {
-                write_loop(&file, hashed_rx, empty_tx)?;
+                write_loop(&file, direct, hashed_rx, empty_tx)?;
                 Ok(file)
             })
             .map_err(io_err("start the image write thread"))?;
@@ -219,21 +222,29 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Writes all of `data` at the file position. With `direct`, a write the
-/// file system refuses (`EINVAL`: it has no `O_DIRECT`, or the length is
-/// not a multiple of its block size) is retried through the page cache,
-/// and so is everything after it.
-fn write_block(file: &File, data: &[u8], direct: &mut bool) -> io::Result<()> {
-    let mut rest = data;
-    while !rest.is_empty() {
-        let mut out = file;
-        match out.write(rest) {
+/// Writes all of `data` at `offset`. A write the file system refuses
+/// with `EINVAL` while `O_DIRECT` is on (it has no `O_DIRECT`, or the
+/// length is not a multiple of its block size) turns `O_DIRECT` off for
+/// the file (every writer thread) and is retried through the page cache.
+fn write_block_at(file: &File, data: &[u8], offset: u64, direct: &Mutex<bool>) -> io::Result<()> {
+    let mut done = 0usize;
+    let mut retried = false;
+    while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+        match file.write_at(rest, offset + done as u64) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                set_direct(file, false)?;
-                *direct = false;
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !retried => {
+                // Whoever takes the lock first turns O_DIRECT off; the
+                // others wait for that, then retry.
+                let mut on = direct
+                    .lock()
+                    .map_err(|_| io::Error::other("an image write thread panicked"))?;
+                if *on {
+                    set_direct(file, false)?;
+                    *on = false;
+                }
+                retried = true;
             }
             Err(e) => return Err(e),
         }
@@ -241,15 +252,33 @@ fn write_block(file: &File, data: &[u8], direct: &mut bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Body of the I/O thread: writes each full buffer and hands it back. A
-/// helper thread fsyncs the data written so far every [`SYNC_STEP`] bytes,
-/// so the device's cache and the file's metadata are flushed while hashing
-/// and writing go on and the final fsync in [`ImageWriter::finish`] has
-/// little left to do. Both use the same open file description, so an error
-/// the helper's fsync consumes is returned here rather than lost. The file
-/// is left without `O_DIRECT` for the manifest.
-fn write_loop(file: &File, full: Receiver<Block>, empty: SyncSender<Block>) -> io::Result<()> {
-    let mut direct = set_direct(file, true).is_ok();
+/// Threads that write full buffers, each at its own offset: several
+/// `O_DIRECT` writes in flight keep the disk busy (one at a time, it waits
+/// for each).
+const WRITERS: usize = 3;
+
+/// Body of the I/O thread: [`WRITERS`] threads take the full buffers in
+/// order, each writes its buffer at its place in the file and hands it
+/// back. With `O_DIRECT`, a helper thread fsyncs the data written so far
+/// every [`SYNC_STEP`] bytes, so the device's cache and the file's
+/// metadata are flushed while hashing and writing go on and the final
+/// fsync in [`ImageWriter::finish`] has little left to do. All use the
+/// same open file description, so an error the helper's fsync consumes is
+/// returned here rather than lost. The file is left without `O_DIRECT`
+/// for the manifest (whose writer positions the file itself).
+fn write_loop(
+    file: &File,
+    direct: bool,
+    full: Receiver<Block>,
+    empty: SyncSender<Block>,
+) -> io::Result<()> {
+    // Periodic fsyncs only for a dump that waits for the disk anyway:
+    // through the page cache (a target left running), the capture must
+    // not wait for the disk, so nothing is synced before the end.
+    let periodic = direct;
+    let direct = Mutex::new(direct && set_direct(file, true).is_ok());
+    let queue: Queue = Mutex::new((full, 0u64));
+    let written_bytes = AtomicUsize::new(0);
     let (tick, ticks) = sync_channel::<()>(1);
     let result = std::thread::scope(|scope| {
         let syncer = scope.spawn(move || -> io::Result<()> {
@@ -258,36 +287,77 @@ fn write_loop(file: &File, full: Receiver<Block>, empty: SyncSender<Block>) -> i
             }
             Ok(())
         });
-        let mut since_tick = 0usize;
-        let written = (|| -> io::Result<()> {
-            for mut block in full {
-                write_block(file, block.filled(), &mut direct)?;
-                since_tick += block.len;
-                if since_tick >= SYNC_STEP {
-                    since_tick = 0;
-                    // Full: a sync is already pending. Gone: it failed,
-                    // and its error is collected below.
-                    let _ = tick.try_send(());
-                }
-                block.len = 0;
-                // The writer may be gone (dropped after an error, or
-                // finished).
-                let _ = empty.send(block);
+        let (queue, direct, written_bytes) = (&queue, &direct, &written_bytes);
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (tick, empty) = (tick.clone(), empty.clone());
+                scope.spawn(move || {
+                    write_worker(file, queue, direct, written_bytes, periodic, &tick, &empty)
+                })
+            })
+            .collect();
+        let mut written = Ok(());
+        for w in writers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an image write thread panicked")));
+            if written.is_ok() {
+                written = r;
             }
-            Ok(())
-        })();
+        }
         drop(tick);
         let synced = syncer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the image sync thread panicked")));
         written.and(synced)
     });
-    let cleared = if direct {
+    let still_direct = direct.into_inner().unwrap_or(true);
+    let cleared = if still_direct {
         set_direct(file, false)
     } else {
         Ok(())
     };
     result.and(cleared)
+}
+
+/// The buffers in file order, and the offset of the next one.
+type Queue = Mutex<(Receiver<Block>, u64)>;
+
+/// One writer thread of [`write_loop`]: takes the next full buffer and its
+/// offset, writes it there, hands it back; `tick`s the syncer every
+/// [`SYNC_STEP`] bytes when `periodic`.
+fn write_worker(
+    file: &File,
+    queue: &Queue,
+    direct: &Mutex<bool>,
+    written_bytes: &AtomicUsize,
+    periodic: bool,
+    tick: &SyncSender<()>,
+    empty: &SyncSender<Block>,
+) -> io::Result<()> {
+    loop {
+        let (mut block, offset) = {
+            let mut q = queue
+                .lock()
+                .map_err(|_| io::Error::other("an image write thread panicked"))?;
+            let Ok(block) = q.0.recv() else {
+                return Ok(());
+            };
+            let offset = q.1;
+            q.1 += block.len as u64;
+            (block, offset)
+        };
+        write_block_at(file, block.filled(), offset, direct)?;
+        let before = written_bytes.fetch_add(block.len, Ordering::Relaxed);
+        if periodic && (before + block.len) / SYNC_STEP != before / SYNC_STEP {
+            // Full: a sync is already pending. Gone: it failed, and its
+            // error is collected by `write_loop`.
+            let _ = tick.try_send(());
+        }
+        block.len = 0;
+        // The writer may be gone (dropped after an error, or finished).
+        let _ = empty.send(block);
+    }
 }
 
 /// A finished, fsynced image, still under the caller's temporary name.
@@ -310,7 +380,23 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ImageError {
 impl ImageWriter {
     /// Starts an image in `file`, which must be empty and positioned at its
     /// start (a file the caller just created, under a temporary name).
-    pub fn new(mut file: File) -> Result<Self, ImageError> {
+    pub fn new(file: File) -> Result<Self, ImageError> {
+        Self::start(file, true)
+    }
+
+    /// Like [`new`](Self::new), but every write goes through the page
+    /// cache (no `O_DIRECT`, no fsync before [`finish`](Self::finish)):
+    /// the capture then waits for memory copies only, not for the disk,
+    /// which catches up afterwards (the kernel's writeback, then the final
+    /// fsync in `finish`). For a
+    /// target that runs again as soon as its memory is captured
+    /// (`--leave-running`): its freeze is shorter, the dump as a whole
+    /// longer.
+    pub fn new_buffered(file: File) -> Result<Self, ImageError> {
+        Self::start(file, false)
+    }
+
+    fn start(mut file: File, direct: bool) -> Result<Self, ImageError> {
         let len = file
             .metadata()
             .map_err(io_err("inspect the image file"))?
@@ -328,7 +414,7 @@ impl ImageWriter {
         current.spare()[..header.len()].copy_from_slice(&header);
         current.len = header.len();
         Ok(ImageWriter {
-            io: Some(Pipeline::spawn(file)?),
+            io: Some(Pipeline::spawn(file, direct)?),
             current,
             spans: Vec::new(),
             current_skip: HEADER_LEN as usize,
@@ -411,10 +497,12 @@ impl ImageWriter {
                 }
                 let mut packed = std::mem::take(&mut self.packed);
                 let smaller = compress(alg, &raw, &mut packed);
-                let (bytes, stored) = if smaller {
-                    (&packed, Some(packed.len() as u64))
-                } else {
-                    (&raw, None)
+                let packed_len = u32::try_from(packed.len())
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new);
+                let (bytes, stored) = match packed_len {
+                    Some(n) if smaller => (&packed, Some(n)),
+                    _ => (&raw, None),
                 };
                 let appended = self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
                     let from = usize::try_from(off).unwrap_or(usize::MAX);
@@ -434,7 +522,7 @@ impl ImageWriter {
                 stored
             }
         };
-        self.data_len += stored.unwrap_or(len);
+        self.data_len += stored.map_or(len, |s| u64::from(s.get()));
         self.chunks.push(ChunkEntry {
             space,
             addr,
@@ -549,6 +637,10 @@ impl ImageWriter {
             Some(io) => io.join()?,
             None => return Err(ImageError::InvalidInput("the writer failed earlier")),
         };
+        // The buffers were written at their offsets: the manifest follows
+        // the data.
+        file.seek(SeekFrom::Start(HEADER_LEN + self.data_len))
+            .map_err(io_err("position the image file"))?;
         if digests.len() != self.chunks.len() {
             return Err(ImageError::InvalidInput(
                 "the image hash thread stopped early",
