@@ -800,7 +800,7 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 	printf '  "kernel": "%s", "cpu": "%s", "cpus": %s, "memory_kib": %s,\n' "$(uname -r)" \
 		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)" \
 		"$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
-	printf '  "image_dir_mount": "%s",\n' "$(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$BENCH_DIR" | tr -s ' ' | tr '"' "'")"
+	printf '  "image_dir_mount": "%s",\n' "$(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$BENCH_DIR" | head -1 | tr -s ' ' | tr '"' "'")"
 	printf '  "load_average_start": "%s", "load_average_end": "%s", "load_average_1min_per_rep": [%s],\n' \
 		"$LOAD_START" "$LOAD_END" "$(loads="${REP_LOADS[*]}"; echo "${loads// /, }")"
 	if is_tree; then
