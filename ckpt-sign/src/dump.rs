@@ -312,8 +312,8 @@ pub(crate) fn run(
     } else {
         ImageWriter::new(image_file)
     };
-    let mut writer = writer
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
+    let mut writer =
+        writer.map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     if args.compress {
         writer.compress_with(ckpt_core::image::Compression::Lz4);
     }
