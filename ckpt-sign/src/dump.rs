@@ -399,6 +399,7 @@ pub(crate) fn run(
             format!("dump: pid {pid}: credentials changed during the dump"),
         ));
     }
+    let mut frozen_ms = None;
     let frozen = if args.leave_running {
         frozen.resume().map_err(|e| {
             Fail::with(
@@ -408,11 +409,8 @@ pub(crate) fn run(
             )
         })?;
         // Its memory is captured: it runs again while the image is
-        // signed and made durable.
-        report.lines.push(format!(
-            "pid {pid} was frozen for {:.1} ms",
-            frozen_at.elapsed().as_secs_f64() * 1000.0
-        ));
+        // signed and made durable (said once the image is in place).
+        frozen_ms = Some(frozen_at.elapsed().as_secs_f64() * 1000.0);
         None
     } else {
         Some(frozen)
@@ -479,6 +477,11 @@ pub(crate) fn run(
         args.output.display(),
         finished.size
     ));
+    if let Some(ms) = frozen_ms {
+        report
+            .lines
+            .push(format!("pid {pid} was frozen for {ms:.1} ms"));
+    }
     if let Some(frozen) = frozen {
         frozen.kill().map_err(|e| {
             Fail::with(

@@ -2,8 +2,9 @@
 //!
 //! Order: open the image as the caller; check structure and signature
 //! (every chunk's digest is checked later, once, as it streams into the
-//! stopped process; a refusal checks them all first, so that a tampered
-//! image is always exit 4); ask the policy about the signer (trust); establish
+//! stopped process; a restore that uses a grant, and a refusal, check them
+//! all first, so that a tampered image is always exit 4 and never gets a
+//! grant); ask the policy about the signer (trust); establish
 //! the caller, freshness and one-shot facts; decide (the mapping is applied
 //! first); build the restore options; apply `--require-saved-creds`; make
 //! sure the audit log is reachable when any grant is used; reserve the
@@ -386,9 +387,10 @@ fn run(
 ) -> Result<Exit, Fail> {
     // Structure and signature only: every chunk is hashed once, as it
     // streams into the stopped stub, and a bad digest calls the restore
-    // off with nothing left behind (exit 4). A refusal for any other
-    // reason first checks every chunk, so that a tampered image is
-    // reported as tampered whatever else is wrong with it.
+    // off with nothing left behind (exit 4). A restore that uses a grant
+    // checks every chunk first, and so does a refusal for any other
+    // reason, so that a tampered image is reported as tampered whatever
+    // else is wrong with it.
     let facts = examine(caller, path, false)?;
     let result = run_examined(caller, path, pidfile, asked, audit, shield, done, &facts);
     match (result, &facts.reader) {
@@ -497,6 +499,31 @@ fn run_examined(
             Err(e) => one_shot = OneShot::Unavailable(error_chain(&e)),
         }
     };
+
+    // A restore that uses a grant (built as root) checks every chunk
+    // before anything is created for it: a tampered image is refused as
+    // untrusted, with no grant recorded, as if it had been found so first.
+    if !decision.grants().is_empty() {
+        if let Err(e) = reader.verify_chunks() {
+            release(reservation);
+            if matches!(e, ImageError::Io { .. }) {
+                return Err(Fail::with(Exit::Other, "cannot read the image", e));
+            }
+            audit
+                .record
+                .set("trusted", "no")
+                .set("grants", "")
+                .set("denied", "");
+            return Err(Fail::new(
+                Exit::Tampered,
+                format!(
+                    "{}: refusing to restore: {}",
+                    show(&path.to_string_lossy()),
+                    error_chain(&e)
+                ),
+            ));
+        }
+    }
 
     if let Err(i) = shield.check() {
         release(reservation);
