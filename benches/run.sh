@@ -46,7 +46,13 @@ BENCH_SHARED_PROCS=${BENCH_SHARED_PROCS:-5}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$REPO/benches/results/latest.json}
 CACHE=/var/cache/ckpt-bench
-PREFIX=/opt/ckpt-bench
+PREFIX=${BENCH_PREFIX:-/opt/ckpt-bench}
+BENCH_BUILD=${BENCH_BUILD:-1}
+BENCH_LEAVE_RUNNING=${BENCH_LEAVE_RUNNING:-0}
+BENCH_DATA=${BENCH_DATA:-random}
+BENCH_CACHE=${BENCH_CACHE:-warm}
+BENCH_RESERVE_MIB=${BENCH_RESERVE_MIB:-0}
+BENCH_CKPT_DUMP_ARGS=${BENCH_CKPT_DUMP_ARGS:-}
 SYSCONFDIR=$PREFIX/etc
 STATEDIR=$PREFIX/var
 BENCH_USER=ckpt-user
@@ -68,6 +74,9 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 [[ $BENCH_THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
 [[ $BENCH_REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer"
 [[ $BENCH_SOURCE == tree || $BENCH_SOURCE == head ]] || die "BENCH_SOURCE must be tree or head"
+[[ $BENCH_DATA == random || $BENCH_DATA == text ]] || die "BENCH_DATA must be random or text"
+[[ $BENCH_CACHE == warm || $BENCH_CACHE == cold ]] || die "BENCH_CACHE must be warm or cold"
+[[ $BENCH_RESERVE_MIB =~ ^[0-9]+$ ]] || die "BENCH_RESERVE_MIB must be a number"
 for t in $BENCH_TOOLS; do
 	[[ $t == ckpt || $t == criu ]] || die "BENCH_TOOLS: unknown tool '$t'"
 done
@@ -100,7 +109,7 @@ elif [[ -n $BENCH_SHARED_MIB ]]; then
 fi
 is_tree() { [[ $WL_KIND != single ]]; }
 case $WL_KIND in
-single) WL_DESC="$BENCH_MIB MiB in $BENCH_THREADS thread(s)" ;;
+single) WL_DESC="$BENCH_MIB MiB ($BENCH_DATA$( ((BENCH_RESERVE_MIB > BENCH_MIB)) && echo ", in a $BENCH_RESERVE_MIB MiB reservation" || true)) in $BENCH_THREADS thread(s)" ;;
 procs) WL_DESC="tree of $WL_NPROCS processes, $BENCH_MIB_PER_PROC MiB each" ;;
 shared) WL_DESC="tree of $WL_NPROCS processes sharing $BENCH_SHARED_MIB MiB" ;;
 esac
@@ -300,7 +309,7 @@ wait_for() {
 # The workload's command line, for a status file.
 workload_cmd() {
 	case $WL_KIND in
-	single) echo "$CACHE/bin/bigmem" "$BENCH_MIB" "$1" "$BENCH_THREADS" ;;
+	single) echo "$CACHE/bin/bigmem" "$BENCH_MIB" "$1" "$BENCH_THREADS" "$BENCH_DATA" "$BENCH_RESERVE_MIB" ;;
 	procs) echo "$CACHE/bin/bigtree" procs "$WL_NPROCS" "$BENCH_MIB_PER_PROC" "$1" ;;
 	shared) echo "$CACHE/bin/bigtree" shared "$WL_NPROCS" "$BENCH_SHARED_MIB" "$1" ;;
 	esac
@@ -410,6 +419,77 @@ declare -A SAMPLES # key "tool.step" -> "secs kib cpu;secs kib cpu;..."
 declare -A IMGSIZE
 add_sample() { SAMPLES[$1]+="${SAMPLES[$1]:+;}$2"; }
 
+leave_running() { [[ $BENCH_LEAVE_RUNNING == 1 ]]; }
+
+# page_cache PATH: puts the image (a file, or CRIU's directory) in the page
+# cache (warm, the default: ckpt writes its image with O_DIRECT, so it is
+# not there after the dump, while CRIU's buffered image is), or drops the
+# page cache (BENCH_CACHE=cold: the whole machine's clean pages), before a
+# verify or restore is measured. Not timed.
+page_cache() {
+	if [[ $BENCH_CACHE == cold ]]; then
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+	elif [[ -d $1 ]]; then
+		cat "$1"/* >/dev/null
+	else
+		cat "$1" >/dev/null
+	fi
+}
+
+# kill_tree PID: the workload left running by a --leave-running dump, and
+# its descendants (the image has them; the restore makes new ones).
+kill_tree() {
+	local k
+	for k in $(descendants "$1") "$1"; do
+		if runs_workload "$k"; then kill -KILL "$k" 2>/dev/null || true; fi
+	done
+}
+
+# criu_frozen_ms STATS: CRIU's own record of how long the tasks were frozen
+# (dump_stats_entry.frozen_time, microseconds, in the stats-dump image: a
+# magic, a length-prefixed stats_entry whose field 1 is the dump's), in ms.
+criu_frozen_ms() {
+	python3 - "$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+i = 0
+while i + 4 <= len(d) and struct.unpack_from('<I', d, i)[0] in (0x54564319, 0x55105940, 0x57093306):
+    i += 4
+n = struct.unpack_from('<I', d, i)[0]
+msg = d[i + 4:i + 4 + n]
+def varint(b, j):
+    v = s = 0
+    while True:
+        c = b[j]; j += 1; v |= (c & 0x7f) << s; s += 7
+        if c < 0x80:
+            return v, j
+def fields(b):
+    j = 0
+    while j < len(b):
+        key, j = varint(b, j)
+        f, t = key >> 3, key & 7
+        if t == 0:
+            v, j = varint(b, j)
+        elif t == 2:
+            l, j = varint(b, j); v = b[j:j + l]; j += l
+        elif t == 5:
+            v = b[j:j + 4]; j += 4
+        elif t == 1:
+            v = b[j:j + 8]; j += 8
+        else:
+            raise SystemExit("bad wire type")
+        yield f, v
+for f, v in fields(msg):
+    if f == 1:
+        for g, w in fields(v):
+            if g == 2:
+                print("%.3f" % (w / 1000.0))
+                raise SystemExit(0)
+raise SystemExit("no frozen_time")
+PY
+}
+
 # ---------------------------------------------------------------- one rep
 run_ckpt_rep() {
 	local rep=$1 dir=$RUN/ckpt
@@ -423,15 +503,29 @@ run_ckpt_rep() {
 
 	local -a tree=()
 	is_tree && tree=(--tree)
-	measure user "$PREFIX/bin/ckpt-sign" dump "${tree[@]}" --pid "$WL_PID" -o "$img" || die "ckpt-sign dump failed"
+	leave_running && tree+=(--leave-running)
+	local -a extra=()
+	read -r -a extra <<<"$BENCH_CKPT_DUMP_ARGS"
+	tree+=("${extra[@]}")
+	measure user "$PREFIX/bin/ckpt-sign" dump "${tree[@]}" --pid "$WL_PID" -o "$img" 2>"$dir/dump.err" ||
+		{ cat "$dir/dump.err" >&2; die "ckpt-sign dump failed"; }
 	add_sample ckpt.dump "$MEASURE_LAST"
+	if leave_running; then
+		local frozen
+		frozen=$(sed -n 's/.* was frozen for \([0-9.]*\) ms$/\1/p' "$dir/dump.err" | head -1)
+		[[ -n $frozen ]] || die "ckpt-sign dump --leave-running did not say how long pid $WL_PID was frozen"
+		add_sample ckpt.frozen "$(awk -v m="$frozen" 'BEGIN{print m / 1000}') 0 0"
+		kill_tree "$WL_PID"
+	fi
 	reap "$WL_PID" "${WL_KIDS[@]}"
 	IMGSIZE[ckpt]=$(stat -c %s "$img")
 
+	page_cache "$img"
 	measure user "$PREFIX/bin/ckpt-verify" verify "$img" >"$dir/verify.out" ||
 		{ cat "$dir/verify.out" >&2; die "ckpt-verify verify failed"; }
 	add_sample ckpt.verify "$MEASURE_LAST"
 
+	page_cache "$img"
 	measure user "$PREFIX/bin/ckpt-verify" restore "$img" --pidfile "$pidfile" >"$dir/restore.out" ||
 		{ cat "$dir/restore.out" >&2; die "ckpt-verify restore failed"; }
 	add_sample ckpt.restore "$MEASURE_LAST"
@@ -467,12 +561,28 @@ run_criu_rep() {
 
 	# Started with setsid and no tty: no --shell-job needed. criu dump -t
 	# takes the task's whole subtree: a tree needs no other option.
-	measure root "$CRIU" dump -t "$WL_PID" -D "$img" -o dump.log ||
+	local -a lr=()
+	leave_running && lr=(--leave-running)
+	measure root "$CRIU" dump "${lr[@]}" -t "$WL_PID" -D "$img" -o dump.log ||
 		{ tail -20 "$img/dump.log" >&2; die "criu dump failed"; }
 	add_sample criu.dump "$MEASURE_LAST"
+	# "CRIU followed by sync": the dump, then fsync of every file it wrote
+	# (timed separately, added up; ckpt's dump includes its own fsync).
+	local dump_s sync_s
+	dump_s=${MEASURE_LAST%% *}
+	measure root sync "$img"/* || die "sync of CRIU's image failed"
+	sync_s=${MEASURE_LAST%% *}
+	add_sample criu.dump_sync "$(awk -v a="$dump_s" -v b="$sync_s" 'BEGIN{print a + b}') 0 0"
+	if leave_running; then
+		local frozen
+		frozen=$(criu_frozen_ms "$img/stats-dump") || die "cannot read frozen_time from $img/stats-dump"
+		add_sample criu.frozen "$(awk -v m="$frozen" 'BEGIN{print m / 1000}') 0 0"
+		kill_tree "$WL_PID"
+	fi
 	reap "$WL_PID" "${WL_KIDS[@]}"
 	IMGSIZE[criu]=$(du -sb "$img" | cut -f1)
 
+	page_cache "$img"
 	measure root "$CRIU" restore -D "$img" -o restore.log -d --pidfile "$pidfile" ||
 		{ tail -20 "$img/restore.log" >&2; die "criu restore failed"; }
 	add_sample criu.restore "$MEASURE_LAST"
@@ -499,7 +609,18 @@ apt_install "${HARNESS_DEPS[@]}"
 if want criu; then ensure_criu; fi
 ensure_user
 build_tools
-if want ckpt; then build_ckpt; fi
+if want ckpt; then
+	if [[ $BENCH_BUILD == 1 ]]; then
+		build_ckpt
+	else
+		# Helpers already installed setuid in BENCH_PREFIX (e.g. by
+		# scripts/test.sh with CKPT_TEST_PREFIX): use them as they are.
+		[[ -u $PREFIX/bin/ckpt-sign && -u $PREFIX/bin/ckpt-verify ]] ||
+			die "BENCH_BUILD=0: no setuid ckpt-sign and ckpt-verify in $PREFIX/bin"
+		log "using the installed helpers in $PREFIX/bin (BENCH_BUILD=0)"
+		"$PREFIX/bin/ckpt-sign" keygen --force >&2
+	fi
+fi
 
 mkdir -p "$BENCH_DIR"
 chmod 0755 "$BENCH_DIR"
@@ -564,15 +685,15 @@ ms_per_proc() {
 	fi
 }
 if is_tree; then
-	printf '\nckpt vs CRIU %s: %s (%d MiB of resident pseudo-random memory in all), median of %d, warm page cache\n' \
-		"$CRIU_VERSION" "$WL_DESC" "$WL_MIB" "$BENCH_REPS"
+	printf '\nckpt vs CRIU %s: %s (%d MiB of resident pseudo-random memory in all), median of %d, %s page cache\n' \
+		"$CRIU_VERSION" "$WL_DESC" "$WL_MIB" "$BENCH_REPS" "$BENCH_CACHE"
 	printf 'ms/proc = median seconds / %d processes; MB/s = 10^6 bytes of workload memory per second;\n' "$WL_NPROCS"
 	printf 'RSS = helper peak (ru_maxrss); ckpt/criu = CRIU seconds / ckpt seconds (> 1: ckpt faster)\n\n'
 	printf '%-8s %8s %8s %9s %10s %8s %8s %9s %10s %10s\n' step "ckpt s" "ms/proc" "ckpt MB/s" "ckpt RSS" \
 		"criu s" "ms/proc" "criu MB/s" "criu RSS" "ckpt/criu"
 else
-	printf '\nckpt vs CRIU %s: %d MiB resident pseudo-random memory, %d thread(s), median of %d, warm page cache\n' \
-		"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_THREADS" "$BENCH_REPS"
+	printf '\nckpt vs CRIU %s: %d MiB resident memory (%s), %d thread(s), median of %d, %s page cache\n' \
+		"$CRIU_VERSION" "$BENCH_MIB" "$BENCH_DATA" "$BENCH_THREADS" "$BENCH_REPS" "$BENCH_CACHE"
 	printf 'MB/s = 10^6 bytes of workload memory per second; RSS = helper peak (ru_maxrss)\n\n'
 	printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' step "ckpt s" "ckpt MB/s" "ckpt RSS" \
 		"criu s" "criu MB/s" "criu RSS" "ckpt/criu"
@@ -594,6 +715,17 @@ for step in dump verify restore; do
 		printf '%-8s %9s %9s %10s %9s %9s %10s %12s\n' "$step" "$cs" "$cm" "$cr" "$rs" "$rmb" "$rr" "$ratio"
 	fi
 done
+if [[ -n ${SAMPLES[criu.dump_sync]:-} ]]; then
+	read -r ds dm _ <<<"$(stat_of criu.dump_sync)"
+	read -r _ cm _ <<<"$(stat_of ckpt.dump)"
+	printf '\nCRIU dump followed by fsync of its image files: %s s, %s MB/s; ckpt/criu+sync: %s\n' "$ds" "$dm" \
+		"$([[ $cm != - ]] && awk -v a="$cm" -v b="$dm" 'BEGIN{printf "%.2f", a / b}' || echo -)"
+fi
+if leave_running; then
+	printf '\nfrozen (dump --leave-running: how long the target was stopped; median ms): ckpt %s, criu %s\n' \
+		"$(m=$(median_field "${SAMPLES[ckpt.frozen]:-}" 1); [[ -n $m ]] && awk -v m="$m" 'BEGIN{printf "%.1f", m * 1000}' || echo -)" \
+		"$(m=$(median_field "${SAMPLES[criu.frozen]:-}" 1); [[ -n $m ]] && awk -v m="$m" 'BEGIN{printf "%.1f", m * 1000}' || echo -)"
+fi
 printf '\nCPU seconds (user+sys, all threads; median):'
 for k in ckpt.dump ckpt.verify ckpt.restore criu.dump criu.restore; do
 	if [[ -n ${SAMPLES[$k]:-} ]]; then
@@ -609,6 +741,9 @@ printf 'CRIU has no verify step (it does not sign or check images).\n'
 for t in ckpt criu; do
 	if [[ -n ${IMGSIZE[$t]:-} ]]; then printf 'image size %s: %s bytes\n' "$t" "${IMGSIZE[$t]}"; fi
 done
+printf 'machine: %s CPUs (%s), %s MiB RAM, kernel %s; images on %s\n' "$(nproc)" \
+	"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" \
+	"$(awk '/^MemTotal:/{printf "%d", $2 / 1024}' /proc/meminfo)" "$(uname -r)" "$FS"
 printf 'load average: start %s, end %s; 1-minute at the start of each run: %s\n' \
 	"$LOAD_START" "$LOAD_END" "${REP_LOADS[*]}"
 
@@ -663,8 +798,10 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 	printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	printf '  "git_commit": "%s", "git_dirty": %s, "built_from": "%s",\n' "$git_rev" "$git_dirty" \
 		"$([[ $BENCH_SOURCE == head ]] && echo "clean export of git_commit" || echo "working tree")"
-	printf '  "kernel": "%s", "cpu": "%s", "cpus": %s,\n' "$(uname -r)" \
-		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)"
+	printf '  "kernel": "%s", "cpu": "%s", "cpus": %s, "memory_kib": %s,\n' "$(uname -r)" \
+		"$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$(nproc)" \
+		"$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
+	printf '  "image_dir_mount": "%s",\n' "$(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$BENCH_DIR" | head -1 | tr -s ' ' | tr '"' "'")"
 	printf '  "load_average_start": "%s", "load_average_end": "%s", "load_average_1min_per_rep": [%s],\n' \
 		"$LOAD_START" "$LOAD_END" "$(loads="${REP_LOADS[*]}"; echo "${loads// /, }")"
 	if is_tree; then
@@ -674,17 +811,20 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 		printf '  "workload_mib": %s, "workload_bytes": %s, "reps": %s,\n' "$WL_MIB" "$BYTES" "$BENCH_REPS"
 		printf '  "ckpt_dump_options": "--tree", "criu_dump_options": "-t ROOT (whole subtree)",\n'
 	else
+		printf '  "workload_data": "%s", "workload_reserved_mib": %s, "ckpt_dump_options": "%s",\n' \
+			"$BENCH_DATA" "$BENCH_RESERVE_MIB" "$BENCH_CKPT_DUMP_ARGS"
 		printf '  "workload_mib": %s, "workload_threads": %s, "workload_bytes": %s, "reps": %s,\n' \
 			"$BENCH_MIB" "$BENCH_THREADS" "$BYTES" "$BENCH_REPS"
 	fi
-	printf '  "image_dir_fs": "%s", "page_cache": "warm",\n' "$FS"
+	printf '  "image_dir_fs": "%s", "page_cache": "%s",\n' "$FS" "$BENCH_CACHE"
 	printf '  "mbps_unit": "1e6 bytes of workload memory per second (median seconds)",\n'
 	printf '  "image_bytes": {"ckpt": %s, "criu": %s},\n' "${IMGSIZE[ckpt]:-null}" "${IMGSIZE[criu]:-null}"
 	if [[ -n $TARGETS_JSON ]]; then printf '  %s\n' "$TARGETS_JSON"; fi
-	printf '  "ckpt": {"dump": %s, "verify": %s, "restore": %s},\n' \
-		"$(json_step ckpt.dump)" "$(json_step ckpt.verify)" "$(json_step ckpt.restore)"
-	printf '  "criu": {"version": "%s", "dump": %s, "verify": null, "restore": %s},\n' \
-		"$CRIU_VERSION" "$(json_step criu.dump)" "$(json_step criu.restore)"
+	printf '  "leave_running": %s,\n' "$(leave_running && echo true || echo false)"
+	printf '  "ckpt": {"dump": %s, "verify": %s, "restore": %s, "frozen": %s},\n' \
+		"$(json_step ckpt.dump)" "$(json_step ckpt.verify)" "$(json_step ckpt.restore)" "$(json_step ckpt.frozen)"
+	printf '  "criu": {"version": "%s", "dump": %s, "dump_then_sync": %s, "verify": null, "restore": %s, "frozen": %s},\n' \
+		"$CRIU_VERSION" "$(json_step criu.dump)" "$(json_step criu.dump_sync)" "$(json_step criu.restore)" "$(json_step criu.frozen)"
 	printf '  "reference_openssl_sha256_of_ckpt_image": %s\n' "$(json_step ref.sha256)"
 	printf '}\n'
 } >"$BENCH_OUT.tmp"

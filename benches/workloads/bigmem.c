@@ -1,11 +1,17 @@
 /*
  * bigmem: benchmark workload for benches/run.sh.
  *
- *   bigmem MIB STATUS_FILE [THREADS]
+ *   bigmem MIB STATUS_FILE [THREADS [DATA [RESERVE_MIB]]]
  *
+ * With RESERVE_MIB > MIB, the mapping is RESERVE_MIB MiB (MAP_NORESERVE) of
+ * which only the first MIB MiB are touched: address space reserved but
+ * never used, which a checkpoint should not pay for.
  * Maps MIB MiB of anonymous memory and fills every byte with a pseudo-random
  * stream (xorshift64*), so that neither zero-page detection nor compression
- * can shrink a checkpoint of it. With THREADS > 1 (default 1) the buffer is
+ * can shrink a checkpoint of it. With DATA "text" instead (default
+ * "random"), the memory is compressible like a program's heap of strings:
+ * of every 8 pages, 3 are written with zeros and 5 hold lines of words
+ * (picked by the same stream from a small vocabulary) and numbers. With THREADS > 1 (default 1) the buffer is
  * cut into THREADS slices; THREADS - 1 extra threads each fill one slice
  * (the main thread fills the first) and then stay alive, waking every 100 ms
  * like the main thread, so that a checkpoint has THREADS live threads. It computes a 64-bit checksum of the buffer,
@@ -67,6 +73,49 @@ static void fill(uint64_t *w, size_t n, uint64_t seed)
 	}
 }
 
+/* Fills words [0, n) of w with text and zero pages, from the same stream. */
+static void fill_text(uint64_t *w, size_t n, uint64_t seed)
+{
+	static const char *const words[] = {
+		"the", "of", "and", "checkpoint", "process", "memory", "page", "signed",
+		"image", "restore", "kernel", "thread", "value", "key", "None", "True",
+		"False", "object", "list", "dict", "string", "self", "return", "import",
+		"def", "class", "for", "in", "while", "lambda", "yield", "with",
+	};
+	uint64_t x = 0x9e3779b97f4a7c15ULL ^ seed;
+	char *p = (char *)w;
+	size_t len = n * sizeof(uint64_t);
+	for (size_t page = 0; page * 4096 < len; page++) {
+		char *at = p + page * 4096;
+		size_t room = len - page * 4096 < 4096 ? len - page * 4096 : 4096;
+		if (page % 8 < 3) {
+			memset(at, 0, room);
+			continue;
+		}
+		size_t i = 0;
+		int col = 0;
+		while (i < room) {
+			x ^= x >> 12;
+			x ^= x << 25;
+			x ^= x >> 27;
+			uint64_t r = x * 0x2545f4914f6cdd1dULL;
+			char tok[32];
+			int k;
+			if ((r & 7) == 0)
+				k = snprintf(tok, sizeof tok, "%u", (unsigned)(r >> 40) % 100000);
+			else
+				k = snprintf(tok, sizeof tok, "%s", words[(r >> 8) % (sizeof words / sizeof *words)]);
+			for (int j = 0; j < k && i < room; j++)
+				at[i++] = tok[j];
+			if (i < room)
+				at[i++] = ++col % 12 == 0 ? '\n' : ' ';
+		}
+	}
+}
+
+/* The fill the workload uses: fill (random) or fill_text. */
+static void (*fill_fn)(uint64_t *, size_t, uint64_t) = fill;
+
 struct slice {
 	uint64_t *w;
 	size_t n;
@@ -80,7 +129,7 @@ struct slice {
 static void *slice_thread(void *arg)
 {
 	struct slice *s = arg;
-	fill(s->w, s->n, s->seed);
+	fill_fn(s->w, s->n, s->seed);
 	pthread_mutex_lock(s->lock);
 	(*s->filled)++;
 	pthread_cond_signal(s->cond);
@@ -118,8 +167,8 @@ static int write_status(const char *path, const char *text)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 && argc != 4) {
-		fprintf(stderr, "usage: %s MIB STATUS_FILE [THREADS]\n", argc > 0 ? argv[0] : "bigmem");
+	if (argc < 3 || argc > 6) {
+		fprintf(stderr, "usage: %s MIB STATUS_FILE [THREADS [random|text [RESERVE_MIB]]]\n", argc > 0 ? argv[0] : "bigmem");
 		return 2;
 	}
 	char *end;
@@ -129,7 +178,23 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	unsigned long nthreads = 1;
-	if (argc == 4) {
+	unsigned long reserve_mib = 0;
+	if (argc == 6) {
+		reserve_mib = strtoul(argv[5], &end, 10);
+		if (*end != '\0' || reserve_mib > (1UL << 27)) {
+			fprintf(stderr, "bigmem: bad reservation '%s'\n", argv[5]);
+			return 2;
+		}
+	}
+	if (argc >= 5) {
+		if (strcmp(argv[4], "text") == 0) {
+			fill_fn = fill_text;
+		} else if (strcmp(argv[4], "random") != 0) {
+			fprintf(stderr, "bigmem: bad data kind '%s'\n", argv[4]);
+			return 2;
+		}
+	}
+	if (argc >= 4) {
 		nthreads = strtoul(argv[3], &end, 10);
 		if (*end != '\0' || nthreads == 0 || nthreads > 1024) {
 			fprintf(stderr, "bigmem: bad thread count '%s'\n", argv[3]);
@@ -157,17 +222,18 @@ int main(int argc, char **argv)
 
 	size_t bytes = (size_t)mib << 20;
 	size_t nwords = bytes / sizeof(uint64_t);
-	uint64_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t mapped = reserve_mib > mib ? (size_t)reserve_mib << 20 : bytes;
+	uint64_t *buf = mmap(NULL, mapped, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (buf == MAP_FAILED) {
 		perror("bigmem: mmap");
 		return 1;
 	}
 	/* No transparent huge pages: keep the layout ordinary 4 KiB pages. */
-	(void)madvise(buf, bytes, MADV_NOHUGEPAGE);
+	(void)madvise(buf, mapped, MADV_NOHUGEPAGE);
 
 	if (nthreads == 1) {
-		fill(buf, nwords, (uint64_t)mib);
+		fill_fn(buf, nwords, (uint64_t)mib);
 	} else {
 		static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 		static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -191,7 +257,7 @@ int main(int argc, char **argv)
 				return 1;
 			}
 		}
-		fill(slices[0].w, slices[0].n, slices[0].seed);
+		fill_fn(slices[0].w, slices[0].n, slices[0].seed);
 		pthread_mutex_lock(&lock);
 		while (filled + 1 < nthreads)
 			pthread_cond_wait(&cond, &lock);

@@ -56,6 +56,11 @@ pub(crate) struct DumpArgs {
     /// Let the process continue after the dump instead of killing it.
     #[arg(long)]
     pub leave_running: bool,
+    /// Compress the memory and file contents in the image (LZ4, chunk by
+    /// chunk; named in the signed manifest, each chunk's digest covers its
+    /// compressed bytes).
+    #[arg(long)]
+    pub compress: bool,
     /// Do not sign the image.
     #[arg(long, conflicts_with = "key")]
     pub unsigned: bool,

@@ -227,6 +227,7 @@ pub(crate) fn run(
     let watch = pidfd
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;
+    let frozen_at = std::time::Instant::now();
     let seized = if args.tree {
         FrozenTree::seize(pidfd, pid)
     } else {
@@ -303,8 +304,19 @@ pub(crate) fn run(
         .file
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
-    let mut writer = ImageWriter::new(image_file)
-        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
+    // A target left running is released once its memory is captured:
+    // write through the page cache so that the capture does not wait for
+    // the disk (the image is made durable after the release).
+    let writer = if args.leave_running {
+        ImageWriter::new_buffered(image_file)
+    } else {
+        ImageWriter::new(image_file)
+    };
+    let mut writer =
+        writer.map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
+    if args.compress {
+        writer.compress_with(ckpt_core::image::Compression::Lz4);
+    }
     let result = frozen.dump(&mut writer).map_err(|e| match e {
         ckpt_core::dump::DumpError::Cancelled { .. } => match shield.check() {
             Err(i) => interrupted(i, rolled_back),
@@ -387,6 +399,7 @@ pub(crate) fn run(
             format!("dump: pid {pid}: credentials changed during the dump"),
         ));
     }
+    let mut frozen_ms = None;
     let frozen = if args.leave_running {
         frozen.resume().map_err(|e| {
             Fail::with(
@@ -395,6 +408,9 @@ pub(crate) fn run(
                 e,
             )
         })?;
+        // Its memory is captured: it runs again while the image is
+        // signed and made durable (said once the image is in place).
+        frozen_ms = Some(frozen_at.elapsed().as_secs_f64() * 1000.0);
         None
     } else {
         Some(frozen)
@@ -461,6 +477,11 @@ pub(crate) fn run(
         args.output.display(),
         finished.size
     ));
+    if let Some(ms) = frozen_ms {
+        report
+            .lines
+            .push(format!("pid {pid} was frozen for {ms:.1} ms"));
+    }
     if let Some(frozen) = frozen {
         frozen.kill().map_err(|e| {
             Fail::with(

@@ -455,7 +455,7 @@ fn to_json(reader: &ImageReader) -> Value {
         .iter()
         .map(|f| json!({"path": f.path, "size": f.size, "mode": format!("{:o}", f.mode), "uid": f.uid, "gid": f.gid, "digest": hex(&f.digest)}))
         .collect();
-    json!({
+    let mut v = json!({
         "untrusted_view": true,
         "note": BANNER,
         "image_id": hex(&m.image_id),
@@ -514,7 +514,19 @@ fn to_json(reader: &ImageReader) -> Value {
         "mappings": vmas,
         "fds": fds,
         "mapped_files": files,
-    })
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "chunk_digest".into(),
+            ckpt_core::image::digest::chunk_digest_name(m).into(),
+        );
+        o.insert("compression".into(), m.compression.map(|c| c.name()).into());
+        o.insert(
+            "stored_bytes".into(),
+            m.chunks.iter().map(|c| c.file_len()).sum::<u64>().into(),
+        );
+    }
+    v
 }
 
 fn print_text(path: &Path, reader: &ImageReader) {
@@ -563,11 +575,16 @@ fn print_text(path: &Path, reader: &ImageReader) {
             );
         }
     }
+    let stored: u64 = m.chunks.iter().map(|c| c.file_len()).sum();
     outln!(
-        "memory: {} chunks, {} bytes ({})",
+        "memory: {} chunks, {} bytes ({}{})",
         m.chunks.len(),
         total,
-        m.digest_algorithm.name()
+        ckpt_core::image::digest::chunk_digest_name(m),
+        match m.compression {
+            Some(c) => format!(", {} to {stored} bytes", c.name()),
+            None => String::new(),
+        }
     );
     outln!(
         "processes: {}, open file descriptions: {}, spaces: {}",

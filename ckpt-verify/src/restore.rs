@@ -1,7 +1,10 @@
 //! `ckpt-verify restore`: verify everything, decide, restore, audit.
 //!
-//! Order: open the image as the caller; check structure and signature;
-//! verify every chunk; ask the policy about the signer (trust); establish
+//! Order: open the image as the caller; check structure and signature
+//! (every chunk's digest is checked later, once, as it streams into the
+//! stopped process; a restore that uses a grant, and a refusal, check them
+//! all first, so that a tampered image is always exit 4 and never gets a
+//! grant); ask the policy about the signer (trust); establish
 //! the caller, freshness and one-shot facts; decide (the mapping is applied
 //! first); build the restore options; apply `--require-saved-creds`; make
 //! sure the audit log is reachable when any grant is used; reserve the
@@ -14,7 +17,8 @@
 //! caller planted a name there meanwhile, calls the restore off too: exit
 //! 1, a second audit line records the failure); release the process; give
 //! the real uid back to the caller; print the pid. Nothing
-//! is created before the image has been verified and the decision made.
+//! is created before the signature has been verified and the decision
+//! made, and nothing runs before every chunk it holds has been checked.
 //!
 //! The whole operation runs under a [`Shield`]: the caller cannot kill or
 //! stop the helper (setuid run), and a terminal signal (`SIGINT`,
@@ -381,7 +385,43 @@ fn run(
     shield: &Shield,
     done: &mut Option<Done>,
 ) -> Result<Exit, Fail> {
-    let facts = examine(caller, path, true)?;
+    // Structure and signature only: every chunk is hashed once, as it
+    // streams into the stopped stub, and a bad digest calls the restore
+    // off with nothing left behind (exit 4). A restore that uses a grant
+    // checks every chunk first, and so does a refusal for any other
+    // reason, so that a tampered image is reported as tampered whatever
+    // else is wrong with it.
+    let facts = examine(caller, path, false)?;
+    let result = run_examined(caller, path, pidfile, asked, audit, shield, done, &facts);
+    match (result, &facts.reader) {
+        (Err(f), Some(reader)) if !matches!(f.exit, Exit::Tampered | Exit::Interrupted) => {
+            match reader.verify_chunks() {
+                Err(e) if !matches!(e, ImageError::Io { .. }) => Err(Fail::new(
+                    Exit::Tampered,
+                    format!(
+                        "{}: refusing to restore: {}",
+                        show(&path.to_string_lossy()),
+                        error_chain(&e)
+                    ),
+                )),
+                _ => Err(f),
+            }
+        }
+        (result, _) => result,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_examined(
+    caller: &Caller,
+    path: &Path,
+    pidfile: Option<&Path>,
+    asked: Asked<'_>,
+    audit: &mut Audit,
+    shield: &Shield,
+    done: &mut Option<Done>,
+    facts: &crate::checked::Facts,
+) -> Result<Exit, Fail> {
     shield.check().map_err(interrupted)?;
     if let Some(id) = facts.image_id() {
         audit.record.set("image_id", id);
@@ -412,9 +452,9 @@ fn run(
 
     // Decide; reserve the one-shot entry if a one-shot rule granted
     // something (decide again if another restore got there first).
-    let mut one_shot = one_shot_state(&facts, caller, &image_id);
+    let mut one_shot = one_shot_state(facts, caller, &image_id);
     let (decision, plan, reservation) = loop {
-        let Some(pf) = policy_facts(&facts, caller, one_shot.clone()) else {
+        let Some(pf) = policy_facts(facts, caller, one_shot.clone()) else {
             return Err(Fail::new(Exit::Tampered, "the image could not be read"));
         };
         let d = decide(&facts.policy, &pf);
@@ -460,6 +500,31 @@ fn run(
             Err(e) => one_shot = OneShot::Unavailable(error_chain(&e)),
         }
     };
+
+    // A restore that uses a grant (built as root) checks every chunk
+    // before anything is created for it: a tampered image is refused as
+    // untrusted, with no grant recorded, as if it had been found so first.
+    if !decision.grants().is_empty() {
+        if let Err(e) = reader.verify_chunks() {
+            release(reservation);
+            if matches!(e, ImageError::Io { .. }) {
+                return Err(Fail::with(Exit::Other, "cannot read the image", e));
+            }
+            audit
+                .record
+                .set("trusted", "no")
+                .set("grants", "")
+                .set("denied", "");
+            return Err(Fail::new(
+                Exit::Tampered,
+                format!(
+                    "{}: refusing to restore: {}",
+                    show(&path.to_string_lossy()),
+                    error_chain(&e)
+                ),
+            ));
+        }
+    }
 
     if let Err(i) = shield.check() {
         release(reservation);

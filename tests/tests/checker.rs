@@ -81,3 +81,47 @@ fn checker_left_running_is_intact_and_its_image_restores_too() {
         "checker restored from a --leave-running image reported: {result}"
     );
 }
+
+/// `dump --compress`: the image is smaller than the same process's plain
+/// image, verifies, and restores a process that finds its whole state
+/// intact. A `--leave-running` dump says how long the target was frozen.
+#[test]
+fn checker_from_a_compressed_image_is_intact() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "checker-compress");
+    let (mut orig, cdir) = start_checker(&env, &dir);
+    let plain = dir.work.join("plain.ckpt");
+    let run = env.dump_ok(&dir, orig.pid, &plain, &["--leave-running"]);
+    assert!(
+        run.stderr
+            .contains(&format!("pid {} was frozen for ", orig.pid))
+            && run.stderr.contains(" ms"),
+        "a --leave-running dump says how long the target was frozen\n{run}"
+    );
+    let packed = dir.work.join("packed.ckpt");
+    env.dump_ok(&dir, orig.pid, &packed, &["--compress"]);
+    orig.wait_gone("dump kills the target");
+    let (plain_len, packed_len) = (
+        fs::metadata(&plain).unwrap().len(),
+        fs::metadata(&packed).unwrap().len(),
+    );
+    assert!(
+        packed_len < plain_len,
+        "compressed image {packed_len} bytes, plain {plain_len}"
+    );
+    let v = env.verify(&dir, &["verify", path_str(&packed)]);
+    v.assert_code(exit::OK, "verify of a compressed image");
+    let json = env.verify(&dir, &["inspect", path_str(&packed), "--json"]);
+    json.assert_code(exit::OK, "inspect of a compressed image");
+    let json: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(json["compression"], "lz4", "{json}");
+    assert_eq!(json["chunk_digest"], "blake3", "{json}");
+    assert!(
+        json["stored_bytes"].as_u64().unwrap() < json["memory_bytes"].as_u64().unwrap(),
+        "{json}"
+    );
+
+    let (_run, mut restored) = env.restore_ok(&dir, &packed, None);
+    let result = ask(&mut restored, &cdir, &dir.work.join("checker.log"));
+    assert_eq!(result, "OK\n", "checker after restore reported: {result}");
+}

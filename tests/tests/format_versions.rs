@@ -12,6 +12,7 @@ use std::path::Path;
 use ciborium::Value;
 use ckpt_tests::image::{with_manifest, Layout};
 use ckpt_tests::{exit, path_str, write_owned, Counter, Env, TestDir, Who};
+use sha2::{Digest as _, Sha256};
 
 fn manifest_value(image: &[u8]) -> Value {
     let l = Layout::parse(image).unwrap();
@@ -52,8 +53,8 @@ fn field<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
 
 /// A version-2 image of one process rewritten exactly as the version-1
 /// writer laid it out: header version 1; `tasks[0]` as `process`, with the
-/// file table as its `descriptions`; chunks `[vaddr, len, digest]`; no
-/// `spaces`. Unsigned (the test has no version-1 signer; the signature
+/// file table as its `descriptions`; chunks `[vaddr, len, digest]` with
+/// SHA-256 digests; no `spaces`, no `chunk_digest`. Unsigned (the test has no version-1 signer; the signature
 /// path of version 1 is the committed seed's, below).
 fn as_version_1(image: &[u8]) -> Vec<u8> {
     let mut m = manifest_value(image);
@@ -82,6 +83,9 @@ fn as_version_1(image: &[u8]) -> Vec<u8> {
     let Value::Array(chunks) = take(top, "chunks") else {
         panic!("chunks is not an array")
     };
+    // Version 1 had SHA-256 chunk digests and no `chunk_digest`.
+    assert_eq!(take(top, "chunk_digest"), text("blake3"));
+    let mut at = Layout::parse(image).unwrap().data.start as usize;
     let chunks = chunks
         .into_iter()
         .map(|c| {
@@ -90,6 +94,9 @@ fn as_version_1(image: &[u8]) -> Vec<u8> {
             };
             assert_eq!(e.len(), 4, "[space, addr, len, digest]");
             assert_eq!(e.remove(0), int(0), "space 0");
+            let len = usize::try_from(u64::try_from(e[1].as_integer().unwrap()).unwrap()).unwrap();
+            e[2] = Value::Bytes(Sha256::digest(&image[at..at + len]).to_vec());
+            at += len;
             Value::Array(e)
         })
         .collect();

@@ -271,8 +271,8 @@ impl Frozen {
             what: "mem".into(),
             source,
         })?;
-        let mut buf = vec![0u8; CHUNK_BYTES];
         let mut ranges = Vec::new();
+        let chunk_len = writer.preferred_chunk_len().unwrap_or(CHUNK_BYTES as u64);
         for vma in vmas {
             let filter = match vma.kind {
                 VmaKind::Anonymous => sys::PageFilter {
@@ -305,28 +305,33 @@ impl Frozen {
                 let end = end.min(vma.end);
                 while addr < end {
                     self.check_cancel()?;
-                    let len = usize::try_from((end - addr).min(CHUNK_BYTES as u64))
-                        .unwrap_or(CHUNK_BYTES);
-                    let piece = &mut buf[..len];
-                    if readable {
-                        let n = sys::vm_read(pid, addr, piece)
-                            .map_err(|errno| DumpError::Memory { pid, addr, errno })?;
-                        if n != len {
-                            return Err(DumpError::Memory {
+                    let len = (end - addr).min(chunk_len);
+                    // Read straight into the writer's buffers, piece by
+                    // piece.
+                    let chunk = addr;
+                    writer.write_chunk_with(space, chunk, len, |off, piece| {
+                        let addr = chunk + off;
+                        let n = piece.len();
+                        if readable {
+                            let got = sys::vm_read(pid, addr, piece)
+                                .map_err(|errno| DumpError::Memory { pid, addr, errno })?;
+                            if got != n {
+                                return Err(DumpError::Memory {
+                                    pid,
+                                    addr: addr + got as u64,
+                                    errno: Errno::EFAULT,
+                                });
+                            }
+                        } else {
+                            sys::mem_read(&mem, addr, piece).map_err(|e| DumpError::Memory {
                                 pid,
-                                addr: addr + n as u64,
-                                errno: Errno::EFAULT,
-                            });
+                                addr,
+                                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                            })?;
                         }
-                    } else {
-                        sys::mem_read(&mem, addr, piece).map_err(|e| DumpError::Memory {
-                            pid,
-                            addr,
-                            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                        })?;
-                    }
-                    writer.write_chunk(space, addr, piece)?;
-                    addr += len as u64;
+                        Ok(())
+                    })?;
+                    addr += len;
                 }
             }
         }

@@ -1,11 +1,14 @@
 //! The manifest and the signature block: their types, CBOR encoding and
 //! bounded decoding.
 
+use std::num::NonZeroU32;
+
 use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::budget::{Budgeted, OVER_BUDGET, TOO_MANY_ENTRIES};
+use super::digest::ChunkDigest;
 use super::error::{sanitize, ImageError};
 use crate::host::HostIdentity;
 use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_CBOR_DEPTH, MAX_MANIFEST_DECODED};
@@ -41,8 +44,9 @@ pub struct Manifest {
     pub vdso_digest: Vec<u8>,
     /// Who ran the dump (real credentials).
     pub requester: Requester,
-    /// The algorithm of every chunk digest (and of file digests in the
-    /// process state).
+    /// The algorithm of the vdso digest and of file digests in the
+    /// process state, and of every chunk digest unless `chunk_digest`
+    /// names another.
     pub digest_algorithm: DigestAlgorithm,
     /// The byte spaces chunks fill; a chunk's `space` indexes this list.
     pub spaces: Vec<Space>,
@@ -59,6 +63,15 @@ pub struct Manifest {
     /// yet; none is left out of the encoding.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zombies: Vec<Zombie>,
+    /// The algorithm of the chunk digests, when it is not
+    /// `digest_algorithm` (images written before this field existed have
+    /// none: their chunks are SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_digest: Option<ChunkDigest>,
+    /// How the chunks that say so (`ChunkEntry::stored`) are compressed;
+    /// `None`: no chunk is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
 }
 
 impl Manifest {
@@ -185,7 +198,8 @@ impl DigestAlgorithm {
 /// One chunk of data: the space and address it belongs at, how long it
 /// is, its digest. Its offset in the file is implied by the order of the
 /// chunk list. Encoded as a 4-element CBOR array `[space, addr, len,
-/// digest]` to keep large chunk lists small.
+/// digest]` to keep large chunk lists small, or 5 elements `[space, addr,
+/// len, digest, stored]` for a compressed chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkEntry {
     /// Index into [`Manifest::spaces`].
@@ -193,19 +207,54 @@ pub struct ChunkEntry {
     /// Where in that space it belongs: a virtual address for
     /// [`Space::Memory`].
     pub addr: u64,
-    /// Length in bytes (1 ..= [`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)).
+    /// Length in bytes in its space (1 ..=
+    /// [`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)): decompressed.
     pub len: u64,
-    /// Digest of the bytes, by the manifest's `digest_algorithm`.
+    /// Digest of the bytes in the file (the compressed bytes of a
+    /// compressed chunk), by the manifest's chunk digest algorithm.
     pub digest: Vec<u8>,
+    /// A compressed chunk (by [`Manifest::compression`]): its length in
+    /// the file (1 ..= `MAX_CHUNK_LEN`; 32 bits keep the entry, and the
+    /// decoding budget of a full chunk list, as small as before).
+    /// `None`: stored as it is.
+    pub stored: Option<NonZeroU32>,
+}
+
+impl ChunkEntry {
+    /// Bytes the chunk takes in the file.
+    pub fn file_len(&self) -> u64 {
+        self.stored.map_or(self.len, |s| u64::from(s.get()))
+    }
+}
+
+/// How compressed chunks are compressed. Serialised as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Compression {
+    /// The LZ4 block format, one block per chunk.
+    #[serde(rename = "lz4")]
+    Lz4,
+}
+
+impl Compression {
+    /// The name as written in the manifest.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Compression::Lz4 => "lz4",
+        }
+    }
 }
 
 impl Serialize for ChunkEntry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(4)?;
+        let mut t = s.serialize_tuple(if self.stored.is_some() { 5 } else { 4 })?;
         t.serialize_element(&self.space)?;
         t.serialize_element(&self.addr)?;
         t.serialize_element(&self.len)?;
         t.serialize_element(&Bytes(&self.digest))?;
+        if let Some(stored) = &self.stored {
+            t.serialize_element(stored)?;
+        }
         t.end()
     }
 }
@@ -216,7 +265,7 @@ impl<'de> Deserialize<'de> for ChunkEntry {
         impl<'de> Visitor<'de> for V {
             type Value = ChunkEntry;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a chunk entry [space, addr, len, digest]")
+                f.write_str("a chunk entry [space, addr, len, digest] or [space, addr, len, digest, stored]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChunkEntry, A::Error> {
                 let space = seq
@@ -231,14 +280,16 @@ impl<'de> Deserialize<'de> for ChunkEntry {
                 let digest: ByteBuf = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(3, &self))?;
+                let stored: Option<NonZeroU32> = seq.next_element()?;
                 if seq.next_element::<IgnoredAny>()?.is_some() {
-                    return Err(de::Error::invalid_length(5, &self));
+                    return Err(de::Error::invalid_length(6, &self));
                 }
                 Ok(ChunkEntry {
                     space,
                     addr,
                     len,
                     digest: digest.0,
+                    stored,
                 })
             }
         }

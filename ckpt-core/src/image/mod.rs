@@ -56,6 +56,9 @@
 //!   and (later) a file's content;
 //! * `chunks`: each `[space, addr, len, digest]` ([`ChunkEntry`], a CBOR
 //!   array), sorted by space, then address, without overlap;
+//! * `chunk_digest`: the chunk digest algorithm ([`ChunkDigest`]: BLAKE3
+//!   in every image written now); absent, the chunks are SHA-256 like the
+//!   rest (`digest_algorithm`);
 //! * `files`: the file table, every open file description once; the fds of
 //!   every task index it;
 //! * `tasks`: the processes ([`ProcessState`](crate::model::ProcessState)),
@@ -127,6 +130,8 @@
 
 pub mod attest;
 mod budget;
+mod compress;
+pub mod digest;
 mod error;
 pub mod fuzzing;
 mod layout;
@@ -141,11 +146,12 @@ mod writer;
 mod tests;
 
 pub use attest::{Attestation, AttestationBlock};
+pub use digest::{ChunkDigest, ChunkHasher};
 pub use error::{ChunkStreamError, ImageError, Tamper};
 pub use layout::{END_MAGIC, FORMAT_VERSION, FORMAT_VERSION_1, HEADER_LEN, MAGIC, TRAILER_LEN};
 pub use manifest::{
-    ChunkEntry, CpuFeatures, DigestAlgorithm, ImageContent, ImageMeta, Manifest, Requester,
-    SignatureBlock, Space,
+    ChunkEntry, Compression, CpuFeatures, DigestAlgorithm, ImageContent, ImageMeta, Manifest,
+    Requester, SignatureBlock, Space,
 };
 pub use reader::{ImageReader, ImageSource, SignatureStatus};
 pub use sign::{ManifestSigner, SignError};

@@ -9,9 +9,10 @@ use ckpt_keys::{Algorithm, PublicKey, VerifyError};
 use sha2::{Digest as _, Sha256};
 
 use super::attest::{self, Attestation};
+use super::digest::{ChunkHasher, CHUNK_DIGEST_LEN};
 use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
 use super::layout::{check_header, Trailer, FORMAT_VERSION_1, HEADER_LEN, TRAILER_LEN};
-use super::manifest::{decode, ChunkEntry, DigestAlgorithm, Manifest, SignatureBlock};
+use super::manifest::{decode, ChunkEntry, Manifest, SignatureBlock};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
 
 /// Threads used by [`ImageReader::verify_chunks`].
@@ -289,7 +290,11 @@ impl<S: ImageSource> ImageReader<S> {
                 return Ok(());
             }
             let (entry, offset) = self.chunk(index)?;
-            let mut hasher = chunk_hasher(self.manifest.digest_algorithm);
+            if entry.stored.is_some() {
+                self.load_compressed(index, entry, offset)?;
+                continue;
+            }
+            let mut hasher = ChunkHasher::for_manifest(&self.manifest);
             let mut done = 0u64;
             while done < entry.len {
                 let n = to_usize((entry.len - done).min(VERIFY_BLOCK_LEN as u64))?;
@@ -298,7 +303,7 @@ impl<S: ImageSource> ImageReader<S> {
                 hasher.update(&*block);
                 done += n as u64;
             }
-            if hasher.finalize()[..] != entry.digest[..] {
+            if hasher.finalize_reset()[..] != entry.digest[..] {
                 return Err(ImageError::Tampered(Tamper::Chunk {
                     index,
                     vaddr: entry.addr,
@@ -318,20 +323,104 @@ impl<S: ImageSource> ImageReader<S> {
         }
     }
 
-    /// Reads chunk `index` into `buf` (resized to its length) and checks its
-    /// digest. Returns its entry.
-    pub fn read_chunk(&self, index: usize, buf: &mut Vec<u8>) -> Result<&ChunkEntry, ImageError> {
-        let (entry, offset) = self.chunk(index)?;
-        buf.clear();
-        buf.resize(to_usize(entry.len)?, 0);
-        read_at(&self.src, buf, offset, "read chunk data")?;
-        let mut hasher = chunk_hasher(self.manifest.digest_algorithm);
-        hasher.update(&buf[..]);
-        if hasher.finalize()[..] != entry.digest[..] {
+    /// A compressed chunk: reads its stored bytes, checks their digest,
+    /// and returns them decompressed (exactly `entry.len` bytes). Memory:
+    /// its stored and its decompressed length, each at most
+    /// [`MAX_CHUNK_LEN`] (checked when the image was opened).
+    fn load_compressed(
+        &self,
+        index: usize,
+        entry: &ChunkEntry,
+        offset: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        let alg = self.manifest.compression.ok_or(ImageError::Malformed(
+            "a chunk is compressed, but the manifest names no compression",
+        ))?;
+        let mut stored = vec![0u8; to_usize(entry.file_len())?];
+        read_at(&self.src, &mut stored, offset, "read chunk data")?;
+        let mut hasher = ChunkHasher::for_manifest(&self.manifest);
+        hasher.update(&stored);
+        if hasher.finalize_reset()[..] != entry.digest[..] {
             return Err(ImageError::Tampered(Tamper::Chunk {
                 index,
                 vaddr: entry.addr,
             }));
+        }
+        let mut raw = vec![0u8; to_usize(entry.len)?];
+        super::compress::decompress(alg, &stored, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// Reads chunk `index` into `buf` (resized to its length) and checks its
+    /// digest (and decompresses it). Returns its entry.
+    pub fn read_chunk(&self, index: usize, buf: &mut Vec<u8>) -> Result<&ChunkEntry, ImageError> {
+        let (entry, offset) = self.chunk(index)?;
+        if entry.stored.is_some() {
+            *buf = self.load_compressed(index, entry, offset)?;
+            return Ok(entry);
+        }
+        buf.clear();
+        buf.resize(to_usize(entry.len)?, 0);
+        read_at(&self.src, buf, offset, "read chunk data")?;
+        let mut hasher = ChunkHasher::for_manifest(&self.manifest);
+        hasher.update(&buf[..]);
+        if hasher.finalize_reset()[..] != entry.digest[..] {
+            return Err(ImageError::Tampered(Tamper::Chunk {
+                index,
+                vaddr: entry.addr,
+            }));
+        }
+        Ok(entry)
+    }
+
+    /// Reads chunk `index` in pieces of at most `buf.len()` bytes, hands
+    /// each piece to `f` (its offset in the chunk and its bytes) as soon as
+    /// it is read, and checks the chunk's digest at the end: each byte is
+    /// read and hashed once, in memory of `buf`'s size whatever the
+    /// chunk's. `f` sees bytes *before* the digest is checked: it must
+    /// write them only where a digest failure throws them away (a stopped
+    /// process that is killed when this returns an error). Returns the
+    /// chunk's entry.
+    pub fn stream_chunk<E>(
+        &self,
+        index: usize,
+        buf: &mut [u8],
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<&ChunkEntry, ChunkStreamError<E>> {
+        let (entry, offset) = self.chunk(index).map_err(ChunkStreamError::Image)?;
+        if buf.is_empty() {
+            return Err(ChunkStreamError::Image(ImageError::InvalidInput(
+                "empty chunk buffer",
+            )));
+        }
+        if entry.stored.is_some() {
+            // Checked whole, then decompressed: nothing unchecked is
+            // decompressed or handed over.
+            let raw = self
+                .load_compressed(index, entry, offset)
+                .map_err(ChunkStreamError::Image)?;
+            f(0, &raw).map_err(ChunkStreamError::Callback)?;
+            return Ok(entry);
+        }
+        let mut hasher = ChunkHasher::for_manifest(&self.manifest);
+        let mut done = 0u64;
+        while done < entry.len {
+            let n = to_usize((entry.len - done).min(buf.len() as u64))
+                .map_err(ChunkStreamError::Image)?;
+            let block = &mut buf[..n];
+            read_at(&self.src, block, offset + done, "read chunk data")
+                .map_err(ChunkStreamError::Image)?;
+            hasher.update(block);
+            f(done, block).map_err(ChunkStreamError::Callback)?;
+            done += n as u64;
+        }
+        if hasher.finalize_reset()[..] != entry.digest[..] {
+            return Err(ChunkStreamError::Image(ImageError::Tampered(
+                Tamper::Chunk {
+                    index,
+                    vaddr: entry.addr,
+                },
+            )));
         }
         Ok(entry)
     }
@@ -352,14 +441,6 @@ impl<S: ImageSource> ImageReader<S> {
             f(entry, &buf).map_err(ChunkStreamError::Callback)?;
         }
         Ok(())
-    }
-}
-
-/// A hasher for chunk data. Matching on the algorithm here means a new
-/// [`DigestAlgorithm`] cannot be added without deciding how to verify it.
-fn chunk_hasher(alg: DigestAlgorithm) -> Sha256 {
-    match alg {
-        DigestAlgorithm::Sha256 => Sha256::new(),
     }
 }
 
@@ -417,9 +498,7 @@ fn check_manifest(m: &Manifest, data_len: u64, version: u32) -> Result<Vec<u64>,
             cap: MAX_CHUNKS,
         });
     }
-    let digest_len = match m.digest_algorithm {
-        DigestAlgorithm::Sha256 => DigestAlgorithm::Sha256.digest_len(),
-    };
+    let digest_len = CHUNK_DIGEST_LEN;
     let mut offsets = Vec::with_capacity(m.chunks.len());
     let mut offset = HEADER_LEN;
     for c in &m.chunks {
@@ -441,9 +520,23 @@ fn check_manifest(m: &Manifest, data_len: u64, version: u32) -> Result<Vec<u64>,
         if c.addr.checked_add(c.len).is_none() {
             return Err(ImageError::Malformed("a chunk's address range overflows"));
         }
+        if let Some(stored) = c.stored.map(|s| u64::from(s.get())) {
+            if m.compression.is_none() {
+                return Err(ImageError::Malformed(
+                    "a chunk is compressed, but the manifest names no compression",
+                ));
+            }
+            if stored > MAX_CHUNK_LEN {
+                return Err(ImageError::TooLarge {
+                    what: "compressed chunk",
+                    len: stored,
+                    cap: MAX_CHUNK_LEN,
+                });
+            }
+        }
         offsets.push(offset);
         offset = offset
-            .checked_add(c.len)
+            .checked_add(c.file_len())
             .ok_or(ImageError::Malformed("chunk lengths overflow"))?;
     }
     if offset - HEADER_LEN != data_len {
@@ -457,7 +550,7 @@ fn check_manifest(m: &Manifest, data_len: u64, version: u32) -> Result<Vec<u64>,
 /// Splits chunk indices into `parts` contiguous ranges of about equal byte
 /// counts; returns the `parts + 1` boundaries.
 fn split_point(chunks: &[ChunkEntry], parts: usize) -> Vec<usize> {
-    let total: u64 = chunks.iter().map(|c| c.len).sum();
+    let total: u64 = chunks.iter().map(|c| c.file_len()).sum();
     let parts = parts.max(1);
     let mut bounds = vec![0usize];
     let mut acc = 0u64;
@@ -467,7 +560,7 @@ fn split_point(chunks: &[ChunkEntry], parts: usize) -> Vec<usize> {
             bounds.push(i);
             next += 1;
         }
-        acc += c.len;
+        acc += c.file_len();
     }
     while bounds.len() <= parts {
         bounds.push(chunks.len());

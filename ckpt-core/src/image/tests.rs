@@ -278,11 +278,14 @@ pub(super) fn sample_manifest() -> Manifest {
                 addr,
                 len: data.len() as u64,
                 digest: vec![0; 32],
+                stored: None,
             })
             .collect(),
         files: sample_files(),
         tasks: vec![sample_process()],
         zombies: Vec::new(),
+        chunk_digest: None,
+        compression: None,
     }
 }
 
@@ -1451,6 +1454,7 @@ fn the_largest_real_manifest_fits_the_budget() {
             addr: 0x7f00_0000_0000 + i * 0x2000,
             len: 0x1000,
             digest: vec![0x5a; 32],
+            stored: None,
         })
         .collect();
     let v = Vma {
@@ -1535,4 +1539,160 @@ fn model_reencodes_seeds_byte_for_byte() {
         n += 1;
     }
     assert!(n >= 3, "expected the committed seeds in {}", dir.display());
+}
+
+/// Images are written with BLAKE3 chunk digests, named in the manifest;
+/// the digest of each chunk is BLAKE3 of its bytes.
+#[test]
+fn new_images_name_and_use_blake3_chunk_digests() {
+    let bytes = build(None);
+    let r = open_bytes(&bytes).unwrap();
+    let m = r.manifest();
+    assert_eq!(m.chunk_digest, Some(super::ChunkDigest::Blake3));
+    assert_eq!(super::digest::chunk_digest_name(m), "blake3");
+    // File and vdso digests keep their own algorithm.
+    assert_eq!(m.digest_algorithm, DigestAlgorithm::Sha256);
+    for (c, (_, data)) in m.chunks.iter().zip(sample_chunks()) {
+        assert_eq!(c.digest, blake3::hash(&data).as_bytes().to_vec());
+    }
+    let (_, mbytes, _) = split(&bytes);
+    assert!(mbytes.windows(6).any(|w| w == b"blake3"));
+    open_and_verify(&bytes).unwrap();
+}
+
+/// An image whose manifest has no `chunk_digest` (every image written
+/// before it existed) has SHA-256 chunk digests, and still verifies and
+/// streams; the same image with BLAKE3 digests but no name is tampered.
+#[test]
+fn images_without_a_chunk_digest_name_are_sha256() {
+    let mut m = sample_manifest();
+    let mut data = Vec::new();
+    for (c, (_, d)) in m.chunks.iter_mut().zip(sample_chunks()) {
+        c.digest = Sha256::digest(&d).to_vec();
+        data.extend_from_slice(&d);
+    }
+    assert_eq!(m.chunk_digest, None);
+    let old = assemble(&data, &encode(&m).unwrap(), &[]);
+    open_and_verify(&old).unwrap();
+    let r = open_bytes(&old).unwrap();
+    assert_eq!(super::digest::chunk_digest_name(r.manifest()), "sha256");
+    let mut buf = vec![0u8; 1000];
+    let mut got = Vec::new();
+    r.stream_chunk(2, &mut buf, |off, piece| {
+        assert_eq!(off as usize, got.len());
+        got.extend_from_slice(piece);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(got, sample_chunks()[2].1);
+    // BLAKE3 digests under the old (absent) name do not verify.
+    for (c, (_, d)) in m.chunks.iter_mut().zip(sample_chunks()) {
+        c.digest = blake3::hash(&d).as_bytes().to_vec();
+    }
+    let mislabelled = assemble(&data, &encode(&m).unwrap(), &[]);
+    // (Which chunk is reported depends on which verification thread
+    // gets there first.)
+    assert!(matches!(
+        open_and_verify(&mislabelled),
+        Err(ImageError::Tampered(Tamper::Chunk { .. }))
+    ));
+    // And named, they do.
+    m.chunk_digest = Some(super::ChunkDigest::Blake3);
+    open_and_verify(&assemble(&data, &encode(&m).unwrap(), &[])).unwrap();
+}
+
+/// `stream_chunk` hands every piece over in order, in pieces of the
+/// buffer's size, and fails a changed chunk after its last piece: the
+/// bytes were seen, the error says which chunk.
+#[test]
+fn stream_chunk_pieces_and_a_changed_chunk() {
+    let bytes = build(None);
+    let r = open_bytes(&bytes).unwrap();
+    let mut buf = vec![0u8; 3000];
+    let mut sizes = Vec::new();
+    r.stream_chunk(2, &mut buf, |_, piece| {
+        sizes.push(piece.len());
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(sizes, vec![3000, 3000, 2192]);
+    let (data, m, _) = split(&bytes);
+    let mut data2 = data.clone();
+    let last = data2.len() - 1;
+    data2[last] ^= 1;
+    let bad = assemble(&data2, &m, &[]);
+    let r = open_bytes(&bad).unwrap();
+    let mut seen = 0usize;
+    let e = r
+        .stream_chunk(2, &mut buf, |_, piece| {
+            seen += piece.len();
+            Ok::<(), ()>(())
+        })
+        .unwrap_err();
+    assert_eq!(seen, 8192);
+    assert!(matches!(
+        e,
+        ChunkStreamError::Image(ImageError::Tampered(Tamper::Chunk { index: 2, .. }))
+    ));
+    assert!(r.stream_chunk(0, &mut [], |_, _| Ok::<(), ()>(())).is_err());
+}
+
+/// Chunks larger than a write buffer, written straight into the buffers
+/// (`write_chunk_with`), come back byte for byte; a failing filler fails
+/// the writer.
+#[test]
+fn write_chunk_with_spans_buffers() {
+    let (tmp, file) = TempFile::new("with");
+    let mut w = ImageWriter::new(file).unwrap();
+    let pattern = |i: u64| (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    let len = (3 << 20) + 4096;
+    let mut calls = 0;
+    w.write_chunk_with(0, 0x400000, len, |off, piece| {
+        calls += 1;
+        for (i, b) in piece.iter_mut().enumerate() {
+            *b = pattern(off + i as u64);
+        }
+        Ok::<(), ImageError>(())
+    })
+    .unwrap();
+    assert!(calls >= 4, "{calls} pieces");
+    // The writer does not validate the manifest (the reader does).
+    let done = w.finish(sample_meta(), sample_content(), None).unwrap();
+    drop(done);
+    let bytes = fs::read(&tmp.path).unwrap();
+    let (data, _, _) = split(&bytes);
+    assert_eq!(data.len() as u64, len);
+    assert!(data
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == pattern(i as u64)));
+
+    let (_tmp2, file) = TempFile::new("with-fail");
+    let mut w = ImageWriter::new(file).unwrap();
+    let r = w.write_chunk_with(0, 0x400000, 8192, |_, _| {
+        Err(ImageError::InvalidInput("filler failed"))
+    });
+    assert!(r.is_err());
+    assert!(w.write_chunk(0, 0x500000, &[0; 4096]).is_err());
+}
+
+/// A writer without `O_DIRECT` (for a target left running) writes the same
+/// image.
+#[test]
+fn buffered_writer_writes_the_same_chunks() {
+    let (tmp, file) = TempFile::new("buffered");
+    let mut w = ImageWriter::new_buffered(file).unwrap();
+    for (addr, data) in sample_chunks() {
+        w.write_chunk(0, addr, &data).unwrap();
+    }
+    w.finish(sample_meta(), sample_content(), None).unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    let r = open_bytes(&bytes).unwrap();
+    let mut seen = Vec::new();
+    r.for_each_chunk(|e, d| {
+        seen.push((e.addr, d.to_vec()));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(seen, sample_chunks());
 }

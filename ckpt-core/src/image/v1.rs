@@ -125,10 +125,13 @@ pub(super) fn decode_v1(bytes: &[u8]) -> Result<Manifest, ImageError> {
                 addr: c.vaddr,
                 len: c.len,
                 digest: c.digest,
+                stored: None,
             })
             .collect(),
         files,
         tasks: vec![m.process],
         zombies: Vec::new(),
+        chunk_digest: None,
+        compression: None,
     })
 }

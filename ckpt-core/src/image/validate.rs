@@ -16,7 +16,8 @@
 
 use std::fmt;
 
-use super::manifest::{DigestAlgorithm, Manifest, Space};
+use super::digest::ChunkDigest;
+use super::manifest::{Compression, DigestAlgorithm, Manifest, Space};
 use crate::limits::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_FILES, MAX_FILE_LOCKS, MAX_GROUPS,
     MAX_IMAGE_STRING_LEN, MAX_INOTIFY_WATCHES, MAX_INOTIFY_WD, MAX_ITIMERS, MAX_LISTEN_BACKLOG,
@@ -63,6 +64,11 @@ pub fn validate(m: &Manifest) -> Result<(), Invalid> {
     let digest_len = match m.digest_algorithm {
         DigestAlgorithm::Sha256 => DigestAlgorithm::Sha256.digest_len(),
     };
+    // Every chunk digest algorithm has 32-byte digests; the reader checks
+    // each chunk's digest length against it before this runs.
+    match m.chunk_digest {
+        None | Some(ChunkDigest::Blake3) => {}
+    }
     text("kernel_release", &m.kernel_release, MAX_COMM_LEN * 4)?;
     text("arch", &m.arch, MAX_COMM_LEN)?;
     text("host.hostname", &m.host.hostname, MAX_COMM_LEN * 4)?;
@@ -442,6 +448,23 @@ fn chunks(m: &Manifest) -> Result<(), Invalid> {
             .addr
             .checked_add(c.len)
             .ok_or_else(|| invalid(at(), "address range overflows"))?;
+        match (c.stored, m.compression) {
+            (None, _) => {}
+            (Some(_), None) => {
+                return Err(invalid(
+                    at(),
+                    "is compressed, but the manifest names no compression",
+                ))
+            }
+            (Some(stored), Some(Compression::Lz4)) => {
+                if u64::from(stored.get()) > crate::limits::MAX_CHUNK_LEN {
+                    return Err(invalid(
+                        at(),
+                        format!("has a compressed length of {stored} bytes"),
+                    ));
+                }
+            }
+        }
         match prev {
             Some((space, _)) if c.space < space => {
                 return Err(invalid(at(), "precedes the previous chunk's space"))
@@ -2823,6 +2846,7 @@ mod tests {
                 addr,
                 len,
                 digest: vec![0; 32],
+                stored: None,
             });
         }
         m

@@ -1,51 +1,127 @@
 //! Streaming image writer.
+//!
+//! Owns: the image file while it is written, and the buffers the chunk
+//! data passes through. Trusts: nothing the chunk data says (opaque
+//! bytes); the caller for the order of chunks (checked by every reader).
 
 use std::fs::File;
-use std::io::{self, Seek as _, Write as _};
+use std::io::{self, Seek as _, SeekFrom, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use sha2::{Digest as _, Sha256};
 
 use super::attest;
+use super::compress::compress;
+use super::digest::{ChunkHasher, WRITE_CHUNK_DIGEST};
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{
-    encode, ChunkEntry, DigestAlgorithm, ImageContent, ImageMeta, Manifest, SignatureBlock,
+    encode, ChunkEntry, Compression, DigestAlgorithm, ImageContent, ImageMeta, Manifest,
+    SignatureBlock,
 };
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 
-/// Size of each write buffer handed to the I/O thread.
-const WRITE_BUFFER_LEN: usize = 4 << 20;
+/// Size of each write buffer handed to the I/O thread: the size of every
+/// write but the last, at offsets that are multiples of it.
+const WRITE_BUFFER_LEN: usize = 512 << 10;
+/// Alignment of the buffers in memory (`O_DIRECT` needs the logical block
+/// size; a page is always enough).
+const BUFFER_ALIGN: usize = 4096;
 /// Data written between two background fsyncs.
 const SYNC_STEP: usize = 64 << 20;
+/// Chunk length [`ImageWriter::preferred_chunk_len`] asks for when
+/// compressing.
+pub const COMPRESSED_CHUNK_LEN: u64 = 512 << 10;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 4;
 
-/// Writes an image: [`new`](ImageWriter::new) writes the header,
-/// [`write_chunk`](ImageWriter::write_chunk) appends and hashes memory
+/// Writes an image: [`new`](ImageWriter::new) starts it with the header,
+/// [`write_chunk`](ImageWriter::write_chunk) and
+/// [`write_chunk_with`](ImageWriter::write_chunk_with) append and hash
 /// chunks, [`finish`](ImageWriter::finish) writes the manifest, signature
 /// block and trailer and fsyncs. After an error the writer refuses further
 /// use; the caller removes the file.
 ///
-/// Three stages overlap: the caller's thread copies chunk data into 4 MiB
-/// buffers, a hashing thread computes each chunk's digest, and an I/O thread
-/// writes the buffers to the file. SHA-256 and the page-cache writes then
-/// run on different cores. At most [`WRITE_BUFFERS`] buffers exist.
+/// Three stages overlap: the caller's thread fills 512 KiB page-aligned
+/// buffers (with `write_chunk_with`, straight from the target's memory), a
+/// hashing thread computes each chunk's digest, and an I/O thread writes
+/// the full buffers to the file with `O_DIRECT` where the file system
+/// takes it: the data goes from the buffers to the disk, without a copy
+/// into (and a first touch of) page-cache pages, and the disk works while
+/// the capture goes on. The last, partial buffer and the manifest are
+/// written through the page cache. At most [`WRITE_BUFFERS`] buffers exist,
+/// whatever the image's size.
 pub struct ImageWriter {
     io: Option<Pipeline>,
-    /// The buffer being filled (capacity [`WRITE_BUFFER_LEN`]).
-    current: Vec<u8>,
-    /// How `current` divides into pieces of chunks.
+    /// The buffer being filled; the first one starts with the header.
+    current: Block,
+    /// How `current` divides into pieces of chunks (after `current_skip`).
     spans: Vec<Span>,
+    /// Bytes at the start of `current` that are no chunk's (the header).
+    current_skip: usize,
     /// Buffers allocated so far (at most [`WRITE_BUFFERS`]).
     allocated: usize,
     /// Chunk entries; digests are filled in from the hashing thread.
     chunks: Vec<ChunkEntry>,
+    /// Bytes of chunk data in the file.
     data_len: u64,
+    /// Set by [`compress_with`](ImageWriter::compress_with).
+    compression: Option<Compression>,
+    /// A chunk before compression, and after.
+    raw: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+/// A write buffer: [`WRITE_BUFFER_LEN`] bytes at a page-aligned address
+/// inside `raw`, of which `len` are filled.
+struct Block {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let raw = vec![0u8; WRITE_BUFFER_LEN + BUFFER_ALIGN];
+        let start = raw.as_ptr().align_offset(BUFFER_ALIGN).min(BUFFER_ALIGN);
+        Block { raw, start, len: 0 }
+    }
+
+    /// A block that holds nothing and never will (before the first
+    /// [`Block::new`] or after a failure).
+    fn empty() -> Block {
+        Block {
+            raw: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        self.raw
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default()
+    }
+
+    /// The unfilled rest of the block.
+    fn spare(&mut self) -> &mut [u8] {
+        let from = self.start + self.len;
+        let to = self.start + WRITE_BUFFER_LEN;
+        self.raw.get_mut(from..to).unwrap_or_default()
+    }
+
+    fn room(&self) -> usize {
+        WRITE_BUFFER_LEN - self.len
+    }
 }
 
 /// A piece of one chunk inside a buffer.
@@ -56,27 +132,32 @@ struct Span {
     ends_chunk: bool,
 }
 
+/// A full buffer on its way: the block, the bytes at its start that are
+/// no chunk's, and its pieces of chunks.
+type Filled = (Block, usize, Vec<Span>);
+
 /// The hashing and I/O threads.
 struct Pipeline {
-    full: SyncSender<(Vec<u8>, Vec<Span>)>,
-    empty: Receiver<Vec<u8>>,
+    full: SyncSender<Filled>,
+    empty: Receiver<Block>,
     digests: Receiver<Vec<u8>>,
     hasher: JoinHandle<()>,
     handle: JoinHandle<io::Result<File>>,
 }
 
 impl Pipeline {
-    fn spawn(file: File) -> Result<Pipeline, ImageError> {
-        let (full, full_rx) = sync_channel::<(Vec<u8>, Vec<Span>)>(WRITE_BUFFERS);
-        let (hashed, hashed_rx) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
-        let (empty_tx, empty) = sync_channel::<Vec<u8>>(WRITE_BUFFERS);
+    fn spawn(file: File, direct: bool) -> Result<Pipeline, ImageError> {
+        let (full, full_rx) = sync_channel::<Filled>(WRITE_BUFFERS);
+        let (hashed, hashed_rx) = sync_channel::<Block>(WRITE_BUFFERS);
+        let (empty_tx, empty) = sync_channel::<Block>(WRITE_BUFFERS);
         let (digest_tx, digests) = std::sync::mpsc::channel::<Vec<u8>>();
         let hasher = std::thread::Builder::new()
             .name("ckpt-image-hash".into())
             .spawn(move || {
-                let mut h = Sha256::new();
-                for (buf, spans) in full_rx {
-                    let mut off = 0usize;
+                let mut h = ChunkHasher::new(WRITE_CHUNK_DIGEST);
+                for (block, skip, spans) in full_rx {
+                    let buf = block.filled();
+                    let mut off = skip.min(buf.len());
                     for span in spans {
                         let end = off.saturating_add(span.len).min(buf.len());
                         h.update(&buf[off..end]);
@@ -85,7 +166,7 @@ impl Pipeline {
                             return;
                         }
                     }
-                    if hashed.send(buf).is_err() {
+                    if hashed.send(block).is_err() {
                         return;
                     }
                 }
@@ -94,7 +175,7 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("ckpt-image-write".into())
             .spawn(move || {
-                write_loop(&file, hashed_rx, empty_tx)?;
+                write_loop(&file, direct, hashed_rx, empty_tx)?;
                 Ok(file)
             })
             .map_err(io_err("start the image write thread"))?;
@@ -111,6 +192,7 @@ impl Pipeline {
     /// order, or the error that stopped the writing.
     fn join(self) -> Result<(File, Vec<Vec<u8>>), ImageError> {
         drop(self.full);
+        drop(self.empty);
         let hashed = self.hasher.join();
         let digests: Vec<Vec<u8>> = self.digests.try_iter().collect();
         let file = match self.handle.join() {
@@ -130,45 +212,152 @@ impl Pipeline {
     }
 }
 
-/// Body of the I/O thread: writes each full buffer and hands it back. A
-/// helper thread fsyncs the data written so far every [`SYNC_STEP`] bytes,
-/// so the disk works while hashing and writing go on and the final fsync
-/// in [`ImageWriter::finish`] has little left to do. Both use the same open
-/// file description, so an error the helper's fsync consumes is returned
-/// here rather than lost.
-fn write_loop(file: &File, full: Receiver<Vec<u8>>, empty: SyncSender<Vec<u8>>) -> io::Result<()> {
+/// Sets or clears `O_DIRECT` on `file`'s open file description.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    let flags = fcntl(file.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_DIRECT, on);
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(flags))
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Writes all of `data` at `offset`. A write the file system refuses
+/// with `EINVAL` while `O_DIRECT` is on (it has no `O_DIRECT`, or the
+/// length is not a multiple of its block size) turns `O_DIRECT` off for
+/// the file (every writer thread) and is retried through the page cache.
+fn write_block_at(file: &File, data: &[u8], offset: u64, direct: &Mutex<bool>) -> io::Result<()> {
+    let mut done = 0usize;
+    let mut retried = false;
+    while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+        match file.write_at(rest, offset + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !retried => {
+                // Whoever takes the lock first turns O_DIRECT off; the
+                // others wait for that, then retry.
+                let mut on = direct
+                    .lock()
+                    .map_err(|_| io::Error::other("an image write thread panicked"))?;
+                if *on {
+                    set_direct(file, false)?;
+                    *on = false;
+                }
+                retried = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Threads that write full buffers, each at its own offset: several
+/// `O_DIRECT` writes in flight keep the disk busy (one at a time, it waits
+/// for each).
+const WRITERS: usize = 3;
+
+/// Body of the I/O thread: [`WRITERS`] threads take the full buffers in
+/// order, each writes its buffer at its place in the file and hands it
+/// back. With `O_DIRECT`, a helper thread fsyncs the data written so far
+/// every [`SYNC_STEP`] bytes, so the device's cache and the file's
+/// metadata are flushed while hashing and writing go on and the final
+/// fsync in [`ImageWriter::finish`] has little left to do. All use the
+/// same open file description, so an error the helper's fsync consumes is
+/// returned here rather than lost. The file is left without `O_DIRECT`
+/// for the manifest (whose writer positions the file itself).
+fn write_loop(
+    file: &File,
+    direct: bool,
+    full: Receiver<Block>,
+    empty: SyncSender<Block>,
+) -> io::Result<()> {
+    // Periodic fsyncs only for a dump that waits for the disk anyway:
+    // through the page cache (a target left running), the capture must
+    // not wait for the disk, so nothing is synced before the end.
+    let periodic = direct;
+    let direct = Mutex::new(direct && set_direct(file, true).is_ok());
+    let queue: Queue = Mutex::new((full, 0u64));
+    let written_bytes = AtomicUsize::new(0);
     let (tick, ticks) = sync_channel::<()>(1);
-    std::thread::scope(|scope| {
+    let result = std::thread::scope(|scope| {
         let syncer = scope.spawn(move || -> io::Result<()> {
             for () in ticks {
                 file.sync_data()?;
             }
             Ok(())
         });
-        let mut since_tick = 0usize;
-        let written = (|| -> io::Result<()> {
-            for mut buf in full {
-                let mut out = file;
-                out.write_all(&buf)?;
-                since_tick += buf.len();
-                if since_tick >= SYNC_STEP {
-                    since_tick = 0;
-                    // Full: a sync is already pending. Gone: it failed,
-                    // and its error is collected below.
-                    let _ = tick.try_send(());
-                }
-                buf.clear();
-                // The writer may be gone (dropped after an error).
-                let _ = empty.send(buf);
+        let (queue, direct, written_bytes) = (&queue, &direct, &written_bytes);
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (tick, empty) = (tick.clone(), empty.clone());
+                scope.spawn(move || {
+                    write_worker(file, queue, direct, written_bytes, periodic, &tick, &empty)
+                })
+            })
+            .collect();
+        let mut written = Ok(());
+        for w in writers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an image write thread panicked")));
+            if written.is_ok() {
+                written = r;
             }
-            Ok(())
-        })();
+        }
         drop(tick);
         let synced = syncer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the image sync thread panicked")));
         written.and(synced)
-    })
+    });
+    let still_direct = direct.into_inner().unwrap_or(true);
+    let cleared = if still_direct {
+        set_direct(file, false)
+    } else {
+        Ok(())
+    };
+    result.and(cleared)
+}
+
+/// The buffers in file order, and the offset of the next one.
+type Queue = Mutex<(Receiver<Block>, u64)>;
+
+/// One writer thread of [`write_loop`]: takes the next full buffer and its
+/// offset, writes it there, hands it back; `tick`s the syncer every
+/// [`SYNC_STEP`] bytes when `periodic`.
+fn write_worker(
+    file: &File,
+    queue: &Queue,
+    direct: &Mutex<bool>,
+    written_bytes: &AtomicUsize,
+    periodic: bool,
+    tick: &SyncSender<()>,
+    empty: &SyncSender<Block>,
+) -> io::Result<()> {
+    loop {
+        let (mut block, offset) = {
+            let mut q = queue
+                .lock()
+                .map_err(|_| io::Error::other("an image write thread panicked"))?;
+            let Ok(block) = q.0.recv() else {
+                return Ok(());
+            };
+            let offset = q.1;
+            q.1 += block.len as u64;
+            (block, offset)
+        };
+        write_block_at(file, block.filled(), offset, direct)?;
+        let before = written_bytes.fetch_add(block.len, Ordering::Relaxed);
+        if periodic && (before + block.len) / SYNC_STEP != before / SYNC_STEP {
+            // Full: a sync is already pending. Gone: it failed, and its
+            // error is collected by `write_loop`.
+            let _ = tick.try_send(());
+        }
+        block.len = 0;
+        // The writer may be gone (dropped after an error, or finished).
+        let _ = empty.send(block);
+    }
 }
 
 /// A finished, fsynced image, still under the caller's temporary name.
@@ -191,7 +380,23 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ImageError {
 impl ImageWriter {
     /// Starts an image in `file`, which must be empty and positioned at its
     /// start (a file the caller just created, under a temporary name).
-    pub fn new(mut file: File) -> Result<Self, ImageError> {
+    pub fn new(file: File) -> Result<Self, ImageError> {
+        Self::start(file, true)
+    }
+
+    /// Like [`new`](Self::new), but every write goes through the page
+    /// cache (no `O_DIRECT`, no fsync before [`finish`](Self::finish)):
+    /// the capture then waits for memory copies only, not for the disk,
+    /// which catches up afterwards (the kernel's writeback, then the final
+    /// fsync in `finish`). For a
+    /// target that runs again as soon as its memory is captured
+    /// (`--leave-running`): its freeze is shorter, the dump as a whole
+    /// longer.
+    pub fn new_buffered(file: File) -> Result<Self, ImageError> {
+        Self::start(file, false)
+    }
+
+    fn start(mut file: File, direct: bool) -> Result<Self, ImageError> {
         let len = file
             .metadata()
             .map_err(io_err("inspect the image file"))?
@@ -202,15 +407,23 @@ impl ImageWriter {
         if len != 0 || pos != 0 {
             return Err(ImageError::InvalidInput("the image file is not empty"));
         }
-        file.write_all(&encode_header())
-            .map_err(io_err("write the header"))?;
+        // The header goes out with the first buffer, so that every full
+        // buffer is written at a multiple of its size.
+        let mut current = Block::new();
+        let header = encode_header();
+        current.spare()[..header.len()].copy_from_slice(&header);
+        current.len = header.len();
         Ok(ImageWriter {
-            io: Some(Pipeline::spawn(file)?),
-            current: Vec::with_capacity(WRITE_BUFFER_LEN),
+            io: Some(Pipeline::spawn(file, direct)?),
+            current,
             spans: Vec::new(),
+            current_skip: HEADER_LEN as usize,
             allocated: 1,
             chunks: Vec::new(),
             data_len: 0,
+            compression: None,
+            raw: Vec::new(),
+            packed: Vec::new(),
         })
     }
 
@@ -220,55 +433,148 @@ impl ImageWriter {
     /// [`MAX_CHUNKS`] chunks in all. Chunks go in order of space, then of
     /// address (the reader refuses anything else).
     pub fn write_chunk(&mut self, space: u32, addr: u64, data: &[u8]) -> Result<(), ImageError> {
+        self.write_chunk_with(space, addr, data.len() as u64, |off, dst| {
+            let from = usize::try_from(off).unwrap_or(usize::MAX);
+            match data.get(from..).and_then(|d| d.get(..dst.len())) {
+                Some(src) => {
+                    dst.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(ImageError::InvalidInput("chunk piece out of range")),
+            }
+        })
+    }
+
+    /// Appends a chunk of `len` bytes, like [`write_chunk`](Self::write_chunk),
+    /// whose bytes `fill` writes straight into the write buffers: it is
+    /// called with the offset in the chunk and the piece to fill, in order,
+    /// until the chunk is complete. An error from `fill` is returned, and
+    /// the writer fails (the image is unusable).
+    pub fn write_chunk_with<E: From<ImageError>>(
+        &mut self,
+        space: u32,
+        addr: u64,
+        len: u64,
+        mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.io.is_none() {
-            return Err(ImageError::InvalidInput("the writer failed earlier"));
+            return Err(ImageError::InvalidInput("the writer failed earlier").into());
         }
-        let len = data.len() as u64;
         if len == 0 {
-            return Err(ImageError::InvalidInput("empty chunk"));
+            return Err(ImageError::InvalidInput("empty chunk").into());
         }
         if len > MAX_CHUNK_LEN {
             return Err(ImageError::TooLarge {
                 what: "chunk",
                 len,
                 cap: MAX_CHUNK_LEN,
-            });
+            }
+            .into());
         }
         if self.chunks.len() as u64 >= MAX_CHUNKS {
             return Err(ImageError::TooLarge {
                 what: "chunk count",
                 len: self.chunks.len() as u64 + 1,
                 cap: MAX_CHUNKS,
-            });
+            }
+            .into());
         }
         if addr.checked_add(len).is_none() {
-            return Err(ImageError::InvalidInput("chunk address range overflows"));
+            return Err(ImageError::InvalidInput("chunk address range overflows").into());
         }
-        // The hashing thread hashes exactly the bytes that go to the file:
-        // the copy.
-        let mut rest = data;
-        while !rest.is_empty() {
-            let start = self.current.len();
-            let n = (WRITE_BUFFER_LEN - start).min(rest.len());
-            let (head, tail) = rest.split_at(n);
-            self.current.extend_from_slice(head);
-            rest = tail;
-            self.spans.push(Span {
-                len: n,
-                ends_chunk: rest.is_empty(),
-            });
-            if self.current.len() == WRITE_BUFFER_LEN {
-                self.send_current()?;
+        let stored = match self.compression {
+            None => {
+                self.append(len, fill)?;
+                None
             }
-        }
-        self.data_len += len;
+            Some(alg) => {
+                let mut raw = std::mem::take(&mut self.raw);
+                raw.clear();
+                raw.resize(usize::try_from(len).unwrap_or(0), 0);
+                if let Err(e) = fill(0, &mut raw) {
+                    self.abandon();
+                    return Err(e);
+                }
+                let mut packed = std::mem::take(&mut self.packed);
+                let smaller = compress(alg, &raw, &mut packed);
+                let packed_len = u32::try_from(packed.len())
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new);
+                let (bytes, stored) = match packed_len {
+                    Some(n) if smaller => (&packed, Some(n)),
+                    _ => (&raw, None),
+                };
+                let appended = self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
+                    let from = usize::try_from(off).unwrap_or(usize::MAX);
+                    match bytes.get(from..).and_then(|b| b.get(..dst.len())) {
+                        Some(src) => {
+                            dst.copy_from_slice(src);
+                            Ok(())
+                        }
+                        None => Err(E::from(ImageError::InvalidInput(
+                            "chunk piece out of range",
+                        ))),
+                    }
+                });
+                self.raw = raw;
+                self.packed = packed;
+                appended?;
+                stored
+            }
+        };
+        self.data_len += stored.map_or(len, |s| u64::from(s.get()));
         self.chunks.push(ChunkEntry {
             space,
             addr,
             len,
             digest: Vec::new(),
+            stored,
         });
         Ok(())
+    }
+
+    /// Appends `len` bytes of chunk data that `fill` writes into the
+    /// buffers, and marks the chunk's end for the hashing thread.
+    fn append<E: From<ImageError>>(
+        &mut self,
+        len: u64,
+        mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // The hashing thread hashes exactly the bytes that go to the file.
+        let mut done = 0u64;
+        while done < len {
+            let n = usize::try_from(len - done)
+                .unwrap_or(usize::MAX)
+                .min(self.current.room());
+            if let Err(e) = fill(done, &mut self.current.spare()[..n]) {
+                self.abandon();
+                return Err(e);
+            }
+            self.current.len += n;
+            done += n as u64;
+            self.spans.push(Span {
+                len: n,
+                ends_chunk: done == len,
+            });
+            if self.current.room() == 0 {
+                self.send_current()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses every chunk written from now on with `alg` (a chunk that
+    /// does not get smaller is stored as it is), and names it in the
+    /// manifest. Costs two buffers of the largest chunk.
+    pub fn compress_with(&mut self, alg: Compression) {
+        self.compression = Some(alg);
+    }
+
+    /// The chunk length callers should use: [`COMPRESSED_CHUNK_LEN`] when
+    /// compressing (a compressed chunk is held whole at both ends), else
+    /// `None` (any length up to [`MAX_CHUNK_LEN`]).
+    pub fn preferred_chunk_len(&self) -> Option<u64> {
+        self.compression.map(|_| COMPRESSED_CHUNK_LEN)
     }
 
     /// Hands the current buffer to the I/O thread and takes an empty one.
@@ -276,23 +582,21 @@ impl ImageWriter {
         let Some(io) = self.io.as_ref() else {
             return Err(ImageError::InvalidInput("the writer failed earlier"));
         };
-        let next = if self.allocated < WRITE_BUFFERS {
-            self.allocated += 1;
-            Ok(Vec::with_capacity(WRITE_BUFFER_LEN))
-        } else {
-            Err(())
-        };
-        let full = std::mem::take(&mut self.current);
+        let full = std::mem::replace(&mut self.current, Block::empty());
         let spans = std::mem::take(&mut self.spans);
-        let sent = io.full.send((full, spans)).is_ok();
-        let next = match (sent, next) {
-            (false, _) => None,
-            (true, Ok(buf)) => Some(buf),
-            (true, Err(())) => io.empty.recv().ok(),
+        let skip = std::mem::take(&mut self.current_skip);
+        let sent = io.full.send((full, skip, spans)).is_ok();
+        let next = if !sent {
+            None
+        } else if self.allocated < WRITE_BUFFERS {
+            self.allocated += 1;
+            Some(Block::new())
+        } else {
+            io.empty.recv().ok()
         };
         match next {
-            Some(buf) => {
-                self.current = buf;
+            Some(block) => {
+                self.current = block;
                 Ok(())
             }
             // The thread stopped: it has the error.
@@ -308,6 +612,15 @@ impl ImageWriter {
         }
     }
 
+    /// Stops the threads after the caller failed mid-chunk: the image is
+    /// unusable.
+    fn abandon(&mut self) {
+        self.current = Block::empty();
+        if let Some(io) = self.io.take() {
+            let _ = io.join();
+        }
+    }
+
     /// Writes the manifest (with `meta`, `content`, the chunk list, a new
     /// random image id and the current time), the signature block when a
     /// signer is given, and the trailer; then flushes and fsyncs the file.
@@ -317,13 +630,17 @@ impl ImageWriter {
         content: ImageContent,
         signer: Option<&dyn ManifestSigner>,
     ) -> Result<FinishedImage, ImageError> {
-        if !self.current.is_empty() {
+        if self.current.len != 0 {
             self.send_current()?;
         }
         let (mut file, digests) = match self.io.take() {
             Some(io) => io.join()?,
             None => return Err(ImageError::InvalidInput("the writer failed earlier")),
         };
+        // The buffers were written at their offsets: the manifest follows
+        // the data.
+        file.seek(SeekFrom::Start(HEADER_LEN + self.data_len))
+            .map_err(io_err("position the image file"))?;
         if digests.len() != self.chunks.len() {
             return Err(ImageError::InvalidInput(
                 "the image hash thread stopped early",
@@ -360,6 +677,8 @@ impl ImageWriter {
             files: content.files,
             tasks: content.tasks,
             zombies: content.zombies,
+            chunk_digest: Some(WRITE_CHUNK_DIGEST),
+            compression: self.compression,
         };
         let manifest_bytes = encode(&manifest)?;
         let manifest_len = manifest_bytes.len() as u64;
@@ -409,6 +728,7 @@ impl ImageWriter {
         }
 
         let manifest_offset = HEADER_LEN + self.data_len;
+        // The last buffer went out partly filled: the manifest follows it.
         let sig_offset = if sig_len == 0 {
             0
         } else {

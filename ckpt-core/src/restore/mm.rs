@@ -2,7 +2,7 @@
 //! scratch page, the vdso family moved to its saved place, every saved
 //! mapping recreated (files opened in the stub and checked against their
 //! signed digests), memory filled from the image with every chunk hashed
-//! again, the final protections and madvise flags, and memory locks
+//! as it streams in, the final protections and madvise flags, and memory locks
 //! (`mlock`, after the credentials drop).
 //!
 //! Owns: the stub's address space while it is built. Trusts: nothing in
@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use sha2::{Digest, Sha256};
 
 use super::{Builder, RestoreCredentials, RestoreError, StubMode};
-use crate::image::{ImageReader, Manifest};
+use crate::image::{ChunkStreamError, ImageReader, Manifest};
 use crate::inject::errno_of;
 use crate::model::{ProcessState, VmaKind};
 use crate::procfs;
@@ -28,6 +28,8 @@ pub(super) const PAGE: u64 = 4096;
 const FILL_THREADS: usize = 2;
 /// Below this much memory a process is filled by one thread.
 const FILL_ALONE_BELOW: u64 = 8 << 20;
+/// Bytes each of them reads, hashes and writes at a time.
+const FILL_BLOCK: usize = 512 << 10;
 
 /// Occupied address ranges, for picking free spots.
 fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
@@ -565,9 +567,14 @@ impl Builder<'_> {
     }
 
     /// Stream every chunk into the stub. For 8 MiB or more, two threads
-    /// each take every other chunk, read it, check its digest and write
-    /// it: SHA-256 is the cost, and this spreads it over both cores; less
-    /// is filled by this thread alone. Memory: one chunk per thread.
+    /// each take every other chunk (less is filled by this thread alone:
+    /// two threads cost more to start than a few chunks take) and stream
+    /// it in pieces of [`FILL_BLOCK`] bytes: each piece is read, hashed and
+    /// written into the stub at once, and the chunk's digest is checked
+    /// when its last piece is in. A chunk that does not match fails the
+    /// restore, and the stub, which has not run any of that memory, is
+    /// killed. Each byte is read and hashed once; memory: one piece per
+    /// thread, whatever the chunk size.
     pub(super) fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
         let pid = self.pid();
         // The chunks of the task's memory space (others hold file
@@ -590,23 +597,34 @@ impl Builder<'_> {
         };
         let chunks = &chunks;
         let worker = |first: usize| -> Result<(), RestoreError> {
-            let mut buf = Vec::new();
+            let mut buf = vec![0u8; FILL_BLOCK];
             for &index in chunks.iter().skip(first).step_by(threads) {
-                let c = reader.read_chunk(index, &mut buf)?;
-                let n = sys::vm_write(pid, c.addr, &buf).map_err(|errno| RestoreError::Memory {
-                    pid,
-                    what: "filling memory",
-                    addr: c.addr,
-                    errno,
-                })?;
-                if n != buf.len() {
-                    return Err(RestoreError::Memory {
-                        pid,
-                        what: "filling memory",
-                        addr: c.addr + n as u64,
-                        errno: Errno::EFAULT,
-                    });
-                }
+                let base = self.m.chunks.get(index).map_or(0, |c| c.addr);
+                reader
+                    .stream_chunk(index, &mut buf, |off, piece| {
+                        let addr = base + off;
+                        let n = sys::vm_write(pid, addr, piece).map_err(|errno| {
+                            RestoreError::Memory {
+                                pid,
+                                what: "filling memory",
+                                addr,
+                                errno,
+                            }
+                        })?;
+                        if n != piece.len() {
+                            return Err(RestoreError::Memory {
+                                pid,
+                                what: "filling memory",
+                                addr: addr + n as u64,
+                                errno: Errno::EFAULT,
+                            });
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| match e {
+                        ChunkStreamError::Image(e) => RestoreError::from(e),
+                        ChunkStreamError::Callback(e) => e,
+                    })?;
             }
             Ok(())
         };

@@ -318,7 +318,10 @@ impl SavedFiles {
         writer: &mut ImageWriter,
     ) -> Result<(), DumpError> {
         let pid = frozen.pid;
-        let mut buf = vec![0u8; CHUNK_BYTES];
+        let chunk = writer
+            .preferred_chunk_len()
+            .map_or(CHUNK_BYTES, |l| usize::try_from(l).unwrap_or(CHUNK_BYTES));
+        let mut buf = Vec::new();
         let fresh = self.list.get(self.written..).unwrap_or_default();
         for s in fresh {
             let space = s.index;
@@ -339,8 +342,8 @@ impl SavedFiles {
                 let mut off = from;
                 while off < upto {
                     frozen.check_cancel()?;
-                    let n = usize::try_from((upto - off).min(CHUNK_BYTES as u64))
-                        .unwrap_or(CHUNK_BYTES);
+                    let n = usize::try_from((upto - off).min(chunk as u64)).unwrap_or(chunk);
+                    buf.resize(n.max(buf.len()), 0);
                     let piece = &mut buf[..n];
                     file.read_exact_at(piece, off)
                         .map_err(|source| DumpError::Proc {
