@@ -55,25 +55,31 @@ struct Cli {
 enum Command {
     /// Check integrity, signature and trust (exit 0 only when all hold).
     Verify {
+        /// The image file (opened as you).
         image: PathBuf,
-        /// One JSON object on stdout.
+        /// Print one JSON object on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
     /// Show what an image holds (an untrusted view).
     Inspect {
+        /// The image file (opened as you).
         image: PathBuf,
+        /// Print one JSON object on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
     /// Show what a restore of this image would do, and why.
     Explain {
+        /// The image file (opened as you).
         image: PathBuf,
+        /// Print one JSON object on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
     /// Restore a process from an image; prints its pid.
     Restore {
+        /// The image file (opened as you).
         image: PathBuf,
         /// Also write the pid to FILE (created by you; never overwritten).
         #[arg(long, value_name = "FILE")]
@@ -88,6 +94,10 @@ enum Command {
         /// /dev/null, with a notice.
         #[arg(long = "inherit-fd", value_name = "N")]
         inherit_fd: Vec<i32>,
+        /// Print one JSON object on stdout (pid, grants, notices;
+        /// docs/JSON.md) instead of the pid line.
+        #[arg(long)]
+        json: bool,
     },
     /// Policy commands.
     Policy {
@@ -100,7 +110,15 @@ enum Command {
 enum PolicyCommand {
     /// Validate a policy file (default: the installed policy, with its
     /// ownership and mode checks).
-    Check { file: Option<PathBuf> },
+    Check {
+        /// A policy draft to check (opened as you; only parsed and
+        /// validated, never trusted).
+        file: Option<PathBuf>,
+        /// Print one JSON object on stdout (valid, error, rules, warnings;
+        /// docs/JSON.md) instead of the `OK`/`invalid` line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) use ckpt_privsep::report::Fail;
@@ -149,6 +167,7 @@ fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
             pidfile,
             require_saved_creds,
             inherit_fd,
+            json,
         } => {
             check_inherit_fds(&inherit_fd, open_fds)?;
             restore::restore(
@@ -157,11 +176,12 @@ fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
                 pidfile.as_deref(),
                 require_saved_creds,
                 &inherit_fd,
+                json,
             )
         }
         Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => policy_cmd::check(caller, file.as_deref()),
+            command: PolicyCommand::Check { file, json },
+        } => policy_cmd::check(caller, file.as_deref(), json),
     }
 }
 

@@ -233,6 +233,30 @@ impl Audit {
 struct Done {
     pid: i32,
     notices: Vec<String>,
+    image_id: String,
+    key_id: Option<String>,
+    trusted: bool,
+    saved_pid: Option<i32>,
+    /// Each granted privilege and the rule that granted it.
+    grants: Vec<(String, String)>,
+}
+
+impl Done {
+    /// `restore --json`: one object (docs/JSON.md, "ckpt-verify restore").
+    fn json(&self, path: &Path, warnings: &[String]) -> serde_json::Value {
+        serde_json::json!({
+            "schema": 1,
+            "image": path.to_string_lossy(),
+            "image_id": self.image_id,
+            "key_id": self.key_id,
+            "trusted": self.trusted,
+            "pid": self.pid,
+            "saved_pid": self.saved_pid,
+            "grants": self.grants.iter().map(|(p, r)| serde_json::json!({"privilege": p, "rule": r})).collect::<Vec<_>>(),
+            "notices": self.notices,
+            "warnings": warnings,
+        })
+    }
 }
 
 /// The engine's [`Release`]: a terminal signal calls the restore off until
@@ -306,6 +330,7 @@ pub(crate) fn restore(
     pidfile: Option<&Path>,
     require_saved_creds: bool,
     inherit_fds: &[i32],
+    json: bool,
 ) -> Result<Exit, Fail> {
     let mut audit = Audit::new(caller);
     let shield = match Shield::raise(caller) {
@@ -339,14 +364,18 @@ pub(crate) fn restore(
     // Everything is in place: from here the caller may kill us again, and
     // a full or closed stdout changes nothing.
     shield.lower();
-    for w in warnings {
+    for w in &warnings {
         errln!("{PROG}: {w}");
     }
     if let Some(done) = done {
-        for n in &done.notices {
-            errln!("{PROG}: notice: {}", show(n));
+        if json {
+            outln!("{}", done.json(path, &warnings));
+        } else {
+            for n in &done.notices {
+                errln!("{PROG}: notice: {}", show(n));
+            }
+            outln!("{}", done.pid);
         }
-        outln!("{}", done.pid);
         let _ = std::io::stdout().flush();
     }
     result
@@ -559,6 +588,15 @@ fn run(
     *done = Some(Done {
         pid: restored.pid,
         notices,
+        image_id,
+        key_id: facts.signer.as_ref().map(|k| k.key_id().to_string()),
+        trusted,
+        saved_pid,
+        grants: decision
+            .grants()
+            .iter()
+            .map(|(p, rule)| (p.name().to_owned(), rule.to_string()))
+            .collect(),
     });
 
     Ok(Exit::Ok)
