@@ -423,17 +423,31 @@ pub(crate) fn run(
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
     let mut writer = ImageWriter::new(image_file)
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
+    // A bar on the caller's terminal when the dump lasts (cleared when
+    // `bar` is dropped, before anything is printed); its total is the
+    // frozen processes' resident anonymous memory, an estimate.
+    let bar = ckpt_privsep::progress::Bar::new(
+        "dump",
+        frozen
+            .pids()
+            .iter()
+            .filter_map(|&p| ckpt_core::progress::resident_anon_bytes(p))
+            .sum(),
+    );
+    if let Some(observer) = bar.observer() {
+        writer.observe(observer);
+    }
     let result = frozen.dump(&mut writer).map_err(|e| match e {
         ckpt_core::dump::DumpError::Cancelled { .. } => match shield.check() {
             Err(i) => interrupted(i, rolled_back),
-            Ok(()) => Fail::with(Exit::DumpFailed, "dump", e),
+            Ok(()) => Fail::with(Exit::DumpFailed, format!("cannot dump pid {pid}"), e),
         },
-        e => Fail::with(Exit::DumpFailed, "dump", e),
+        e => Fail::with(Exit::DumpFailed, format!("cannot dump pid {pid}"), e),
     })?;
     let root_task = result.process().ok_or_else(|| {
         Fail::new(
             Exit::DumpFailed,
-            format!("dump: pid {pid}: no process was captured"),
+            format!("cannot dump pid {pid}: no process was captured"),
         )
     })?;
     for task in &result.tasks {
@@ -563,6 +577,7 @@ pub(crate) fn run(
         (finished, key_id)
     };
     drop(finished.file);
+    bar.clear();
     let image_id: String = finished
         .image_id
         .iter()

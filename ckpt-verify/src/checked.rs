@@ -87,6 +87,17 @@ pub(crate) fn now_unix() -> u64 {
 /// Open the image as the caller and establish integrity (all chunks when
 /// `all_chunks`, otherwise structure and signature only), signer and trust.
 pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<Facts, Fail> {
+    examine_with(caller, path, all_chunks, None)
+}
+
+/// [`examine`], telling `bar` of the chunk data read: its total is set to
+/// twice the image's data (verified here, read again by the restore).
+pub(crate) fn examine_with(
+    caller: &Caller,
+    path: &Path,
+    all_chunks: bool,
+    bar: Option<&ckpt_privsep::progress::Bar>,
+) -> Result<Facts, Fail> {
     let file = open_as_caller(caller, path)?;
     let mut facts = Facts {
         integrity: Integrity::Ok,
@@ -98,7 +109,7 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
         policy_error: None,
         now: now_unix(),
     };
-    let reader = match ImageReader::open(file) {
+    let mut reader = match ImageReader::open(file) {
         Ok(r) => r,
         Err(e) => {
             facts.integrity = image_fail(e)?;
@@ -107,6 +118,12 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
     };
     if let SignatureStatus::Signed { key } = reader.signature() {
         facts.signer = Some(key);
+    }
+    if let Some(bar) = bar {
+        bar.set_total(reader.data_len().saturating_mul(2));
+        if let Some(observer) = bar.observer() {
+            reader.observe(observer);
+        }
     }
     if all_chunks {
         if let Err(e) = reader.verify_chunks() {

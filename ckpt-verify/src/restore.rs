@@ -47,7 +47,7 @@ use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::shield::{Interrupted, Shield};
 use ckpt_privsep::Caller;
 
-use crate::checked::{examine, one_shot_state, policy_facts, Integrity};
+use crate::checked::{examine_with, one_shot_state, policy_facts, Integrity};
 use crate::plan::{plan, reason, saved_is_mine, show_creds, Plan};
 use crate::{show, Fail, PROG};
 
@@ -271,6 +271,9 @@ struct Gate<'a> {
     pidfile: Option<PendingOutput>,
     /// Why the restore was called off.
     fail: Option<Fail>,
+    /// Cleared before release: the restored process may write to the
+    /// same terminal.
+    bar: &'a ckpt_privsep::progress::Bar,
 }
 
 impl Gate<'_> {
@@ -297,6 +300,7 @@ impl Release for Gate<'_> {
     }
 
     fn before_release(&mut self, restored: &Restored) -> bool {
+        self.bar.clear();
         if let Err(i) = self.shield.check() {
             self.fail = Some(interrupted(i));
             return false;
@@ -410,7 +414,10 @@ fn run(
     shield: &Shield,
     done: &mut Option<Done>,
 ) -> Result<Exit, Fail> {
-    let facts = examine(caller, path, true)?;
+    // A bar on the caller's terminal when verifying and restoring last
+    // (cleared when `bar` is dropped, before anything is printed).
+    let bar = ckpt_privsep::progress::Bar::new("restore", 0);
+    let facts = examine_with(caller, path, true, Some(&bar))?;
     shield.check().map_err(interrupted)?;
     if let Some(id) = facts.image_id() {
         audit.record.set("image_id", id);
@@ -537,6 +544,7 @@ fn run(
         shield,
         pidfile: pending,
         fail: None,
+        bar: &bar,
     };
     let restored = ckpt_core::restore::restore_with(reader, &plan.opts, &mut gate);
     let called_off = gate.fail.take();

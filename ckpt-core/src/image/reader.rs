@@ -13,6 +13,7 @@ use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
 use super::layout::{check_header, Trailer, FORMAT_VERSION_1, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{decode, ChunkEntry, DigestAlgorithm, Manifest, SignatureBlock};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
+use crate::progress::Observer;
 
 /// Threads used by [`ImageReader::verify_chunks`].
 const VERIFY_THREADS: usize = 2;
@@ -92,6 +93,8 @@ pub struct ImageReader<S = File> {
     attestation: Option<Attestation>,
     /// File offset of each chunk, in manifest order.
     chunk_offsets: Vec<u64>,
+    /// Told of the bytes of chunk data read and checked.
+    progress: Option<Observer>,
 }
 
 /// Reads `buf.len()` bytes at `offset`, mapping a short source to
@@ -201,6 +204,7 @@ impl<S: ImageSource> ImageReader<S> {
             signature_block,
             attestation,
             chunk_offsets,
+            progress: None,
         })
     }
 
@@ -230,6 +234,27 @@ impl<S: ImageSource> ImageReader<S> {
     /// that key is trusted is the policy's question.
     pub fn attestation(&self) -> Option<&Attestation> {
         self.attestation.as_ref()
+    }
+
+    /// Tells `observer` the bytes of chunk data read and checked from now
+    /// on ([`verify_chunks`](Self::verify_chunks) and
+    /// [`read_chunk`](Self::read_chunk)), from the thread that read them.
+    pub fn observe(&mut self, observer: Observer) {
+        self.progress = Some(observer);
+    }
+
+    /// The total length of the chunk data.
+    pub fn data_len(&self) -> u64 {
+        self.manifest
+            .chunks
+            .iter()
+            .fold(0u64, |n, c| n.saturating_add(c.len))
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(observe) = &self.progress {
+            observe(bytes);
+        }
     }
 
     /// The source the image is read from.
@@ -297,6 +322,7 @@ impl<S: ImageSource> ImageReader<S> {
                 read_at(&self.src, block, offset + done, "read chunk data")?;
                 hasher.update(&*block);
                 done += n as u64;
+                self.advance(n as u64);
             }
             if hasher.finalize()[..] != entry.digest[..] {
                 return Err(ImageError::Tampered(Tamper::Chunk {
@@ -333,6 +359,7 @@ impl<S: ImageSource> ImageReader<S> {
                 vaddr: entry.addr,
             }));
         }
+        self.advance(entry.len);
         Ok(entry)
     }
 

@@ -16,6 +16,7 @@ use super::manifest::{
 };
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
+use crate::progress::Observer;
 
 /// Size of each write buffer handed to the I/O thread.
 const WRITE_BUFFER_LEN: usize = 4 << 20;
@@ -46,6 +47,8 @@ pub struct ImageWriter {
     /// Chunk entries; digests are filled in from the hashing thread.
     chunks: Vec<ChunkEntry>,
     data_len: u64,
+    /// Told of each chunk's bytes as it is taken.
+    progress: Option<Observer>,
 }
 
 /// A piece of one chunk inside a buffer.
@@ -211,7 +214,14 @@ impl ImageWriter {
             allocated: 1,
             chunks: Vec::new(),
             data_len: 0,
+            progress: None,
         })
+    }
+
+    /// Tells `observer` the length of every chunk from now on, once it is
+    /// taken (copied for hashing and writing).
+    pub fn observe(&mut self, observer: Observer) {
+        self.progress = Some(observer);
     }
 
     /// Appends a chunk that belongs at `addr` in byte space `space` (an
@@ -268,6 +278,9 @@ impl ImageWriter {
             len,
             digest: Vec::new(),
         });
+        if let Some(observe) = &self.progress {
+            observe(len);
+        }
         Ok(())
     }
 
