@@ -138,8 +138,15 @@ mod tests {
         }
         let supported = caps::runtime::procfs_all_supported(None).expect("procfs_all_supported");
         let mask = supported.iter().fold(0u64, |m, c| m | c.bitmask());
-        let want = if last >= 63 { u64::MAX } else { (1u64 << (last + 1)) - 1 };
+        let want = if last >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (last + 1)) - 1
+        };
         assert_eq!(mask, want & known_caps_mask());
-        assert_eq!(mask, want, "the kernel's capabilities are exactly 0..={last}");
+        assert_eq!(
+            mask, want,
+            "the kernel's capabilities are exactly 0..={last}"
+        );
     }
 }

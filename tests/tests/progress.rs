@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
@@ -43,7 +42,7 @@ fn run_on_terminal(env: &Env, dir: &TestDir, program: &Path, args: &[&str], tag:
     cmd.args(args)
         .current_dir(&dir.work)
         .stdout(out)
-        .stderr(Stdio::from(OwnedFd::from(pty.slave)));
+        .stderr(Stdio::from(pty.slave));
     let desc = format!("{} {}", program.display(), args.join(" "));
     let mut child = cmd.spawn().expect("start the helper on a terminal");
     // Only the helper (and what it starts) holds the terminal side now.
@@ -273,9 +272,10 @@ fn a_refusal_is_one_clean_line_with_or_without_a_terminal() {
         .map(|l| l.trim_end_matches('\r'))
         .collect();
     assert!(
-        lines.iter().any(|l| *l
-            == "ckpt-sign: cannot dump pid 1: it belongs to another user (uid 0); only root or \
-                that user can dump it"),
+        lines.contains(
+            &"ckpt-sign: cannot dump pid 1: it belongs to another user (uid 0); only root or \
+              that user can dump it"
+        ),
         "the refusal says what, on what, and what to do\n{run}"
     );
     assert!(!run.stderr.contains('\x1b'), "{run}");
