@@ -53,10 +53,11 @@ impl Shared {
             && self.start.elapsed() >= SHOW_AFTER
             && !self.shown.swap(true, Ordering::Relaxed)
         {
-            self.bar.set_draw_target(ProgressDrawTarget::term_like_with_hz(
-                Box::new(console::Term::buffered_stderr()),
-                20,
-            ));
+            self.bar
+                .set_draw_target(ProgressDrawTarget::term_like_with_hz(
+                    Box::new(console::Term::buffered_stderr()),
+                    20,
+                ));
         }
     }
 }
