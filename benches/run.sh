@@ -612,7 +612,8 @@ done
 printf 'load average: start %s, end %s; 1-minute at the start of each run: %s\n' \
 	"$LOAD_START" "$LOAD_END" "${REP_LOADS[*]}"
 
-# Targets from issue 2 (ckpt only, the one-process workload), and for a
+# The performance targets (benches/README.md, "Performance targets"; ckpt
+# only, the one-process workload), and for a
 # tree: its restore takes less time than CRIU's, in the same run.
 TARGETS_JSON=""
 if is_tree; then
@@ -632,7 +633,7 @@ elif want ckpt; then
 	t_verify=$(awk -v v="$vm" 'BEGIN{print (v >= 1000) ? "true" : "false"}')
 	t_vrss=$(awk -v v="$vr" 'BEGIN{print (v < 64) ? "true" : "false"}')
 	t_rrss=$(awk -v v="$rr" 'BEGIN{print (v < 64) ? "true" : "false"}')
-	printf '\ntargets (issue 2): dump >= 1000 MB/s: %s; verify >= 1000 MB/s: %s; verify RSS < 64 MiB: %s; restore RSS < 64 MiB: %s\n' \
+	printf '\ntargets: dump >= 1000 MB/s: %s; verify >= 1000 MB/s: %s; verify RSS < 64 MiB: %s; restore RSS < 64 MiB: %s\n' \
 		"$t_dump" "$t_verify" "$t_vrss" "$t_rrss"
 	TARGETS_JSON=$(printf '"targets": {"dump_mbps_ge_1000": %s, "verify_mbps_ge_1000": %s, "verify_rss_lt_64mib": %s, "restore_rss_lt_64mib": %s},' \
 		"$t_dump" "$t_verify" "$t_vrss" "$t_rrss")

@@ -20,11 +20,16 @@
 #      /opt/ckpt-test/bin and makes a fresh host key there;
 #   5. runs `cargo test --release --workspace`: every crate's unit tests and
 #      the end-to-end tests in tests/, which drive the installed setuid
-#      helpers as ckpt-user.
+#      helpers as ckpt-user;
+#   6. runs the Debian package round trip (scripts/package-test.sh: builds
+#      the package with the default /etc/ckpt in the same target directory,
+#      so only the workspace's own crates are built again; dpkg -i, dump,
+#      verify and restore as ckpt-user through /usr/bin, remove, purge).
 #
 # It exits non-zero if any step fails; formatting, lint and test failures
-# are all reported before it exits. It never touches /etc/ckpt or
-# /usr/local: the demo (scripts/demo.sh) uses those.
+# are all reported before it exits. It never touches /usr/local, and
+# leaves /etc/ckpt as it found it: the package round trip moves an
+# existing /etc/ckpt (the demo's, scripts/demo.sh) aside and puts it back.
 #
 # Environment (optional): CARGO_TARGET_DIR (default target/e2e, kept apart
 # from the demo's build because the configuration directory differs),
@@ -33,8 +38,9 @@
 # apart.
 #
 # Arguments (optional, for development): when any are given, formatting and
-# lints are not checked and `cargo test --release ARGS...` runs instead of
-# the whole workspace, e.g. `scripts/test.sh -p ckpt-tests --test hostile`.
+# lints are not checked, `cargo test --release ARGS...` runs instead of
+# the whole workspace, e.g. `scripts/test.sh -p ckpt-tests --test hostile`,
+# and the package round trip does not run (run scripts/package-test.sh).
 set -euo pipefail
 
 PREFIX=${CKPT_TEST_PREFIX:-/opt/ckpt-test}
@@ -48,8 +54,9 @@ THIRD_USER=ckpt-third
 # (golang 1.19 with its sources, openjdk-17-jre-headless) and 20-40 s.
 # make and tmux are the real programs of tests/tests/trees.rs (a make -j2
 # build and a tmux server dumped with --tree).
+# man-db is for the package round trip (`man ckpt-verify` after dpkg -i).
 PACKAGES=(gcc libc6-dev python3 util-linux procps passwd swtpm libtss2-dev pkg-config
-    golang-go default-jre-headless sqlite3 make tmux)
+    golang-go default-jre-headless sqlite3 make tmux man-db)
 
 started=$SECONDS
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
@@ -91,6 +98,8 @@ cargo --version
 rustc --version
 
 failed=()
+full=0
+[ "$#" -eq 0 ] && full=1
 
 if [ "$#" -eq 0 ]; then
     step "cargo fmt --all --check"
@@ -144,6 +153,16 @@ step "cargo test --release $* (unit tests and end-to-end tests as $TEST_USER)"
 if ! CKPT_TEST_BIN=$PREFIX/bin CKPT_TEST_USER=$TEST_USER CKPT_TEST_OTHER=$OTHER_USER \
     CKPT_TEST_THIRD=$THIRD_USER cargo test --release "$@"; then
     failed+=("cargo test")
+fi
+
+if [ "$full" = 1 ]; then
+    step "Debian package round trip (scripts/package-test.sh)"
+    # The same target directory as the tests' build: only the workspace's
+    # own crates are built again (with the default /etc/ckpt), not their
+    # dependencies.
+    if ! CKPT_DEB_TARGET_DIR=$CARGO_TARGET_DIR scripts/package-test.sh; then
+        failed+=("package round trip")
+    fi
 fi
 
 step "done in $((SECONDS - started)) s"

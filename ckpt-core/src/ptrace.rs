@@ -67,6 +67,10 @@ pub struct Tracee {
     /// Whether any syscall was injected (the task then sits at a
     /// syscall-exit stop rather than where it was stopped).
     injected: bool,
+    /// Whether the `syscall` at `syscall_at` is followed by an `int3` (a
+    /// trampoline we wrote): then an injection runs to that trap with one
+    /// `PTRACE_CONT` instead of stopping at syscall entry and exit.
+    traps_after: bool,
 }
 
 impl std::fmt::Debug for Tracee {
@@ -88,6 +92,7 @@ impl Tracee {
             template: None,
             stolen: Vec::new(),
             injected: false,
+            traps_after: false,
         }
     }
 
@@ -227,6 +232,79 @@ impl Tracee {
     pub fn set_syscall_site(&mut self, addr: u64, template: libc::user_regs_struct) {
         self.syscall_at = addr;
         self.template = Some(template);
+        self.traps_after = false;
+    }
+
+    /// Use the trampoline at `addr` (`syscall; int3`, written by us into
+    /// memory only we write) for injections: each one is a single
+    /// `PTRACE_CONT` that ends at the `int3`'s trap, one round trip
+    /// instead of two.
+    pub fn set_trap_site(&mut self, addr: u64, template: libc::user_regs_struct) {
+        self.set_syscall_site(addr, template);
+        self.traps_after = true;
+    }
+
+    /// Inject from the same site, but stop at syscall entry and exit: for
+    /// a syscall after which the `int3` is gone (unmapping the trampoline).
+    pub fn stop_at_syscall_exit(&mut self) {
+        self.traps_after = false;
+    }
+
+    /// Resume with `PTRACE_CONT` until the trap of the `int3` that follows
+    /// the syscall site, and return the registers there. Other signals on
+    /// the way are stolen, as in [`Tracee::wait_for`]; a `SIGTRAP` stop
+    /// anywhere but right after that `int3` (one sent by someone) is too.
+    /// A syscall interrupted by a stolen signal is restarted by the kernel
+    /// (the signal is suppressed, so no handler runs).
+    fn run_to_trap(&mut self) -> Result<libc::user_regs_struct, PtraceError> {
+        self.run_to(self.syscall_at + 2)
+    }
+
+    /// Resume with `PTRACE_CONT` until the trap of the `int3` at `int3_at`
+    /// (see [`Tracee::run_to_trap`]).
+    fn run_to(&mut self, int3_at: u64) -> Result<libc::user_regs_struct, PtraceError> {
+        let after = int3_at + 1;
+        self.resume(Resume::Cont)?;
+        loop {
+            let s = self.wait()?;
+            match s {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                    let r = self.regs()?;
+                    if r.rip == after {
+                        return Ok(r);
+                    }
+                    self.stolen.push(libc::SIGTRAP);
+                    self.resume(Resume::Cont)?;
+                }
+                // A fault at the site (the trampoline gone) would only
+                // repeat: fail instead of resuming into it again.
+                WaitStatus::Stopped(
+                    _,
+                    sig @ (Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL),
+                ) => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{sig:?}"),
+                        during: "an injected syscall",
+                    })
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    self.stolen.push(sig as i32);
+                    self.resume(Resume::Cont)?;
+                }
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
+                    self.resume(Resume::Cont)?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(self.gone(s)),
+                other => {
+                    return Err(PtraceError::UnexpectedStop {
+                        pid: self.pid,
+                        status: format!("{other:?}"),
+                        during: "syscall",
+                    })
+                }
+            }
+        }
     }
 
     /// Inject one syscall and return its raw result (negative errno on
@@ -248,10 +326,115 @@ impl Tracee {
         r.r9 = args[5];
         self.set_regs(&r)?;
         self.injected = true;
+        if self.traps_after {
+            return Ok(self.run_to_trap()?.rax as i64);
+        }
         self.next_syscall_stop()?; // entry
         self.next_syscall_stop()?; // exit
         let out = self.regs()?;
         Ok(out.rax as i64)
+    }
+
+    /// Inject `calls` in order and return their raw results (a negative
+    /// errno on failure), stopping after the first that fails: the result
+    /// list is then shorter than `calls` and ends with that failure.
+    ///
+    /// From a trampoline ([`Tracee::set_trap_site`]) up to
+    /// [`BATCH_MAX`] calls run in one `PTRACE_CONT`: a short program is
+    /// written after the trampoline's `syscall; int3` (in the same page,
+    /// which only we write), that loads each call's registers, makes it,
+    /// stores its result at the end of the page and jumps to its final
+    /// `int3` as soon as one fails. Elsewhere they are injected one by one.
+    pub fn syscall_batch(
+        &mut self,
+        calls: &[(libc::c_long, [u64; 6])],
+    ) -> Result<Vec<i64>, PtraceError> {
+        let mut out = Vec::with_capacity(calls.len());
+        if !self.traps_after || calls.len() < 2 {
+            for &(nr, args) in calls {
+                let r = self.syscall_raw(nr, args)?;
+                out.push(r);
+                if (-4095..0).contains(&r) {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        for part in calls.chunks(BATCH_MAX) {
+            let results = self.run_batch(part)?;
+            let failed = results.last().is_some_and(|r| (-4095..0).contains(r));
+            out.extend(results);
+            if failed {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One [`Tracee::syscall_batch`] program of at most [`BATCH_MAX`] calls.
+    fn run_batch(&mut self, calls: &[(libc::c_long, [u64; 6])]) -> Result<Vec<i64>, PtraceError> {
+        let page = self.syscall_at;
+        let code_at = page + BATCH_CODE_OFFSET;
+        let results_at = page + BATCH_RESULTS_OFFSET;
+        let code = batch_program(calls, results_at);
+        let end = code_at + code.len() as u64;
+        let mut sentinels = Vec::with_capacity(calls.len() * 8);
+        for _ in calls {
+            sentinels.extend_from_slice(&BATCH_NOT_RUN.to_ne_bytes());
+        }
+        let write = |addr: u64, bytes: &[u8]| match sys::vm_write(self.pid, addr, bytes) {
+            Ok(n) if n == bytes.len() => Ok(()),
+            Ok(_) => Err(PtraceError::Request {
+                op: "writing a syscall batch",
+                pid: self.pid,
+                errno: Errno::EFAULT,
+            }),
+            Err(errno) => Err(PtraceError::Request {
+                op: "writing a syscall batch",
+                pid: self.pid,
+                errno,
+            }),
+        };
+        write(code_at, &code)?;
+        write(results_at, &sentinels)?;
+        let mut r = match self.template {
+            Some(t) => t,
+            None => self.regs()?,
+        };
+        r.rip = code_at;
+        r.orig_rax = u64::MAX;
+        self.set_regs(&r)?;
+        self.injected = true;
+        self.run_to(end - 1)?;
+        let mut raw = vec![0u8; sentinels.len()];
+        match sys::vm_read(self.pid, results_at, &mut raw) {
+            Ok(n) if n == raw.len() => {}
+            Ok(_) => {
+                return Err(PtraceError::Request {
+                    op: "reading a syscall batch's results",
+                    pid: self.pid,
+                    errno: Errno::EFAULT,
+                })
+            }
+            Err(errno) => {
+                return Err(PtraceError::Request {
+                    op: "reading a syscall batch's results",
+                    pid: self.pid,
+                    errno,
+                })
+            }
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for w in raw.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            let v = u64::from_ne_bytes(b);
+            if v == BATCH_NOT_RUN {
+                break;
+            }
+            out.push(v as i64);
+        }
+        Ok(out)
     }
 
     /// Inject one syscall; a negative result becomes [`PtraceError::Syscall`].
@@ -301,10 +484,84 @@ impl Tracee {
     }
 }
 
+/// Calls per [`Tracee::syscall_batch`] program.
+pub const BATCH_MAX: usize = 32;
+/// Where a batch program starts in the trampoline's page.
+const BATCH_CODE_OFFSET: u64 = 64;
+/// Where its results are stored: the last `8 * BATCH_MAX` bytes of the page.
+const BATCH_RESULTS_OFFSET: u64 = 4096 - 8 * BATCH_MAX as u64;
+/// A result no syscall returns (an address in the kernel's half, below the
+/// errno range): the call did not run.
+const BATCH_NOT_RUN: u64 = 0xffff_ffff_ffff_f000;
+
+/// The x86-64 program of a syscall batch: for each call, load `rax` and
+/// the six argument registers (`movabs`), `syscall`, store `rax` at its
+/// result slot (`movabs [moffs64], rax`), and go to the final `int3` if it
+/// is an error (`cmp rax, -4095; jae`). 94 bytes a call, then `int3`.
+fn batch_program(calls: &[(libc::c_long, [u64; 6])], results_at: u64) -> Vec<u8> {
+    const STEP: usize = 94;
+    let mut code = Vec::with_capacity(calls.len() * STEP + 1);
+    let total = calls.len() * STEP;
+    for (i, &(nr, a)) in calls.iter().enumerate() {
+        // movabs rax, rdi, rsi, rdx, r10, r8, r9
+        for (prefix, value) in [
+            ([0x48, 0xb8], nr as u64),
+            ([0x48, 0xbf], a[0]),
+            ([0x48, 0xbe], a[1]),
+            ([0x48, 0xba], a[2]),
+            ([0x49, 0xba], a[3]),
+            ([0x49, 0xb8], a[4]),
+            ([0x49, 0xb9], a[5]),
+        ] {
+            code.extend_from_slice(&prefix);
+            code.extend_from_slice(&value.to_le_bytes());
+        }
+        code.extend_from_slice(&[0x0f, 0x05]); // syscall
+        code.extend_from_slice(&[0x48, 0xa3]); // movabs [results + 8i], rax
+        code.extend_from_slice(&(results_at + 8 * i as u64).to_le_bytes());
+        code.extend_from_slice(&[0x48, 0x3d]); // cmp rax, -4095
+        code.extend_from_slice(&(-4095i32).to_le_bytes());
+        // jae to the int3: rel32 from the end of this instruction.
+        let next = (i + 1) * STEP;
+        let rel = i32::try_from(total - next).unwrap_or(0);
+        code.extend_from_slice(&[0x0f, 0x83]);
+        code.extend_from_slice(&rel.to_le_bytes());
+    }
+    code.push(0xcc); // int3
+    code
+}
+
 /// Find a `syscall` instruction (0f 05) in `code`, which was read from
 /// address `base`.
 pub fn find_syscall_insn(code: &[u8], base: u64) -> Option<u64> {
     code.windows(2)
         .position(|w| w == [0x0f, 0x05])
         .map(|i| base + i as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_program_stores_each_result_and_jumps_to_its_int3_on_error() {
+        let calls = [(9, [1, 2, 3, 4, 5, 6]), (10, [0; 6]), (11, [7; 6])];
+        let results = 0x7000_0f00;
+        let code = batch_program(&calls, results);
+        assert_eq!(code.len(), 3 * 94 + 1);
+        assert_eq!(code.last(), Some(&0xcc));
+        for i in 0..calls.len() {
+            let step = &code[i * 94..(i + 1) * 94];
+            assert_eq!(&step[0..2], &[0x48, 0xb8]);
+            assert_eq!(step[2..10], (calls[i].0 as u64).to_le_bytes());
+            assert_eq!(&step[70..72], &[0x0f, 0x05], "syscall");
+            assert_eq!(step[74..82], (results + 8 * i as u64).to_le_bytes());
+            assert_eq!(&step[88..90], &[0x0f, 0x83], "jae");
+            let mut rel = [0u8; 4];
+            rel.copy_from_slice(&step[90..94]);
+            let target = (i + 1) * 94 + i32::from_le_bytes(rel) as usize;
+            assert_eq!(target, code.len() - 1, "jae lands on the int3");
+        }
+        assert!(BATCH_CODE_OFFSET as usize + BATCH_MAX * 94 < BATCH_RESULTS_OFFSET as usize);
+    }
 }

@@ -177,6 +177,48 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
     }
 }
 
+/// `CAP_SYS_ADMIN`, `CAP_CHECKPOINT_RESTORE`: either lets a process choose
+/// the pid of the next process it creates (`ns_last_pid`).
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+const CAP_CHECKPOINT_RESTORE: u64 = 1 << 40;
+
+/// Without the `same-pid` grant, a caller who can already choose pids
+/// (root: `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE` among what exec gives
+/// it) keeps the image's pids and tids when every one of them is free now,
+/// as it could by writing `ns_last_pid` itself; the restore then fails,
+/// naming the pid, only if one is taken in between. When one is in use,
+/// every process gets a new pid, and the notice names the pid. Nobody else
+/// gets a pid they did not have: the grant is what lets them.
+pub(crate) fn keep_own_pids(p: &mut Plan, m: &ckpt_core::image::Manifest) {
+    if p.opts.same_pid || p.opts.caller_caps & (CAP_SYS_ADMIN | CAP_CHECKPOINT_RESTORE) == 0 {
+        return;
+    }
+    let ids = m
+        .tasks
+        .iter()
+        .flat_map(|t| std::iter::once(t.pid).chain(t.threads.iter().map(|th| th.tid)))
+        .chain(m.zombies.iter().map(|z| z.pid));
+    let mut busy = None;
+    for id in ids {
+        if id <= 0 || std::fs::symlink_metadata(format!("/proc/{id}")).is_ok() {
+            busy = Some(id);
+            break;
+        }
+    }
+    match busy {
+        None => {
+            p.opts.same_pid = true;
+            p.notices.push(
+                "keeping the image's pids: they are free, and you may choose pids (root)"
+                    .to_string(),
+            );
+        }
+        Some(id) => p.notices.push(format!(
+            "pid {id} is in use: every process gets a new pid (you may choose pids, but not one that is taken)"
+        )),
+    }
+}
+
 /// The capabilities the caller can already hold. A caller whose real uid
 /// is 0 gets, from any exec, the permitted set this setuid-root helper got
 /// at its own exec (its bounding set; nothing under `SECBIT_NOROOT`); that

@@ -48,7 +48,7 @@ use ckpt_privsep::shield::{Interrupted, Shield};
 use ckpt_privsep::Caller;
 
 use crate::checked::{examine_with, one_shot_state, policy_facts, Integrity};
-use crate::plan::{plan, reason, saved_is_mine, show_creds, Plan};
+use crate::plan::{keep_own_pids, plan, reason, saved_is_mine, show_creds, Plan};
 use crate::{show, Fail, PROG};
 
 /// The audit record of this restore: sent right before the process is
@@ -456,6 +456,7 @@ fn run(
         let d = decide(&facts.policy, &pf);
         let mut p = plan(&d, &pf, caller);
         p.opts.inherit_fds = asked.inherit_fds.to_vec();
+        keep_own_pids(&mut p, reader.manifest());
         audit.decision(&d);
         if asked.require_saved_creds
             && !d.granted(Privilege::Credentials)
@@ -581,7 +582,7 @@ fn run(
         .any(|n| n.contains("/exe will not name"));
     notices.extend(restored.notices);
     let saved_pid = reader.manifest().first_task().map(|p| p.pid);
-    if !plan.opts.same_pid && Some(restored.pid) != saved_pid {
+    if !plan.opts.same_pid && Some(restored.pid) != saved_pid && plan.opts.caller_caps == 0 {
         notices.push(format!(
             "same-pid not granted: {}",
             reason(&decision, Privilege::SamePid)

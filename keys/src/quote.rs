@@ -311,7 +311,7 @@ mod tests {
         let (sk, pk) = ak();
         let extra = [9u8; 32];
         let attest = build_attest_for_tests(&extra, &pcrs());
-        assert_eq!(attest.len(), 145, "the size TPM.md measured on swtpm");
+        assert_eq!(attest.len(), 145, "the size docs/TPM.md measured");
         let sig = sign(&sk, &attest);
         let info = verify_quote(&pk, &attest, &sig, &extra, &pcrs()).expect("verifies");
         assert_eq!(info.clock, 123_456);

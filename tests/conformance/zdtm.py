@@ -31,7 +31,7 @@ import threading
 import time
 
 MODES = {
-    "root": "caller root, new pid (no policy grant)",
+    "root": "caller root, no policy grant (root keeps the pids when they are free)",
     "root-same-pid": "caller root, policy grants same-pid to root for images signed by this host",
     "user": "caller unprivileged (the test runs as the caller's uid), new pid",
     "user-same-pid": "caller unprivileged, policy grants same-pid to that user for images it dumped and this host signed",

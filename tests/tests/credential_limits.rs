@@ -438,3 +438,63 @@ fn root_restoring_its_own_process_keeps_its_supplementary_groups() {
     let result = ckpt_tests::workload_result(&mut r, &gdir.join("result"), &log, "groups_probe");
     assert_eq!(result, "OK\n", "the restored probe's own check\n{run}");
 }
+
+#[test]
+fn root_restoring_its_own_process_keeps_its_pid_when_it_is_free() {
+    let env = Env::require();
+    let guard = PolicyGuard::lock(&env);
+    guard.policy("");
+    let dir = TestDir::new(&env, "root-pid");
+    let program = dir.compile(&env, "groups_probe");
+    let gdir = dir.root.join("g");
+    fs::create_dir(&gdir).unwrap();
+    let log = dir.root.join("groups_probe.log");
+    let mut orig = Proc::spawn(
+        &env,
+        Who::Root,
+        &program,
+        &[path_str(&gdir)],
+        &gdir,
+        &[],
+        &log,
+    );
+    wait_until(WAIT, "groups_probe has written ready", || {
+        gdir.join("ready").exists() || !orig.is_alive()
+    });
+    assert!(orig.is_alive(), "groups_probe runs");
+    let (_dump, _user_copy) = dump_as_root(&env, &dir, orig.pid, "g", &["--leave-running"]);
+    assert!(orig.is_alive(), "--leave-running leaves it running");
+    let image = dir.root.join("g.ckpt");
+
+    // The original still runs: its pid is taken, so a new one, and the
+    // notice names the pid in use.
+    let run = env.verify_as(Who::Root, &dir, &["restore", path_str(&image)]);
+    run.assert_code(exit::OK, "root's restore while the original runs");
+    let copy = restored(&run);
+    assert_ne!(copy.pid, orig.pid, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "pid {} is in use: every process gets a new pid",
+            orig.pid
+        )),
+        "the notice names the pid in use\n{run}"
+    );
+    drop(copy);
+    let orig_pid = orig.pid;
+    signal(orig_pid, nix::sys::signal::Signal::SIGKILL);
+    orig.wait_gone("the original is killed");
+
+    // Free now: root gets the image's pid back without any grant.
+    let run = env.verify_as(Who::Root, &dir, &["restore", path_str(&image)]);
+    run.assert_code(exit::OK, "root's restore of its own process");
+    let mut r = restored(&run);
+    assert_eq!(r.pid, orig_pid, "root keeps its own pid\n{run}");
+    assert!(
+        run.stderr.contains("keeping the image's pids"),
+        "the notice says so\n{run}"
+    );
+    assert!(!run.stderr.contains("same-pid not granted"), "{run}");
+    signal(r.pid, nix::sys::signal::Signal::SIGUSR1);
+    let result = ckpt_tests::workload_result(&mut r, &gdir.join("result"), &log, "groups_probe");
+    assert_eq!(result, "OK\n", "the restored probe's own check\n{run}");
+}

@@ -298,7 +298,14 @@ fn a_tree_checks_itself_after_restore() {
     let pidfile = dir.work.join("t.pid");
     let (run, mut restored) = env.restore_ok(&dir, &image, Some(&pidfile));
     let _kill = TreeGuard::new(restored.pid);
-    let after = tree(restored.pid);
+    // A stopped member stops once released, when it next runs: give it
+    // that moment (a member that never stops fails below).
+    let settled = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut after = tree(restored.pid);
+    while shape(&after) != shape_before && std::time::Instant::now() < settled {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        after = tree(restored.pid);
+    }
     assert_eq!(
         shape(&after),
         shape_before,

@@ -3,7 +3,7 @@
 //! Calls that take no authorization (`PCR_Read`, `ReadPublic`, turning a
 //! persistent handle into an ESYS object) run without a session: with a
 //! password session set, `PCR_Read` fails and libtss2-esys 3.2.1 crashes in
-//! `Esys_TR_FromTPMPublic` (see `shared/TPM.md`). Calls that use a key or
+//! `Esys_TR_FromTPMPublic` (see docs/TPM.md, "Facts the code relies on"). Calls that use a key or
 //! the owner hierarchy run with a password session.
 
 use std::str::FromStr as _;

@@ -239,6 +239,22 @@ impl<'t> Injector<'t> {
     }
 }
 
+impl Injector<'_> {
+    /// Inject `calls` in order (in one round trip from a trampoline) and
+    /// return their raw results, stopping after the first that fails (see
+    /// [`Tracee::syscall_batch`]). Their arguments in the scratch area stay
+    /// in place until all have run.
+    pub fn syscall_batch(
+        &mut self,
+        calls: &[(libc::c_long, [u64; 6])],
+    ) -> Result<Vec<i64>, InjectError> {
+        let pid = self.pid();
+        let r = self.tracee.syscall_batch(calls);
+        self.reset();
+        r.map_err(|source| InjectError::Trace { pid, source })
+    }
+}
+
 /// The errno of a raw syscall result `r < 0`.
 pub fn errno_of(r: i64) -> Errno {
     Errno::from_raw(i32::try_from(-r).unwrap_or(libc::EIO))

@@ -20,12 +20,14 @@ use crate::image::{ImageReader, Manifest};
 use crate::inject::errno_of;
 use crate::model::{ProcessState, VmaKind};
 use crate::procfs;
-use crate::ptrace::{find_syscall_insn, PtraceError};
+use crate::ptrace::find_syscall_insn;
 use crate::sys;
 
 pub(super) const PAGE: u64 = 4096;
 /// Threads that read, check and write memory chunks.
 const FILL_THREADS: usize = 2;
+/// Below this much memory a process is filled by one thread.
+const FILL_ALONE_BELOW: u64 = 8 << 20;
 
 /// Occupied address ranges, for picking free spots.
 fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
@@ -119,7 +121,7 @@ impl Builder<'_> {
         }
         self.inj
             .write(tramp, &[0x0f, 0x05, 0xcc], "writing trampoline")?;
-        self.inj.tracee().set_syscall_site(tramp, template);
+        self.inj.tracee().set_trap_site(tramp, template);
         self.inj.use_scratch(tramp + PAGE, PAGE);
         occupied.push((tramp, tramp + 2 * PAGE));
         Ok((tramp, occupied))
@@ -155,17 +157,20 @@ impl Builder<'_> {
         let p = self.p;
         let has_chunks = chunked_vmas(self.m, self.p, self.memory);
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        // The mappings written with write access get their own protection
+        // back, in one batch.
+        let mut protects = Vec::new();
         for (i, v) in p.vmas.iter().enumerate() {
             if matches!(
                 v.kind,
                 VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
             ) {
                 if has_chunks.contains(&i) && v.prot & rw != rw {
-                    self.sys(
+                    protects.push((
                         "mprotect",
                         libc::SYS_mprotect,
                         [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
-                    )?;
+                    ));
                 }
                 // `hint`: advice this kernel may not offer (THP or KSM
                 // compiled out or disabled): refused, the restore goes on
@@ -200,6 +205,7 @@ impl Builder<'_> {
                 }
             }
         }
+        self.sys_batch(&protects)?;
         Ok(())
     }
 
@@ -289,34 +295,31 @@ impl Builder<'_> {
         };
         let tmp = free_spot(occupied, hi - lo)
             .ok_or_else(|| RestoreError::Invalid("no room to move the vdso".into()))?;
-        // First to a spot free in both layouts, then to the saved place.
+        // First to a spot free in both layouts, then to the saved place;
+        // all in one batch.
+        let mut steps = Vec::new();
         for ((ns, ne), _) in &moves {
-            let dst = tmp + (ns - lo);
-            self.mremap(*ns, ne - ns, dst)?;
+            steps.push((*ns, ne - ns, tmp + (ns - lo)));
         }
         for ((ns, ne), (ts, _)) in &moves {
             let src = tmp + (ns - lo);
             if src != *ts {
-                self.mremap(src, ne - ns, *ts)?;
+                steps.push((src, ne - ns, *ts));
             }
         }
-        Ok(())
-    }
-
-    fn mremap(&mut self, from: u64, len: u64, to: u64) -> Result<(), RestoreError> {
-        let got = self.sys(
-            "mremap(vdso)",
-            libc::SYS_mremap,
-            [
-                from,
-                len,
-                len,
-                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                to,
-                0,
-            ],
-        )?;
-        if got != to {
+        let calls: Vec<_> = steps
+            .iter()
+            .map(|&(from, len, to)| {
+                let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+                (
+                    "mremap(vdso)",
+                    libc::SYS_mremap,
+                    [from, len, len, flags, to, 0],
+                )
+            })
+            .collect();
+        let got = self.sys_batch(&calls)?;
+        if got.iter().zip(&steps).any(|(g, s)| *g != s.2) {
             return Err(RestoreError::Invalid("vdso moved elsewhere".into()));
         }
         Ok(())
@@ -329,6 +332,9 @@ impl Builder<'_> {
         let has_chunks = chunked_vmas(self.m, self.p, self.memory);
         // Open each mapped file once, in the stub, and check its content.
         let mut file_fds: HashMap<u32, u64> = HashMap::new();
+        // Files are opened (and checked) first; then every mapping is made
+        // in one batch of injected `mmap`s.
+        let mut maps: Vec<(u64, [u64; 6])> = Vec::new();
         for (i, v) in p.vmas.iter().enumerate() {
             let flags = match v.kind {
                 VmaKind::Anonymous => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
@@ -384,9 +390,8 @@ impl Builder<'_> {
                 }
                 _ => u64::MAX,
             };
-            let got = self.sys(
-                "mmap",
-                libc::SYS_mmap,
+            maps.push((
+                v.start,
                 [
                     v.start,
                     v.end - v.start,
@@ -395,28 +400,36 @@ impl Builder<'_> {
                     fd,
                     v.offset,
                 ],
-            );
-            match got {
-                Ok(a) if a == v.start => {}
-                Ok(a) => {
-                    return Err(RestoreError::Invalid(format!(
-                        "mapping {:#x} landed at {a:#x}",
-                        v.start
-                    )));
-                }
-                Err(RestoreError::Trace {
-                    source: PtraceError::Syscall { errno, .. },
+            ));
+        }
+        let calls: Vec<(libc::c_long, [u64; 6])> = maps
+            .iter()
+            .map(|&(_, args)| (libc::SYS_mmap, args))
+            .collect();
+        let pid = self.pid();
+        let results = self.inj.syscall_batch(&calls)?;
+        for (&(start, _), &r) in maps.iter().zip(&results) {
+            if (-4095..0).contains(&r) {
+                return Err(RestoreError::Memory {
                     pid,
-                }) => {
-                    return Err(RestoreError::Memory {
-                        pid,
-                        what: "mapping",
-                        addr: v.start,
-                        errno,
-                    });
-                }
-                Err(e) => return Err(e),
+                    what: "mapping",
+                    addr: start,
+                    errno: errno_of(r),
+                });
             }
+            if r as u64 != start {
+                return Err(RestoreError::Invalid(format!(
+                    "mapping {start:#x} landed at {:#x}",
+                    r as u64
+                )));
+            }
+        }
+        if results.len() != maps.len() {
+            return Err(RestoreError::Invalid(format!(
+                "{} of {} mappings made",
+                results.len(),
+                maps.len()
+            )));
         }
         let exe = &p.exe;
         let exe_index = p
@@ -424,13 +437,15 @@ impl Builder<'_> {
             .iter()
             .position(|f| f.path == exe.path && f.dev == exe.dev && f.ino == exe.ino)
             .and_then(|i| u32::try_from(i).ok());
+        let mut closes = Vec::new();
         for (fi, fd) in file_fds {
             if self.mode == StubMode::Root && self.opts.exe_link && Some(fi) == exe_index {
                 self.exe_fd = Some(fd);
             } else {
-                self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                closes.push(("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]));
             }
         }
+        self.sys_batch(&closes)?;
         if self.mode == StubMode::Root && self.opts.exe_link && self.exe_fd.is_none() {
             return Err(RestoreError::Invalid(format!(
                 "the executable {} is not among the process's mapped files",
@@ -549,9 +564,10 @@ impl Builder<'_> {
         Ok(fd)
     }
 
-    /// Stream every chunk into the stub. Two threads each take every other
-    /// chunk, read it, check its digest and write it: SHA-256 is the cost,
-    /// and this spreads it over both cores. Memory: one chunk per thread.
+    /// Stream every chunk into the stub. For 8 MiB or more, two threads
+    /// each take every other chunk, read it, check its digest and write
+    /// it: SHA-256 is the cost, and this spreads it over both cores; less
+    /// is filled by this thread alone. Memory: one chunk per thread.
     pub(super) fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
         let pid = self.pid();
         // The chunks of the task's memory space (others hold file
@@ -560,10 +576,22 @@ impl Builder<'_> {
         let chunks: Vec<usize> = (0..self.m.chunks.len())
             .filter(|&i| self.m.chunks.get(i).map(|c| Some(c.space)) == Some(memory))
             .collect();
+        // A small process (most of a tree's) is filled by this thread: two
+        // threads cost more to start than its few chunks take to hash.
+        let bytes: u64 = chunks
+            .iter()
+            .filter_map(|&i| self.m.chunks.get(i))
+            .map(|c| c.len)
+            .sum();
+        let threads = if bytes < FILL_ALONE_BELOW {
+            1
+        } else {
+            FILL_THREADS
+        };
         let chunks = &chunks;
         let worker = |first: usize| -> Result<(), RestoreError> {
             let mut buf = Vec::new();
-            for &index in chunks.iter().skip(first).step_by(FILL_THREADS) {
+            for &index in chunks.iter().skip(first).step_by(threads) {
                 let c = reader.read_chunk(index, &mut buf)?;
                 let n = sys::vm_write(pid, c.addr, &buf).map_err(|errno| RestoreError::Memory {
                     pid,
@@ -582,8 +610,11 @@ impl Builder<'_> {
             }
             Ok(())
         };
+        if threads == 1 {
+            return worker(0);
+        }
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..FILL_THREADS)
+            let handles: Vec<_> = (0..threads)
                 .map(|i| scope.spawn(move || worker(i)))
                 .collect();
             let mut first_err = Ok(());

@@ -283,6 +283,41 @@ impl Builder<'_> {
         Ok(self.inj.syscall(name, nr, args)?)
     }
 
+    /// Inject `calls` (each with the name its error gives) in one round
+    /// trip where the trampoline allows; the first failure fails like
+    /// [`Builder::sys`].
+    fn sys_batch(
+        &mut self,
+        calls: &[(&'static str, libc::c_long, [u64; 6])],
+    ) -> Result<Vec<u64>, RestoreError> {
+        let raw: Vec<(libc::c_long, [u64; 6])> =
+            calls.iter().map(|&(_, nr, args)| (nr, args)).collect();
+        let results = self.inj.syscall_batch(&raw)?;
+        let pid = self.pid();
+        let mut out = Vec::with_capacity(results.len());
+        for (r, &(name, _, _)) in results.into_iter().zip(calls) {
+            if (-4095..0).contains(&r) {
+                return Err(RestoreError::Trace {
+                    pid,
+                    source: PtraceError::Syscall {
+                        pid,
+                        name,
+                        errno: crate::inject::errno_of(r),
+                    },
+                });
+            }
+            out.push(r as u64);
+        }
+        if out.len() != calls.len() {
+            return Err(RestoreError::Invalid(format!(
+                "{} of {} injected calls ran",
+                out.len(),
+                calls.len()
+            )));
+        }
+        Ok(out)
+    }
+
     /// Inject a syscall; its raw result (negative errno on failure).
     fn sys_raw(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, RestoreError> {
         Ok(self.inj.syscall_raw(nr, args)?)

@@ -61,6 +61,8 @@ impl Builder<'_> {
     ) -> Result<(), RestoreError> {
         let filters = &self.p.seccomp_filters;
         if filters.is_empty() {
+            // Its `int3` goes with it: this one ends at the syscall exit.
+            self.inj.tracee().stop_at_syscall_exit();
             self.sys(
                 "munmap(trampoline)",
                 libc::SYS_munmap,

@@ -14,9 +14,8 @@ impl Builder<'_> {
     /// already has: when its dispositions are as `execve` left them, a
     /// saved `SIG_DFL` or `SIG_IGN` with no flags, restorer or mask that
     /// matches the stub's (`SigIgn` in its `/proc` status) is skipped. Most
-    /// of a process's 62 dispositions are such defaults, and each injected
-    /// syscall is two ptrace stops: this is most of a small process's
-    /// restore time in a tree.
+    /// of a process's 62 dispositions are such defaults. The others are
+    /// set in one batch.
     pub(super) fn restore_sigactions(&mut self) -> Result<(), RestoreError> {
         let p = self.p;
         let ignored = if self.exec_dispositions {
@@ -24,6 +23,7 @@ impl Builder<'_> {
         } else {
             None
         };
+        let mut calls = Vec::new();
         for a in &p.sigactions {
             if a.signal == 0
                 || a.signal > 64
@@ -51,12 +51,13 @@ impl Builder<'_> {
                 restorer: a.restorer,
                 mask: a.mask,
             })?;
-            self.sys(
+            calls.push((
                 "rt_sigaction",
                 libc::SYS_rt_sigaction,
                 [u64::from(a.signal), act, 0, 8, 0, 0],
-            )?;
+            ));
         }
+        self.sys_batch(&calls)?;
         Ok(())
     }
 

@@ -72,31 +72,34 @@ impl Builder<'_> {
         let comm: String = p.comm.chars().take(15).collect();
         check_path(&comm)?;
         let name = self.inj.put_cstr(&comm, "writing a path")?;
-        self.sys(
-            "prctl(PR_SET_NAME)",
-            libc::SYS_prctl,
-            [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
-        )?;
-        self.sys(
-            "personality",
-            libc::SYS_personality,
-            [u64::from(p.personality), 0, 0, 0, 0, 0],
-        )?;
+        self.sys_batch(&[
+            (
+                "prctl(PR_SET_NAME)",
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+            ),
+            (
+                "personality",
+                libc::SYS_personality,
+                [u64::from(p.personality), 0, 0, 0, 0, 0],
+            ),
+        ])?;
         Ok(())
     }
 
     /// The robust futex list and the rseq registration of the thread.
     pub(super) fn restore_robust_list_and_rseq(&mut self, plan: &Plan) -> Result<(), RestoreError> {
         let (head, len) = plan.thread.robust_list;
+        let mut calls = Vec::new();
         if head != 0 {
-            self.sys(
+            calls.push((
                 "set_robust_list",
                 libc::SYS_set_robust_list,
                 [head, len, 0, 0, 0, 0],
-            )?;
+            ));
         }
         if let Some(r) = plan.thread.rseq {
-            self.sys(
+            calls.push((
                 "rseq",
                 libc::SYS_rseq,
                 [
@@ -107,8 +110,9 @@ impl Builder<'_> {
                     0,
                     0,
                 ],
-            )?;
+            ));
         }
+        self.sys_batch(&calls)?;
         Ok(())
     }
 

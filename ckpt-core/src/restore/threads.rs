@@ -297,7 +297,7 @@ fn build_thread(
     let tid = tracee.pid();
     let tr = |source| RestoreError::Trace { pid: tid, source };
     let template = tracee.regs().map_err(tr)?;
-    tracee.set_syscall_site(tramp, template);
+    tracee.set_trap_site(tramp, template);
     let mut inj = Injector::new(tracee);
     inj.use_scratch(tramp + PAGE, PAGE);
     inject_thread_state(&mut inj, t, tgid, tid)?;

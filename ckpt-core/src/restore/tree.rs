@@ -740,7 +740,7 @@ impl Builder<'_> {
                     },
                 });
             };
-            stub.tracee.set_syscall_site(tramp, template);
+            stub.tracee.set_trap_site(tramp, template);
             if let Some(w) = want.filter(|w| *w != pid) {
                 // Undone: killed and collected by us, then reaped by its
                 // parent (this stub), so no stray zombie is left to it.

@@ -211,20 +211,18 @@ impl Builder<'_> {
     /// Move the stub's `fd` to the lowest free number above `top`,
     /// close-on-exec; the new number.
     pub(super) fn move_above(&mut self, fd: u64, top: i32) -> Result<u64, RestoreError> {
-        let high = self.sys(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            [
-                fd,
-                libc::F_DUPFD_CLOEXEC as u64,
-                u64::try_from(top).unwrap_or(0) + 1,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        Ok(high)
+        let above = u64::try_from(top).unwrap_or(0) + 1;
+        let got = self.sys_batch(&[
+            (
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                [fd, libc::F_DUPFD_CLOEXEC as u64, above, 0, 0, 0],
+            ),
+            ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]),
+        ])?;
+        got.first()
+            .copied()
+            .ok_or_else(|| RestoreError::Invalid("fcntl(F_DUPFD_CLOEXEC) gave nothing".into()))
     }
 
     /// Close everything the stub inherited, except the caller's fds 0-2
@@ -259,21 +257,23 @@ impl Builder<'_> {
         keep.sort_unstable();
         keep.dedup();
         let mut next = 0u64;
+        let mut ranges = Vec::new();
         for &k in &keep {
             if k > next {
-                self.sys(
+                ranges.push((
                     "close_range",
                     libc::SYS_close_range,
                     [next, k - 1, 0, 0, 0, 0],
-                )?;
+                ));
             }
             next = k + 1;
         }
-        self.sys(
+        ranges.push((
             "close_range",
             libc::SYS_close_range,
             [next, u64::from(u32::MAX), 0, 0, 0, 0],
-        )?;
+        ));
+        self.sys_batch(&ranges)?;
         if p.fds.is_empty() {
             return self.close_transport();
         }
@@ -365,22 +365,34 @@ impl Builder<'_> {
                 self.add_epoll_targets(*ep, targets, &source, &external_at)?;
             }
         }
+        // Each fd in place (batches of `dup3`, in order), then the
+        // temporary fds and the transfer end closed in one batch.
+        let mut dups = Vec::new();
         for f in &p.fds {
             let Some(src) = temp[f.description as usize] else {
+                self.sys_batch(&std::mem::take(&mut dups))?;
                 self.reconnect_external(f)?;
                 continue;
             };
             let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-            self.sys(
+            dups.push((
                 "dup3",
                 libc::SYS_dup3,
                 [src, f.fd as u64, flags as u64, 0, 0, 0],
-            )?;
+            ));
         }
-        for fd in temp.into_iter().flatten() {
-            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        }
-        self.close_transport()?;
+        self.sys_batch(&dups)?;
+        let mut closes: Vec<_> = temp
+            .into_iter()
+            .flatten()
+            .map(|fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
+            .collect();
+        closes.push((
+            "close(transfer)",
+            libc::SYS_close,
+            [self.shared.stub_fd, 0, 0, 0, 0, 0],
+        ));
+        self.sys_batch(&closes)?;
         // Last: the locks, through each description's first fd.
         for (i, d) in files.iter().enumerate() {
             if d.locks.is_empty() {
