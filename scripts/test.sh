@@ -9,8 +9,10 @@
 #      default-jre-headless, sqlite3, and make and tmux for
 #      tests/tests/trees.rs) and creates the users ckpt-user and
 #      ckpt-other if they are missing;
-#   2. checks formatting (cargo fmt --check) and lints
-#      (cargo clippy --all-targets -- -D warnings);
+#   2. checks formatting (cargo fmt --check), lints
+#      (cargo clippy --all-targets -- -D warnings) and the MSRV (the
+#      workspace's rust-version toolchain, installed with rustup when
+#      missing, checks everything against the committed Cargo.lock);
 #   3. builds the workspace once, in release mode, with the test prefix's
 #      configuration directory baked in (CKPT_SYSCONFDIR=/opt/ckpt-test/etc,
 #      and the audit socket the tests listen on, CKPT_SYSLOG_SOCKET);
@@ -108,6 +110,17 @@ if [ "$#" -eq 0 ]; then
     step "cargo clippy --all-targets -- -D warnings"
     if ! cargo clippy --workspace --all-targets -- -D warnings; then
         failed+=("cargo clippy")
+    fi
+
+    # The MSRV (rust-version in Cargo.toml): that toolchain must build
+    # every crate and test with the committed Cargo.lock.
+    msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+    step "MSRV: cargo +$msrv check --locked --workspace --all-targets"
+    if ! { rustup toolchain list | grep -q "^$msrv" ||
+        rustup toolchain install "$msrv" --profile minimal; } ||
+        ! cargo "+$msrv" check --locked --workspace --all-targets \
+            --target-dir "$CARGO_TARGET_DIR/msrv"; then
+        failed+=("MSRV $msrv check")
     fi
 fi
 

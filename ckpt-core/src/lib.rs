@@ -17,6 +17,7 @@ pub mod limits;
 pub mod model;
 pub mod paths;
 pub mod procfs;
+pub mod progress;
 pub mod ptrace;
 pub mod restore;
 pub mod sockdiag;

@@ -27,6 +27,10 @@ pub(crate) enum Command {
         /// Replace an existing host key.
         #[arg(long)]
         force: bool,
+        /// Print one JSON object on stdout (the key; docs/JSON.md) instead
+        /// of its line.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the host public key as one line (for another host's policy).
     Pubkey {
@@ -36,6 +40,10 @@ pub(crate) enum Command {
         /// With --tpm: the TPM attestation key (a policy's attestation_key).
         #[arg(long, requires = "tpm")]
         attestation: bool,
+        /// Print one JSON object on stdout (algorithm, key id, line;
+        /// docs/JSON.md) instead of the line.
+        #[arg(long)]
+        json: bool,
     },
     /// Checkpoint a process into a signed image.
     Dump(DumpArgs),
@@ -71,4 +79,8 @@ pub(crate) struct DumpArgs {
     /// the host key. Root only: `--key tpm` signs with the TPM host key.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Print one JSON object on stdout (image id, size, signer, key id,
+    /// notices; docs/JSON.md) instead of the `wrote ...` line on stderr.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -66,20 +66,53 @@ fn access_fail(pid: i32, e: AccessError) -> Fail {
     match e {
         AccessError::NoSuchProcess(_) => Fail::new(
             Exit::DumpFailed,
-            format!("dump: no such process: pid {pid}"),
+            format!("cannot dump pid {pid}: no such process; check the pid (`ps -p {pid}`)"),
         ),
         e => Fail::with(
             Exit::DumpFailed,
-            format!("dump: cannot check access to pid {pid}"),
+            format!("cannot dump pid {pid}: cannot check whether you may trace it"),
             e,
         ),
     }
 }
 
-fn denied(pid: i32) -> Fail {
+/// Why the caller may not ptrace-attach to `pid`, as far as `/proc` tells
+/// (the kernel's answer was no; this only names the likely reason). The
+/// status file is read as the caller: under `hidepid` the caller learns
+/// nothing about the process from this message that it could not read.
+fn why_denied(caller: &Caller, pid: i32) -> String {
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/status"));
+    let status = open_for_read(caller, &path)
+        .ok()
+        .and_then(|f| {
+            let mut text = String::new();
+            f.take(64 * 1024).read_to_string(&mut text).ok()?;
+            Some(text)
+        })
+        .and_then(|t| ckpt_core::procfs::status::parse_status(&t).ok());
+    match status {
+        Some(s) if s.uid.iter().any(|&u| u != caller.uid) && s.uid[0] != caller.uid => format!(
+            "it belongs to another user (uid {}); only root or that user can dump it",
+            s.uid[0]
+        ),
+        Some(s)
+            if s.uid.iter().any(|&u| u != caller.uid) || s.gid.iter().any(|&g| g != caller.gid) =>
+        {
+            "it runs with other ids than yours (a set-user-id or set-group-id program); \
+             only root can dump it"
+                .to_owned()
+        }
+        _ => "the kernel does not let you trace it (it made itself non-dumpable, or the \
+              Yama ptrace_scope setting allows tracing only of your own children); \
+              only root can dump it"
+            .to_owned(),
+    }
+}
+
+fn denied(caller: &Caller, pid: i32) -> Fail {
     Fail::new(
         Exit::AccessDenied,
-        format!("dump: permission denied: caller may not ptrace-attach to pid {pid}"),
+        format!("cannot dump pid {pid}: {}", why_denied(caller, pid)),
     )
 }
 
@@ -159,7 +192,78 @@ impl Audit {
 #[derive(Default)]
 pub(crate) struct Report {
     pub warnings: Vec<String>,
-    pub lines: Vec<String>,
+    /// What the image does not keep, or keeps differently (`notice: ...`
+    /// on stderr; `notices` in the JSON).
+    pub notices: Vec<String>,
+    /// The image written, when the dump succeeded.
+    pub done: Option<Done>,
+}
+
+/// The image a successful dump wrote.
+pub(crate) struct Done {
+    pub path: std::path::PathBuf,
+    pub image_id: String,
+    pub size: u64,
+    /// The signing key's id (`None`: unsigned).
+    pub key_id: Option<String>,
+    /// `host-key` or `caller-key` (`None`: unsigned).
+    pub signer: Option<&'static str>,
+    /// How the host key signed (`file host key`, `TPM key, TPM quote ...`).
+    pub signed_with: Option<String>,
+    pub pid: i32,
+    pub processes: usize,
+    pub left_running: bool,
+    /// With `--leave-running`: how long the target was stopped.
+    pub frozen_ms: Option<f64>,
+}
+
+impl Report {
+    /// The text lines of a successful dump: notices, then `wrote ...`.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .notices
+            .iter()
+            .map(|n| format!("notice: {n}"))
+            .collect();
+        if let Some(d) = &self.done {
+            let signed = match (&d.key_id, &d.signed_with) {
+                (Some(id), Some(with)) => format!("signed by key {id} ({with})"),
+                (Some(id), None) => format!("signed by key {id}"),
+                (None, _) => "unsigned".to_owned(),
+            };
+            out.push(format!(
+                "wrote {}: image {}, {signed}, {} bytes",
+                d.path.display(),
+                d.image_id,
+                d.size
+            ));
+            if let Some(ms) = d.frozen_ms {
+                out.push(format!("pid {} was frozen for {ms:.1} ms", d.pid));
+            }
+        }
+        out
+    }
+
+    /// `dump --json`: one object (docs/JSON.md, "ckpt-sign dump").
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let d = self.done.as_ref();
+        serde_json::json!({
+            "schema": 1,
+            "image": d.map(|d| d.path.to_string_lossy().into_owned()),
+            "image_id": d.map(|d| d.image_id.clone()),
+            "size": d.map(|d| d.size),
+            "signed": d.is_some_and(|d| d.key_id.is_some()),
+            "key_id": d.and_then(|d| d.key_id.clone()),
+            "signer": d.and_then(|d| d.signer),
+            "signed_with": d.and_then(|d| d.signed_with.clone()),
+            "pid": d.map(|d| d.pid),
+            "processes": d.map(|d| d.processes),
+            "left_running": d.is_some_and(|d| d.left_running),
+            "frozen_ms": d.and_then(|d| d.frozen_ms),
+            "notices": self.notices,
+            "warnings": self.warnings,
+        })
+    }
 }
 
 fn interrupted(i: Interrupted, what: &str) -> Fail {
@@ -179,7 +283,15 @@ pub(crate) fn run(
     let pid = i32::try_from(args.pid)
         .ok()
         .filter(|&p| p > 0)
-        .ok_or_else(|| Fail::new(Exit::Usage, format!("dump: invalid pid {}", args.pid)))?;
+        .ok_or_else(|| {
+            Fail::new(
+                Exit::Usage,
+                format!(
+                    "dump: invalid pid {}: give the pid of a running process (a number from 1)",
+                    args.pid
+                ),
+            )
+        })?;
 
     // 1. How to sign.
     let sign_with = plan_signing(caller, args)?;
@@ -196,12 +308,14 @@ pub(crate) fn run(
     // 2. Access, as the caller, on a pidfd.
     let pidfd = open_pidfd(pid).map_err(|e| access_fail(pid, e))?;
     if !caller_may_ptrace_attach(caller, pid).map_err(|e| access_fail(pid, e))? {
-        return Err(denied(pid));
+        return Err(denied(caller, pid));
     }
     if !pidfd_alive(&pidfd) {
         return Err(Fail::new(
             Exit::DumpFailed,
-            format!("dump: pid {pid} exited"),
+            format!(
+                "cannot dump pid {pid}: it exited before it could be frozen; nothing was written"
+            ),
         ));
     }
 
@@ -213,11 +327,18 @@ pub(crate) fn run(
             Exit::DumpFailed
         };
         let hint = if matches!(e, CreateError::Exists { .. }) {
-            " (use --force to replace it)"
+            "; use --force to replace it"
         } else {
             ""
         };
-        Fail::with(exit, format!("dump: cannot create the image{hint}"), e)
+        Fail::new(
+            exit,
+            format!(
+                "cannot dump pid {pid}: cannot create the image: {}{hint}; the process was \
+                 not touched",
+                error_chain(&e)
+            ),
+        )
     })?;
 
     shield.check().map_err(|i| interrupted(i, untouched))?;
@@ -236,7 +357,7 @@ pub(crate) fn run(
     let mut frozen = seized.map_err(|e| {
         Fail::with(
             Exit::DumpFailed,
-            format!("dump: cannot freeze pid {pid}"),
+            format!("cannot dump pid {pid}: cannot freeze it (it was left running untouched)"),
             e,
         )
     })?;
@@ -261,7 +382,9 @@ pub(crate) fn run(
     if !pidfd_alive(&watch) {
         return Err(Fail::new(
             Exit::DumpFailed,
-            format!("dump: pid {pid} exited"),
+            format!(
+                "cannot dump pid {pid}: it exited before it could be frozen; nothing was written"
+            ),
         ));
     }
     if !caller_may_ptrace_attach(caller, pid).map_err(|e| access_fail(pid, e))? {
@@ -270,8 +393,9 @@ pub(crate) fn run(
         return Err(Fail::new(
             Exit::AccessDenied,
             format!(
-                "dump: permission denied: caller may not ptrace-attach to pid {pid} \
-                 (its credentials changed while it was being frozen)"
+                "cannot dump pid {pid}: its credentials changed while it was being frozen \
+                 (it ran a set-id program), and you may no longer trace it; it was resumed \
+                 untouched"
             ),
         ));
     }
@@ -282,9 +406,9 @@ pub(crate) fn run(
             return Err(Fail::new(
                 Exit::AccessDenied,
                 format!(
-                    "dump: permission denied: pid {p}, a descendant of pid {pid}, is a process \
-                     the caller may not ptrace-attach to (another user's, or running a set-id \
-                     program); only root or its owner can dump it"
+                    "cannot dump the tree of pid {pid}: its descendant pid {p}: {}; \
+                     the tree was resumed untouched",
+                    why_denied(caller, p)
                 ),
             ));
         }
@@ -292,7 +416,7 @@ pub(crate) fn run(
     let frozen_creds = frozen.status_creds().map_err(|e| {
         Fail::with(
             Exit::DumpFailed,
-            format!("dump: cannot read the credentials of pid {pid}"),
+            format!("cannot dump pid {pid}: cannot read its credentials"),
             e,
         )
     })?;
@@ -317,17 +441,31 @@ pub(crate) fn run(
     if args.compress {
         writer.compress_with(ckpt_core::image::Compression::Lz4);
     }
+    // A bar on the caller's terminal when the dump lasts (cleared when
+    // `bar` is dropped, before anything is printed); its total is the
+    // frozen processes' resident anonymous memory, an estimate.
+    let bar = ckpt_privsep::progress::Bar::new(
+        "dump",
+        frozen
+            .pids()
+            .iter()
+            .filter_map(|&p| ckpt_core::progress::resident_anon_bytes(p))
+            .sum(),
+    );
+    if let Some(observer) = bar.observer() {
+        writer.observe(observer);
+    }
     let result = frozen.dump(&mut writer).map_err(|e| match e {
         ckpt_core::dump::DumpError::Cancelled { .. } => match shield.check() {
             Err(i) => interrupted(i, rolled_back),
-            Ok(()) => Fail::with(Exit::DumpFailed, "dump", e),
+            Ok(()) => Fail::with(Exit::DumpFailed, format!("cannot dump pid {pid}"), e),
         },
-        e => Fail::with(Exit::DumpFailed, "dump", e),
+        e => Fail::with(Exit::DumpFailed, format!("cannot dump pid {pid}"), e),
     })?;
     let root_task = result.process().ok_or_else(|| {
         Fail::new(
             Exit::DumpFailed,
-            format!("dump: pid {pid}: no process was captured"),
+            format!("cannot dump pid {pid}: no process was captured"),
         )
     })?;
     for task in &result.tasks {
@@ -351,8 +489,8 @@ pub(crate) fn run(
                     _ => None,
                 });
             if let Some(n) = dropped {
-                report.lines.push(format!(
-                    "notice: {} is a UDP socket with {n} datagrams queued; they are not kept \
+                report.notices.push(format!(
+                    "{} is a UDP socket with {n} datagrams queued; they are not kept \
                      (UDP does not promise delivery, and their senders are outside the image)",
                     if result.tasks.len() > 1 {
                         format!("pid {}'s fd {}", task.pid, f.fd)
@@ -368,8 +506,8 @@ pub(crate) fn run(
                 } else {
                     format!("fd {fd}")
                 };
-                report.lines.push(format!(
-                    "notice: {whose} is connected outside the process ({}); restore connects it \
+                report.notices.push(format!(
+                    "{whose} is connected outside the process ({}); restore connects it \
                      to /dev/null, or to the restore caller's fd {fd} with --inherit-fd {fd}",
                     ckpt_privsep::report::escape_controls(to)
                 ));
@@ -381,8 +519,8 @@ pub(crate) fn run(
         if let ckpt_core::state::OpenFileKind::PtyMaster { index, tty } = &d.kind {
             let lost = tty.lost;
             if lost.total() != 0 {
-                report.lines.push(format!(
-                    "notice: the pseudo-terminal /dev/pts/{index} held {} queued bytes ({} unread \
+                report.notices.push(format!(
+                    "the pseudo-terminal /dev/pts/{index} held {} queued bytes ({} unread \
                      by the master, {} unread by the slave); a terminal's queues cannot be read \
                      without consuming them, so they are not in the image",
                     lost.total(),
@@ -396,7 +534,10 @@ pub(crate) fn run(
     if c.uid != frozen_creds.uid || c.gid != frozen_creds.gid || c.groups != frozen_creds.groups {
         return Err(Fail::new(
             Exit::DumpFailed,
-            format!("dump: pid {pid}: credentials changed during the dump"),
+            format!(
+                "cannot dump pid {pid}: its credentials changed during the dump; it was \
+                 resumed untouched, try again"
+            ),
         ));
     }
     let mut frozen_ms = None;
@@ -420,7 +561,12 @@ pub(crate) fn run(
 
     // 6. Metadata, signature.
     let meta = image_meta(caller, &result)?;
-    let mut signed_with = String::new();
+    let mut signed_with = None;
+    let signer_name = match &sign_with {
+        SignWith::UserKey(_) => "caller-key",
+        _ => "host-key",
+    };
+    let processes = result.tasks.len();
     let (finished, key_id) = {
         // Kept boxed, never moved out: dropping the box zeroizes the key
         // where it lives. The host signer holds the file key the same way,
@@ -443,7 +589,7 @@ pub(crate) fn run(
             record.set("signer", id.to_string());
         }
         if let Some(h) = &host {
-            signed_with = format!(" ({})", h.describe);
+            signed_with = Some(h.describe.clone());
         }
         let finished = writer
             .finish(meta, result.into_content(), signer)
@@ -453,6 +599,7 @@ pub(crate) fn run(
         (finished, key_id)
     };
     drop(finished.file);
+    bar.clear();
     let image_id: String = finished
         .image_id
         .iter()
@@ -468,20 +615,18 @@ pub(crate) fn run(
     pending
         .commit()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot put the image in place", e))?;
-    let signed = match key_id {
-        Some(id) => format!("signed by key {id}{signed_with}"),
-        None => "unsigned".to_owned(),
-    };
-    report.lines.push(format!(
-        "wrote {}: image {image_id}, {signed}, {} bytes",
-        args.output.display(),
-        finished.size
-    ));
-    if let Some(ms) = frozen_ms {
-        report
-            .lines
-            .push(format!("pid {pid} was frozen for {ms:.1} ms"));
-    }
+    report.done = Some(Done {
+        path: args.output.clone(),
+        image_id,
+        size: finished.size,
+        signer: key_id.as_ref().map(|_| signer_name),
+        key_id: key_id.map(|id| id.to_string()),
+        signed_with,
+        pid,
+        processes,
+        left_running: args.leave_running,
+        frozen_ms,
+    });
     if let Some(frozen) = frozen {
         frozen.kill().map_err(|e| {
             Fail::with(
@@ -505,7 +650,8 @@ fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
             return Err(Fail::new(
                 Exit::AccessDenied,
                 format!(
-                    "dump: --key tpm: permission denied: only root may choose the TPM host key                      (you are uid {}; for a key file named tpm, use --key ./tpm)",
+                    "dump: --key tpm: permission denied: only root may sign with the TPM host key \
+                     (you are uid {}); for a key file of yours named tpm, use --key ./tpm",
                     caller.uid
                 ),
             ));
@@ -520,16 +666,26 @@ fn plan_signing(caller: &Caller, args: &DumpArgs) -> Result<SignWith, Fail> {
             } else {
                 Exit::Other
             };
-            Fail::with(exit, "dump: cannot open the key file", e)
+            Fail::with(exit, "dump: cannot open the key file (--key)", e)
         })?;
         let mut bytes = zeroize::Zeroizing::new(Vec::new());
         file.take(MAX_KEY_FILE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| Fail::with(Exit::Other, "dump: cannot read the key file", e))?;
+            .map_err(|e| {
+                Fail::with(
+                    Exit::Other,
+                    format!("dump: cannot read the key file {}", path.display()),
+                    e,
+                )
+            })?;
         if bytes.len() as u64 > MAX_KEY_FILE {
             return Err(Fail::new(
                 Exit::Other,
-                format!("dump: {}: too large for a key file", path.display()),
+                format!(
+                    "dump: {}: too large for a key file (at most {MAX_KEY_FILE} bytes); \
+                     --key takes a ckpt secret key file",
+                    path.display()
+                ),
             ));
         }
         let key = SigningKey::from_secret_file_bytes(&bytes).map_err(|e| {

@@ -79,8 +79,12 @@ fn main() -> ExitCode {
 
 fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
     match cli.command {
-        Command::Keygen { tpm, force } => keygen(caller, tpm, force),
-        Command::Pubkey { tpm, attestation } => pubkey(tpm, attestation),
+        Command::Keygen { tpm, force, json } => keygen(caller, tpm, force, json),
+        Command::Pubkey {
+            tpm,
+            attestation,
+            json,
+        } => pubkey(tpm, attestation, json),
         Command::Dump(args) => {
             let mut audit = dump::Audit::new(caller, &args);
             let mut report = dump::Report::default();
@@ -102,15 +106,41 @@ fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
             for w in &report.warnings {
                 errln!("{PROG}: {w}");
             }
-            for l in &report.lines {
-                errln!("{PROG}: {l}");
+            if args.json {
+                if result.is_ok() {
+                    outln!("{}", report.json());
+                }
+            } else {
+                for l in report.lines() {
+                    errln!("{PROG}: {l}");
+                }
             }
             result
         }
     }
 }
 
-fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
+/// A public key as `keygen --json` and `pubkey --json` print it
+/// (docs/JSON.md, "ckpt-sign pubkey").
+pub(crate) fn key_json(
+    key: &ckpt_keys::PublicKey,
+    role: &str,
+    extra: Option<(&str, serde_json::Value)>,
+) -> String {
+    let mut m = serde_json::json!({
+        "schema": 1,
+        "role": role,
+        "algorithm": key.algorithm().name(),
+        "key_id": key.key_id().to_string(),
+        "public_key": key.to_line(),
+    });
+    if let (Some((k, v)), Some(obj)) = (extra, m.as_object_mut()) {
+        obj.insert(k.to_owned(), v);
+    }
+    m.to_string()
+}
+
+fn keygen(caller: &Caller, tpm: bool, force: bool, json: bool) -> Result<(), Fail> {
     if !caller.is_root() || !caller.privileged {
         return Err(Fail::new(
             Exit::AccessDenied,
@@ -121,7 +151,7 @@ fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
         ));
     }
     if tpm {
-        return tpm::keygen(force);
+        return tpm::keygen(force, json);
     }
     let dir = ckpt_core::paths::keys_dir();
     let key = ckpt_keys::SigningKey::generate()
@@ -148,13 +178,17 @@ fn keygen(caller: &Caller, tpm: bool, force: bool) -> Result<(), Fail> {
         public.key_id(),
         dir.display()
     );
-    outln!("{}", public.to_line());
+    if json {
+        outln!("{}", key_json(&public, "host", None));
+    } else {
+        outln!("{}", public.to_line());
+    }
     Ok(())
 }
 
-fn pubkey(tpm: bool, attestation: bool) -> Result<(), Fail> {
+fn pubkey(tpm: bool, attestation: bool, json: bool) -> Result<(), Fail> {
     if tpm {
-        return tpm::pubkey(attestation);
+        return tpm::pubkey(attestation, json);
     }
     let dir = ckpt_core::paths::keys_dir();
     let public = ckpt_keys::store::load_host_public(&dir).map_err(|e| {
@@ -164,6 +198,10 @@ fn pubkey(tpm: bool, attestation: bool) -> Result<(), Fail> {
             e,
         )
     })?;
-    outln!("{}", public.to_line());
+    if json {
+        outln!("{}", key_json(&public, "host", None));
+    } else {
+        outln!("{}", public.to_line());
+    }
     Ok(())
 }

@@ -52,7 +52,7 @@ fn load_config(what: &str) -> Result<HostConfig, Fail> {
 }
 
 /// `keygen --tpm`: create (or reuse) the TPM keys and record them.
-pub(crate) fn keygen(force: bool) -> Result<(), Fail> {
+pub(crate) fn keygen(force: bool, json: bool) -> Result<(), Fail> {
     let cfg = load_config("keygen --tpm")?;
     let dir = keys_dir();
     let existing = if store::record_exists(&dir) {
@@ -101,13 +101,25 @@ pub(crate) fn keygen(force: bool) -> Result<(), Fail> {
         "{PROG}: attestation key (for a policy's attestation_key): {}",
         out.attestation.to_line()
     );
-    outln!("{}", out.signing.to_line());
+    if json {
+        let ak = serde_json::json!({
+            "algorithm": out.attestation.algorithm().name(),
+            "key_id": out.attestation.key_id().to_string(),
+            "public_key": out.attestation.to_line(),
+        });
+        outln!(
+            "{}",
+            crate::key_json(&out.signing, "tpm-signing", Some(("attestation", ak)))
+        );
+    } else {
+        outln!("{}", out.signing.to_line());
+    }
     Ok(())
 }
 
 /// `pubkey --tpm [--attestation]`: the TPM signing key's line (or the
 /// attestation key's).
-pub(crate) fn pubkey(attestation: bool) -> Result<(), Fail> {
+pub(crate) fn pubkey(attestation: bool, json: bool) -> Result<(), Fail> {
     let dir = keys_dir();
     let key = if attestation {
         store::load_attestation_public(&dir)
@@ -121,7 +133,16 @@ pub(crate) fn pubkey(attestation: bool) -> Result<(), Fail> {
             e,
         )
     })?;
-    outln!("{}", key.to_line());
+    if json {
+        let role = if attestation {
+            "tpm-attestation"
+        } else {
+            "tpm-signing"
+        };
+        outln!("{}", crate::key_json(&key, role, None));
+    } else {
+        outln!("{}", key.to_line());
+    }
     Ok(())
 }
 

@@ -87,6 +87,18 @@ pub(crate) fn now_unix() -> u64 {
 /// Open the image as the caller and establish integrity (all chunks when
 /// `all_chunks`, otherwise structure and signature only), signer and trust.
 pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<Facts, Fail> {
+    examine_with(caller, path, all_chunks, None)
+}
+
+/// [`examine`], telling `bar` of the chunk data read: its total is the
+/// image's data, twice with `all_chunks` (verified here, read again by
+/// the restore).
+pub(crate) fn examine_with(
+    caller: &Caller,
+    path: &Path,
+    all_chunks: bool,
+    bar: Option<&ckpt_privsep::progress::Bar>,
+) -> Result<Facts, Fail> {
     let file = open_as_caller(caller, path)?;
     let mut facts = Facts {
         integrity: Integrity::Ok,
@@ -98,7 +110,7 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
         policy_error: None,
         now: now_unix(),
     };
-    let reader = match ImageReader::open(file) {
+    let mut reader = match ImageReader::open(file) {
         Ok(r) => r,
         Err(e) => {
             facts.integrity = image_fail(e)?;
@@ -107,6 +119,15 @@ pub(crate) fn examine(caller: &Caller, path: &Path, all_chunks: bool) -> Result<
     };
     if let SignatureStatus::Signed { key } = reader.signature() {
         facts.signer = Some(key);
+    }
+    if let Some(bar) = bar {
+        // Read once here and once by a restore when every chunk is checked
+        // first; otherwise once, as the restore streams it.
+        let passes = if all_chunks { 2 } else { 1 };
+        bar.set_total(reader.data_len().saturating_mul(passes));
+        if let Some(observer) = bar.observer() {
+            reader.observe(observer);
+        }
     }
     if all_chunks {
         if let Err(e) = reader.verify_chunks() {

@@ -20,25 +20,31 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Check integrity, signature and trust (exit 0 only when all hold).
     Verify {
+        /// The image file (opened as you).
         image: PathBuf,
-        /// One JSON object on stdout.
+        /// Print one JSON object on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
     /// Show what an image holds (an untrusted view).
     Inspect {
+        /// The image file (opened as you).
         image: PathBuf,
+        /// Print one JSON object on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
     /// Show what a restore of this image would do, and why.
     Explain {
+        /// The image file (opened as you).
         image: PathBuf,
+        /// Print one JSON object on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
     /// Restore a process from an image; prints its pid.
     Restore {
+        /// The image file (opened as you).
         image: PathBuf,
         /// Also write the pid to FILE (created by you; never overwritten).
         #[arg(long, value_name = "FILE")]
@@ -53,6 +59,10 @@ pub(crate) enum Command {
         /// /dev/null, with a notice.
         #[arg(long = "inherit-fd", value_name = "N")]
         inherit_fd: Vec<i32>,
+        /// Print one JSON object on stdout (pid, grants, notices;
+        /// docs/JSON.md) instead of the pid line.
+        #[arg(long)]
+        json: bool,
     },
     /// Policy commands.
     Policy {
@@ -65,5 +75,13 @@ pub(crate) enum Command {
 pub(crate) enum PolicyCommand {
     /// Validate a policy file (default: the installed policy, with its
     /// ownership and mode checks).
-    Check { file: Option<PathBuf> },
+    Check {
+        /// A policy draft to check (opened as you; only parsed and
+        /// validated, never trusted).
+        file: Option<PathBuf>,
+        /// Print one JSON object on stdout (valid, error, rules, warnings;
+        /// docs/JSON.md) instead of the `OK`/`invalid` line.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -383,7 +383,7 @@ pub(crate) fn inspect(caller: &Caller, path: &Path, json: bool) -> Result<Exit, 
             if json {
                 outln!(
                     "{}",
-                    json!({"untrusted_view": true, "integrity": "tampered", "error": error_chain(&e)})
+                    json!({"schema": 1, "untrusted_view": true, "integrity": "tampered", "error": error_chain(&e)})
                 );
             }
             errln!(
@@ -456,6 +456,7 @@ fn to_json(reader: &ImageReader) -> Value {
         .map(|f| json!({"path": f.path, "size": f.size, "mode": format!("{:o}", f.mode), "uid": f.uid, "gid": f.gid, "digest": hex(&f.digest)}))
         .collect();
     let mut v = json!({
+        "schema": 1,
         "untrusted_view": true,
         "note": BANNER,
         "image_id": hex(&m.image_id),

@@ -90,6 +90,7 @@ fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
             pidfile,
             require_saved_creds,
             inherit_fd,
+            json,
         } => {
             check_inherit_fds(&inherit_fd, open_fds)?;
             restore::restore(
@@ -98,11 +99,12 @@ fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
                 pidfile.as_deref(),
                 require_saved_creds,
                 &inherit_fd,
+                json,
             )
         }
         Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => policy_cmd::check(caller, file.as_deref()),
+            command: PolicyCommand::Check { file, json },
+        } => policy_cmd::check(caller, file.as_deref(), json),
     }
 }
 

@@ -225,14 +225,20 @@ pub(crate) fn keep_own_pids(p: &mut Plan, m: &ckpt_core::image::Manifest) {
 /// set is read back from `/proc/self/status`. Anyone else: none (what a
 /// non-root caller may gain from file capabilities or set-id programs is
 /// not theirs to hand to another process).
+///
+/// The set is read with `capget` on this process's main thread (the
+/// `caps` crate; the thread `/proc/self/status` describes), so no thread
+/// that changed its own sets can change the answer. Bits the crate does not
+/// name are not in it: a kernel capability without a name is never counted
+/// as one the caller holds (the policy's test `names_cover_the_running_kernel`
+/// checks the crate names every capability of the running kernel).
 pub(crate) fn caller_caps(caller: &Caller) -> u64 {
     if !caller.is_root() || !caller.privileged {
         return 0;
     }
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|text| ckpt_core::procfs::status::parse_status(&text).ok())
-        .map_or(0, |s| s.cap_prm)
+    let main = i32::try_from(std::process::id()).ok();
+    caps::read(main, caps::CapSet::Permitted)
+        .map_or(0, |set| set.iter().fold(0, |m, c| m | c.bitmask()))
 }
 
 /// The image's capability sets as restore applies them: the bounding set
@@ -249,7 +255,7 @@ fn saved_caps(t: &ckpt_policy::ImageCreds) -> RestoreCapabilities {
 }
 
 /// `CAP_SETGID`: setting any list of supplementary groups.
-const CAP_SETGID: u64 = 1 << 6;
+const CAP_SETGID: u64 = 1 << caps::Capability::CAP_SETGID as u64;
 
 /// In a restore with the caller's own credentials, the image's
 /// supplementary groups are kept when nothing else differs and the caller

@@ -51,7 +51,7 @@ use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_privsep::shield::{Interrupted, Shield};
 use ckpt_privsep::Caller;
 
-use crate::checked::{examine, one_shot_state, policy_facts, Integrity};
+use crate::checked::{examine_with, one_shot_state, policy_facts, Integrity};
 use crate::plan::{keep_own_pids, plan, reason, saved_is_mine, show_creds, Plan};
 use crate::{show, Fail, PROG};
 
@@ -237,6 +237,30 @@ impl Audit {
 struct Done {
     pid: i32,
     notices: Vec<String>,
+    image_id: String,
+    key_id: Option<String>,
+    trusted: bool,
+    saved_pid: Option<i32>,
+    /// Each granted privilege and the rule that granted it.
+    grants: Vec<(String, String)>,
+}
+
+impl Done {
+    /// `restore --json`: one object (docs/JSON.md, "ckpt-verify restore").
+    fn json(&self, path: &Path, warnings: &[String]) -> serde_json::Value {
+        serde_json::json!({
+            "schema": 1,
+            "image": path.to_string_lossy(),
+            "image_id": self.image_id,
+            "key_id": self.key_id,
+            "trusted": self.trusted,
+            "pid": self.pid,
+            "saved_pid": self.saved_pid,
+            "grants": self.grants.iter().map(|(p, r)| serde_json::json!({"privilege": p, "rule": r})).collect::<Vec<_>>(),
+            "notices": self.notices,
+            "warnings": warnings,
+        })
+    }
 }
 
 /// The engine's [`Release`]: a terminal signal calls the restore off until
@@ -251,6 +275,9 @@ struct Gate<'a> {
     pidfile: Option<PendingOutput>,
     /// Why the restore was called off.
     fail: Option<Fail>,
+    /// Cleared before release: the restored process may write to the
+    /// same terminal.
+    bar: &'a ckpt_privsep::progress::Bar,
 }
 
 impl Gate<'_> {
@@ -277,6 +304,7 @@ impl Release for Gate<'_> {
     }
 
     fn before_release(&mut self, restored: &Restored) -> bool {
+        self.bar.clear();
         if let Err(i) = self.shield.check() {
             self.fail = Some(interrupted(i));
             return false;
@@ -310,6 +338,7 @@ pub(crate) fn restore(
     pidfile: Option<&Path>,
     require_saved_creds: bool,
     inherit_fds: &[i32],
+    json: bool,
 ) -> Result<Exit, Fail> {
     let mut audit = Audit::new(caller);
     let shield = match Shield::raise(caller) {
@@ -343,14 +372,18 @@ pub(crate) fn restore(
     // Everything is in place: from here the caller may kill us again, and
     // a full or closed stdout changes nothing.
     shield.lower();
-    for w in warnings {
+    for w in &warnings {
         errln!("{PROG}: {w}");
     }
     if let Some(done) = done {
-        for n in &done.notices {
-            errln!("{PROG}: notice: {}", show(n));
+        if json {
+            outln!("{}", done.json(path, &warnings));
+        } else {
+            for n in &done.notices {
+                errln!("{PROG}: notice: {}", show(n));
+            }
+            outln!("{}", done.pid);
         }
-        outln!("{}", done.pid);
         let _ = std::io::stdout().flush();
     }
     result
@@ -391,8 +424,13 @@ fn run(
     // checks every chunk first, and so does a refusal for any other
     // reason, so that a tampered image is reported as tampered whatever
     // else is wrong with it.
-    let facts = examine(caller, path, false)?;
-    let result = run_examined(caller, path, pidfile, asked, audit, shield, done, &facts);
+    // A bar on the caller's terminal when verifying and restoring last
+    // (cleared when `bar` is dropped, before anything is printed).
+    let bar = ckpt_privsep::progress::Bar::new("restore", 0);
+    let facts = examine_with(caller, path, false, Some(&bar))?;
+    let result = run_examined(
+        caller, path, pidfile, asked, audit, shield, done, &facts, &bar,
+    );
     match (result, &facts.reader) {
         (Err(f), Some(reader)) if !matches!(f.exit, Exit::Tampered | Exit::Interrupted) => {
             match reader.verify_chunks() {
@@ -421,6 +459,7 @@ fn run_examined(
     shield: &Shield,
     done: &mut Option<Done>,
     facts: &crate::checked::Facts,
+    bar: &ckpt_privsep::progress::Bar,
 ) -> Result<Exit, Fail> {
     shield.check().map_err(interrupted)?;
     if let Some(id) = facts.image_id() {
@@ -574,6 +613,7 @@ fn run_examined(
         shield,
         pidfile: pending,
         fail: None,
+        bar,
     };
     let restored = ckpt_core::restore::restore_with(reader, &plan.opts, &mut gate);
     let called_off = gate.fail.take();
@@ -625,6 +665,15 @@ fn run_examined(
     *done = Some(Done {
         pid: restored.pid,
         notices,
+        image_id,
+        key_id: facts.signer.as_ref().map(|k| k.key_id().to_string()),
+        trusted,
+        saved_pid,
+        grants: decision
+            .grants()
+            .iter()
+            .map(|(p, rule)| (p.name().to_owned(), rule.to_string()))
+            .collect(),
     });
 
     Ok(Exit::Ok)

@@ -23,6 +23,7 @@ fn trust_word(t: &Trust) -> &'static str {
 /// The common JSON fields: integrity, signed, key_id, trusted, signer.
 pub(crate) fn facts_json(path: &Path, f: &Facts) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
+    m.insert("schema".into(), json!(1));
     m.insert("image".into(), json!(path.to_string_lossy()));
     let ok = matches!(f.integrity, Integrity::Ok);
     m.insert(

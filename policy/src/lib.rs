@@ -48,7 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
-mod caps;
+mod capnames;
 mod date;
 mod decide;
 mod error;
@@ -58,7 +58,9 @@ mod parse;
 use ckpt_keys::{KeyId, PublicKey};
 
 pub use attest::{AttestedCond, PcrSet, Quote};
-pub use caps::{cap_mask_names, cap_mask_summary, cap_number, CAP_NAMES};
+pub use capnames::{
+    cap_mask_names, cap_mask_summary, cap_name, cap_number, capability, known_caps, known_caps_mask,
+};
 pub use date::Date;
 pub use decide::{
     decide, human_duration, Attestation, Decision, Exe, Facts, Ids, ImageCreds, Integrity, Map,

@@ -8,6 +8,8 @@
 //! * [`shield`]: while a dump or restore runs, the caller can no longer
 //!   kill or stop the helper, and terminal signals roll the operation back
 //!   at safe points instead of cutting it short.
+//! * [`progress`]: the progress bar of a long dump or restore, drawn only
+//!   on a terminal.
 //! * [`access`]: ask the kernel whether the caller may ptrace-attach to a
 //!   target (read its memory), and hold targets by pidfd.
 //!
@@ -25,6 +27,7 @@ pub mod as_caller;
 pub mod audit;
 pub mod caller;
 pub mod ledger;
+pub mod progress;
 pub mod report;
 pub mod shield;
 pub mod startup;

@@ -404,7 +404,8 @@ pub fn assert_keys(v: &Value, keys: &[&str], run: &Run) {
 
 /// The top-level keys of `explain --json` for an intact image
 /// (docs/POLICY.md, "What explain says").
-pub const EXPLAIN_KEYS: [&str; 20] = [
+pub const EXPLAIN_KEYS: [&str; 21] = [
+    "schema",
     "image",
     "integrity",
     "image_id",

@@ -26,6 +26,10 @@
 //! only) and `noDA`: a process that can open the TPM device but cannot read
 //! `tpm.key` cannot use them.
 //!
+//! Feature `device` (default): the real connection through tss-esapi
+//! (libtss2). Without it nothing links libtss2, and [`Tpm::connect`] fails
+//! with a message saying the build has no TPM support (`absent.rs`).
+//!
 //! Environment: libtss2 reads `TSS2_LOG`, `TSS2_LOGFILE` and others with
 //! `getenv`. A setuid caller controls the environment, so [`Tpm::connect`]
 //! refuses to run unless the environment holds no `TSS2_*` variable other
@@ -34,6 +38,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[cfg(not(feature = "device"))]
+#[path = "absent.rs"]
+mod device;
+#[cfg(feature = "device")]
 mod device;
 pub mod store;
 

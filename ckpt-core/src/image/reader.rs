@@ -14,6 +14,7 @@ use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
 use super::layout::{check_header, Trailer, FORMAT_VERSION_1, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{decode, ChunkEntry, Manifest, SignatureBlock};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
+use crate::progress::Observer;
 
 /// Threads used by [`ImageReader::verify_chunks`].
 const VERIFY_THREADS: usize = 2;
@@ -93,6 +94,8 @@ pub struct ImageReader<S = File> {
     attestation: Option<Attestation>,
     /// File offset of each chunk, in manifest order.
     chunk_offsets: Vec<u64>,
+    /// Told of the bytes of chunk data read and checked.
+    progress: Option<Observer>,
 }
 
 /// Reads `buf.len()` bytes at `offset`, mapping a short source to
@@ -202,6 +205,7 @@ impl<S: ImageSource> ImageReader<S> {
             signature_block,
             attestation,
             chunk_offsets,
+            progress: None,
         })
     }
 
@@ -231,6 +235,27 @@ impl<S: ImageSource> ImageReader<S> {
     /// that key is trusted is the policy's question.
     pub fn attestation(&self) -> Option<&Attestation> {
         self.attestation.as_ref()
+    }
+
+    /// Tells `observer` the bytes of chunk data read and checked from now
+    /// on ([`verify_chunks`](Self::verify_chunks) and
+    /// [`read_chunk`](Self::read_chunk)), from the thread that read them.
+    pub fn observe(&mut self, observer: Observer) {
+        self.progress = Some(observer);
+    }
+
+    /// The total length of the chunk data.
+    pub fn data_len(&self) -> u64 {
+        self.manifest
+            .chunks
+            .iter()
+            .fold(0u64, |n, c| n.saturating_add(c.len))
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(observe) = &self.progress {
+            observe(bytes);
+        }
     }
 
     /// The source the image is read from.
@@ -302,6 +327,7 @@ impl<S: ImageSource> ImageReader<S> {
                 read_at(&self.src, block, offset + done, "read chunk data")?;
                 hasher.update(&*block);
                 done += n as u64;
+                self.advance(n as u64);
             }
             if hasher.finalize_reset()[..] != entry.digest[..] {
                 return Err(ImageError::Tampered(Tamper::Chunk {
@@ -357,6 +383,7 @@ impl<S: ImageSource> ImageReader<S> {
         let (entry, offset) = self.chunk(index)?;
         if entry.stored.is_some() {
             *buf = self.load_compressed(index, entry, offset)?;
+            self.advance(entry.len);
             return Ok(entry);
         }
         buf.clear();
@@ -370,6 +397,7 @@ impl<S: ImageSource> ImageReader<S> {
                 vaddr: entry.addr,
             }));
         }
+        self.advance(entry.len);
         Ok(entry)
     }
 
@@ -400,6 +428,7 @@ impl<S: ImageSource> ImageReader<S> {
                 .load_compressed(index, entry, offset)
                 .map_err(ChunkStreamError::Image)?;
             f(0, &raw).map_err(ChunkStreamError::Callback)?;
+            self.advance(entry.len);
             return Ok(entry);
         }
         let mut hasher = ChunkHasher::for_manifest(&self.manifest);
@@ -413,6 +442,7 @@ impl<S: ImageSource> ImageReader<S> {
             hasher.update(block);
             f(done, block).map_err(ChunkStreamError::Callback)?;
             done += n as u64;
+            self.advance(n as u64);
         }
         if hasher.finalize_reset()[..] != entry.digest[..] {
             return Err(ChunkStreamError::Image(ImageError::Tampered(

@@ -1234,6 +1234,25 @@ fn write_fuzz_seeds() {
     fs::write(dir.join("v2-memfd"), build_with_a_memfd(Some(&key()))).unwrap();
 }
 
+/// Writes the fixture image of ckpt-verify's CLI snapshot tests (the
+/// sample process, signed by a fresh test key) and that key, into
+/// `$CKPT_CLI_FIXTURES`:
+/// `CKPT_CLI_FIXTURES=ckpt-verify/tests/cmd/fixtures cargo test -p ckpt-core -- --ignored write_cli_fixture`
+#[test]
+#[ignore]
+fn write_cli_fixture() {
+    let dir = PathBuf::from(std::env::var_os("CKPT_CLI_FIXTURES").expect("CKPT_CLI_FIXTURES"));
+    fs::create_dir_all(&dir).unwrap();
+    let k = key();
+    fs::write(dir.join("test-key.secret"), &*k.to_secret_file_bytes()).unwrap();
+    fs::write(
+        dir.join("test-key.pub"),
+        format!("{}\n", k.public_key().to_line()),
+    )
+    .unwrap();
+    fs::write(dir.join("small.ckpt"), build(Some(&k))).unwrap();
+}
+
 /// The file key plus a software attestation key: what `ckpt-sign` does
 /// with a TPM, without one.
 struct AttestingSigner(SigningKey, super::attest::fake::FakeAk);

@@ -28,6 +28,7 @@ use super::manifest::{
 };
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
+use crate::progress::Observer;
 
 /// Size of each write buffer handed to the I/O thread: the size of every
 /// write but the last, at offsets that are multiples of it.
@@ -79,6 +80,8 @@ pub struct ImageWriter {
     /// A chunk before compression, and after.
     raw: Vec<u8>,
     packed: Vec<u8>,
+    /// Told of each chunk's bytes as it is taken.
+    progress: Option<Observer>,
 }
 
 /// A write buffer: [`WRITE_BUFFER_LEN`] bytes at a page-aligned address
@@ -424,7 +427,14 @@ impl ImageWriter {
             compression: None,
             raw: Vec::new(),
             packed: Vec::new(),
+            progress: None,
         })
+    }
+
+    /// Tells `observer` the length of every chunk from now on, once it is
+    /// taken (copied for hashing and writing).
+    pub fn observe(&mut self, observer: Observer) {
+        self.progress = Some(observer);
     }
 
     /// Appends a chunk that belongs at `addr` in byte space `space` (an
@@ -530,6 +540,9 @@ impl ImageWriter {
             digest: Vec::new(),
             stored,
         });
+        if let Some(observe) = &self.progress {
+            observe(len);
+        }
         Ok(())
     }
 

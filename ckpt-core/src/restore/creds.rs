@@ -67,6 +67,9 @@ impl Builder<'_> {
     /// every capability back for being uid 0 (set-user-id-root programs
     /// included); only file capabilities still apply, as for any user.
     pub(super) fn drop_to_final_creds(&mut self) -> Result<(), RestoreError> {
+        // Every bit up to 63, not only the capabilities the `caps` crate
+        // names: a capability of a newer kernel is dropped from the
+        // bounding set too (EINVAL past the kernel's last one is ignored).
         const CAP_LAST: u64 = 63;
         let c = self.opts.creds.clone();
         let caps = self.opts.caps.clone();

@@ -58,8 +58,8 @@ pub struct RestoreOptions {
 }
 
 /// `CAP_SETGID`, `CAP_SETUID`: with both, any ids are the caller's to take.
-const CAP_SETGID: u64 = 1 << 6;
-const CAP_SETUID: u64 = 1 << 7;
+const CAP_SETGID: u64 = 1 << caps::Capability::CAP_SETGID as u64;
+const CAP_SETUID: u64 = 1 << caps::Capability::CAP_SETUID as u64;
 
 impl RestoreOptions {
     /// Restore exactly as if `caller` had started the program.

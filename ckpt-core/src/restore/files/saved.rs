@@ -366,9 +366,9 @@ impl Builder<'_> {
 }
 
 /// `CAP_CHOWN`, `CAP_FOWNER`, `CAP_FSETID`.
-const CAP_CHOWN: u64 = 1 << 0;
-const CAP_FOWNER: u64 = 1 << 3;
-const CAP_FSETID: u64 = 1 << 4;
+const CAP_CHOWN: u64 = 1 << caps::Capability::CAP_CHOWN as u64;
+const CAP_FOWNER: u64 = 1 << caps::Capability::CAP_FOWNER as u64;
+const CAP_FSETID: u64 = 1 << caps::Capability::CAP_FSETID as u64;
 
 impl Builder<'_> {
     /// Gives the unlinked file `s` (made by the stub, owned by its file
