@@ -15,7 +15,7 @@
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::sys;
@@ -115,11 +115,19 @@ impl Tracee {
         Ok(t)
     }
 
-    fn wait(&self) -> Result<WaitStatus, PtraceError> {
+    /// The next stop (or end) of the task. A signal-delivery stop of a
+    /// signal nix has no name for (a real-time signal, such as glibc's
+    /// timer signal 32) is stolen here like any other (recorded,
+    /// suppressed) and the task resumed with `how`.
+    fn wait(&mut self, how: Resume) -> Result<WaitStatus, PtraceError> {
         loop {
-            match waitpid(self.npid(), Some(WaitPidFlag::__WALL)) {
+            let status = sys::waitpid_raw(self.pid).map_err(req("waitpid", self.pid))?;
+            match WaitStatus::from_raw(self.npid(), status) {
                 Ok(s) => return Ok(s),
-                Err(Errno::EINTR) => continue,
+                Err(_) if libc::WIFSTOPPED(status) && status >> 16 == 0 => {
+                    self.stolen.push(libc::WSTOPSIG(status));
+                    self.resume(how)?;
+                }
                 Err(errno) => {
                     return Err(PtraceError::Request {
                         op: "waitpid",
@@ -158,7 +166,7 @@ impl Tracee {
         wanted: impl Fn(&WaitStatus) -> bool,
     ) -> Result<(), PtraceError> {
         loop {
-            let s = self.wait()?;
+            let s = self.wait(how)?;
             if wanted(&s) {
                 return Ok(());
             }
@@ -266,7 +274,7 @@ impl Tracee {
         let after = int3_at + 1;
         self.resume(Resume::Cont)?;
         loop {
-            let s = self.wait()?;
+            let s = self.wait(Resume::Cont)?;
             match s {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) => {
                     let r = self.regs()?;

@@ -304,6 +304,24 @@ pub fn bytes_readable(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// `waitpid(pid, &status, __WALL)`, retried on `EINTR`: the raw status
+/// word, for stops nix cannot describe (a real-time signal's).
+pub fn waitpid_raw(pid: i32) -> Result<i32, Errno> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid, writable int for the call's
+        // duration; the other arguments are plain integers.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r >= 0 {
+            return Ok(status);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
 /// Read `buf.len()` bytes at `addr` of process `pid` (`process_vm_readv`).
 /// Returns the number of bytes read (short on a fault).
 pub fn vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
