@@ -17,8 +17,10 @@ use ckpt_tests::{
     exit, path_str, user_dir, wait_ready, Env, Proc, Run, TestDir, Who, HELPER_TIMEOUT,
 };
 
-/// MiB of memory the workload writes.
-const BALLAST_MIB: &str = "1024";
+/// MiB of memory the workload writes: enough that a dump and a restore
+/// each last well over the bar's one second on a quiet machine (a warm
+/// restore streams about 2 GB/s here).
+const BALLAST_MIB: &str = "3072";
 
 /// The bar's rate and time-left fields, as drawn.
 fn has_bar(text: &str) -> bool {
@@ -217,8 +219,16 @@ fn a_long_dump_and_restore_show_a_bar_only_on_a_terminal() {
         .lines()
         .filter(|l| !l.starts_with("ckpt-sign: warning: audit log unavailable"))
         .collect();
-    assert_eq!(lines.len(), 1, "one line: wrote ...\n{run}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "two lines: wrote ..., and how long --leave-running froze it\n{run}"
+    );
     assert!(lines[0].starts_with("ckpt-sign: wrote "), "{run}");
+    assert!(
+        lines[1].starts_with(&format!("ckpt-sign: pid {pid} was frozen for ")),
+        "{run}"
+    );
 
     // 4. A restore with stderr on a terminal: a bar, erased before the
     // restored process runs; the pid alone on stdout.
