@@ -155,6 +155,33 @@ fn restored(run: &Run) -> Proc {
 }
 
 /// The passwd-style rule: `credentials` (only) for the test user's own
+/// Starts `groups_probe` as root in `dir` (its directory `g`), waits until
+/// it has set its groups and is ready. Returns it, its directory and log.
+fn start_root_groups_probe(env: &Env, dir: &TestDir) -> (Proc, PathBuf, PathBuf) {
+    let program = dir.compile(env, "groups_probe");
+    let gdir = dir.root.join("g");
+    fs::create_dir(&gdir).unwrap();
+    let log = dir.root.join("groups_probe.log");
+    let mut orig = Proc::spawn(
+        env,
+        Who::Root,
+        &program,
+        &[path_str(&gdir)],
+        &gdir,
+        &[],
+        &log,
+    );
+    wait_until(WAIT, "groups_probe has written ready", || {
+        gdir.join("ready").exists() || !orig.is_alive()
+    });
+    assert!(
+        orig.is_alive(),
+        "groups_probe could not set its groups; log:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    (orig, gdir, log)
+}
+
 /// set-user-id-root process.
 fn credentials_rule(env: &Env, extra_grants: &str) -> String {
     let u = env.user.uid;
@@ -391,27 +418,7 @@ fn root_restoring_its_own_process_keeps_its_supplementary_groups() {
     let guard = PolicyGuard::lock(&env);
     guard.policy("");
     let dir = TestDir::new(&env, "root-groups");
-    let program = dir.compile(&env, "groups_probe");
-    let gdir = dir.root.join("g");
-    fs::create_dir(&gdir).unwrap();
-    let log = dir.root.join("groups_probe.log");
-    let mut orig = Proc::spawn(
-        &env,
-        Who::Root,
-        &program,
-        &[path_str(&gdir)],
-        &gdir,
-        &[],
-        &log,
-    );
-    wait_until(WAIT, "groups_probe has written ready", || {
-        gdir.join("ready").exists() || !orig.is_alive()
-    });
-    assert!(
-        orig.is_alive(),
-        "groups_probe could not set its groups; log:\n{}",
-        fs::read_to_string(&log).unwrap_or_default()
-    );
+    let (mut orig, gdir, log) = start_root_groups_probe(&env, &dir);
     let st = procfs::status(orig.pid).expect("status");
     assert_eq!(
         st.get("Groups").map(String::as_str),
@@ -445,23 +452,7 @@ fn root_restoring_its_own_process_keeps_its_pid_when_it_is_free() {
     let guard = PolicyGuard::lock(&env);
     guard.policy("");
     let dir = TestDir::new(&env, "root-pid");
-    let program = dir.compile(&env, "groups_probe");
-    let gdir = dir.root.join("g");
-    fs::create_dir(&gdir).unwrap();
-    let log = dir.root.join("groups_probe.log");
-    let mut orig = Proc::spawn(
-        &env,
-        Who::Root,
-        &program,
-        &[path_str(&gdir)],
-        &gdir,
-        &[],
-        &log,
-    );
-    wait_until(WAIT, "groups_probe has written ready", || {
-        gdir.join("ready").exists() || !orig.is_alive()
-    });
-    assert!(orig.is_alive(), "groups_probe runs");
+    let (mut orig, gdir, log) = start_root_groups_probe(&env, &dir);
     let (_dump, _user_copy) = dump_as_root(&env, &dir, orig.pid, "g", &["--leave-running"]);
     assert!(orig.is_alive(), "--leave-running leaves it running");
     let image = dir.root.join("g.ckpt");
