@@ -63,7 +63,7 @@ pub struct Tracee {
     /// Register template for injections (segment selectors etc.).
     template: Option<libc::user_regs_struct>,
     /// Signals that arrived while we drove the task.
-    stolen: Vec<i32>,
+    stolen: Vec<(i32, Option<libc::siginfo_t>)>,
     /// Whether any syscall was injected (the task then sits at a
     /// syscall-exit stop rather than where it was stopped).
     injected: bool,
@@ -125,7 +125,7 @@ impl Tracee {
             match WaitStatus::from_raw(self.npid(), status) {
                 Ok(s) => return Ok(s),
                 Err(_) if libc::WIFSTOPPED(status) && status >> 16 == 0 => {
-                    self.stolen.push(libc::WSTOPSIG(status));
+                    self.steal(libc::WSTOPSIG(status));
                     self.resume(how)?;
                 }
                 Err(errno) => {
@@ -172,7 +172,7 @@ impl Tracee {
             }
             match s {
                 WaitStatus::Stopped(_, sig) => {
-                    self.stolen.push(sig as i32);
+                    self.steal(sig as i32);
                     self.resume(how)?;
                 }
                 WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) if skip_event_stops => {
@@ -281,7 +281,7 @@ impl Tracee {
                     if r.rip == after {
                         return Ok(r);
                     }
-                    self.stolen.push(libc::SIGTRAP);
+                    self.steal(libc::SIGTRAP);
                     self.resume(Resume::Cont)?;
                 }
                 // A fault at the site (the trampoline gone) would only
@@ -297,7 +297,7 @@ impl Tracee {
                     })
                 }
                 WaitStatus::Stopped(_, sig) => {
-                    self.stolen.push(sig as i32);
+                    self.steal(sig as i32);
                     self.resume(Resume::Cont)?;
                 }
                 WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
@@ -471,7 +471,20 @@ impl Tracee {
 
     /// Signals that arrived while we drove the task.
     pub fn take_stolen_signals(&mut self) -> Vec<i32> {
+        self.take_stolen().into_iter().map(|(sig, _)| sig).collect()
+    }
+
+    /// Signals that arrived while we drove the task, each with the
+    /// `siginfo` the kernel reported at its stop (when it could be read).
+    pub fn take_stolen(&mut self) -> Vec<(i32, Option<libc::siginfo_t>)> {
         std::mem::take(&mut self.stolen)
+    }
+
+    /// Record signal `sig`, at whose delivery stop the task is, with its
+    /// `siginfo`; the caller resumes the task without it.
+    fn steal(&mut self, sig: i32) {
+        let info = ptrace::getsiginfo(self.npid()).ok();
+        self.stolen.push((sig, info));
     }
 
     /// Detach, letting the task run.

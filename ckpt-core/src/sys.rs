@@ -322,6 +322,42 @@ pub fn waitpid_raw(pid: i32) -> Result<i32, Errno> {
     }
 }
 
+/// Send signal `sig` to thread `tid` of process `tgid` again: with the
+/// `siginfo` it first came with (`rt_tgsigqueueinfo`: a timer's or a
+/// queued signal's value reaches the thread as before), or, when there is
+/// none or the kernel refuses it (a kernel-made `siginfo`), plain
+/// (`tgkill`).
+pub fn resend_signal(
+    tgid: i32,
+    tid: i32,
+    sig: i32,
+    info: Option<&libc::siginfo_t>,
+) -> Result<(), Errno> {
+    if let Some(info) = info {
+        // SAFETY: `info` points to a valid `siginfo_t` for the whole call;
+        // the other arguments are plain integers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                tgid,
+                tid,
+                sig,
+                info as *const libc::siginfo_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+    }
+    // SAFETY: plain integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
 /// Read `buf.len()` bytes at `addr` of process `pid` (`process_vm_readv`).
 /// Returns the number of bytes read (short on a fault).
 pub fn vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {

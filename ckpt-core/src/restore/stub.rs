@@ -64,12 +64,19 @@ impl Stub {
         if stopped {
             return self.finish_stopped();
         }
-        let mut stolen = self.tracee.take_stolen_signals();
+        let stolen = self.tracee.take_stolen_signals();
+        // A signal stolen from another thread goes back to that thread,
+        // with its siginfo (a timer's signal is for the thread it names).
+        let mut stolen_by_threads = Vec::new();
         // The other threads first (each is complete), the leader last.
         let mut detached = Ok(());
         for mut t in std::mem::take(&mut self.threads) {
-            stolen.extend(t.take_stolen_signals());
             let tid = t.pid();
+            stolen_by_threads.extend(
+                t.take_stolen()
+                    .into_iter()
+                    .map(|(sig, info)| (tid, sig, info)),
+            );
             if let Err(source) = t.detach() {
                 detached = Err(RestoreError::Trace { pid: tid, source });
                 break;
@@ -94,6 +101,9 @@ impl Stub {
         }
         for sig in stolen {
             let _ = sys::pidfd_send_signal(&self.pidfd, sig);
+        }
+        for (tid, sig, info) in stolen_by_threads {
+            let _ = sys::resend_signal(pid, tid, sig, info.as_ref());
         }
         Ok(())
     }
