@@ -59,6 +59,13 @@ pub(crate) enum Command {
         /// /dev/null, with a notice.
         #[arg(long = "inherit-fd", value_name = "N")]
         inherit_fd: Vec<i32>,
+        /// Restore into a new pid namespace (with a user and a mount
+        /// namespace of your own, as `unshare --user --pid --mount-proc`
+        /// would make them), where every process keeps its saved pid; the
+        /// pid printed is the one outside it. Your own credentials only;
+        /// not for root.
+        #[arg(long)]
+        pid_namespace: bool,
         /// Print one JSON object on stdout (pid, grants, notices;
         /// docs/JSON.md) instead of the pid line.
         #[arg(long)]

@@ -90,6 +90,7 @@ fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
             pidfile,
             require_saved_creds,
             inherit_fd,
+            pid_namespace,
             json,
         } => {
             check_inherit_fds(&inherit_fd, open_fds)?;
@@ -97,8 +98,11 @@ fn run(caller: &Caller, open_fds: &[i32], cli: Cli) -> Result<Exit, Fail> {
                 caller,
                 &image,
                 pidfile.as_deref(),
-                require_saved_creds,
-                &inherit_fd,
+                restore::Asked {
+                    require_saved_creds,
+                    inherit_fds: &inherit_fd,
+                    pid_namespace,
+                },
                 json,
             )
         }

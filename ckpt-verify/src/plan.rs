@@ -168,6 +168,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             caps,
             file_creds,
             same_pid: granted(Privilege::SamePid),
+            pid_namespace: false,
             exe_link: granted(Privilege::ExeLink),
             caller_caps,
             inherit_fds: Vec::new(),

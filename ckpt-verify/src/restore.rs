@@ -336,8 +336,7 @@ pub(crate) fn restore(
     caller: &Caller,
     path: &Path,
     pidfile: Option<&Path>,
-    require_saved_creds: bool,
-    inherit_fds: &[i32],
+    asked: Asked<'_>,
     json: bool,
 ) -> Result<Exit, Fail> {
     let mut audit = Audit::new(caller);
@@ -353,18 +352,7 @@ pub(crate) fn restore(
         }
     };
     let mut done = None;
-    let result = run(
-        caller,
-        path,
-        pidfile,
-        Asked {
-            require_saved_creds,
-            inherit_fds,
-        },
-        &mut audit,
-        &shield,
-        &mut done,
-    );
+    let result = run(caller, path, pidfile, asked, &mut audit, &shield, &mut done);
     if let Err(f) = &result {
         audit.failed(f);
     }
@@ -402,11 +390,13 @@ fn release(reservation: Option<Reservation>) {
 
 /// What the caller asked of the restore besides the image.
 #[derive(Clone, Copy)]
-struct Asked<'a> {
+pub(crate) struct Asked<'a> {
     /// `--require-saved-creds`.
-    require_saved_creds: bool,
+    pub(crate) require_saved_creds: bool,
     /// `--inherit-fd`, each checked at start-up.
-    inherit_fds: &'a [i32],
+    pub(crate) inherit_fds: &'a [i32],
+    /// `--pid-namespace`.
+    pub(crate) pid_namespace: bool,
 }
 
 fn run(
@@ -447,6 +437,30 @@ fn run(
         }
         (result, _) => result,
     }
+}
+
+/// `--pid-namespace`: the restore is the caller's own (the processes keep
+/// their pids in a namespace the caller could have made without us); a
+/// decision that gives more than the caller's credentials cannot be held
+/// there, and root keeps its pids without it.
+fn in_pid_namespace(p: &mut crate::plan::Plan, caller: &Caller) -> Result<(), Fail> {
+    if caller.uid == 0 {
+        return Err(Fail::new(
+            Exit::Usage,
+            "--pid-namespace is for unprivileged callers: root restores keep their pids when they are free",
+        ));
+    }
+    if !p.opts.is_plain() {
+        return Err(Fail::new(
+            Exit::RestoreFailed,
+            "--pid-namespace restores with your own credentials only, and the policy decided \
+             more for this image (credentials, capabilities or exe-link); restore it without \
+             --pid-namespace",
+        ));
+    }
+    p.opts.same_pid = false;
+    p.opts.pid_namespace = true;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -499,7 +513,12 @@ fn run_examined(
         let d = decide(&facts.policy, &pf);
         let mut p = plan(&d, &pf, caller);
         p.opts.inherit_fds = asked.inherit_fds.to_vec();
-        keep_own_pids(&mut p, reader.manifest());
+        if asked.pid_namespace {
+            in_pid_namespace(&mut p, caller)?;
+            audit.record.set("pid_namespace", "yes");
+        } else {
+            keep_own_pids(&mut p, reader.manifest());
+        }
         audit.decision(&d);
         if asked.require_saved_creds
             && !d.granted(Privilege::Credentials)
@@ -650,7 +669,7 @@ fn run_examined(
         .any(|n| n.contains("/exe will not name"));
     notices.extend(restored.notices);
     let saved_pid = reader.manifest().first_task().map(|p| p.pid);
-    if !plan.opts.same_pid && Some(restored.pid) != saved_pid && plan.opts.caller_caps == 0 {
+    if !plan.opts.keeps_pids() && Some(restored.pid) != saved_pid && plan.opts.caller_caps == 0 {
         notices.push(format!(
             "same-pid not granted: {}",
             reason(&decision, Privilege::SamePid)

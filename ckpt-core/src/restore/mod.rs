@@ -41,6 +41,7 @@ mod creds;
 mod files;
 mod mm;
 mod options;
+mod pidns;
 mod plan;
 mod seccomp;
 mod signals;
@@ -103,6 +104,9 @@ pub enum RestoreError {
     Threaded(usize),
     #[error("pid {0} is in use: cannot restore the original pid")]
     PidTaken(i32),
+    /// The pid namespace of a `--pid-namespace` restore could not be made.
+    #[error("cannot make a pid namespace for the restore ({step}): {errno}")]
+    PidNamespace { step: &'static str, errno: Errno },
     #[error("{path} can be modified by the caller: it cannot become part of a process with more privilege than the caller")]
     CallerWritable { path: String },
     #[error("restored process {pid}: {source}")]
@@ -253,6 +257,11 @@ struct Builder<'a> {
     /// Digests of the mapped files checked so far in this restore
     /// ([`mm::FileDigests`]).
     digests: &'a mm::FileDigests,
+    /// The stub's pid as it sees it ([`stub::Stub::ns_pid`]): what the
+    /// syscalls injected into it name it by.
+    ns_pid: i32,
+    /// The new pid namespace restored into, if any.
+    pidns: Option<&'a pidns::PidNamespace>,
 }
 
 /// What [`Builder::blank`] leaves for [`Builder::fill`]: the stub emptied

@@ -42,6 +42,10 @@ pub struct RestoreOptions {
     pub file_creds: RestoreCredentials,
     /// Recreate the original pid with `clone3(set_tid)` (`same-pid`).
     pub same_pid: bool,
+    /// Restore into a new pid namespace (with a user and a mount namespace
+    /// of the caller's), where every process gets its saved pid: needs
+    /// the caller's own credentials ([`RestoreOptions::is_plain`]).
+    pub pid_namespace: bool,
     /// Point `/proc/PID/exe` at the saved executable even when the caller
     /// could not exec it unchanged (`exe-link`).
     pub exe_link: bool,
@@ -70,10 +74,17 @@ impl RestoreOptions {
             caller,
             caps: None,
             same_pid: false,
+            pid_namespace: false,
             exe_link: false,
             caller_caps: 0,
             inherit_fds: Vec::new(),
         }
+    }
+
+    /// Every process gets its saved pid: by the `same-pid` grant in this
+    /// pid namespace, or in a new one.
+    pub fn keeps_pids(&self) -> bool {
+        self.same_pid || self.pid_namespace
     }
 
     /// The result exceeds what the caller already has: ids (final or for

@@ -87,7 +87,7 @@ impl Builder<'_> {
     /// Queue again the signals that were pending, each to the process or
     /// to the thread as it was.
     pub(super) fn queue_pending_signals(&mut self, plan: &Plan) -> Result<(), RestoreError> {
-        let pid = self.pid();
+        let pid = self.ns_pid;
         for s in &plan.thread.pending {
             if s.siginfo.len() != sys::SIGINFO_SIZE {
                 return Err(RestoreError::Invalid("pending signal of wrong size".into()));

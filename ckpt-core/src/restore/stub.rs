@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::{ForkResult, Pid};
 
+use super::pidns::{self, PidNamespace};
 use super::{RestoreCredentials, RestoreError};
 use crate::ptrace::Tracee;
 use crate::sys;
@@ -22,6 +23,9 @@ use crate::sys;
 /// The half-built task.
 pub(super) struct Stub {
     pub(super) tracee: Tracee,
+    /// Its pid as it sees it (in a restore into a pid namespace of its
+    /// own, not the restorer's [`Stub::pid`]).
+    pub(super) ns_pid: i32,
     pub(super) pidfd: OwnedFd,
     /// Whether the stub exec'ed the saved executable (so `/proc/PID/exe`
     /// names it).
@@ -161,6 +165,10 @@ pub(super) enum StubMode {
 /// capabilities), the stub execs it so that `/proc/PID/exe` is right;
 /// otherwise it stays a copy of this program until its memory is replaced.
 /// With `pid`, the stub gets that pid (`clone3` `set_tid`) or restore fails.
+/// With `ns` (mode `Final` only), it is forked into that pid namespace
+/// (`pid` is then its pid there), joins its user and mount namespaces
+/// before it takes the caller's ids, and drops the capabilities joining
+/// gave it.
 pub(super) fn spawn_stub(
     exe: &CString,
     creds: &RestoreCredentials,
@@ -168,6 +176,7 @@ pub(super) fn spawn_stub(
     pid: Option<i32>,
     inherit: &[i32],
     transfer: Option<i32>,
+    ns: Option<&PidNamespace>,
 ) -> Result<Stub, RestoreError> {
     // The caller's fds above 2 handed to the restored process
     // (`--inherit-fd`), and the end of the pair shared descriptions come
@@ -194,6 +203,17 @@ pub(super) fn spawn_stub(
             "a privileged restore without root".into(),
         ));
     }
+    if mode == StubMode::Root && ns.is_some() {
+        return Err(RestoreError::Unsupported(
+            "a pid namespace for a restore with other credentials than yours".into(),
+        ));
+    }
+    let join = ns.map(PidNamespace::join_fds);
+    let asked_pid = pid;
+    // Outside a new pid namespace the stub checks its parent is still us;
+    // inside it, its parent (us) is not visible: getppid() is 0 while we
+    // live (1, its keeper, once we died).
+    let expected_parent = if ns.is_some() { 0 } else { parent };
     // The child tells us (one byte) whether it will exec the executable.
     let (decision_r, decision_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RestoreError::Spawn)?;
@@ -206,23 +226,38 @@ pub(super) fn spawn_stub(
         1 => {}
         n => return Err(RestoreError::Threaded(n)),
     }
+    if let Some(ns) = ns {
+        ns.enter()?;
+    }
     let forked = match pid {
         // SAFETY: this process has one thread (checked just above, and
         // nothing between the check and here starts one); the child only
         // makes raw, async-signal-safe system calls on memory prepared
         // above and then stops, execs or `_exit`s.
-        None => unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn)?,
+        None => unsafe { nix::unistd::fork() }.map_err(RestoreError::Spawn),
         // SAFETY: as for fork above; that is `fork_with_pid`'s contract.
         Some(want) => match unsafe { sys::fork_with_pid(want) } {
-            Ok(0) => ForkResult::Child,
-            Ok(child) => ForkResult::Parent {
+            Ok(0) => Ok(ForkResult::Child),
+            Ok(child) => Ok(ForkResult::Parent {
                 child: Pid::from_raw(child),
-            },
-            Err(Errno::EEXIST) => {
-                return Err(RestoreError::PidTaken(want));
-            }
-            Err(e) => return Err(RestoreError::Spawn(e)),
+            }),
+            Err(Errno::EEXIST) => Err(RestoreError::PidTaken(want)),
+            Err(e) => Err(RestoreError::Spawn(e)),
         },
+    };
+    let forked = match (forked, ns) {
+        (Ok(ForkResult::Child), _) => ForkResult::Child,
+        (forked, None) => forked?,
+        (forked, Some(ns)) => {
+            let back = ns.leave();
+            let forked = forked?;
+            if let (Err(e), ForkResult::Parent { child }) = (back, forked) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(e);
+            }
+            forked
+        }
     };
     match forked {
         ForkResult::Child => {
@@ -243,6 +278,15 @@ pub(super) fn spawn_stub(
                         libc::_exit(120);
                     }
                     libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                } else if let Some(join) = join {
+                    // Groups as root here, then the namespaces, then the
+                    // caller's ids (mapped there); joining gave every
+                    // capability in the caller's user namespace: dropped.
+                    if pidns::take_creds(creds, &groups, Some(join)).is_err()
+                        || !pidns::drop_all_caps()
+                    {
+                        libc::_exit(121);
+                    }
                 } else {
                     // Without privilege the stub already has the caller's
                     // groups, and may not call setgroups at all.
@@ -259,6 +303,8 @@ pub(super) fn spawn_stub(
                     if !privileged_restorer {
                         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
                     }
+                }
+                if mode == StubMode::Final {
                     fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
                     if fd >= 0 {
                         let mut st: libc::stat = std::mem::zeroed();
@@ -279,7 +325,7 @@ pub(super) fn spawn_stub(
                 // Set only now: changing credentials clears it. A parent
                 // that died before it was set is seen by getppid.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
-                    || libc::getppid() != parent
+                    || libc::getppid() != expected_parent
                 {
                     libc::_exit(124);
                 }
@@ -341,6 +387,11 @@ pub(super) fn spawn_stub(
             };
             let mut stub = Stub {
                 tracee: Tracee::attached(pid),
+                // In a pid namespace of its own, it got the pid asked for there.
+                ns_pid: match (ns, asked_pid) {
+                    (Some(_), Some(w)) => w,
+                    _ => pid,
+                },
                 pidfd,
                 exec: execs,
                 threads: Vec::new(),

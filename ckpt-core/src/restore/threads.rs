@@ -81,7 +81,7 @@ impl Builder<'_> {
     /// holds. Called once the leader has its final credentials, with the
     /// trampoline at `tramp` still mapped.
     pub(super) fn restore_threads(&mut self, plan: &Plan, tramp: u64) -> Result<(), RestoreError> {
-        let mut map: Vec<(i32, i32)> = vec![(plan.thread.tid, self.pid())];
+        let mut map: Vec<(i32, i32)> = vec![(plan.thread.tid, self.ns_pid)];
         for t in &plan.others {
             let new = self.clone_thread(t, tramp)?;
             map.push((t.tid, new));
@@ -116,7 +116,16 @@ impl Builder<'_> {
     /// [`TID_FREE_WAIT`] (a short-lived process that took it during an
     /// earlier attempt), then refused.
     fn reserve_tid(&self, want: i32) -> Result<(), RestoreError> {
-        reserve_pid(want)
+        self.reserve_pid(want)
+    }
+
+    /// [`reserve_pid`] in the pid namespace this restore makes its
+    /// processes in (a new one's keeper sets its `ns_last_pid`).
+    pub(super) fn reserve_pid(&self, want: i32) -> Result<(), RestoreError> {
+        match self.pidns {
+            Some(ns) => ns.reserve(want),
+            None => reserve_pid(want),
+        }
     }
 }
 
@@ -145,7 +154,7 @@ impl Builder<'_> {
     /// (a process elsewhere took the saved one between the `ns_last_pid`
     /// write and the clone) is undone and tried again, a few times.
     fn clone_thread(&mut self, t: &ThreadState, tramp: u64) -> Result<i32, RestoreError> {
-        let want = self.opts.same_pid.then_some(t.tid);
+        let want = self.opts.keeps_pids().then_some(t.tid);
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -159,10 +168,16 @@ impl Builder<'_> {
                 libc::SYS_clone,
                 [clone_flags(cached != 0), stack, cached, cached, 0, 0],
             )?;
-            let tid = i32::try_from(r).map_err(|_| {
+            let ns_tid = i32::try_from(r).map_err(|_| {
                 RestoreError::Invalid(format!("clone returned {r}, which is not a tid"))
             })?;
-            let tgid = self.pid();
+            // In a new pid namespace clone returned the tid there; we trace
+            // the thread by its tid here.
+            let tid = match self.pidns {
+                Some(_) => super::pidns::outer_thread(self.pid(), ns_tid)?,
+                None => ns_tid,
+            };
+            let tgid = self.ns_pid;
             // From here on the thread is the stub's: killed and reaped with it.
             self.threads.push(Tracee::attached(tid));
             let Some(tracee) = self.threads.last_mut() else {
@@ -171,7 +186,7 @@ impl Builder<'_> {
             tracee
                 .wait_initial_sigstop()
                 .map_err(|source| RestoreError::Trace { pid: tid, source })?;
-            if let Some(w) = want.filter(|w| *w != tid) {
+            if let Some(w) = want.filter(|w| *w != ns_tid) {
                 if attempts >= SAME_TID_ATTEMPTS {
                     return Err(RestoreError::PidTaken(w));
                 }
@@ -179,8 +194,8 @@ impl Builder<'_> {
                 self.threads.pop();
                 continue;
             }
-            build_thread(tracee, t, tgid, tramp)?;
-            return Ok(tid);
+            build_thread(tracee, t, (tgid, ns_tid), tramp)?;
+            return Ok(ns_tid);
         }
     }
 
@@ -286,12 +301,13 @@ fn discard_thread(tracee: &mut Tracee, tramp: u64) -> Result<(), RestoreError> {
 }
 
 /// Give a freshly cloned thread (stopped, injecting through the trampoline
-/// at `tramp`, its scratch page after it) its saved state; the registers
+/// at `tramp`, its scratch page after it; its process's pid and its own
+/// tid as they see them) its saved state; the registers
 /// are the last thing set: nothing may be injected into it afterwards.
 fn build_thread(
     tracee: &mut Tracee,
     t: &ThreadState,
-    tgid: i32,
+    (tgid, ns_tid): (i32, i32),
     tramp: u64,
 ) -> Result<(), RestoreError> {
     let tid = tracee.pid();
@@ -300,7 +316,7 @@ fn build_thread(
     tracee.set_trap_site(tramp, template);
     let mut inj = Injector::new(tracee);
     inj.use_scratch(tramp + PAGE, PAGE);
-    inject_thread_state(&mut inj, t, tgid, tid)?;
+    inject_thread_state(&mut inj, t, tgid, ns_tid)?;
     let current = inj.tracee().regs().map_err(tr)?;
     let mut regs = arch::to_user_regs(&t.regs, &current);
     arch::restart_fixup(&mut regs, ResumeIn::Restored);

@@ -240,6 +240,6 @@ impl Builder<'_> {
             return Some(new);
         }
         let main = self.p.threads.first().map(|t| t.tid);
-        (Some(saved) == main).then(|| self.pid())
+        (Some(saved) == main).then_some(self.ns_pid)
     }
 }

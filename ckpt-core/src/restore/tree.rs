@@ -28,6 +28,7 @@ use std::collections::HashMap;
 
 use nix::unistd::Pid;
 
+use super::pidns::PidNamespace;
 use super::plan::Plan;
 use super::stub::{spawn_stub, Stub, StubMode};
 use super::transfer::Shared;
@@ -106,6 +107,38 @@ pub(super) fn restore_tree(
     opts: &RestoreOptions,
     release: &mut dyn Release,
 ) -> Result<Restored, RestoreError> {
+    if !opts.pid_namespace {
+        return build_tree(reader, opts, release, None);
+    }
+    if !opts.is_plain() {
+        return Err(RestoreError::Unsupported(
+            "a pid namespace for a restore with other credentials than yours".into(),
+        ));
+    }
+    if release.cancelled() {
+        return Err(RestoreError::CalledOff { pid: 0 });
+    }
+    let ns = PidNamespace::create(&opts.creds)?;
+    match build_tree(reader, opts, release, Some(&ns)) {
+        Ok(restored) => {
+            let root = reader.manifest().tasks.first().map_or(0, |t| t.pid);
+            ns.release(root);
+            Ok(restored)
+        }
+        Err(e) => {
+            ns.kill();
+            Err(e)
+        }
+    }
+}
+
+/// [`restore_tree`], in the pid namespace `pidns` if there is one.
+fn build_tree(
+    reader: &ImageReader,
+    opts: &RestoreOptions,
+    release: &mut dyn Release,
+    pidns: Option<&PidNamespace>,
+) -> Result<Restored, RestoreError> {
     let m = reader.manifest();
     Plan::check_image(m)?;
     let shape = Shape::of(m)?;
@@ -158,7 +191,7 @@ pub(super) fn restore_tree(
         }
     }
     let exe_path = cstring(&root.exe.path)?;
-    let want_pid = opts.same_pid.then_some(root.pid);
+    let want_pid = opts.keeps_pids().then_some(root.pid);
     if release.cancelled() {
         return Err(RestoreError::CalledOff { pid: 0 });
     }
@@ -170,11 +203,20 @@ pub(super) fn restore_tree(
         want_pid,
         &opts.inherit_fds,
         shared.stub_end(),
+        pidns,
     )?;
     shared.stub_created();
     let pid = stub.pid();
     let mut notices = Vec::new();
-    if !opts.same_pid && pid != root.pid {
+    if let Some(ns) = pidns {
+        notices.push(format!(
+            "restored in a new pid namespace, where every process keeps its pid \
+             (the root is pid {} there, pid {pid} outside it); its init (pid 1 \
+             there) is pid {} outside it, and /proc there shows that namespace",
+            root.pid,
+            ns.keeper_pid()
+        ));
+    } else if !opts.same_pid && pid != root.pid {
         notices.push(format!(
             "the process gets a new pid {pid} (it was {})",
             root.pid
@@ -193,10 +235,11 @@ pub(super) fn restore_tree(
         ));
     }
     let mut tasks: Vec<Option<Stub>> = (0..m.tasks.len()).map(|_| None).collect();
+    let stub_ns_pid = stub.ns_pid;
     tasks[0] = Some(stub);
     let mut stubs = Stubs {
         tasks,
-        pids: HashMap::from([(root.pid, pid)]),
+        pids: HashMap::from([(root.pid, stub_ns_pid)]),
     };
     let ctx = Ctx {
         reader,
@@ -206,6 +249,7 @@ pub(super) fn restore_tree(
         plans: &plans,
         shape: &shape,
         digests: super::mm::FileDigests::default(),
+        pidns,
     };
     match ctx.build(&mut stubs, &mut shared, &mut notices) {
         Ok(()) => {}
@@ -233,6 +277,8 @@ struct Ctx<'a> {
     shape: &'a Shape,
     /// Shared by every process's check of its mapped files.
     digests: super::mm::FileDigests,
+    /// The pid namespace restored into, if a new one.
+    pidns: Option<&'a PidNamespace>,
 }
 
 impl Ctx<'_> {
@@ -246,6 +292,7 @@ impl Ctx<'_> {
             tracee,
             pidfd,
             exec_dispositions,
+            ns_pid,
             ..
         } = stub;
         Builder {
@@ -266,6 +313,8 @@ impl Ctx<'_> {
             shared,
             exec_dispositions: *exec_dispositions,
             digests: &self.digests,
+            ns_pid: *ns_pid,
+            pidns: self.pidns,
         }
     }
 
@@ -322,7 +371,7 @@ impl Ctx<'_> {
         for c in children {
             let child = &self.m.tasks[c];
             let mut s = b.fork_child(blank.tramp, child.pid)?;
-            stubs.pids.insert(child.pid, s.pid());
+            stubs.pids.insert(child.pid, s.ns_pid);
             let r = join_groups(
                 &mut s,
                 blank.tramp,
@@ -332,10 +381,10 @@ impl Ctx<'_> {
                 self.m,
                 stubs,
             );
-            let new = s.pid();
+            let new = s.ns_pid;
             stubs.tasks[c] = Some(s);
             r?;
-            if new != child.pid && !self.opts.same_pid {
+            if new != child.pid && !self.opts.keeps_pids() {
                 notices.push(format!(
                     "process {} (child of {}) gets a new pid {new}",
                     child.pid, p.pid
@@ -360,7 +409,7 @@ impl Ctx<'_> {
             // leader exited and was reaped): with same-pid, a stand-in with
             // the leader's pid makes the group, the zombie joins it, and
             // the stand-in exits and is reaped by this parent.
-            let stand_in = if self.opts.same_pid
+            let stand_in = if self.opts.keeps_pids()
                 && z.pgid != z.pid
                 && z.sid == p.sid
                 && !stubs.pids.contains_key(&z.pgid)
@@ -369,13 +418,13 @@ impl Ctx<'_> {
             {
                 let mut s = b.fork_child(blank.tramp, z.pgid)?;
                 let made = join_groups(&mut s, blank.tramp, z.pgid, z.pgid, z.sid, self.m, stubs);
-                stubs.pids.insert(z.pgid, s.pid());
+                stubs.pids.insert(z.pgid, s.ns_pid);
                 made.map(|()| Some(s))?
             } else {
                 None
             };
             let mut s = b.fork_child(blank.tramp, z.pid)?;
-            stubs.pids.insert(z.pid, s.pid());
+            stubs.pids.insert(z.pid, s.ns_pid);
             let r = join_groups(&mut s, blank.tramp, z.pid, z.pgid, z.sid, self.m, stubs)
                 .and_then(|()| exit_as_zombie(s, blank.tramp, z));
             r?;
@@ -388,7 +437,7 @@ impl Ctx<'_> {
                     exit_status: 0,
                     comm: String::new(),
                 };
-                let hpid = h.pid();
+                let hpid = h.ns_pid;
                 exit_as_zombie(h, blank.tramp, &gone)?;
                 b.sys_raw(
                     libc::SYS_wait4,
@@ -695,18 +744,31 @@ impl Builder<'_> {
     /// With `same-pid` it gets `old_pid` (`ns_last_pid`, checked, retried)
     /// or the restore fails.
     fn fork_child(&mut self, tramp: u64, old_pid: i32) -> Result<Stub, RestoreError> {
-        let want = self.opts.same_pid.then_some(old_pid);
+        let want = self.opts.keeps_pids().then_some(old_pid);
         let mut attempts = 0;
         loop {
             attempts += 1;
             if let Some(w) = want {
-                super::threads::reserve_pid(w)?;
+                self.reserve_pid(w)?;
             }
             let flags = (libc::SIGCHLD | libc::CLONE_PTRACE) as u64;
             let r = self.sys("clone(fork)", libc::SYS_clone, [flags, 0, 0, 0, 0, 0])?;
-            let pid = i32::try_from(r).map_err(|_| {
+            let ns_pid = i32::try_from(r).map_err(|_| {
                 RestoreError::Invalid(format!("clone returned {r}, which is not a pid"))
             })?;
+            // In a new pid namespace clone returned the child's pid there;
+            // we trace it by its pid here.
+            let pid = match self.pidns {
+                Some(_) => match super::pidns::outer_child(self.pid(), ns_pid) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // Not traceable by a pid we know: its parent (this
+                        // stub) is killed with the rest of the tree.
+                        return Err(e);
+                    }
+                },
+                None => ns_pid,
+            };
             let mut tracee = Tracee::attached(pid);
             let pidfd = match sys::pidfd_open(pid) {
                 Ok(fd) => fd,
@@ -723,6 +785,7 @@ impl Builder<'_> {
             let template = tracee.regs();
             let mut stub = Stub {
                 tracee,
+                ns_pid,
                 pidfd,
                 exec: false,
                 threads: Vec::new(),
@@ -741,13 +804,13 @@ impl Builder<'_> {
                 });
             };
             stub.tracee.set_trap_site(tramp, template);
-            if let Some(w) = want.filter(|w| *w != pid) {
+            if let Some(w) = want.filter(|w| *w != ns_pid) {
                 // Undone: killed and collected by us, then reaped by its
                 // parent (this stub), so no stray zombie is left to it.
                 stub.kill();
                 self.sys_raw(
                     libc::SYS_wait4,
-                    [pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+                    [ns_pid as u64, 0, libc::__WALL as u64, 0, 0, 0],
                 )?;
                 if attempts >= super::threads::SAME_TID_ATTEMPTS {
                     return Err(RestoreError::PidTaken(w));
