@@ -6,7 +6,7 @@
 #
 #   CKPT_TEST_PREFIX=/opt/ckpt-test tests/conformance/run.sh [MODE...]
 #
-# MODE: root, root-same-pid, user, user-same-pid (default: all four). See
+# MODE: root, root-same-pid, user, user-same-pid, user-pidns (default: all five). See
 # tests/conformance/README.md. Environment (optional):
 #   CKPT_TEST_PREFIX  where scripts/test.sh installed the helpers (default /opt/ckpt-test)
 #   ZDTM_ONLY         comma-separated test names (default: every test of the lists)
@@ -40,11 +40,11 @@ die() { printf '[zdtm] error: %s\n' "$*" >&2; exit 1; }
 MODES=()
 for m in "$@"; do
 	case $m in
-	root | root-same-pid | user | user-same-pid) MODES+=("$m") ;;
-	*) die "unknown mode '$m' (root, root-same-pid, user, user-same-pid)" ;;
+	root | root-same-pid | user | user-same-pid | user-pidns) MODES+=("$m") ;;
+	*) die "unknown mode '$m' (root, root-same-pid, user, user-same-pid, user-pidns)" ;;
 	esac
 done
-((${#MODES[@]})) || MODES=(root root-same-pid user user-same-pid)
+((${#MODES[@]})) || MODES=(root root-same-pid user user-same-pid user-pidns)
 
 # shellcheck source=scripts/criu-src.sh
 . "$REPO/scripts/criu-src.sh"

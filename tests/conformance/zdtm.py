@@ -35,6 +35,7 @@ MODES = {
     "root-same-pid": "caller root, policy grants same-pid to root for images signed by this host",
     "user": "caller unprivileged (the test runs as the caller's uid), new pid",
     "user-same-pid": "caller unprivileged, policy grants same-pid to that user for images it dumped and this host signed",
+    "user-pidns": "caller unprivileged, no grant, restore --pid-namespace (every pid kept, in a new pid namespace)",
 }
 
 POLICY_MARKER = "# written by tests/conformance (ZDTM runner); the previous policy is put back when it ends\n"
@@ -102,6 +103,18 @@ def proc_state(pid):
 def alive(pid):
     st = proc_state(pid)
     return st is not None and st not in ("Z", "X")
+
+
+def ns_pid(pid):
+    """The pid as the process itself sees it (the last NSpid field)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def wait_gone(pid, secs):
@@ -439,8 +452,10 @@ class Runner:
                 time.sleep(0.02)
 
             # Restore, as the caller.
+            restore_args = ["--pid-namespace"] if mode == "user-pidns" else []
             code, so, se = self.helper(mode, [os.path.join(self.bin, "ckpt-verify"), "restore",
-                                              image, "--pidfile", rpidfile], d, timeout, sessions)
+                                              *restore_args, image, "--pidfile", rpidfile],
+                                       d, timeout, sessions)
             notices = [ln.strip() for ln in se.splitlines() if ln.strip()]
             if notices:
                 r["restore_notices"] = notices[:10]
@@ -463,7 +478,7 @@ class Runner:
                 r.update(stage="restore", reason="restore succeeded but wrote no pid file")
                 return r
             r["restored_pid"] = rpid
-            r["same_pid"] = rpid == pid
+            r["same_pid"] = rpid == pid or ns_pid(rpid) == pid
 
             # Check: SIGTERM, wait, read the verdict.
             time.sleep(self.args.settle)
@@ -588,7 +603,7 @@ def main():
     ap.add_argument("--static", required=True, help="built test/zdtm/static directory")
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--lists", required=True, help="directory with core.list and extra.list")
-    ap.add_argument("--modes", default="root,root-same-pid,user,user-same-pid")
+    ap.add_argument("--modes", default="root,root-same-pid,user,user-same-pid,user-pidns")
     ap.add_argument("--user", default="ckpt-user")
     ap.add_argument("--workdir", default="/var/tmp/ckpt-zdtm")
     ap.add_argument("--out", required=True, help="JSON result file")

@@ -286,10 +286,22 @@ impl Env {
         image: &Path,
         pidfile: Option<&Path>,
     ) -> (Run, Option<Proc>) {
+        self.restore_with(dir, image, pidfile, &[])
+    }
+
+    /// [`Env::restore`] with `extra` arguments (`--pid-namespace`, ...).
+    pub fn restore_with(
+        &self,
+        dir: &TestDir,
+        image: &Path,
+        pidfile: Option<&Path>,
+        extra: &[&str],
+    ) -> (Run, Option<Proc>) {
         let mut args = vec!["restore", path_str(image)];
         if let Some(p) = pidfile {
             args.extend(["--pidfile", path_str(p)]);
         }
+        args.extend_from_slice(extra);
         let run = self.verify(dir, &args);
         if run.code != Some(exit::OK) {
             return (run, None);

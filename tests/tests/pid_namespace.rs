@@ -1,0 +1,392 @@
+//! `ckpt-verify restore --pid-namespace`, through the installed helpers, by
+//! the unprivileged test user without any grant:
+//!
+//! * a tree (the `tree` workload in its same-pid mode, which checks that
+//!   every member has its saved pid and that its children answer to the
+//!   pids it saved) comes back with every saved pid inside a new pid
+//!   namespace; from outside: each member's innermost pid is its saved
+//!   one, the user namespace maps only the user's own uid and gid, no
+//!   member holds a capability, `/proc` there is that namespace's, and the
+//!   namespace's init goes away once the tree is gone;
+//! * a set-user-id-root program run inside the namespace runs with the
+//!   user's ids (outside, the same file gives euid 0);
+//! * refused, with nothing left behind: root asking for it, and a user
+//!   when the administrator has disabled user namespaces
+//!   (`user.max_user_namespaces = 0`: the helper makes the namespaces as
+//!   the user, so the kernel's limit applies).
+//!
+//! The tests of this file run one at a time (one of them changes a
+//! machine-wide sysctl) and hold the configuration lock (the default
+//! policy, no grant).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ckpt_tests::policy::PolicyGuard;
+use ckpt_tests::{
+    exit, path_str, processes_mentioning, wait_ready, wait_until, workload_result, Env, Proc,
+    TestDir, Who, WAIT,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn workdir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
+    let wdir = dir.work.join(name);
+    fs::create_dir(&wdir).unwrap();
+    std::os::unix::fs::chown(&wdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    wdir
+}
+
+/// A field of /proc/PID/status, its value trimmed.
+fn status(pid: i32, field: &str) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// The pid as the process sees it (the innermost `NSpid`).
+fn ns_pid(pid: i32) -> Option<i32> {
+    status(pid, "NSpid")?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// `root` and every descendant (each thread's children lists).
+fn members(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        out.push(p);
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let text = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// Kills every member of a tree when dropped.
+struct Killer(i32);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            for p in members(self.0).into_iter().rev() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The namespace's init, from the restore's notice ("its init (pid 1
+/// there) is pid K outside it").
+fn keeper(stderr: &str) -> i32 {
+    let tail = stderr
+        .split("its init (pid 1 there) is pid ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no notice names the namespace's init:\n{stderr}"));
+    tail.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the notice:\n{stderr}"))
+}
+
+#[test]
+fn a_tree_keeps_every_pid_in_a_namespace_of_its_own() {
+    let _serial = serial();
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "pidns-tree");
+    let program = dir.compile(&env, "tree");
+    let wdir = workdir(&env, &dir, "t");
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir), "same-pid"],
+        &wdir,
+        &[],
+        &dir.work.join("t.log"),
+    );
+    wait_ready(&wdir, "tree");
+    let saved: BTreeMap<String, i32> = members(orig.pid)
+        .into_iter()
+        .map(|p| (comm(p), p))
+        .collect();
+    assert_eq!(saved.len(), 6, "the tree as started: {saved:?}");
+    let image = dir.work.join("t.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &["--tree"]);
+    orig.wait_gone("dump kills the root");
+
+    let pidfile = dir.work.join("t.pid");
+    let (run, restored) = env.restore_with(&dir, &image, Some(&pidfile), &["--pid-namespace"]);
+    run.assert_code(exit::OK, "restore --pid-namespace of the user's tree");
+    let mut restored = restored.unwrap();
+    let _kill = Killer(restored.pid);
+    assert!(
+        run.stderr.contains("restored in a new pid namespace"),
+        "the restore says where the processes are\n{run}"
+    );
+    let init = keeper(&run.stderr);
+
+    let after = members(restored.pid);
+    let inside: BTreeMap<String, i32> = after
+        .iter()
+        .map(|&p| (comm(p), ns_pid(p).unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        inside, saved,
+        "every member has its saved pid in the namespace\n{run}"
+    );
+    assert_ne!(
+        restored.pid, saved["root"],
+        "outside the namespace the root has a pid of the machine's own namespace"
+    );
+    let uid = env.user.uid;
+    for &p in &after {
+        assert_eq!(
+            status(p, "CapEff").as_deref(),
+            Some("0000000000000000"),
+            "pid {p} holds no capability"
+        );
+        let ids = status(p, "Uid").unwrap_or_default();
+        assert!(
+            ids.split_whitespace().all(|u| u == uid.to_string()),
+            "pid {p} has the user's ids: {ids}"
+        );
+    }
+    let map = |f: &str| {
+        fs::read_to_string(format!("/proc/{}/{f}", restored.pid))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        map("uid_map"),
+        format!("{uid} {uid} 1"),
+        "only the user's uid is mapped"
+    );
+    let gid = env.user.gid;
+    assert_eq!(
+        map("gid_map"),
+        format!("{gid} {gid} 1"),
+        "only the user's gid is mapped"
+    );
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{}/setgroups", restored.pid))
+            .unwrap()
+            .trim(),
+        "deny"
+    );
+    // /proc there is the new namespace's: it lists the saved pids.
+    let their_proc = PathBuf::from(format!("/proc/{}/root/proc", restored.pid));
+    for (name, pid) in &saved {
+        assert!(
+            their_proc.join(pid.to_string()).join("status").exists(),
+            "{name}'s saved pid {pid} is in the namespace's /proc"
+        );
+    }
+    assert_eq!(
+        ns_pid(init),
+        Some(1),
+        "the namespace's init is pid 1 there\n{run}"
+    );
+    assert_eq!(status(init, "CapEff").as_deref(), Some("0000000000000000"));
+
+    let result = workload_result_after_go(&mut restored, &wdir, &dir);
+    assert_eq!(
+        result, "OK\n",
+        "the tree in its namespace reported: {result}"
+    );
+    drop(_kill);
+    wait_until(
+        WAIT + Duration::from_secs(11),
+        "the namespace's init exits once the tree is gone",
+        || {
+            !Path::new(&format!("/proc/{init}")).exists()
+                || status(init, "State").is_some_and(|s| s.starts_with('Z'))
+        },
+    );
+}
+
+fn workload_result_after_go(restored: &mut Proc, wdir: &Path, dir: &TestDir) -> String {
+    fs::write(wdir.join("go"), b"go\n").unwrap();
+    workload_result(
+        restored,
+        &wdir.join("result"),
+        &dir.work.join("t.log"),
+        "tree",
+    )
+}
+
+#[test]
+fn a_set_user_id_program_in_the_namespace_gains_nothing() {
+    let _serial = serial();
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "pidns-suid");
+    // A root-owned set-user-id copy of id(1), in a root-owned directory.
+    let bin = dir.work.join("suid-bin");
+    fs::create_dir(&bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let id = bin.join("id");
+    fs::copy("/usr/bin/id", &id).expect("/usr/bin/id is needed for this test");
+    std::os::unix::fs::chown(&id, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o4755)).unwrap();
+    let wdir = workdir(&env, &dir, "s");
+    let control = env
+        .command(Who::User(&env.user), &id)
+        .arg("-u")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&control.stdout).trim(),
+        "0",
+        "outside, the set-user-id copy runs with euid 0"
+    );
+
+    let script = format!(
+        "while [ ! -e go ]; do sleep 0.1; done; {0} -u > euid.tmp; mv euid.tmp euid",
+        path_str(&id)
+    );
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        Path::new("/bin/sh"),
+        &["-c", &script],
+        &wdir,
+        &[],
+        &dir.work.join("s.log"),
+    );
+    wait_until(WAIT, "the script waits in its loop", || {
+        !members(orig.pid).is_empty() && members(orig.pid).len() >= 2
+    });
+    let image = dir.work.join("s.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &["--tree"]);
+    orig.wait_gone("dump kills the script");
+    let (run, restored) = env.restore_with(&dir, &image, None, &["--pid-namespace"]);
+    run.assert_code(exit::OK, "restore --pid-namespace of the script");
+    let restored = restored.unwrap();
+    let _kill = Killer(restored.pid);
+    fs::write(wdir.join("go"), b"").unwrap();
+    let euid = wdir.join("euid");
+    wait_until(
+        WAIT,
+        "the restored script ran the set-user-id program",
+        || euid.exists(),
+    );
+    assert_eq!(
+        fs::read_to_string(&euid).unwrap().trim(),
+        env.user.uid.to_string(),
+        "in the namespace the set-user-id-root program runs as the user\n{run}"
+    );
+}
+
+/// Puts `user.max_user_namespaces` back when dropped.
+struct Sysctl(PathBuf, String);
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.0, &self.1);
+    }
+}
+
+#[test]
+fn refused_for_root_and_when_user_namespaces_are_disabled() {
+    let _serial = serial();
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "pidns-refused");
+    let program = dir.compile(&env, "counter");
+    let wdir = workdir(&env, &dir, "c");
+    let out = wdir.join("count");
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&out)],
+        &wdir,
+        &[],
+        &dir.work.join("c.log"),
+    );
+    wait_until(WAIT, "the counter counts", || out.exists());
+    let image = dir.work.join("c.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the counter");
+    let leftovers = || processes_mentioning(path_str(&program));
+
+    let run = env.verify_as(
+        Who::Root,
+        &dir,
+        &["restore", path_str(&image), "--pid-namespace"],
+    );
+    run.assert_code(exit::USAGE, "root asking for --pid-namespace");
+    assert!(
+        run.stderr
+            .contains("--pid-namespace is for unprivileged callers"),
+        "{run}"
+    );
+    assert!(leftovers().is_empty(), "nothing restored\n{run}");
+
+    let knob = PathBuf::from("/proc/sys/user/max_user_namespaces");
+    let before = fs::read_to_string(&knob).unwrap();
+    let restore_knob = Sysctl(knob.clone(), before);
+    fs::write(&knob, "0").unwrap();
+    let (run, restored) = env.restore_with(&dir, &image, None, &["--pid-namespace"]);
+    drop(restore_knob);
+    assert!(
+        restored.is_none(),
+        "no process without user namespaces\n{run}"
+    );
+    run.assert_code(
+        exit::RESTORE_FAILED,
+        "restore --pid-namespace, user namespaces disabled",
+    );
+    assert!(
+        run.stderr.contains("unshare(CLONE_NEWUSER) as you"),
+        "the error names the step the kernel refused\n{run}"
+    );
+    wait_until(WAIT, "nothing of the refused restore is left", || {
+        leftovers().is_empty()
+    });
+
+    // Allowed again: the same image restores.
+    let (run, restored) = env.restore_with(&dir, &image, None, &["--pid-namespace"]);
+    run.assert_code(
+        exit::OK,
+        "restore --pid-namespace with user namespaces allowed",
+    );
+    let restored = restored.unwrap();
+    let _kill = Killer(restored.pid);
+    assert_eq!(ns_pid(restored.pid), Some(orig.pid), "{run}");
+}
