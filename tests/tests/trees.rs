@@ -608,15 +608,48 @@ fn make_j2_resumes_and_builds_the_same() {
     let guard = PolicyGuard::lock(&env);
     grant_same_pid(&env, &guard, syslog);
     let dir = TestDir::new(&env, "tree-make");
-    let clean = make_project(&env, &dir, "clean");
-    let want_out = make_uninterrupted(&env, &dir, &clean);
+    make_j2_case(&env, &dir, &|image, pids, attempt| {
+        restore_same_pid(&env, &dir, image, pids, attempt)
+    });
+    drop(guard);
+}
+
+/// The same build, without any grant: `restore --pid-namespace` gives
+/// make's jobs their pids back inside a pid namespace of the user's.
+#[test]
+fn make_j2_resumes_in_a_pid_namespace_without_a_grant() {
+    let env = Env::require();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "tree-make-pidns");
+    make_j2_case(&env, &dir, &|image, _pids, _attempt| {
+        let (run, restored) = env.restore_with(&dir, image, None, &["--pid-namespace"]);
+        run.assert_code(exit::OK, "restore --pid-namespace of make -j2");
+        assert!(
+            run.stderr.contains("restored in a new pid namespace"),
+            "{run}"
+        );
+        Some((run, restored.expect("restore exit 0 yields a process")))
+    });
+    drop(guard);
+}
+
+/// A restore for [`make_j2_case`]: (image, the dumped tree's pids,
+/// attempt) -> the restore, or `None` to try again with a new build.
+type MakeRestore<'a> = dyn Fn(&Path, &[i32], u32) -> Option<(ckpt_tests::Run, Proc)> + 'a;
+
+/// Builds a project with `make -j2` uninterrupted, then again dumped with
+/// --tree mid-build and restored by `restore`: the resumed build's output,
+/// objects and program are the uninterrupted one's.
+fn make_j2_case(env: &Env, dir: &TestDir, restore: &MakeRestore<'_>) {
+    let clean = make_project(env, dir, "clean");
+    let want_out = make_uninterrupted(env, dir, &clean);
     let objs = ["one.o", "two.o", "three.o", "four.o", "five.o", "main.o"];
 
     for attempt in 1..=3 {
-        let p = make_project(&env, &dir, &format!("resumed-{attempt}"));
+        let p = make_project(env, dir, &format!("resumed-{attempt}"));
         let log = dir.work.join(format!("make-{attempt}.log"));
         let mut orig = Proc::spawn(
-            &env,
+            env,
             Who::User(&env.user),
             &real("/usr/bin/make"),
             &["-j2"],
@@ -630,12 +663,11 @@ fn make_j2_resumes_and_builds_the_same() {
         let members = tree(orig.pid);
         assert!(members.len() >= 2, "make and a job: {members:#?}");
         let image = dir.work.join(format!("make-{attempt}.ckpt"));
-        dump_tree(&env, &dir, orig.pid, &image);
+        dump_tree(env, dir, orig.pid, &image);
         orig.wait_gone("dump kills the root");
         assert!(!p.join("prog").exists(), "dumped before the end");
         let pids: Vec<i32> = members.iter().map(|m| m.pid).collect();
-        let Some((_run, mut restored)) = restore_same_pid(&env, &dir, &image, &pids, attempt)
-        else {
+        let Some((_run, mut restored)) = restore(&image, &pids, attempt) else {
             continue;
         };
         let _kill = TreeGuard::new(restored.pid);
@@ -665,9 +697,9 @@ fn make_j2_resumes_and_builds_the_same() {
             r.stdout
         };
         assert_eq!(run_prog(&p), run_prog(&clean));
-        break;
+        return;
     }
-    drop(guard);
+    panic!("no attempt of the resumed build got its pids back");
 }
 
 /// `tmux new-session -d` running a counter in its one pane. The server
