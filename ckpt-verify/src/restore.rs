@@ -674,6 +674,15 @@ fn run_examined(
             "same-pid not granted: {}",
             reason(&decision, Privilege::SamePid)
         ));
+        // A tree's processes often know each other's pids (make, a shell
+        // waiting for a job, a pool's manager).
+        if reader.manifest().tasks.len() > 1 {
+            notices.push(
+                "restore --pid-namespace keeps every pid, without a grant, inside a new \
+                 pid namespace of yours"
+                    .into(),
+            );
+        }
     }
     if !plan.opts.exe_link && exe_lost {
         notices.push(format!(
