@@ -241,6 +241,8 @@ struct Done {
     key_id: Option<String>,
     trusted: bool,
     saved_pid: Option<i32>,
+    /// `--pid-namespace`: the root's pid there, and the namespace's init.
+    pid_namespace: Option<ckpt_core::restore::NamespacePids>,
     /// Each granted privilege and the rule that granted it.
     grants: Vec<(String, String)>,
 }
@@ -256,6 +258,7 @@ impl Done {
             "trusted": self.trusted,
             "pid": self.pid,
             "saved_pid": self.saved_pid,
+            "pid_namespace": self.pid_namespace.map(|n| serde_json::json!({"pid_inside": n.root, "init_pid": n.init})),
             "grants": self.grants.iter().map(|(p, r)| serde_json::json!({"privilege": p, "rule": r})).collect::<Vec<_>>(),
             "notices": self.notices,
             "warnings": warnings,
@@ -697,6 +700,7 @@ fn run_examined(
         key_id: facts.signer.as_ref().map(|k| k.key_id().to_string()),
         trusted,
         saved_pid,
+        pid_namespace: restored.pid_namespace,
         grants: decision
             .grants()
             .iter()

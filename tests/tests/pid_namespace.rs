@@ -380,13 +380,28 @@ fn refused_for_root() {
     );
     assert!(leftovers().is_empty(), "nothing restored\n{run}");
 
-    // The user's own restore of the same image works.
-    let (run, restored) = env.restore_with(&dir, &image, None, &["--pid-namespace"]);
-    run.assert_code(
-        exit::OK,
-        "restore --pid-namespace with user namespaces allowed",
+    // The user's own restore of the same image works; --json says where
+    // the tree is.
+    let run = env.verify(
+        &dir,
+        &["restore", path_str(&image), "--pid-namespace", "--json"],
     );
-    let restored = restored.unwrap();
-    let _kill = Killer(restored.pid);
-    assert_eq!(ns_pid(restored.pid), Some(orig.pid), "{run}");
+    run.assert_code(exit::OK, "restore --pid-namespace --json by the user");
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("restore --json prints one JSON object: {e}\n{run}"));
+    let pid = i32::try_from(v["pid"].as_i64().expect("pid")).unwrap();
+    let _kill = Killer(pid);
+    assert_eq!(ns_pid(pid), Some(orig.pid), "{run}");
+    assert_eq!(
+        v["pid_namespace"]["pid_inside"].as_i64(),
+        Some(i64::from(orig.pid)),
+        "{run}"
+    );
+    let init = i32::try_from(v["pid_namespace"]["init_pid"].as_i64().expect("init_pid")).unwrap();
+    assert_eq!(
+        ns_pid(init),
+        Some(1),
+        "init_pid names the namespace's init\n{run}"
+    );
+    assert_eq!(v["saved_pid"].as_i64(), Some(i64::from(orig.pid)));
 }

@@ -70,8 +70,21 @@ use stub::StubMode;
 #[derive(Debug, Clone)]
 pub struct Restored {
     pub pid: i32,
+    /// For a restore into a new pid namespace: the root's pid there (its
+    /// saved one) and the pid, in the restorer's namespace, of that
+    /// namespace's init.
+    pub pid_namespace: Option<NamespacePids>,
     /// Things the user should know (what was not restored exactly).
     pub notices: Vec<String>,
+}
+
+/// Where a restore into a new pid namespace put the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespacePids {
+    /// The root's pid inside the namespace (the saved one).
+    pub root: i32,
+    /// The namespace's init (pid 1 there), by its pid outside.
+    pub init: i32,
 }
 
 /// Why a restore failed. No restored process is left behind in any case.

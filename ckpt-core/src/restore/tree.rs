@@ -258,7 +258,14 @@ fn build_tree(
             return Err(e);
         }
     }
-    let restored = Restored { pid, notices };
+    let restored = Restored {
+        pid,
+        notices,
+        pid_namespace: pidns.map(|ns| super::NamespacePids {
+            root: root.pid,
+            init: ns.keeper_pid(),
+        }),
+    };
     if release.cancelled() || !release.before_release(&restored) {
         stubs.kill();
         return Err(RestoreError::CalledOff { pid });
