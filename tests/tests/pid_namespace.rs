@@ -13,6 +13,9 @@
 //! * the namespaces are the user's own: the user can enter them with
 //!   nsenter(1), which needs CAP_SYS_ADMIN in the user namespace, held from
 //!   outside only by its owner;
+//! * a tree restored that way is checkpointed again from inside its
+//!   namespaces (the helper runs there without privilege: unsigned) and
+//!   restored into a new namespace, with the same pid inside;
 //! * refused, with nothing left behind: root asking for it.
 //!
 //! (A machine where the administrator disabled user namespaces refuses
@@ -404,4 +407,66 @@ fn refused_for_root() {
         "init_pid names the namespace's init\n{run}"
     );
     assert_eq!(v["saved_pid"].as_i64(), Some(i64::from(orig.pid)));
+
+    // Checkpointed again from inside its namespaces (the helper runs there
+    // without privilege: an unsigned image) and restored into a new
+    // namespace: the same pid, and the count goes on.
+    let count = |p: &Path| {
+        fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let again = dir.work.join("again.ckpt");
+    let inside = env
+        .command(Who::User(&env.user), Path::new("/usr/bin/nsenter"))
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-U",
+            "-m",
+            "-p",
+            "--preserve-credentials",
+        ])
+        .arg(env.bin.join("ckpt-sign"))
+        .args(["dump", "--unsigned", "--pid", &orig.pid.to_string(), "-o"])
+        .arg(&again)
+        .current_dir(&dir.work)
+        .output()
+        .unwrap();
+    assert!(
+        inside.status.success(),
+        "dump from inside the namespaces: {}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    wait_until(WAIT, "the dumped process is gone", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || status(pid, "State").is_some_and(|s| s.starts_with('Z'))
+    });
+    let before = count(&out);
+    let (run, restored) = env.restore_with(&dir, &again, None, &["--pid-namespace"]);
+    run.assert_code(
+        exit::OK,
+        "restore --pid-namespace of the image dumped inside",
+    );
+    let restored = restored.unwrap();
+    let _kill_again = Killer(restored.pid);
+    assert_eq!(ns_pid(restored.pid), Some(orig.pid), "{run}");
+    wait_until(WAIT, "the count goes on after the second restore", || {
+        count(&out) > before
+    });
+    let last = fs::read_to_string(&out).unwrap_or_default();
+    let getpid = last
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<i32>().ok());
+    assert_eq!(
+        getpid,
+        Some(orig.pid),
+        "getpid() in the namespace is the saved pid"
+    );
 }
