@@ -91,6 +91,26 @@ pub enum StartupError {
         hard: String,
         needed: String,
     },
+    /// The process runs in a user namespace in which one of its ids is
+    /// another number than in the initial user namespace (`unshare -r`
+    /// makes the caller "root" there): who called would be misreported.
+    #[error(
+        "{kind} {inside} here is {outside} outside this user namespace: run the helper \
+         outside the user namespace, or in one that maps your ids to themselves"
+    )]
+    ForeignIds {
+        kind: &'static str,
+        inside: u32,
+        /// `"unmapped"` or the id outside.
+        outside: String,
+    },
+    /// `/proc/self/uid_map` or `gid_map` could not be read.
+    #[error("cannot read {path}")]
+    IdMap {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting a signal disposition or the signal mask failed.
     #[error("cannot set up signal handling for {signal}")]
     Signal {
@@ -100,10 +120,74 @@ pub enum StartupError {
     },
 }
 
+/// In a user namespace other than the initial one, the ids a process sees
+/// are translations (`/proc/self/uid_map`: `inside outside count`). The
+/// helpers report and decide by the caller's ids, so each of its real,
+/// effective and saved uids and gids must be the same number outside:
+/// true in the initial namespace (`0 0 4294967295`) and in one that maps
+/// the caller to itself (a `restore --pid-namespace` tree's, where the
+/// kernel ignores the set-user-id bit and the helper runs unprivileged).
+fn ids_are_their_own() -> Result<(), StartupError> {
+    let uids = nix::unistd::getresuid().map_err(StartupError::Credentials)?;
+    let gids = nix::unistd::getresgid().map_err(StartupError::Credentials)?;
+    let check = |path: &'static str, kind: &'static str, ids: [u32; 3]| {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| StartupError::IdMap { path, source })?;
+        for id in ids {
+            let outside = id_outside(&text, id);
+            if outside != Some(id) {
+                return Err(StartupError::ForeignIds {
+                    kind,
+                    inside: id,
+                    outside: outside.map_or_else(|| "unmapped".to_string(), |o| o.to_string()),
+                });
+            }
+        }
+        Ok(())
+    };
+    check(
+        "/proc/self/uid_map",
+        "uid",
+        [
+            uids.real.as_raw(),
+            uids.effective.as_raw(),
+            uids.saved.as_raw(),
+        ],
+    )?;
+    check(
+        "/proc/self/gid_map",
+        "gid",
+        [
+            gids.real.as_raw(),
+            gids.effective.as_raw(),
+            gids.saved.as_raw(),
+        ],
+    )
+}
+
+/// The id outside the namespace of `id` inside it, by a `uid_map` or
+/// `gid_map` text.
+fn id_outside(map: &str, id: u32) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let mut f = line.split_whitespace().map(|w| w.parse::<u64>().ok());
+        let (Some(Some(inside)), Some(Some(outside)), Some(Some(count))) =
+            (f.next(), f.next(), f.next())
+        else {
+            return None;
+        };
+        let id = u64::from(id);
+        (inside <= id && id < inside.saturating_add(count))
+            .then(|| u32::try_from(outside + (id - inside)).ok())
+            .flatten()
+    })
+}
+
 /// Harden the process. See the module documentation for what it does.
 pub fn harden() -> Result<Startup, StartupError> {
     // 1. Who called us, before anything can change it.
     let caller = Caller::current().map_err(StartupError::Credentials)?;
+    // ... and that those ids are what the kernel knows them as.
+    ids_are_their_own()?;
     // 2. fds 0-2; which others the caller left open (nothing of ours is
     // open yet).
     ensure_std_fds()?;
@@ -251,4 +335,24 @@ fn reset_signals() -> Result<(), StartupError> {
         signal: "signal mask",
         errno,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_outside;
+
+    #[test]
+    fn ids_translate_through_the_map() {
+        let initial = "         0          0 4294967295\n";
+        assert_eq!(id_outside(initial, 0), Some(0));
+        assert_eq!(id_outside(initial, 1001), Some(1001));
+        // `unshare -r` as uid 1001: root inside is 1001 outside.
+        let as_root = "         0       1001          1\n";
+        assert_eq!(id_outside(as_root, 0), Some(1001));
+        assert_eq!(id_outside(as_root, 1001), None);
+        // A `--pid-namespace` restore's: the caller mapped to itself.
+        let own = "      1001       1001          1\n";
+        assert_eq!(id_outside(own, 1001), Some(1001));
+        assert_eq!(id_outside("garbage\n", 5), None);
+    }
 }

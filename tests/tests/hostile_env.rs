@@ -302,3 +302,44 @@ fn helpers_started_with_an_empty_argv_fail_cleanly() {
         h.assert_no_markers("argc == 0");
     }
 }
+
+/// A user namespace in which the caller is "root" (`unshare -r`): the
+/// helpers would see uid 0 as their caller, so they refuse to start,
+/// naming the translation, and touch nothing (the counter the dump names
+/// keeps counting; no image).
+#[test]
+fn helpers_refuse_a_user_namespace_that_renumbers_the_caller() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "hostile-userns");
+    let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
+    let image = dir.work.join("u.ckpt");
+    let pid = c.proc.pid.to_string();
+    let unshare = Path::new("/usr/bin/unshare");
+    for (helper, args) in [
+        (
+            env.sign_path(),
+            vec!["dump", "--pid", pid.as_str(), "-o", path_str(&image)],
+        ),
+        (env.verify_path(), vec!["policy", "check"]),
+    ] {
+        let mut cmd = env.command(Who::User(&env.user), unshare);
+        cmd.arg("-r")
+            .arg(&helper)
+            .args(&args)
+            .current_dir(&dir.work);
+        let run = dir.run(cmd);
+        run.assert_code(
+            exit::OTHER,
+            "a helper in a user namespace that makes the caller root",
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "uid 0 here is {} outside this user namespace",
+                env.user.uid
+            )),
+            "the refusal names the translation\n{run}"
+        );
+    }
+    assert!(!image.exists(), "no image");
+    assert!(c.proc.is_alive(), "the counter was not touched");
+}
