@@ -929,3 +929,40 @@ fn a_child_that_dropped_capabilities_is_not_given_them_back() {
         "nothing restored\n{run}"
     );
 }
+
+/// A child made with `clone(CLONE_FILES)` shares its parent's fd table;
+/// another child (`fork`) has a copy. After a restore (in a pid namespace:
+/// the parent waits for its children by pid) an fd the sharing child opens
+/// is in the parent's table and not in the other child's; the workload
+/// checks it and reports.
+#[test]
+fn a_child_sharing_its_parents_fd_table_shares_it_after_restore() {
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "tree-fdtable");
+    let program = dir.compile(&env, "fdtable");
+    let wdir = workdir(&env, &dir, "f");
+    let log = dir.work.join("f.log");
+    let mut orig = Proc::spawn(
+        &env,
+        Who::User(&env.user),
+        &program,
+        &[path_str(&wdir)],
+        &wdir,
+        &[],
+        &log,
+    );
+    wait_ready(&wdir, "fdtable");
+    assert_eq!(tree(orig.pid).len(), 3, "the parent and its two children");
+    let image = dir.work.join("f.ckpt");
+    dump_tree(&env, &dir, orig.pid, &image);
+    orig.wait_gone("dump kills the root");
+    let (run, restored) = env.restore_with(&dir, &image, None, &["--pid-namespace"]);
+    run.assert_code(exit::OK, "restore of a tree with a shared fd table");
+    let mut restored = restored.unwrap();
+    let _kill = TreeGuard::new(restored.pid);
+    assert_eq!(tree(restored.pid).len(), 3, "{run}");
+    fs::write(wdir.join("go"), b"go\n").unwrap();
+    let result = workload_result(&mut restored, &wdir.join("result"), &log, "fdtable");
+    assert_eq!(result, "OK\n", "the restored tree reported: {result}");
+}

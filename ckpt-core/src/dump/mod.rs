@@ -168,6 +168,9 @@ pub struct Frozen {
     /// Opens the target's fd N again for reading as the caller; see
     /// [`Frozen::set_fd_reader`]. `None`: as this process.
     fd_reader: Option<FdReader>,
+    /// Its fd table is its parent's (`CLONE_FILES`): its fds are recorded
+    /// with the parent's (see [`ProcessState::fds_of_parent`]).
+    fds_of_parent: bool,
 }
 
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
@@ -286,7 +289,11 @@ impl Frozen {
 
         // File descriptors (first: a mapping of a memfd or an unlinked
         // file names the space an fd's capture gave its content).
-        let fds = self.dump_fds(saved, table)?;
+        let fds = if self.fds_of_parent {
+            Vec::new()
+        } else {
+            self.dump_fds(saved, table)?
+        };
 
         // Mappings and the files behind them.
         let mut files = identity::MappedFiles::default();
@@ -363,6 +370,7 @@ impl Frozen {
             threads: thread_states,
             sigactions: injected.sigactions,
             fds,
+            fds_of_parent: self.fds_of_parent,
             itimers: injected.itimers,
             oom_score_adj: self.oom_score_adj()?,
             child_subreaper: injected.child_subreaper,

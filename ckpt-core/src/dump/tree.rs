@@ -260,14 +260,25 @@ impl FrozenTree {
         let root = pids.first().copied().unwrap_or(0);
         let mut saved = SavedFiles::default();
         saved.set_shared_memory(shared_memory(&pids));
-        let mut table = FileTable::default();
-        table.survey(&pids);
         if self.one_process {
             for p in &self.procs {
                 p.refuse_children()?;
             }
         }
-        self.refuse_shared_tables()?;
+        let of_parent = self.refuse_shared_tables()?;
+        for (p, &shares) in self.procs.iter_mut().zip(&of_parent) {
+            p.fds_of_parent = shares;
+        }
+        // Whose fds hold the descriptions: a process sharing its parent's
+        // fd table holds them through its parent.
+        let holders: Vec<i32> = self
+            .procs
+            .iter()
+            .filter(|p| !p.fds_of_parent)
+            .map(|p| p.pid)
+            .collect();
+        let mut table = FileTable::default();
+        table.survey(&holders);
         let mut tasks = Vec::with_capacity(self.procs.len());
         let mut first = None;
         for (i, p) in self.procs.iter_mut().enumerate() {
@@ -298,13 +309,15 @@ impl FrozenTree {
         })
     }
 
-    /// Processes that share what only threads share in what restore
-    /// builds (an fd table, the filesystem context, signal handlers or a
-    /// whole address space: `clone` with `CLONE_FILES`, `CLONE_FS`,
-    /// `CLONE_SIGHAND` or `CLONE_VM` but not `CLONE_THREAD`) are refused,
-    /// naming both: each is compared with the process before it and with
-    /// its parent.
-    fn refuse_shared_tables(&self) -> Result<(), DumpError> {
+    /// Processes that share what only threads share (an fd table, the
+    /// filesystem context, signal handlers or a whole address space:
+    /// `clone` with `CLONE_FILES`, `CLONE_FS`, `CLONE_SIGHAND` or
+    /// `CLONE_VM` but not `CLONE_THREAD`): each is compared with the
+    /// process before it and with its parent. Sharing its parent's fd
+    /// table is recorded (restore makes the child share it again): the
+    /// result says, for each process, whether it does. Anything else is
+    /// refused, naming both.
+    fn refuse_shared_tables(&self) -> Result<Vec<bool>, DumpError> {
         const KINDS: [(libc::c_long, &str); 4] = [
             (sys::KCMP_FILES, "their fd table (CLONE_FILES)"),
             (sys::KCMP_FS, "their working directory and umask (CLONE_FS)"),
@@ -314,16 +327,25 @@ impl FrozenTree {
                 "their address space (CLONE_VM without CLONE_THREAD)",
             ),
         ];
+        let mut of_parent = vec![false; self.procs.len()];
         for (i, p) in self.procs.iter().enumerate().skip(1) {
             let ppid = procfs::stat::parse_stat(&p.read_proc("stat")?)
                 .map(|st| st.ppid)
                 .unwrap_or(0);
+            let parent_here = ppid != p.pid && self.procs.iter().any(|q| q.pid == ppid);
+            of_parent[i] =
+                parent_here && sys::kcmp_shared(ppid, p.pid, sys::KCMP_FILES).unwrap_or(false);
             let others = [Some(self.procs[i - 1].pid), Some(ppid)];
             for other in others.into_iter().flatten() {
                 if other == p.pid || !self.procs.iter().any(|q| q.pid == other) {
                     continue;
                 }
                 for (kind, what) in KINDS {
+                    // Another process with the parent's table has it
+                    // through the parent.
+                    if kind == sys::KCMP_FILES && of_parent[i] {
+                        continue;
+                    }
                     if sys::kcmp_shared(other, p.pid, kind).unwrap_or(false) {
                         return Err(DumpError::Unsupported {
                             pid: p.pid,
@@ -333,7 +355,7 @@ impl FrozenTree {
                 }
             }
         }
-        Ok(())
+        Ok(of_parent)
     }
 
     /// Let every process continue as if nothing happened (children first).

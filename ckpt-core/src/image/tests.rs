@@ -221,6 +221,7 @@ pub(super) fn sample_process() -> ProcessState {
             description: 0,
             cloexec: false,
         }],
+        fds_of_parent: false,
         itimers: vec![],
         oom_score_adj: 0,
         child_subreaper: false,

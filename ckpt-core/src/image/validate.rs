@@ -82,6 +82,7 @@ pub fn validate(m: &Manifest) -> Result<(), Invalid> {
         vmas(t, p, &m.spaces)?;
         mapped_files(t, p, digest_len)?;
         fds(t, p, &m.files)?;
+        fds_of_parent(t, i, p, m)?;
         threads(t, p, m.cpu.xsave_size)?;
         signals_and_limits(t, p)?;
     }
@@ -915,6 +916,25 @@ fn files(files: &[OpenFile], spaces: &[Space]) -> Result<(), Invalid> {
     )?;
     count("files[*].locks", total(|d| d.locks.len()), MAX_FILE_LOCKS)?;
     queued_total(files)?;
+    Ok(())
+}
+
+/// A task that shares its parent's fd table has no fds of its own, and a
+/// parent in the image (an earlier task).
+fn fds_of_parent(t: &str, i: usize, p: &ProcessState, m: &Manifest) -> Result<(), Invalid> {
+    if !p.fds_of_parent {
+        return Ok(());
+    }
+    let field = format!("{t}.fds_of_parent");
+    if !p.fds.is_empty() {
+        return Err(invalid(&field, "set, but the task lists fds of its own"));
+    }
+    if !m.tasks[..i].iter().any(|q| q.pid == p.ppid) {
+        return Err(invalid(
+            &field,
+            "set, but its parent is not an earlier task",
+        ));
+    }
     Ok(())
 }
 

@@ -57,6 +57,11 @@ pub struct ProcessState {
     /// image's file table (`Manifest::files`), where two fds that share a
     /// description (dup, or inherited by another task) share an entry.
     pub fds: Vec<FdState>,
+    /// Its fd table is its parent's (it was made by `clone` with
+    /// `CLONE_FILES`): `fds` is empty, the parent's fds are this process's
+    /// too, and restore makes it share its parent's table again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fds_of_parent: bool,
     /// itimers (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value in µs.
     pub itimers: Vec<ITimer>,
     /// `/proc/PID/oom_score_adj` (-1000..=1000); 0, the default, is left

@@ -405,9 +405,17 @@ impl Builder<'_> {
         // executable's fd is still open in the stub.
         self.set_mm_map()?;
 
-        // 6. Files, cwd, umask, name, personality.
-        self.restore_fds()?;
-        self.close_saved_files()?;
+        // 6. Files, cwd, umask, name, personality. A process that shares
+        //    its parent's fd table got its fds with the parent's.
+        if p.fds_of_parent {
+            self.close_saved_files()?;
+            if self.closes_transport() {
+                self.close_transport()?;
+            }
+        } else {
+            self.restore_fds()?;
+            self.close_saved_files()?;
+        }
         if p.cwd_deleted {
             self.recreate_removed_cwd(&p.cwd)?;
         } else {

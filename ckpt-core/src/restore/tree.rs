@@ -377,7 +377,7 @@ impl Ctx<'_> {
         let zombies: Vec<&Zombie> = self.m.zombies.iter().filter(|z| z.ppid == p.pid).collect();
         for c in children {
             let child = &self.m.tasks[c];
-            let mut s = b.fork_child(blank.tramp, child.pid)?;
+            let mut s = b.fork_child(blank.tramp, child.pid, child.fds_of_parent)?;
             stubs.pids.insert(child.pid, s.ns_pid);
             let r = join_groups(
                 &mut s,
@@ -401,7 +401,10 @@ impl Ctx<'_> {
                 let stub = stubs.tasks[c]
                     .as_mut()
                     .ok_or_else(|| RestoreError::Invalid(format!("task {c} was never created")))?;
+                // exec would give a child sharing its parent's fd table a
+                // copy of its own.
                 let execd = self.mode == StubMode::Final
+                    && !child.fds_of_parent
                     && exec_own_exe(stub, blank.tramp, &child.exe.path)?;
                 if !execd {
                     notices.push(format!(
@@ -423,14 +426,14 @@ impl Ctx<'_> {
                 && self.m.zombies.iter().all(|o| o.pid != z.pgid)
                 && z.pgid != self.m.tasks[0].pgid
             {
-                let mut s = b.fork_child(blank.tramp, z.pgid)?;
+                let mut s = b.fork_child(blank.tramp, z.pgid, false)?;
                 let made = join_groups(&mut s, blank.tramp, z.pgid, z.pgid, z.sid, self.m, stubs);
                 stubs.pids.insert(z.pgid, s.ns_pid);
                 made.map(|()| Some(s))?
             } else {
                 None
             };
-            let mut s = b.fork_child(blank.tramp, z.pid)?;
+            let mut s = b.fork_child(blank.tramp, z.pid, false)?;
             stubs.pids.insert(z.pid, s.ns_pid);
             let r = join_groups(&mut s, blank.tramp, z.pid, z.pgid, z.sid, self.m, stubs)
                 .and_then(|()| exit_as_zombie(s, blank.tramp, z));
@@ -749,8 +752,14 @@ impl Builder<'_> {
     /// Fork a child of this (blank) stub from the trampoline at `tramp`:
     /// traced by us from its first instruction (`CLONE_PTRACE`), stopped.
     /// With `same-pid` it gets `old_pid` (`ns_last_pid`, checked, retried)
-    /// or the restore fails.
-    fn fork_child(&mut self, tramp: u64, old_pid: i32) -> Result<Stub, RestoreError> {
+    /// or the restore fails. `share_fds`: it shares this stub's fd table
+    /// (`CLONE_FILES`), as it shared its parent's at dump.
+    fn fork_child(
+        &mut self,
+        tramp: u64,
+        old_pid: i32,
+        share_fds: bool,
+    ) -> Result<Stub, RestoreError> {
         let want = self.opts.keeps_pids().then_some(old_pid);
         let mut attempts = 0;
         loop {
@@ -758,7 +767,10 @@ impl Builder<'_> {
             if let Some(w) = want {
                 self.reserve_pid(w)?;
             }
-            let flags = (libc::SIGCHLD | libc::CLONE_PTRACE) as u64;
+            let mut flags = (libc::SIGCHLD | libc::CLONE_PTRACE) as u64;
+            if share_fds {
+                flags |= libc::CLONE_FILES as u64;
+            }
             let r = self.sys("clone(fork)", libc::SYS_clone, [flags, 0, 0, 0, 0, 0])?;
             let ns_pid = i32::try_from(r).map_err(|_| {
                 RestoreError::Invalid(format!("clone returned {r}, which is not a pid"))

@@ -275,7 +275,11 @@ impl Builder<'_> {
         ));
         self.sys_batch(&ranges)?;
         if p.fds.is_empty() {
-            return self.close_transport();
+            return if self.closes_transport() {
+                self.close_transport()
+            } else {
+                Ok(())
+            };
         }
         // Above every fd and every fd number an epoll entry was added
         // under (see `epoll`).
@@ -387,11 +391,13 @@ impl Builder<'_> {
             .flatten()
             .map(|fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
             .collect();
-        closes.push((
-            "close(transfer)",
-            libc::SYS_close,
-            [self.shared.stub_fd, 0, 0, 0, 0, 0],
-        ));
+        if self.closes_transport() {
+            closes.push((
+                "close(transfer)",
+                libc::SYS_close,
+                [self.shared.stub_fd, 0, 0, 0, 0, 0],
+            ));
+        }
         self.sys_batch(&closes)?;
         // Last: the locks, through each description's first fd.
         for (i, d) in files.iter().enumerate() {
@@ -437,9 +443,18 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Whether this process closes its end of the transport pair once it
+    /// has its descriptions: not while a later process of the image that
+    /// shares its fd table (`fds_of_parent`) is still to be filled (the end
+    /// is in that same table); the last of them closes it.
+    pub(in crate::restore) fn closes_transport(&self) -> bool {
+        let mine = fd_table_of(self.m, self.task);
+        !(self.task + 1..self.m.tasks.len()).any(|j| fd_table_of(self.m, j) == mine)
+    }
+
     /// This process has every description it holds: its end of the pair
     /// descriptions come through is closed.
-    fn close_transport(&mut self) -> Result<(), RestoreError> {
+    pub(in crate::restore) fn close_transport(&mut self) -> Result<(), RestoreError> {
         self.sys(
             "close(transfer)",
             libc::SYS_close,
@@ -447,4 +462,16 @@ impl Builder<'_> {
         )?;
         Ok(())
     }
+}
+
+/// The task whose fd table task `i` uses: itself, or (`fds_of_parent`) its
+/// parent's, followed up.
+fn fd_table_of(m: &crate::image::Manifest, mut i: usize) -> usize {
+    while let Some(p) = m.tasks.get(i).filter(|p| p.fds_of_parent) {
+        match m.tasks[..i].iter().position(|q| q.pid == p.ppid) {
+            Some(j) => i = j,
+            None => break,
+        }
+    }
+    i
 }
