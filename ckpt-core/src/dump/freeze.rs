@@ -257,6 +257,7 @@ impl Frozen {
             path_opener: None,
             stopped,
             fd_reader: None,
+            digest_cache: None,
         })
     }
 

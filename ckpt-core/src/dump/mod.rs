@@ -168,7 +168,14 @@ pub struct Frozen {
     /// Opens the target's fd N again for reading as the caller; see
     /// [`Frozen::set_fd_reader`]. `None`: as this process.
     fd_reader: Option<FdReader>,
+    /// Where mapped files' digests are remembered between runs; see
+    /// [`Frozen::set_digest_cache`]. `None`: every file is hashed.
+    digest_cache: Option<DigestCache>,
 }
+
+/// The persistent file digest cache a dump shares between the processes
+/// of a tree (single-threaded).
+pub type DigestCache = std::rc::Rc<std::cell::RefCell<crate::filedigests::FileDigestCache>>;
 
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
 /// `None` when the caller cannot reach it.
@@ -289,7 +296,7 @@ impl Frozen {
         let fds = self.dump_fds(saved, table)?;
 
         // Mappings and the files behind them.
-        let mut files = identity::MappedFiles::default();
+        let mut files = identity::MappedFiles::with_cache(self.digest_cache.clone());
         let exe = files.identity_of_exe(pid)?;
         let (vmas, vdso) = self.mappings(&mut files, saved)?;
 

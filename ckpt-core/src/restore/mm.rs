@@ -654,15 +654,34 @@ impl Builder<'_> {
 /// a tree maps the same libraries, and each was hashed whole for each
 /// process. A file written since it was hashed has a new ctime (the kernel
 /// sets it on every write, `mmap` writes included, and no one can set it
-/// back), so it is hashed again. Single-threaded: used by the restorer's
-/// main thread only.
-#[derive(Default)]
-pub(super) struct FileDigests(std::cell::RefCell<HashMap<FileKey, Vec<u8>>>);
+/// back), so it is hashed again. Root's unchanged files are also looked up
+/// in, and added to, the persistent cache of [`crate::filedigests`].
+/// Single-threaded: used by the restorer's main thread only.
+pub(super) struct FileDigests {
+    seen: std::cell::RefCell<HashMap<FileKey, Vec<u8>>>,
+    cache: std::cell::RefCell<crate::filedigests::FileDigestCache>,
+}
 
 /// (dev, ino, size, mtime s, mtime ns, ctime s, ctime ns).
 type FileKey = (u64, u64, u64, i64, i64, i64, i64);
 
 impl FileDigests {
+    /// With the persistent cache of state directory `statedir`, if any.
+    pub(super) fn new(statedir: Option<&std::path::Path>) -> FileDigests {
+        use crate::filedigests::FileDigestCache;
+        FileDigests {
+            seen: Default::default(),
+            cache: std::cell::RefCell::new(
+                statedir.map_or_else(FileDigestCache::disabled, FileDigestCache::new),
+            ),
+        }
+    }
+
+    /// Write the persistent cache back (best effort).
+    pub(super) fn save(&self) {
+        self.cache.borrow_mut().save();
+    }
+
     /// The digest of `file`, whose metadata is `meta` (taken from the
     /// same open file).
     fn of(&self, file: &std::fs::File, meta: &std::fs::Metadata) -> std::io::Result<Vec<u8>> {
@@ -676,11 +695,11 @@ impl FileDigests {
             meta.ctime(),
             meta.ctime_nsec(),
         );
-        if let Some(d) = self.0.borrow().get(&key) {
+        if let Some(d) = self.seen.borrow().get(&key) {
             return Ok(d.clone());
         }
-        let d = crate::dump::digest_file(file)?;
-        self.0.borrow_mut().insert(key, d.clone());
+        let d = self.cache.borrow_mut().digest(file, meta)?;
+        self.seen.borrow_mut().insert(key, d.clone());
         Ok(d)
     }
 }

@@ -205,10 +205,10 @@ pub(super) fn restore_tree(
         mode,
         plans: &plans,
         shape: &shape,
-        digests: super::mm::FileDigests::default(),
+        digests: super::mm::FileDigests::new(opts.digest_cache.as_deref()),
     };
     match ctx.build(&mut stubs, &mut shared, &mut notices) {
-        Ok(()) => {}
+        Ok(()) => ctx.digests.save(),
         Err(e) => {
             stubs.kill();
             return Err(e);
