@@ -30,6 +30,11 @@ const FILL_THREADS: usize = 2;
 const FILL_ALONE_BELOW: u64 = 8 << 20;
 /// Bytes each of them reads, hashes and writes at a time.
 const FILL_BLOCK: usize = 512 << 10;
+/// The piece size when one thread fills less than [`FILL_ALONE_BELOW`]:
+/// each page of the buffer is a fresh page to fault in (a host fault on
+/// a VM that returns freed memory), which for a small process cost more
+/// than the extra reads of smaller pieces.
+const FILL_BLOCK_SMALL: usize = 64 << 10;
 /// How many chunks (of up to 4 MiB) ahead of the ones being filled are
 /// asked from the disk (`POSIX_FADV_WILLNEED`): page cache, not the
 /// helper's memory.
@@ -608,7 +613,14 @@ impl Builder<'_> {
             reader.prefetch_chunk(index);
         }
         let worker = |first: usize| -> Result<(), RestoreError> {
-            let mut buf = vec![0u8; FILL_BLOCK];
+            let mut buf = vec![
+                0u8;
+                if threads == 1 {
+                    FILL_BLOCK_SMALL
+                } else {
+                    FILL_BLOCK
+                }
+            ];
             for (pos, &index) in chunks.iter().enumerate().skip(first).step_by(threads) {
                 for ahead in chunks.iter().skip(pos + PREFETCH_CHUNKS).take(threads) {
                     reader.prefetch_chunk(*ahead);
