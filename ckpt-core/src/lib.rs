@@ -10,6 +10,7 @@
 
 pub mod arch;
 pub mod dump;
+pub mod filedigests;
 pub mod host;
 pub mod image;
 pub mod inject;

@@ -11,7 +11,7 @@ pub const SYSCONFDIR: &str = match option_env!("CKPT_SYSCONFDIR") {
     None => "/etc/ckpt",
 };
 
-/// Root-owned state directory (one-shot ledger).
+/// Root-owned state directory (one-shot ledger, file digest cache).
 pub const STATEDIR: &str = match option_env!("CKPT_STATEDIR") {
     Some(dir) => dir,
     None => "/var/lib/ckpt",

@@ -379,6 +379,14 @@ pub(crate) fn run(
                 e => e.to_string(),
             })
     }));
+    // Digests of root's unchanged mapped files (libc, the loader) are
+    // remembered in the state directory instead of hashed on every dump.
+    let digest_cache = std::rc::Rc::new(std::cell::RefCell::new(
+        ckpt_core::filedigests::FileDigestCache::new(std::path::Path::new(
+            ckpt_core::paths::STATEDIR,
+        )),
+    ));
+    frozen.set_digest_cache(digest_cache.clone());
     if !pidfd_alive(&watch) {
         return Err(Fail::new(
             Exit::DumpFailed,
@@ -556,6 +564,7 @@ pub(crate) fn run(
     } else {
         Some(frozen)
     };
+    digest_cache.borrow_mut().save();
 
     shield.check().map_err(|i| interrupted(i, rolled_back))?;
 

@@ -172,6 +172,7 @@ pub(crate) fn plan(d: &Decision, f: &Facts, caller: &Caller) -> Plan {
             exe_link: granted(Privilege::ExeLink),
             caller_caps,
             inherit_fds: Vec::new(),
+            digest_cache: Some(ckpt_core::paths::STATEDIR.into()),
         },
         notices,
         saved,

@@ -290,7 +290,10 @@ impl Gate<'_> {
         };
         writeln!(pending.file, "{pid}")
             .map_err(|e| Fail::with(Exit::Other, "cannot write the pid file", e))?;
-        pending.commit().map_err(|e| {
+        // Not fsynced: the pid of a process means nothing after a crash,
+        // and waiting for the disk here kept the restored process stopped
+        // (SECURITY.md §5).
+        pending.commit_unsynced().map_err(|e| {
             Fail::with(
                 Exit::Other,
                 "cannot put the pid file in place; nothing was restored (the process was \

@@ -1004,12 +1004,28 @@ impl PendingOutput {
     /// under the temporary name and renaming that over; a named one with
     /// `RENAME_NOREPLACE` unless `force`; never onto a symbolic link or a
     /// directory), then fsync the directory.
-    pub fn commit(mut self) -> Result<(), CommitError> {
+    pub fn commit(self) -> Result<(), CommitError> {
+        self.put_in_place(true)
+    }
+
+    /// Put the file into place exactly as [`Self::commit`] does, but
+    /// without either fsync: for a file that means nothing after a crash
+    /// (a pid file names a process that a crash ends). Every reader still
+    /// sees the whole content under the final name, never part of it (it
+    /// is written before it is linked in); only after a crash may the name
+    /// be missing or name an empty file.
+    pub fn commit_unsynced(self) -> Result<(), CommitError> {
+        self.put_in_place(false)
+    }
+
+    fn put_in_place(mut self, durable: bool) -> Result<(), CommitError> {
         let path = self.final_path.clone();
-        self.file.sync_all().map_err(|source| CommitError::Sync {
-            path: path.clone(),
-            source,
-        })?;
+        if durable {
+            self.file.sync_all().map_err(|source| CommitError::Sync {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let dirfd = self.dir.as_raw_fd();
         let filefd = self.file.as_raw_fd();
         let force = self.force;
@@ -1079,6 +1095,9 @@ impl PendingOutput {
             }
         }
         self.committed = true;
+        if !durable {
+            return Ok(());
+        }
         nix::unistd::fsync(dirfd).map_err(|errno| CommitError::Sync {
             path,
             source: std::io::Error::from(errno),

@@ -725,6 +725,66 @@ fn passwd_case_changed_library_is_refused() {
     assert_eq!(rep.mark, 42, "{rep:?}");
 }
 
+/// A library the helpers remembered the digest of (root's, unchanged for
+/// longer than the file digest cache's settling time: see SECURITY.md, "The
+/// file digest cache") is changed in place by root afterwards: same inode,
+/// same size, one byte different. The restore must hash it again and
+/// refuse it; the original byte written back (in place again) restores.
+#[test]
+fn passwd_case_library_changed_in_place_after_caching_is_refused() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::require();
+    let _log = Syslog::start();
+    let guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "passwd-library-in-place");
+    let (_, lib) = ckpt_tests::reporter::build(&env, &dir);
+    // Older than the cache's settling time (2 s) when the dump hashes it.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let d = dump_passwd_case(&env, &dir, "p");
+    guard.policy(&passwd_rule(&env, &d, "e2e-passwd"));
+
+    // The dump remembered the library: a record of its device and inode.
+    let meta = fs::metadata(&lib).unwrap();
+    let cache = fs::read(ckpt_tests::policy::statedir().join("file-digests"))
+        .expect("the dump wrote the file digest cache");
+    let (magic, records) = cache.split_at(8);
+    assert_eq!(magic, b"CKPTFD01");
+    let remembered = records
+        .chunks_exact(96)
+        .any(|r| r[8..16] == meta.dev().to_le_bytes() && r[16..24] == meta.ino().to_le_bytes());
+    assert!(remembered, "the cache holds {}", lib.display());
+
+    // Changed in place by root: the same inode and size.
+    let file = fs::OpenOptions::new().write(true).open(&lib).unwrap();
+    let last = meta.len() - 1;
+    let mut byte = [0u8; 1];
+    fs::File::open(&lib)
+        .unwrap()
+        .read_exact_at(&mut byte, last)
+        .unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], last).unwrap();
+    let changed = fs::metadata(&lib).unwrap();
+    assert_eq!((changed.ino(), changed.len()), (meta.ino(), meta.len()));
+    let run = env.verify(&dir, &restore_args(&d.image, &[]));
+    run.assert_code(
+        exit::RESTORE_FAILED,
+        "restore with the library changed in place",
+    );
+    assert!(
+        run.stderr.contains(path_str(&lib)) && run.stderr.contains("content digest differs"),
+        "the refusal names the library and what changed\n{run}"
+    );
+    assert!(run.stdout.trim().is_empty(), "no pid printed\n{run}");
+    assert_nothing_left(&dir, "a restore refused for a library changed in place");
+
+    // The original byte back, in place: the same image restores.
+    file.write_all_at(&byte, last).unwrap();
+    drop(file);
+    let (run, p) = restore_ok(&env, &dir, &d.image, &["--require-saved-creds"]);
+    let rep = d.reporter.wait_for(p.pid, d.last_count + 3);
+    assert_eq!(rep.mark, 42, "{rep:?}\n{run}");
+}
+
 /// Moves the audit socket away (the capture keeps its socket, but the
 /// helpers can no longer reach it) and puts it back when dropped. Only
 /// under the configuration lock: every test of this binary that looks at

@@ -258,6 +258,7 @@ impl Frozen {
             stopped,
             fd_reader: None,
             fds_of_parent: false,
+            digest_cache: None,
         })
     }
 

@@ -20,9 +20,27 @@ use crate::procfs;
 pub(super) struct MappedFiles {
     pub(super) list: Vec<FileIdentity>,
     by_inode: HashMap<(u64, u64), u32>,
+    /// Digests remembered between runs (root's unchanged files only).
+    cache: Option<super::DigestCache>,
+}
+
+impl super::Frozen {
+    /// Take mapped files' digests from `cache`, and remember new ones in
+    /// it, instead of hashing every file (see [`crate::filedigests`] for
+    /// which files it holds). The caller saves it after the dump.
+    pub fn set_digest_cache(&mut self, cache: super::DigestCache) {
+        self.digest_cache = Some(cache);
+    }
 }
 
 impl MappedFiles {
+    pub(super) fn with_cache(cache: Option<super::DigestCache>) -> MappedFiles {
+        MappedFiles {
+            cache,
+            ..MappedFiles::default()
+        }
+    }
+
     pub(super) fn identity_of_exe(&mut self, pid: i32) -> Result<FileIdentity, DumpError> {
         let link = std::fs::read_link(proc_path(pid, "exe"))
             .map_err(|source| DumpError::Proc {
@@ -43,7 +61,7 @@ impl MappedFiles {
             what: "exe".into(),
             source,
         })?;
-        let id = identify(pid, &link, &file)?;
+        let id = identify(pid, &link, &file, self.cache.as_ref())?;
         // The executable is mapped too: its mappings find it here instead
         // of hashing the file a second time.
         let idx = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
@@ -76,7 +94,7 @@ impl MappedFiles {
                 reason: format!("cannot open: {e}"),
             })?,
         };
-        let id = identify(pid, &path, &file)?;
+        let id = identify(pid, &path, &file, self.cache.as_ref())?;
         if id.dev != dev || id.ino != m.inode {
             return Err(DumpError::MappedFile {
                 pid,
@@ -92,7 +110,12 @@ impl MappedFiles {
 }
 
 /// Identity and content digest of an open file.
-fn identify(pid: i32, path: &str, file: &File) -> Result<FileIdentity, DumpError> {
+fn identify(
+    pid: i32,
+    path: &str,
+    file: &File,
+    cache: Option<&super::DigestCache>,
+) -> Result<FileIdentity, DumpError> {
     let meta = file.metadata().map_err(|e| DumpError::MappedFile {
         pid,
         path: path.to_string(),
@@ -104,7 +127,11 @@ fn identify(pid: i32, path: &str, file: &File) -> Result<FileIdentity, DumpError
             resource: format!("mapping of non-regular file {path}"),
         });
     }
-    let digest = digest_file(file).map_err(|e| DumpError::MappedFile {
+    let digest = match cache {
+        Some(c) => c.borrow_mut().digest(file, &meta),
+        None => digest_file(file),
+    };
+    let digest = digest.map_err(|e| DumpError::MappedFile {
         pid,
         path: path.to_string(),
         reason: format!("reading: {e}"),

@@ -171,7 +171,14 @@ pub struct Frozen {
     /// Its fd table is its parent's (`CLONE_FILES`): its fds are recorded
     /// with the parent's (see [`ProcessState::fds_of_parent`]).
     fds_of_parent: bool,
+    /// Where mapped files' digests are remembered between runs; see
+    /// [`Frozen::set_digest_cache`]. `None`: every file is hashed.
+    digest_cache: Option<DigestCache>,
 }
+
+/// The persistent file digest cache a dump shares between the processes
+/// of a tree (single-threaded).
+pub type DigestCache = std::rc::Rc<std::cell::RefCell<crate::filedigests::FileDigestCache>>;
 
 /// How [`Frozen`] looks a path up as the caller: an `O_PATH` fd, or
 /// `None` when the caller cannot reach it.
@@ -296,7 +303,7 @@ impl Frozen {
         };
 
         // Mappings and the files behind them.
-        let mut files = identity::MappedFiles::default();
+        let mut files = identity::MappedFiles::with_cache(self.digest_cache.clone());
         let exe = files.identity_of_exe(pid)?;
         let (vmas, vdso) = self.mappings(&mut files, saved)?;
 

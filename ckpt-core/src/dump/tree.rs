@@ -244,6 +244,13 @@ impl FrozenTree {
         }
     }
 
+    /// See [`Frozen::set_digest_cache`]; one cache for every process.
+    pub fn set_digest_cache(&mut self, cache: super::DigestCache) {
+        for p in &mut self.procs {
+            p.set_digest_cache(cache.clone());
+        }
+    }
+
     /// See [`Frozen::set_fd_reader`]; for every process.
     pub fn set_fd_reader(&mut self, reader: super::FdReader) {
         for p in &mut self.procs {

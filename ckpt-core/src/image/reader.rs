@@ -29,6 +29,9 @@ pub trait ImageSource: Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Current length of the source.
     fn source_len(&self) -> io::Result<u64>;
+    /// A hint that `len` bytes from `offset` will be read soon (a file
+    /// starts reading them from disk). Nothing for a source in memory.
+    fn will_need(&self, _offset: u64, _len: u64) {}
 }
 
 impl ImageSource for File {
@@ -37,6 +40,19 @@ impl ImageSource for File {
     }
     fn source_len(&self) -> io::Result<u64> {
         self.metadata().map(|m| m.len())
+    }
+    fn will_need(&self, offset: u64, len: u64) {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        use std::os::fd::AsRawFd;
+        if let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) {
+            // Only a hint: an error changes nothing but speed.
+            let _ = posix_fadvise(
+                self.as_raw_fd(),
+                offset,
+                len,
+                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 }
 
@@ -399,6 +415,16 @@ impl<S: ImageSource> ImageReader<S> {
         }
         self.advance(entry.len);
         Ok(entry)
+    }
+
+    /// Starts reading chunk `index`'s stored bytes from disk ahead of
+    /// [`Self::stream_chunk`] (a hint: nothing is checked or handed out;
+    /// an index out of range is ignored). Cold, the disk then has the next
+    /// chunks' requests queued while this one is hashed and written.
+    pub fn prefetch_chunk(&self, index: usize) {
+        if let Ok((entry, offset)) = self.chunk(index) {
+            self.src.will_need(offset, entry.file_len());
+        }
     }
 
     /// Reads chunk `index` in pieces of at most `buf.len()` bytes, hands

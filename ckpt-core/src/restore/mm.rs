@@ -30,6 +30,15 @@ const FILL_THREADS: usize = 2;
 const FILL_ALONE_BELOW: u64 = 8 << 20;
 /// Bytes each of them reads, hashes and writes at a time.
 const FILL_BLOCK: usize = 512 << 10;
+/// The piece size when one thread fills less than [`FILL_ALONE_BELOW`]:
+/// each page of the buffer is a fresh page to fault in (a host fault on
+/// a VM that returns freed memory), which for a small process cost more
+/// than the extra reads of smaller pieces.
+const FILL_BLOCK_SMALL: usize = 64 << 10;
+/// How many chunks (of up to 4 MiB) ahead of the ones being filled are
+/// asked from the disk (`POSIX_FADV_WILLNEED`): page cache, not the
+/// helper's memory.
+const PREFETCH_CHUNKS: usize = 8;
 
 /// Occupied address ranges, for picking free spots.
 fn free_spot(occupied: &[(u64, u64)], len: u64) -> Option<u64> {
@@ -596,9 +605,26 @@ impl Builder<'_> {
             FILL_THREADS
         };
         let chunks = &chunks;
+        // Read ahead: the first chunks now, then each worker, as it starts
+        // a chunk, the one PREFETCH_CHUNKS further on (of its own share
+        // or the other's): with a cold cache the disk always has that much
+        // queued, where reads of FILL_BLOCK alone left it mostly idle.
+        for &index in chunks.iter().take(PREFETCH_CHUNKS) {
+            reader.prefetch_chunk(index);
+        }
         let worker = |first: usize| -> Result<(), RestoreError> {
-            let mut buf = vec![0u8; FILL_BLOCK];
-            for &index in chunks.iter().skip(first).step_by(threads) {
+            let mut buf = vec![
+                0u8;
+                if threads == 1 {
+                    FILL_BLOCK_SMALL
+                } else {
+                    FILL_BLOCK
+                }
+            ];
+            for (pos, &index) in chunks.iter().enumerate().skip(first).step_by(threads) {
+                for ahead in chunks.iter().skip(pos + PREFETCH_CHUNKS).take(threads) {
+                    reader.prefetch_chunk(*ahead);
+                }
                 let base = self.m.chunks.get(index).map_or(0, |c| c.addr);
                 reader
                     .stream_chunk(index, &mut buf, |off, piece| {
@@ -654,15 +680,34 @@ impl Builder<'_> {
 /// a tree maps the same libraries, and each was hashed whole for each
 /// process. A file written since it was hashed has a new ctime (the kernel
 /// sets it on every write, `mmap` writes included, and no one can set it
-/// back), so it is hashed again. Single-threaded: used by the restorer's
-/// main thread only.
-#[derive(Default)]
-pub(super) struct FileDigests(std::cell::RefCell<HashMap<FileKey, Vec<u8>>>);
+/// back), so it is hashed again. Root's unchanged files are also looked up
+/// in, and added to, the persistent cache of [`crate::filedigests`].
+/// Single-threaded: used by the restorer's main thread only.
+pub(super) struct FileDigests {
+    seen: std::cell::RefCell<HashMap<FileKey, Vec<u8>>>,
+    cache: std::cell::RefCell<crate::filedigests::FileDigestCache>,
+}
 
 /// (dev, ino, size, mtime s, mtime ns, ctime s, ctime ns).
 type FileKey = (u64, u64, u64, i64, i64, i64, i64);
 
 impl FileDigests {
+    /// With the persistent cache of state directory `statedir`, if any.
+    pub(super) fn new(statedir: Option<&std::path::Path>) -> FileDigests {
+        use crate::filedigests::FileDigestCache;
+        FileDigests {
+            seen: Default::default(),
+            cache: std::cell::RefCell::new(
+                statedir.map_or_else(FileDigestCache::disabled, FileDigestCache::new),
+            ),
+        }
+    }
+
+    /// Write the persistent cache back (best effort).
+    pub(super) fn save(&self) {
+        self.cache.borrow_mut().save();
+    }
+
     /// The digest of `file`, whose metadata is `meta` (taken from the
     /// same open file).
     fn of(&self, file: &std::fs::File, meta: &std::fs::Metadata) -> std::io::Result<Vec<u8>> {
@@ -676,11 +721,11 @@ impl FileDigests {
             meta.ctime(),
             meta.ctime_nsec(),
         );
-        if let Some(d) = self.0.borrow().get(&key) {
+        if let Some(d) = self.seen.borrow().get(&key) {
             return Ok(d.clone());
         }
-        let d = crate::dump::digest_file(file)?;
-        self.0.borrow_mut().insert(key, d.clone());
+        let d = self.cache.borrow_mut().digest(file, meta)?;
+        self.seen.borrow_mut().insert(key, d.clone());
         Ok(d)
     }
 }

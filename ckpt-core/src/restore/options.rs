@@ -59,6 +59,11 @@ pub struct RestoreOptions {
     /// it; the engine's caller checks each was open before the helper
     /// opened anything. An external fd not listed becomes `/dev/null`.
     pub inherit_fds: Vec<i32>,
+    /// The root-owned state directory whose file digest cache
+    /// ([`crate::filedigests`]) spares hashing root's unchanged mapped
+    /// files (libc, the loader) on every restore; `None`: every mapped
+    /// file is hashed.
+    pub digest_cache: Option<std::path::PathBuf>,
 }
 
 /// `CAP_SETGID`, `CAP_SETUID`: with both, any ids are the caller's to take.
@@ -78,6 +83,7 @@ impl RestoreOptions {
             exe_link: false,
             caller_caps: 0,
             inherit_fds: Vec::new(),
+            digest_cache: None,
         }
     }
 

@@ -248,11 +248,11 @@ fn build_tree(
         mode,
         plans: &plans,
         shape: &shape,
-        digests: super::mm::FileDigests::default(),
+        digests: super::mm::FileDigests::new(opts.digest_cache.as_deref()),
         pidns,
     };
     match ctx.build(&mut stubs, &mut shared, &mut notices) {
-        Ok(()) => {}
+        Ok(()) => ctx.digests.save(),
         Err(e) => {
             stubs.kill();
             return Err(e);
