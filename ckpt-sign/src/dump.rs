@@ -435,7 +435,9 @@ pub(crate) fn run(
     let mut writer =
         writer.map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     if args.compress {
-        writer.compress_with(ckpt_core::image::Compression::Lz4);
+        writer
+            .compress_with(ckpt_core::image::Compression::Lz4)
+            .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     }
     // A bar on the caller's terminal when the dump lasts (cleared when
     // `bar` is dropped, before anything is printed); its total is the

@@ -1749,3 +1749,49 @@ fn writer_starts_writeback_and_writes_every_byte() {
     .unwrap();
     assert_eq!(at, chunk * count);
 }
+
+/// Chunks compressed on several threads are stored in the order they were
+/// written, compressible ones compressed and the others as they are, and
+/// read back byte for byte.
+#[test]
+fn compressed_chunks_keep_their_order() {
+    let (tmp, file) = TempFile::new("compressed");
+    let mut w = ImageWriter::new(file).unwrap();
+    w.compress_with(Compression::Lz4).unwrap();
+    let len = w.preferred_chunk_len().unwrap();
+    let chunk = |c: u64| -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ c;
+        (0..len)
+            .map(|i| match c % 3 {
+                // Incompressible (xorshift64*), text-like, zeros.
+                0 => {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+                }
+                1 => b"checkpoint "[(i % 11) as usize] ^ (c as u8),
+                _ => 0,
+            })
+            .collect()
+    };
+    let count = 40u64;
+    for c in 0..count {
+        w.write_chunk(0, BIG_AT + c * len, &chunk(c)).unwrap();
+    }
+    w.finish(sample_meta(), content_with_big_mapping(count * len), None)
+        .unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    assert!((bytes.len() as u64) < count * len * 3 / 4);
+    let r = open_bytes(&bytes).unwrap();
+    let mut c = 0u64;
+    r.for_each_chunk(|e, d| {
+        assert_eq!(e.addr, BIG_AT + c * len);
+        assert_eq!(e.stored.is_some(), c % 3 != 0, "chunk {c}");
+        assert_eq!(d, chunk(c).as_slice(), "chunk {c}");
+        c += 1;
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(c, count);
+}

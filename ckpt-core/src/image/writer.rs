@@ -4,6 +4,7 @@
 //! data passes through. Trusts: nothing the chunk data says (opaque
 //! bytes); the caller for the order of chunks (checked by every reader).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Seek as _, SeekFrom, Write as _};
 use std::os::fd::AsFd as _;
@@ -15,7 +16,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use super::attest;
-use super::compress::compress;
 use super::digest::{ChunkHasher, WRITE_CHUNK_DIGEST};
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
@@ -23,6 +23,7 @@ use super::manifest::{
     encode, ChunkEntry, Compression, DigestAlgorithm, ImageContent, ImageMeta, Manifest,
     SignatureBlock,
 };
+use super::packer::Packer;
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 use crate::progress::Observer;
@@ -37,7 +38,7 @@ const BUFFER_ALIGN: usize = 4096;
 const SYNC_STEP: u64 = 32 << 20;
 /// Chunk length [`ImageWriter::preferred_chunk_len`] asks for when
 /// compressing.
-pub const COMPRESSED_CHUNK_LEN: u64 = 512 << 10;
+pub const COMPRESSED_CHUNK_LEN: u64 = 256 << 10;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 4;
@@ -72,9 +73,11 @@ pub struct ImageWriter {
     data_len: u64,
     /// Set by [`compress_with`](ImageWriter::compress_with).
     compression: Option<Compression>,
-    /// A chunk before compression, and after.
-    raw: Vec<u8>,
-    packed: Vec<u8>,
+    /// The compression threads, when compressing.
+    packer: Option<Packer>,
+    /// Chunks given to `packer` and not appended yet: space, address and
+    /// length, in order.
+    pending: VecDeque<(u32, u64, u64)>,
     /// Told of each chunk's bytes as it is taken.
     progress: Option<Observer>,
 }
@@ -307,8 +310,8 @@ impl ImageWriter {
             chunks: Vec::new(),
             data_len: 0,
             compression: None,
-            raw: Vec::new(),
-            packed: Vec::new(),
+            packer: None,
+            pending: VecDeque::new(),
             progress: None,
         })
     }
@@ -363,10 +366,11 @@ impl ImageWriter {
             }
             .into());
         }
-        if self.chunks.len() as u64 >= MAX_CHUNKS {
+        let count = (self.chunks.len() + self.pending.len()) as u64;
+        if count >= MAX_CHUNKS {
             return Err(ImageError::TooLarge {
                 what: "chunk count",
-                len: self.chunks.len() as u64 + 1,
+                len: count + 1,
                 cap: MAX_CHUNKS,
             }
             .into());
@@ -374,53 +378,32 @@ impl ImageWriter {
         if addr.checked_add(len).is_none() {
             return Err(ImageError::InvalidInput("chunk address range overflows").into());
         }
-        let stored = match self.compression {
-            None => {
-                self.append(len, fill)?;
-                None
+        if self.compression.is_some() {
+            // Compressed on another thread; appended, in order, once
+            // compressed (here when as many chunks as allowed are in
+            // flight, else by `finish`).
+            if self.packer.as_ref().is_some_and(Packer::full) {
+                self.take_packed()?;
             }
-            Some(alg) => {
-                let mut raw = std::mem::take(&mut self.raw);
-                raw.clear();
-                raw.resize(usize::try_from(len).unwrap_or(0), 0);
-                if let Err(e) = fill(0, &mut raw) {
-                    self.abandon();
-                    return Err(e);
-                }
-                let mut packed = std::mem::take(&mut self.packed);
-                let smaller = compress(alg, &raw, &mut packed);
-                let packed_len = u32::try_from(packed.len())
-                    .ok()
-                    .and_then(std::num::NonZeroU32::new);
-                let (bytes, stored) = match packed_len {
-                    Some(n) if smaller => (&packed, Some(n)),
-                    _ => (&raw, None),
-                };
-                let appended = self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
-                    let from = usize::try_from(off).unwrap_or(usize::MAX);
-                    match bytes.get(from..).and_then(|b| b.get(..dst.len())) {
-                        Some(src) => {
-                            dst.copy_from_slice(src);
-                            Ok(())
-                        }
-                        None => Err(E::from(ImageError::InvalidInput(
-                            "chunk piece out of range",
-                        ))),
-                    }
-                });
-                self.raw = raw;
-                self.packed = packed;
-                appended?;
-                stored
+            let Some(packer) = self.packer.as_mut() else {
+                return Err(ImageError::InvalidInput("the writer failed earlier").into());
+            };
+            let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
+            if let Err(e) = packer.give(len_usize, |raw| fill(0, raw)) {
+                self.abandon();
+                return Err(e);
             }
-        };
-        self.data_len += stored.map_or(len, |s| u64::from(s.get()));
+            self.pending.push_back((space, addr, len));
+            return Ok(());
+        }
+        self.append(len, fill)?;
+        self.data_len += len;
         self.chunks.push(ChunkEntry {
             space,
             addr,
             len,
             digest: Vec::new(),
-            stored,
+            stored: None,
         });
         if let Some(observe) = &self.progress {
             observe(len);
@@ -458,11 +441,68 @@ impl ImageWriter {
         Ok(())
     }
 
+    /// Takes the oldest chunk back from the compression threads and
+    /// appends it: its compressed bytes when they are fewer, else the
+    /// chunk as it was read.
+    fn take_packed(&mut self) -> Result<(), ImageError> {
+        let Some(packer) = self.packer.as_mut() else {
+            return Err(ImageError::InvalidInput("the writer failed earlier"));
+        };
+        let taken = match packer.take() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.abandon();
+                return Err(e);
+            }
+        };
+        let Some((space, addr, len)) = self.pending.pop_front() else {
+            return Err(ImageError::InvalidInput("a compressed chunk nobody gave"));
+        };
+        let stored = taken
+            .compressed()
+            .and_then(|c| u32::try_from(c.len()).ok())
+            .and_then(std::num::NonZeroU32::new);
+        let bytes = match (stored, taken.compressed()) {
+            (Some(_), Some(c)) => c,
+            _ => taken.raw(),
+        };
+        self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
+            let from = usize::try_from(off).unwrap_or(usize::MAX);
+            match bytes.get(from..).and_then(|b| b.get(..dst.len())) {
+                Some(src) => {
+                    dst.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(ImageError::InvalidInput("chunk piece out of range")),
+            }
+        })?;
+        self.data_len += bytes.len() as u64;
+        self.chunks.push(ChunkEntry {
+            space,
+            addr,
+            len,
+            digest: Vec::new(),
+            stored,
+        });
+        if let Some(observe) = &self.progress {
+            observe(len);
+        }
+        if let Some(packer) = self.packer.as_mut() {
+            packer.recycle(taken);
+        }
+        Ok(())
+    }
+
     /// Compresses every chunk written from now on with `alg` (a chunk that
     /// does not get smaller is stored as it is), and names it in the
-    /// manifest. Costs two buffers of the largest chunk.
-    pub fn compress_with(&mut self, alg: Compression) {
+    /// manifest. Starts one compression thread per CPU (at most 4); costs
+    /// two buffers of the largest chunk per chunk in flight (one more than
+    /// the threads).
+    pub fn compress_with(&mut self, alg: Compression) -> Result<(), ImageError> {
+        self.packer = Some(Packer::spawn(alg)?);
         self.compression = Some(alg);
+        Ok(())
     }
 
     /// The chunk length callers should use: [`COMPRESSED_CHUNK_LEN`] when
@@ -511,6 +551,8 @@ impl ImageWriter {
     /// unusable.
     fn abandon(&mut self) {
         self.current = Block::empty();
+        self.packer = None;
+        self.pending.clear();
         if let Some(io) = self.io.take() {
             let _ = io.join();
         }
@@ -525,6 +567,11 @@ impl ImageWriter {
         content: ImageContent,
         signer: Option<&dyn ManifestSigner>,
     ) -> Result<FinishedImage, ImageError> {
+        while !self.pending.is_empty() {
+            self.take_packed()?;
+        }
+        // Joins the compression threads.
+        self.packer = None;
         if self.current.len != 0 {
             self.send_current()?;
         }
