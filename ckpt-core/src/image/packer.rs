@@ -4,8 +4,8 @@
 //! were given, so the image is the same as if one thread had compressed
 //! them all.
 //!
-//! Owns: the threads and the buffers of the chunks in flight (at most one
-//! more chunk than threads, whatever the image's size). Trusts: nothing in
+//! Owns: the threads and the buffers of the chunks in flight (at most as
+//! many chunks as threads, whatever the image's size). Trusts: nothing in
 //! the chunk bytes (opaque input to the compressor).
 
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
@@ -24,13 +24,15 @@ pub(super) struct Packed {
     seq: u64,
     raw: Vec<u8>,
     packed: Vec<u8>,
-    smaller: bool,
+    /// Bytes of `packed` that hold the compressed chunk, when fewer than
+    /// the chunk's.
+    packed_len: Option<usize>,
 }
 
 impl Packed {
     /// The compressed bytes, when they are fewer than the chunk's.
     pub(super) fn compressed(&self) -> Option<&[u8]> {
-        self.smaller.then_some(self.packed.as_slice())
+        self.packed_len.and_then(|n| self.packed.get(..n))
     }
 
     /// The chunk as it was read.
@@ -66,7 +68,10 @@ impl Packer {
         let n = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_PACKERS);
-        let limit = n + 1;
+        // The caller reads the next chunk while the threads compress the
+        // ones before: as many in flight as threads keeps them all busy
+        // but while a chunk is handed over.
+        let limit = n;
         let (jobs, jobs_rx) = sync_channel::<Packed>(limit);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (done_tx, done) = channel::<Packed>();
@@ -92,7 +97,7 @@ impl Packer {
                         Err(_) => return,
                     };
                     let Ok(mut job) = next else { return };
-                    job.smaller = compress(alg, &job.raw, &mut job.packed);
+                    job.packed_len = compress(alg, &job.raw, &mut job.packed);
                     if tx.send(job).is_err() {
                         return;
                     }
@@ -131,7 +136,7 @@ impl Packer {
             seq: self.given,
             raw,
             packed,
-            smaller: false,
+            packed_len: None,
         };
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(job).map_err(|_| stopped())?;

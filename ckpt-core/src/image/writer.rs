@@ -497,7 +497,7 @@ impl ImageWriter {
     /// Compresses every chunk written from now on with `alg` (a chunk that
     /// does not get smaller is stored as it is), and names it in the
     /// manifest. Starts one compression thread per CPU (at most 4); costs
-    /// two buffers of the largest chunk per chunk in flight (one more than
+    /// two buffers of the largest chunk per chunk in flight (as many as
     /// the threads).
     pub fn compress_with(&mut self, alg: Compression) -> Result<(), ImageError> {
         self.packer = Some(Packer::spawn(alg)?);
