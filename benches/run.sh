@@ -422,8 +422,8 @@ add_sample() { SAMPLES[$1]+="${SAMPLES[$1]:+;}$2"; }
 leave_running() { [[ $BENCH_LEAVE_RUNNING == 1 ]]; }
 
 # page_cache PATH: puts the image (a file, or CRIU's directory) in the page
-# cache (warm, the default: ckpt writes its image with O_DIRECT, so it is
-# not there after the dump, while CRIU's buffered image is), or drops the
+# cache (warm, the default: both tools write through the page cache, but
+# whatever memory pressure evicted is read again), or drops the
 # page cache (BENCH_CACHE=cold: the whole machine's clean pages), before a
 # verify or restore is measured. Not timed.
 page_cache() {

@@ -375,6 +375,20 @@ pub fn vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
     Ok(usize::try_from(Errno::result(n)?).unwrap_or(0))
 }
 
+/// Starts writeback of `len` bytes of `file` from `offset`
+/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE` only): it neither
+/// waits for the writes nor makes anything durable, and it does not
+/// consume a write error (the caller's later `fsync` still reports it).
+pub fn start_writeback(file: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
+    let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    let len = i64::try_from(len).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: no memory is passed; the descriptor is borrowed for the call.
+    let r = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    Errno::result(r).map(drop)
+}
+
 /// Write `buf` at `addr` of process `pid` (`process_vm_writev`).
 pub fn vm_write(pid: i32, addr: u64, buf: &[u8]) -> Result<usize, Errno> {
     let local = libc::iovec {

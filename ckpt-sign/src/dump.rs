@@ -436,18 +436,16 @@ pub(crate) fn run(
         .file
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot use the image file", e))?;
-    // A target left running is released once its memory is captured:
-    // write through the page cache so that the capture does not wait for
-    // the disk (the image is made durable after the release).
-    let writer = if args.leave_running {
-        ImageWriter::new_buffered(image_file)
-    } else {
-        ImageWriter::new(image_file)
-    };
+    // The writer goes through the page cache and starts writeback as it
+    // goes: the capture waits for memory copies, not for the disk (a
+    // target left running is released before the image is made durable).
+    let writer = ImageWriter::new(image_file);
     let mut writer =
         writer.map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     if args.compress {
-        writer.compress_with(ckpt_core::image::Compression::Lz4);
+        writer
+            .compress_with(ckpt_core::image::Compression::Lz4)
+            .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     }
     // A bar on the caller's terminal when the dump lasts (cleared when
     // `bar` is dropped, before anything is printed); its total is the

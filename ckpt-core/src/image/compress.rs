@@ -9,20 +9,21 @@
 use super::error::ImageError;
 use super::manifest::Compression;
 
-/// Compresses `input` into `out` (cleared first). Returns `false` when
-/// the result would not be smaller than `input` (`out` is then
-/// meaningless, and the chunk is stored as it is).
-pub(crate) fn compress(alg: Compression, input: &[u8], out: &mut Vec<u8>) -> bool {
+/// Compresses `input` into the start of `out`, which it grows to the
+/// codec's bound for `input` (and never shrinks: a buffer reused for
+/// chunks of one length is zeroed once, not for every chunk). Returns the
+/// compressed length when it is smaller than `input`, else `None` (`out`
+/// is then meaningless, and the chunk is stored as it is).
+pub(crate) fn compress(alg: Compression, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     match alg {
         Compression::Lz4 => {
-            out.clear();
-            out.resize(lz4_flex::block::get_maximum_output_size(input.len()), 0);
+            let bound = lz4_flex::block::get_maximum_output_size(input.len());
+            if out.len() < bound {
+                out.resize(bound, 0);
+            }
             match lz4_flex::block::compress_into(input, out) {
-                Ok(n) if n < input.len() => {
-                    out.truncate(n);
-                    true
-                }
-                _ => false,
+                Ok(n) if n < input.len() => Some(n),
+                _ => None,
             }
         }
     }

@@ -136,6 +136,7 @@ mod error;
 pub mod fuzzing;
 mod layout;
 mod manifest;
+mod packer;
 mod reader;
 mod sign;
 pub mod v1;

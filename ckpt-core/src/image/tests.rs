@@ -1696,23 +1696,103 @@ fn write_chunk_with_spans_buffers() {
     assert!(w.write_chunk(0, 0x500000, &[0; 4096]).is_err());
 }
 
-/// A writer without `O_DIRECT` (for a target left running) writes the same
-/// image.
+/// The sample content with one more anonymous mapping of `len` bytes at
+/// [`BIG_AT`], for images larger than the sample's.
+fn content_with_big_mapping(len: u64) -> ImageContent {
+    let mut content = sample_content();
+    let heap = content.tasks[0].vmas[1].clone();
+    content.tasks[0].vmas.insert(
+        2,
+        Vma {
+            start: BIG_AT,
+            end: BIG_AT + len,
+            name: String::new(),
+            ..heap
+        },
+    );
+    content
+}
+
+const BIG_AT: u64 = 0x1000_0000;
+
+/// An image longer than a writeback step (whose writeback the writer
+/// starts as it goes) reads back byte for byte.
 #[test]
-fn buffered_writer_writes_the_same_chunks() {
-    let (tmp, file) = TempFile::new("buffered");
-    let mut w = ImageWriter::new_buffered(file).unwrap();
-    for (addr, data) in sample_chunks() {
-        w.write_chunk(0, addr, &data).unwrap();
+fn writer_starts_writeback_and_writes_every_byte() {
+    let (tmp, file) = TempFile::new("writeback");
+    let mut w = ImageWriter::new(file).unwrap();
+    let pattern = |i: u64| (i.wrapping_mul(2_654_435_761) >> 11) as u8;
+    let chunk = 4u64 << 20;
+    let count = 10u64;
+    for c in 0..count {
+        w.write_chunk_with(0, BIG_AT + c * chunk, chunk, |off, piece| {
+            for (i, b) in piece.iter_mut().enumerate() {
+                *b = pattern(c * chunk + off + i as u64);
+            }
+            Ok::<(), ImageError>(())
+        })
+        .unwrap();
     }
-    w.finish(sample_meta(), sample_content(), None).unwrap();
+    w.finish(sample_meta(), content_with_big_mapping(chunk * count), None)
+        .unwrap();
     let bytes = fs::read(&tmp.path).unwrap();
     let r = open_bytes(&bytes).unwrap();
-    let mut seen = Vec::new();
+    let mut at = 0u64;
     r.for_each_chunk(|e, d| {
-        seen.push((e.addr, d.to_vec()));
+        assert_eq!(e.addr, BIG_AT + at);
+        assert!(d
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(at + i as u64)));
+        at += d.len() as u64;
         Ok::<(), ()>(())
     })
     .unwrap();
-    assert_eq!(seen, sample_chunks());
+    assert_eq!(at, chunk * count);
+}
+
+/// Chunks compressed on several threads are stored in the order they were
+/// written, compressible ones compressed and the others as they are, and
+/// read back byte for byte.
+#[test]
+fn compressed_chunks_keep_their_order() {
+    let (tmp, file) = TempFile::new("compressed");
+    let mut w = ImageWriter::new(file).unwrap();
+    w.compress_with(Compression::Lz4).unwrap();
+    let len = w.preferred_chunk_len().unwrap();
+    let chunk = |c: u64| -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ c;
+        (0..len)
+            .map(|i| match c % 3 {
+                // Incompressible (xorshift64*), text-like, zeros.
+                0 => {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+                }
+                1 => b"checkpoint "[(i % 11) as usize] ^ (c as u8),
+                _ => 0,
+            })
+            .collect()
+    };
+    let count = 40u64;
+    for c in 0..count {
+        w.write_chunk(0, BIG_AT + c * len, &chunk(c)).unwrap();
+    }
+    w.finish(sample_meta(), content_with_big_mapping(count * len), None)
+        .unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    assert!((bytes.len() as u64) < count * len * 3 / 4);
+    let r = open_bytes(&bytes).unwrap();
+    let mut c = 0u64;
+    r.for_each_chunk(|e, d| {
+        assert_eq!(e.addr, BIG_AT + c * len);
+        assert_eq!(e.stored.is_some(), !c.is_multiple_of(3), "chunk {c}");
+        assert_eq!(d, chunk(c).as_slice(), "chunk {c}");
+        c += 1;
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(c, count);
 }

@@ -4,21 +4,18 @@
 //! data passes through. Trusts: nothing the chunk data says (opaque
 //! bytes); the caller for the order of chunks (checked by every reader).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Seek as _, SeekFrom, Write as _};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::FileExt as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use sha2::{Digest as _, Sha256};
 
 use super::attest;
-use super::compress::compress;
 use super::digest::{ChunkHasher, WRITE_CHUNK_DIGEST};
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
@@ -26,21 +23,22 @@ use super::manifest::{
     encode, ChunkEntry, Compression, DigestAlgorithm, ImageContent, ImageMeta, Manifest,
     SignatureBlock,
 };
+use super::packer::Packer;
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 use crate::progress::Observer;
 
 /// Size of each write buffer handed to the I/O thread: the size of every
 /// write but the last, at offsets that are multiples of it.
-const WRITE_BUFFER_LEN: usize = 512 << 10;
-/// Alignment of the buffers in memory (`O_DIRECT` needs the logical block
-/// size; a page is always enough).
+const WRITE_BUFFER_LEN: usize = 256 << 10;
+/// Alignment of the buffers in memory (a page: copies to and from whole
+/// pages).
 const BUFFER_ALIGN: usize = 4096;
-/// Data written between two background fsyncs.
-const SYNC_STEP: usize = 64 << 20;
+/// Data written between two starts of writeback.
+const SYNC_STEP: u64 = 32 << 20;
 /// Chunk length [`ImageWriter::preferred_chunk_len`] asks for when
 /// compressing.
-pub const COMPRESSED_CHUNK_LEN: u64 = 512 << 10;
+pub const COMPRESSED_CHUNK_LEN: u64 = 256 << 10;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 4;
@@ -52,15 +50,13 @@ const WRITE_BUFFERS: usize = 4;
 /// block and trailer and fsyncs. After an error the writer refuses further
 /// use; the caller removes the file.
 ///
-/// Three stages overlap: the caller's thread fills 512 KiB page-aligned
+/// Three stages overlap: the caller's thread fills 256 KiB page-aligned
 /// buffers (with `write_chunk_with`, straight from the target's memory), a
 /// hashing thread computes each chunk's digest, and an I/O thread writes
-/// the full buffers to the file with `O_DIRECT` where the file system
-/// takes it: the data goes from the buffers to the disk, without a copy
-/// into (and a first touch of) page-cache pages, and the disk works while
-/// the capture goes on. The last, partial buffer and the manifest are
-/// written through the page cache. At most [`WRITE_BUFFERS`] buffers exist,
-/// whatever the image's size.
+/// the full buffers to the file through the page cache, starting their
+/// writeback every [`SYNC_STEP`] bytes so that the disk works while the
+/// capture goes on. At most [`WRITE_BUFFERS`] buffers exist, whatever the
+/// image's size.
 pub struct ImageWriter {
     io: Option<Pipeline>,
     /// The buffer being filled; the first one starts with the header.
@@ -77,9 +73,11 @@ pub struct ImageWriter {
     data_len: u64,
     /// Set by [`compress_with`](ImageWriter::compress_with).
     compression: Option<Compression>,
-    /// A chunk before compression, and after.
-    raw: Vec<u8>,
-    packed: Vec<u8>,
+    /// The compression threads, when compressing.
+    packer: Option<Packer>,
+    /// Chunks given to `packer` and not appended yet: space, address and
+    /// length, in order.
+    pending: VecDeque<(u32, u64, u64)>,
     /// Told of each chunk's bytes as it is taken.
     progress: Option<Observer>,
 }
@@ -149,7 +147,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn spawn(file: File, direct: bool) -> Result<Pipeline, ImageError> {
+    fn spawn(file: File) -> Result<Pipeline, ImageError> {
         let (full, full_rx) = sync_channel::<Filled>(WRITE_BUFFERS);
         let (hashed, hashed_rx) = sync_channel::<Block>(WRITE_BUFFERS);
         let (empty_tx, empty) = sync_channel::<Block>(WRITE_BUFFERS);
@@ -178,7 +176,7 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("ckpt-image-write".into())
             .spawn(move || {
-                write_loop(&file, direct, hashed_rx, empty_tx)?;
+                write_loop(&file, hashed_rx, empty_tx)?;
                 Ok(file)
             })
             .map_err(io_err("start the image write thread"))?;
@@ -215,152 +213,48 @@ impl Pipeline {
     }
 }
 
-/// Sets or clears `O_DIRECT` on `file`'s open file description.
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    let flags = fcntl(file.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
-    let mut flags = OFlag::from_bits_truncate(flags);
-    flags.set(OFlag::O_DIRECT, on);
-    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(flags))
-        .map(drop)
-        .map_err(io::Error::from)
-}
-
-/// Writes all of `data` at `offset`. A write the file system refuses
-/// with `EINVAL` while `O_DIRECT` is on (it has no `O_DIRECT`, or the
-/// length is not a multiple of its block size) turns `O_DIRECT` off for
-/// the file (every writer thread) and is retried through the page cache.
-fn write_block_at(file: &File, data: &[u8], offset: u64, direct: &Mutex<bool>) -> io::Result<()> {
-    let mut done = 0usize;
-    let mut retried = false;
-    while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
-        match file.write_at(rest, offset + done as u64) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !retried => {
-                // Whoever takes the lock first turns O_DIRECT off; the
-                // others wait for that, then retry.
-                let mut on = direct
-                    .lock()
-                    .map_err(|_| io::Error::other("an image write thread panicked"))?;
-                if *on {
-                    set_direct(file, false)?;
-                    *on = false;
-                }
-                retried = true;
+/// Body of the I/O thread: writes the hashed buffers in order at their
+/// offsets, through the page cache, and hands each back. Every
+/// [`SYNC_STEP`] bytes it asks a helper thread to start the writeback of
+/// what was written since the last time (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`), so the disk works while the capture goes on
+/// and the final fsync in [`ImageWriter::finish`] has little left to do.
+/// Starting writeback waits for nothing (the writing and the capture
+/// never wait for the disk, only for free buffers) and makes nothing
+/// durable: that is the final fsync's job, which also reports any write
+/// error (starting writeback does not consume one). The helper thread
+/// exists because starting writeback can block while the device queue is
+/// full.
+fn write_loop(file: &File, full: Receiver<Block>, empty: SyncSender<Block>) -> io::Result<()> {
+    let (tick, ticks) = sync_channel::<u64>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut from = 0u64;
+            for upto in ticks {
+                // A hint only: a failure here changes nothing the final
+                // fsync does not see.
+                let _ = crate::sys::start_writeback(file.as_fd(), from, upto - from);
+                from = upto;
             }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Threads that write full buffers, each at its own offset: several
-/// `O_DIRECT` writes in flight keep the disk busy (one at a time, it waits
-/// for each).
-const WRITERS: usize = 3;
-
-/// Body of the I/O thread: [`WRITERS`] threads take the full buffers in
-/// order, each writes its buffer at its place in the file and hands it
-/// back. With `O_DIRECT`, a helper thread fsyncs the data written so far
-/// every [`SYNC_STEP`] bytes, so the device's cache and the file's
-/// metadata are flushed while hashing and writing go on and the final
-/// fsync in [`ImageWriter::finish`] has little left to do. All use the
-/// same open file description, so an error the helper's fsync consumes is
-/// returned here rather than lost. The file is left without `O_DIRECT`
-/// for the manifest (whose writer positions the file itself).
-fn write_loop(
-    file: &File,
-    direct: bool,
-    full: Receiver<Block>,
-    empty: SyncSender<Block>,
-) -> io::Result<()> {
-    // Periodic fsyncs only for a dump that waits for the disk anyway:
-    // through the page cache (a target left running), the capture must
-    // not wait for the disk, so nothing is synced before the end.
-    let periodic = direct;
-    let direct = Mutex::new(direct && set_direct(file, true).is_ok());
-    let queue: Queue = Mutex::new((full, 0u64));
-    let written_bytes = AtomicUsize::new(0);
-    let (tick, ticks) = sync_channel::<()>(1);
-    let result = std::thread::scope(|scope| {
-        let syncer = scope.spawn(move || -> io::Result<()> {
-            for () in ticks {
-                file.sync_data()?;
-            }
-            Ok(())
         });
-        let (queue, direct, written_bytes) = (&queue, &direct, &written_bytes);
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let (tick, empty) = (tick.clone(), empty.clone());
-                scope.spawn(move || {
-                    write_worker(file, queue, direct, written_bytes, periodic, &tick, &empty)
-                })
-            })
-            .collect();
-        let mut written = Ok(());
-        for w in writers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("an image write thread panicked")));
-            if written.is_ok() {
-                written = r;
+        // Dropped when this closure returns, which ends the helper's loop.
+        let tick = tick;
+        let mut offset = 0u64;
+        for mut block in full {
+            file.write_all_at(block.filled(), offset)?;
+            let before = offset;
+            offset += block.len as u64;
+            if offset / SYNC_STEP != before / SYNC_STEP {
+                // Full: the helper is busy, and its next range covers
+                // this one too.
+                let _ = tick.try_send(offset);
             }
+            block.len = 0;
+            // The writer may be gone (dropped after an error, or finished).
+            let _ = empty.send(block);
         }
-        drop(tick);
-        let synced = syncer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the image sync thread panicked")));
-        written.and(synced)
-    });
-    let still_direct = direct.into_inner().unwrap_or(true);
-    let cleared = if still_direct {
-        set_direct(file, false)
-    } else {
         Ok(())
-    };
-    result.and(cleared)
-}
-
-/// The buffers in file order, and the offset of the next one.
-type Queue = Mutex<(Receiver<Block>, u64)>;
-
-/// One writer thread of [`write_loop`]: takes the next full buffer and its
-/// offset, writes it there, hands it back; `tick`s the syncer every
-/// [`SYNC_STEP`] bytes when `periodic`.
-fn write_worker(
-    file: &File,
-    queue: &Queue,
-    direct: &Mutex<bool>,
-    written_bytes: &AtomicUsize,
-    periodic: bool,
-    tick: &SyncSender<()>,
-    empty: &SyncSender<Block>,
-) -> io::Result<()> {
-    loop {
-        let (mut block, offset) = {
-            let mut q = queue
-                .lock()
-                .map_err(|_| io::Error::other("an image write thread panicked"))?;
-            let Ok(block) = q.0.recv() else {
-                return Ok(());
-            };
-            let offset = q.1;
-            q.1 += block.len as u64;
-            (block, offset)
-        };
-        write_block_at(file, block.filled(), offset, direct)?;
-        let before = written_bytes.fetch_add(block.len, Ordering::Relaxed);
-        if periodic && (before + block.len) / SYNC_STEP != before / SYNC_STEP {
-            // Full: a sync is already pending. Gone: it failed, and its
-            // error is collected by `write_loop`.
-            let _ = tick.try_send(());
-        }
-        block.len = 0;
-        // The writer may be gone (dropped after an error, or finished).
-        let _ = empty.send(block);
-    }
+    })
 }
 
 /// A finished, fsynced image, still under the caller's temporary name.
@@ -383,23 +277,14 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ImageError {
 impl ImageWriter {
     /// Starts an image in `file`, which must be empty and positioned at its
     /// start (a file the caller just created, under a temporary name).
+    /// Writes go through the page cache, with writeback started as they
+    /// go: the capture waits for memory copies, not for the disk, and
+    /// [`finish`](Self::finish) waits for what is left.
     pub fn new(file: File) -> Result<Self, ImageError> {
-        Self::start(file, true)
+        Self::start(file)
     }
 
-    /// Like [`new`](Self::new), but every write goes through the page
-    /// cache (no `O_DIRECT`, no fsync before [`finish`](Self::finish)):
-    /// the capture then waits for memory copies only, not for the disk,
-    /// which catches up afterwards (the kernel's writeback, then the final
-    /// fsync in `finish`). For a
-    /// target that runs again as soon as its memory is captured
-    /// (`--leave-running`): its freeze is shorter, the dump as a whole
-    /// longer.
-    pub fn new_buffered(file: File) -> Result<Self, ImageError> {
-        Self::start(file, false)
-    }
-
-    fn start(mut file: File, direct: bool) -> Result<Self, ImageError> {
+    fn start(mut file: File) -> Result<Self, ImageError> {
         let len = file
             .metadata()
             .map_err(io_err("inspect the image file"))?
@@ -417,7 +302,7 @@ impl ImageWriter {
         current.spare()[..header.len()].copy_from_slice(&header);
         current.len = header.len();
         Ok(ImageWriter {
-            io: Some(Pipeline::spawn(file, direct)?),
+            io: Some(Pipeline::spawn(file)?),
             current,
             spans: Vec::new(),
             current_skip: HEADER_LEN as usize,
@@ -425,8 +310,8 @@ impl ImageWriter {
             chunks: Vec::new(),
             data_len: 0,
             compression: None,
-            raw: Vec::new(),
-            packed: Vec::new(),
+            packer: None,
+            pending: VecDeque::new(),
             progress: None,
         })
     }
@@ -481,10 +366,11 @@ impl ImageWriter {
             }
             .into());
         }
-        if self.chunks.len() as u64 >= MAX_CHUNKS {
+        let count = (self.chunks.len() + self.pending.len()) as u64;
+        if count >= MAX_CHUNKS {
             return Err(ImageError::TooLarge {
                 what: "chunk count",
-                len: self.chunks.len() as u64 + 1,
+                len: count + 1,
                 cap: MAX_CHUNKS,
             }
             .into());
@@ -492,53 +378,32 @@ impl ImageWriter {
         if addr.checked_add(len).is_none() {
             return Err(ImageError::InvalidInput("chunk address range overflows").into());
         }
-        let stored = match self.compression {
-            None => {
-                self.append(len, fill)?;
-                None
+        if self.compression.is_some() {
+            // Compressed on another thread; appended, in order, once
+            // compressed (here when as many chunks as allowed are in
+            // flight, else by `finish`).
+            if self.packer.as_ref().is_some_and(Packer::full) {
+                self.take_packed()?;
             }
-            Some(alg) => {
-                let mut raw = std::mem::take(&mut self.raw);
-                raw.clear();
-                raw.resize(usize::try_from(len).unwrap_or(0), 0);
-                if let Err(e) = fill(0, &mut raw) {
-                    self.abandon();
-                    return Err(e);
-                }
-                let mut packed = std::mem::take(&mut self.packed);
-                let smaller = compress(alg, &raw, &mut packed);
-                let packed_len = u32::try_from(packed.len())
-                    .ok()
-                    .and_then(std::num::NonZeroU32::new);
-                let (bytes, stored) = match packed_len {
-                    Some(n) if smaller => (&packed, Some(n)),
-                    _ => (&raw, None),
-                };
-                let appended = self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
-                    let from = usize::try_from(off).unwrap_or(usize::MAX);
-                    match bytes.get(from..).and_then(|b| b.get(..dst.len())) {
-                        Some(src) => {
-                            dst.copy_from_slice(src);
-                            Ok(())
-                        }
-                        None => Err(E::from(ImageError::InvalidInput(
-                            "chunk piece out of range",
-                        ))),
-                    }
-                });
-                self.raw = raw;
-                self.packed = packed;
-                appended?;
-                stored
+            let Some(packer) = self.packer.as_mut() else {
+                return Err(ImageError::InvalidInput("the writer failed earlier").into());
+            };
+            let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
+            if let Err(e) = packer.give(len_usize, |raw| fill(0, raw)) {
+                self.abandon();
+                return Err(e);
             }
-        };
-        self.data_len += stored.map_or(len, |s| u64::from(s.get()));
+            self.pending.push_back((space, addr, len));
+            return Ok(());
+        }
+        self.append(len, fill)?;
+        self.data_len += len;
         self.chunks.push(ChunkEntry {
             space,
             addr,
             len,
             digest: Vec::new(),
-            stored,
+            stored: None,
         });
         if let Some(observe) = &self.progress {
             observe(len);
@@ -576,11 +441,68 @@ impl ImageWriter {
         Ok(())
     }
 
+    /// Takes the oldest chunk back from the compression threads and
+    /// appends it: its compressed bytes when they are fewer, else the
+    /// chunk as it was read.
+    fn take_packed(&mut self) -> Result<(), ImageError> {
+        let Some(packer) = self.packer.as_mut() else {
+            return Err(ImageError::InvalidInput("the writer failed earlier"));
+        };
+        let taken = match packer.take() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.abandon();
+                return Err(e);
+            }
+        };
+        let Some((space, addr, len)) = self.pending.pop_front() else {
+            return Err(ImageError::InvalidInput("a compressed chunk nobody gave"));
+        };
+        let stored = taken
+            .compressed()
+            .and_then(|c| u32::try_from(c.len()).ok())
+            .and_then(std::num::NonZeroU32::new);
+        let bytes = match (stored, taken.compressed()) {
+            (Some(_), Some(c)) => c,
+            _ => taken.raw(),
+        };
+        self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
+            let from = usize::try_from(off).unwrap_or(usize::MAX);
+            match bytes.get(from..).and_then(|b| b.get(..dst.len())) {
+                Some(src) => {
+                    dst.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(ImageError::InvalidInput("chunk piece out of range")),
+            }
+        })?;
+        self.data_len += bytes.len() as u64;
+        self.chunks.push(ChunkEntry {
+            space,
+            addr,
+            len,
+            digest: Vec::new(),
+            stored,
+        });
+        if let Some(observe) = &self.progress {
+            observe(len);
+        }
+        if let Some(packer) = self.packer.as_mut() {
+            packer.recycle(taken);
+        }
+        Ok(())
+    }
+
     /// Compresses every chunk written from now on with `alg` (a chunk that
     /// does not get smaller is stored as it is), and names it in the
-    /// manifest. Costs two buffers of the largest chunk.
-    pub fn compress_with(&mut self, alg: Compression) {
+    /// manifest. Starts one compression thread per CPU (at most 4); costs
+    /// two buffers of the largest chunk per chunk in flight (as many as
+    /// the threads).
+    pub fn compress_with(&mut self, alg: Compression) -> Result<(), ImageError> {
+        self.packer = Some(Packer::spawn(alg)?);
         self.compression = Some(alg);
+        Ok(())
     }
 
     /// The chunk length callers should use: [`COMPRESSED_CHUNK_LEN`] when
@@ -629,6 +551,8 @@ impl ImageWriter {
     /// unusable.
     fn abandon(&mut self) {
         self.current = Block::empty();
+        self.packer = None;
+        self.pending.clear();
         if let Some(io) = self.io.take() {
             let _ = io.join();
         }
@@ -643,6 +567,11 @@ impl ImageWriter {
         content: ImageContent,
         signer: Option<&dyn ManifestSigner>,
     ) -> Result<FinishedImage, ImageError> {
+        while !self.pending.is_empty() {
+            self.take_packed()?;
+        }
+        // Joins the compression threads.
+        self.packer = None;
         if self.current.len != 0 {
             self.send_current()?;
         }
