@@ -838,9 +838,19 @@ impl Drop for Proc {
 /// fails the test (with the workload's log) when it wrote nothing, then
 /// waits for the workload to exit, as they all do after reporting.
 pub fn workload_result(proc: &mut Proc, result: &Path, log: &Path, what: &str) -> String {
+    // A workload may create the file before it writes into it: wait for
+    // some text (or the workload's end), then a moment for the rest of a
+    // line still being written.
     wait_until(WAIT, &format!("{what} has written its result"), || {
-        result.exists() || !proc.is_alive()
+        fs::read_to_string(result).is_ok_and(|t| !t.is_empty()) || !proc.is_alive()
     });
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle
+        && proc.is_alive()
+        && !fs::read_to_string(result).is_ok_and(|t| t.ends_with('\n'))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let text = fs::read_to_string(result).unwrap_or_default();
     assert!(
         !text.is_empty(),
