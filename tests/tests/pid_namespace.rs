@@ -322,9 +322,11 @@ fn a_set_user_id_program_in_the_namespace_gains_nothing() {
         &[],
         &dir.work.join("s.log"),
     );
-    wait_until(WAIT, "the script waits in its loop (with a sleep child)", || {
-        members(orig.pid).len() >= 2
-    });
+    wait_until(
+        WAIT,
+        "the script waits in its loop (with a sleep child)",
+        || members(orig.pid).len() >= 2,
+    );
     let image = dir.work.join("s.ckpt");
     env.dump_ok(&dir, orig.pid, &image, &["--tree"]);
     orig.wait_gone("dump kills the script");
