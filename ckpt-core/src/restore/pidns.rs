@@ -206,12 +206,9 @@ impl PidNamespace {
 
     /// The restore failed: the keeper, and with it everything in the
     /// namespace, is killed.
+    /// (The keeper is not our child: the outer init reaps it.)
     pub(super) fn kill(self) {
         let _ = sys::pidfd_send_signal(&self.keeper, libc::SIGKILL);
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(self.keeper_pid),
-            Some(nix::sys::wait::WaitPidFlag::__WALL),
-        );
     }
 }
 
@@ -360,6 +357,20 @@ fn make_namespaces(
     drop(theirs);
     drop(me);
     let maker_pid = Errno::result(forked).map_err(failed("forking the namespace maker"))?;
+    // The maker never reaps the keeper: while the maker has not exited,
+    // the keeper's pid (alive or a zombie) cannot name another process.
+    // The maker is our child, so its exit is seen here without reaping it.
+    let maker_running = || {
+        matches!(
+            nix::sys::wait::waitid(
+                nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(maker_pid)),
+                nix::sys::wait::WaitPidFlag::WEXITED
+                    | nix::sys::wait::WaitPidFlag::WNOHANG
+                    | nix::sys::wait::WaitPidFlag::WNOWAIT,
+            ),
+            Ok(nix::sys::wait::WaitStatus::StillAlive)
+        )
+    };
     let mut keeper_seen = None;
     let made = (|| {
         expect_ok(&report_r)?;
@@ -375,26 +386,44 @@ fn make_namespaces(
         write("gid_map", format!("{gid} {gid} 1\n"), MAKER_STEPS[4])?;
         nix::unistd::write(&hold_w, b"m").map_err(failed(MAKER_STEPS[7]))?;
         expect_ok(&report_r)?;
-        // The keeper's pid here: its parent, the maker, does not reap it
-        // before we let the maker go, so the pid is still the keeper's
-        // when we open a pidfd of it.
         let keeper_pid = read_word(&report_r)?;
         keeper_seen = Some(keeper_pid);
         let keeper = sys::pidfd_open(keeper_pid).map_err(failed("pidfd_open(keeper)"))?;
         let ns = |name: &str, step| open_ns(&format!("/proc/{keeper_pid}/ns/{name}"), step);
+        let (user, mnt, pid) = (
+            ns("user", "opening the new user namespace")?,
+            ns("mnt", "opening the new mount namespace")?,
+            ns("pid", "opening the new pid namespace")?,
+        );
+        // The pidfd and the namespaces are the keeper's only if its pid
+        // still named it all along (a caller may kill the maker and the
+        // keeper and race for the pid): checked once they are open.
+        if !maker_running() {
+            return Err(RestoreError::PidNamespace {
+                step: "the namespace maker exited before its namespaces were taken",
+                errno: Errno::ESRCH,
+            });
+        }
         Ok::<_, RestoreError>(Made {
-            user: ns("user", "opening the new user namespace")?,
-            mnt: ns("mnt", "opening the new mount namespace")?,
-            pid: ns("pid", "opening the new pid namespace")?,
+            user,
+            mnt,
+            pid,
             control: ours,
             keeper,
             keeper_pid,
         })
     })();
     if made.is_err() {
+        // Kill the keeper (by pid, safe only while the maker runs) and the
+        // maker; a keeper left alone sees the control socket close, drops
+        // its capabilities and exits once we did.
         if let Some(k) = keeper_seen {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(k), nix::sys::signal::SIGKILL);
+            if maker_running() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(k),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
         }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(maker_pid),

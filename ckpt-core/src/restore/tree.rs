@@ -777,15 +777,10 @@ impl Builder<'_> {
             })?;
             // In a new pid namespace clone returned the child's pid there;
             // we trace it by its pid here.
+            // (If it cannot be found, its parent, this stub, is killed with
+            // the rest of the tree.)
             let pid = match self.pidns {
-                Some(_) => match super::pidns::outer_child(self.pid(), ns_pid) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        // Not traceable by a pid we know: its parent (this
-                        // stub) is killed with the rest of the tree.
-                        return Err(e);
-                    }
-                },
+                Some(_) => super::pidns::outer_child(self.pid(), ns_pid)?,
                 None => ns_pid,
             };
             let mut tracee = Tracee::attached(pid);
