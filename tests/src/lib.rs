@@ -1036,3 +1036,33 @@ pub fn status_ids(status: &BTreeMap<String, String>, key: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Kills a whole process tree when dropped: every process found then under
+/// the root (a restored tree's members are not the test's children), if
+/// the root is still the process it was (same start time: pids are reused
+/// quickly here).
+pub struct TreeGuard(i32, u64);
+
+impl TreeGuard {
+    pub fn new(root: i32) -> TreeGuard {
+        let start = procfs::stat(root).map_or(0, |s| s.start_time);
+        TreeGuard(root, start)
+    }
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            if procfs::stat(self.0).is_none_or(|s| s.start_time != self.1) {
+                return;
+            }
+            for pid in procfs::descendants(self.0).into_iter().rev() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -68,6 +68,44 @@ pub fn pids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// `/proc/PID/comm` without its newline ("" if the process is gone).
+pub fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// The children of `pid` (every thread's `children` list).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let text = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|s| s.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+/// `root` and every live descendant, each parent before its children.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        if stat(pid).is_none() {
+            continue;
+        }
+        out.push(pid);
+        todo.extend(children(pid));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

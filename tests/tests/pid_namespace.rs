@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::{
-    exit, path_str, processes_mentioning, wait_ready, wait_until, workload_result, Env, Proc,
-    TestDir, Who, WAIT,
+    exit, path_str, processes_mentioning, procfs, wait_ready, wait_until, workload_result, Env,
+    Proc, TestDir, TreeGuard, Who, WAIT,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -55,10 +55,7 @@ fn workdir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
 
 /// A field of /proc/PID/status, its value trimmed.
 fn status(pid: i32, field: &str) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
+    procfs::status(pid)?.remove(field)
 }
 
 /// The pid as the process sees it (the innermost `NSpid`).
@@ -68,50 +65,6 @@ fn ns_pid(pid: i32) -> Option<i32> {
         .last()?
         .parse()
         .ok()
-}
-
-/// `root` and every descendant (each thread's children lists).
-fn members(root: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        out.push(p);
-        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let text = fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            todo.extend(
-                text.split_whitespace()
-                    .filter_map(|s| s.parse::<i32>().ok()),
-            );
-        }
-    }
-    out
-}
-
-fn comm(pid: i32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim_end()
-        .to_string()
-}
-
-/// Kills every member of a tree when dropped.
-struct Killer(i32);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            for p in members(self.0).into_iter().rev() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// The namespace's init, from the restore's notice ("its init (pid 1
@@ -145,9 +98,9 @@ fn a_tree_keeps_every_pid_in_a_namespace_of_its_own() {
         &dir.work.join("t.log"),
     );
     wait_ready(&wdir, "tree");
-    let saved: BTreeMap<String, i32> = members(orig.pid)
+    let saved: BTreeMap<String, i32> = procfs::descendants(orig.pid)
         .into_iter()
-        .map(|p| (comm(p), p))
+        .map(|p| (procfs::comm(p), p))
         .collect();
     assert_eq!(saved.len(), 6, "the tree as started: {saved:?}");
     let image = dir.work.join("t.ckpt");
@@ -158,17 +111,17 @@ fn a_tree_keeps_every_pid_in_a_namespace_of_its_own() {
     let (run, restored) = env.restore_with(&dir, &image, Some(&pidfile), &["--pid-namespace"]);
     run.assert_code(exit::OK, "restore --pid-namespace of the user's tree");
     let mut restored = restored.unwrap();
-    let _kill = Killer(restored.pid);
+    let _kill = TreeGuard::new(restored.pid);
     assert!(
         run.stderr.contains("restored in a new pid namespace"),
         "the restore says where the processes are\n{run}"
     );
     let init = keeper(&run.stderr);
 
-    let after = members(restored.pid);
+    let after = procfs::descendants(restored.pid);
     let inside: BTreeMap<String, i32> = after
         .iter()
-        .map(|&p| (comm(p), ns_pid(p).unwrap_or(0)))
+        .map(|&p| (procfs::comm(p), ns_pid(p).unwrap_or(0)))
         .collect();
     assert_eq!(
         inside, saved,
@@ -201,7 +154,7 @@ fn a_tree_keeps_every_pid_in_a_namespace_of_its_own() {
     );
     assert_eq!(
         String::from_utf8_lossy(&entered.stdout).trim(),
-        comm(restored.pid)
+        procfs::comm(restored.pid)
     );
     let uid = env.user.uid;
     for &p in &after {
@@ -325,7 +278,7 @@ fn a_set_user_id_program_in_the_namespace_gains_nothing() {
     wait_until(
         WAIT,
         "the script waits in its loop (with a sleep child)",
-        || members(orig.pid).len() >= 2,
+        || procfs::descendants(orig.pid).len() >= 2,
     );
     let image = dir.work.join("s.ckpt");
     env.dump_ok(&dir, orig.pid, &image, &["--tree"]);
@@ -333,7 +286,7 @@ fn a_set_user_id_program_in_the_namespace_gains_nothing() {
     let (run, restored) = env.restore_with(&dir, &image, None, &["--pid-namespace"]);
     run.assert_code(exit::OK, "restore --pid-namespace of the script");
     let restored = restored.unwrap();
-    let _kill = Killer(restored.pid);
+    let _kill = TreeGuard::new(restored.pid);
     fs::write(wdir.join("go"), b"").unwrap();
     let euid = wdir.join("euid");
     wait_until(
@@ -395,7 +348,7 @@ fn refused_for_root() {
     let v: serde_json::Value = serde_json::from_str(run.stdout.trim())
         .unwrap_or_else(|e| panic!("restore --json prints one JSON object: {e}\n{run}"));
     let pid = i32::try_from(v["pid"].as_i64().expect("pid")).unwrap();
-    let _kill = Killer(pid);
+    let _kill = TreeGuard::new(pid);
     assert_eq!(ns_pid(pid), Some(orig.pid), "{run}");
     assert_eq!(
         v["pid_namespace"]["pid_inside"].as_i64(),
@@ -455,7 +408,7 @@ fn refused_for_root() {
         "restore --pid-namespace of the image dumped inside",
     );
     let restored = restored.unwrap();
-    let _kill_again = Killer(restored.pid);
+    let _kill_again = TreeGuard::new(restored.pid);
     assert_eq!(ns_pid(restored.pid), Some(orig.pid), "{run}");
     wait_until(WAIT, "the count goes on after the second restore", || {
         count(&out) > before

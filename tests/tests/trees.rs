@@ -33,7 +33,7 @@ use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
     exit, path_str, processes_mentioning, procfs, wait_ready, wait_until, workload_result, Env,
-    Proc, TestDir, Who, WAIT,
+    Proc, TestDir, TreeGuard, Who, WAIT,
 };
 
 fn workdir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
@@ -51,75 +51,18 @@ struct Member {
     stat: procfs::Stat,
 }
 
-fn comm(pid: i32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim_end()
-        .to_string()
-}
-
-/// The children of `pid` (every thread's list).
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let text = fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(
-            text.split_whitespace()
-                .filter_map(|s| s.parse::<i32>().ok()),
-        );
-    }
-    out
-}
-
 /// `root` and every descendant, parents before children.
 fn tree(root: i32) -> Vec<Member> {
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(pid) = todo.pop() {
-        let Some(stat) = procfs::stat(pid) else {
-            continue;
-        };
-        out.push(Member {
-            pid,
-            comm: comm(pid),
-            stat,
-        });
-        todo.extend(children(pid));
-    }
-    out
-}
-
-/// Kills a whole tree when dropped: every process found then under the
-/// root (a restored tree's members are not the test's children), if the
-/// root is still the process it was (same start time: pids are reused
-/// quickly here).
-struct TreeGuard(i32, u64);
-
-impl TreeGuard {
-    fn new(root: i32) -> TreeGuard {
-        let start = procfs::stat(root).map_or(0, |s| s.start_time);
-        TreeGuard(root, start)
-    }
-}
-
-impl Drop for TreeGuard {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            if procfs::stat(self.0).is_none_or(|s| s.start_time != self.1) {
-                return;
-            }
-            for m in tree(self.0).iter().rev() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(m.pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    procfs::descendants(root)
+        .into_iter()
+        .filter_map(|pid| {
+            Some(Member {
+                pid,
+                comm: procfs::comm(pid),
+                stat: procfs::stat(pid)?,
+            })
+        })
+        .collect()
 }
 
 /// The tree's structure by name, independent of pids: for each member
@@ -794,7 +737,7 @@ fn setuid_child_refuses_the_tree(name: &str, owner: Option<&ckpt_tests::Account>
         &dir.work.join("sh.log"),
     );
     wait_until(WAIT, "the setuid sleeper is ready", || ready.exists());
-    let kids = children(sh.pid);
+    let kids = procfs::children(sh.pid);
     assert_eq!(kids.len(), 1, "sh has one child, the sleeper");
     let mut child = Proc::adopt(kids[0], "setuid sleeper").unwrap();
     let st = procfs::status(child.pid).unwrap();
@@ -850,7 +793,7 @@ fn a_process_with_children_needs_tree() {
     let pid_s = orig.pid.to_string();
     let run = env.sign(&dir, &["dump", "--pid", &pid_s, "-o", path_str(&image)]);
     run.assert_code(exit::DUMP_FAILED, "dump without --tree of a parent");
-    let kids = children(orig.pid);
+    let kids = procfs::children(orig.pid);
     assert!(
         kids.iter()
             .any(|k| run.stderr.contains(&format!("child process {k}")))
@@ -900,13 +843,13 @@ fn a_child_that_dropped_capabilities_is_not_given_them_back() {
         &rdir.join("sh.log"),
     );
     wait_until(WAIT, "the child has dropped CAP_CHOWN", || {
-        children(sh.pid).iter().any(|&k| {
-            comm(k) == "counter"
+        procfs::children(sh.pid).iter().any(|&k| {
+            procfs::comm(k) == "counter"
                 && procfs::status(k)
                     .is_some_and(|st| ckpt_tests::status_ids(&st, "CapBnd")[0] & 1 == 0)
         })
     });
-    let child = children(sh.pid)[0];
+    let child = procfs::children(sh.pid)[0];
     let image = rdir.join("caps.ckpt");
     let pid_s = sh.pid.to_string();
     let run = env.sign_as(
