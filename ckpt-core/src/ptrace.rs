@@ -243,6 +243,12 @@ impl Tracee {
         self.traps_after = false;
     }
 
+    /// The `syscall` instruction injections use now, and the register
+    /// template that goes with it (`None` before one is set).
+    pub fn syscall_site(&self) -> (u64, Option<libc::user_regs_struct>) {
+        (self.syscall_at, self.template)
+    }
+
     /// Use the trampoline at `addr` (`syscall; int3`, written by us into
     /// memory only we write) for injections: each one is a single
     /// `PTRACE_CONT` that ends at the `int3`'s trap, one round trip

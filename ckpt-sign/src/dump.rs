@@ -619,8 +619,9 @@ pub(crate) fn run(
 
     // 7. The audit record, then into place, then the target goes.
     audit.before_commit(&mut report.warnings);
+    // `finish` fsynced the image (through a clone of this fd).
     pending
-        .commit()
+        .commit_synced()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot put the image in place", e))?;
     report.done = Some(Done {
         path: args.output.clone(),

@@ -2,7 +2,10 @@
 //! installed helpers: `oom_score_adj`, the child-subreaper flag, memory
 //! locks and madvise flags (`dc`, `wf`, `dd`, `hg`, `nh`, `mg`) survive; a parent-death signal is recorded but
 //! deliberately not restored (its parent is not part of the image), with a
-//! notice. The `procstate` workload checks its own state and reports.
+//! notice. The `procstate` workload checks its own state and reports; so
+//! does `sigstate`, for what the dump asks of the task itself (signal
+//! dispositions, resource limits, interval timers), with and without a
+//! trampoline.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
@@ -187,4 +190,59 @@ fn oom_score_adj_the_caller_may_not_set_is_a_notice() {
         format!("FAIL: oom_score_adj {inherited}, expected 500\n"),
         "only oom_score_adj may differ"
     );
+}
+
+/// Starts the `sigstate` workload (with `extra` arguments) and waits for
+/// it to be ready.
+fn start_sigstate(env: &Env, dir: &TestDir, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
+    let program = dir.compile(env, "sigstate");
+    let sdir = dir.work.join("ss");
+    fs::create_dir(&sdir).unwrap();
+    std::os::unix::fs::chown(&sdir, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    let log = dir.work.join("sigstate.log");
+    let mut args = vec![path_str(&sdir)];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(env, Who::User(&env.user), &program, &args, &sdir, &[], &log);
+    wait_until(WAIT, "the sigstate workload has written ready", || {
+        fs::read_to_string(sdir.join("ready")).is_ok_and(|s| s == "ready\n") || !proc.is_alive()
+    });
+    assert!(
+        proc.is_alive(),
+        "sigstate could not set its state up; log:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    (proc, sdir, log)
+}
+
+/// Dumps the `sigstate` workload, restores it, and returns its own check.
+fn sigstate_round_trip(name: &str, extra: &[&str]) -> String {
+    let env = Env::require();
+    let dir = TestDir::new(&env, name);
+    let (mut orig, sdir, log) = start_sigstate(&env, &dir, extra);
+    let image = dir.work.join("ss.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &[]);
+    orig.wait_gone("dump kills the target");
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    signal(restored.pid, Signal::SIGUSR1);
+    workload_result(&mut restored, &sdir.join("result"), &log, "sigstate")
+}
+
+/// What the dump asks of the task itself (62 signal dispositions, each
+/// with its own handler, flags and mask; resource limits; an interval
+/// timer), asked in batches from a trampoline, comes back signal for
+/// signal.
+#[test]
+fn signal_dispositions_limits_and_timers_survive_restore() {
+    let result = sigstate_round_trip("sigstate", &[]);
+    assert_eq!(result, "OK\n", "sigstate after restore reported: {result}");
+}
+
+/// A process that may not map writable and executable memory
+/// (`PR_SET_MDWE`) is asked the same through a plain scratch page, one
+/// syscall at a time, with the same result. (The flag itself is not part
+/// of the image: the restored process does not have it.)
+#[test]
+fn a_process_refusing_write_execute_memory_is_asked_without_a_trampoline() {
+    let result = sigstate_round_trip("sigstate-mdwe", &["mdwe"]);
+    assert_eq!(result, "OK\n", "sigstate after restore reported: {result}");
 }

@@ -441,13 +441,25 @@ fn query_task(
     others: &mut [(&mut Tracee, libc::user_regs_struct)],
 ) -> Result<(Injected, Vec<AltStack>), DumpError> {
     let mut inj = Injector::new(t);
-    let base = inj.map_scratch(PAGE)?;
+    // A trampoline when the target allows one: the queries below are
+    // some ninety syscalls, most of them in batches.
+    let trampoline = inj.map_trampoline()?;
+    let base = match trampoline {
+        Some(tramp) => tramp + PAGE,
+        None => inj.map_scratch(PAGE)?,
+    };
     let altstacks: Result<Vec<AltStack>, InjectError> = (|| {
         let mut out = Vec::with_capacity(others.len());
         for (tracee, saved) in others.iter_mut() {
+            let site = tracee.syscall_site().0;
+            if let Some(tramp) = trampoline {
+                tracee.set_trap_site(tramp, *saved);
+            }
             let mut tinj = Injector::new(tracee);
             tinj.use_scratch(base, PAGE);
             let r = signals::query_altstack(&mut tinj);
+            // Back to the site that outlives the trampoline.
+            tinj.tracee().set_syscall_site(site, *saved);
             // The thread's own registers back at once (the same thread
             // keeps its restart block).
             let mut regs = *saved;

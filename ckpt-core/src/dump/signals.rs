@@ -31,26 +31,50 @@ impl Frozen {
     }
 }
 
-/// Every signal's disposition (SIGKILL and SIGSTOP have none to save).
+/// Every signal's disposition (SIGKILL and SIGSTOP have none to save),
+/// asked in batches ([`Injector::syscall_batch`]) into one array.
 pub(super) fn query_sigactions(inj: &mut Injector<'_>) -> Result<Vec<SigAction>, InjectError> {
-    let mut sigactions = Vec::new();
-    for sig in 1u32..=64 {
-        if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
-            continue;
+    let signals: Vec<u32> = (1u32..=64)
+        .filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
+        .collect();
+    let size = KSigAction::SIZE as u64;
+    let mut sigactions = Vec::with_capacity(signals.len());
+    let mut next = 0;
+    while let Some(rest) = signals.get(next..).filter(|r| !r.is_empty()) {
+        let area = inj.alloc(size * rest.len() as u64, 8, KSigAction::WHAT)?;
+        let calls: Vec<(libc::c_long, [u64; 6])> = rest
+            .iter()
+            .zip(0u64..)
+            .map(|(&sig, k)| {
+                (
+                    libc::SYS_rt_sigaction,
+                    [u64::from(sig), 0, area + k * size, 8, 0, 0],
+                )
+            })
+            .collect();
+        let results = inj.syscall_batch(&calls)?;
+        // The batch stops after a failure (a signal the kernel does not
+        // know: none on x86_64), which is skipped.
+        let ran = results.len();
+        let bytes = inj.read(area, KSigAction::SIZE * ran, "reading back sigactions")?;
+        for ((&sig, r), b) in rest
+            .iter()
+            .zip(&results)
+            .zip(bytes.chunks_exact(KSigAction::SIZE))
+        {
+            if *r < 0 {
+                continue;
+            }
+            let a = KSigAction::decode(b);
+            sigactions.push(SigAction {
+                signal: sig,
+                handler: a.handler,
+                flags: a.flags,
+                restorer: a.restorer,
+                mask: a.mask,
+            });
         }
-        let old = inj.alloc(KSigAction::SIZE as u64, 8, KSigAction::WHAT)?;
-        let r = inj.syscall_raw(libc::SYS_rt_sigaction, [sig as u64, 0, old, 8, 0, 0])?;
-        if r < 0 {
-            continue; // signals the kernel does not know (none on x86_64)
-        }
-        let a: KSigAction = inj.get_struct(old)?;
-        sigactions.push(SigAction {
-            signal: sig,
-            handler: a.handler,
-            flags: a.flags,
-            restorer: a.restorer,
-            mask: a.mask,
-        });
+        next += ran.max(1);
     }
     Ok(sigactions)
 }

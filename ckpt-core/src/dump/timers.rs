@@ -9,11 +9,14 @@
 //!
 //! Trusts: the kernel; `/proc/PID/timers` is parsed strictly.
 
+use nix::errno::Errno;
+
 use super::{proc_path, DumpError, Frozen};
 use crate::inject::structs::{ITimerSpec, ITimerVal, Rlimit64};
-use crate::inject::{InjectError, Injector, KernelStruct};
+use crate::inject::{errno_of, InjectError, Injector, KernelStruct};
 use crate::model::{ITimer, PosixTimer, Rlimit, SIGEV_THREAD_ID};
 use crate::procfs;
+use crate::ptrace::PtraceError;
 
 impl Frozen {
     /// The POSIX timers as `/proc/PID/timers` lists them, in id order;
@@ -121,44 +124,71 @@ pub(super) fn query_posix_timers(
     Ok(())
 }
 
-/// `RLIMIT_*` 0..16, soft and hard.
+/// `RLIMIT_*` 0..16, soft and hard, asked in one batch.
 pub(super) fn query_rlimits(inj: &mut Injector<'_>) -> Result<Vec<Rlimit>, InjectError> {
-    let mut rlimits = Vec::new();
-    for res in 0u32..16 {
-        let old = inj.alloc(Rlimit64::SIZE as u64, 8, Rlimit64::WHAT)?;
-        inj.syscall(
-            "prlimit64",
-            libc::SYS_prlimit64,
-            [0, res as u64, 0, old, 0, 0],
-        )?;
-        let l: Rlimit64 = inj.get_struct(old)?;
-        rlimits.push(Rlimit {
-            resource: res,
-            soft: l.cur,
-            hard: l.max,
-        });
-    }
-    Ok(rlimits)
+    let bytes = query_array::<Rlimit64>(inj, "prlimit64", 16, |k, at| {
+        (libc::SYS_prlimit64, [0, k, 0, at, 0, 0])
+    })?;
+    Ok(bytes
+        .chunks_exact(Rlimit64::SIZE)
+        .zip(0u32..)
+        .map(|(b, resource)| {
+            let l = Rlimit64::decode(b);
+            Rlimit {
+                resource,
+                soft: l.cur,
+                hard: l.max,
+            }
+        })
+        .collect())
 }
 
-/// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: interval and value in µs.
+/// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`: interval and value in
+/// µs, asked in one batch.
 pub(super) fn query_itimers(inj: &mut Injector<'_>) -> Result<Vec<ITimer>, InjectError> {
-    let mut itimers = Vec::new();
-    for which in 0u32..3 {
-        let old = inj.alloc(ITimerVal::SIZE as u64, 8, ITimerVal::WHAT)?;
-        inj.syscall(
-            "getitimer",
-            libc::SYS_getitimer,
-            [which as u64, old, 0, 0, 0, 0],
-        )?;
-        let t: ITimerVal = inj.get_struct(old)?;
-        itimers.push(ITimer {
-            which,
-            interval_us: t.interval_us,
-            value_us: t.value_us,
+    let bytes = query_array::<ITimerVal>(inj, "getitimer", 3, |k, at| {
+        (libc::SYS_getitimer, [k, at, 0, 0, 0, 0])
+    })?;
+    Ok(bytes
+        .chunks_exact(ITimerVal::SIZE)
+        .zip(0u32..)
+        .map(|(b, which)| {
+            let t = ITimerVal::decode(b);
+            ITimer {
+                which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            }
+        })
+        .collect())
+}
+
+/// Run `n` calls in one batch, call `k` (made by `call(k, address)`)
+/// storing a `T` at the `k`-th place of an array in the scratch area; the
+/// array's bytes. Any failure is an error naming `name`.
+fn query_array<T: KernelStruct>(
+    inj: &mut Injector<'_>,
+    name: &'static str,
+    n: u64,
+    call: impl Fn(u64, u64) -> (libc::c_long, [u64; 6]),
+) -> Result<Vec<u8>, InjectError> {
+    let size = T::SIZE as u64;
+    let area = inj.alloc(size * n, 8, T::WHAT)?;
+    let calls: Vec<_> = (0..n).map(|k| call(k, area + k * size)).collect();
+    let results = inj.syscall_batch(&calls)?;
+    let failed = results.iter().copied().find(|&r| r < 0);
+    if failed.is_some() || results.len() < calls.len() {
+        let pid = inj.pid();
+        return Err(InjectError::Trace {
+            pid,
+            source: PtraceError::Syscall {
+                pid,
+                name,
+                errno: failed.map_or(Errno::EIO, errno_of),
+            },
         });
     }
-    Ok(itimers)
+    inj.read(area, T::SIZE * calls.len(), T::WHAT)
 }
 
 #[cfg(test)]

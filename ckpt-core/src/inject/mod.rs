@@ -60,7 +60,17 @@ pub struct Injector<'t> {
     /// Whether the scratch area was mapped by [`Injector::map_scratch`]
     /// (and is unmapped by [`Injector::unmap_scratch`]).
     owned: bool,
+    /// A trampoline mapped by [`Injector::map_trampoline`]: its address,
+    /// and the syscall site and register template to go back to once it
+    /// is unmapped.
+    trampoline: Option<(u64, u64, libc::user_regs_struct)>,
 }
+
+/// Bytes of a page.
+const PAGE: u64 = 4096;
+
+/// The trampoline's code: `syscall; int3`.
+const TRAMPOLINE: [u8; 3] = [0x0f, 0x05, 0xcc];
 
 impl<'t> Injector<'t> {
     /// Inject into `tracee`; no scratch area yet.
@@ -69,6 +79,7 @@ impl<'t> Injector<'t> {
             tracee,
             scratch: None,
             owned: false,
+            trampoline: None,
         }
     }
 
@@ -109,10 +120,73 @@ impl<'t> Injector<'t> {
         Ok(base)
     }
 
-    /// Unmap a scratch area mapped by [`Injector::map_scratch`]; forget any
+    /// Map a trampoline (`syscall; int3`) and a scratch page after it,
+    /// anywhere in the target, and inject from the trampoline from now on:
+    /// one `PTRACE_CONT` per syscall instead of two stops, and a
+    /// [`Injector::syscall_batch`] in one. Returns the trampoline's
+    /// address (the scratch page is the one after it), or `None` when the
+    /// target may not map memory both writable and executable
+    /// (memory-deny-write-execute, a security module): then nothing is
+    /// mapped, and the caller maps a plain scratch area with
+    /// [`Injector::map_scratch`]. [`Injector::unmap_scratch`] unmaps both
+    /// pages and goes back to the syscall site used before.
+    pub fn map_trampoline(&mut self) -> Result<Option<u64>, InjectError> {
+        let (site, template) = self.tracee.syscall_site();
+        let Some(template) = template else {
+            return Ok(None);
+        };
+        let r = self.syscall_raw(
+            libc::SYS_mmap,
+            [
+                0,
+                2 * PAGE,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        if (-4095..0).contains(&r) {
+            return match errno_of(r) {
+                Errno::EACCES | Errno::EPERM => Ok(None),
+                errno => Err(InjectError::Trace {
+                    pid: self.pid(),
+                    source: PtraceError::Syscall {
+                        pid: self.pid(),
+                        name: "mmap(trampoline)",
+                        errno,
+                    },
+                }),
+            };
+        }
+        let base = r as u64;
+        self.scratch = Some(Scratch::new(base + PAGE, PAGE));
+        self.owned = true;
+        self.trampoline = Some((base, site, template));
+        self.write(base, &TRAMPOLINE, "writing the trampoline")?;
+        self.tracee.set_trap_site(base, template);
+        Ok(Some(base))
+    }
+
+    /// Unmap a scratch area mapped by [`Injector::map_scratch`] (or the
+    /// trampoline and scratch of [`Injector::map_trampoline`]); forget any
     /// other.
     pub fn unmap_scratch(&mut self) -> Result<(), InjectError> {
         let owned = std::mem::take(&mut self.owned);
+        if let Some((base, site, template)) = self.trampoline.take() {
+            self.scratch = None;
+            // The munmap runs from the trampoline it removes: stop at its
+            // exit, before the `int3` that is gone, then inject from the
+            // old site again.
+            self.tracee.stop_at_syscall_exit();
+            let r = self.syscall(
+                "munmap(trampoline)",
+                libc::SYS_munmap,
+                [base, 2 * PAGE, 0, 0, 0, 0],
+            );
+            self.tracee.set_syscall_site(site, template);
+            return r.map(|_| ());
+        }
         if let (Some(s), true) = (self.scratch.take(), owned) {
             self.syscall(
                 "munmap(scratch)",
