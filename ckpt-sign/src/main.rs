@@ -90,7 +90,12 @@ fn run(caller: &Caller, cli: Cli) -> Result<(), Fail> {
             let mut report = dump::Report::default();
             let result = match ckpt_privsep::shield::Shield::raise(caller) {
                 Ok(shield) => {
+                    // One child at the caller's credentials for every step
+                    // taken as the caller, forked now (single-threaded, no
+                    // key loaded yet); without it each step forks its own.
+                    let _ = ckpt_privsep::as_caller::worker::start(caller);
                     let r = dump::run(caller, &args, &mut audit, &shield, &mut report);
+                    ckpt_privsep::as_caller::worker::stop();
                     audit.finish(&r, &mut report.warnings);
                     // The image and its record are in place: the caller may
                     // kill us again, and a full stdout changes nothing.

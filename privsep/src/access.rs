@@ -32,7 +32,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use crate::as_caller::{run_as_caller, ChildFail, ChildOk, HelperError, RunError};
+use crate::as_caller::{run_op, HelperError, Op, RunError};
 use crate::caller::Caller;
 use crate::sys;
 
@@ -70,8 +70,6 @@ pub enum AccessError {
         errno: Errno,
     },
 }
-
-const OP_READ: u32 = 1;
 
 /// `AT_SYSINFO_EHDR`: the address of the vDSO.
 const AT_SYSINFO_EHDR: u64 = 33;
@@ -114,17 +112,7 @@ pub fn caller_may_ptrace_attach(caller: &Caller, pid: i32) -> Result<bool, Acces
     let address = std::fs::read(format!("/proc/{pid}/auxv"))
         .map(|auxv| probe_address(&auxv))
         .unwrap_or(0);
-    let reply = run_as_caller(caller, &[], || {
-        let allowed = match sys::process_vm_read_byte(pid, address) {
-            Ok(_) | Err(Errno::EFAULT) => true,
-            Err(Errno::EPERM) | Err(Errno::EACCES) => false,
-            Err(e) => return Err(ChildFail::new(OP_READ, e)),
-        };
-        Ok(ChildOk {
-            value: i64::from(allowed),
-            fds: Vec::new(),
-        })
-    });
+    let reply = run_op(caller, Op::Probe { pid, addr: address }, &[]);
     match reply {
         Ok(r) => Ok(r.value == 1),
         Err(RunError::Helper(h)) => Err(h.into()),

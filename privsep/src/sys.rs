@@ -13,7 +13,8 @@ use nix::errno::Errno;
 ///
 /// # Safety
 /// The child must only do what [`crate::as_caller`] does: drop credentials,
-/// make a few system calls, send one message and leave with [`exit_child`],
+/// make a few system calls, send one message (the worker: one per request
+/// it reads, until its socket ends) and leave with [`exit_child`],
 /// never returning into the caller's stack frames (so no object it shares
 /// with the parent is dropped twice). In a multi-threaded process it may
 /// only use what glibc keeps usable in a forked child (raw system calls,

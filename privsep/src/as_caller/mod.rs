@@ -13,6 +13,10 @@
 //! When the helper is not setuid, dropping to the caller's ids is a no-op and
 //! the same code runs.
 //!
+//! The operations themselves are in [`op`]; a helper that takes several
+//! steps as the caller may instead start the [`worker`], one such child that
+//! runs them one after the other on request.
+//!
 //! The child is a copy of the (non-dumpable) parent; the kernel keeps it
 //! non-dumpable after the uid change, so the caller cannot ptrace it or read
 //! its memory, and it holds no fd other than the ones named here. No key is
@@ -31,12 +35,17 @@ use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use nix::sys::stat::{Mode, SFlag};
+use nix::sys::stat::SFlag;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{Gid, Uid};
 
 use crate::caller::Caller;
 use crate::sys;
+
+pub(crate) mod op;
+pub mod worker;
+
+pub(crate) use op::Op;
 
 /// Failures of the fork-and-drop machinery itself.
 #[derive(Debug, thiserror::Error)]
@@ -247,13 +256,15 @@ const CODE_DROP_GID: u32 = 1002;
 const CODE_DROP_UID: u32 = 1003;
 const CODE_DROP_VERIFY: u32 = 1004;
 const CODE_REGAINED: u32 = 1005;
+/// The worker could not read a request.
+const CODE_BAD_REQUEST: u32 = 1006;
 
-const STATUS_OK: u32 = 0;
-const STATUS_FAIL: u32 = 1;
+pub(crate) const STATUS_OK: u32 = 0;
+pub(crate) const STATUS_FAIL: u32 = 1;
 const MSG_LEN: usize = 24;
-const MAX_FDS: usize = 2;
+pub(crate) const MAX_FDS: usize = 2;
 
-fn encode(status: u32, code: u32, errno: i32, value: i64) -> [u8; MSG_LEN] {
+pub(crate) fn encode(status: u32, code: u32, errno: i32, value: i64) -> [u8; MSG_LEN] {
     let mut buf = [0u8; MSG_LEN];
     buf[0..4].copy_from_slice(&status.to_ne_bytes());
     buf[4..8].copy_from_slice(&code.to_ne_bytes());
@@ -364,7 +375,7 @@ fn wait_child(child: nix::unistd::Pid) -> Result<String, Errno> {
 /// Receive one answer. `Ok(None)` means the child closed the socket without
 /// answering.
 #[allow(clippy::type_complexity)]
-fn receive(sock: &OwnedFd) -> Result<Option<Result<Reply, RunError>>, HelperError> {
+pub(crate) fn receive(sock: &OwnedFd) -> Result<Option<Result<Reply, RunError>>, HelperError> {
     let mut buf = [0u8; MSG_LEN];
     let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (bytes, fds, truncated) = loop {
@@ -432,7 +443,7 @@ fn drop_error(step: &'static str, fail: ChildFail) -> RunError {
 /// # Safety
 /// Only for the forked child of [`run_as_caller`], which never uses or
 /// drops an owner of the closed fds afterwards (it leaves with `_exit`).
-unsafe fn child_close_fds(keep: &[RawFd]) {
+pub(crate) unsafe fn child_close_fds(keep: &[RawFd]) {
     let mut next: u32 = 3;
     for &fd in keep {
         let Ok(fd) = u32::try_from(fd) else { continue };
@@ -451,7 +462,7 @@ unsafe fn child_close_fds(keep: &[RawFd]) {
 }
 
 /// Drop to exactly the caller's credentials and prove they stick.
-fn child_drop(caller: &Caller, groups: &[Gid]) -> Result<(), ChildFail> {
+pub(crate) fn child_drop(caller: &Caller, groups: &[Gid]) -> Result<(), ChildFail> {
     let uid = Uid::from_raw(caller.uid);
     let gid = Gid::from_raw(caller.gid);
     let current_groups = sorted_groups().map_err(|e| ChildFail::new(CODE_DROP_GROUPS, e))?;
@@ -533,7 +544,7 @@ fn file_kind(mode: u32) -> &'static str {
     }
 }
 
-fn is_type(mode: u32, t: SFlag) -> bool {
+pub(crate) fn is_type(mode: u32, t: SFlag) -> bool {
     mode & SFlag::S_IFMT.bits() == t.bits()
 }
 
@@ -544,15 +555,28 @@ fn cstring(path: &OsStr) -> Option<CString> {
 // ---------------------------------------------------------------------------
 // Operations.
 
-const OP_OPEN: u32 = 1;
-const OP_NOT_REGULAR: u32 = 2;
-const OP_OPEN_DIR: u32 = 3;
-const OP_EXISTS: u32 = 4;
+pub(crate) const OP_OPEN: u32 = 1;
+pub(crate) const OP_NOT_REGULAR: u32 = 2;
+pub(crate) const OP_OPEN_DIR: u32 = 3;
+pub(crate) const OP_EXISTS: u32 = 4;
 const OP_SYMLINK: u32 = 5;
 const OP_DIRECTORY: u32 = 6;
 const OP_STAT: u32 = 7;
-const OP_CREATE: u32 = 8;
-const OP_RENAME: u32 = 9;
+pub(crate) const OP_CREATE: u32 = 8;
+pub(crate) const OP_RENAME: u32 = 9;
+/// The ptrace-read probe ([`crate::access::caller_may_ptrace_attach`]).
+pub(crate) const OP_PROBE: u32 = 10;
+
+/// Run `op` with the caller's credentials: in the [worker](worker) when one
+/// runs for `caller`, else in a child forked for it. `fds` are the fds it
+/// takes ([`Op::fd_count`]).
+pub(crate) fn run_op(caller: &Caller, op: Op, fds: &[BorrowedFd<'_>]) -> Result<Reply, RunError> {
+    if let Some(answer) = worker::call(caller, &op, fds) {
+        return answer;
+    }
+    let keep: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    run_as_caller(caller, &keep, || op.run(fds))
+}
 
 /// Open `path` for reading as the caller: `O_RDONLY | O_NOFOLLOW |
 /// O_CLOEXEC | O_NONBLOCK` (so a fifo cannot block us), then `fstat` on the
@@ -561,30 +585,19 @@ pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
     let c_path = cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath {
         path: path.to_owned(),
     })?;
-    let reply = run_as_caller(caller, &[], || {
-        let fd = nix::fcntl::open(
-            c_path.as_c_str(),
-            OFlag::O_RDONLY
+    let reply = run_op(
+        caller,
+        Op::Open {
+            path: c_path,
+            flags: OFlag::O_RDONLY
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC
                 | OFlag::O_NOCTTY
                 | OFlag::O_NONBLOCK,
-            Mode::empty(),
-        )
-        .map_err(|e| ChildFail::new(OP_OPEN, e))?;
-        let st = nix::sys::stat::fstat(fd).map_err(|e| ChildFail::new(OP_OPEN, e))?;
-        if !is_type(st.st_mode, SFlag::S_IFREG) {
-            return Err(ChildFail {
-                code: OP_NOT_REGULAR,
-                errno: 0,
-                value: i64::from(st.st_mode),
-            });
-        }
-        Ok(ChildOk {
-            value: 0,
-            fds: vec![fd],
-        })
-    });
+            regular_only: true,
+        },
+        &[],
+    );
     let path_buf = || path.to_owned();
     let mut reply = match reply {
         Ok(r) => r,
@@ -636,18 +649,15 @@ pub fn open_path(caller: &Caller, path: &Path) -> Result<OwnedFd, OpenError> {
     let c_path = cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath {
         path: path.to_owned(),
     })?;
-    let reply = run_as_caller(caller, &[], || {
-        let fd = nix::fcntl::open(
-            c_path.as_c_str(),
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| ChildFail::new(OP_OPEN, e))?;
-        Ok(ChildOk {
-            value: 0,
-            fds: vec![fd],
-        })
-    });
+    let reply = run_op(
+        caller,
+        Op::Open {
+            path: c_path,
+            flags: OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            regular_only: false,
+        },
+        &[],
+    );
     let mut reply = match reply {
         Ok(r) => r,
         Err(RunError::Helper(h)) => return Err(h.into()),
@@ -678,28 +688,17 @@ pub fn open_fd_for_read(caller: &Caller, pid: i32, fd: i32) -> Result<File, Open
     let path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
     let c_path =
         cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath { path: path.clone() })?;
-    let reply = run_as_caller(caller, &[], || {
-        // Following the magic link is the point: it names the file the
-        // target holds, whatever its (gone) path was.
-        let fd = nix::fcntl::open(
-            c_path.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
-            Mode::empty(),
-        )
-        .map_err(|e| ChildFail::new(OP_OPEN, e))?;
-        let st = nix::sys::stat::fstat(fd).map_err(|e| ChildFail::new(OP_OPEN, e))?;
-        if !is_type(st.st_mode, SFlag::S_IFREG) {
-            return Err(ChildFail {
-                code: OP_NOT_REGULAR,
-                errno: 0,
-                value: i64::from(st.st_mode),
-            });
-        }
-        Ok(ChildOk {
-            value: 0,
-            fds: vec![fd],
-        })
-    });
+    // Following the magic link is the point: it names the file the target
+    // holds, whatever its (gone) path was.
+    let reply = run_op(
+        caller,
+        Op::Open {
+            path: c_path,
+            flags: OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+            regular_only: true,
+        },
+        &[],
+    );
     let mut reply = match reply {
         Ok(r) => r,
         Err(RunError::Helper(h)) => return Err(h.into()),
@@ -819,43 +818,16 @@ pub fn create_output(
     let c_name = cstring(&name).ok_or_else(bad)?;
     let c_tmp = cstring(&tmp).ok_or_else(bad)?;
 
-    let reply = run_as_caller(caller, &[], || {
-        let dirfd = nix::fcntl::open(
-            c_dir.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| ChildFail::new(OP_OPEN_DIR, e))?;
-        check_existing(dirfd, &c_name, force)?;
-        // An unnamed file first: nothing to leave behind if we die.
-        match nix::fcntl::openat(
-            Some(dirfd),
-            c".",
-            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        ) {
-            Ok(fd) => {
-                return Ok(ChildOk {
-                    value: 1,
-                    fds: vec![dirfd, fd],
-                })
-            }
-            // The file system (or kernel) has no O_TMPFILE: a named one.
-            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL | Errno::ENOENT) => {}
-            Err(e) => return Err(ChildFail::new(OP_CREATE, e)),
-        }
-        let fd = nix::fcntl::openat(
-            Some(dirfd),
-            c_tmp.as_c_str(),
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| ChildFail::new(OP_CREATE, e))?;
-        Ok(ChildOk {
-            value: 0,
-            fds: vec![dirfd, fd],
-        })
-    });
+    let reply = run_op(
+        caller,
+        Op::Create {
+            dir: c_dir,
+            name: c_name.clone(),
+            tmp: c_tmp.clone(),
+            force,
+        },
+        &[],
+    );
     let path = || final_path.to_owned();
     let reply = match reply {
         Ok(r) => r,
@@ -924,7 +896,7 @@ pub fn create_output(
 }
 
 /// In the child: refuse an existing final name according to the rules.
-fn check_existing(dirfd: RawFd, name: &CString, force: bool) -> Result<(), ChildFail> {
+pub(crate) fn check_existing(dirfd: RawFd, name: &CString, force: bool) -> Result<(), ChildFail> {
     match nix::sys::stat::fstatat(Some(dirfd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => {
             let mode = st.st_mode;
@@ -955,7 +927,7 @@ fn check_existing(dirfd: RawFd, name: &CString, force: bool) -> Result<(), Child
 /// need `CAP_DAC_READ_SEARCH`). Without `force` the link never replaces
 /// anything; with it, an existing name is replaced by linking under `tmp`
 /// and renaming over it.
-fn link_unnamed(
+pub(crate) fn link_unnamed(
     dir: BorrowedFd<'_>,
     fd: RawFd,
     tmp: &CString,
@@ -1046,55 +1018,16 @@ impl PendingOutput {
                 source,
             })?;
         }
-        let dirfd = self.dir.as_raw_fd();
-        let filefd = self.file.as_raw_fd();
-        let force = self.force;
-        let tmp = self.tmp_name.clone();
-        let name = self.final_name.clone();
-        let unnamed = self.unnamed;
-        let reply = run_as_caller(&self.caller, &[dirfd, filefd], || {
-            check_existing(dirfd, &name, force)?;
-            // `dirfd` and `filefd` are kept open in the child by run_as_caller.
-            let dir = self.dir.as_fd();
-            if unnamed {
-                link_unnamed(dir, filefd, &tmp, &name, force)?;
-            } else if force {
-                sys::renameat2(dir, &tmp, &name, 0).map_err(|e| ChildFail::new(OP_RENAME, e))?;
-            } else {
-                match sys::renameat2(dir, &tmp, &name, libc::RENAME_NOREPLACE) {
-                    Ok(()) => {}
-                    Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-                        // File system without RENAME_NOREPLACE: link (which
-                        // never replaces) then unlink the temporary name.
-                        nix::unistd::linkat(
-                            Some(dirfd),
-                            tmp.as_c_str(),
-                            Some(dirfd),
-                            name.as_c_str(),
-                            AtFlags::empty(),
-                        )
-                        .map_err(|e| {
-                            if e == Errno::EEXIST {
-                                ChildFail::new(OP_EXISTS, e)
-                            } else {
-                                ChildFail::new(OP_RENAME, e)
-                            }
-                        })?;
-                        let _ = nix::unistd::unlinkat(
-                            Some(dirfd),
-                            tmp.as_c_str(),
-                            nix::unistd::UnlinkatFlags::NoRemoveDir,
-                        );
-                    }
-                    Err(Errno::EEXIST) => return Err(ChildFail::new(OP_EXISTS, Errno::EEXIST)),
-                    Err(e) => return Err(ChildFail::new(OP_RENAME, e)),
-                }
-            }
-            Ok(ChildOk {
-                value: 0,
-                fds: Vec::new(),
-            })
-        });
+        let reply = run_op(
+            &self.caller,
+            Op::Put {
+                name: self.final_name.clone(),
+                tmp: self.tmp_name.clone(),
+                force: self.force,
+                unnamed: self.unnamed,
+            },
+            &[self.dir.as_fd(), self.file.as_fd()],
+        );
         match reply {
             Ok(_) => {}
             Err(RunError::Helper(h)) => return Err(h.into()),
@@ -1118,7 +1051,7 @@ impl PendingOutput {
         if durable == Durability::None {
             return Ok(());
         }
-        nix::unistd::fsync(dirfd).map_err(|errno| CommitError::Sync {
+        nix::unistd::fsync(self.dir.as_raw_fd()).map_err(|errno| CommitError::Sync {
             path,
             source: std::io::Error::from(errno),
         })
@@ -1131,21 +1064,14 @@ impl Drop for PendingOutput {
             // An unnamed file vanishes with its last fd.
             return;
         }
-        let dirfd = self.dir.as_raw_fd();
-        let tmp = self.tmp_name.clone();
         // Best effort: if this fails the temporary file stays behind under
         // its dot-name; it never appears under the final name.
-        let _ = run_as_caller(&self.caller, &[dirfd], || {
-            nix::unistd::unlinkat(
-                Some(dirfd),
-                tmp.as_c_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            )
-            .map_err(|e| ChildFail::new(OP_RENAME, e))?;
-            Ok(ChildOk {
-                value: 0,
-                fds: Vec::new(),
-            })
-        });
+        let _ = run_op(
+            &self.caller,
+            Op::Unlink {
+                tmp: self.tmp_name.clone(),
+            },
+            &[self.dir.as_fd()],
+        );
     }
 }

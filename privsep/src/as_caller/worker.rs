@@ -1,0 +1,265 @@
+//! The caller-credential worker: one child, forked once, early, that
+//! drops to exactly the caller's credentials like every as-caller child
+//! and then runs [operations](super::op::Op) on request, one after the
+//! other, until the helper closes its socket. A dump's four as-caller
+//! steps then cost four round trips on a socket instead of four forks.
+//!
+//! Without a worker (never started, or started for other credentials)
+//! every operation forks its own child as before; the operations and
+//! their answers are the same either way.
+//!
+//! Owns: the worker process and its end of the socket pair, behind a
+//! lock (one request at a time). Trusts: the worker's answers as much as
+//! a forked child's (both hold exactly the caller's credentials, are not
+//! dumpable, and hold no fd but their socket and the fds of the request
+//! at hand); the caller may kill it, which fails the operation under way.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::unistd::{Gid, Pid};
+
+use super::op::{Op, REQUEST_MAX};
+use super::{
+    child_close_fds, child_drop, encode, receive, ChildFail, HelperError, Reply, RunError,
+    CODE_BAD_REQUEST, MAX_FDS, STATUS_FAIL, STATUS_OK,
+};
+use crate::caller::Caller;
+use crate::sys;
+
+/// The running worker.
+struct Worker {
+    sock: OwnedFd,
+    pid: Pid,
+    /// The credentials it holds.
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+static WORKER: Mutex<Option<Worker>> = Mutex::new(None);
+
+fn is_for(w: &Worker, caller: &Caller) -> bool {
+    w.uid == caller.uid && w.gid == caller.gid && w.groups == caller.groups
+}
+
+/// Fork the worker for `caller` (replacing none: a second start is a
+/// no-op). Call it early, while the process is single-threaded and holds
+/// nothing secret: the worker is a copy of the process as it is now.
+pub fn start(caller: &Caller) -> Result<(), HelperError> {
+    let mut slot = WORKER.lock().map_err(|_| HelperError::BadReply)?;
+    if slot.is_some() {
+        return Ok(());
+    }
+    let (parent_sock, child_sock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(HelperError::Socket)?;
+    let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    let keep = [child_sock.as_raw_fd()];
+    // SAFETY: the child branch drops credentials, serves requests (a few
+    // system calls each, inside `catch_unwind`) and always leaves with
+    // `exit_child` (`_exit`), never returning into the caller's frames.
+    match unsafe { sys::fork() }.map_err(HelperError::Fork)? {
+        None => {
+            drop(parent_sock);
+            let sock = child_sock.as_raw_fd();
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: this is the forked child, which leaves with
+                // `exit_child` and never touches the owners of closed fds.
+                unsafe { child_close_fds(&keep) };
+                // A process group of its own: a terminal's ^C or ^Z for the
+                // helper's group does not reach the worker (the helper rolls
+                // back on them at its own safe points, and still needs it).
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+                let ready = match child_drop(caller, &groups) {
+                    Ok(()) => encode(STATUS_OK, 0, 0, 0),
+                    Err(f) => encode(STATUS_FAIL, f.code, f.errno, f.value),
+                };
+                let dropped = ready[0..4] == STATUS_OK.to_ne_bytes();
+                if sendmsg::<()>(sock, &[IoSlice::new(&ready)], &[], MsgFlags::empty(), None)
+                    .is_err()
+                    || !dropped
+                {
+                    return 1;
+                }
+                serve(sock);
+                0
+            }))
+            .unwrap_or(127);
+            sys::exit_child(code)
+        }
+        Some(pid) => {
+            drop(child_sock);
+            // The first message says whether the drop worked.
+            let ready = match receive(&parent_sock) {
+                Ok(Some(Ok(_))) => Ok(()),
+                Ok(Some(Err(RunError::Helper(e)))) => Err(e),
+                Ok(Some(Err(RunError::Op(_)))) => Err(HelperError::BadReply),
+                Ok(None) => Err(HelperError::Died {
+                    status: "the caller-credential worker exited at start".into(),
+                }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ready {
+                drop(parent_sock);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return Err(e);
+            }
+            *slot = Some(Worker {
+                sock: parent_sock,
+                pid,
+                uid: caller.uid,
+                gid: caller.gid,
+                groups: caller.groups.clone(),
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Close the worker's socket and reap it (it exits when it reads the end
+/// of its socket). Operations afterwards fork their own children again.
+pub fn stop() {
+    let taken = WORKER.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(w) = taken {
+        drop(w.sock);
+        let _ = nix::sys::wait::waitpid(w.pid, None);
+    }
+}
+
+/// Run `op` in the worker when one runs for `caller`: `Some` of its
+/// answer, or `None` (no worker for these credentials: the caller forks a
+/// child instead).
+pub(crate) fn call(
+    caller: &Caller,
+    op: &Op,
+    fds: &[BorrowedFd<'_>],
+) -> Option<Result<Reply, RunError>> {
+    let mut slot = WORKER.lock().ok()?;
+    let w = slot.as_ref().filter(|w| is_for(w, caller))?;
+    let died = || {
+        RunError::Helper(HelperError::Died {
+            status: "the caller-credential worker is gone".into(),
+        })
+    };
+    let Some(request) = op.encode() else {
+        return Some(Err(RunError::Helper(HelperError::BadReply)));
+    };
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    let sent = loop {
+        match sendmsg::<()>(
+            w.sock.as_raw_fd(),
+            &[IoSlice::new(&request)],
+            cmsgs,
+            MsgFlags::empty(),
+            None,
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => break r,
+        }
+    };
+    let answer = match sent {
+        Ok(_) => receive(&w.sock),
+        Err(_) => Ok(None),
+    };
+    let result = match answer {
+        Ok(Some(r)) => r,
+        Ok(None) => Err(died()),
+        Err(e) => Err(RunError::Helper(e)),
+    };
+    if matches!(result, Err(RunError::Helper(_))) {
+        // Never trust a worker that failed once: later operations fork.
+        if let Some(w) = slot.take() {
+            drop(w.sock);
+            let _ = nix::sys::wait::waitpid(w.pid, None);
+        }
+    }
+    Some(result)
+}
+
+/// In the worker: answer requests until the socket ends.
+fn serve(sock: RawFd) {
+    let mut buf = vec![0u8; REQUEST_MAX];
+    loop {
+        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let (bytes, fds, truncated) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                sock,
+                &mut iov,
+                Some(&mut cmsg_space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fds: Vec<OwnedFd> = Vec::new();
+                    if let Ok(cmsgs) = msg.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmRights(raw) = c {
+                                // SAFETY: these fd numbers were installed
+                                // in our table by the recvmsg call that
+                                // returned them just now; nothing else
+                                // owns them, and each is taken once.
+                                fds.extend(
+                                    raw.into_iter()
+                                        .map(|fd| unsafe { sys::own_received_fd(fd) }),
+                                );
+                            }
+                        }
+                    }
+                    let truncated = msg
+                        .flags
+                        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+                    (msg.bytes, fds, truncated)
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        };
+        if bytes == 0 {
+            return;
+        }
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        let outcome = match buf.get(..bytes).and_then(Op::decode) {
+            Some(op) if !truncated => op.run(&borrowed),
+            _ => Err(ChildFail::new(CODE_BAD_REQUEST, Errno::EINVAL)),
+        };
+        let sent = match outcome {
+            Ok(ok) => {
+                let msg = encode(STATUS_OK, 0, 0, ok.value);
+                let iov = [IoSlice::new(&msg)];
+                let r = if ok.fds.is_empty() {
+                    sendmsg::<()>(sock, &iov, &[], MsgFlags::empty(), None)
+                } else {
+                    let cmsg = [ControlMessage::ScmRights(&ok.fds)];
+                    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)
+                };
+                // The answer's fds are the helper's now; ours go.
+                for fd in ok.fds {
+                    let _ = nix::unistd::close(fd);
+                }
+                r
+            }
+            Err(fail) => {
+                let msg = encode(STATUS_FAIL, fail.code, fail.errno, fail.value);
+                sendmsg::<()>(sock, &[IoSlice::new(&msg)], &[], MsgFlags::empty(), None)
+            }
+        };
+        drop(borrowed);
+        drop(fds);
+        if sent.is_err() {
+            return;
+        }
+    }
+}
