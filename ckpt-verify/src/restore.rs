@@ -357,8 +357,13 @@ pub(crate) fn restore(
             return Err(f);
         }
     };
+    // One child at the caller's credentials for the steps taken as the
+    // caller (the image, the pid file), forked now (single-threaded, no key
+    // loaded); without it each step forks its own.
+    let _ = ckpt_privsep::as_caller::worker::start(caller);
     let mut done = None;
     let result = run(caller, path, pidfile, asked, &mut audit, &shield, &mut done);
+    ckpt_privsep::as_caller::worker::stop();
     if let Err(f) = &result {
         audit.failed(f);
     }

@@ -217,11 +217,16 @@ impl PidNamespace {
 pub(super) fn outer_child(parent: i32, inner: i32) -> Result<i32, RestoreError> {
     let list = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
         .map_err(|e| io_failed("reading the children of the forking process", e))?;
+    // Only a child in a namespace nested in ours: another child of the
+    // restorer (its caller-credential worker, say) could have the same
+    // number in ours.
+    let ours = nspid(&format!("/proc/{}/status", std::process::id())).map_or(1, |p| p.len());
     for c in list
         .split_whitespace()
         .filter_map(|s| s.parse::<i32>().ok())
     {
-        if innermost(&format!("/proc/{c}/status")) == Some(inner) {
+        let pids = nspid(&format!("/proc/{c}/status")).unwrap_or_default();
+        if pids.len() > ours && pids.last() == Some(&inner) {
             return Ok(c);
         }
     }
@@ -263,9 +268,18 @@ fn io_failed(step: &'static str, e: std::io::Error) -> RestoreError {
 
 /// The last (innermost) id of the `NSpid:` line of a status file.
 fn innermost(status: &str) -> Option<i32> {
+    nspid(status)?.last().copied()
+}
+
+/// The `NSpid:` line of a `status` file: the pid in each pid namespace,
+/// outermost first.
+fn nspid(status: &str) -> Option<Vec<i32>> {
     let text = std::fs::read_to_string(status).ok()?;
     let line = text.lines().find(|l| l.starts_with("NSpid:"))?;
-    line.split_whitespace().last()?.parse().ok()
+    line.split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().ok())
+        .collect()
 }
 
 fn open_ns(path: &str, step: &'static str) -> Result<OwnedFd, RestoreError> {
