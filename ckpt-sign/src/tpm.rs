@@ -6,10 +6,14 @@
 //! Which key signs comes from the root-owned `<sysconfdir>/ckpt.toml`
 //! (`[signing] key = "file" | "tpm"`), or from `dump --key tpm` when the
 //! caller is root. The TCTI comes from the same file, never from the
-//! environment: `main` has cleared the environment (`startup::harden`) and
-//! then set `TSS2_LOG=all+none` ([`quiet_libtss2`]) before anything can
-//! reach libtss2, and `ckpt_tpm` refuses to run if any other `TSS2_*`
-//! variable is present.
+//! environment.
+//!
+//! `ckpt-sign` does not link libtss2: every TPM operation goes to the TPM
+//! agent (`ckpt-tpm-agent` in the build-time `CKPT_LIBEXECDIR`), which
+//! [`connect`] starts as root, only when a TPM is needed, with exactly the
+//! environment `TSS2_LOG=all+none` (`ckpt_privsep::agent` checks the file
+//! and starts it; `ckpt_tpm::remote` talks to it). Each connection is one
+//! agent process; it exits when the connection is dropped.
 //!
 //! Order in a dump, as for the file key: before the target is touched, the
 //! plan checks that the keys are there and that the TPM answers (a TPM that
@@ -24,17 +28,53 @@ use ckpt_core::image::{AttestationBlock, ManifestSigner, SignError};
 use ckpt_keys::{PublicKey, SigningKey};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_tpm::config::{self, HostConfig, KeySource};
+use ckpt_tpm::remote::{AgentLink, LoadedKey, Tpm, TpmError};
 use ckpt_tpm::store::{self, TpmKeyRecord};
-use ckpt_tpm::{LoadedKey, Tpm, TpmError};
 
 use crate::{Fail, PROG};
 
-/// Sets `TSS2_LOG=all+none` in the (already cleared) environment: libtss2
-/// then prints nothing, and no `TSS2_LOGFILE` exists for it to open. Called
-/// by `main` right after `startup::harden`, while the process has a single
-/// thread.
-pub(crate) fn quiet_libtss2() {
-    std::env::set_var(ckpt_tpm::TSS2_LOG_QUIET.0, ckpt_tpm::TSS2_LOG_QUIET.1);
+/// The connection to a TPM agent this process started.
+struct Link(ckpt_privsep::agent::Agent);
+
+impl std::io::Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for Link {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl AgentLink for Link {
+    fn ended(&mut self) -> String {
+        self.0.ended()
+    }
+}
+
+/// Starts the TPM agent (as root, see `ckpt_privsep::agent`) and connects
+/// it to the TPM through `tcti`. Only libtss2's logging switch is in its
+/// environment: the TCTI travels in the request, and libtss2 needs nothing
+/// else.
+#[cfg(feature = "tpm")]
+fn connect(tcti: &str) -> Result<Tpm, TpmError> {
+    let agent = ckpt_privsep::agent::Agent::start(
+        &ckpt_core::paths::tpm_agent(),
+        &[ckpt_tpm::TSS2_LOG_QUIET],
+    )
+    .map_err(|e| TpmError::Start(Box::new(e)))?;
+    Tpm::connect(Box::new(Link(agent)), tcti)
+}
+
+/// Built without TPM support: always [`TpmError::NotBuilt`].
+#[cfg(not(feature = "tpm"))]
+fn connect(_tcti: &str) -> Result<Tpm, TpmError> {
+    Err(TpmError::NotBuilt)
 }
 
 fn keys_dir() -> std::path::PathBuf {
@@ -68,7 +108,7 @@ pub(crate) fn keygen(force: bool, json: bool) -> Result<(), Fail> {
     } else {
         None
     };
-    let mut tpm = Tpm::connect(&cfg.tcti).map_err(|e| tpm_fail("keygen --tpm", e))?;
+    let mut tpm = connect(&cfg.tcti).map_err(|e| tpm_fail("keygen --tpm", e))?;
     let out = tpm
         .provision(
             cfg.signing_handle,
@@ -169,7 +209,7 @@ fn open_keys(
     signing: bool,
     attest: bool,
 ) -> Result<(Tpm, Option<LoadedKey>, Option<LoadedKey>), TpmError> {
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
+    let mut tpm = connect(&cfg.tcti)?;
     let s = if signing {
         Some(tpm.load(&record.signing, false)?)
     } else {

@@ -13,7 +13,8 @@ use nix::errno::Errno;
 ///
 /// # Safety
 /// The child must only do what [`crate::as_caller`] does: drop credentials,
-/// make a few system calls, send one message and leave with [`exit_child`],
+/// make a few system calls, send one message and leave with [`exit_child`]
+/// (or, in [`crate::agent`], set up fds and credentials and `exec`),
 /// never returning into the caller's stack frames (so no object it shares
 /// with the parent is dropped twice). In a multi-threaded process it may
 /// only use what glibc keeps usable in a forked child (raw system calls,
@@ -175,6 +176,21 @@ pub(crate) unsafe fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // means for their owners is this function's contract, upheld by the
     // caller.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`: marks every fd from
+/// `first` up close-on-exec. Safe: the fds stay open and owned as they
+/// were; only an `exec` closes them.
+pub(crate) fn cloexec_from(first: u32) -> Result<(), Errno> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: the system call takes integers only, and with this flag it
+    // closes nothing: it sets FD_CLOEXEC on the range.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     if rc < 0 {
         Err(Errno::last())
     } else {
