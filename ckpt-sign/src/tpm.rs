@@ -12,8 +12,9 @@
 //! agent (`ckpt-tpm-agent` in the build-time `CKPT_LIBEXECDIR`), which
 //! [`connect`] starts as root, only when a TPM is needed, with exactly the
 //! environment `TSS2_LOG=all+none` (`ckpt_privsep::agent` checks the file
-//! and starts it; `ckpt_tpm::remote` talks to it). Each connection is one
-//! agent process; it exits when the connection is dropped.
+//! and starts it; `ckpt_tpm::remote` talks to it). The agent exits when its
+//! connection is dropped; a dump's probe keeps its agent, with the TPM
+//! connection closed, for the signer, so a dump starts one agent.
 //!
 //! Order in a dump, as for the file key: before the target is touched, the
 //! plan checks that the keys are there and that the TPM answers (a TPM that
@@ -57,23 +58,29 @@ impl AgentLink for Link {
     }
 }
 
-/// Starts the TPM agent (as root, see `ckpt_privsep::agent`) and connects
-/// it to the TPM through `tcti`. Only libtss2's logging switch is in its
-/// environment: the TCTI travels in the request, and libtss2 needs nothing
-/// else.
+/// Connects to the TPM through `tcti`, with the agent `reuse` (one the
+/// plan's probe disconnected) or a new one: started as root (see
+/// `ckpt_privsep::agent`) with only libtss2's logging switch in its
+/// environment (the TCTI travels in the request; libtss2 needs nothing
+/// else).
 #[cfg(feature = "tpm")]
-fn connect(tcti: &str) -> Result<Tpm, TpmError> {
-    let agent = ckpt_privsep::agent::Agent::start(
-        &ckpt_core::paths::tpm_agent(),
-        &[ckpt_tpm::TSS2_LOG_QUIET],
-    )
-    .map_err(|e| TpmError::Start(Box::new(e)))?;
-    Tpm::connect(Box::new(Link(agent)), tcti)
+fn connect(tcti: &str, reuse: Option<Box<dyn AgentLink>>) -> Result<Tpm, TpmError> {
+    let link = match reuse {
+        Some(l) => l,
+        None => Box::new(Link(
+            ckpt_privsep::agent::Agent::start(
+                &ckpt_core::paths::tpm_agent(),
+                &[ckpt_tpm::TSS2_LOG_QUIET],
+            )
+            .map_err(|e| TpmError::Start(Box::new(e)))?,
+        )),
+    };
+    Tpm::connect(link, tcti)
 }
 
 /// Built without TPM support: always [`TpmError::NotBuilt`].
 #[cfg(not(feature = "tpm"))]
-fn connect(_tcti: &str) -> Result<Tpm, TpmError> {
+fn connect(_tcti: &str, _reuse: Option<Box<dyn AgentLink>>) -> Result<Tpm, TpmError> {
     Err(TpmError::NotBuilt)
 }
 
@@ -108,7 +115,7 @@ pub(crate) fn keygen(force: bool, json: bool) -> Result<(), Fail> {
     } else {
         None
     };
-    let mut tpm = connect(&cfg.tcti).map_err(|e| tpm_fail("keygen --tpm", e))?;
+    let mut tpm = connect(&cfg.tcti, None).map_err(|e| tpm_fail("keygen --tpm", e))?;
     let out = tpm
         .provision(
             cfg.signing_handle,
@@ -200,6 +207,9 @@ pub(crate) struct HostPlan {
     attest: bool,
     /// Why the plan already fell back to the file key.
     fell_back: Option<String>,
+    /// The TPM agent of the probe, its TPM connection closed, kept for
+    /// the signer (starting one costs a few ms).
+    agent: RefCell<Option<Box<dyn AgentLink>>>,
 }
 
 /// Opens the TPM and loads the keys the plan needs.
@@ -208,8 +218,9 @@ fn open_keys(
     record: &TpmKeyRecord,
     signing: bool,
     attest: bool,
+    reuse: Option<Box<dyn AgentLink>>,
 ) -> Result<(Tpm, Option<LoadedKey>, Option<LoadedKey>), TpmError> {
-    let mut tpm = connect(&cfg.tcti)?;
+    let mut tpm = connect(&cfg.tcti, reuse)?;
     let s = if signing {
         Some(tpm.load(&record.signing, false)?)
     } else {
@@ -235,6 +246,7 @@ pub(crate) fn plan(force_tpm: bool) -> Result<HostPlan, Fail> {
         key,
         attest: cfg.attest && have_record,
         fell_back: None,
+        agent: RefCell::new(None),
         cfg,
     };
     let needs_tpm = plan.key == KeySource::Tpm || plan.attest;
@@ -247,27 +259,38 @@ pub(crate) fn plan(force_tpm: bool) -> Result<HostPlan, Fail> {
                     e,
                 )
             })?;
-            open_keys(&plan.cfg, &record, plan.key == KeySource::Tpm, plan.attest)
-                .map(drop)
-                .map_err(|e| {
-                    Fail::with(
-                        Exit::DumpFailed,
-                        "dump: the TPM is not usable (nothing was done to the process)",
-                        e,
-                    )
-                })
+            open_keys(
+                &plan.cfg,
+                &record,
+                plan.key == KeySource::Tpm,
+                plan.attest,
+                None,
+            )
+            .map(|(tpm, _, _)| tpm)
+            .map_err(|e| {
+                Fail::with(
+                    Exit::DumpFailed,
+                    "dump: the TPM is not usable (nothing was done to the process)",
+                    e,
+                )
+            })
         })();
-        if let Err(f) = probe {
-            if !plan.cfg.fallback_to_file {
-                return Err(f);
+        match probe {
+            // The TPM answers: close its connection (as before, it is
+            // opened again to sign), keep the agent.
+            Ok(tpm) => *plan.agent.get_mut() = tpm.disconnect().ok(),
+            Err(f) => {
+                if !plan.cfg.fallback_to_file {
+                    return Err(f);
+                }
+                let why = match &f.source {
+                    Some(e) => format!("{}: {}", f.what, error_chain(e.as_ref())),
+                    None => f.what.clone(),
+                };
+                plan.fell_back = Some(why);
+                plan.key = KeySource::File;
+                plan.attest = false;
             }
-            let why = match &f.source {
-                Some(e) => format!("{}: {}", f.what, error_chain(e.as_ref())),
-                None => f.what.clone(),
-            };
-            plan.fell_back = Some(why);
-            plan.key = KeySource::File;
-            plan.attest = false;
         }
     }
     if plan.key == KeySource::File {
@@ -316,8 +339,14 @@ impl HostPlan {
                     )
                 })
                 .and_then(|record| {
-                    open_keys(&self.cfg, &record, self.key == KeySource::Tpm, self.attest)
-                        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: the TPM is not usable", e))
+                    open_keys(
+                        &self.cfg,
+                        &record,
+                        self.key == KeySource::Tpm,
+                        self.attest,
+                        self.agent.borrow_mut().take(),
+                    )
+                    .map_err(|e| Fail::with(Exit::DumpFailed, "dump: the TPM is not usable", e))
                 });
             match opened {
                 Ok((tpm, signing, ak)) => {

@@ -391,12 +391,10 @@ mod tests {
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         let link = dir.join("link");
         std::os::unix::fs::symlink(&prog, &link).unwrap();
+        // O_PATH | O_NOFOLLOW opens the link itself: not a regular file.
         assert!(matches!(
             open_checked(&link),
-            Err(AgentError::Open {
-                errno: Errno::ELOOP,
-                ..
-            })
+            Err(AgentError::WrongType { .. })
         ));
         let sub = dir.join("sub");
         std::fs::create_dir(&sub).unwrap();

@@ -709,25 +709,43 @@ fn tpm_agent_runs_as_root_alone_and_its_death_fails_the_dump_naming_the_step() {
         // Look first, assert after the agent is gone (a failed assertion
         // here would leave the dump waiting on a silent TPM).
         let status = ckpt_tests::procfs::status(apid).unwrap_or_default();
-        let fds: Vec<(String, PathBuf)> = TestDir::list(Path::new(&format!("/proc/{apid}/fd")))
-            .into_iter()
-            .map(|n| {
-                let l = fs::read_link(format!("/proc/{apid}/fd/{n}")).unwrap_or_default();
-                (n, l)
+        // Wait until it is blocked on the silent TPM (at its very start
+        // the runtime briefly has /proc/self/maps open), then look.
+        let snapshot = || {
+            let fds: Vec<(String, PathBuf)> = TestDir::list(Path::new(&format!("/proc/{apid}/fd")))
+                .into_iter()
+                .map(|n| {
+                    let l = fs::read_link(format!("/proc/{apid}/fd/{n}")).unwrap_or_default();
+                    (n, l)
+                })
+                .collect();
+            // Inodes of the agent's TCP sockets (its own connections to the TPM).
+            let tcp: Vec<String> = ["tcp", "tcp6"]
+                .iter()
+                .flat_map(|f| {
+                    fs::read_to_string(format!("/proc/{apid}/net/{f}"))
+                        .unwrap_or_default()
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_whitespace().nth(9).map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            (fds, tcp)
+        };
+        let connected = |(fds, tcp): &(Vec<(String, PathBuf)>, Vec<String>)| {
+            fds.iter().any(|(_, l)| {
+                let l = l.to_string_lossy();
+                tcp.iter().any(|i| l == format!("socket:[{i}]"))
             })
-            .collect();
-        // Inodes of the agent's TCP sockets (its own connections to the TPM).
-        let tcp: Vec<String> = ["tcp", "tcp6"]
-            .iter()
-            .flat_map(|f| {
-                fs::read_to_string(format!("/proc/{apid}/net/{f}"))
-                    .unwrap_or_default()
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_whitespace().nth(9).map(str::to_owned))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        };
+        ckpt_tests::wait_until(
+            std::time::Duration::from_secs(20),
+            "the TPM agent to connect to the silent TPM",
+            || connected(&snapshot()),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (fds, tcp) = snapshot();
         let environ = fs::read(format!("/proc/{apid}/environ")).unwrap_or_default();
         let mut kill = env.command(Who::User(&env.user), Path::new("/bin/kill"));
         kill.args(["-s", "KILL", &apid.to_string()]);

@@ -187,6 +187,18 @@ impl Tpm {
         }
     }
 
+    /// Closes the TPM connection but keeps the agent: the link to
+    /// [`Tpm::connect`] again later without starting another agent.
+    pub fn disconnect(mut self) -> Result<Box<dyn AgentLink>, TpmError> {
+        match self.call(Request::Disconnect)? {
+            Response::Disconnected => Ok(self.link),
+            _ => Err(TpmError::BadAnswer {
+                step: "Disconnect",
+                what: "another kind of answer",
+            }),
+        }
+    }
+
     /// Sends `req`, reads its answer; an agent-reported failure is an error.
     fn call(&mut self, req: Request) -> Result<Response, TpmError> {
         let step = req.step();

@@ -5,7 +5,8 @@
 //!
 //! Owns: one TPM connection and up to [`wire::MAX_LOADED`] loaded keys.
 //! Trusts: nothing in the requests. Every request is checked before the
-//! TPM sees it: `Connect` first and once, a TCTI of at most
+//! TPM sees it: `Connect` first and once per connection (`Disconnect`
+//! ends one), a TCTI of at most
 //! [`wire::MAX_TCTI`] printable characters, handles in the owner's
 //! persistent range, PCR selections of ascending indices below 24, key
 //! slots that exist, an unrestricted key for `Sign` and a restricted one
@@ -84,6 +85,12 @@ impl Agent {
                     }
                     Err(e) => failed(e),
                 }
+            }
+            Request::Disconnect => {
+                self.tpm()?;
+                self.keys.clear();
+                self.tpm = None;
+                Response::Disconnected
             }
             Request::Load { key, restricted } => {
                 if self.keys.len() >= wire::MAX_LOADED {

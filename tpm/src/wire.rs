@@ -56,8 +56,12 @@ pub struct KeyToLoad {
 #[derive(Serialize, Deserialize)]
 pub enum Request {
     /// Connect through this TCTI (from the root-owned `ckpt.toml`). Must be
-    /// the first request, and comes once.
+    /// the first request, and comes once per connection.
     Connect { tcti: String },
+    /// Close the TPM connection and forget the loaded keys; the agent
+    /// stays, and the next request must be `Connect` (a dump probes the TPM
+    /// before it touches the target, then connects again to sign).
+    Disconnect,
     /// Load a key; the answer names a slot for `Sign` and `Quote`.
     Load { key: KeyToLoad, restricted: bool },
     /// Create or reuse the two keys (`keygen --tpm`); `existing` is the
@@ -90,6 +94,7 @@ impl Request {
     pub fn step(&self) -> &'static str {
         match self {
             Request::Connect { .. } => "Connect",
+            Request::Disconnect => "Disconnect",
             Request::Load { .. } => "Load",
             Request::Provision { .. } => "Provision",
             Request::Sign { .. } => "Sign",
@@ -111,6 +116,7 @@ pub struct Pcr {
 #[derive(Serialize, Deserialize)]
 pub enum Response {
     Connected,
+    Disconnected,
     Loaded {
         slot: u32,
         /// The key's line (`ckpt-ecdsa-p256 <point> <key id>`).
