@@ -35,14 +35,17 @@ use ckpt_tpm::store::{self, TpmKeyRecord};
 use crate::{Fail, PROG};
 
 /// The connection to a TPM agent this process started.
+#[cfg(feature = "tpm")]
 struct Link(ckpt_privsep::agent::Agent);
 
+#[cfg(feature = "tpm")]
 impl std::io::Read for Link {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.read(buf)
     }
 }
 
+#[cfg(feature = "tpm")]
 impl std::io::Write for Link {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.write(buf)
@@ -52,6 +55,7 @@ impl std::io::Write for Link {
     }
 }
 
+#[cfg(feature = "tpm")]
 impl AgentLink for Link {
     fn ended(&mut self) -> String {
         self.0.ended()

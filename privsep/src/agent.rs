@@ -20,9 +20,12 @@
 //!    fd 2, marks every other fd close-on-exec, drops every supplementary
 //!    group, `setresgid(0, 0, 0)`, `setresuid(0, 0, 0)` (the caller's uid
 //!    is then none of its ids: `kill(2)` and `ptrace(2)` from the caller
-//!    fail), `chdir("/")`, and executes the opened fd itself
+//!    fail), `setsid()` (no controlling terminal: the caller's terminal
+//!    cannot send it `SIGINT` or `SIGHUP` either), `chdir("/")`, and
+//!    executes the opened fd itself
 //!    (`execveat(fd, "", AT_EMPTY_PATH)`, so the file checked is the file
-//!    run) with exactly the given arguments and environment;
+//!    run; a script could not be run this way, the agent is an ELF
+//!    program) with exactly the given arguments and environment;
 //! 4. the parent reads the pipe: end-of-file means the program runs; a
 //!    step number and errno mean the child failed at that step.
 //!
@@ -111,7 +114,7 @@ pub struct Agent {
 }
 
 // What the child reports on the pipe when a step fails before exec.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     "dup2",
     "close-on-exec",
     "setgroups",
@@ -120,6 +123,7 @@ const STEPS: [&str; 8] = [
     "chdir",
     "execveat",
     "signal mask",
+    "setsid",
 ];
 
 fn check_file(path: &Path, st: &std::fs::Metadata, dir: bool) -> Result<(), AgentError> {
@@ -217,8 +221,8 @@ impl Agent {
             .map_err(|e| setup(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
 
         // SAFETY: the child branch below makes raw system calls only
-        // (dup2, close_range, setgroups, setresgid, setresuid, chdir,
-        // sigprocmask, execveat, write) and leaves with `exec` or
+        // (dup2, close_range, setgroups, setresgid, setresuid, setsid,
+        // chdir, sigprocmask, execveat, write) and leaves with `exec` or
         // `exit_child`, never returning into the caller's frames.
         match unsafe { sys::fork() }.map_err(|errno| AgentError::Fork {
             path: path.to_owned(),
@@ -245,6 +249,11 @@ impl Agent {
                 let root = Uid::from_raw(0);
                 if let Err(e) = nix::unistd::setresuid(root, root, root) {
                     child_fail(&report_w, 4, e);
+                }
+                // A session of its own: no controlling terminal, so the
+                // caller's terminal (^C, hang-up) cannot signal it either.
+                if let Err(e) = nix::unistd::setsid() {
+                    child_fail(&report_w, 8, e);
                 }
                 if let Err(e) = nix::unistd::chdir("/") {
                     child_fail(&report_w, 5, e);

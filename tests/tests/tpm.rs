@@ -747,6 +747,12 @@ fn tpm_agent_runs_as_root_alone_and_its_death_fails_the_dump_naming_the_step() {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let (fds, tcp) = snapshot();
         let environ = fs::read(format!("/proc/{apid}/environ")).unwrap_or_default();
+        // Fields after the command: state ppid pgrp session tty_nr ...
+        let stat = fs::read_to_string(format!("/proc/{apid}/stat")).unwrap_or_default();
+        let fields: Vec<String> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
         let mut kill = env.command(Who::User(&env.user), Path::new("/bin/kill"));
         kill.args(["-s", "KILL", &apid.to_string()]);
         let k = dir.run(kill);
@@ -793,6 +799,16 @@ fn tpm_agent_runs_as_root_alone_and_its_death_fails_the_dump_naming_the_step() {
         assert_eq!(
             environ, b"TSS2_LOG=all+none\0",
             "the agent's whole environment"
+        );
+        assert_eq!(
+            fields.get(3).map(String::as_str),
+            Some(apid.to_string().as_str()),
+            "the agent leads a session of its own: {stat}"
+        );
+        assert_eq!(
+            fields.get(4).map(String::as_str),
+            Some("0"),
+            "no controlling terminal: {stat}"
         );
         assert_ne!(k.code, Some(0), "the caller's kill must fail\n{k}");
         assert!(survived, "the agent survived the caller's SIGKILL");

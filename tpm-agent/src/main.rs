@@ -9,8 +9,9 @@
 //! after checking that the file is a root-owned regular file that group
 //! and others cannot write, as root in all its ids (so the caller can
 //! neither signal, trace nor read it), with no supplementary groups, the
-//! environment `TSS2_LOG=all+none` and nothing else, stdin and stdout a
-//! socket to `ckpt-sign`, stderr `/dev/null`, and no other fd.
+//! environment `TSS2_LOG=all+none` and nothing else, in a session of its
+//! own, stdin and stdout a socket to `ckpt-sign`, stderr `/dev/null`, and
+//! no other fd. It makes itself non-dumpable first.
 //!
 //! It serves typed requests on that socket (`ckpt_tpm::serve`) and exits
 //! when `ckpt-sign` closes it. It trusts nothing in the requests (each is
@@ -47,6 +48,12 @@ fn main() -> ExitCode {
              starts this program)"
         );
         return ExitCode::from(2);
+    }
+    // Not dumpable: no core file or same-uid /proc access to the
+    // authorization values it holds (it is root, so the caller has none).
+    if nix::sys::prctl::set_dumpable(false).is_err() {
+        let _ = writeln!(std::io::stderr(), "{PROG}: cannot make itself non-dumpable");
+        return ExitCode::from(1);
     }
     // ckpt-sign sets exactly this; make sure of it before libtss2 loads
     // anything (the process has a single thread here).
