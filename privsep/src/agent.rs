@@ -35,11 +35,12 @@
 //!
 //! When the agent ends, the helper sees end-of-file on the socket (never a
 //! hang); dropping the [`Agent`] closes the socket, which makes the agent
-//! exit, and reaps it.
+//! exit, and reaps it (killing it if it has not exited within 5 s, as one
+//! stuck on a TPM that stopped answering would not).
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,9 @@ pub enum AgentError {
         errno: Errno,
     },
 }
+
+/// How long a dropped agent may take to exit before it is killed.
+const EXIT_GRACE_MS: i32 = 5000;
 
 /// A running agent: read its answers and write requests through it.
 #[derive(Debug)]
@@ -329,6 +333,14 @@ impl Agent {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         if let Some(pid) = self.pid.take() {
+            // It exits at end-of-file; one stuck in a TPM that stopped
+            // answering is killed after a grace period, so the helper
+            // never waits forever for it.
+            if let Ok(fd) = sys::pidfd_open(pid.as_raw()) {
+                if matches!(sys::poll_readable(fd.as_fd(), EXIT_GRACE_MS), Ok(false)) {
+                    let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+                }
+            }
             let status = loop {
                 match waitpid(pid, None) {
                     Ok(WaitStatus::Exited(_, code)) => break format!("exit status {code}"),

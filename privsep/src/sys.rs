@@ -108,6 +108,27 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `poll` on one fd for `POLLIN` (a pidfd: the process exited), up to
+/// `timeout_ms`; `Ok(false)` on timeout. Retried on `EINTR`.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool, Errno> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid pollfd that lives for the call, as the
+        // count says; the fd is borrowed and open.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        match rc {
+            0 => return Ok(false),
+            n if n > 0 => return Ok(true),
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(Errno::last()),
+        }
+    }
+}
+
 /// `pidfd_send_signal(fd, sig, NULL, 0)`; `sig == 0` checks existence only.
 pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
     // SAFETY: the fd is borrowed and valid for the call; a null siginfo is
