@@ -54,7 +54,7 @@ done
 
 # ckpt-sign must look for the TPM agent where the package puts it, and
 # must not link libtss2 (only the agent does).
-grep -q -a -F /usr/lib/ckpt/ckpt-tpm-agent "$CARGO_TARGET_DIR/release/ckpt-sign" ||
+grep -q -a -F /usr/lib/ckpt "$CARGO_TARGET_DIR/release/ckpt-sign" ||
     die "ckpt-sign was not built with the agent directory /usr/lib/ckpt"
 if readelf -d "$CARGO_TARGET_DIR/release/ckpt-sign" | grep -q 'NEEDED.*libtss2'; then
     die "ckpt-sign links libtss2 (only ckpt-tpm-agent may)"
