@@ -253,18 +253,22 @@ build_ckpt() {
 	fi
 	log "building ckpt (release, CKPT_SYSCONFDIR=$SYSCONFDIR) from $src ($BENCH_SOURCE) as $builder"
 	local -a env=(CKPT_SYSCONFDIR="$SYSCONFDIR" CKPT_STATEDIR="$STATEDIR"
+		CKPT_LIBEXECDIR="$PREFIX/lib/ckpt"
 		CARGO_TARGET_DIR="$target" PATH="$(dirname "$cargo"):$PATH")
 	if [[ $builder == root ]]; then
 		(cd "$src" && env "${env[@]}" nice -n 19 "$cargo" build --release -j2 \
-			-p ckpt-sign -p ckpt-verify) >&2
+			-p ckpt-sign -p ckpt-verify -p ckpt-tpm-agent) >&2
 	else
 		(cd "$src" && setpriv --reuid="$builder" --regid="$builder" --init-groups \
 			env HOME="$(getent passwd "$builder" | cut -d: -f6)" "${env[@]}" \
-			nice -n 19 "$cargo" build --release -j2 -p ckpt-sign -p ckpt-verify) >&2
+			nice -n 19 "$cargo" build --release -j2 -p ckpt-sign -p ckpt-verify -p ckpt-tpm-agent) >&2
 	fi
 	install -d -o root -g root -m 0755 "$PREFIX" "$PREFIX/bin" "$SYSCONFDIR" "$STATEDIR"
 	install -o root -g root -m 4755 "$target/release/ckpt-sign" "$PREFIX/bin/ckpt-sign"
 	install -o root -g root -m 4755 "$target/release/ckpt-verify" "$PREFIX/bin/ckpt-verify"
+	# The TPM agent ckpt-sign starts when a TPM is configured: root, 0755.
+	install -d -o root -g root -m 0755 "$PREFIX/lib" "$PREFIX/lib/ckpt"
+	install -o root -g root -m 0755 "$target/release/ckpt-tpm-agent" "$PREFIX/lib/ckpt/ckpt-tpm-agent"
 	log "host key: $PREFIX/bin/ckpt-sign keygen --force"
 	"$PREFIX/bin/ckpt-sign" keygen --force >&2
 }

@@ -2,7 +2,8 @@
 # The ckpt demo, as root on a fresh Debian 12 that has the Rust toolchain:
 #
 #   builds ckpt (release, configuration directory /etc/ckpt), installs
-#   ckpt-sign and ckpt-verify setuid root into /usr/local/bin, makes a host
+#   ckpt-sign and ckpt-verify setuid root into /usr/local/bin (and the TPM
+#   agent ckpt-tpm-agent, root 0755, into /usr/local/lib/ckpt), makes a host
 #   key if there is none, then, as the unprivileged user ckpt-user:
 #   starts a counter, checkpoints it (it stops), verifies and inspects the
 #   signed image, restores it (it carries on from where it stopped), and
@@ -45,14 +46,18 @@ fi
 
 say "Build (release; configuration directory: the default, /etc/ckpt)"
 unset CKPT_SYSCONFDIR CKPT_STATEDIR
+# ckpt-sign starts the TPM agent from here (fixed at build time).
+export CKPT_LIBEXECDIR=/usr/local/lib/ckpt
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
-run cargo build --release --bins -p ckpt-sign -p ckpt-verify
+run cargo build --release --bins -p ckpt-sign -p ckpt-verify -p ckpt-tpm-agent
 
 say "Install the helpers setuid root into $BIN"
 for b in ckpt-sign ckpt-verify; do
     run install -o root -g root -m 4755 "$CARGO_TARGET_DIR/release/$b" "$BIN/$b"
 done
-run ls -l "$BIN/ckpt-sign" "$BIN/ckpt-verify"
+run install -d -o root -g root -m 0755 "$CKPT_LIBEXECDIR"
+run install -o root -g root -m 0755 "$CARGO_TARGET_DIR/release/ckpt-tpm-agent" "$CKPT_LIBEXECDIR/ckpt-tpm-agent"
+run ls -l "$BIN/ckpt-sign" "$BIN/ckpt-verify" "$CKPT_LIBEXECDIR/ckpt-tpm-agent"
 
 say "Host key"
 if [ -e /etc/ckpt/keys/host.key ]; then

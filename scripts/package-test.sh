@@ -88,7 +88,7 @@ dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
 dpkg-deb --contents "$deb"
 deps=$(dpkg-deb --field "$deb" Depends)
 echo "Depends: $deps"
-grep -q 'libtss2-esys' <<<"$deps" || die "the package does not depend on libtss2-esys (ckpt-sign links it)"
+grep -q 'libtss2-esys' <<<"$deps" || die "the package does not depend on libtss2-esys (its TPM agent links it)"
 
 # A dpkg configured to leave out man pages (slim images) still installs ours.
 dpkg_install() { dpkg --path-include='/usr/share/man/man[15]/ckpt*' -i "$1"; }
@@ -104,6 +104,10 @@ for b in ckpt-sign ckpt-verify; do
     echo "/usr/bin/$b: $st"
     [ "$st" = "4755 root root" ] || die "/usr/bin/$b is $st, not setuid root (4755 root root)"
 done
+# The TPM agent: root-owned 0755, not setuid, where ckpt-sign looks for it.
+st=$(stat -c '%a %U %G' /usr/lib/ckpt/ckpt-tpm-agent) || die "the package installed no TPM agent"
+echo "/usr/lib/ckpt/ckpt-tpm-agent: $st"
+[ "$st" = "755 root root" ] || die "/usr/lib/ckpt/ckpt-tpm-agent is $st, not 755 root root"
 if findmnt -n -o OPTIONS -T /usr/bin | tr ',' '\n' | grep -qx nosuid; then
     die "/usr/bin is on a nosuid mount: the setuid helpers cannot work there"
 fi

@@ -2,10 +2,11 @@
 # Builds the Debian package of ckpt, as root or not, on Debian 12 with the
 # Rust toolchain and libtss2-dev:
 #
-#   1. builds ckpt-sign, ckpt-verify and the page generator ckpt-man in
-#      release mode with the default directories baked in (/etc/ckpt,
-#      /var/lib/ckpt, /dev/log: CKPT_SYSCONFDIR, CKPT_STATEDIR and
-#      CKPT_SYSLOG_SOCKET are unset), in their own target directory
+#   1. builds ckpt-sign, ckpt-verify, the TPM agent ckpt-tpm-agent and the
+#      page generator ckpt-man in release mode with the default directories
+#      baked in (/etc/ckpt, /var/lib/ckpt, /dev/log, /usr/lib/ckpt:
+#      CKPT_SYSCONFDIR, CKPT_STATEDIR, CKPT_SYSLOG_SOCKET and
+#      CKPT_LIBEXECDIR are unset), in their own target directory
 #      (target/deb, or CKPT_DEB_TARGET_DIR), so the test build in
 #      target/e2e, made with the test prefix's directories, is not rebuilt;
 #   2. writes the man pages (gzipped) and the bash, zsh and fish
@@ -26,7 +27,7 @@ cd "$repo"
 . "$repo/scripts/lib.sh"
 find_cargo
 
-unset CKPT_SYSCONFDIR CKPT_STATEDIR CKPT_SYSLOG_SOCKET
+unset CKPT_SYSCONFDIR CKPT_STATEDIR CKPT_SYSLOG_SOCKET CKPT_LIBEXECDIR
 export CARGO_TARGET_DIR=${CKPT_DEB_TARGET_DIR:-$repo/target/deb}
 
 if ! cargo deb --version >/dev/null 2>&1; then
@@ -34,8 +35,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
 fi
 
-echo "building the helpers and ckpt-man (release, /etc/ckpt) in $CARGO_TARGET_DIR"
-cargo build --release -p ckpt-sign -p ckpt-verify -p ckpt-man
+echo "building the helpers, the TPM agent and ckpt-man (release, /etc/ckpt) in $CARGO_TARGET_DIR"
+cargo build --release -p ckpt-sign -p ckpt-verify -p ckpt-tpm-agent -p ckpt-man
 
 gen=$CARGO_TARGET_DIR/release/ckpt-gen
 rm -rf "$gen"
@@ -50,6 +51,14 @@ for b in ckpt-sign ckpt-verify; do
         die "$b holds a test prefix path (/opt/ckpt-...): built with CKPT_SYSCONFDIR set"
     fi
 done
+
+# ckpt-sign must look for the TPM agent where the package puts it, and
+# must not link libtss2 (only the agent does).
+grep -q -a -F /usr/lib/ckpt "$CARGO_TARGET_DIR/release/ckpt-sign" ||
+    die "ckpt-sign was not built with the agent directory /usr/lib/ckpt"
+if readelf -d "$CARGO_TARGET_DIR/release/ckpt-sign" | grep -q 'NEEDED.*libtss2'; then
+    die "ckpt-sign links libtss2 (only ckpt-tpm-agent may)"
+fi
 
 out=$CARGO_TARGET_DIR/debian
 rm -rf "$out"

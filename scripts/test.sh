@@ -17,7 +17,9 @@
 #      configuration directory baked in (CKPT_SYSCONFDIR=/opt/ckpt-test/etc,
 #      and the audit socket the tests listen on, CKPT_SYSLOG_SOCKET);
 #   4. installs ckpt-sign and ckpt-verify setuid root (4755) into
-#      /opt/ckpt-test/bin and makes a fresh host key there;
+#      /opt/ckpt-test/bin, the TPM agent ckpt-tpm-agent root-owned 0755
+#      (not setuid) into /opt/ckpt-test/lib/ckpt (CKPT_LIBEXECDIR, where
+#      ckpt-sign looks for it), and makes a fresh host key;
 #   5. runs `cargo test --release --workspace`: every crate's unit tests and
 #      the end-to-end tests in tests/, which drive the installed setuid
 #      helpers as ckpt-user;
@@ -90,9 +92,11 @@ export CKPT_SYSCONFDIR=$PREFIX/etc
 export CKPT_STATEDIR=$PREFIX/state
 # The helpers' audit records go to this socket; the tests bind it and read them.
 export CKPT_SYSLOG_SOCKET=$PREFIX/run/syslog.sock
+# Where ckpt-sign finds the TPM agent (baked in, like the directories above).
+export CKPT_LIBEXECDIR=$PREFIX/lib/ckpt
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/e2e}
 export CARGO_TERM_COLOR=never
-echo "CKPT_SYSCONFDIR=$CKPT_SYSCONFDIR CKPT_STATEDIR=$CKPT_STATEDIR CKPT_SYSLOG_SOCKET=$CKPT_SYSLOG_SOCKET"
+echo "CKPT_SYSCONFDIR=$CKPT_SYSCONFDIR CKPT_STATEDIR=$CKPT_STATEDIR CKPT_SYSLOG_SOCKET=$CKPT_SYSLOG_SOCKET CKPT_LIBEXECDIR=$CKPT_LIBEXECDIR"
 echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 cargo --version
 rustc --version
@@ -136,7 +140,12 @@ for b in ckpt-sign ckpt-verify; do
     rm -f "$PREFIX/bin/$b"
     install -o root -g root -m 4755 "$CARGO_TARGET_DIR/release/$b" "$PREFIX/bin/$b"
 done
-ls -l "$PREFIX/bin"
+# The TPM agent: root-owned, 0755, not setuid (ckpt-sign starts it as
+# root and refuses it if group or others could write it).
+install -d -o root -g root -m 0755 "$PREFIX/lib" "$CKPT_LIBEXECDIR"
+rm -f "$CKPT_LIBEXECDIR/ckpt-tpm-agent"
+install -o root -g root -m 0755 "$CARGO_TARGET_DIR/release/ckpt-tpm-agent" "$CKPT_LIBEXECDIR/ckpt-tpm-agent"
+ls -l "$PREFIX/bin" "$CKPT_LIBEXECDIR"
 if findmnt -n -o OPTIONS -T "$PREFIX/bin" | tr ',' '\n' | grep -qx nosuid; then
     die "$PREFIX is on a nosuid mount: the setuid tests cannot run there"
 fi

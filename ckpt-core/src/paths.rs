@@ -1,7 +1,8 @@
 //! Fixed locations, chosen at build time.
 //!
-//! `CKPT_SYSCONFDIR` (default `/etc/ckpt`) and `CKPT_STATEDIR` (default
-//! `/var/lib/ckpt`) are read by `option_env!` when the crate is compiled.
+//! `CKPT_SYSCONFDIR` (default `/etc/ckpt`), `CKPT_STATEDIR` (default
+//! `/var/lib/ckpt`) and `CKPT_LIBEXECDIR` (default `/usr/lib/ckpt`) are read
+//! by `option_env!` when the crate is compiled.
 //! Nothing at run time (environment, flags) can change them: the helpers are
 //! setuid root and these paths hold the host key and the admin's policy.
 
@@ -16,6 +17,18 @@ pub const STATEDIR: &str = match option_env!("CKPT_STATEDIR") {
     Some(dir) => dir,
     None => "/var/lib/ckpt",
 };
+
+/// Directory of the programs the helpers start themselves (never found
+/// through `PATH`, `argv[0]` or `/proc/self/exe`): `ckpt-tpm-agent`.
+pub const LIBEXECDIR: &str = match option_env!("CKPT_LIBEXECDIR") {
+    Some(dir) => dir,
+    None => "/usr/lib/ckpt",
+};
+
+/// The TPM agent `ckpt-sign` starts, as root, when a TPM is needed.
+pub fn tpm_agent() -> std::path::PathBuf {
+    std::path::Path::new(LIBEXECDIR).join("ckpt-tpm-agent")
+}
 
 /// Directory holding host keys.
 pub fn keys_dir() -> std::path::PathBuf {

@@ -54,8 +54,6 @@ fn main() -> ExitCode {
             return Exit::Other.into();
         }
     };
-    // The environment is empty now; libtss2 (TPM keys) gets only this.
-    tpm::quiet_libtss2();
     let cli = match Cli::try_parse_from(&startup.args) {
         Ok(c) => c,
         Err(e) => {

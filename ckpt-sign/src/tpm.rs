@@ -6,10 +6,15 @@
 //! Which key signs comes from the root-owned `<sysconfdir>/ckpt.toml`
 //! (`[signing] key = "file" | "tpm"`), or from `dump --key tpm` when the
 //! caller is root. The TCTI comes from the same file, never from the
-//! environment: `main` has cleared the environment (`startup::harden`) and
-//! then set `TSS2_LOG=all+none` ([`quiet_libtss2`]) before anything can
-//! reach libtss2, and `ckpt_tpm` refuses to run if any other `TSS2_*`
-//! variable is present.
+//! environment.
+//!
+//! `ckpt-sign` does not link libtss2: every TPM operation goes to the TPM
+//! agent (`ckpt-tpm-agent` in the build-time `CKPT_LIBEXECDIR`), which
+//! [`connect`] starts as root, only when a TPM is needed, with exactly the
+//! environment `TSS2_LOG=all+none` (`ckpt_privsep::agent` checks the file
+//! and starts it; `ckpt_tpm::remote` talks to it). The agent exits when its
+//! connection is dropped; a dump's probe keeps its agent, with the TPM
+//! connection closed, for the signer, so a dump starts one agent.
 //!
 //! Order in a dump, as for the file key: before the target is touched, the
 //! plan checks that the keys are there and that the TPM answers (a TPM that
@@ -24,17 +29,63 @@ use ckpt_core::image::{AttestationBlock, ManifestSigner, SignError};
 use ckpt_keys::{PublicKey, SigningKey};
 use ckpt_privsep::report::{error_chain, Exit};
 use ckpt_tpm::config::{self, HostConfig, KeySource};
+use ckpt_tpm::remote::{AgentLink, LoadedKey, Tpm, TpmError};
 use ckpt_tpm::store::{self, TpmKeyRecord};
-use ckpt_tpm::{LoadedKey, Tpm, TpmError};
 
 use crate::{Fail, PROG};
 
-/// Sets `TSS2_LOG=all+none` in the (already cleared) environment: libtss2
-/// then prints nothing, and no `TSS2_LOGFILE` exists for it to open. Called
-/// by `main` right after `startup::harden`, while the process has a single
-/// thread.
-pub(crate) fn quiet_libtss2() {
-    std::env::set_var(ckpt_tpm::TSS2_LOG_QUIET.0, ckpt_tpm::TSS2_LOG_QUIET.1);
+/// The connection to a TPM agent this process started.
+#[cfg(feature = "tpm")]
+struct Link(ckpt_privsep::agent::Agent);
+
+#[cfg(feature = "tpm")]
+impl std::io::Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+#[cfg(feature = "tpm")]
+impl std::io::Write for Link {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(feature = "tpm")]
+impl AgentLink for Link {
+    fn ended(&mut self) -> String {
+        self.0.ended()
+    }
+}
+
+/// Connects to the TPM through `tcti`, with the agent `reuse` (one the
+/// plan's probe disconnected) or a new one: started as root (see
+/// `ckpt_privsep::agent`) with only libtss2's logging switch in its
+/// environment (the TCTI travels in the request; libtss2 needs nothing
+/// else).
+#[cfg(feature = "tpm")]
+fn connect(tcti: &str, reuse: Option<Box<dyn AgentLink>>) -> Result<Tpm, TpmError> {
+    let link = match reuse {
+        Some(l) => l,
+        None => Box::new(Link(
+            ckpt_privsep::agent::Agent::start(
+                &ckpt_core::paths::tpm_agent(),
+                &[ckpt_tpm::TSS2_LOG_QUIET],
+            )
+            .map_err(|e| TpmError::Start(Box::new(e)))?,
+        )),
+    };
+    Tpm::connect(link, tcti)
+}
+
+/// Built without TPM support: always [`TpmError::NotBuilt`].
+#[cfg(not(feature = "tpm"))]
+fn connect(_tcti: &str, _reuse: Option<Box<dyn AgentLink>>) -> Result<Tpm, TpmError> {
+    Err(TpmError::NotBuilt)
 }
 
 fn keys_dir() -> std::path::PathBuf {
@@ -68,7 +119,7 @@ pub(crate) fn keygen(force: bool, json: bool) -> Result<(), Fail> {
     } else {
         None
     };
-    let mut tpm = Tpm::connect(&cfg.tcti).map_err(|e| tpm_fail("keygen --tpm", e))?;
+    let mut tpm = connect(&cfg.tcti, None).map_err(|e| tpm_fail("keygen --tpm", e))?;
     let out = tpm
         .provision(
             cfg.signing_handle,
@@ -160,6 +211,9 @@ pub(crate) struct HostPlan {
     attest: bool,
     /// Why the plan already fell back to the file key.
     fell_back: Option<String>,
+    /// The TPM agent of the probe, its TPM connection closed, kept for
+    /// the signer (starting one costs a few ms).
+    agent: RefCell<Option<Box<dyn AgentLink>>>,
 }
 
 /// Opens the TPM and loads the keys the plan needs.
@@ -168,8 +222,9 @@ fn open_keys(
     record: &TpmKeyRecord,
     signing: bool,
     attest: bool,
+    reuse: Option<Box<dyn AgentLink>>,
 ) -> Result<(Tpm, Option<LoadedKey>, Option<LoadedKey>), TpmError> {
-    let mut tpm = Tpm::connect(&cfg.tcti)?;
+    let mut tpm = connect(&cfg.tcti, reuse)?;
     let s = if signing {
         Some(tpm.load(&record.signing, false)?)
     } else {
@@ -195,6 +250,7 @@ pub(crate) fn plan(force_tpm: bool) -> Result<HostPlan, Fail> {
         key,
         attest: cfg.attest && have_record,
         fell_back: None,
+        agent: RefCell::new(None),
         cfg,
     };
     let needs_tpm = plan.key == KeySource::Tpm || plan.attest;
@@ -207,27 +263,38 @@ pub(crate) fn plan(force_tpm: bool) -> Result<HostPlan, Fail> {
                     e,
                 )
             })?;
-            open_keys(&plan.cfg, &record, plan.key == KeySource::Tpm, plan.attest)
-                .map(drop)
-                .map_err(|e| {
-                    Fail::with(
-                        Exit::DumpFailed,
-                        "dump: the TPM is not usable (nothing was done to the process)",
-                        e,
-                    )
-                })
+            open_keys(
+                &plan.cfg,
+                &record,
+                plan.key == KeySource::Tpm,
+                plan.attest,
+                None,
+            )
+            .map(|(tpm, _, _)| tpm)
+            .map_err(|e| {
+                Fail::with(
+                    Exit::DumpFailed,
+                    "dump: the TPM is not usable (nothing was done to the process)",
+                    e,
+                )
+            })
         })();
-        if let Err(f) = probe {
-            if !plan.cfg.fallback_to_file {
-                return Err(f);
+        match probe {
+            // The TPM answers: close its connection (as before, it is
+            // opened again to sign), keep the agent.
+            Ok(tpm) => *plan.agent.get_mut() = tpm.disconnect().ok(),
+            Err(f) => {
+                if !plan.cfg.fallback_to_file {
+                    return Err(f);
+                }
+                let why = match &f.source {
+                    Some(e) => format!("{}: {}", f.what, error_chain(e.as_ref())),
+                    None => f.what.clone(),
+                };
+                plan.fell_back = Some(why);
+                plan.key = KeySource::File;
+                plan.attest = false;
             }
-            let why = match &f.source {
-                Some(e) => format!("{}: {}", f.what, error_chain(e.as_ref())),
-                None => f.what.clone(),
-            };
-            plan.fell_back = Some(why);
-            plan.key = KeySource::File;
-            plan.attest = false;
         }
     }
     if plan.key == KeySource::File {
@@ -276,8 +343,14 @@ impl HostPlan {
                     )
                 })
                 .and_then(|record| {
-                    open_keys(&self.cfg, &record, self.key == KeySource::Tpm, self.attest)
-                        .map_err(|e| Fail::with(Exit::DumpFailed, "dump: the TPM is not usable", e))
+                    open_keys(
+                        &self.cfg,
+                        &record,
+                        self.key == KeySource::Tpm,
+                        self.attest,
+                        self.agent.borrow_mut().take(),
+                    )
+                    .map_err(|e| Fail::with(Exit::DumpFailed, "dump: the TPM is not usable", e))
                 });
             match opened {
                 Ok((tpm, signing, ak)) => {

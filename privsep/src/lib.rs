@@ -10,6 +10,8 @@
 //!   at safe points instead of cutting it short.
 //! * [`progress`]: the progress bar of a long dump or restore, drawn only
 //!   on a terminal.
+//! * [`agent`]: start a root-owned agent program (the TPM agent) as root,
+//!   after checking its file, connected by a socket.
 //! * [`access`]: ask the kernel whether the caller may ptrace-attach to a
 //!   target (read its memory), and hold targets by pidfd.
 //!
@@ -23,6 +25,7 @@
 //! holds there.
 
 pub mod access;
+pub mod agent;
 pub mod as_caller;
 pub mod audit;
 pub mod caller;

@@ -14,7 +14,8 @@ use nix::errno::Errno;
 /// # Safety
 /// The child must only do what [`crate::as_caller`] does: drop credentials,
 /// make a few system calls, send one message (the worker: one per request
-/// it reads, until its socket ends) and leave with [`exit_child`],
+/// it reads, until its socket ends) and leave with [`exit_child`] (or, in
+/// [`crate::agent`], set up fds and credentials and `exec`),
 /// never returning into the caller's stack frames (so no object it shares
 /// with the parent is dropped twice). In a multi-threaded process it may
 /// only use what glibc keeps usable in a forked child (raw system calls,
@@ -108,6 +109,27 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `poll` on one fd for `POLLIN` (a pidfd: the process exited), up to
+/// `timeout_ms`; `Ok(false)` on timeout. Retried on `EINTR`.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool, Errno> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid pollfd that lives for the call, as the
+        // count says; the fd is borrowed and open.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        match rc {
+            0 => return Ok(false),
+            n if n > 0 => return Ok(true),
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(Errno::last()),
+        }
+    }
+}
+
 /// `pidfd_send_signal(fd, sig, NULL, 0)`; `sig == 0` checks existence only.
 pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
     // SAFETY: the fd is borrowed and valid for the call; a null siginfo is
@@ -176,6 +198,21 @@ pub(crate) unsafe fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // means for their owners is this function's contract, upheld by the
     // caller.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`: marks every fd from
+/// `first` up close-on-exec. Safe: the fds stay open and owned as they
+/// were; only an `exec` closes them.
+pub(crate) fn cloexec_from(first: u32) -> Result<(), Errno> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: the system call takes integers only, and with this flag it
+    // closes nothing: it sets FD_CLOEXEC on the range.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     if rc < 0 {
         Err(Errno::last())
     } else {

@@ -508,3 +508,319 @@ fn tpm_hostile_tss2_environment_creates_no_file() {
     );
     drop(t);
 }
+
+// ---------------------------------------------------------------------------
+// The TPM agent (ckpt-tpm-agent): ckpt-sign does not link libtss2, starts
+// the agent as root only for the TPM, and refuses an agent file others
+// could have replaced.
+
+/// The installed agent: `<prefix>/lib/ckpt/ckpt-tpm-agent` (the helpers are
+/// in `<prefix>/bin`; scripts/test.sh builds them with
+/// `CKPT_LIBEXECDIR=<prefix>/lib/ckpt`).
+fn agent_path(env: &Env) -> PathBuf {
+    env.bin
+        .parent()
+        .expect("the helpers' directory has a parent")
+        .join("lib/ckpt/ckpt-tpm-agent")
+}
+
+/// The shared libraries an installed program names in its dynamic section.
+fn needed(program: &Path) -> Vec<String> {
+    let out = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(program)
+        .output()
+        .expect("run readelf (binutils)");
+    assert!(
+        out.status.success(),
+        "readelf -d {}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
+        .collect()
+}
+
+#[test]
+fn tpm_ckpt_sign_does_not_link_libtss2_or_libcrypto_and_the_agent_does() {
+    let env = Env::require();
+    let sign = needed(&env.sign_path());
+    assert!(
+        sign.iter().any(|l| l.starts_with("libc.so")),
+        "readelf shows ckpt-sign's NEEDED entries: {sign:?}"
+    );
+    for lib in &sign {
+        assert!(
+            !lib.starts_with("libtss2") && !lib.starts_with("libcrypto"),
+            "ckpt-sign must not link {lib} (only ckpt-tpm-agent does): {sign:?}"
+        );
+    }
+    let agent = needed(&agent_path(&env));
+    assert!(
+        agent.iter().any(|l| l.starts_with("libtss2-esys")),
+        "the TPM agent links libtss2-esys: {agent:?}"
+    );
+}
+
+#[test]
+fn tpm_agent_run_directly_by_a_user_or_not_on_a_socket_refuses() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "tpm-agent-direct");
+    let agent = agent_path(&env);
+    let meta = fs::metadata(&agent).expect("the agent is installed");
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o755,
+        "installed 0755, not setuid"
+    );
+    let mut cmd = env.command(Who::User(&env.user), &agent);
+    cmd.current_dir(&dir.work);
+    let run = dir.run(cmd);
+    run.assert_code(exit::ACCESS_DENIED, "the agent run by a user");
+    assert!(
+        run.stderr.contains("refusing to run") && run.stderr.contains("only ckpt-sign"),
+        "{run}"
+    );
+    assert_eq!(run.stdout, "", "{run}");
+    // Root, but stdin is /dev/null, not ckpt-sign's socket.
+    let mut cmd = env.command(Who::Root, &agent);
+    cmd.current_dir(&dir.work);
+    let run = dir.run(cmd);
+    run.assert_code(exit::USAGE, "the agent run by root on a terminal or file");
+    assert!(run.stderr.contains("not a socket"), "{run}");
+    assert_eq!(run.stdout, "", "{run}");
+}
+
+/// Puts the agent's mode back when dropped.
+struct ModeGuard(PathBuf);
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[test]
+fn tpm_agent_writable_by_group_is_refused_and_nothing_is_dumped() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "tpm-agent-mode");
+    let t = TpmSetup::new(&env, &dir);
+    t.keygen(&env, &dir);
+    let agent = agent_path(&env);
+    let _guard = ModeGuard(agent.clone());
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o775)).unwrap();
+
+    let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
+    let pid = c.proc.pid.to_string();
+    let image = dir.work.join("c.ckpt");
+    let run = env.sign(&dir, &["dump", "--pid", &pid, "-o", path_str(&image)]);
+    run.assert_code(exit::DUMP_FAILED, "dump with a group-writable agent");
+    assert!(
+        run.stderr.contains("cannot start the TPM agent")
+            && run.stderr.contains(path_str(&agent))
+            && run.stderr.contains("writable by group or others"),
+        "the refusal names the agent and why\n{run}"
+    );
+    c.proc
+        .assert_untouched("a dump refused on the agent leaves the target running");
+    assert!(!image.exists(), "no image");
+    assert_eq!(
+        TestDir::list(&dir.work)
+            .iter()
+            .filter(|n| n.contains(".tmp"))
+            .count(),
+        0
+    );
+
+    let run = env.sign_as(Who::Root, &dir, &["keygen", "--tpm"]);
+    run.assert_code(exit::OTHER, "keygen --tpm with a group-writable agent");
+    assert!(run.stderr.contains("writable by group or others"), "{run}");
+    drop(t);
+}
+
+/// A TCP server on a free port pair that accepts connections and never
+/// answers: a TPM that hangs.
+struct SilentTpm {
+    port: u16,
+    _listeners: [std::net::TcpListener; 2],
+}
+
+impl SilentTpm {
+    fn start() -> SilentTpm {
+        for _ in 0..200 {
+            let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = a.local_addr().expect("local addr").port();
+            if port == u16::MAX {
+                continue;
+            }
+            if let Ok(b) = std::net::TcpListener::bind(("127.0.0.1", port + 1)) {
+                // The kernel completes connections into the backlog: the
+                // TCTI connects, writes its command and waits forever.
+                return SilentTpm {
+                    port,
+                    _listeners: [a, b],
+                };
+            }
+        }
+        panic!("no free loopback port pair");
+    }
+}
+
+#[test]
+fn tpm_agent_runs_as_root_alone_and_its_death_fails_the_dump_naming_the_step() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "tpm-agent-hang");
+    let t = TpmSetup::new(&env, &dir);
+    t.keygen(&env, &dir);
+    let silent = SilentTpm::start();
+    // The record is the real swtpm's; the TCTI now points at a TPM that
+    // never answers, so the agent waits while we look at it.
+    let path = t.sysconfdir.join("ckpt.toml");
+    fs::write(
+        &path,
+        format!(
+            "[signing]\nkey = \"tpm\"\n[tpm]\ntcti = \"swtpm:host=127.0.0.1,port={}\"\n",
+            silent.port
+        ),
+    )
+    .unwrap();
+    let agent = agent_path(&env);
+    let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
+    let pid = c.proc.pid.to_string();
+    let image = dir.work.join("c.ckpt");
+    let run = std::thread::scope(|s| {
+        let dump = s.spawn(|| env.sign(&dir, &["dump", "--pid", &pid, "-o", path_str(&image)]));
+        let mut found = None;
+        ckpt_tests::wait_until(
+            std::time::Duration::from_secs(20),
+            "the TPM agent to start",
+            || {
+                found = ckpt_tests::procfs::pids().into_iter().find(|&p| {
+                    ckpt_tests::procfs::cmdline(p)
+                        .is_some_and(|c| c.first().map(String::as_str) == Some(path_str(&agent)))
+                });
+                found.is_some()
+            },
+        );
+        let apid = found.expect("found above");
+        // Look first, assert after the agent is gone (a failed assertion
+        // here would leave the dump waiting on a silent TPM).
+        let status = ckpt_tests::procfs::status(apid).unwrap_or_default();
+        // Wait until it is blocked on the silent TPM (at its very start
+        // the runtime briefly has /proc/self/maps open), then look.
+        let snapshot = || {
+            let fds: Vec<(String, PathBuf)> = TestDir::list(Path::new(&format!("/proc/{apid}/fd")))
+                .into_iter()
+                .map(|n| {
+                    let l = fs::read_link(format!("/proc/{apid}/fd/{n}")).unwrap_or_default();
+                    (n, l)
+                })
+                .collect();
+            // Inodes of the agent's TCP sockets (its own connections to the TPM).
+            let tcp: Vec<String> = ["tcp", "tcp6"]
+                .iter()
+                .flat_map(|f| {
+                    fs::read_to_string(format!("/proc/{apid}/net/{f}"))
+                        .unwrap_or_default()
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_whitespace().nth(9).map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            (fds, tcp)
+        };
+        let connected = |(fds, tcp): &(Vec<(String, PathBuf)>, Vec<String>)| {
+            fds.iter().any(|(_, l)| {
+                let l = l.to_string_lossy();
+                tcp.iter().any(|i| l == format!("socket:[{i}]"))
+            })
+        };
+        ckpt_tests::wait_until(
+            std::time::Duration::from_secs(20),
+            "the TPM agent to connect to the silent TPM",
+            || connected(&snapshot()),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (fds, tcp) = snapshot();
+        let environ = fs::read(format!("/proc/{apid}/environ")).unwrap_or_default();
+        // Fields after the command: state ppid pgrp session tty_nr ...
+        let stat = fs::read_to_string(format!("/proc/{apid}/stat")).unwrap_or_default();
+        let fields: Vec<String> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut kill = env.command(Who::User(&env.user), Path::new("/bin/kill"));
+        kill.args(["-s", "KILL", &apid.to_string()]);
+        let k = dir.run(kill);
+        let survived = ckpt_tests::procfs::stat(apid).is_some_and(|s| s.state != 'Z');
+        // Root kills it: the dump fails at once, naming the step.
+        ckpt_tests::signal(apid, nix::sys::signal::Signal::SIGKILL);
+        let run = dump.join().expect("the dump thread");
+        for (k, want) in [("Uid", "0\t0\t0\t0"), ("Gid", "0\t0\t0\t0"), ("Groups", "")] {
+            assert_eq!(
+                status.get(k).map(String::as_str),
+                Some(want),
+                "{k} of the agent"
+            );
+        }
+        // fds 0 and 1: one socket (to ckpt-sign); 2: /dev/null; any other:
+        // a TCP connection the agent made to the TPM itself. Nothing of
+        // ckpt-sign's (image, keys, directories) was inherited.
+        let link = |n: &str| fds.iter().find(|(f, _)| f == n).map(|(_, l)| l.clone());
+        assert!(
+            link("0").is_some_and(|l| l.to_string_lossy().starts_with("socket:"))
+                && link("0") == link("1"),
+            "{fds:?}"
+        );
+        assert_eq!(
+            link("2").as_deref(),
+            Some(Path::new("/dev/null")),
+            "{fds:?}"
+        );
+        for (n, l) in fds
+            .iter()
+            .filter(|(n, _)| !["0", "1", "2"].contains(&n.as_str()))
+        {
+            let inode = l
+                .to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_owned);
+            assert!(
+                inode.is_some_and(|i| tcp.contains(&i)),
+                "fd {n} of the agent is {} (only its own TPM connections may be open)",
+                l.display()
+            );
+        }
+        assert_eq!(
+            environ, b"TSS2_LOG=all+none\0",
+            "the agent's whole environment"
+        );
+        assert_eq!(
+            fields.get(3).map(String::as_str),
+            Some(apid.to_string().as_str()),
+            "the agent leads a session of its own: {stat}"
+        );
+        assert_eq!(
+            fields.get(4).map(String::as_str),
+            Some("0"),
+            "no controlling terminal: {stat}"
+        );
+        assert_ne!(k.code, Some(0), "the caller's kill must fail\n{k}");
+        assert!(survived, "the agent survived the caller's SIGKILL");
+        run
+    });
+    run.assert_code(exit::DUMP_FAILED, "dump whose TPM agent was killed");
+    assert!(
+        run.stderr.contains("the TPM agent ended during") && run.stderr.contains("SIGKILL"),
+        "the error names the agent's end and the step\n{run}"
+    );
+    c.proc
+        .assert_untouched("a dump that fails on the TPM leaves the target running");
+    assert!(!image.exists(), "no image");
+    drop(t);
+}

@@ -1,9 +1,16 @@
 //! ckpt-tpm: the host's TPM-resident keys, and the host signing
 //! configuration (`<sysconfdir>/ckpt.toml`).
 //!
-//! Only `ckpt-sign` links this crate (and so libtss2): verification never
-//! needs a TPM (`ckpt-keys` checks ECDSA signatures and quotes in pure
-//! software), so `ckpt-verify` does not link libtss2 at all.
+//! Only the TPM agent `ckpt-tpm-agent` links libtss2 (through [`Tpm`], the
+//! `device` feature, and [`serve`]). `ckpt-sign` uses the TPM through
+//! [`remote`], which sends each operation to an agent it starts as root
+//! only when a TPM is needed, so the setuid helper neither links nor loads
+//! libtss2 or libcrypto. Verification never needs a TPM (`ckpt-keys`
+//! checks ECDSA signatures and quotes in pure software), so `ckpt-verify`
+//! does not link libtss2 at all.
+//!
+//! * [`remote`] and [`wire`]: the agent's client and its protocol (typed
+//!   CBOR requests, length-prefixed, with size caps on both sides).
 //!
 //! * [`config`]: `[signing]` (file or TPM key, optional fallback to the file
 //!   key) and `[tpm]` (TCTI, PCR selection, persistent handles). The TCTI
@@ -31,10 +38,9 @@
 //! with a message saying the build has no TPM support (`absent.rs`).
 //!
 //! Environment: libtss2 reads `TSS2_LOG`, `TSS2_LOGFILE` and others with
-//! `getenv`. A setuid caller controls the environment, so [`Tpm::connect`]
-//! refuses to run unless the environment holds no `TSS2_*` variable other
-//! than `TSS2_LOG=all+none` (set by `ckpt-sign` after clearing the
-//! environment at start-up).
+//! `getenv`. [`Tpm::connect`] refuses to run unless the environment holds
+//! no `TSS2_*` variable other than `TSS2_LOG=all+none`: `ckpt-sign` starts
+//! the agent with exactly that environment, whatever its caller's was.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -43,7 +49,11 @@ pub mod config;
 mod device;
 #[cfg(feature = "device")]
 mod device;
+pub mod remote;
+#[cfg(feature = "device")]
+pub mod serve;
 pub mod store;
+pub mod wire;
 
 pub use device::{LoadedKey, ProvisionOutcome, Tpm, TpmError, TpmQuote};
 
