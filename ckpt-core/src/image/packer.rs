@@ -28,7 +28,7 @@ pub(super) const MAX_PIECES: usize = 16;
 
 /// Bytes at the start of a piece compressed first, to tell whether the
 /// rest is worth compressing.
-const PROBE_LEN: usize = 8 << 10;
+const PROBE_LEN: usize = 4 << 10;
 
 /// Whether `input`, of at least four times [`PROBE_LEN`], does not look
 /// worth compressing: its first [`PROBE_LEN`] bytes (compressed into
@@ -68,7 +68,7 @@ pub(super) struct Packed {
 struct Piece {
     off: usize,
     len: usize,
-    /// `packed[start..start + len]`: its compressed bytes.
+    /// `(start, n)`: its compressed bytes are `packed[start..start + n]`.
     packed: Option<(usize, usize)>,
 }
 
@@ -76,8 +76,12 @@ impl Packed {
     /// The parts of the chunk to store, in order: each one's offset in
     /// the chunk, its length, and the bytes to store for it (compressed
     /// when that makes them fewer; then the length of those bytes too).
-    pub(super) fn pieces(&self) -> impl Iterator<Item = (u64, u64, &[u8], Option<usize>)> + '_ {
-        self.pieces.iter().filter_map(|p| {
+    /// `None` for a piece outside the buffers (never: they are made
+    /// together), which the caller must treat as an error.
+    pub(super) fn pieces(
+        &self,
+    ) -> impl Iterator<Item = Option<(u64, u64, &[u8], Option<usize>)>> + '_ {
+        self.pieces.iter().map(|p| {
             let (bytes, stored) = match p.packed {
                 Some((start, n)) => (self.packed.get(start..start + n)?, Some(n)),
                 None => (self.raw.get(p.off..p.off + p.len)?, None),
@@ -266,5 +270,84 @@ impl Drop for Packer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn packed(raw: Vec<u8>, drop_zeros: bool) -> Packed {
+        let mut p = Packed {
+            seq: 0,
+            raw,
+            packed: Vec::new(),
+            drop_zeros,
+            pieces: Vec::new(),
+            runs: Vec::new(),
+        };
+        p.pack(Compression::Lz4);
+        p
+    }
+
+    /// (offset, length, compressed) of each piece.
+    fn shape(p: &Packed) -> Vec<(u64, u64, bool)> {
+        p.pieces()
+            .map(|x| x.expect("in its buffers"))
+            .map(|(off, len, _, stored)| (off, len, stored.is_some()))
+            .collect()
+    }
+
+    fn noise(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_data_is_stored_as_it_is_and_text_compressed() {
+        let len = 64 * zeros::PAGE;
+        let p = packed(noise(len, 7), false);
+        assert_eq!(shape(&p), vec![(0, len as u64, false)]);
+        assert_eq!(p.pieces().next().flatten().map(|x| x.2), Some(&p.raw[..]));
+        let text: Vec<u8> = b"the kernel restores a signed image of the process "
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect();
+        let p = packed(text.clone(), false);
+        assert_eq!(shape(&p), vec![(0, len as u64, true)]);
+        let (_, _, bytes, _) = p.pieces().next().flatten().expect("one piece");
+        let mut back = vec![0u8; len];
+        super::super::compress::decompress(Compression::Lz4, bytes, &mut back).expect("decodes");
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn zero_pages_are_dropped_only_when_asked() {
+        let page = zeros::PAGE;
+        // Data in pages 2-3 and 40-63 of 64; zeros elsewhere.
+        let mut raw = vec![0u8; 64 * page];
+        raw[2 * page..4 * page].copy_from_slice(&noise(2 * page, 3));
+        raw[40 * page..].fill(b'x');
+        let p = packed(raw.clone(), true);
+        assert_eq!(
+            shape(&p),
+            vec![
+                (2 * page as u64, 2 * page as u64, false),
+                (40 * page as u64, 24 * page as u64, true)
+            ]
+        );
+        let p = packed(raw, false);
+        assert_eq!(shape(&p), vec![(0, 64 * page as u64, true)]);
+        // All zeros: nothing to store.
+        assert!(shape(&packed(vec![0u8; 64 * page], true)).is_empty());
     }
 }

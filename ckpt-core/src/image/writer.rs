@@ -390,7 +390,7 @@ impl ImageWriter {
         len: u64,
         fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let aligned = addr % super::zeros::PAGE as u64 == 0;
+        let aligned = addr.is_multiple_of(super::zeros::PAGE as u64);
         self.write_with(space, addr, len, aligned, fill)
     }
 
@@ -514,7 +514,13 @@ impl ImageWriter {
         let Some((space, addr, len)) = self.pending.pop_front() else {
             return Err(ImageError::InvalidInput("a compressed chunk nobody gave"));
         };
-        for (off, piece_len, bytes, stored) in taken.pieces() {
+        for piece in taken.pieces() {
+            let Some((off, piece_len, bytes, stored)) = piece else {
+                self.abandon();
+                return Err(ImageError::InvalidInput(
+                    "a compressed chunk's piece is out of its buffer",
+                ));
+            };
             let stored = stored
                 .and_then(|n| u32::try_from(n).ok())
                 .and_then(std::num::NonZeroU32::new);
