@@ -402,7 +402,12 @@ fn a_byte_flipped_in_a_compressed_image_is_refused() {
     let dir = TestDir::new(&env, "tamper-compressed");
     let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
     let (signed, unsigned) = (dir.work.join("s.ckpt"), dir.work.join("u.ckpt"));
-    env.dump_ok(&dir, c.proc.pid, &signed, &["--leave-running", "--compress"]);
+    env.dump_ok(
+        &dir,
+        c.proc.pid,
+        &signed,
+        &["--leave-running", "--compress"],
+    );
     env.dump_ok(&dir, c.proc.pid, &unsigned, &["--compress", "--unsigned"]);
     c.proc.wait_gone("the last dump kills the target");
     let imgs = Images {
