@@ -261,3 +261,28 @@ fn a_write_only_unlinked_file_the_caller_cannot_read_is_refused() {
     assert!(!image.exists(), "no image after a refusal");
     orig.assert_untouched("a refused dump");
 }
+
+/// `dump --compress`: the memfds' and unlinked files' contents go in
+/// compressed, with their zero pages left out (restore creates each file
+/// at its size, so those read as zeros), and the restored process finds
+/// every byte as it was.
+#[test]
+fn memfds_and_unlinked_files_survive_a_compressed_image() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "memfd-compress");
+    let (mut orig, wdir) = start(&env, &dir);
+    let image = dir.work.join("mfd.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &["--compress"]);
+    orig.wait_gone("dump kills the target");
+    let run = env.verify(&dir, &["inspect", path_str(&image), "--json"]);
+    run.assert_code(exit::OK, "inspect --json");
+    let json: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(json["compression"], "lz4", "{json}");
+
+    let (_run, mut restored) = env.restore_ok(&dir, &image, None);
+    let result = ask(&mut restored, &wdir, &dir.work.join("memfd.log"));
+    assert_eq!(
+        result, "OK\n",
+        "memfd restored from a compressed image reported: {result}"
+    );
+}

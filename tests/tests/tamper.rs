@@ -392,3 +392,46 @@ fn an_image_the_caller_cannot_read_is_refused() {
     );
     assert!(processes_mentioning(path_str(&dir.root)).is_empty());
 }
+
+/// A compressed image (`dump --compress`: LZ4 chunks, zero pages of
+/// anonymous memory left out), signed or not: a byte flipped in its chunk
+/// data is refused by verify and restore, and nothing runs.
+#[test]
+fn a_byte_flipped_in_a_compressed_image_is_refused() {
+    let env = Env::require();
+    let dir = TestDir::new(&env, "tamper-compressed");
+    let mut c = Counter::start(&env, &dir, Who::User(&env.user), &dir.work, "c");
+    let (signed, unsigned) = (dir.work.join("s.ckpt"), dir.work.join("u.ckpt"));
+    env.dump_ok(
+        &dir,
+        c.proc.pid,
+        &signed,
+        &["--leave-running", "--compress"],
+    );
+    env.dump_ok(&dir, c.proc.pid, &unsigned, &["--compress", "--unsigned"]);
+    c.proc.wait_gone("the last dump kills the target");
+    let imgs = Images {
+        a: fs::read(&signed).unwrap(),
+        u: fs::read(&unsigned).unwrap(),
+        b: Vec::new(),
+        count_file: c.file.clone(),
+    };
+    let mut problems = Vec::new();
+    let mut total = 0;
+    for (what, bytes) in [("signed", &imgs.a), ("unsigned", &imgs.u)] {
+        let l = layout(bytes, what);
+        for off in probe_offsets(&l.data) {
+            total += 1;
+            let name = format!("compressed-{what}-flip-data-{off}.ckpt");
+            problems.extend(expect_refused(
+                &env,
+                &dir,
+                &imgs,
+                &name,
+                &flipped(bytes, off),
+                exit::TAMPERED,
+            ));
+        }
+    }
+    assert_no_problems(problems, total);
+}

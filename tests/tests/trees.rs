@@ -265,6 +265,32 @@ fn a_tree_checks_itself_after_restore() {
     assert_eq!(result, "OK\n", "the tree after restore reported: {result}");
 }
 
+/// `dump --tree --compress`: the shared anonymous memory the tree's
+/// processes map (a space of its own, its zero pages left out) and every
+/// process's memory come back, and the tree checks itself as after a
+/// plain dump.
+#[test]
+fn a_tree_checks_itself_after_restore_from_a_compressed_image() {
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "tree-compress");
+    let (mut orig, wdir) = start_tree(&env, &dir, "tc", &[]);
+    let image = dir.work.join("tc.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &["--tree", "--compress"]);
+    orig.wait_gone("dump kills the root");
+    wait_until(WAIT, "the dump has killed every member of the tree", || {
+        processes_mentioning(path_str(&wdir)).is_empty()
+    });
+    let pidfile = dir.work.join("tc.pid");
+    let (_run, mut restored) = env.restore_ok(&dir, &image, Some(&pidfile));
+    let _kill = TreeGuard::new(restored.pid);
+    let result = ask(&dir, &mut restored, &wdir, "tc");
+    assert_eq!(
+        result, "OK\n",
+        "the tree restored from a compressed image reported: {result}"
+    );
+}
+
 /// With a `same-pid` grant every pid of the tree comes back (zombie and
 /// stopped child included), and the workload checks that each member has
 /// its old pid.

@@ -13,8 +13,11 @@
  *   memory   anonymous rw pages with a pattern, a large sparse anonymous
  *            region (touched pages patterned, untouched pages zero), a
  *            read-only region, a PROT_NONE guard page between two rw pages,
- *            a private file mapping with a copy-on-write change (file on disk
- *            unchanged), a MAP_SHARED file mapping (writes reach the file),
+ *            a private file mapping with a copy-on-write change and a page
+ *            written with zeros (file on disk unchanged), a MAP_SHARED file
+ *            mapping (writes reach the file), private and shared anonymous
+ *            regions with pages written with zeros (short and long runs of
+ *            them, between and after pages of data),
  *            heap data (brk and mmap-sized malloc), stack data, the kernel's
  *            brk value; protections and paths via /proc/self/maps
  *   fds      a regular file read at an offset, an O_APPEND file, a dup of the
@@ -105,6 +108,18 @@ static int check_fill(const unsigned char *p, size_t n, unsigned seed, const cha
 	return check_fill_at(p, n, seed, 0, what);
 }
 
+/* Checks that p[0..n) is all zeros. */
+static int check_zero(const unsigned char *p, size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != 0) {
+			fail("%s: byte %zu is 0x%02x, expected 0", what, i, p[i]);
+			return 0;
+		}
+	}
+	return 1;
+}
+
 /* ---- state that set-up records and the check compares against ---------- */
 
 static char dir[PATH_MAX];
@@ -120,6 +135,10 @@ static unsigned char *sparse;          /* 4 MiB, every 16th page pattern 2 */
 static unsigned char *ro;              /* 2 pages, pattern 3, PROT_READ */
 static unsigned char *guarded;         /* 3 pages: rw, PROT_NONE, rw */
 static unsigned char *priv_map;        /* 4 pages MAP_PRIVATE of private.dat */
+static unsigned char *zeroed;          /* ZEROED_PAGES, pattern 8 or written zeros */
+#define ZEROED_PAGES 96
+static unsigned char *shzeroed;        /* 16 pages MAP_SHARED anonymous, pattern 9 or zeros */
+#define SHZEROED_PAGES 16
 static unsigned char *shared_map;      /* 2 pages MAP_SHARED of shared.dat */
 static unsigned char *heap_small;      /* 100000 bytes, pattern 6 */
 static unsigned char *heap_big;        /* 1 MiB (mmap'd by malloc), pattern 7 */
@@ -423,6 +442,19 @@ static void setup_fds(void)
 		die("open /dev/null");
 }
 
+/* Pages of `zeroed` written with zeros: 3 of every 8 (short runs
+ * between pages of data), and pages 40-71 (a long run). */
+static int zeroed_page(size_t i)
+{
+	return i % 8 < 3 || (i >= 40 && i < 72);
+}
+
+/* Pages of `shzeroed` written with zeros: page 1, and pages 4 to the end. */
+static int shzeroed_page(size_t i)
+{
+	return i == 1 || i >= 4;
+}
+
 static void setup_memory(void)
 {
 	anon_rw = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -458,8 +490,25 @@ static void setup_memory(void)
 	if (priv_map == MAP_FAILED)
 		die("mmap private");
 	close(fd);
-	/* Copy-on-write change to page 1 only. */
+	/* Copy-on-write change to page 1, and page 3 written with zeros (its
+	 * copy must be saved: the file under it is not zero). */
 	fill(priv_map + PAGE, PAGE, 21);
+	memset(priv_map + 3 * PAGE, 0, PAGE);
+
+	zeroed = mmap(NULL, ZEROED_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (zeroed == MAP_FAILED)
+		die("mmap zeroed");
+	fill(zeroed, ZEROED_PAGES * PAGE, 8);
+	for (size_t i = 0; i < ZEROED_PAGES; i++)
+		if (zeroed_page(i))
+			memset(zeroed + i * PAGE, 0, PAGE);
+	shzeroed = mmap(NULL, SHZEROED_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shzeroed == MAP_FAILED)
+		die("mmap shzeroed");
+	fill(shzeroed, SHZEROED_PAGES * PAGE, 9);
+	for (size_t i = 0; i < SHZEROED_PAGES; i++)
+		if (shzeroed_page(i))
+			memset(shzeroed + i * PAGE, 0, PAGE);
 
 	fd = open(shared_path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -543,7 +592,22 @@ static void check_memory(const unsigned char *stack_data, size_t stack_len)
 
 	check_fill(priv_map, PAGE, 12, "private file mapping page 0");
 	check_fill(priv_map + PAGE, PAGE, 21, "private file mapping page 1 (copy-on-write change)");
-	check_fill_at(priv_map + 2 * PAGE, 2 * PAGE, 12, 2 * PAGE, "private file mapping pages 2-3");
+	check_fill_at(priv_map + 2 * PAGE, PAGE, 12, 2 * PAGE, "private file mapping page 2");
+	check_zero(priv_map + 3 * PAGE, PAGE, "private file mapping page 3 (written with zeros)");
+	for (size_t i = 0; i < ZEROED_PAGES; i++) {
+		int ok = zeroed_page(i)
+			? check_zero(zeroed + i * PAGE, PAGE, "anonymous page written with zeros")
+			: check_fill_at(zeroed + i * PAGE, PAGE, 8, i * PAGE, "anonymous page between zero pages");
+		if (!ok)
+			break;
+	}
+	for (size_t i = 0; i < SHZEROED_PAGES; i++) {
+		int ok = shzeroed_page(i)
+			? check_zero(shzeroed + i * PAGE, PAGE, "shared anonymous page written with zeros")
+			: check_fill_at(shzeroed + i * PAGE, PAGE, 9, i * PAGE, "shared anonymous page between zero pages");
+		if (!ok)
+			break;
+	}
 	check_map(priv_map, "rw-p", "/private.dat", "private file mapping");
 	{
 		/* The file itself must not carry the private change. */

@@ -300,6 +300,11 @@ impl Frozen {
                 },
             )?;
             let readable = vma.prot & (libc::PROT_READ as u32) != 0;
+            // Anonymous memory is mapped fresh at restore, and reads as
+            // zeros where the image holds nothing: its zero pages need not
+            // be stored. A private file mapping's must (without them the
+            // file's content would show through).
+            let zero_sparse = matches!(vma.kind, VmaKind::Anonymous | VmaKind::SharedAnonymous);
             for &(start, end) in &ranges {
                 let mut addr = start.max(vma.start);
                 let end = end.min(vma.end);
@@ -309,7 +314,7 @@ impl Frozen {
                     // Read straight into the writer's buffers, piece by
                     // piece.
                     let chunk = addr;
-                    writer.write_chunk_with(space, chunk, len, |off, piece| {
+                    let fill = |off: u64, piece: &mut [u8]| {
                         let addr = chunk + off;
                         let n = piece.len();
                         if readable {
@@ -330,7 +335,12 @@ impl Frozen {
                             })?;
                         }
                         Ok(())
-                    })?;
+                    };
+                    if zero_sparse {
+                        writer.write_zero_sparse_chunk_with(space, chunk, len, fill)?;
+                    } else {
+                        writer.write_chunk_with(space, chunk, len, fill)?;
+                    }
                     addr += len;
                 }
             }

@@ -9,23 +9,23 @@
 use super::error::ImageError;
 use super::manifest::Compression;
 
-/// Compresses `input` into the start of `out`, which it grows to the
-/// codec's bound for `input` (and never shrinks: a buffer reused for
-/// chunks of one length is zeroed once, not for every chunk). Returns the
-/// compressed length when it is smaller than `input`, else `None` (`out`
-/// is then meaningless, and the chunk is stored as it is).
-pub(crate) fn compress(alg: Compression, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+/// The most bytes [`compress`] may write for `len` bytes of input.
+pub(crate) fn bound(alg: Compression, len: usize) -> usize {
     match alg {
-        Compression::Lz4 => {
-            let bound = lz4_flex::block::get_maximum_output_size(input.len());
-            if out.len() < bound {
-                out.resize(bound, 0);
-            }
-            match lz4_flex::block::compress_into(input, out) {
-                Ok(n) if n < input.len() => Some(n),
-                _ => None,
-            }
-        }
+        Compression::Lz4 => lz4_flex::block::get_maximum_output_size(len),
+    }
+}
+
+/// Compresses `input` into the start of `out`, which must hold
+/// [`bound`] bytes for it. Returns the compressed length when it is
+/// smaller than `input`, else `None` (`out` is then meaningless, and the
+/// bytes are stored as they are).
+pub(crate) fn compress(alg: Compression, input: &[u8], out: &mut [u8]) -> Option<usize> {
+    match alg {
+        Compression::Lz4 => match lz4_flex::block::compress_into(input, out) {
+            Ok(n) if n < input.len() => Some(n),
+            _ => None,
+        },
     }
 }
 

@@ -142,6 +142,7 @@ mod sign;
 pub mod v1;
 pub mod validate;
 mod writer;
+mod zeros;
 
 #[cfg(test)]
 mod tests;

@@ -12,32 +12,116 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::compress::compress;
+use super::compress::{bound, compress};
 use super::error::ImageError;
 use super::manifest::Compression;
+use super::zeros;
 
 /// Most compression threads, whatever the number of CPUs.
 const MAX_PACKERS: usize = 4;
+
+/// Most pieces a chunk given with its zero pages to drop becomes (each is
+/// a chunk of the image): more runs of data are joined across their
+/// shortest stretches of zeros. Bounds the chunk count to this many times
+/// what it would be without dropping.
+pub(super) const MAX_PIECES: usize = 16;
+
+/// Bytes at the start of a piece compressed first, to tell whether the
+/// rest is worth compressing.
+const PROBE_LEN: usize = 4 << 10;
+
+/// Whether `input`, of at least four times [`PROBE_LEN`], does not look
+/// worth compressing: its first [`PROBE_LEN`] bytes (compressed into
+/// `out`) do not shrink by a sixteenth. Random or already compressed data
+/// then costs the codec a probe, not a whole chunk; a wrong guess only
+/// stores a chunk as it is.
+fn looks_incompressible(alg: Compression, input: &[u8], out: &mut [u8]) -> bool {
+    let Some(probe) = input
+        .get(..PROBE_LEN)
+        .filter(|_| input.len() >= 4 * PROBE_LEN)
+    else {
+        return false;
+    };
+    match compress(alg, probe, out) {
+        Some(n) => n > PROBE_LEN - PROBE_LEN / 16,
+        None => true,
+    }
+}
 
 /// A chunk on its way through a compression thread.
 pub(super) struct Packed {
     seq: u64,
     raw: Vec<u8>,
     packed: Vec<u8>,
-    /// Bytes of `packed` that hold the compressed chunk, when fewer than
-    /// the chunk's.
-    packed_len: Option<usize>,
+    /// Drop the pages of `raw` that hold only zeros.
+    drop_zeros: bool,
+    /// The parts of `raw` to store, in order: offset and length in `raw`,
+    /// and where in `packed` its compressed bytes are (when fewer than
+    /// its own). The whole chunk, unless zero pages were dropped.
+    pieces: Vec<Piece>,
+    /// Scratch for the runs of data.
+    runs: Vec<(usize, usize)>,
+}
+
+/// A part of a chunk to store.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    off: usize,
+    len: usize,
+    /// `(start, n)`: its compressed bytes are `packed[start..start + n]`.
+    packed: Option<(usize, usize)>,
 }
 
 impl Packed {
-    /// The compressed bytes, when they are fewer than the chunk's.
-    pub(super) fn compressed(&self) -> Option<&[u8]> {
-        self.packed_len.and_then(|n| self.packed.get(..n))
+    /// The parts of the chunk to store, in order: each one's offset in
+    /// the chunk, its length, and the bytes to store for it (compressed
+    /// when that makes them fewer; then the length of those bytes too).
+    /// `None` for a piece outside the buffers (never: they are made
+    /// together), which the caller must treat as an error.
+    pub(super) fn pieces(
+        &self,
+    ) -> impl Iterator<Item = Option<(u64, u64, &[u8], Option<usize>)>> + '_ {
+        self.pieces.iter().map(|p| {
+            let (bytes, stored) = match p.packed {
+                Some((start, n)) => (self.packed.get(start..start + n)?, Some(n)),
+                None => (self.raw.get(p.off..p.off + p.len)?, None),
+            };
+            Some((p.off as u64, p.len as u64, bytes, stored))
+        })
     }
 
-    /// The chunk as it was read.
-    pub(super) fn raw(&self) -> &[u8] {
-        &self.raw
+    /// Compresses the chunk (its runs of data, when dropping zero pages).
+    fn pack(&mut self, alg: Compression) {
+        self.pieces.clear();
+        if self.drop_zeros {
+            zeros::nonzero_runs(&self.raw, zeros::MIN_GAP, MAX_PIECES, &mut self.runs);
+        } else {
+            self.runs.clear();
+            self.runs.push((0, self.raw.len()));
+        }
+        let room: usize = self.runs.iter().map(|&(_, len)| bound(alg, len)).sum();
+        if self.packed.len() < room {
+            // Grown once to what the largest chunk needs, never shrunk: no
+            // clearing for every chunk.
+            self.packed.resize(room, 0);
+        }
+        let mut at = 0;
+        for &(off, len) in &self.runs {
+            let input = self.raw.get(off..off + len).unwrap_or_default();
+            let out = self
+                .packed
+                .get_mut(at..at + bound(alg, len))
+                .unwrap_or_default();
+            let packed = if looks_incompressible(alg, input, out) {
+                None
+            } else {
+                compress(alg, input, out).map(|n| (at, n))
+            };
+            if let Some((_, n)) = packed {
+                at += n;
+            }
+            self.pieces.push(Piece { off, len, packed });
+        }
     }
 }
 
@@ -48,7 +132,7 @@ pub(super) struct Packer {
     done: Receiver<Packed>,
     threads: Vec<JoinHandle<()>>,
     /// Buffers of chunks taken back, for the next ones.
-    free: Vec<(Vec<u8>, Vec<u8>)>,
+    free: Vec<Packed>,
     /// Chunks that came back before an older one.
     early: Vec<Packed>,
     /// Chunks given, and taken back.
@@ -97,7 +181,7 @@ impl Packer {
                         Err(_) => return,
                     };
                     let Ok(mut job) = next else { return };
-                    job.packed_len = compress(alg, &job.raw, &mut job.packed);
+                    job.pack(alg);
                     if tx.send(job).is_err() {
                         return;
                     }
@@ -118,26 +202,34 @@ impl Packer {
     }
 
     /// Gives a chunk of `len` bytes, which `fill` writes into a buffer, to
-    /// a compression thread. An error from `fill` is returned (nothing is
+    /// a compression thread; with `drop_zeros`, its pages that hold only
+    /// zeros are not stored. An error from `fill` is returned (nothing is
     /// given).
     pub(super) fn give<E: From<ImageError>>(
         &mut self,
         len: usize,
+        drop_zeros: bool,
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.full() {
             return Err(ImageError::InvalidInput("too many chunks in compression").into());
         }
-        let (mut raw, packed) = self.free.pop().unwrap_or_default();
+        let mut job = self.free.pop().unwrap_or_else(|| Packed {
+            seq: 0,
+            raw: Vec::new(),
+            packed: Vec::new(),
+            drop_zeros: false,
+            pieces: Vec::new(),
+            runs: Vec::new(),
+        });
         // Every byte is written by `fill`: no need to clear it first.
-        raw.resize(len, 0);
-        fill(&mut raw)?;
-        let job = Packed {
-            seq: self.given,
-            raw,
-            packed,
-            packed_len: None,
-        };
+        job.raw.resize(len, 0);
+        if let Err(e) = fill(&mut job.raw) {
+            self.free.push(job);
+            return Err(e);
+        }
+        job.seq = self.given;
+        job.drop_zeros = drop_zeros;
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(job).map_err(|_| stopped())?;
         self.given += 1;
@@ -167,7 +259,7 @@ impl Packer {
 
     /// Keeps a taken chunk's buffers for the next chunks.
     pub(super) fn recycle(&mut self, p: Packed) {
-        self.free.push((p.raw, p.packed));
+        self.free.push(p);
     }
 }
 
@@ -178,5 +270,84 @@ impl Drop for Packer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn packed(raw: Vec<u8>, drop_zeros: bool) -> Packed {
+        let mut p = Packed {
+            seq: 0,
+            raw,
+            packed: Vec::new(),
+            drop_zeros,
+            pieces: Vec::new(),
+            runs: Vec::new(),
+        };
+        p.pack(Compression::Lz4);
+        p
+    }
+
+    /// (offset, length, compressed) of each piece.
+    fn shape(p: &Packed) -> Vec<(u64, u64, bool)> {
+        p.pieces()
+            .map(|x| x.expect("in its buffers"))
+            .map(|(off, len, _, stored)| (off, len, stored.is_some()))
+            .collect()
+    }
+
+    fn noise(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_data_is_stored_as_it_is_and_text_compressed() {
+        let len = 64 * zeros::PAGE;
+        let p = packed(noise(len, 7), false);
+        assert_eq!(shape(&p), vec![(0, len as u64, false)]);
+        assert_eq!(p.pieces().next().flatten().map(|x| x.2), Some(&p.raw[..]));
+        let text: Vec<u8> = b"the kernel restores a signed image of the process "
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect();
+        let p = packed(text.clone(), false);
+        assert_eq!(shape(&p), vec![(0, len as u64, true)]);
+        let (_, _, bytes, _) = p.pieces().next().flatten().expect("one piece");
+        let mut back = vec![0u8; len];
+        super::super::compress::decompress(Compression::Lz4, bytes, &mut back).expect("decodes");
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn zero_pages_are_dropped_only_when_asked() {
+        let page = zeros::PAGE;
+        // Data in pages 2-3 and 40-63 of 64; zeros elsewhere.
+        let mut raw = vec![0u8; 64 * page];
+        raw[2 * page..4 * page].copy_from_slice(&noise(2 * page, 3));
+        raw[40 * page..].fill(b'x');
+        let p = packed(raw.clone(), true);
+        assert_eq!(
+            shape(&p),
+            vec![
+                (2 * page as u64, 2 * page as u64, false),
+                (40 * page as u64, 24 * page as u64, true)
+            ]
+        );
+        let p = packed(raw, false);
+        assert_eq!(shape(&p), vec![(0, 64 * page as u64, true)]);
+        // All zeros: nothing to store.
+        assert!(shape(&packed(vec![0u8; 64 * page], true)).is_empty());
     }
 }

@@ -23,7 +23,7 @@ use super::manifest::{
     encode, ChunkEntry, Compression, DigestAlgorithm, ImageContent, ImageMeta, Manifest,
     SignatureBlock,
 };
-use super::packer::Packer;
+use super::packer::{Packer, MAX_PIECES};
 use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 use crate::progress::Observer;
@@ -274,6 +274,21 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ImageError {
     move |source| ImageError::Io { op, source }
 }
 
+/// A `fill` for the writer that copies from `data`: the piece at each
+/// offset.
+fn copy_from(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> Result<(), ImageError> + '_ {
+    move |off, dst| {
+        let from = usize::try_from(off).unwrap_or(usize::MAX);
+        match data.get(from..).and_then(|d| d.get(..dst.len())) {
+            Some(src) => {
+                dst.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(ImageError::InvalidInput("chunk piece out of range")),
+        }
+    }
+}
+
 impl ImageWriter {
     /// Starts an image in `file`, which must be empty and positioned at its
     /// start (a file the caller just created, under a temporary name).
@@ -328,16 +343,20 @@ impl ImageWriter {
     /// [`MAX_CHUNKS`] chunks in all. Chunks go in order of space, then of
     /// address (the reader refuses anything else).
     pub fn write_chunk(&mut self, space: u32, addr: u64, data: &[u8]) -> Result<(), ImageError> {
-        self.write_chunk_with(space, addr, data.len() as u64, |off, dst| {
-            let from = usize::try_from(off).unwrap_or(usize::MAX);
-            match data.get(from..).and_then(|d| d.get(..dst.len())) {
-                Some(src) => {
-                    dst.copy_from_slice(src);
-                    Ok(())
-                }
-                None => Err(ImageError::InvalidInput("chunk piece out of range")),
-            }
-        })
+        self.write_chunk_with(space, addr, data.len() as u64, copy_from(data))
+    }
+
+    /// Appends a chunk like [`write_chunk`](Self::write_chunk), of memory
+    /// that reads as zeros wherever the image holds nothing for it: its
+    /// zero pages may be left out (see
+    /// [`write_zero_sparse_chunk_with`](Self::write_zero_sparse_chunk_with)).
+    pub fn write_zero_sparse_chunk(
+        &mut self,
+        space: u32,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(), ImageError> {
+        self.write_zero_sparse_chunk_with(space, addr, data.len() as u64, copy_from(data))
     }
 
     /// Appends a chunk of `len` bytes, like [`write_chunk`](Self::write_chunk),
@@ -350,6 +369,37 @@ impl ImageWriter {
         space: u32,
         addr: u64,
         len: u64,
+        fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.write_with(space, addr, len, false, fill)
+    }
+
+    /// Appends a chunk of memory that reads as zeros wherever the image
+    /// holds nothing for it (anonymous memory, which restore maps fresh;
+    /// a saved file, which restore creates at its size), like
+    /// [`write_chunk_with`](Self::write_chunk_with). When compressing, its
+    /// pages (4 KiB, from `addr`, which must be page aligned) that hold
+    /// only zeros are not stored: the chunk becomes one chunk of the image
+    /// per run of the other pages (at most
+    /// [`MAX_PIECES`](super::packer::MAX_PIECES)), and none when it is all
+    /// zeros. Without compression the chunk is stored whole.
+    pub fn write_zero_sparse_chunk_with<E: From<ImageError>>(
+        &mut self,
+        space: u32,
+        addr: u64,
+        len: u64,
+        fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let aligned = addr.is_multiple_of(super::zeros::PAGE as u64);
+        self.write_with(space, addr, len, aligned, fill)
+    }
+
+    fn write_with<E: From<ImageError>>(
+        &mut self,
+        space: u32,
+        addr: u64,
+        len: u64,
+        drop_zeros: bool,
         mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.io.is_none() {
@@ -389,7 +439,12 @@ impl ImageWriter {
                 return Err(ImageError::InvalidInput("the writer failed earlier").into());
             };
             let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
-            if let Err(e) = packer.give(len_usize, |raw| fill(0, raw)) {
+            // Dropping zero pages turns a chunk into up to MAX_PIECES: only
+            // while that cannot bring the count near its cap (past half of
+            // it, each chunk is one again).
+            let in_flight = (self.pending.len() as u64 + 1) * MAX_PIECES as u64;
+            let drop_zeros = drop_zeros && count + in_flight < MAX_CHUNKS / 2;
+            if let Err(e) = packer.give(len_usize, drop_zeros, |raw| fill(0, raw)) {
                 self.abandon();
                 return Err(e);
             }
@@ -459,32 +514,26 @@ impl ImageWriter {
         let Some((space, addr, len)) = self.pending.pop_front() else {
             return Err(ImageError::InvalidInput("a compressed chunk nobody gave"));
         };
-        let stored = taken
-            .compressed()
-            .and_then(|c| u32::try_from(c.len()).ok())
-            .and_then(std::num::NonZeroU32::new);
-        let bytes = match (stored, taken.compressed()) {
-            (Some(_), Some(c)) => c,
-            _ => taken.raw(),
-        };
-        self.append(bytes.len() as u64, |off, dst: &mut [u8]| {
-            let from = usize::try_from(off).unwrap_or(usize::MAX);
-            match bytes.get(from..).and_then(|b| b.get(..dst.len())) {
-                Some(src) => {
-                    dst.copy_from_slice(src);
-                    Ok(())
-                }
-                None => Err(ImageError::InvalidInput("chunk piece out of range")),
-            }
-        })?;
-        self.data_len += bytes.len() as u64;
-        self.chunks.push(ChunkEntry {
-            space,
-            addr,
-            len,
-            digest: Vec::new(),
-            stored,
-        });
+        for piece in taken.pieces() {
+            let Some((off, piece_len, bytes, stored)) = piece else {
+                self.abandon();
+                return Err(ImageError::InvalidInput(
+                    "a compressed chunk's piece is out of its buffer",
+                ));
+            };
+            let stored = stored
+                .and_then(|n| u32::try_from(n).ok())
+                .and_then(std::num::NonZeroU32::new);
+            self.append(bytes.len() as u64, copy_from(bytes))?;
+            self.data_len += bytes.len() as u64;
+            self.chunks.push(ChunkEntry {
+                space,
+                addr: addr + off,
+                len: piece_len,
+                digest: Vec::new(),
+                stored,
+            });
+        }
         if let Some(observe) = &self.progress {
             observe(len);
         }

@@ -310,8 +310,9 @@ impl SavedFiles {
 
     /// Writes the content of every saved file not written yet as chunks of
     /// its space, in space order, after the memory of the task they were
-    /// first captured from. Pieces that are all zero are left out (restore
-    /// creates each file at its size, so holes read as zero).
+    /// first captured from. Pieces that are all zero are left out, and so
+    /// are zero pages when compressing (restore creates each file at its
+    /// size, so holes read as zero).
     pub(in crate::dump) fn write_contents(
         &mut self,
         frozen: &Frozen,
@@ -352,7 +353,7 @@ impl SavedFiles {
                             source,
                         })?;
                     if piece.iter().any(|&b| b != 0) {
-                        writer.write_chunk(space, off, piece)?;
+                        writer.write_zero_sparse_chunk(space, off, piece)?;
                     }
                     off += n as u64;
                 }
