@@ -327,20 +327,7 @@ where
                 op()
             }));
             let sent = match outcome {
-                Ok(Ok(ok)) => {
-                    let msg = encode(STATUS_OK, 0, 0, ok.value);
-                    let iov = [IoSlice::new(&msg)];
-                    if ok.fds.is_empty() {
-                        sendmsg::<()>(sock, &iov, &[], MsgFlags::empty(), None)
-                    } else {
-                        let cmsg = [ControlMessage::ScmRights(&ok.fds)];
-                        sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)
-                    }
-                }
-                Ok(Err(fail)) => {
-                    let msg = encode(STATUS_FAIL, fail.code, fail.errno, fail.value);
-                    sendmsg::<()>(sock, &[IoSlice::new(&msg)], &[], MsgFlags::empty(), None)
-                }
+                Ok(answer) => send_answer(sock, &answer),
                 Err(_) => sys::exit_child(127),
             };
             sys::exit_child(if sent.is_ok() { 0 } else { 126 })
@@ -377,11 +364,64 @@ fn wait_child(child: nix::unistd::Pid) -> Result<String, Errno> {
 #[allow(clippy::type_complexity)]
 pub(crate) fn receive(sock: &OwnedFd) -> Result<Option<Result<Reply, RunError>>, HelperError> {
     let mut buf = [0u8; MSG_LEN];
+    let (bytes, fds, truncated) =
+        recv_with_fds(sock.as_raw_fd(), &mut buf).map_err(HelperError::Receive)?;
+    if bytes == 0 {
+        return Ok(None);
+    }
+    if bytes != MSG_LEN || truncated {
+        return Err(HelperError::BadReply);
+    }
+    let (status, code, errno, value) = decode(&buf);
+    let fail = ChildFail { code, errno, value };
+    Ok(Some(match (status, code) {
+        (STATUS_OK, _) => Ok(Reply { value, fds }),
+        (STATUS_FAIL, CODE_DROP_GROUPS) => Err(drop_error("setgroups", fail)),
+        (STATUS_FAIL, CODE_DROP_GID) => Err(drop_error("setresgid", fail)),
+        (STATUS_FAIL, CODE_DROP_UID) => Err(drop_error("setresuid", fail)),
+        (STATUS_FAIL, CODE_DROP_VERIFY) => Err(drop_error("verification", fail)),
+        (STATUS_FAIL, CODE_REGAINED) => Err(RunError::Helper(HelperError::Regained)),
+        (STATUS_FAIL, _) => Err(RunError::Op(fail)),
+        _ => return Err(HelperError::BadReply),
+    }))
+}
+
+/// Send an operation's answer on `sock`: the status word, and the fds of
+/// a success (still ours to close).
+pub(crate) fn send_answer(
+    sock: RawFd,
+    answer: &Result<ChildOk, ChildFail>,
+) -> Result<usize, Errno> {
+    match answer {
+        Ok(ok) => {
+            let msg = encode(STATUS_OK, 0, 0, ok.value);
+            let iov = [IoSlice::new(&msg)];
+            if ok.fds.is_empty() {
+                sendmsg::<()>(sock, &iov, &[], MsgFlags::empty(), None)
+            } else {
+                let cmsg = [ControlMessage::ScmRights(&ok.fds)];
+                sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)
+            }
+        }
+        Err(fail) => {
+            let msg = encode(STATUS_FAIL, fail.code, fail.errno, fail.value);
+            sendmsg::<()>(sock, &[IoSlice::new(&msg)], &[], MsgFlags::empty(), None)
+        }
+    }
+}
+
+/// One message from `sock` into `buf`, with the fds it carries (at most
+/// [`MAX_FDS`], owned now, close-on-exec): its length, the fds, and
+/// whether it or its fds were cut short. Retries on `EINTR`.
+pub(crate) fn recv_with_fds(
+    sock: RawFd,
+    buf: &mut [u8],
+) -> Result<(usize, Vec<OwnedFd>, bool), Errno> {
     let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let (bytes, fds, truncated) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
         match recvmsg::<()>(
-            sock.as_raw_fd(),
+            sock,
             &mut iov,
             Some(&mut cmsg_space),
             MsgFlags::MSG_CMSG_CLOEXEC,
@@ -405,30 +445,12 @@ pub(crate) fn receive(sock: &OwnedFd) -> Result<Option<Result<Reply, RunError>>,
                 let truncated = msg
                     .flags
                     .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-                break (msg.bytes, fds, truncated);
+                return Ok((msg.bytes, fds, truncated));
             }
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(HelperError::Receive(e)),
+            Err(e) => return Err(e),
         }
-    };
-    if bytes == 0 {
-        return Ok(None);
     }
-    if bytes != MSG_LEN || truncated {
-        return Err(HelperError::BadReply);
-    }
-    let (status, code, errno, value) = decode(&buf);
-    let fail = ChildFail { code, errno, value };
-    Ok(Some(match (status, code) {
-        (STATUS_OK, _) => Ok(Reply { value, fds }),
-        (STATUS_FAIL, CODE_DROP_GROUPS) => Err(drop_error("setgroups", fail)),
-        (STATUS_FAIL, CODE_DROP_GID) => Err(drop_error("setresgid", fail)),
-        (STATUS_FAIL, CODE_DROP_UID) => Err(drop_error("setresuid", fail)),
-        (STATUS_FAIL, CODE_DROP_VERIFY) => Err(drop_error("verification", fail)),
-        (STATUS_FAIL, CODE_REGAINED) => Err(RunError::Helper(HelperError::Regained)),
-        (STATUS_FAIL, _) => Err(RunError::Op(fail)),
-        _ => return Err(HelperError::BadReply),
-    }))
 }
 
 fn drop_error(step: &'static str, fail: ChildFail) -> RunError {

@@ -14,21 +14,20 @@
 //! dumpable, and hold no fd but their socket and the fds of the request
 //! at hand); the caller may kill it, which fails the operation under way.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use nix::unistd::{Gid, Pid};
 
 use super::op::{Op, REQUEST_MAX};
 use super::{
-    child_close_fds, child_drop, encode, receive, ChildFail, HelperError, Reply, RunError,
-    CODE_BAD_REQUEST, MAX_FDS, STATUS_FAIL, STATUS_OK,
+    child_close_fds, child_drop, encode, receive, recv_with_fds, send_answer, ChildFail,
+    HelperError, Reply, RunError, CODE_BAD_REQUEST, STATUS_FAIL, STATUS_OK,
 };
 use crate::caller::Caller;
 use crate::sys;
@@ -193,39 +192,8 @@ pub(crate) fn call(
 fn serve(sock: RawFd) {
     let mut buf = vec![0u8; REQUEST_MAX];
     loop {
-        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
-        let (bytes, fds, truncated) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            match recvmsg::<()>(
-                sock,
-                &mut iov,
-                Some(&mut cmsg_space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => {
-                    let mut fds: Vec<OwnedFd> = Vec::new();
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmRights(raw) = c {
-                                // SAFETY: these fd numbers were installed
-                                // in our table by the recvmsg call that
-                                // returned them just now; nothing else
-                                // owns them, and each is taken once.
-                                fds.extend(
-                                    raw.into_iter()
-                                        .map(|fd| unsafe { sys::own_received_fd(fd) }),
-                                );
-                            }
-                        }
-                    }
-                    let truncated = msg
-                        .flags
-                        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-                    (msg.bytes, fds, truncated)
-                }
-                Err(Errno::EINTR) => continue,
-                Err(_) => return,
-            }
+        let Ok((bytes, fds, truncated)) = recv_with_fds(sock, &mut buf) else {
+            return;
         };
         if bytes == 0 {
             return;
@@ -235,27 +203,13 @@ fn serve(sock: RawFd) {
             Some(op) if !truncated => op.run(&borrowed),
             _ => Err(ChildFail::new(CODE_BAD_REQUEST, Errno::EINVAL)),
         };
-        let sent = match outcome {
-            Ok(ok) => {
-                let msg = encode(STATUS_OK, 0, 0, ok.value);
-                let iov = [IoSlice::new(&msg)];
-                let r = if ok.fds.is_empty() {
-                    sendmsg::<()>(sock, &iov, &[], MsgFlags::empty(), None)
-                } else {
-                    let cmsg = [ControlMessage::ScmRights(&ok.fds)];
-                    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)
-                };
-                // The answer's fds are the helper's now; ours go.
-                for fd in ok.fds {
-                    let _ = nix::unistd::close(fd);
-                }
-                r
+        let sent = send_answer(sock, &outcome);
+        // The answer's fds are the helper's now; ours go.
+        if let Ok(ok) = outcome {
+            for fd in ok.fds {
+                let _ = nix::unistd::close(fd);
             }
-            Err(fail) => {
-                let msg = encode(STATUS_FAIL, fail.code, fail.errno, fail.value);
-                sendmsg::<()>(sock, &[IoSlice::new(&msg)], &[], MsgFlags::empty(), None)
-            }
-        };
+        }
         drop(borrowed);
         drop(fds);
         if sent.is_err() {
