@@ -2,7 +2,8 @@
 //! run through it gives what a forked child gives, with the caller's
 //! credentials; the worker holds exactly those, is not dumpable and is in
 //! a process group of its own; a killed worker fails the operation under
-//! way, and later operations fork their own children again.
+//! way, and later operations fork their own children again; a stopped one
+//! does not hold up its end.
 //!
 //! One test: the worker is global to the process. Runs as root (it drops
 //! to uid/gid 65534, `nobody`); as another user it fails, never passes.
@@ -151,5 +152,29 @@ fn operations_through_the_worker_hold_the_callers_credentials() {
     );
     open_for_read(&nobody, &d.0.join("public")).expect("a forked child again");
     assert!(!children().contains(&w), "the dead worker was reaped");
-    worker::stop();
+
+    // Stopped by the caller (SIGSTOP): ending it does not wait for it, so
+    // the helper can still write its audit record.
+    let before = children();
+    worker::start(&nobody).expect("start a second worker");
+    let w2 = children()
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .expect("the second worker");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w2),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        worker::stop();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("stopping a stopped worker returns");
+    assert!(
+        !children().contains(&w2),
+        "the stopped worker was killed and reaped"
+    );
 }

@@ -110,8 +110,13 @@ pub fn start(caller: &Caller) -> Result<(), HelperError> {
                 Err(e) => Err(e),
             };
             if let Err(e) = ready {
-                drop(parent_sock);
-                let _ = nix::sys::wait::waitpid(pid, None);
+                end(Worker {
+                    sock: parent_sock,
+                    pid,
+                    uid: caller.uid,
+                    gid: caller.gid,
+                    groups: Vec::new(),
+                });
                 return Err(e);
             }
             *slot = Some(Worker {
@@ -126,14 +131,23 @@ pub fn start(caller: &Caller) -> Result<(), HelperError> {
     }
 }
 
-/// Close the worker's socket and reap it (it exits when it reads the end
-/// of its socket). Operations afterwards fork their own children again.
+/// End the worker and reap it. Operations afterwards fork their own
+/// children again.
 pub fn stop() {
     let taken = WORKER.lock().ok().and_then(|mut slot| slot.take());
     if let Some(w) = taken {
-        drop(w.sock);
-        let _ = nix::sys::wait::waitpid(w.pid, None);
+        end(w);
     }
+}
+
+/// Close the worker's socket, kill it and reap it. Killed, not waited
+/// for: the caller may have stopped it (`SIGSTOP`), and the helper must
+/// not hang before its audit record. It is our unreaped child, so the pid
+/// is still its own.
+fn end(w: Worker) {
+    drop(w.sock);
+    let _ = nix::sys::signal::kill(w.pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(w.pid, None);
 }
 
 /// Run `op` in the worker when one runs for `caller`: `Some` of its
@@ -181,8 +195,7 @@ pub(crate) fn call(
     if matches!(result, Err(RunError::Helper(_))) {
         // Never trust a worker that failed once: later operations fork.
         if let Some(w) = slot.take() {
-            drop(w.sock);
-            let _ = nix::sys::wait::waitpid(w.pid, None);
+            end(w);
         }
     }
     Some(result)
