@@ -600,10 +600,16 @@ pub(crate) fn run_op(caller: &Caller, op: Op, fds: &[BorrowedFd<'_>]) -> Result<
     run_as_caller(caller, &keep, || op.run(fds))
 }
 
-/// Open `path` for reading as the caller: `O_RDONLY | O_NOFOLLOW |
-/// O_CLOEXEC | O_NONBLOCK` (so a fifo cannot block us), then `fstat` on the
-/// fd: only a regular file is accepted.
-pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
+/// Open `path` with `flags` as the caller (in the worker or a forked
+/// child) and take the one fd passed back; with `regular_only` the child
+/// refuses anything but a regular file. A symbolic link refused by
+/// `O_NOFOLLOW` is [`OpenError::Symlink`].
+fn open_as_caller(
+    caller: &Caller,
+    path: &Path,
+    flags: OFlag,
+    regular_only: bool,
+) -> Result<OwnedFd, OpenError> {
     let c_path = cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath {
         path: path.to_owned(),
     })?;
@@ -611,12 +617,8 @@ pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
         caller,
         Op::Open {
             path: c_path,
-            flags: OFlag::O_RDONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NOCTTY
-                | OFlag::O_NONBLOCK,
-            regular_only: true,
+            flags,
+            regular_only,
         },
         &[],
     );
@@ -626,7 +628,9 @@ pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
         Err(RunError::Helper(h)) => return Err(h.into()),
         Err(RunError::Op(f)) => {
             return Err(match f.code {
-                OP_OPEN if f.errno() == Errno::ELOOP => OpenError::Symlink { path: path_buf() },
+                OP_OPEN if f.errno() == Errno::ELOOP && flags.contains(OFlag::O_NOFOLLOW) => {
+                    OpenError::Symlink { path: path_buf() }
+                }
                 OP_NOT_REGULAR => OpenError::NotRegular {
                     path: path_buf(),
                     kind: file_kind(u32::try_from(f.value).unwrap_or(0)),
@@ -638,24 +642,41 @@ pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
             })
         }
     };
-    let fd = match (reply.fds.pop(), reply.fds.is_empty()) {
-        (Some(fd), true) => fd,
-        _ => return Err(HelperError::BadReply.into()),
-    };
-    // Check again here, on the fd we actually hold.
+    match (reply.fds.pop(), reply.fds.is_empty()) {
+        (Some(fd), true) => Ok(fd),
+        _ => Err(HelperError::BadReply.into()),
+    }
+}
+
+/// Check again, on the fd we actually hold, that it is a regular file.
+fn require_regular(fd: &OwnedFd, path: &Path) -> Result<(), OpenError> {
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|errno| OpenError::Open {
-        path: path_buf(),
+        path: path.to_owned(),
         errno,
     })?;
     if !is_type(st.st_mode, SFlag::S_IFREG) {
         return Err(OpenError::NotRegular {
-            path: path_buf(),
+            path: path.to_owned(),
             kind: file_kind(st.st_mode),
         });
     }
+    Ok(())
+}
+
+/// Open `path` for reading as the caller: `O_RDONLY | O_NOFOLLOW |
+/// O_CLOEXEC | O_NONBLOCK` (so a fifo cannot block us), then `fstat` on the
+/// fd: only a regular file is accepted.
+pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY
+        | OFlag::O_NONBLOCK;
+    let fd = open_as_caller(caller, path, flags, true)?;
+    require_regular(&fd, path)?;
     nix::fcntl::fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_RDONLY)).map_err(|errno| {
         OpenError::Open {
-            path: path_buf(),
+            path: path.to_owned(),
             errno,
         }
     })?;
@@ -668,32 +689,12 @@ pub fn open_for_read(caller: &Caller, path: &Path) -> Result<File, OpenError> {
 /// to confirm that a path it found with privilege (an inotify watch's) is
 /// one the caller can see, and is the very file.
 pub fn open_path(caller: &Caller, path: &Path) -> Result<OwnedFd, OpenError> {
-    let c_path = cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath {
-        path: path.to_owned(),
-    })?;
-    let reply = run_op(
+    open_as_caller(
         caller,
-        Op::Open {
-            path: c_path,
-            flags: OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            regular_only: false,
-        },
-        &[],
-    );
-    let mut reply = match reply {
-        Ok(r) => r,
-        Err(RunError::Helper(h)) => return Err(h.into()),
-        Err(RunError::Op(f)) => {
-            return Err(OpenError::Open {
-                path: path.to_owned(),
-                errno: f.errno(),
-            })
-        }
-    };
-    match (reply.fds.pop(), reply.fds.is_empty()) {
-        (Some(fd), true) => Ok(fd),
-        _ => Err(HelperError::BadReply.into()),
-    }
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        false,
+    )
 }
 
 /// Open the file that process `pid` holds as fd `fd` again, for reading,
@@ -708,49 +709,11 @@ pub fn open_path(caller: &Caller, path: &Path) -> Result<OwnedFd, OpenError> {
 /// the same path themselves.
 pub fn open_fd_for_read(caller: &Caller, pid: i32, fd: i32) -> Result<File, OpenError> {
     let path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-    let c_path =
-        cstring(path.as_os_str()).ok_or_else(|| OpenError::BadPath { path: path.clone() })?;
     // Following the magic link is the point: it names the file the target
     // holds, whatever its (gone) path was.
-    let reply = run_op(
-        caller,
-        Op::Open {
-            path: c_path,
-            flags: OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
-            regular_only: true,
-        },
-        &[],
-    );
-    let mut reply = match reply {
-        Ok(r) => r,
-        Err(RunError::Helper(h)) => return Err(h.into()),
-        Err(RunError::Op(f)) => {
-            return Err(match f.code {
-                OP_NOT_REGULAR => OpenError::NotRegular {
-                    path,
-                    kind: file_kind(u32::try_from(f.value).unwrap_or(0)),
-                },
-                _ => OpenError::Open {
-                    path,
-                    errno: f.errno(),
-                },
-            })
-        }
-    };
-    let fd = match (reply.fds.pop(), reply.fds.is_empty()) {
-        (Some(fd), true) => fd,
-        _ => return Err(HelperError::BadReply.into()),
-    };
-    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|errno| OpenError::Open {
-        path: path.clone(),
-        errno,
-    })?;
-    if !is_type(st.st_mode, SFlag::S_IFREG) {
-        return Err(OpenError::NotRegular {
-            path,
-            kind: file_kind(st.st_mode),
-        });
-    }
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    let fd = open_as_caller(caller, &path, flags, true)?;
+    require_regular(&fd, &path)?;
     Ok(File::from(fd))
 }
 
