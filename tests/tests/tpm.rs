@@ -426,14 +426,7 @@ fn tpm_unreachable_at_dump_fails_or_falls_back_to_the_file_key() {
     );
     c.proc
         .assert_untouched("a dump that fails on the TPM leaves the target running");
-    assert!(!image.exists(), "no image");
-    assert_eq!(
-        TestDir::list(&dir.work)
-            .iter()
-            .filter(|n| n.contains(".tmp"))
-            .count(),
-        0
-    );
+    assert_no_image_left(&dir, &image);
 
     // fallback = "file": the file key signs, the image says so (its key),
     // and it carries no quote.
@@ -626,14 +619,7 @@ fn tpm_agent_writable_by_group_is_refused_and_nothing_is_dumped() {
     );
     c.proc
         .assert_untouched("a dump refused on the agent leaves the target running");
-    assert!(!image.exists(), "no image");
-    assert_eq!(
-        TestDir::list(&dir.work)
-            .iter()
-            .filter(|n| n.contains(".tmp"))
-            .count(),
-        0
-    );
+    assert_no_image_left(&dir, &image);
 
     let run = env.sign_as(Who::Root, &dir, &["keygen", "--tpm"]);
     run.assert_code(exit::OTHER, "keygen --tpm with a group-writable agent");
@@ -821,6 +807,17 @@ fn tpm_agent_runs_as_root_alone_and_its_death_fails_the_dump_naming_the_step() {
     );
     c.proc
         .assert_untouched("a dump that fails on the TPM leaves the target running");
-    assert!(!image.exists(), "no image");
+    assert_no_image_left(&dir, &image);
     drop(t);
+}
+
+/// A refused or failed dump left neither `image` nor a temporary file in
+/// the test directory.
+fn assert_no_image_left(dir: &TestDir, image: &Path) {
+    assert!(!image.exists(), "no image at {}", image.display());
+    let temps: Vec<String> = TestDir::list(&dir.work)
+        .into_iter()
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
 }
