@@ -64,7 +64,7 @@ BENCH_USER=ckpt-user
 export CRIU_DEBIAN_MIRROR=${BENCH_DEBIAN_MIRROR:-}
 CRIU_SRC=$CACHE/criu-$CRIU_VERSION
 CRIU=$CRIU_SRC/criu/criu
-HARNESS_DEPS=(gcc util-linux passwd procps openssl)
+HARNESS_DEPS=(gcc util-linux passwd procps openssl python3)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -74,7 +74,12 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 [[ $BENCH_THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
 [[ $BENCH_REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer"
 [[ $BENCH_SOURCE == tree || $BENCH_SOURCE == head ]] || die "BENCH_SOURCE must be tree or head"
-[[ $BENCH_DATA == random || $BENCH_DATA == text ]] || die "BENCH_DATA must be random or text"
+[[ $BENCH_DATA == random || $BENCH_DATA == text || $BENCH_DATA == python ]] ||
+	die "BENCH_DATA must be random, text or python"
+if [[ $BENCH_DATA == python ]]; then
+	[[ $BENCH_THREADS == 1 && $BENCH_RESERVE_MIB == 0 ]] ||
+		die "BENCH_DATA=python: one thread, no reservation (BENCH_THREADS, BENCH_RESERVE_MIB)"
+fi
 [[ $BENCH_CACHE == warm || $BENCH_CACHE == cold ]] || die "BENCH_CACHE must be warm or cold"
 [[ $BENCH_RESERVE_MIB =~ ^[0-9]+$ ]] || die "BENCH_RESERVE_MIB must be a number"
 for t in $BENCH_TOOLS; do
@@ -122,12 +127,12 @@ flock -n 9 || die "another benches/run.sh is running"
 
 # ---------------------------------------------------------------- cleanup
 WORKLOAD_PIDS=()
-# Kill only processes we started, and only while they still run bigmem or
-# bigtree (guards against pid reuse): the workload's root and, for a tree,
+# Kill only processes we started, and only while they still run bigmem,
+# bigtree or pyheap.py (guards against pid reuse): the workload's root and, for a tree,
 # every descendant that runs one of them too.
 runs_workload() {
 	[[ -r /proc/$1/cmdline ]] &&
-		tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qE "$CACHE/bin/big(mem|tree) "
+		tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qE "$CACHE/bin/(big(mem|tree)|pyheap\.py) "
 }
 # descendants PID: every descendant of PID, parents before children.
 descendants() {
@@ -289,6 +294,7 @@ build_tools() {
 	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/bigtree" "$REPO/benches/workloads/bigtree.c"
 	gcc -O2 -Wall -Wextra -Werror -o "$CACHE/bin/measure" "$REPO/benches/tools/measure.c"
 	chmod 0755 "$CACHE/bin/bigmem" "$CACHE/bin/bigtree" "$CACHE/bin/measure"
+	install -m 0644 "$REPO/benches/workloads/pyheap.py" "$CACHE/bin/pyheap.py"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -313,7 +319,13 @@ wait_for() {
 # The workload's command line, for a status file.
 workload_cmd() {
 	case $WL_KIND in
-	single) echo "$CACHE/bin/bigmem" "$BENCH_MIB" "$1" "$BENCH_THREADS" "$BENCH_DATA" "$BENCH_RESERVE_MIB" ;;
+	single)
+		if [[ $BENCH_DATA == python ]]; then
+			echo /usr/bin/python3 "$CACHE/bin/pyheap.py" "$BENCH_MIB" "$1"
+		else
+			echo "$CACHE/bin/bigmem" "$BENCH_MIB" "$1" "$BENCH_THREADS" "$BENCH_DATA" "$BENCH_RESERVE_MIB"
+		fi
+		;;
 	procs) echo "$CACHE/bin/bigtree" procs "$WL_NPROCS" "$BENCH_MIB_PER_PROC" "$1" ;;
 	shared) echo "$CACHE/bin/bigtree" shared "$WL_NPROCS" "$BENCH_SHARED_MIB" "$1" ;;
 	esac

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use super::attest;
-use super::digest::{ChunkHasher, WRITE_CHUNK_DIGEST};
+use super::digest::{ChunkHasher, CHUNK_DIGEST_LEN, WRITE_CHUNK_DIGEST};
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use super::manifest::{
@@ -42,6 +42,10 @@ pub const COMPRESSED_CHUNK_LEN: u64 = 256 << 10;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 4;
+/// Number of write buffers when compressing: the compressed bytes come
+/// several times slower than the buffers are hashed and written, and the
+/// chunks in compression hold memory of their own.
+const COMPRESSED_WRITE_BUFFERS: usize = 2;
 
 /// Writes an image: [`new`](ImageWriter::new) starts it with the header,
 /// [`write_chunk`](ImageWriter::write_chunk) and
@@ -65,8 +69,10 @@ pub struct ImageWriter {
     spans: Vec<Span>,
     /// Bytes at the start of `current` that are no chunk's (the header).
     current_skip: usize,
-    /// Buffers allocated so far (at most [`WRITE_BUFFERS`]).
+    /// Buffers allocated so far (at most `max_buffers`).
     allocated: usize,
+    /// [`WRITE_BUFFERS`], or [`COMPRESSED_WRITE_BUFFERS`] when compressing.
+    max_buffers: usize,
     /// Chunk entries; digests are filled in from the hashing thread.
     chunks: Vec<ChunkEntry>,
     /// Bytes of chunk data in the file.
@@ -141,7 +147,7 @@ type Filled = (Block, usize, Vec<Span>);
 struct Pipeline {
     full: SyncSender<Filled>,
     empty: Receiver<Block>,
-    digests: Receiver<Vec<u8>>,
+    digests: Receiver<[u8; CHUNK_DIGEST_LEN]>,
     hasher: JoinHandle<()>,
     handle: JoinHandle<io::Result<File>>,
 }
@@ -151,7 +157,9 @@ impl Pipeline {
         let (full, full_rx) = sync_channel::<Filled>(WRITE_BUFFERS);
         let (hashed, hashed_rx) = sync_channel::<Block>(WRITE_BUFFERS);
         let (empty_tx, empty) = sync_channel::<Block>(WRITE_BUFFERS);
-        let (digest_tx, digests) = std::sync::mpsc::channel::<Vec<u8>>();
+        // Fixed-size digests: the channel holds every chunk's until the
+        // end, without an allocation each.
+        let (digest_tx, digests) = std::sync::mpsc::channel::<[u8; CHUNK_DIGEST_LEN]>();
         let hasher = std::thread::Builder::new()
             .name("ckpt-image-hash".into())
             .spawn(move || {
@@ -163,7 +171,7 @@ impl Pipeline {
                         let end = off.saturating_add(span.len).min(buf.len());
                         h.update(&buf[off..end]);
                         off = end;
-                        if span.ends_chunk && digest_tx.send(h.finalize_reset().to_vec()).is_err() {
+                        if span.ends_chunk && digest_tx.send(h.finalize_reset()).is_err() {
                             return;
                         }
                     }
@@ -191,11 +199,11 @@ impl Pipeline {
 
     /// Waits for both threads; returns the file and the digests in chunk
     /// order, or the error that stopped the writing.
-    fn join(self) -> Result<(File, Vec<Vec<u8>>), ImageError> {
+    fn join(self) -> Result<(File, Vec<[u8; CHUNK_DIGEST_LEN]>), ImageError> {
         drop(self.full);
         drop(self.empty);
         let hashed = self.hasher.join();
-        let digests: Vec<Vec<u8>> = self.digests.try_iter().collect();
+        let digests: Vec<[u8; CHUNK_DIGEST_LEN]> = self.digests.try_iter().collect();
         let file = match self.handle.join() {
             Ok(Ok(file)) => file,
             Ok(Err(source)) => {
@@ -322,6 +330,7 @@ impl ImageWriter {
             spans: Vec::new(),
             current_skip: HEADER_LEN as usize,
             allocated: 1,
+            max_buffers: WRITE_BUFFERS,
             chunks: Vec::new(),
             data_len: 0,
             compression: None,
@@ -551,6 +560,7 @@ impl ImageWriter {
     pub fn compress_with(&mut self, alg: Compression) -> Result<(), ImageError> {
         self.packer = Some(Packer::spawn(alg)?);
         self.compression = Some(alg);
+        self.max_buffers = COMPRESSED_WRITE_BUFFERS;
         Ok(())
     }
 
@@ -572,7 +582,7 @@ impl ImageWriter {
         let sent = io.full.send((full, skip, spans)).is_ok();
         let next = if !sent {
             None
-        } else if self.allocated < WRITE_BUFFERS {
+        } else if self.allocated < self.max_buffers {
             self.allocated += 1;
             Some(Block::new())
         } else {
@@ -638,7 +648,7 @@ impl ImageWriter {
             ));
         }
         for (chunk, digest) in self.chunks.iter_mut().zip(digests) {
-            chunk.digest = digest;
+            chunk.digest = digest.to_vec();
         }
         let mut image_id = [0u8; 16];
         getrandom::getrandom(&mut image_id).map_err(|e| ImageError::Io {
