@@ -1796,3 +1796,94 @@ fn compressed_chunks_keep_their_order() {
     .unwrap();
     assert_eq!(c, count);
 }
+
+/// Without compression, a chunk of memory that reads as zeros where the
+/// image holds nothing leaves out its zero pages at either end and in
+/// long runs: a chunk of zeros leaves no entry, random data is stored
+/// whole, and every chunk reads back byte for byte with the gaps as
+/// zeros. A chunk whose length is not whole pages (a saved file's last
+/// piece) loses a zero tail too.
+#[test]
+fn plain_zero_sparse_chunks_leave_out_zero_pages() {
+    const P: usize = 4096;
+    let noise = |len: usize, mut x: u64| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8 | 1
+            })
+            .collect()
+    };
+    // (data, least bytes left out wherever the buffers cut it)
+    let mut chunks: Vec<(Vec<u8>, usize)> = Vec::new();
+    chunks.push((vec![0u8; 64 * P], 64 * P));
+    chunks.push((noise(48 * P, 3), 0));
+    // Zeros 3, data 5, zeros 20, data 2, zeros 8, data 1, zeros 2 (pages).
+    let mut mixed = vec![0u8; 41 * P];
+    mixed[3 * P..8 * P].copy_from_slice(&noise(5 * P, 5));
+    mixed[28 * P..30 * P].copy_from_slice(&noise(2 * P, 7));
+    mixed[38 * P + 17] = 9;
+    chunks.push((mixed, 5 * P));
+    // A 40-page run inside: cut in two by a buffer boundary, its longer
+    // part (at least 20 pages) still goes.
+    let mut long_gap = noise(100 * P, 11);
+    long_gap[30 * P..70 * P].fill(0);
+    chunks.push((long_gap, 20 * P));
+    // Not whole pages: data, then zeros to the end, the last page short.
+    let mut tail = vec![0u8; 10 * P + 100];
+    tail[..2 * P].copy_from_slice(&noise(2 * P, 13));
+    chunks.push((tail, 8 * P + 100));
+
+    let (tmp, file) = TempFile::new("plain-sparse");
+    let mut w = ImageWriter::new(file).unwrap();
+    let mut at = Vec::new();
+    let mut next = BIG_AT;
+    for (data, _) in &chunks {
+        at.push(next);
+        w.write_zero_sparse_chunk(0, next, data).unwrap();
+        next += (data.len() as u64).div_ceil(P as u64) * P as u64;
+    }
+    w.finish(sample_meta(), content_with_big_mapping(next - BIG_AT), None)
+        .unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    let r = open_bytes(&bytes).unwrap();
+    r.verify_chunks().unwrap();
+    let mut back: Vec<Vec<u8>> = chunks.iter().map(|(d, _)| vec![0u8; d.len()]).collect();
+    let mut stored = vec![0usize; chunks.len()];
+    r.for_each_chunk(|e, d| {
+        assert!(e.stored.is_none(), "not compressed");
+        let i = at.iter().rposition(|&a| a <= e.addr).unwrap();
+        let off = (e.addr - at[i]) as usize;
+        back[i][off..off + d.len()].copy_from_slice(d);
+        stored[i] += d.len();
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    for (i, (data, least_dropped)) in chunks.iter().enumerate() {
+        assert!(back[i] == *data, "chunk {i} reads back as it was");
+        assert!(
+            stored[i] + least_dropped <= data.len(),
+            "chunk {i}: {} of {} bytes stored, at least {least_dropped} should be left out",
+            stored[i],
+            data.len()
+        );
+    }
+    assert_eq!(stored[1], 48 * P, "random data is stored whole");
+    // A chunk written as it is keeps its zeros.
+    let (tmp, file) = TempFile::new("plain-whole");
+    let mut w = ImageWriter::new(file).unwrap();
+    w.write_chunk(0, BIG_AT, &chunks[0].0).unwrap();
+    w.finish(sample_meta(), content_with_big_mapping(64 * P as u64), None)
+        .unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    let r = open_bytes(&bytes).unwrap();
+    let mut whole = 0;
+    r.for_each_chunk(|_, d| {
+        whole += d.len();
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(whole, 64 * P);
+}

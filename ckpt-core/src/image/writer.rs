@@ -28,8 +28,10 @@ use super::sign::{ManifestSigner, SignError};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, MAX_SIGBLOCK_LEN};
 use crate::progress::Observer;
 
-/// Size of each write buffer handed to the I/O thread: the size of every
-/// write but the last, at offsets that are multiples of it.
+/// Size of each write buffer handed to the I/O thread: the size of
+/// every write but the last, and of those before a chunk whose zero pages
+/// are left out (`append_sparse` sends a buffer short rather than cut a
+/// page in two). Each is written at the running offset.
 const WRITE_BUFFER_LEN: usize = 256 << 10;
 /// Alignment of the buffers in memory (a page: copies to and from whole
 /// pages).
@@ -282,6 +284,59 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ImageError {
     move |source| ImageError::Io { op, source }
 }
 
+/// The stretches of `piece` (the bytes of a chunk of `chunk_len` bytes
+/// from offset `at` in it) to leave out, as offsets in the chunk, in
+/// order: runs of whole pages (counted from the chunk's start) that hold
+/// only zeros and either touch an end of the chunk or are at least
+/// [`MIN_GAP`](super::zeros::MIN_GAP) long. A run is looked for within the
+/// piece only: one cut in two by the buffers' boundaries may stay.
+fn zero_gaps(piece: &[u8], at: u64, chunk_len: u64, gaps: &mut Vec<(u64, u64)>) {
+    use super::zeros::{is_zero, MIN_GAP, PAGE};
+    let page = PAGE as u64;
+    gaps.clear();
+    let end = at + piece.len() as u64;
+    let mut p = at.div_ceil(page) * page;
+    let mut zeros_from: Option<u64> = None;
+    let close = |from: u64, to: u64, gaps: &mut Vec<(u64, u64)>| {
+        if to - from >= MIN_GAP as u64 || from == 0 || to == chunk_len {
+            gaps.push((from, to));
+        }
+    };
+    while p + page <= end {
+        let i = (p - at) as usize;
+        let zero = piece.get(i..i + PAGE).is_some_and(is_zero);
+        match (zero, zeros_from) {
+            (true, None) => zeros_from = Some(p),
+            (false, Some(from)) => {
+                close(from, p, gaps);
+                zeros_from = None;
+            }
+            _ => {}
+        }
+        p += page;
+    }
+    // A chunk's last page may be short: it ends the chunk, so zeros up to
+    // it may go too when it is zero.
+    if p < end && end == chunk_len {
+        let i = (p - at) as usize;
+        let zero = piece
+            .get(i..)
+            .is_some_and(|tail| tail.iter().all(|&b| b == 0));
+        match (zero, zeros_from) {
+            (true, None) => zeros_from = Some(p),
+            (false, Some(from)) => {
+                close(from, p, gaps);
+                zeros_from = None;
+            }
+            _ => {}
+        }
+        p = end;
+    }
+    if let Some(from) = zeros_from {
+        close(from, p, gaps);
+    }
+}
+
 /// A `fill` for the writer that copies from `data`: the piece at each
 /// offset.
 fn copy_from(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> Result<(), ImageError> + '_ {
@@ -391,7 +446,10 @@ impl ImageWriter {
     /// only zeros are not stored: the chunk becomes one chunk of the image
     /// per run of the other pages (at most
     /// [`MAX_PIECES`](super::packer::MAX_PIECES)), and none when it is all
-    /// zeros. Without compression the chunk is stored whole.
+    /// zeros. Without compression, the zero pages at either end of the
+    /// chunk and runs of at least [`MIN_GAP`](super::zeros::MIN_GAP) bytes
+    /// of them inside each write buffer's piece of it are left out the
+    /// same way (see `append_sparse`).
     pub fn write_zero_sparse_chunk_with<E: From<ImageError>>(
         &mut self,
         space: u32,
@@ -460,6 +518,13 @@ impl ImageWriter {
             self.pending.push_back((space, addr, len));
             return Ok(());
         }
+        if drop_zeros && count < MAX_CHUNKS / 2 {
+            self.append_sparse(space, addr, len, fill)?;
+            if let Some(observe) = &self.progress {
+                observe(len);
+            }
+            return Ok(());
+        }
         self.append(len, fill)?;
         self.data_len += len;
         self.chunks.push(ChunkEntry {
@@ -503,6 +568,104 @@ impl ImageWriter {
             }
         }
         Ok(())
+    }
+
+    /// Appends a chunk of memory that reads as zeros wherever the image
+    /// holds nothing for it, without compression, leaving out its zero
+    /// pages (pages counted from the chunk's start, which is page aligned):
+    /// those at either end of the chunk, and runs of at least
+    /// [`MIN_GAP`](super::zeros::MIN_GAP) bytes of them inside it. `fill`
+    /// writes whole pages into a buffer, each piece looked at once it is
+    /// there; what is left out is squeezed out of the buffer before it
+    /// goes to the hashing thread. Pushes one chunk entry per run of stored bytes
+    /// (none for a chunk of zeros), each ended for the hashing thread by
+    /// an empty span.
+    fn append_sparse<E: From<ImageError>>(
+        &mut self,
+        space: u32,
+        addr: u64,
+        len: u64,
+        mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut done = 0u64;
+        // The run of stored bytes under way: its offset in the chunk, and
+        // its length so far.
+        let mut run: Option<(u64, u64)> = None;
+        let mut gaps: Vec<(u64, u64)> = Vec::new();
+        let page = super::zeros::PAGE;
+        while done < len {
+            // Whole pages at a time, so that every page is looked at
+            // whole: a buffer with less than a page of room left goes out
+            // short (its writer writes at the running offset), unless the
+            // rest of the chunk fits.
+            let left = usize::try_from(len - done).unwrap_or(usize::MAX);
+            let room = self.current.room();
+            if room < page && left > room {
+                self.send_current()?;
+                continue;
+            }
+            let n = if left <= room {
+                left
+            } else {
+                room - room % page
+            };
+            let start = self.current.start + self.current.len;
+            if let Err(e) = fill(done, &mut self.current.spare()[..n]) {
+                self.abandon();
+                return Err(e);
+            }
+            let filled = self.current.raw.get(start..start + n).unwrap_or_default();
+            zero_gaps(filled, done, len, &mut gaps);
+            // Keep what is between the gaps, moved down over them.
+            let mut to = start;
+            let mut at = done;
+            let end = done + n as u64;
+            for &(gap_from, gap_to) in gaps.iter().chain(std::iter::once(&(end, end))) {
+                if gap_from > at {
+                    let keep = (gap_from - at) as usize;
+                    let from = start + (at - done) as usize;
+                    if from != to {
+                        self.current.raw.copy_within(from..from + keep, to);
+                    }
+                    to += keep;
+                    self.spans.push(Span {
+                        len: keep,
+                        ends_chunk: false,
+                    });
+                    run = Some(run.map_or((at, keep as u64), |(off, l)| (off, l + keep as u64)));
+                }
+                if gap_to > gap_from {
+                    self.end_run(space, addr, run.take());
+                }
+                at = gap_to;
+            }
+            self.current.len = to - self.current.start;
+            done = end;
+            if self.current.room() == 0 {
+                self.send_current()?;
+            }
+        }
+        self.end_run(space, addr, run.take());
+        Ok(())
+    }
+
+    /// Ends a run of stored bytes of a chunk at `addr` (see
+    /// [`append_sparse`](Self::append_sparse)): its entry, and an empty
+    /// span that ends its digest.
+    fn end_run(&mut self, space: u32, addr: u64, run: Option<(u64, u64)>) {
+        let Some((off, len)) = run else { return };
+        self.spans.push(Span {
+            len: 0,
+            ends_chunk: true,
+        });
+        self.data_len += len;
+        self.chunks.push(ChunkEntry {
+            space,
+            addr: addr + off,
+            len,
+            digest: Vec::new(),
+            stored: None,
+        });
     }
 
     /// Takes the oldest chunk back from the compression threads and
@@ -631,7 +794,8 @@ impl ImageWriter {
         }
         // Joins the compression threads.
         self.packer = None;
-        if self.current.len != 0 {
+        // An empty buffer may still end a chunk (an empty span).
+        if self.current.len != 0 || !self.spans.is_empty() {
             self.send_current()?;
         }
         let (mut file, digests) = match self.io.take() {
