@@ -66,9 +66,9 @@ pub(crate) struct DumpArgs {
     pub leave_running: bool,
     /// Compress the memory and file contents in the image (LZ4, chunk by
     /// chunk; named in the signed manifest, each chunk's digest covers its
-    /// compressed bytes). Pages of anonymous memory that hold only zeros
-    /// are not stored (restore maps that memory fresh, which reads as
-    /// zeros).
+    /// compressed bytes). Without it too, runs of pages of anonymous
+    /// memory that hold only zeros are not stored (restore maps that
+    /// memory fresh, which reads as zeros).
     #[arg(long)]
     pub compress: bool,
     /// Do not sign the image.

@@ -311,8 +311,8 @@ impl SavedFiles {
     /// Writes the content of every saved file not written yet as chunks of
     /// its space, in space order, after the memory of the task they were
     /// first captured from. Pieces that are all zero are left out, and so
-    /// are zero pages when compressing (restore creates each file at its
-    /// size, so holes read as zero).
+    /// are runs of zero pages (restore creates each file at its size, so
+    /// holes read as zero).
     pub(in crate::dump) fn write_contents(
         &mut self,
         frozen: &Frozen,
