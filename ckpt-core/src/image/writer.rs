@@ -302,26 +302,19 @@ fn zero_gaps(piece: &[u8], at: u64, chunk_len: u64, gaps: &mut Vec<(u64, u64)>) 
             gaps.push((from, to));
         }
     };
-    while p + page <= end {
-        let i = (p - at) as usize;
-        let zero = piece.get(i..i + PAGE).is_some_and(is_zero);
-        match (zero, zeros_from) {
-            (true, None) => zeros_from = Some(p),
-            (false, Some(from)) => {
-                close(from, p, gaps);
-                zeros_from = None;
-            }
-            _ => {}
-        }
-        p += page;
-    }
-    // A chunk's last page may be short: it ends the chunk, so zeros up to
-    // it may go too when it is zero.
-    if p < end && end == chunk_len {
-        let i = (p - at) as usize;
+    // Whole pages, and a chunk's last page when it is short (it ends the
+    // chunk, so zeros up to it may go too when it is zero).
+    loop {
+        let to = if p + page <= end {
+            p + page
+        } else if p < end && end == chunk_len {
+            end
+        } else {
+            break;
+        };
         let zero = piece
-            .get(i..)
-            .is_some_and(|tail| tail.iter().all(|&b| b == 0));
+            .get((p - at) as usize..(to - at) as usize)
+            .is_some_and(is_zero);
         match (zero, zeros_from) {
             (true, None) => zeros_from = Some(p),
             (false, Some(from)) => {
@@ -330,7 +323,7 @@ fn zero_gaps(piece: &[u8], at: u64, chunk_len: u64, gaps: &mut Vec<(u64, u64)>) 
             }
             _ => {}
         }
-        p = end;
+        p = to;
     }
     if let Some(from) = zeros_from {
         close(from, p, gaps);
