@@ -1887,3 +1887,45 @@ fn plain_zero_sparse_chunks_leave_out_zero_pages() {
     .unwrap();
     assert_eq!(whole, 64 * P);
 }
+
+/// A zero-sparse chunk whose last stored byte fills a write buffer to the
+/// end: its digest is ended in the next (empty) buffer, which the writer
+/// still sends when it finishes.
+#[test]
+fn a_sparse_chunk_ending_a_full_buffer_keeps_its_digest() {
+    const P: usize = 4096;
+    let data = |pages: usize, seed: usize| -> Vec<u8> {
+        (0..pages * P)
+            .map(|i| ((i + seed) % 251) as u8 | 1)
+            .collect()
+    };
+    // The header and 64 pages fill the first buffer and 32 bytes of the
+    // second; 63 + 1 sparse pages then leave the third buffer at a page
+    // boundary, and the last 63 pages fill it exactly.
+    let chunks = [data(64, 1), data(64, 2), data(63, 3)];
+    let (tmp, file) = TempFile::new("sparse-full");
+    let mut w = ImageWriter::new(file).unwrap();
+    let mut at = BIG_AT;
+    let mut want = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        if i == 0 {
+            w.write_chunk(0, at, c).unwrap();
+        } else {
+            w.write_zero_sparse_chunk(0, at, c).unwrap();
+        }
+        want.push((at, c.clone()));
+        at += c.len() as u64;
+    }
+    w.finish(sample_meta(), content_with_big_mapping(at - BIG_AT), None)
+        .unwrap();
+    let bytes = fs::read(&tmp.path).unwrap();
+    let r = open_bytes(&bytes).unwrap();
+    r.verify_chunks().unwrap();
+    let mut seen = Vec::new();
+    r.for_each_chunk(|e, d| {
+        seen.push((e.addr, d.to_vec()));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(seen, want);
+}
