@@ -570,9 +570,9 @@ impl ImageWriter {
     /// [`MIN_GAP`](super::zeros::MIN_GAP) bytes of them inside it. `fill`
     /// writes whole pages into a buffer, each piece looked at once it is
     /// there; what is left out is squeezed out of the buffer before it
-    /// goes to the hashing thread. Pushes one chunk entry per run of stored bytes
-    /// (none for a chunk of zeros), each ended for the hashing thread by
-    /// an empty span.
+    /// goes to the hashing thread. Pushes one chunk entry per run of
+    /// stored bytes (none for a chunk of zeros), each ended for the
+    /// hashing thread by an empty span.
     fn append_sparse<E: From<ImageError>>(
         &mut self,
         space: u32,
