@@ -33,15 +33,23 @@ say "Install build and demo dependencies"
 ensure_packages "${PACKAGES[@]}"
 
 say "Audit log: the helpers log every dump and restore to syslog (/dev/log, authpriv)"
-if [ -S /dev/log ]; then
+# A message that reaches /dev/log: a socket file is not enough (a daemon
+# that has died leaves its socket behind).
+syslog_listens() {
+    [ -S /dev/log ] &&
+        logger --socket-errors=on -u /dev/log -p authpriv.info "ckpt demo: syslog check" 2>/dev/null
+}
+if syslog_listens; then
     echo "/dev/log is there: a syslog daemon is listening"
 else
-    # No syslog daemon on this machine (no systemd-journald either): start
-    # rsyslog, which writes authpriv to /var/log/auth.log.
+    # No syslog daemon on this machine (no systemd-journald either), or
+    # one that has died: start rsyslog, which writes authpriv to
+    # /var/log/auth.log.
     ensure_packages rsyslog
+    rm -f /dev/log
     run rsyslogd
-    for _ in $(seq 50); do [ -S /dev/log ] && break; sleep 0.1; done
-    [ -S /dev/log ] || die "rsyslogd did not create /dev/log"
+    for _ in $(seq 50); do syslog_listens && break; sleep 0.1; done
+    syslog_listens || die "rsyslogd does not listen on /dev/log"
 fi
 
 say "Build (release; configuration directory: the default, /etc/ckpt)"
@@ -199,6 +207,16 @@ echo "the tampered image was refused and nothing was started"
 say "The audit trail of this demo"
 if [ -r /var/log/auth.log ]; then
     run sh -c "grep -a 'ckpt-' /var/log/auth.log | tail -n 6"
+    # The dump of this demo is there (the daemon may take a moment).
+    id=$(sed -n 's/^image id: //p' "$DEMO/inspect.txt" | head -n 1)
+    [ -n "$id" ] || die "inspect printed no image id"
+    for _ in $(seq 50); do
+        grep -aq "event=dump .*image_id=$id" /var/log/auth.log && break
+        sleep 0.1
+    done
+    grep -aq "event=dump .*image_id=$id" /var/log/auth.log ||
+        die "the audit log has no record of this demo's dump (image $id)"
+    echo "the audit log records this demo's dump (image $id)"
 else
     echo "(the syslog daemon on this machine keeps authpriv elsewhere: see journalctl -t ckpt-verify -t ckpt-sign)"
 fi
