@@ -296,6 +296,45 @@ pub(crate) fn run_as_caller<F>(caller: &Caller, keep: &[RawFd], op: F) -> Result
 where
     F: FnOnce() -> Result<ChildOk, ChildFail>,
 {
+    // Everything the child needs is computed before the fork.
+    let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    let child = fork_for_caller(keep, |sock| {
+        let answer = child_drop(caller, &groups).and_then(|()| op());
+        if send_answer(sock, &answer).is_ok() {
+            0
+        } else {
+            126
+        }
+    })?;
+    let answer = receive(&child.sock);
+    let status = wait_child(child.pid);
+    match answer {
+        Ok(Some(reply)) => reply,
+        Ok(None) => Err(RunError::Helper(HelperError::Died {
+            status: status.unwrap_or_else(|e| format!("wait failed: {e}")),
+        })),
+        Err(e) => Err(RunError::Helper(e)),
+    }
+}
+
+/// A child forked to act as the caller, and the helper's end of the
+/// `SOCK_SEQPACKET` pair between them.
+pub(crate) struct CallerChild {
+    pub(crate) sock: OwnedFd,
+    pub(crate) pid: nix::unistd::Pid,
+}
+
+/// Forks a child with a socket pair to it. In the child, every fd above 2
+/// but `keep` and its end of the pair is closed, then `body` runs with
+/// that end (a panic in it exits with 127) and the child exits with the
+/// code `body` returns: it never returns into the caller's frames. `body`
+/// must drop to the caller's credentials (`child_drop`) before it does
+/// anything as the caller, and should only make a few system calls (the
+/// parent may have had other threads at the fork).
+pub(crate) fn fork_for_caller(
+    keep: &[RawFd],
+    body: impl FnOnce(RawFd) -> i32,
+) -> Result<CallerChild, HelperError> {
     let (parent_sock, child_sock) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -303,46 +342,34 @@ where
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(HelperError::Socket)?;
-    // Everything the child needs is computed before the fork.
     let mut keep_sorted: Vec<RawFd> = keep.to_vec();
     keep_sorted.push(child_sock.as_raw_fd());
     keep_sorted.sort_unstable();
     keep_sorted.dedup();
-    let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-
-    // SAFETY: the child branch below drops credentials, runs `op` (one
-    // operation of this module: a few system calls) inside `catch_unwind`,
-    // sends one message and always leaves with `exit_child` (`_exit`),
-    // never returning into the caller's frames.
+    // SAFETY: the child branch below closes fds, runs `body` (a few system
+    // calls, by this function's contract) inside `catch_unwind` and always
+    // leaves with `exit_child` (`_exit`), never returning into the
+    // caller's frames.
     match unsafe { sys::fork() }.map_err(HelperError::Fork)? {
         None => {
             // Child. Never returns.
             drop(parent_sock);
             let sock = child_sock.as_raw_fd();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // SAFETY: this is the forked child, which leaves with
                 // `exit_child` and never touches the owners of closed fds.
                 unsafe { child_close_fds(&keep_sorted) };
-                child_drop(caller, &groups)?;
-                op()
-            }));
-            let sent = match outcome {
-                Ok(answer) => send_answer(sock, &answer),
-                Err(_) => sys::exit_child(127),
-            };
-            sys::exit_child(if sent.is_ok() { 0 } else { 126 })
+                body(sock)
+            }))
+            .unwrap_or(127);
+            sys::exit_child(code)
         }
-        Some(child) => {
+        Some(pid) => {
             drop(child_sock);
-            let answer = receive(&parent_sock);
-            let status = wait_child(child);
-            match answer {
-                Ok(Some(reply)) => reply,
-                Ok(None) => Err(RunError::Helper(HelperError::Died {
-                    status: status.unwrap_or_else(|e| format!("wait failed: {e}")),
-                })),
-                Err(e) => Err(RunError::Helper(e)),
-            }
+            Ok(CallerChild {
+                sock: parent_sock,
+                pid,
+            })
         }
     }
 }

@@ -19,18 +19,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::{Gid, Pid};
 
 use super::op::{Op, REQUEST_MAX};
 use super::{
-    child_close_fds, child_drop, encode, receive, recv_with_fds, send_answer, ChildFail,
+    child_drop, encode, fork_for_caller, receive, recv_with_fds, send_answer, ChildFail,
     HelperError, Reply, RunError, CODE_BAD_REQUEST, STATUS_FAIL, STATUS_OK,
 };
 use crate::caller::Caller;
-use crate::sys;
 
 /// The running worker.
 struct Worker {
@@ -56,77 +53,50 @@ pub fn start(caller: &Caller) -> Result<(), HelperError> {
     if slot.is_some() {
         return Ok(());
     }
-    let (parent_sock, child_sock) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(HelperError::Socket)?;
     let groups: Vec<Gid> = caller.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    let keep = [child_sock.as_raw_fd()];
-    // SAFETY: the child branch drops credentials, serves requests (a few
-    // system calls each, inside `catch_unwind`) and always leaves with
-    // `exit_child` (`_exit`), never returning into the caller's frames.
-    match unsafe { sys::fork() }.map_err(HelperError::Fork)? {
-        None => {
-            drop(parent_sock);
-            let sock = child_sock.as_raw_fd();
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // SAFETY: this is the forked child, which leaves with
-                // `exit_child` and never touches the owners of closed fds.
-                unsafe { child_close_fds(&keep) };
-                // A process group of its own: a terminal's ^C or ^Z for the
-                // helper's group does not reach the worker (the helper rolls
-                // back on them at its own safe points, and still needs it).
-                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-                let ready = match child_drop(caller, &groups) {
-                    Ok(()) => encode(STATUS_OK, 0, 0, 0),
-                    Err(f) => encode(STATUS_FAIL, f.code, f.errno, f.value),
-                };
-                let dropped = ready[0..4] == STATUS_OK.to_ne_bytes();
-                if sendmsg::<()>(sock, &[IoSlice::new(&ready)], &[], MsgFlags::empty(), None)
-                    .is_err()
-                    || !dropped
-                {
-                    return 1;
-                }
-                serve(sock);
-                0
-            }))
-            .unwrap_or(127);
-            sys::exit_child(code)
+    let child = fork_for_caller(&[], |sock| {
+        // A process group of its own: a terminal's ^C or ^Z for the
+        // helper's group does not reach the worker (the helper rolls back
+        // on them at its own safe points, and still needs it).
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+        let ready = match child_drop(caller, &groups) {
+            Ok(()) => encode(STATUS_OK, 0, 0, 0),
+            Err(f) => encode(STATUS_FAIL, f.code, f.errno, f.value),
+        };
+        let dropped = ready[0..4] == STATUS_OK.to_ne_bytes();
+        if sendmsg::<()>(sock, &[IoSlice::new(&ready)], &[], MsgFlags::empty(), None).is_err()
+            || !dropped
+        {
+            return 1;
         }
-        Some(pid) => {
-            drop(child_sock);
-            // The first message says whether the drop worked.
-            let ready = match receive(&parent_sock) {
-                Ok(Some(Ok(_))) => Ok(()),
-                Ok(Some(Err(RunError::Helper(e)))) => Err(e),
-                Ok(Some(Err(RunError::Op(_)))) => Err(HelperError::BadReply),
-                Ok(None) => Err(HelperError::Died {
-                    status: "the caller-credential worker exited at start".into(),
-                }),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = ready {
-                end(Worker {
-                    sock: parent_sock,
-                    pid,
-                    uid: caller.uid,
-                    gid: caller.gid,
-                    groups: Vec::new(),
-                });
-                return Err(e);
-            }
-            *slot = Some(Worker {
-                sock: parent_sock,
-                pid,
-                uid: caller.uid,
-                gid: caller.gid,
-                groups: caller.groups.clone(),
-            });
+        serve(sock);
+        0
+    })?;
+    let worker = Worker {
+        sock: child.sock,
+        pid: child.pid,
+        uid: caller.uid,
+        gid: caller.gid,
+        groups: caller.groups.clone(),
+    };
+    // The first message says whether the drop worked.
+    let ready = match receive(&worker.sock) {
+        Ok(Some(Ok(_))) => Ok(()),
+        Ok(Some(Err(RunError::Helper(e)))) => Err(e),
+        Ok(Some(Err(RunError::Op(_)))) => Err(HelperError::BadReply),
+        Ok(None) => Err(HelperError::Died {
+            status: "the caller-credential worker exited at start".into(),
+        }),
+        Err(e) => Err(e),
+    };
+    match ready {
+        Ok(()) => {
+            *slot = Some(worker);
             Ok(())
+        }
+        Err(e) => {
+            end(worker);
+            Err(e)
         }
     }
 }
