@@ -30,6 +30,7 @@ use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::{Context, TctiNameConf};
 use zeroize::Zeroizing;
 
+use crate::outcome::{ProvisionOutcome, TpmQuote};
 use crate::store::{KeyRef, TpmKeyRecord, AUTH_LEN};
 use crate::TSS2_LOG_QUIET;
 
@@ -113,30 +114,6 @@ impl LoadedKey {
     pub fn public(&self) -> &PublicKey {
         &self.public
     }
-}
-
-/// A quote and the PCR values it covers.
-#[derive(Debug, Clone)]
-pub struct TpmQuote {
-    /// The exact `TPMS_ATTEST` bytes the attestation key signed.
-    pub attest: Vec<u8>,
-    /// The signature: `r || s`, low `s`.
-    pub signature: Vec<u8>,
-    /// The quoted sha256 PCR values, ascending.
-    pub pcrs: Vec<PcrValue>,
-}
-
-/// What [`Tpm::provision`] did.
-#[derive(Debug)]
-pub struct ProvisionOutcome {
-    /// The record to write to `tpm.key`.
-    pub record: TpmKeyRecord,
-    /// The signing key.
-    pub signing: PublicKey,
-    /// The attestation key.
-    pub attestation: PublicKey,
-    /// True when existing keys were reused.
-    pub reused: bool,
 }
 
 /// A connection to the TPM.

@@ -34,8 +34,9 @@
 //! `tpm.key` cannot use them.
 //!
 //! Feature `device` (default): the real connection through tss-esapi
-//! (libtss2). Without it nothing links libtss2, and [`Tpm::connect`] fails
-//! with a message saying the build has no TPM support (`absent.rs`).
+//! (libtss2), `Tpm`, and the agent's server side. Without it nothing links
+//! libtss2: the crate is the agent's client (`remote`), the key record
+//! and the configuration, which is all `ckpt-sign` uses.
 //!
 //! Environment: libtss2 reads `TSS2_LOG`, `TSS2_LOGFILE` and others with
 //! `getenv`. [`Tpm::connect`] refuses to run unless the environment holds
@@ -44,18 +45,18 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-#[cfg(not(feature = "device"))]
-#[path = "absent.rs"]
-mod device;
 #[cfg(feature = "device")]
 mod device;
+mod outcome;
 pub mod remote;
 #[cfg(feature = "device")]
 pub mod serve;
 pub mod store;
 pub mod wire;
 
-pub use device::{LoadedKey, ProvisionOutcome, Tpm, TpmError, TpmQuote};
+#[cfg(feature = "device")]
+pub use device::{LoadedKey, Tpm, TpmError};
+pub use outcome::{ProvisionOutcome, TpmQuote};
 
 /// The only `TSS2_*` variable allowed in the environment when libtss2 runs,
 /// and its only allowed value (all modules, no messages).
