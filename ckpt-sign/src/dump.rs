@@ -452,7 +452,7 @@ pub(crate) fn run(
         writer.map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     if args.compress {
         writer
-            .compress_with(ckpt_core::image::Compression::Lz4)
+            .compress_with(ckpt_core::image::Compression::Lz4Blocks)
             .map_err(|e| Fail::with(Exit::DumpFailed, "dump: cannot start the image", e))?;
     }
     // A bar on the caller's terminal when the dump lasts (cleared when

@@ -114,7 +114,7 @@ fn checker_from_a_compressed_image_is_intact() {
     let json = env.verify(&dir, &["inspect", path_str(&packed), "--json"]);
     json.assert_code(exit::OK, "inspect of a compressed image");
     let json: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
-    assert_eq!(json["compression"], "lz4", "{json}");
+    assert_eq!(json["compression"], "lz4-blocks", "{json}");
     assert_eq!(json["chunk_digest"], "blake3", "{json}");
     assert!(
         json["stored_bytes"].as_u64().unwrap() < json["memory_bytes"].as_u64().unwrap(),

@@ -277,7 +277,7 @@ fn memfds_and_unlinked_files_survive_a_compressed_image() {
     let run = env.verify(&dir, &["inspect", path_str(&image), "--json"]);
     run.assert_code(exit::OK, "inspect --json");
     let json: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert_eq!(json["compression"], "lz4", "{json}");
+    assert_eq!(json["compression"], "lz4-blocks", "{json}");
 
     let (_run, mut restored) = env.restore_ok(&dir, &image, None);
     let result = ask(&mut restored, &wdir, &dir.work.join("memfd.log"));

@@ -272,7 +272,7 @@ impl Frozen {
             source,
         })?;
         let mut ranges = Vec::new();
-        let chunk_len = writer.preferred_chunk_len().unwrap_or(CHUNK_BYTES as u64);
+        let chunk_len = CHUNK_BYTES as u64;
         for vma in vmas {
             let filter = match vma.kind {
                 VmaKind::Anonymous => sys::PageFilter {

@@ -231,9 +231,19 @@ impl ChunkEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Compression {
-    /// The LZ4 block format, one block per chunk.
+    /// The LZ4 block format, one block per chunk (chunks of at most
+    /// 256 KiB). Read, never written since `lz4-blocks`.
     #[serde(rename = "lz4")]
     Lz4,
+    /// Each compressed chunk is a run of blocks, each of at most
+    /// [`MAX_BLOCK_LEN`](super::MAX_BLOCK_LEN) bytes of the
+    /// chunk: an 8-byte header (the block's length in the chunk, then its
+    /// length in the file, each a little-endian u32), then its bytes in
+    /// the file, in the LZ4 block format when shorter, else as they are.
+    /// A chunk of any length is one entry, and one digest over its bytes
+    /// in the file (headers included), and is read a block at a time.
+    #[serde(rename = "lz4-blocks")]
+    Lz4Blocks,
 }
 
 impl Compression {
@@ -241,6 +251,7 @@ impl Compression {
     pub fn name(&self) -> &'static str {
         match self {
             Compression::Lz4 => "lz4",
+            Compression::Lz4Blocks => "lz4-blocks",
         }
     }
 }

@@ -148,6 +148,7 @@ mod zeros;
 mod tests;
 
 pub use attest::{Attestation, AttestationBlock};
+pub use compress::MAX_BLOCK_LEN;
 pub use digest::{ChunkDigest, ChunkHasher};
 pub use error::{ChunkStreamError, ImageError, Tamper};
 pub use layout::{END_MAGIC, FORMAT_VERSION, FORMAT_VERSION_1, HEADER_LEN, MAGIC, TRAILER_LEN};

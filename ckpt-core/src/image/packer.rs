@@ -55,6 +55,10 @@ pub(super) struct Packed {
     packed: Vec<u8>,
     /// Drop the pages of `raw` that hold only zeros.
     drop_zeros: bool,
+    /// Whether `raw` is not at the start, and not at the end, of the
+    /// chunk it is a block of: zeros there are left out only in a
+    /// stretch of [`zeros::MIN_GAP`].
+    inner: (bool, bool),
     /// The parts of `raw` to store, in order: offset and length in `raw`,
     /// and where in `packed` its compressed bytes are (when fewer than
     /// its own). The whole chunk, unless zero pages were dropped.
@@ -94,7 +98,13 @@ impl Packed {
     fn pack(&mut self, alg: Compression) {
         self.pieces.clear();
         if self.drop_zeros {
-            zeros::nonzero_runs(&self.raw, zeros::MIN_GAP, MAX_PIECES, &mut self.runs);
+            zeros::nonzero_runs(
+                &self.raw,
+                zeros::MIN_GAP,
+                MAX_PIECES,
+                self.inner,
+                &mut self.runs,
+            );
         } else {
             self.runs.clear();
             self.runs.push((0, self.raw.len()));
@@ -203,12 +213,13 @@ impl Packer {
 
     /// Gives a chunk of `len` bytes, which `fill` writes into a buffer, to
     /// a compression thread; with `drop_zeros`, its pages that hold only
-    /// zeros are not stored. An error from `fill` is returned (nothing is
-    /// given).
+    /// zeros are not stored (`inner`: see [`zeros::nonzero_runs`]). An
+    /// error from `fill` is returned (nothing is given).
     pub(super) fn give<E: From<ImageError>>(
         &mut self,
         len: usize,
         drop_zeros: bool,
+        inner: (bool, bool),
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.full() {
@@ -219,6 +230,7 @@ impl Packer {
             raw: Vec::new(),
             packed: Vec::new(),
             drop_zeros: false,
+            inner: (false, false),
             pieces: Vec::new(),
             runs: Vec::new(),
         });
@@ -230,6 +242,7 @@ impl Packer {
         }
         job.seq = self.given;
         job.drop_zeros = drop_zeros;
+        job.inner = inner;
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(job).map_err(|_| stopped())?;
         self.given += 1;
@@ -284,6 +297,7 @@ mod tests {
             raw,
             packed: Vec::new(),
             drop_zeros,
+            inner: (false, false),
             pieces: Vec::new(),
             runs: Vec::new(),
         };

@@ -9,10 +9,11 @@ use ckpt_keys::{Algorithm, PublicKey, VerifyError};
 use sha2::{Digest as _, Sha256};
 
 use super::attest::{self, Attestation};
+use super::compress::{self, BLOCK_HEADER_LEN, MAX_BLOCK_LEN};
 use super::digest::{ChunkHasher, CHUNK_DIGEST_LEN};
 use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
 use super::layout::{check_header, Trailer, FORMAT_VERSION_1, HEADER_LEN, TRAILER_LEN};
-use super::manifest::{decode, ChunkEntry, Manifest, SignatureBlock};
+use super::manifest::{decode, ChunkEntry, Compression, Manifest, SignatureBlock};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
 use crate::progress::Observer;
 
@@ -331,14 +332,17 @@ impl<S: ImageSource> ImageReader<S> {
                 return Ok(());
             }
             let (entry, offset) = self.chunk(index)?;
-            if entry.stored.is_some() {
+            if entry.stored.is_some() && self.manifest.compression == Some(Compression::Lz4) {
                 self.load_compressed(index, entry, offset)?;
                 continue;
             }
+            // The bytes in the file are hashed; blocks of a compressed
+            // chunk are decoded when the chunk is read.
             let mut hasher = ChunkHasher::for_manifest(&self.manifest);
             let mut done = 0u64;
-            while done < entry.len {
-                let n = to_usize((entry.len - done).min(VERIFY_BLOCK_LEN as u64))?;
+            let stored = entry.file_len();
+            while done < stored {
+                let n = to_usize((stored - done).min(VERIFY_BLOCK_LEN as u64))?;
                 let block = &mut buf[..n];
                 read_at(&self.src, block, offset + done, "read chunk data")?;
                 hasher.update(&*block);
@@ -389,7 +393,10 @@ impl<S: ImageSource> ImageReader<S> {
             }));
         }
         let mut raw = vec![0u8; to_usize(entry.len)?];
-        super::compress::decompress(alg, &stored, &mut raw)?;
+        match alg {
+            Compression::Lz4 => compress::decompress(alg, &stored, &mut raw)?,
+            Compression::Lz4Blocks => compress::decode_blocks(alg, &stored, &mut raw)?,
+        }
         Ok(raw)
     }
 
@@ -447,9 +454,13 @@ impl<S: ImageSource> ImageReader<S> {
                 "empty chunk buffer",
             )));
         }
+        if entry.stored.is_some() && self.manifest.compression == Some(Compression::Lz4Blocks) {
+            return self.stream_blocks(index, entry, offset, buf, f);
+        }
         if entry.stored.is_some() {
-            // Checked whole, then decompressed: nothing unchecked is
-            // decompressed or handed over.
+            // A chunk compressed whole is checked whole, then
+            // decompressed: nothing unchecked is decompressed or handed
+            // over.
             let raw = self
                 .load_compressed(index, entry, offset)
                 .map_err(ChunkStreamError::Image)?;
@@ -481,6 +492,96 @@ impl<S: ImageSource> ImageReader<S> {
         Ok(entry)
     }
 
+    /// [`stream_chunk`](Self::stream_chunk) for a chunk of
+    /// [`Compression::Lz4Blocks`]: each block is read, hashed, decoded
+    /// and handed to `f` (its offset in the chunk and its bytes) in turn;
+    /// the digest is checked at the end. A block that does not decode, or
+    /// headers that do not add up to the entry's lengths, are reported as
+    /// tampered when the chunk's digest does not match either (the rest
+    /// of its bytes are then hashed first), else as malformed. Memory: one
+    /// stored and one decoded block, in `buf` when it holds both, else
+    /// allocated for the chunk.
+    fn stream_blocks<'s, E>(
+        &'s self,
+        index: usize,
+        entry: &'s ChunkEntry,
+        offset: u64,
+        buf: &mut [u8],
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<&'s ChunkEntry, ChunkStreamError<E>> {
+        let mut own = Vec::new();
+        let scratch: &mut [u8] = if buf.len() >= 2 * MAX_BLOCK_LEN {
+            buf
+        } else {
+            own.resize(2 * MAX_BLOCK_LEN, 0);
+            &mut own
+        };
+        let (stored_buf, out_buf) = scratch.split_at_mut(MAX_BLOCK_LEN);
+        let mut hasher = ChunkHasher::for_manifest(&self.manifest);
+        let total = entry.file_len();
+        let (mut pos, mut done) = (0u64, 0u64);
+        let tampered = || {
+            ChunkStreamError::Image(ImageError::Tampered(Tamper::Chunk {
+                index,
+                vaddr: entry.addr,
+            }))
+        };
+        while pos < total {
+            let got = read_block(
+                &self.src,
+                (offset, &mut pos, total),
+                entry.len - done,
+                &mut hasher,
+                stored_buf,
+                out_buf,
+            );
+            match got {
+                Ok(bytes) => {
+                    f(done, bytes).map_err(ChunkStreamError::Callback)?;
+                    done += bytes.len() as u64;
+                    self.advance(bytes.len() as u64);
+                }
+                Err(e @ ImageError::Io { .. }) => return Err(ChunkStreamError::Image(e)),
+                Err(e) => {
+                    // Tampered, or written so? The digest says.
+                    self.hash_rest(&mut hasher, offset + pos, total - pos, out_buf)
+                        .map_err(ChunkStreamError::Image)?;
+                    if hasher.finalize_reset()[..] != entry.digest[..] {
+                        return Err(tampered());
+                    }
+                    return Err(ChunkStreamError::Image(e));
+                }
+            }
+        }
+        if hasher.finalize_reset()[..] != entry.digest[..] {
+            return Err(tampered());
+        }
+        if done != entry.len {
+            return Err(ChunkStreamError::Image(blocks_short()));
+        }
+        Ok(entry)
+    }
+
+    /// Hashes `len` bytes of the file from `offset`, read in pieces of
+    /// `buf`'s length.
+    fn hash_rest(
+        &self,
+        hasher: &mut ChunkHasher,
+        offset: u64,
+        len: u64,
+        buf: &mut [u8],
+    ) -> Result<(), ImageError> {
+        let mut done = 0u64;
+        while done < len {
+            let n = to_usize((len - done).min(buf.len() as u64))?;
+            let piece = buf.get_mut(..n).unwrap_or_default();
+            read_at(&self.src, piece, offset + done, "read chunk data")?;
+            hasher.update(&*piece);
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     /// Calls `f` with each chunk's entry and data, in order. Each chunk is
     /// read into one reused buffer and its digest checked before `f` sees
     /// it, so a file changed after [`verify_chunks`](Self::verify_chunks)
@@ -498,6 +599,43 @@ impl<S: ImageSource> ImageReader<S> {
         }
         Ok(())
     }
+}
+
+fn blocks_short() -> ImageError {
+    ImageError::Malformed("a compressed chunk's blocks do not add up to its length")
+}
+
+/// Reads the next block of a [`Compression::Lz4Blocks`] chunk at
+/// `offset` (the chunk's), `pos` (the block's offset in it, moved past
+/// it) of the chunk's `total` bytes in the file, with at most `left`
+/// bytes of the chunk still to come: hashes its header and stored bytes
+/// (read into `stored_buf`) and returns its bytes of the chunk (decoded
+/// into `out_buf` when compressed).
+fn read_block<'a, S: ImageSource>(
+    src: &S,
+    (offset, pos, total): (u64, &mut u64, u64),
+    left: u64,
+    hasher: &mut ChunkHasher,
+    stored_buf: &'a mut [u8],
+    out_buf: &'a mut [u8],
+) -> Result<&'a [u8], ImageError> {
+    let mut head = [0u8; BLOCK_HEADER_LEN];
+    if total - *pos < BLOCK_HEADER_LEN as u64 {
+        return Err(blocks_short());
+    }
+    read_at(src, &mut head, offset + *pos, "read chunk data")?;
+    hasher.update(&head);
+    *pos += BLOCK_HEADER_LEN as u64;
+    let (len, n) = compress::parse_block_header(head)?;
+    if total - *pos < n as u64 || left < len as u64 {
+        return Err(blocks_short());
+    }
+    let stored = stored_buf.get_mut(..n).ok_or_else(blocks_short)?;
+    read_at(src, stored, offset + *pos, "read chunk data")?;
+    hasher.update(&*stored);
+    *pos += n as u64;
+    let out = out_buf.get_mut(..len).ok_or_else(blocks_short)?;
+    compress::decode_block(Compression::Lz4Blocks, stored, out)
 }
 
 /// Checks the signature block and the signature over the manifest digest

@@ -1759,7 +1759,7 @@ fn compressed_chunks_keep_their_order() {
     let (tmp, file) = TempFile::new("compressed");
     let mut w = ImageWriter::new(file).unwrap();
     w.compress_with(Compression::Lz4).unwrap();
-    let len = w.preferred_chunk_len().unwrap();
+    let len = crate::image::MAX_BLOCK_LEN as u64;
     let chunk = |c: u64| -> Vec<u8> {
         let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ c;
         (0..len)
@@ -1928,4 +1928,225 @@ fn a_sparse_chunk_ending_a_full_buffer_keeps_its_digest() {
     })
     .unwrap();
     assert_eq!(seen, want);
+}
+
+/// Chunk data for the `lz4-blocks` tests: `pages` pages, each random,
+/// text-like or zeros by `pattern` (one letter a page: `r`, `t`, `z`),
+/// repeated.
+fn patterned(pages: usize, pattern: &[u8], seed: u64) -> Vec<u8> {
+    const P: usize = 4096;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    let mut out = Vec::with_capacity(pages * P);
+    for p in 0..pages {
+        for i in 0..P {
+            out.push(match pattern[p % pattern.len()] {
+                b'r' => {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+                }
+                b't' => b"checkpoint restart "[(i + p) % 19],
+                _ => 0,
+            });
+        }
+    }
+    out
+}
+
+/// Writes `chunks` (address, data) zero-sparse with `lz4-blocks` and
+/// returns the image's bytes.
+fn write_lz4_blocks(chunks: &[(u64, Vec<u8>)], span: u64) -> Vec<u8> {
+    let (tmp, file) = TempFile::new("lz4-blocks");
+    let mut w = ImageWriter::new(file).unwrap();
+    w.compress_with(Compression::Lz4Blocks).unwrap();
+    for (addr, data) in chunks {
+        w.write_zero_sparse_chunk(0, *addr, data).unwrap();
+    }
+    w.finish(sample_meta(), content_with_big_mapping(span), None)
+        .unwrap();
+    fs::read(&tmp.path).unwrap()
+}
+
+/// `lz4-blocks`: a chunk of any length (up to the cap) is one entry of
+/// the image, however many blocks it takes (a few zero pages where two
+/// blocks meet do not cut it); a long run of zero pages does;
+/// incompressible data that would pass the cap with its headers goes on
+/// in a second entry. Every chunk reads back byte for byte, whole
+/// (`for_each_chunk`) and streamed a block at a time with a buffer too
+/// small for two blocks and with one large enough.
+#[test]
+fn lz4_blocks_chunks_are_one_entry_each_and_read_back() {
+    const P: u64 = 4096;
+    // 4 MiB; zero pages that meet at the first blocks' edge, too few to
+    // cut it.
+    let mut text = patterned(1024, b"ttrttttt", 1);
+    text[62 * P as usize..67 * P as usize].fill(0);
+    let random = patterned(2048, b"r", 2); // 8 MiB
+    let mut gapped = patterned(256, b"tttr", 3); // 1 MiB
+    gapped[100 * P as usize..150 * P as usize].fill(0);
+    let chunks = vec![
+        (BIG_AT, text.clone()),
+        (BIG_AT + (8 << 20), random.clone()),
+        (BIG_AT + (16 << 20), gapped.clone()),
+    ];
+    let bytes = write_lz4_blocks(&chunks, 17 << 20);
+    let r = open_bytes(&bytes).unwrap();
+    assert_eq!(r.manifest().compression, Some(Compression::Lz4Blocks));
+    r.verify_chunks().unwrap();
+    let shape: Vec<(u64, u64)> = r
+        .manifest()
+        .chunks
+        .iter()
+        .map(|c| (c.addr, c.len))
+        .collect();
+    let random_first = (8 << 20) - 256 * 1024;
+    assert_eq!(
+        shape,
+        vec![
+            (BIG_AT, 4 << 20),
+            (BIG_AT + (8 << 20), random_first),
+            (BIG_AT + (8 << 20) + random_first, 256 * 1024),
+            (BIG_AT + (16 << 20), 100 * P),
+            (BIG_AT + (16 << 20) + 150 * P, 106 * P),
+        ],
+        "one entry per chunk, cut by the zero run and by the cap"
+    );
+    for c in &r.manifest().chunks {
+        assert!(c.stored.is_some() && c.file_len() <= crate::limits::MAX_CHUNK_LEN);
+    }
+    assert!(
+        r.manifest().chunks[0].file_len() < (1 << 20),
+        "text compresses"
+    );
+    let expect = |addr: u64, len: u64| -> Vec<u8> {
+        let (at, data) = chunks.iter().rev().find(|(a, _)| *a <= addr).unwrap();
+        let off = (addr - at) as usize;
+        data[off..off + len as usize].to_vec()
+    };
+    let mut whole = 0;
+    r.for_each_chunk(|e, d| {
+        assert!(d == expect(e.addr, e.len), "chunk at {:#x}", e.addr);
+        whole += 1;
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(whole, 5);
+    for buf_len in [1000, 2 * MAX_BLOCK_LEN] {
+        let mut buf = vec![0u8; buf_len];
+        for (i, c) in r.manifest().chunks.iter().enumerate() {
+            let mut got = Vec::new();
+            r.stream_chunk(i, &mut buf, |off, piece| {
+                assert_eq!(off as usize, got.len());
+                assert!(piece.len() <= MAX_BLOCK_LEN);
+                got.extend_from_slice(piece);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert!(got == expect(c.addr, c.len), "chunk {i} streamed");
+        }
+    }
+}
+
+/// `lz4-blocks`: a byte changed anywhere in a chunk's stored bytes (a
+/// block header, compressed or stored bytes) fails it as tampered with
+/// its index, whether or not its blocks still decode, both streamed and
+/// read whole; the chunks before it still read.
+#[test]
+fn lz4_blocks_a_changed_byte_is_tampered() {
+    let data = patterned(256, b"tttrz", 5); // 1 MiB: 4 blocks
+    let bytes = write_lz4_blocks(&[(BIG_AT, data)], 1 << 20);
+    let (stored, m, _) = split(&bytes);
+    let len = stored.len();
+    let mut checked = 0;
+    for off in (0..len)
+        .step_by(len / 97 + 1)
+        .chain([0, 3, 4, 7, 8, len - 1])
+    {
+        let mut d = stored.clone();
+        d[off] ^= 0x41;
+        let bad = assemble(&d, &m, &[]);
+        let r = open_bytes(&bad).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let e = r
+            .stream_chunk(0, &mut buf, |_, _| Ok::<(), ()>(()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ChunkStreamError::Image(ImageError::Tampered(Tamper::Chunk { index: 0, .. }))
+            ),
+            "byte {off}: {e:?}"
+        );
+        let mut whole = Vec::new();
+        assert!(matches!(
+            r.read_chunk(0, &mut whole),
+            Err(ImageError::Tampered(Tamper::Chunk { index: 0, .. }))
+        ));
+        assert!(matches!(
+            r.verify_chunks(),
+            Err(ImageError::Tampered(Tamper::Chunk { index: 0, .. }))
+        ));
+        checked += 1;
+    }
+    assert!(checked > 90);
+}
+
+/// Block headers are checked before anything is read for them: lengths
+/// out of range, stored longer than the block, and blocks that do not add
+/// up to the chunk are malformed, never a panic or an allocation.
+#[test]
+fn lz4_blocks_headers_out_of_range_are_malformed() {
+    use super::compress::{block_header, decode_blocks, parse_block_header};
+    assert_eq!(
+        parse_block_header(block_header(4096, 10)).unwrap(),
+        (4096, 10)
+    );
+    assert_eq!(
+        parse_block_header(block_header(MAX_BLOCK_LEN, MAX_BLOCK_LEN)).unwrap(),
+        (MAX_BLOCK_LEN, MAX_BLOCK_LEN)
+    );
+    for (len, stored) in [
+        (0, 0),
+        (0, 1),
+        (10, 0),
+        (10, 11),
+        (MAX_BLOCK_LEN + 1, 1),
+        (u32::MAX as usize, u32::MAX as usize),
+    ] {
+        assert!(
+            matches!(
+                parse_block_header(block_header(len, stored)),
+                Err(ImageError::Malformed(_))
+            ),
+            "{len} {stored}"
+        );
+    }
+    let alg = Compression::Lz4Blocks;
+    let mut one = block_header(4, 4).to_vec();
+    one.extend_from_slice(b"abcd");
+    let mut out = [0u8; 4];
+    decode_blocks(alg, &one, &mut out).unwrap();
+    assert_eq!(&out, b"abcd");
+    let mut longer = [0u8; 5];
+    assert!(
+        decode_blocks(alg, &one, &mut longer).is_err(),
+        "short of the chunk"
+    );
+    let mut shorter = [0u8; 3];
+    assert!(
+        decode_blocks(alg, &one, &mut shorter).is_err(),
+        "past the chunk"
+    );
+    assert!(
+        decode_blocks(alg, &one[..7], &mut out).is_err(),
+        "cut block"
+    );
+    assert!(
+        decode_blocks(alg, &one[..5], &mut out).is_err(),
+        "cut header"
+    );
+    let mut bad = block_header(4, 3).to_vec();
+    bad.extend_from_slice(b"\xff\xff\xff");
+    assert!(decode_blocks(alg, &bad, &mut out).is_err(), "not LZ4");
 }

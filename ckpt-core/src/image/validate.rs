@@ -457,7 +457,7 @@ fn chunks(m: &Manifest) -> Result<(), Invalid> {
                     "is compressed, but the manifest names no compression",
                 ))
             }
-            (Some(stored), Some(Compression::Lz4)) => {
+            (Some(stored), Some(Compression::Lz4 | Compression::Lz4Blocks)) => {
                 if u64::from(stored.get()) > crate::limits::MAX_CHUNK_LEN {
                     return Err(invalid(
                         at(),

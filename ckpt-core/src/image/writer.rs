@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use super::attest;
+use super::compress::{block_header, BLOCK_HEADER_LEN, MAX_BLOCK_LEN};
 use super::digest::{ChunkHasher, CHUNK_DIGEST_LEN, WRITE_CHUNK_DIGEST};
 use super::error::ImageError;
 use super::layout::{encode_header, Trailer, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
@@ -38,9 +39,6 @@ const WRITE_BUFFER_LEN: usize = 256 << 10;
 const BUFFER_ALIGN: usize = 4096;
 /// Data written between two starts of writeback.
 const SYNC_STEP: u64 = 32 << 20;
-/// Chunk length [`ImageWriter::preferred_chunk_len`] asks for when
-/// compressing.
-pub const COMPRESSED_CHUNK_LEN: u64 = 256 << 10;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 4;
@@ -83,11 +81,24 @@ pub struct ImageWriter {
     compression: Option<Compression>,
     /// The compression threads, when compressing.
     packer: Option<Packer>,
-    /// Chunks given to `packer` and not appended yet: space, address and
-    /// length, in order.
-    pending: VecDeque<(u32, u64, u64)>,
+    /// Blocks given to `packer` and not appended yet, in order.
+    pending: VecDeque<PendingBlock>,
+    /// With [`Compression::Lz4Blocks`]: the last entry of `chunks` is a
+    /// chunk whose blocks are still being appended (its digest not ended
+    /// yet).
+    open_chunk: bool,
     /// Told of each chunk's bytes as it is taken.
     progress: Option<Observer>,
+}
+
+/// A block of a chunk given to the compression threads: where it
+/// belongs, and whether it is the chunk's last.
+#[derive(Debug, Clone, Copy)]
+struct PendingBlock {
+    space: u32,
+    addr: u64,
+    len: u64,
+    last: bool,
 }
 
 /// A write buffer: [`WRITE_BUFFER_LEN`] bytes at a page-aligned address
@@ -384,6 +395,7 @@ impl ImageWriter {
             compression: None,
             packer: None,
             pending: VecDeque::new(),
+            open_chunk: false,
             progress: None,
         })
     }
@@ -436,10 +448,12 @@ impl ImageWriter {
     /// a saved file, which restore creates at its size), like
     /// [`write_chunk_with`](Self::write_chunk_with). When compressing, its
     /// pages (4 KiB, from `addr`, which must be page aligned) that hold
-    /// only zeros are not stored: the chunk becomes one chunk of the image
-    /// per run of the other pages (at most
-    /// [`MAX_PIECES`](super::packer::MAX_PIECES)), and none when it is all
-    /// zeros. Without compression, the zero pages at either end of the
+    /// only zeros are not stored: those at either end of the chunk, and
+    /// runs of at least [`MIN_GAP`](super::zeros::MIN_GAP) bytes of them
+    /// inside each block (at most [`MAX_PIECES`](super::packer::MAX_PIECES)
+    /// runs of data a block); the chunk becomes one chunk of the image per
+    /// run of the other pages, and none when it is all zeros. Without
+    /// compression, the zero pages at either end of the
     /// chunk and runs of at least [`MIN_GAP`](super::zeros::MIN_GAP) bytes
     /// of them inside each write buffer's piece of it are left out the
     /// same way (see `append_sparse`).
@@ -489,26 +503,53 @@ impl ImageWriter {
             return Err(ImageError::InvalidInput("chunk address range overflows").into());
         }
         if self.compression.is_some() {
-            // Compressed on another thread; appended, in order, once
-            // compressed (here when as many chunks as allowed are in
-            // flight, else by `finish`).
-            if self.packer.as_ref().is_some_and(Packer::full) {
-                self.take_packed()?;
+            // Compressed a block at a time on other threads; appended, in
+            // order, once compressed (here when as many blocks as allowed
+            // are in flight, else by `finish`).
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(MAX_BLOCK_LEN as u64);
+                if self.packer.as_ref().is_some_and(Packer::full) {
+                    self.take_packed()?;
+                }
+                // Each block given may become a chunk of the image of its
+                // own: counted against the cap like one.
+                let count = (self.chunks.len() + self.pending.len()) as u64;
+                if count >= MAX_CHUNKS {
+                    self.abandon();
+                    return Err(ImageError::TooLarge {
+                        what: "chunk count",
+                        len: count + 1,
+                        cap: MAX_CHUNKS,
+                    }
+                    .into());
+                }
+                let Some(packer) = self.packer.as_mut() else {
+                    return Err(ImageError::InvalidInput("the writer failed earlier").into());
+                };
+                // Dropping zero pages turns a block into up to MAX_PIECES
+                // chunks: only while that cannot bring the count near its
+                // cap (past half of it, each block is one at most).
+                let in_flight = (self.pending.len() as u64 + 1) * MAX_PIECES as u64;
+                let drop_zeros = drop_zeros && count + in_flight < MAX_CHUNKS / 2;
+                // Blocks of one chunk of the image: zeros where one meets
+                // the next are a stretch like any other.
+                let inner = match self.compression {
+                    Some(Compression::Lz4Blocks) => (off > 0, off + n < len),
+                    _ => (false, false),
+                };
+                if let Err(e) = packer.give(n as usize, drop_zeros, inner, |raw| fill(off, raw)) {
+                    self.abandon();
+                    return Err(e);
+                }
+                self.pending.push_back(PendingBlock {
+                    space,
+                    addr: addr + off,
+                    len: n,
+                    last: off + n == len,
+                });
+                off += n;
             }
-            let Some(packer) = self.packer.as_mut() else {
-                return Err(ImageError::InvalidInput("the writer failed earlier").into());
-            };
-            let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
-            // Dropping zero pages turns a chunk into up to MAX_PIECES: only
-            // while that cannot bring the count near its cap (past half of
-            // it, each chunk is one again).
-            let in_flight = (self.pending.len() as u64 + 1) * MAX_PIECES as u64;
-            let drop_zeros = drop_zeros && count + in_flight < MAX_CHUNKS / 2;
-            if let Err(e) = packer.give(len_usize, drop_zeros, |raw| fill(0, raw)) {
-                self.abandon();
-                return Err(e);
-            }
-            self.pending.push_back((space, addr, len));
             return Ok(());
         }
         if drop_zeros && count < MAX_CHUNKS / 2 {
@@ -518,7 +559,7 @@ impl ImageWriter {
             }
             return Ok(());
         }
-        self.append(len, fill)?;
+        self.append(len, true, fill)?;
         self.data_len += len;
         self.chunks.push(ChunkEntry {
             space,
@@ -534,10 +575,12 @@ impl ImageWriter {
     }
 
     /// Appends `len` bytes of chunk data that `fill` writes into the
-    /// buffers, and marks the chunk's end for the hashing thread.
+    /// buffers and, with `ends_chunk`, marks the chunk's end for the
+    /// hashing thread.
     fn append<E: From<ImageError>>(
         &mut self,
         len: u64,
+        ends_chunk: bool,
         mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         // The hashing thread hashes exactly the bytes that go to the file.
@@ -554,7 +597,7 @@ impl ImageWriter {
             done += n as u64;
             self.spans.push(Span {
                 len: n,
-                ends_chunk: done == len,
+                ends_chunk: ends_chunk && done == len,
             });
             if self.current.room() == 0 {
                 self.send_current()?;
@@ -676,9 +719,16 @@ impl ImageWriter {
                 return Err(e);
             }
         };
-        let Some((space, addr, len)) = self.pending.pop_front() else {
+        let Some(PendingBlock {
+            space,
+            addr,
+            len,
+            last,
+        }) = self.pending.pop_front()
+        else {
             return Err(ImageError::InvalidInput("a compressed chunk nobody gave"));
         };
+        let blocks = self.compression == Some(Compression::Lz4Blocks);
         for piece in taken.pieces() {
             let Some((off, piece_len, bytes, stored)) = piece else {
                 self.abandon();
@@ -686,10 +736,14 @@ impl ImageWriter {
                     "a compressed chunk's piece is out of its buffer",
                 ));
             };
+            if blocks {
+                self.append_block(space, addr + off, piece_len, bytes)?;
+                continue;
+            }
             let stored = stored
                 .and_then(|n| u32::try_from(n).ok())
                 .and_then(std::num::NonZeroU32::new);
-            self.append(bytes.len() as u64, copy_from(bytes))?;
+            self.append(bytes.len() as u64, true, copy_from(bytes))?;
             self.data_len += bytes.len() as u64;
             self.chunks.push(ChunkEntry {
                 space,
@@ -698,6 +752,9 @@ impl ImageWriter {
                 digest: Vec::new(),
                 stored,
             });
+        }
+        if last {
+            self.close_chunk();
         }
         if let Some(observe) = &self.progress {
             observe(len);
@@ -708,23 +765,78 @@ impl ImageWriter {
         Ok(())
     }
 
-    /// Compresses every chunk written from now on with `alg` (a chunk that
-    /// does not get smaller is stored as it is), and names it in the
-    /// manifest. Starts one compression thread per CPU (at most 4); costs
-    /// two buffers of the largest chunk per chunk in flight (as many as
-    /// the threads).
+    /// Appends a block of a [`Compression::Lz4Blocks`] chunk: `len`
+    /// bytes at `addr` in `space`, stored as `bytes` (compressed when
+    /// fewer), after its header. It goes in the open chunk when it
+    /// continues it and the chunk stays within [`MAX_CHUNK_LEN`] both in
+    /// its space and in the file; else it starts a chunk.
+    fn append_block(
+        &mut self,
+        space: u32,
+        addr: u64,
+        len: u64,
+        bytes: &[u8],
+    ) -> Result<(), ImageError> {
+        let add = (BLOCK_HEADER_LEN + bytes.len()) as u64;
+        let continues = self.open_chunk
+            && self.chunks.last().is_some_and(|c| {
+                c.space == space
+                    && c.addr + c.len == addr
+                    && c.len + len <= MAX_CHUNK_LEN
+                    && c.file_len() + add <= MAX_CHUNK_LEN
+            });
+        if !continues {
+            self.close_chunk();
+            self.chunks.push(ChunkEntry {
+                space,
+                addr,
+                len: 0,
+                digest: Vec::new(),
+                stored: None,
+            });
+            self.open_chunk = true;
+        }
+        let header = block_header(len as usize, bytes.len());
+        self.append(header.len() as u64, false, copy_from(&header))?;
+        self.append(bytes.len() as u64, false, copy_from(bytes))?;
+        self.data_len += add;
+        let Some(c) = self.chunks.last_mut() else {
+            return Err(ImageError::InvalidInput(
+                "a compressed block without its chunk",
+            ));
+        };
+        let stored = c.stored.map_or(0, |s| u64::from(s.get())) + add;
+        c.len += len;
+        c.stored = u32::try_from(stored)
+            .ok()
+            .and_then(std::num::NonZeroU32::new);
+        Ok(())
+    }
+
+    /// Ends the open [`Compression::Lz4Blocks`] chunk, if any: an empty
+    /// span ends its digest.
+    fn close_chunk(&mut self) {
+        if std::mem::take(&mut self.open_chunk) {
+            self.spans.push(Span {
+                len: 0,
+                ends_chunk: true,
+            });
+        }
+    }
+
+    /// Compresses every chunk written from now on with `alg`, a block of
+    /// at most [`MAX_BLOCK_LEN`] bytes at a time (a block that does not
+    /// get smaller is stored as it is), and names it in the manifest.
+    /// With [`Compression::Lz4Blocks`] a chunk's blocks make one chunk of
+    /// the image (cut where zero pages are left out); with
+    /// [`Compression::Lz4`], each block is one. Starts one compression
+    /// thread per CPU (at most 4); costs two buffers of a block per block
+    /// in flight (as many as the threads).
     pub fn compress_with(&mut self, alg: Compression) -> Result<(), ImageError> {
         self.packer = Some(Packer::spawn(alg)?);
         self.compression = Some(alg);
         self.max_buffers = COMPRESSED_WRITE_BUFFERS;
         Ok(())
-    }
-
-    /// The chunk length callers should use: [`COMPRESSED_CHUNK_LEN`] when
-    /// compressing (a compressed chunk is held whole at both ends), else
-    /// `None` (any length up to [`MAX_CHUNK_LEN`]).
-    pub fn preferred_chunk_len(&self) -> Option<u64> {
-        self.compression.map(|_| COMPRESSED_CHUNK_LEN)
     }
 
     /// Hands the current buffer to the I/O thread and takes an empty one.
@@ -768,6 +880,7 @@ impl ImageWriter {
         self.current = Block::empty();
         self.packer = None;
         self.pending.clear();
+        self.open_chunk = false;
         if let Some(io) = self.io.take() {
             let _ = io.join();
         }
@@ -785,6 +898,7 @@ impl ImageWriter {
         while !self.pending.is_empty() {
             self.take_packed()?;
         }
+        self.close_chunk();
         // Joins the compression threads.
         self.packer = None;
         // An empty buffer may still end a chunk (an empty span).

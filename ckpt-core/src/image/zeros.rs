@@ -41,11 +41,16 @@ pub(super) const MIN_GAP: usize = 16 * PAGE;
 /// page, joined across stretches of zeros shorter than `min_gap` bytes.
 /// At most `max_runs` runs: when there would be more, the shortest
 /// stretches of zeros between them are stored too (the longest are still
-/// left out). An empty list when the chunk holds only zeros.
+/// left out). An empty list when the chunk holds only zeros. `chunk` may
+/// be a part of a longer one: with `inner_start` (`inner_end`) it is not
+/// at that one's start (end), and zeros at its start (end) are treated
+/// like a stretch between two runs, left out only when at least
+/// `min_gap` long.
 pub(super) fn nonzero_runs(
     chunk: &[u8],
     min_gap: usize,
     max_runs: usize,
+    (inner_start, inner_end): (bool, bool),
     runs: &mut Vec<(usize, usize)>,
 ) {
     runs.clear();
@@ -61,6 +66,16 @@ pub(super) fn nonzero_runs(
             }
         }
         off += page.len();
+    }
+    if let Some((start, len)) = runs.first_mut().filter(|r| inner_start && r.0 < min_gap) {
+        *len += *start;
+        *start = 0;
+    }
+    if let Some((start, len)) = runs
+        .last_mut()
+        .filter(|r| inner_end && chunk.len() - (r.0 + r.1) < min_gap)
+    {
+        *len = chunk.len() - *start;
     }
     if runs.len() <= max_runs.max(1) {
         return;
@@ -119,28 +134,50 @@ mod tests {
         let mut runs = Vec::new();
         // 3 zero pages, then 5 of data, in every 8 (bigmem's text).
         let c = chunk(64, |i| i % 8 >= 3);
-        nonzero_runs(&c, PAGE, 16, &mut runs);
+        nonzero_runs(&c, PAGE, 16, (false, false), &mut runs);
         let want: Vec<(usize, usize)> = (0..8).map(|g| ((g * 8 + 3) * PAGE, 5 * PAGE)).collect();
         assert_eq!(runs, want);
         // All zeros: nothing; all data: one run.
         // Gaps shorter than the least one left out are stored; zeros at
         // the ends are left out whatever their length.
-        nonzero_runs(&c, 4 * PAGE, 16, &mut runs);
+        nonzero_runs(&c, 4 * PAGE, 16, (false, false), &mut runs);
         assert_eq!(runs, vec![(3 * PAGE, 61 * PAGE)]);
         let c = chunk(64, |i| (4..10).contains(&i) || (30..40).contains(&i));
-        nonzero_runs(&c, MIN_GAP, 16, &mut runs);
+        nonzero_runs(&c, MIN_GAP, 16, (false, false), &mut runs);
         assert_eq!(runs, vec![(4 * PAGE, 6 * PAGE), (30 * PAGE, 10 * PAGE)]);
-        nonzero_runs(&c, 21 * PAGE, 16, &mut runs);
+        nonzero_runs(&c, 21 * PAGE, 16, (false, false), &mut runs);
         assert_eq!(runs, vec![(4 * PAGE, 36 * PAGE)]);
-        nonzero_runs(&chunk(64, |_| false), PAGE, 16, &mut runs);
+        nonzero_runs(&chunk(64, |_| false), PAGE, 16, (false, false), &mut runs);
         assert!(runs.is_empty());
-        nonzero_runs(&chunk(64, |_| true), PAGE, 16, &mut runs);
+        nonzero_runs(&chunk(64, |_| true), PAGE, 16, (false, false), &mut runs);
         assert_eq!(runs, vec![(0, 64 * PAGE)]);
         // A tail shorter than a page is kept, zero or not.
         let mut c = chunk(2, |i| i == 0);
         c.extend_from_slice(&[0u8; 10]);
-        nonzero_runs(&c, PAGE, 16, &mut runs);
+        nonzero_runs(&c, PAGE, 16, (false, false), &mut runs);
         assert_eq!(runs, vec![(0, PAGE), (2 * PAGE, 10)]);
+    }
+
+    /// A part of a longer chunk keeps zeros at an inner edge shorter than
+    /// the least gap (the run goes on in the next part), and leaves out
+    /// longer ones; at an outer edge, any.
+    #[test]
+    fn zeros_at_an_inner_edge_are_a_gap_like_any_other() {
+        let mut runs = Vec::new();
+        // 3 zero pages, then 5 of data, in every 8 (bigmem's text).
+        let c = chunk(64, |i| i % 8 >= 3);
+        nonzero_runs(&c, 4 * PAGE, 16, (true, false), &mut runs);
+        assert_eq!(runs, vec![(0, 64 * PAGE)]);
+        nonzero_runs(&c, 4 * PAGE, 16, (false, true), &mut runs);
+        assert_eq!(runs, vec![(3 * PAGE, 61 * PAGE)]);
+        let c = chunk(64, |i| (20..40).contains(&i));
+        nonzero_runs(&c, MIN_GAP, 16, (true, true), &mut runs);
+        assert_eq!(runs, vec![(20 * PAGE, 20 * PAGE)]);
+        let c = chunk(64, |i| (10..60).contains(&i));
+        nonzero_runs(&c, MIN_GAP, 16, (true, true), &mut runs);
+        assert_eq!(runs, vec![(0, 64 * PAGE)]);
+        nonzero_runs(&chunk(64, |_| false), MIN_GAP, 16, (true, true), &mut runs);
+        assert!(runs.is_empty());
     }
 
     #[test]
@@ -148,13 +185,13 @@ mod tests {
         let mut runs = Vec::new();
         // Data at 0, 2, 4 (gaps of one page), and at 10 (a gap of five).
         let c = chunk(11, |i| matches!(i, 0 | 2 | 4 | 10));
-        nonzero_runs(&c, PAGE, 2, &mut runs);
+        nonzero_runs(&c, PAGE, 2, (false, false), &mut runs);
         assert_eq!(runs, vec![(0, 5 * PAGE), (10 * PAGE, PAGE)]);
-        nonzero_runs(&c, PAGE, 1, &mut runs);
+        nonzero_runs(&c, PAGE, 1, (false, false), &mut runs);
         assert_eq!(runs, vec![(0, 11 * PAGE)]);
         // Every other page: the bound holds, and every data page is in.
         let c = chunk(64, |i| i % 2 == 0);
-        nonzero_runs(&c, PAGE, 16, &mut runs);
+        nonzero_runs(&c, PAGE, 16, (false, false), &mut runs);
         assert_eq!(runs.len(), 16);
         for i in (0..64).step_by(2) {
             let at = i * PAGE;

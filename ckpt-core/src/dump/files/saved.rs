@@ -319,9 +319,7 @@ impl SavedFiles {
         writer: &mut ImageWriter,
     ) -> Result<(), DumpError> {
         let pid = frozen.pid;
-        let chunk = writer
-            .preferred_chunk_len()
-            .map_or(CHUNK_BYTES, |l| usize::try_from(l).unwrap_or(CHUNK_BYTES));
+        let chunk = CHUNK_BYTES;
         let mut buf = Vec::new();
         let fresh = self.list.get(self.written..).unwrap_or_default();
         for s in fresh {
