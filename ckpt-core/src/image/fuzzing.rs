@@ -12,7 +12,9 @@ use super::{ChunkStreamError, ImageReader};
 /// Feeds `data` to the reader as a whole image, and to the manifest decoder
 /// and validation as a bare manifest. Nothing may panic or abort; an image
 /// that opens passes validation, its manifest re-encodes to a value that
-/// decodes the same, and the two chunk verification paths agree.
+/// decodes the same, and the chunk reading paths agree (whole chunks and
+/// streamed pieces give the same bytes, and verification accepts exactly
+/// what reading does).
 pub fn image_reader(data: &[u8]) {
     // As a bare manifest: decoding is bounded, validation total.
     if let Ok(m) = decode::<Manifest>(data, "manifest") {
@@ -34,8 +36,23 @@ pub fn image_reader(data: &[u8]) {
 
     let verified = reader.verify_chunks().is_ok();
     let mut total = 0u64;
+    // Each chunk read whole, then streamed in small pieces (a compressed
+    // chunk a block at a time): the same bytes, or both refused.
+    let mut piece = vec![0u8; 1000];
+    let mut index = 0;
     let streamed = reader.for_each_chunk(|entry, chunk| {
         assert_eq!(entry.len, chunk.len() as u64);
+        let mut again = Vec::new();
+        let pieces = reader.stream_chunk(index, &mut piece, |off, bytes| {
+            assert_eq!(off, again.len() as u64, "pieces out of order");
+            again.extend_from_slice(bytes);
+            Ok::<(), ()>(())
+        });
+        assert!(
+            matches!(pieces, Ok(e) if std::ptr::eq(e, entry)) && again == chunk,
+            "stream_chunk disagrees with for_each_chunk"
+        );
+        index += 1;
         total += entry.len;
         Ok::<(), ()>(())
     });

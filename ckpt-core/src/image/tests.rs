@@ -1233,6 +1233,15 @@ fn write_fuzz_seeds() {
     w.finish(sample_meta(), sample_content(), None).unwrap();
     fs::copy(&tmp.path, dir.join("v2-no-chunks")).unwrap();
     fs::write(dir.join("v2-memfd"), build_with_a_memfd(Some(&key()))).unwrap();
+    // lz4-blocks: a chunk of two blocks (text, and text with a random
+    // page), and one of a block stored as it is.
+    let mut text = patterned(96, b"tttttttr", 9);
+    text.extend_from_slice(&patterned(1, b"r", 10));
+    fs::write(
+        dir.join("v2-lz4-blocks"),
+        write_lz4_blocks(&[(BIG_AT, text), (BIG_AT + (1 << 20), patterned(2, b"r", 11))], 2 << 20),
+    )
+    .unwrap();
 }
 
 /// Writes the fixture image of ckpt-verify's CLI snapshot tests (the
