@@ -165,7 +165,7 @@ impl Packer {
         // The caller reads the next chunk while the threads compress the
         // ones before: as many in flight as threads keeps them all busy
         // but while a chunk is handed over.
-        let limit = 2 * n;
+        let limit = n;
         let (jobs, jobs_rx) = sync_channel::<Packed>(limit);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (done_tx, done) = channel::<Packed>();
