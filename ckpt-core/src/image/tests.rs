@@ -1239,7 +1239,10 @@ fn write_fuzz_seeds() {
     text.extend_from_slice(&patterned(1, b"r", 10));
     fs::write(
         dir.join("v2-lz4-blocks"),
-        write_lz4_blocks(&[(BIG_AT, text), (BIG_AT + (1 << 20), patterned(2, b"r", 11))], 2 << 20),
+        write_lz4_blocks(
+            &[(BIG_AT, text), (BIG_AT + (1 << 20), patterned(2, b"r", 11))],
+            2 << 20,
+        ),
     )
     .unwrap();
 }

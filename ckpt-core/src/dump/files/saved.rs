@@ -320,7 +320,6 @@ impl SavedFiles {
     ) -> Result<(), DumpError> {
         let pid = frozen.pid;
         let chunk = CHUNK_BYTES;
-        let mut buf = Vec::new();
         let fresh = self.list.get(self.written..).unwrap_or_default();
         for s in fresh {
             let space = s.index;
@@ -341,19 +340,21 @@ impl SavedFiles {
                 let mut off = from;
                 while off < upto {
                     frozen.check_cancel()?;
-                    let n = usize::try_from((upto - off).min(chunk as u64)).unwrap_or(chunk);
-                    buf.resize(n.max(buf.len()), 0);
-                    let piece = &mut buf[..n];
-                    file.read_exact_at(piece, off)
-                        .map_err(|source| DumpError::Proc {
-                            pid,
-                            what: format!("the content of space {space} at offset {off}"),
-                            source,
-                        })?;
-                    if piece.iter().any(|&b| b != 0) {
-                        writer.write_zero_sparse_chunk(space, off, piece)?;
-                    }
-                    off += n as u64;
+                    let n = (upto - off).min(chunk as u64);
+                    // Read straight into the writer's buffers; pages of
+                    // zeros are left out there (a chunk of nothing but
+                    // zeros leaves nothing).
+                    let at = off;
+                    let fill = |o: u64, piece: &mut [u8]| {
+                        file.read_exact_at(piece, at + o)
+                            .map_err(|source| DumpError::Proc {
+                                pid,
+                                what: format!("the content of space {space} at offset {}", at + o),
+                                source,
+                            })
+                    };
+                    writer.write_zero_sparse_chunk_with(space, off, n, fill)?;
+                    off += n;
                 }
             }
         }

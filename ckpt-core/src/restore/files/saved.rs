@@ -19,13 +19,14 @@
 //!
 //! Owns: the stub's fd of each such file until the fd table is rebuilt.
 //! Trusts: nothing in the image (spaces, sizes and chunks are checked by
-//! `validate`; chunk data is re-hashed as it is read).
+//! `validate`; chunk data is re-hashed as it is streamed into the file,
+//! which is the stub's alone and goes with it when a digest fails).
 
 use std::os::unix::fs::FileExt as _;
 
 use super::super::transfer::Key;
 use super::super::{Builder, RestoreError, StubMode};
-use crate::image::{ImageReader, Space};
+use crate::image::{ChunkStreamError, ImageReader, Space};
 use crate::inject::errno_of;
 use crate::inject::structs::OpenHow;
 use crate::inject::KernelStruct;
@@ -260,18 +261,27 @@ impl Builder<'_> {
         let file = std::fs::File::from(copy);
         file.set_len(size)
             .map_err(|e| err("sizing a restored file")(errno_io(&e)))?;
-        let mut buf = Vec::new();
+        // Streamed a piece (a compressed block) at a time: the file is
+        // the stub's, and dies with it should a digest not match.
+        let mut buf = vec![0u8; 2 * crate::image::MAX_BLOCK_LEN];
         for (index, c) in self.m.chunks.iter().enumerate() {
             if c.space != space {
                 continue;
             }
-            let c = reader.read_chunk(index, &mut buf)?;
-            file.write_all_at(&buf, c.addr)
-                .map_err(|e| RestoreError::Memory {
-                    pid,
-                    what: "writing a restored file's content",
-                    addr: c.addr,
-                    errno: errno_io(&e),
+            let base = c.addr;
+            reader
+                .stream_chunk(index, &mut buf, |off, piece| {
+                    file.write_all_at(piece, base + off)
+                        .map_err(|e| RestoreError::Memory {
+                            pid,
+                            what: "writing a restored file's content",
+                            addr: base + off,
+                            errno: errno_io(&e),
+                        })
+                })
+                .map_err(|e| match e {
+                    ChunkStreamError::Image(e) => RestoreError::from(e),
+                    ChunkStreamError::Callback(e) => e,
                 })?;
         }
         Ok(())
