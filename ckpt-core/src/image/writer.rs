@@ -341,6 +341,68 @@ fn zero_gaps(piece: &[u8], at: u64, chunk_len: u64, gaps: &mut Vec<(u64, u64)>) 
     }
 }
 
+/// Where the manifest is encoded: the image file (through a buffer),
+/// hashed and counted as it goes, refusing to go past
+/// [`MAX_MANIFEST_LEN`].
+struct ManifestOut<'f> {
+    file: io::BufWriter<&'f File>,
+    hasher: Sha256,
+    len: u64,
+    too_long: bool,
+}
+
+impl io::Write for ManifestOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.len + buf.len() as u64 > MAX_MANIFEST_LEN {
+            self.too_long = true;
+            return Err(io::Error::other("the manifest is too long"));
+        }
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Encodes `manifest` into `file` at its position; returns the length
+/// and SHA-256 of the bytes written.
+fn write_manifest(file: &File, manifest: &Manifest) -> Result<(u64, [u8; 32]), ImageError> {
+    let mut out = ManifestOut {
+        file: io::BufWriter::with_capacity(64 << 10, file),
+        hasher: Sha256::new(),
+        len: 0,
+        too_long: false,
+    };
+    let encoded = ciborium::ser::into_writer(manifest, &mut out);
+    if out.too_long {
+        return Err(ImageError::TooLarge {
+            what: "manifest",
+            len: MAX_MANIFEST_LEN + 1,
+            cap: MAX_MANIFEST_LEN,
+        });
+    }
+    match encoded {
+        Ok(()) => {}
+        Err(ciborium::ser::Error::Io(source)) => {
+            return Err(ImageError::Io {
+                op: "write the manifest",
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ImageError::InvalidInput(
+                "the manifest cannot be encoded as CBOR",
+            ))
+        }
+    }
+    out.flush().map_err(io_err("write the manifest"))?;
+    Ok((out.len, out.hasher.finalize().into()))
+}
+
 /// A `fill` for the writer that copies from `data`: the piece at each
 /// offset.
 fn copy_from(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> Result<(), ImageError> + '_ {
@@ -952,16 +1014,11 @@ impl ImageWriter {
             chunk_digest: Some(WRITE_CHUNK_DIGEST),
             compression: self.compression,
         };
-        let manifest_bytes = encode(&manifest)?;
-        let manifest_len = manifest_bytes.len() as u64;
-        if manifest_len > MAX_MANIFEST_LEN {
-            return Err(ImageError::TooLarge {
-                what: "manifest",
-                len: manifest_len,
-                cap: MAX_MANIFEST_LEN,
-            });
-        }
-        let manifest_digest: [u8; 32] = Sha256::digest(&manifest_bytes).into();
+        // Encoded straight into the file after the data, hashed as it
+        // goes: no copy of it in memory (a tree of 200 processes has a
+        // manifest of 2 MB).
+        let (manifest_len, manifest_digest) = write_manifest(&file, &manifest)?;
+        drop(manifest);
 
         let sig_bytes = match signer {
             None => Vec::new(),
@@ -1015,8 +1072,6 @@ impl ImageWriter {
         };
         let size = manifest_offset + manifest_len + sig_len + TRAILER_LEN;
 
-        file.write_all(&manifest_bytes)
-            .map_err(io_err("write the manifest"))?;
         file.write_all(&sig_bytes)
             .map_err(io_err("write the signature block"))?;
         file.write_all(&trailer.encode())
