@@ -657,9 +657,19 @@ impl Builder<'_> {
         if threads == 1 {
             return worker(0);
         }
+        // Started while the restorer is pinned to one CPU: each gives
+        // itself every CPU back.
+        let pinned = self.pinned;
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
-                .map(|i| scope.spawn(move || worker(i)))
+                .map(|i| {
+                    scope.spawn(move || {
+                        if let Some(p) = pinned {
+                            p.release_thread();
+                        }
+                        worker(i)
+                    })
+                })
                 .collect();
             let mut first_err = Ok(());
             for h in handles {

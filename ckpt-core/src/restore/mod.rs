@@ -37,6 +37,7 @@
 //! credentials drop, and the tids memory holds). All
 //! syscalls go through the typed [`Injector`](crate::inject::Injector).
 
+mod affinity;
 mod creds;
 mod files;
 mod mm;
@@ -257,6 +258,9 @@ struct Builder<'a> {
     saved_fds: Vec<files::saved::SavedFd>,
     /// Threads re-created so far (besides the leader), stopped.
     threads: Vec<Tracee>,
+    /// The restorer's pin to one CPU for the build, and the mask to give
+    /// back (see [`affinity`]).
+    pinned: Option<&'a affinity::Pinned>,
     /// Saved tid -> tid in the restored process, for every thread (the
     /// leader first), once the threads exist.
     tid_map: Vec<(i32, i32)>,
@@ -454,6 +458,7 @@ impl Builder<'_> {
         self.lock_mappings()?;
         self.restore_oom_score_adj()?;
         self.restore_sched()?;
+        self.give_back_cpus()?;
         self.restore_child_subreaper()?;
         self.clear_pdeathsig()?;
         self.note_pdeathsig()?;

@@ -196,6 +196,10 @@ fn build_tree(
         return Err(RestoreError::CalledOff { pid: 0 });
     }
     let mut shared = Shared::new(m)?;
+    // On one CPU for the build (each stub inherits it and gives itself
+    // the restorer's mask back); the restorer's comes back when this
+    // returns.
+    let pinned = super::affinity::Pinned::here();
     let stub = spawn_stub(
         &exe_path,
         &opts.creds,
@@ -250,6 +254,7 @@ fn build_tree(
         shape: &shape,
         digests: super::mm::FileDigests::new(opts.digest_cache.as_deref()),
         pidns,
+        pinned: pinned.as_ref(),
     };
     match ctx.build(&mut stubs, &mut shared, &mut notices) {
         Ok(()) => ctx.digests.save(),
@@ -286,6 +291,8 @@ struct Ctx<'a> {
     digests: super::mm::FileDigests,
     /// The pid namespace restored into, if a new one.
     pidns: Option<&'a PidNamespace>,
+    /// The restorer's pin for the build.
+    pinned: Option<&'a super::affinity::Pinned>,
 }
 
 impl Ctx<'_> {
@@ -322,6 +329,7 @@ impl Ctx<'_> {
             digests: &self.digests,
             ns_pid: *ns_pid,
             pidns: self.pidns,
+            pinned: self.pinned,
         }
     }
 
