@@ -935,3 +935,60 @@ fn a_child_sharing_its_parents_fd_table_shares_it_after_restore() {
     let result = workload_result(&mut restored, &wdir.join("result"), &log, "fdtable");
     assert_eq!(result, "OK\n", "the restored tree reported: {result}");
 }
+
+/// The CPUs each thread may run on, from `/proc/PID/task/TID/status`.
+fn cpus_allowed(pid: i32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    for t in tasks {
+        let t = t.unwrap();
+        let status = fs::read_to_string(t.path().join("status")).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        out.push((format!("{pid}/{}", t.file_name().to_string_lossy()), line));
+    }
+    out
+}
+
+/// The restorer builds the processes pinned to one CPU, and each gives
+/// itself the restorer's mask back: every process and thread of a
+/// restored tree may run on every CPU the caller (this test, whose mask
+/// the restore inherits) may, not on the one the build ran on.
+#[test]
+fn a_restored_tree_runs_on_every_cpu_the_caller_may() {
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "tree-cpus");
+    let (mut orig, wdir) = start_tree(&env, &dir, "cpu", &[]);
+    let image = dir.work.join("cpu.ckpt");
+    env.dump_ok(&dir, orig.pid, &image, &["--tree"]);
+    orig.wait_gone("dump kills the root");
+    wait_until(WAIT, "the dump has killed every member of the tree", || {
+        processes_mentioning(path_str(&wdir)).is_empty()
+    });
+    let pidfile = dir.work.join("cpu.pid");
+    let (_run, mut restored) = env.restore_ok(&dir, &image, Some(&pidfile));
+    let _kill = TreeGuard::new(restored.pid);
+    let mine = cpus_allowed(std::process::id() as i32)
+        .into_iter()
+        .next()
+        .map(|(_, l)| l)
+        .unwrap();
+    let members = tree(restored.pid);
+    assert!(members.len() >= 5, "{members:#?}");
+    for m in &members {
+        for (task, allowed) in cpus_allowed(m.pid) {
+            assert_eq!(
+                allowed, mine,
+                "thread {task} ({}) may run on CPUs {allowed}, the caller on {mine}",
+                m.comm
+            );
+        }
+    }
+    let result = ask(&dir, &mut restored, &wdir, "cpu");
+    assert_eq!(result, "OK\n", "the restored tree reported: {result}");
+}

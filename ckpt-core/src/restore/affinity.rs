@@ -6,7 +6,8 @@
 //! thread is pinned to the CPU it runs on for the build; every stub
 //! inherits that, and gives itself back the restorer's own mask before
 //! its threads are created (step 11 of the build), so a restored process
-//! ends with the mask it would have had without the pin, the caller's.
+//! ends with the mask it would have had without the pin, the caller's
+//! (a zombie, before it exits).
 //! Threads the restorer starts to fill memory give themselves the mask
 //! back first, to run on every CPU.
 //!
@@ -57,6 +58,11 @@ impl Pinned {
         Some(Pinned { original, mask })
     }
 
+    /// The restorer's own mask, as the kernel's bitmap.
+    pub(super) fn mask(&self) -> &[u8] {
+        &self.mask
+    }
+
     /// Gives the calling thread (one the restorer started while pinned)
     /// the mask back. Best effort: a thread that stays pinned is only
     /// slower.
@@ -81,7 +87,7 @@ impl Builder<'_> {
         let Some(pinned) = self.pinned else {
             return Ok(());
         };
-        let at = self.inj.put_bytes(&pinned.mask, "writing the CPU mask")?;
+        let at = self.inj.put_bytes(pinned.mask(), "writing the CPU mask")?;
         let r = self.sys_raw(
             libc::SYS_sched_setaffinity,
             [0, MASK_BYTES as u64, at, 0, 0, 0],

@@ -444,7 +444,7 @@ impl Ctx<'_> {
             let mut s = b.fork_child(blank.tramp, z.pid, false)?;
             stubs.pids.insert(z.pid, s.ns_pid);
             let r = join_groups(&mut s, blank.tramp, z.pid, z.pgid, z.sid, self.m, stubs)
-                .and_then(|()| exit_as_zombie(s, blank.tramp, z));
+                .and_then(|()| exit_as_zombie(s, blank.tramp, z, self.pinned));
             r?;
             if let Some(h) = stand_in {
                 let gone = Zombie {
@@ -456,7 +456,7 @@ impl Ctx<'_> {
                     comm: String::new(),
                 };
                 let hpid = h.ns_pid;
-                exit_as_zombie(h, blank.tramp, &gone)?;
+                exit_as_zombie(h, blank.tramp, &gone, self.pinned)?;
                 b.sys_raw(
                     libc::SYS_wait4,
                     [hpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
@@ -530,13 +530,29 @@ fn join_groups(
 /// Make the blank child `s` exit the way zombie `z` did: with its exit
 /// code, or killed by its signal (without a core dump). The restorer, its
 /// tracer, collects the exit; it then waits as a zombie for its parent.
-fn exit_as_zombie(mut s: Stub, tramp: u64, z: &Zombie) -> Result<(), RestoreError> {
+/// First it takes back the restorer's CPU mask (`pinned`), which its
+/// entry in /proc shows.
+fn exit_as_zombie(
+    mut s: Stub,
+    tramp: u64,
+    z: &Zombie,
+    pinned: Option<&super::affinity::Pinned>,
+) -> Result<(), RestoreError> {
     let pid = s.pid();
     let status = z.exit_status;
     let signal = status & 0x7f;
     {
         let mut inj = Injector::new(&mut s.tracee);
         inj.use_scratch(tramp + super::mm::PAGE, super::mm::PAGE);
+        if let Some(p) = pinned {
+            // Best effort, as for a live process (a notice there; a
+            // zombie has no one to tell).
+            let mask = inj.put_bytes(p.mask(), "writing the CPU mask")?;
+            inj.syscall_raw(
+                libc::SYS_sched_setaffinity,
+                [0, p.mask().len() as u64, mask, 0, 0, 0],
+            )?;
+        }
         // Its name, which its parent and `ps` see while it waits.
         if !z.comm.is_empty() {
             let comm: String = z.comm.chars().take(15).collect();
