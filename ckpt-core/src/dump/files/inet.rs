@@ -320,8 +320,8 @@ fn count_datagrams(sock: &OwnedFd) -> u32 {
 
 /// The peers of the connections waiting on a listener bound to `local`,
 /// from `/proc/net/tcp` and `/proc/net/tcp6` (sockets no fd holds yet,
-/// on the listener's port, established or half-open): at most four, for
-/// the message.
+/// on the listener's port, established or half-open), each once: at
+/// most four, for the message.
 fn waiting_peers(local: &InetAddr) -> Vec<String> {
     let Ok(ip) = local.ip.parse::<IpAddr>() else {
         return Vec::new();
@@ -341,8 +341,15 @@ fn waiting_peers(local: &InetAddr) -> Vec<String> {
                 continue;
             };
             let waiting = *ino == "0" && (*st == "01" || *st == "03");
-            if waiting && lport == local.port && (ip.is_unspecified() || lip == ip) {
-                out.push(SocketAddr::new(rem.0, rem.1).to_string());
+            let peer = SocketAddr::new(rem.0, rem.1).to_string();
+            // A connection caught between its half-open request and its
+            // place in the accept queue is listed in both states: once.
+            if waiting
+                && lport == local.port
+                && (ip.is_unspecified() || lip == ip)
+                && !out.contains(&peer)
+            {
+                out.push(peer);
             }
         }
     }
