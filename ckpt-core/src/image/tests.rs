@@ -2119,6 +2119,37 @@ fn lz4_blocks_a_changed_byte_is_tampered() {
     assert!(checked > 90);
 }
 
+/// A chunk whose blocks do not decode, but whose digest matches (an
+/// unsigned image anyone can write, or a signer's bug), is malformed for
+/// every reader: verify, whole reads and streaming agree.
+#[test]
+fn lz4_blocks_that_do_not_decode_are_malformed_for_every_reader() {
+    let data = patterned(128, b"tttr", 6); // 512 KiB: 2 blocks
+    let bytes = write_lz4_blocks(&[(BIG_AT, data)], 1 << 20);
+    let (stored, m, _) = split(&bytes);
+    let mut m: Manifest = decode(&m, "manifest").unwrap();
+    assert_eq!(m.chunks.len(), 1);
+    // The first block's stored length one less: its bytes end early, the
+    // next header is read from inside them.
+    let mut d = stored.clone();
+    let n = u32::from_le_bytes(d[4..8].try_into().unwrap());
+    d[4..8].copy_from_slice(&(n - 1).to_le_bytes());
+    m.chunks[0].digest = blake3::hash(&d).as_bytes().to_vec();
+    let bad = assemble(&d, &encode(&m).unwrap(), &[]);
+    let r = open_bytes(&bad).unwrap();
+    assert!(matches!(r.verify_chunks(), Err(ImageError::Malformed(_))));
+    let mut whole = Vec::new();
+    assert!(matches!(
+        r.read_chunk(0, &mut whole),
+        Err(ImageError::Malformed(_))
+    ));
+    let mut buf = vec![0u8; 4096];
+    assert!(matches!(
+        r.stream_chunk(0, &mut buf, |_, _| Ok::<(), ()>(())),
+        Err(ChunkStreamError::Image(ImageError::Malformed(_)))
+    ));
+}
+
 /// Block headers are checked before anything is read for them: lengths
 /// out of range, stored longer than the block, and blocks that do not add
 /// up to the chunk are malformed, never a panic or an allocation.
