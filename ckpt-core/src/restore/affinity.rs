@@ -19,7 +19,7 @@ use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 use super::{Builder, RestoreError};
-use crate::inject::errno_of;
+use crate::inject::{errno_of, InjectError, Injector};
 
 /// Bytes of the kernel's CPU mask passed to `sched_setaffinity`.
 const MASK_BYTES: usize = 128;
@@ -58,9 +58,15 @@ impl Pinned {
         Some(Pinned { original, mask })
     }
 
-    /// The restorer's own mask, as the kernel's bitmap.
-    pub(super) fn mask(&self) -> &[u8] {
-        &self.mask
+    /// Makes the task behind `inj` give itself the restorer's own mask
+    /// (an injected `sched_setaffinity(0, ...)`); returns the syscall's
+    /// result (negative: an errno).
+    pub(super) fn give_back(&self, inj: &mut Injector<'_>) -> Result<i64, InjectError> {
+        let at = inj.put_bytes(&self.mask, "writing the CPU mask")?;
+        inj.syscall_raw(
+            libc::SYS_sched_setaffinity,
+            [0, MASK_BYTES as u64, at, 0, 0, 0],
+        )
     }
 
     /// Gives the calling thread (one the restorer started while pinned)
@@ -87,11 +93,7 @@ impl Builder<'_> {
         let Some(pinned) = self.pinned else {
             return Ok(());
         };
-        let at = self.inj.put_bytes(pinned.mask(), "writing the CPU mask")?;
-        let r = self.sys_raw(
-            libc::SYS_sched_setaffinity,
-            [0, MASK_BYTES as u64, at, 0, 0, 0],
-        )?;
+        let r = pinned.give_back(&mut self.inj)?;
         if r < 0 {
             let errno: Errno = errno_of(r);
             self.notices.push(format!(

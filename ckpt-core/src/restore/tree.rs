@@ -547,11 +547,7 @@ fn exit_as_zombie(
         if let Some(p) = pinned {
             // Best effort, as for a live process (a notice there; a
             // zombie has no one to tell).
-            let mask = inj.put_bytes(p.mask(), "writing the CPU mask")?;
-            inj.syscall_raw(
-                libc::SYS_sched_setaffinity,
-                [0, p.mask().len() as u64, mask, 0, 0, 0],
-            )?;
+            p.give_back(&mut inj)?;
         }
         // Its name, which its parent and `ps` see while it waits.
         if !z.comm.is_empty() {
