@@ -98,36 +98,3 @@ pub(crate) fn decode_block<'a>(
     decompress(alg, stored, out)?;
     Ok(out)
 }
-
-/// Decodes a whole [`Compression::Lz4Blocks`] chunk, `stored` (its bytes
-/// in the file), into all of `out` (its length in the chunk).
-pub(crate) fn decode_blocks(
-    alg: Compression,
-    stored: &[u8],
-    out: &mut [u8],
-) -> Result<(), ImageError> {
-    let short = || ImageError::Malformed("a compressed chunk's blocks do not add up to its length");
-    let (mut rest, mut at) = (stored, 0usize);
-    while !rest.is_empty() {
-        let (head, tail) = rest
-            .split_first_chunk::<BLOCK_HEADER_LEN>()
-            .ok_or_else(short)?;
-        let (len, n) = parse_block_header(*head)?;
-        let (bytes, tail) = (
-            tail.get(..n).ok_or_else(short)?,
-            tail.get(n..).unwrap_or_default(),
-        );
-        let to = out.get_mut(at..at + len).ok_or_else(short)?;
-        if n == len {
-            to.copy_from_slice(bytes);
-        } else {
-            decompress(alg, bytes, to)?;
-        }
-        at += len;
-        rest = tail;
-    }
-    if at != out.len() {
-        return Err(short());
-    }
-    Ok(())
-}

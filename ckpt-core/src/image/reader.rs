@@ -408,7 +408,12 @@ impl<S: ImageSource> ImageReader<S> {
         let mut raw = vec![0u8; to_usize(entry.len)?];
         match alg {
             Compression::Lz4 => compress::decompress(alg, &stored, &mut raw)?,
-            Compression::Lz4Blocks => compress::decode_blocks(alg, &stored, &mut raw)?,
+            // Read a block at a time by `stream_blocks`, never here.
+            Compression::Lz4Blocks => {
+                return Err(ImageError::InvalidInput(
+                    "an lz4-blocks chunk is read a block at a time",
+                ))
+            }
         }
         Ok(raw)
     }
@@ -417,6 +422,25 @@ impl<S: ImageSource> ImageReader<S> {
     /// digest (and decompresses it). Returns its entry.
     pub fn read_chunk(&self, index: usize, buf: &mut Vec<u8>) -> Result<&ChunkEntry, ImageError> {
         let (entry, offset) = self.chunk(index)?;
+        if entry.stored.is_some() && self.manifest.compression == Some(Compression::Lz4Blocks) {
+            // Decoded into `buf` a block at a time (the one block parser,
+            // `stream_blocks`); `buf` is only good once that returns Ok.
+            buf.clear();
+            buf.resize(to_usize(entry.len)?, 0);
+            let mut scratch = vec![0u8; 2 * MAX_BLOCK_LEN];
+            let filled = self.stream_blocks(index, entry, offset, &mut scratch, |off, bytes| {
+                let at = usize::try_from(off).map_err(|_| ())?;
+                buf.get_mut(at..at + bytes.len())
+                    .ok_or(())?
+                    .copy_from_slice(bytes);
+                Ok(())
+            });
+            return match filled {
+                Ok(e) => Ok(e),
+                Err(ChunkStreamError::Image(e)) => Err(e),
+                Err(ChunkStreamError::Callback(())) => Err(blocks_short()),
+            };
+        }
         if entry.stored.is_some() {
             *buf = self.load_compressed(index, entry, offset)?;
             self.advance(entry.len);

@@ -2155,7 +2155,7 @@ fn lz4_blocks_that_do_not_decode_are_malformed_for_every_reader() {
 /// up to the chunk are malformed, never a panic or an allocation.
 #[test]
 fn lz4_blocks_headers_out_of_range_are_malformed() {
-    use super::compress::{block_header, decode_blocks, parse_block_header};
+    use super::compress::{block_header, parse_block_header};
     assert_eq!(
         parse_block_header(block_header(4096, 10)).unwrap(),
         (4096, 10)
@@ -2180,31 +2180,41 @@ fn lz4_blocks_headers_out_of_range_are_malformed() {
             "{len} {stored}"
         );
     }
-    let alg = Compression::Lz4Blocks;
-    let mut one = block_header(4, 4).to_vec();
-    one.extend_from_slice(b"abcd");
-    let mut out = [0u8; 4];
-    decode_blocks(alg, &one, &mut out).unwrap();
-    assert_eq!(&out, b"abcd");
-    let mut longer = [0u8; 5];
-    assert!(
-        decode_blocks(alg, &one, &mut longer).is_err(),
-        "short of the chunk"
-    );
-    let mut shorter = [0u8; 3];
-    assert!(
-        decode_blocks(alg, &one, &mut shorter).is_err(),
-        "past the chunk"
-    );
-    assert!(
-        decode_blocks(alg, &one[..7], &mut out).is_err(),
-        "cut block"
-    );
-    assert!(
-        decode_blocks(alg, &one[..5], &mut out).is_err(),
-        "cut header"
-    );
-    let mut bad = block_header(4, 3).to_vec();
+    // One chunk of `len` bytes stored as `stored`, its digest right:
+    // only the blocks can be wrong.
+    let image = |stored: &[u8], len: u64| -> Vec<u8> {
+        let base = write_lz4_blocks(&[(BIG_AT, patterned(1, b"t", 1))], 1 << 20);
+        let (_, m, _) = split(&base);
+        let mut m: Manifest = decode(&m, "manifest").unwrap();
+        m.chunks[0].len = len;
+        m.chunks[0].stored = std::num::NonZeroU32::new(stored.len() as u32);
+        m.chunks[0].digest = blake3::hash(stored).as_bytes().to_vec();
+        assemble(stored, &encode(&m).unwrap(), &[])
+    };
+    let read = |stored: &[u8], len: u64| -> Result<Vec<u8>, ImageError> {
+        let bytes = image(stored, len);
+        let r = open_bytes(&bytes)?;
+        let mut buf = Vec::new();
+        r.read_chunk(0, &mut buf)?;
+        Ok(buf)
+    };
+    let page = patterned(1, b"r", 4);
+    let mut one = block_header(4096, 4096).to_vec();
+    one.extend_from_slice(&page);
+    assert_eq!(read(&one, 4096).unwrap(), page, "a block stored as it is");
+    let malformed = |stored: &[u8], len: u64, what: &str| {
+        assert!(
+            matches!(read(stored, len), Err(ImageError::Malformed(_))),
+            "{what}"
+        );
+    };
+    malformed(&one, 8192, "short of the chunk");
+    let mut past = block_header(8192, 8192).to_vec();
+    past.extend_from_slice(&patterned(2, b"r", 5));
+    malformed(&past, 4096, "past the chunk");
+    malformed(&one[..one.len() - 1], 4096, "cut block");
+    malformed(&one[..5], 4096, "cut header");
+    let mut bad = block_header(4096, 3).to_vec();
     bad.extend_from_slice(b"\xff\xff\xff");
-    assert!(decode_blocks(alg, &bad, &mut out).is_err(), "not LZ4");
+    malformed(&bad, 4096, "not LZ4");
 }
