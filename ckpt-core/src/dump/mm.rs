@@ -17,7 +17,7 @@ use super::identity::MappedFiles;
 use super::{proc_path, DumpError, Frozen, CHUNK_BYTES};
 use crate::image::ImageWriter;
 use crate::inject::{InjectError, Injector};
-use crate::model::{MmLayout, Vma, VmaKind};
+use crate::model::{MmLayout, VmFlags, Vma, VmaKind};
 use crate::procfs;
 use crate::ptrace::find_syscall_insn;
 use crate::sys;
@@ -49,11 +49,13 @@ impl Frozen {
         let pid = self.pid;
         let maps =
             procfs::maps::parse_maps(&self.read_proc("maps")?).map_err(self.parse_err("maps"))?;
-        let vmflags: HashMap<u64, Vec<String>> =
+        let mut vmflags: HashMap<u64, VmFlags> =
             procfs::smaps::parse_smaps_vmflags(&self.read_proc("smaps")?)
                 .map_err(self.parse_err("smaps"))?
                 .into_iter()
+                .map(|(start, flags)| (start, VmFlags::new(flags.iter().map(String::as_str))))
                 .collect();
+        let mut vm_flags_at = |start: u64| vmflags.remove(&start).unwrap_or_default();
         let mut vmas = Vec::with_capacity(maps.len());
         let mut vdso_range = None;
         for m in &maps {
@@ -136,7 +138,7 @@ impl Frozen {
                             kind: VmaKind::File,
                             file: None,
                             name: p.to_string(),
-                            vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
+                            vm_flags: vm_flags_at(m.start),
                             space: Some(space),
                         });
                         continue;
@@ -160,7 +162,7 @@ impl Frozen {
                 kind,
                 file,
                 name,
-                vm_flags: vmflags.get(&m.start).cloned().unwrap_or_default(),
+                vm_flags: vm_flags_at(m.start),
                 space: content.or(shmem),
             });
         }

@@ -51,13 +51,16 @@ pub struct Manifest {
     /// The byte spaces chunks fill; a chunk's `space` indexes this list.
     pub spaces: Vec<Space>,
     /// The chunks, in file order: sorted by space, then by address.
+    #[serde(deserialize_with = "crate::model::shrunk")]
     pub chunks: Vec<ChunkEntry>,
     /// The file table: every open file description of every task, once.
     /// `FdState::description` of any task indexes this list, so a
     /// description shared between tasks is one entry.
+    #[serde(deserialize_with = "crate::model::shrunk")]
     pub files: Vec<OpenFile>,
     /// The processes (at least one): the root of the dumped tree first,
     /// every other task after its parent (`ProcessState::ppid`).
+    #[serde(deserialize_with = "crate::model::shrunk")]
     pub tasks: Vec<ProcessState>,
     /// Children of the image's tasks that had exited and were not reaped
     /// yet; none is left out of the encoding.
@@ -371,37 +374,51 @@ pub(crate) fn decode<T: DeserializeOwned>(
     region: &'static str,
 ) -> Result<T, ImageError> {
     let mut rest = bytes;
-    let value =
-        ciborium::de::from_reader_with_recursion_limit::<Budgeted<T>, _>(&mut rest, MAX_CBOR_DEPTH)
-            .map_err(|e| match e {
-                ciborium::de::Error::Semantic(_, m) if m == OVER_BUDGET => {
-                    ImageError::DecodeLimit {
-                        region,
-                        what: format!(
-                            "needs more than {} MiB of memory to decode",
-                            MAX_MANIFEST_DECODED >> 20
-                        ),
-                    }
-                }
-                ciborium::de::Error::Semantic(_, m) if m == TOO_MANY_ENTRIES => {
-                    ImageError::DecodeLimit {
-                        region,
-                        what: format!("has a list of more than {MAX_CBOR_COLLECTION_LEN} entries"),
-                    }
-                }
-                e => ImageError::Decode {
-                    region,
-                    detail: sanitize(&e.to_string()),
-                },
-            })?
-            .0;
+    let value = decode_item(&mut rest, region)?;
     if !rest.is_empty() {
-        return Err(ImageError::Decode {
-            region,
-            detail: format!("{} bytes after the CBOR item", rest.len()),
-        });
+        return Err(trailing_bytes(region, rest.len() as u64));
     }
     Ok(value)
+}
+
+/// Decodes one CBOR item of type `T` from `reader`, within the same limits
+/// as [`decode`]; whatever follows the item is left unread (the caller
+/// checks that nothing does). An error of `reader` comes back as
+/// [`ImageError::Decode`]: a reader that fails should keep its own error
+/// for the caller to prefer.
+pub(crate) fn decode_item<T: DeserializeOwned, R: std::io::Read>(
+    reader: R,
+    region: &'static str,
+) -> Result<T, ImageError> {
+    ciborium::de::from_reader_with_recursion_limit::<Budgeted<T>, _>(reader, MAX_CBOR_DEPTH)
+        .map(|v| v.0)
+        .map_err(|e| match e {
+            ciborium::de::Error::Semantic(_, m) if m == OVER_BUDGET => ImageError::DecodeLimit {
+                region,
+                what: format!(
+                    "needs more than {} MiB of memory to decode",
+                    MAX_MANIFEST_DECODED >> 20
+                ),
+            },
+            ciborium::de::Error::Semantic(_, m) if m == TOO_MANY_ENTRIES => {
+                ImageError::DecodeLimit {
+                    region,
+                    what: format!("has a list of more than {MAX_CBOR_COLLECTION_LEN} entries"),
+                }
+            }
+            e => ImageError::Decode {
+                region,
+                detail: sanitize(&e.to_string()),
+            },
+        })
+}
+
+/// The error for `len` bytes left over after a region's CBOR item.
+pub(crate) fn trailing_bytes(region: &'static str, len: u64) -> ImageError {
+    ImageError::Decode {
+        region,
+        detail: format!("{len} bytes after the CBOR item"),
+    }
 }
 
 /// What the dump engine hands the writer besides the chunks: the byte

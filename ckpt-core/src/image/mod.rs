@@ -134,6 +134,7 @@ mod compress;
 pub mod digest;
 mod error;
 pub mod fuzzing;
+mod hashed_region;
 mod layout;
 mod manifest;
 mod packer;

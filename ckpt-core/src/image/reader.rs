@@ -12,8 +12,11 @@ use super::attest::{self, Attestation};
 use super::compress::{self, BLOCK_HEADER_LEN, MAX_BLOCK_LEN};
 use super::digest::{ChunkHasher, CHUNK_DIGEST_LEN};
 use super::error::{sanitize, ChunkStreamError, ImageError, Tamper};
+use super::hashed_region::HashedRegion;
 use super::layout::{check_header, Trailer, FORMAT_VERSION_1, HEADER_LEN, TRAILER_LEN};
-use super::manifest::{decode, ChunkEntry, Compression, Manifest, SignatureBlock};
+use super::manifest::{
+    decode, decode_item, trailing_bytes, ChunkEntry, Compression, Manifest, SignatureBlock,
+};
 use crate::limits::{MAX_CHUNKS, MAX_CHUNK_LEN};
 use crate::progress::Observer;
 
@@ -120,7 +123,7 @@ pub struct ImageReader<S = File> {
 
 /// Reads `buf.len()` bytes at `offset`, mapping a short source to
 /// [`ImageError::Truncated`].
-fn read_at<S: ImageSource + ?Sized>(
+pub(super) fn read_at<S: ImageSource + ?Sized>(
     src: &S,
     buf: &mut [u8],
     offset: u64,
@@ -175,17 +178,8 @@ impl<S: ImageSource> ImageReader<S> {
         trailer.check(file_len)?;
 
         // Both lengths are now within their caps and within the file.
-        let mut manifest_bytes = vec![0u8; to_usize(trailer.manifest_len)?];
-        read_at(
-            &src,
-            &mut manifest_bytes,
-            trailer.manifest_offset,
-            "read the manifest",
-        )?;
-        let manifest_digest: [u8; 32] = Sha256::digest(&manifest_bytes).into();
-
-        let (signature, signature_block) = if trailer.sig_len == 0 {
-            (SignatureStatus::Unsigned, None)
+        let signature_block = if trailer.sig_len == 0 {
+            None
         } else {
             let mut sig_bytes = vec![0u8; to_usize(trailer.sig_len)?];
             read_at(
@@ -194,9 +188,50 @@ impl<S: ImageSource> ImageReader<S> {
                 trailer.sig_offset,
                 "read the signature block",
             )?;
-            let block: SignatureBlock = decode(&sig_bytes, "signature block")?;
-            let key = verify_signature(&block, &manifest_digest, version)?;
-            (SignatureStatus::Signed { key }, Some(block))
+            Some(decode::<SignatureBlock>(&sig_bytes, "signature block")?)
+        };
+
+        // The manifest is decoded as it is read and hashed (one pass, never
+        // held whole). Nothing acts on it before the signature over that
+        // hash verifies: a manifest that does not decode under a signature
+        // that does not verify is reported as tampered, like any other.
+        let (decoded, manifest_digest) = if version == FORMAT_VERSION_1 {
+            let mut manifest_bytes = vec![0u8; to_usize(trailer.manifest_len)?];
+            read_at(
+                &src,
+                &mut manifest_bytes,
+                trailer.manifest_offset,
+                "read the manifest",
+            )?;
+            let digest: [u8; 32] = Sha256::digest(&manifest_bytes).into();
+            (super::v1::decode_v1(&manifest_bytes), digest)
+        } else {
+            let mut region = HashedRegion::new(
+                &src,
+                trailer.manifest_offset,
+                trailer.manifest_len,
+                "read the manifest",
+            );
+            let decoded = decode_item::<Manifest, _>(&mut region, "manifest");
+            let decoded = match region.unconsumed() {
+                0 => decoded,
+                left => decoded.and(Err(trailing_bytes("manifest", left))),
+            };
+            let decoded = match decoded {
+                // Unsigned: no signature to check the rest of the bytes against.
+                Err(e) if signature_block.is_none() => {
+                    return Err(region.take_failure().unwrap_or(e))
+                }
+                d => d,
+            };
+            (decoded, region.finish()?)
+        };
+
+        let signature = match &signature_block {
+            None => SignatureStatus::Unsigned,
+            Some(block) => SignatureStatus::Signed {
+                key: verify_signature(block, &manifest_digest, version)?,
+            },
         };
         let attestation = match signature_block
             .as_ref()
@@ -209,12 +244,7 @@ impl<S: ImageSource> ImageReader<S> {
             ),
         };
 
-        let manifest: Manifest = if version == FORMAT_VERSION_1 {
-            super::v1::decode_v1(&manifest_bytes)?
-        } else {
-            decode(&manifest_bytes, "manifest")?
-        };
-        drop(manifest_bytes);
+        let manifest = decoded?;
         let chunk_offsets = check_manifest(&manifest, trailer.data_len, version)?;
         super::validate::validate(&manifest)?;
         Ok(ImageReader {

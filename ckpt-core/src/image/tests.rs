@@ -138,7 +138,7 @@ pub(super) fn sample_process() -> ProcessState {
                 kind: VmaKind::File,
                 file: Some(0),
                 name: String::new(),
-                vm_flags: vec!["rd".into(), "ex".into()],
+                vm_flags: VmFlags::new(["rd", "ex"]),
                 space: None,
             },
             Vma {
@@ -150,7 +150,7 @@ pub(super) fn sample_process() -> ProcessState {
                 kind: VmaKind::Anonymous,
                 file: None,
                 name: "[heap]".into(),
-                vm_flags: vec!["rd".into(), "wr".into()],
+                vm_flags: VmFlags::new(["rd", "wr"]),
                 space: None,
             },
             Vma {
@@ -162,7 +162,7 @@ pub(super) fn sample_process() -> ProcessState {
                 kind: VmaKind::Anonymous,
                 file: None,
                 name: "[stack]".into(),
-                vm_flags: vec!["rd".into(), "wr".into(), "gd".into()],
+                vm_flags: VmFlags::new(["rd", "wr", "gd"]),
                 space: None,
             },
         ],
@@ -926,6 +926,61 @@ fn trailing_garbage() {
     ));
 }
 
+/// The manifest is read, hashed and decoded in one pass through a 64 KiB
+/// buffer. A signed manifest several buffers long opens, with SHA-256 of
+/// all its bytes as its digest; a change to any of its bytes is tampering,
+/// whether decoding stops at it (its first byte) or not (a byte the
+/// decoder skips, past the first buffer).
+#[test]
+fn a_long_signed_manifest_is_hashed_whole_and_any_change_is_tampered() {
+    use ciborium::Value;
+    let k = key();
+    let bytes = build(Some(&k));
+    let (d, m, s) = split(&bytes);
+    let mut v: Value = ciborium::from_reader(&m[..]).unwrap();
+    let Value::Map(entries) = &mut v else {
+        panic!("the manifest is a map")
+    };
+    // An unknown field is skipped by the decoder.
+    entries.push((
+        Value::Text("x-padding".into()),
+        Value::Bytes(vec![7; 300_000]),
+    ));
+    let mut long = Vec::new();
+    ciborium::into_writer(&v, &mut long).unwrap();
+    let mut block: SignatureBlock = decode(&s, "signature block").unwrap();
+    block.signature = k.sign_manifest_digest(&Sha256::digest(&long).into());
+    let sig = encode(&block).unwrap();
+
+    let image = assemble(&d, &long, &sig);
+    let r = open_bytes(&image).unwrap();
+    assert_eq!(r.manifest_digest()[..], Sha256::digest(&long)[..]);
+    for at in [0, 1, 70_000, long.len() / 2, long.len() - 1] {
+        let mut changed = long.clone();
+        changed[at] ^= 0xff;
+        match open_bytes(&assemble(&d, &changed, &sig)) {
+            Err(ImageError::Tampered(Tamper::Signature)) => {}
+            other => panic!("byte {at}: {:?}", other.map(|_| ())),
+        }
+    }
+    // Unsigned, a manifest that does not decode is malformed.
+    let mut changed = long.clone();
+    changed[0] = 0xff;
+    match open_bytes(&assemble(&d, &changed, &[])) {
+        Err(ImageError::Decode {
+            region: "manifest", ..
+        }) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Cut inside the padding (the trailer moved with it): the decoder
+    // runs out of bytes, and the signature no longer verifies.
+    let cut = &long[..long.len() - 1000];
+    match open_bytes(&assemble(&d, cut, &sig)) {
+        Err(ImageError::Tampered(Tamper::Signature)) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
 fn with_block(bytes: &[u8], f: impl FnOnce(&mut SignatureBlock)) -> Vec<u8> {
     let (d, m, s) = split(bytes);
     let mut block: SignatureBlock = decode(&s, "signature block").unwrap();
@@ -1395,7 +1450,7 @@ fn writer_checks_the_signers_quote() {
 fn with_empty_flags(m: &Manifest, n: u32) -> Vec<u8> {
     let mut m = m.clone();
     for v in &mut m.tasks[0].vmas {
-        v.vm_flags = vec!["SPLICEME".into()];
+        v.vm_flags = VmFlags::new(["SPLICEME"]);
     }
     let bytes = encode(&m).unwrap();
     let marker = [&[0x81u8, 0x68][..], b"SPLICEME"].concat();
@@ -1498,7 +1553,7 @@ fn the_largest_real_manifest_fits_the_budget() {
         kind: VmaKind::Anonymous,
         file: None,
         name: String::new(),
-        vm_flags: vec!["rd".into(); 30],
+        vm_flags: VmFlags::new(["rd"; 30]),
         space: None,
     };
     m.tasks[0].vmas = vec![v; MAX_VMAS];

@@ -38,8 +38,6 @@ const PAGE: u64 = 4096;
 const PROT_MASK: u32 = 0x7;
 /// The comm name the kernel keeps is 16 bytes; allow some room.
 const MAX_COMM_LEN: usize = 64;
-/// Longest `VmFlags` mnemonic (the kernel's are two letters).
-const MAX_VM_FLAG_LEN: usize = 8;
 
 /// A manifest that breaks a rule: which field (a path into the manifest,
 /// with the address where there is one) and what is wrong with it.
@@ -419,16 +417,11 @@ fn vmas(t: &str, p: &ProcessState, spaces: &[Space]) -> Result<(), Invalid> {
             v.vm_flags.len(),
             MAX_VM_FLAGS,
         )?;
-        for f in &v.vm_flags {
-            let ok = !f.is_empty()
-                && f.len() <= MAX_VM_FLAG_LEN
-                && f.bytes().all(|b| b.is_ascii_alphanumeric());
-            if !ok {
-                return Err(invalid(
-                    format_args!("{}.vm_flags", at()),
-                    "a flag is not a short alphanumeric mnemonic",
-                ));
-            }
+        if !v.vm_flags.all_mnemonics() {
+            return Err(invalid(
+                format_args!("{}.vm_flags", at()),
+                "a flag is not a short alphanumeric mnemonic",
+            ));
         }
         prev_end = v.end;
     }
@@ -1609,7 +1602,7 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::model::{FdState, FileLock, OpenFile, PendingSignal, SigAction, Vma};
+    use crate::model::{FdState, FileLock, OpenFile, PendingSignal, SigAction, VmFlags, Vma};
 
     fn sample() -> Manifest {
         sample_manifest()
@@ -1793,9 +1786,13 @@ mod tests {
             "tasks[0].vmas[2]",
         );
         refused(|m| vma(m, 1).name = "a\0b".into(), heap);
-        refused(|m| vma(m, 1).vm_flags = vec!["rd".into(); 65], heap);
-        refused(|m| vma(m, 1).vm_flags = vec![String::new()], heap);
-        refused(|m| vma(m, 1).vm_flags = vec!["r\0".into()], heap);
+        refused(|m| vma(m, 1).vm_flags = VmFlags::new(["rd"; 65]), heap);
+        refused(|m| vma(m, 1).vm_flags = VmFlags::new([""]), heap);
+        refused(
+            |m| vma(m, 1).vm_flags = VmFlags::new(["rd", "abcdefghi"]),
+            heap,
+        );
+        refused(|m| vma(m, 1).vm_flags = VmFlags::new(["r\0"]), heap);
         refused(
             |m| m.tasks[0].vmas = vec![m.tasks[0].vmas[0].clone(); MAX_VMAS + 1],
             "tasks[0].vmas",

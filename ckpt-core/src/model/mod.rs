@@ -21,6 +21,20 @@
 //! test in `image` (`model_reencodes_seeds_byte_for_byte`) pins it against
 //! the committed fuzz seeds.
 
+use serde::{Deserialize, Deserializer};
+
+/// `#[serde(deserialize_with = "shrunk")]` for the lists every process has
+/// (its mappings, its threads' xsave areas, ...): a decoded `Vec` grows by
+/// doubling and would keep up to twice the room it needs, in every process
+/// of a tree, for as long as the manifest is held.
+pub(crate) fn shrunk<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    let mut v = Vec::<T>::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
+}
+
 pub mod creds;
 pub mod files;
 pub mod mm;
@@ -38,7 +52,7 @@ pub use files::{
     FdState, FileIdentity, InetAddr, InetOptions, OpenFile, OpenFileKind, TIMERFD_CLOCKS,
 };
 pub use files::{PtyQueues, PtyTerminal, Termios, WinSize, TERMIOS_NCCS};
-pub use mm::{MmLayout, Vma, VmaKind};
+pub use mm::{MmLayout, VmFlags, Vma, VmaKind, MAX_VM_FLAG_LEN};
 pub use signals::{PendingSignal, SigAction};
 pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState, Zombie};
 pub use timers::{

@@ -41,21 +41,27 @@ pub struct ProcessState {
     /// `personality(2)` flags.
     pub personality: u32,
     /// Resource limits, by `RLIMIT_*` number.
+    #[serde(deserialize_with = "super::shrunk")]
     pub rlimits: Vec<Rlimit>,
     /// mm layout fields for `PR_SET_MM_MAP`.
     pub mm: MmLayout,
     /// Every mapping, in address order.
+    #[serde(deserialize_with = "super::shrunk")]
     pub vmas: Vec<Vma>,
     /// Every file the process maps (including the executable), once each.
     /// `Vma::file` indexes this list.
+    #[serde(deserialize_with = "super::shrunk")]
     pub mapped_files: Vec<FileIdentity>,
     /// Threads; the first is the thread-group leader.
+    #[serde(deserialize_with = "super::shrunk")]
     pub threads: Vec<ThreadState>,
     /// Signal dispositions for signals 1..=64 (SIGKILL and SIGSTOP omitted).
+    #[serde(deserialize_with = "super::shrunk")]
     pub sigactions: Vec<SigAction>,
     /// Open file descriptors. Each names an open file description in the
     /// image's file table (`Manifest::files`), where two fds that share a
     /// description (dup, or inherited by another task) share an entry.
+    #[serde(deserialize_with = "super::shrunk")]
     pub fds: Vec<FdState>,
     /// Its fd table is its parent's (it was made by `clone` with
     /// `CLONE_FILES`): `fds` is empty, the parent's fds are this process's
@@ -192,6 +198,7 @@ pub struct ThreadState {
     /// Registers as seen at the freeze, before any syscall-restart fix-up.
     pub regs: GpRegs,
     /// `NT_X86_XSTATE` regset, exactly as large as the kernel reported.
+    #[serde(deserialize_with = "super::shrunk")]
     pub xsave: Vec<u8>,
     /// Blocked signal mask.
     pub sigmask: u64,

@@ -196,7 +196,7 @@ impl Builder<'_> {
                     ("nh", libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE", true),
                     ("mg", libc::MADV_MERGEABLE, "MADV_MERGEABLE", true),
                 ] {
-                    if !v.vm_flags.iter().any(|f| f == flag) {
+                    if !v.vm_flags.contains(flag) {
                         continue;
                     }
                     let args = [v.start, v.end - v.start, advice as u64, 0, 0, 0];
@@ -232,7 +232,7 @@ impl Builder<'_> {
             if !matches!(
                 v.kind,
                 VmaKind::Anonymous | VmaKind::SharedAnonymous | VmaKind::File
-            ) || !v.vm_flags.iter().any(|f| f == "lo")
+            ) || !v.vm_flags.contains("lo")
             {
                 continue;
             }
@@ -361,7 +361,7 @@ impl Builder<'_> {
                 }
                 _ => continue,
             };
-            let grows = if v.vm_flags.iter().any(|f| f == "gd") {
+            let grows = if v.vm_flags.contains("gd") {
                 libc::MAP_GROWSDOWN
             } else {
                 0
@@ -370,7 +370,7 @@ impl Builder<'_> {
             // against the commit limit (glibc's per-thread malloc arenas,
             // a JVM's heap and code cache reservations). Without it a
             // large reservation would be charged in full again.
-            let noreserve = if v.vm_flags.iter().any(|f| f == "nr") {
+            let noreserve = if v.vm_flags.contains("nr") {
                 libc::MAP_NORESERVE
             } else {
                 0
@@ -480,7 +480,7 @@ impl Builder<'_> {
         self.p
             .vmas
             .iter()
-            .any(|v| v.file == Some(fi) && v.shared && v.vm_flags.iter().any(|f| f == "mw"))
+            .any(|v| v.file == Some(fi) && v.shared && v.vm_flags.contains("mw"))
     }
 
     /// Open mapped file `fi` read-write when a shared mapping of it is
