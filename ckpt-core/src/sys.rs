@@ -458,6 +458,8 @@ pub fn get_xstate(pid: i32) -> Result<Vec<u8>, Errno> {
     }?;
     let len = iov.iov_len.min(XSAVE_MAX);
     buf.truncate(len);
+    // Kept for the whole dump, one per thread: not the 64 KiB asked for.
+    buf.shrink_to_fit();
     Ok(buf)
 }
 

@@ -11,16 +11,16 @@ use crate::image::{ImageError, Manifest, Space, FORMAT_VERSION, FORMAT_VERSION_1
 use crate::model::ThreadState;
 
 /// Checked facts about the image, derived before anything is created.
-pub(super) struct Plan {
+pub(super) struct Plan<'m> {
     /// The thread-group leader (the stub itself becomes it).
-    pub(super) thread: ThreadState,
+    pub(super) thread: &'m ThreadState,
     /// Every other thread, re-created by an injected `clone`.
-    pub(super) others: Vec<ThreadState>,
+    pub(super) others: &'m [ThreadState],
     /// Which of the image's spaces is the task's memory.
     pub(super) memory_space: Option<u32>,
 }
 
-impl Plan {
+impl<'m> Plan<'m> {
     /// The image is well-formed ([`validate`], the same check every reader
     /// ran when opening it), and this restore can build it.
     pub(super) fn check_image(m: &Manifest) -> Result<(), RestoreError> {
@@ -47,7 +47,7 @@ impl Plan {
 
     /// The facts about task `task` of an image [`Plan::check_image`]
     /// accepted.
-    pub(super) fn for_task(m: &Manifest, task: usize) -> Result<Plan, RestoreError> {
+    pub(super) fn for_task(m: &'m Manifest, task: usize) -> Result<Plan<'m>, RestoreError> {
         let p = m
             .tasks
             .get(task)
@@ -58,7 +58,7 @@ impl Plan {
             .position(|s| matches!(s, Space::Memory { task: t } if *t as usize == task))
             .and_then(|i| u32::try_from(i).ok());
         let (thread, others) = match p.threads.split_first() {
-            Some((t, rest)) => (t.clone(), rest.to_vec()),
+            Some((t, rest)) => (t, rest),
             // `validate` refuses an image without threads.
             None => return Err(RestoreError::Invalid("no thread".into())),
         };

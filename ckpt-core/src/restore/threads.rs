@@ -82,7 +82,7 @@ impl Builder<'_> {
     /// trampoline at `tramp` still mapped.
     pub(super) fn restore_threads(&mut self, plan: &Plan, tramp: u64) -> Result<(), RestoreError> {
         let mut map: Vec<(i32, i32)> = vec![(plan.thread.tid, self.ns_pid)];
-        for t in &plan.others {
+        for t in plan.others {
             let new = self.clone_thread(t, tramp)?;
             map.push((t.tid, new));
         }
@@ -208,7 +208,7 @@ impl Builder<'_> {
         plan: &Plan,
         map: &[(i32, i32)],
     ) -> Result<(), RestoreError> {
-        let threads = std::iter::once(&plan.thread).chain(plan.others.iter());
+        let threads = std::iter::once(plan.thread).chain(plan.others.iter());
         for (t, &(old, new)) in threads.zip(map) {
             if old == new {
                 continue;

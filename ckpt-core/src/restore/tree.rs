@@ -285,7 +285,7 @@ struct Ctx<'a> {
     m: &'a Manifest,
     opts: &'a RestoreOptions,
     mode: StubMode,
-    plans: &'a [Plan],
+    plans: &'a [Plan<'a>],
     shape: &'a Shape,
     /// Shared by every process's check of its mapped files.
     digests: super::mm::FileDigests,
