@@ -37,8 +37,13 @@ const WRITE_BUFFER_LEN: usize = 256 << 10;
 /// Alignment of the buffers in memory (a page: copies to and from whole
 /// pages).
 const BUFFER_ALIGN: usize = 4096;
-/// Data written between two starts of writeback.
+/// Data written between two starts of writeback, at most.
 const SYNC_STEP: u64 = 32 << 20;
+/// Data written before the first start of writeback; the step doubles
+/// from there up to [`SYNC_STEP`], so that a small image is on its way to
+/// the disk while the dump finishes, and a large one is written back in
+/// large steps.
+const FIRST_SYNC_STEP: u64 = WRITE_BUFFER_LEN as u64;
 /// Number of write buffers (memory used: this many times
 /// [`WRITE_BUFFER_LEN`]).
 const WRITE_BUFFERS: usize = 4;
@@ -58,8 +63,9 @@ const COMPRESSED_WRITE_BUFFERS: usize = 2;
 /// buffers (with `write_chunk_with`, straight from the target's memory), a
 /// hashing thread computes each chunk's digest, and an I/O thread writes
 /// the full buffers to the file through the page cache, starting their
-/// writeback every [`SYNC_STEP`] bytes so that the disk works while the
-/// capture goes on. At most [`WRITE_BUFFERS`] buffers exist, whatever the
+/// writeback as it goes (after [`FIRST_SYNC_STEP`] bytes, then in steps
+/// doubling up to [`SYNC_STEP`]) so that the disk works while the capture
+/// goes on. At most [`WRITE_BUFFERS`] buffers exist, whatever the
 /// image's size.
 pub struct ImageWriter {
     io: Option<Pipeline>,
@@ -235,11 +241,14 @@ impl Pipeline {
 }
 
 /// Body of the I/O thread: writes the hashed buffers in order at their
-/// offsets, through the page cache, and hands each back. Every
-/// [`SYNC_STEP`] bytes it asks a helper thread to start the writeback of
-/// what was written since the last time (`sync_file_range` with
-/// `SYNC_FILE_RANGE_WRITE`), so the disk works while the capture goes on
-/// and the final fsync in [`ImageWriter::finish`] has little left to do.
+/// offsets, through the page cache, and hands each back. After
+/// [`FIRST_SYNC_STEP`] bytes, then after steps doubling up to
+/// [`SYNC_STEP`], and once more when the last buffer is written, it asks a
+/// helper thread to start the writeback of what was written since the
+/// last time (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), so the disk
+/// works while the capture goes on (and, for a small image, while the
+/// dump thaws the process and writes the manifest) and the final fsync in
+/// [`ImageWriter::finish`] has little left to do.
 /// Starting writeback waits for nothing (the writing and the capture
 /// never wait for the disk, only for free buffers) and makes nothing
 /// durable: that is the final fsync's job, which also reports any write
@@ -252,28 +261,36 @@ fn write_loop(file: &File, full: Receiver<Block>, empty: SyncSender<Block>) -> i
         scope.spawn(move || {
             let mut from = 0u64;
             for upto in ticks {
-                // A hint only: a failure here changes nothing the final
-                // fsync does not see.
-                let _ = crate::sys::start_writeback(file.as_fd(), from, upto - from);
-                from = upto;
+                // (A length of 0 would mean "to the end of the file".)
+                if upto > from {
+                    // A hint only: a failure here changes nothing the
+                    // final fsync does not see.
+                    let _ = crate::sys::start_writeback(file.as_fd(), from, upto - from);
+                    from = upto;
+                }
             }
         });
         // Dropped when this closure returns, which ends the helper's loop.
         let tick = tick;
         let mut offset = 0u64;
+        let mut step = FIRST_SYNC_STEP;
+        let mut next = step;
         for mut block in full {
             file.write_all_at(block.filled(), offset)?;
-            let before = offset;
             offset += block.len as u64;
-            if offset / SYNC_STEP != before / SYNC_STEP {
+            if offset >= next {
                 // Full: the helper is busy, and its next range covers
                 // this one too.
                 let _ = tick.try_send(offset);
+                step = step.saturating_mul(2).min(SYNC_STEP);
+                next = offset.saturating_add(step);
             }
             block.len = 0;
             // The writer may be gone (dropped after an error, or finished).
             let _ = empty.send(block);
         }
+        // The rest of the chunk data, while the manifest is written.
+        let _ = tick.send(offset);
         Ok(())
     })
 }
