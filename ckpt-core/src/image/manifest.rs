@@ -386,8 +386,12 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// checks that nothing does). An error of `reader` comes back as
 /// [`ImageError::Decode`]: a reader that fails should keep its own error
 /// for the caller to prefer.
-pub(crate) fn decode_item<T: DeserializeOwned, R: std::io::Read>(
-    reader: R,
+///
+/// The reader is a trait object so that the decoder of each type is
+/// compiled once for every kind of reader (the manifest's decoder is a
+/// large part of the helpers' code, which counts in their memory).
+pub(crate) fn decode_item<T: DeserializeOwned>(
+    reader: &mut dyn std::io::Read,
     region: &'static str,
 ) -> Result<T, ImageError> {
     ciborium::de::from_reader_with_recursion_limit::<Budgeted<T>, _>(reader, MAX_CBOR_DEPTH)

@@ -212,7 +212,7 @@ impl<S: ImageSource> ImageReader<S> {
                 trailer.manifest_len,
                 "read the manifest",
             );
-            let decoded = decode_item::<Manifest, _>(&mut region, "manifest");
+            let decoded = decode_item::<Manifest>(&mut region, "manifest");
             let decoded = match region.unconsumed() {
                 0 => decoded,
                 left => decoded.and(Err(trailing_bytes("manifest", left))),
