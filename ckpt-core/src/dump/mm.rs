@@ -53,7 +53,6 @@ impl Frozen {
             procfs::smaps::parse_smaps_vmflags(&self.read_proc("smaps")?)
                 .map_err(self.parse_err("smaps"))?
                 .into_iter()
-                .map(|(start, flags)| (start, VmFlags::new(flags.iter().map(String::as_str))))
                 .collect();
         let mut vm_flags_at = |start: u64| vmflags.remove(&start).unwrap_or_default();
         let mut vmas = Vec::with_capacity(maps.len());

@@ -1446,7 +1446,8 @@ fn writer_checks_the_signers_quote() {
 // Decoding within the memory budget (see `super::budget`).
 
 /// `m` encoded with every mapping's `vm_flags` replaced by `n` empty strings
-/// (one byte each in CBOR, 24 bytes each as a `String`).
+/// (one byte each in CBOR; the budget charges each as the `String` it is
+/// decoded into, 24 bytes, though `VmFlags` keeps none of them).
 fn with_empty_flags(m: &Manifest, n: u32) -> Vec<u8> {
     let mut m = m.clone();
     for v in &mut m.tasks[0].vmas {
@@ -1503,7 +1504,7 @@ fn a_list_longer_than_the_cap_is_refused_before_it_is_stored() {
 fn tiny_items_cannot_exceed_the_memory_budget() {
     use crate::limits::{MAX_CBOR_COLLECTION_LEN, MAX_MANIFEST_DECODED};
     // 16 mappings with 2^20 - 1 empty flags each: a 16 MiB manifest that
-    // would decode to 16 * 24 MiB.
+    // the budget charges as 16 * 24 MiB of `String`s.
     let mut m = sample_manifest();
     let v = m.tasks[0].vmas[1].clone();
     m.tasks[0].vmas = vec![v; 16];

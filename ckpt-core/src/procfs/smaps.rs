@@ -20,15 +20,16 @@
 use super::lex::{self, At};
 use super::maps::{self, MapsEntry};
 use super::{ParseError, Problem, ProcFile};
+use crate::model::VmFlags;
 
 const FILE: ProcFile = ProcFile::Smaps;
 
 /// Parses `/proc/PID/smaps` into `(VMA start, VmFlags mnemonics)`, one pair per
 /// VMA, in file order.
-pub fn parse_smaps_vmflags(text: &str) -> Result<Vec<(u64, Vec<String>)>, ParseError> {
-    let mut out: Vec<(u64, Vec<String>)> = Vec::new();
+pub fn parse_smaps_vmflags(text: &str) -> Result<Vec<(u64, VmFlags)>, ParseError> {
+    let mut out: Vec<(u64, VmFlags)> = Vec::new();
     // The current VMA: its start, the line of its header, its flags once seen.
-    let mut current: Option<(u64, usize, Option<Vec<String>>)> = None;
+    let mut current: Option<(u64, usize, Option<VmFlags>)> = None;
     let mut prev: Option<MapsEntry> = None;
 
     for (n, line) in lex::lines(FILE, text)? {
@@ -70,28 +71,24 @@ pub fn parse_smaps_vmflags(text: &str) -> Result<Vec<(u64, Vec<String>)>, ParseE
 }
 
 fn finish(
-    (start, header_line, flags): (u64, usize, Option<Vec<String>>),
-) -> Result<(u64, Vec<String>), ParseError> {
+    (start, header_line, flags): (u64, usize, Option<VmFlags>),
+) -> Result<(u64, VmFlags), ParseError> {
     let flags =
         flags.ok_or_else(|| At::line(FILE, header_line).err("VmFlags", Problem::Missing))?;
     Ok((start, flags))
 }
 
-fn parse_flags(value: &str, at: At) -> Result<Vec<String>, ParseError> {
-    value
-        .split_ascii_whitespace()
-        .map(|code| {
-            let well_formed = code.len() == 2
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-            if well_formed {
-                Ok(code.to_owned())
-            } else {
-                Err(at.err("VmFlags", Problem::Malformed))
-            }
-        })
-        .collect()
+fn parse_flags(value: &str, at: At) -> Result<VmFlags, ParseError> {
+    let well_formed = |code: &str| {
+        code.len() == 2
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if !value.split_ascii_whitespace().all(well_formed) {
+        return Err(at.err("VmFlags", Problem::Malformed));
+    }
+    Ok(VmFlags::new(value.split_ascii_whitespace()))
 }
 
 #[cfg(test)]
@@ -111,8 +108,8 @@ mod tests {
         ParseError::new(FILE, Location::Line(line), field, problem)
     }
 
-    fn flags(s: &[&str]) -> Vec<String> {
-        s.iter().map(|&f| f.to_owned()).collect()
+    fn flags(s: &[&str]) -> VmFlags {
+        VmFlags::new(s.iter().copied())
     }
 
     #[test]
@@ -151,7 +148,7 @@ mod tests {
     fn procfs_smaps_empty_and_minimal() -> Result<(), ParseError> {
         assert!(parse_smaps_vmflags("")?.is_empty());
         let v = parse_smaps_vmflags("1000-2000 rw-p 0 0:0 0 \nSize: 4 kB\nVmFlags: \n")?;
-        assert_eq!(v, vec![(0x1000, vec![])]);
+        assert_eq!(v, vec![(0x1000, VmFlags::default())]);
         Ok(())
     }
 
