@@ -353,7 +353,7 @@ impl Frozen {
         saved.write_contents(self, writer)?;
 
         let xsave = &thread_states[0].xsave;
-        let xsave_features = arch::xsave_enabled_features(xsave).unwrap_or(0);
+        let xsave_features = arch::xsave_enabled_features(&xsave.to_vec()).unwrap_or(0);
         let cpu = CpuFeatures {
             xsave_features,
             xsave_size: u32::try_from(xsave.len()).unwrap_or(0),
@@ -375,7 +375,7 @@ impl Frozen {
             vmas,
             mapped_files: files.list,
             threads: thread_states,
-            sigactions: injected.sigactions,
+            sigactions: SigActions::new(injected.sigactions),
             fds,
             fds_of_parent: self.fds_of_parent,
             itimers: injected.itimers,

@@ -8,7 +8,7 @@
 use super::{ptrace_err, DumpError, Frozen};
 use crate::arch::x86_64 as arch;
 use crate::inject::{InjectError, Injector};
-use crate::model::{RobustFutex, Rseq, ThreadState};
+use crate::model::{RobustFutex, Rseq, ThreadState, XsaveArea};
 use crate::sys;
 
 /// Offset of glibc's cached tid (`struct pthread`'s `tid`) from the
@@ -36,8 +36,9 @@ impl Frozen {
         altstack: (u64, i32, u64),
     ) -> Result<ThreadState, DumpError> {
         let regs = arch::from_user_regs(saved);
-        let xsave =
-            sys::get_xstate(tid).map_err(|errno| ptrace_err(tid, "GETREGSET(XSTATE)", errno))?;
+        let xsave = XsaveArea::new(
+            &sys::get_xstate(tid).map_err(|errno| ptrace_err(tid, "GETREGSET(XSTATE)", errno))?,
+        );
         let sigmask =
             sys::get_sigmask(tid).map_err(|errno| ptrace_err(tid, "GETSIGMASK", errno))?;
         let rseq = sys::get_rseq(tid)

@@ -198,7 +198,7 @@ pub(super) fn sample_process() -> ProcessState {
                 fs: 0,
                 gs: 0,
             },
-            xsave: vec![0; 576],
+            xsave: crate::model::XsaveArea::new(&[0; 576]),
             sigmask: 0,
             altstack: (0, 2, 0),
             rseq: None,
@@ -209,13 +209,13 @@ pub(super) fn sample_process() -> ProcessState {
             cached_tid_at: 0,
             robust_futexes: vec![],
         }],
-        sigactions: vec![SigAction {
+        sigactions: SigActions::new([SigAction {
             signal: 10,
             handler: 0x400200,
             flags: 0x0400_0000,
             restorer: 0x400300,
             mask: 0,
-        }],
+        }]),
         fds: vec![FdState {
             fd: 0,
             description: 0,

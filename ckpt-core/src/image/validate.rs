@@ -1468,18 +1468,12 @@ fn signals_and_limits(t: &str, p: &ProcessState) -> Result<(), Invalid> {
         p.sigactions.len(),
         MAX_SIGACTIONS,
     )?;
-    let mut seen = 0u64;
-    for (i, a) in p.sigactions.iter().enumerate() {
-        let at = || format!("{t}.sigactions[{i}] (signal {})", a.signal);
-        // SIGKILL (9) and SIGSTOP (19) cannot have a disposition.
-        if a.signal == 0 || a.signal > 64 || a.signal == 9 || a.signal == 19 {
-            return Err(invalid(at(), "is not a signal that can be caught"));
-        }
-        let bit = 1u64 << (a.signal - 1);
-        if seen & bit != 0 {
-            return Err(invalid(at(), "appears twice"));
-        }
-        seen |= bit;
+    // Not a signal that can be caught, or one listed twice.
+    if let Some((i, signal, why)) = p.sigactions.first_invalid() {
+        return Err(invalid(
+            format!("{t}.sigactions[{i}] (signal {signal})"),
+            why,
+        ));
     }
     count(format_args!("{t}.rlimits"), p.rlimits.len(), MAX_RLIMITS)?;
     count(format_args!("{t}.itimers"), p.itimers.len(), MAX_ITIMERS)?;
@@ -1602,7 +1596,9 @@ mod tests {
 
     use super::*;
     use crate::image::tests::sample_manifest;
-    use crate::model::{FdState, FileLock, OpenFile, PendingSignal, SigAction, VmFlags, Vma};
+    use crate::model::{
+        FdState, FileLock, OpenFile, PendingSignal, SigAction, SigActions, VmFlags, Vma, XsaveArea,
+    };
 
     fn sample() -> Manifest {
         sample_manifest()
@@ -2657,13 +2653,13 @@ mod tests {
     fn threads_registers_and_signals() {
         refused(|m| m.tasks[0].threads.clear(), "tasks[0].threads");
         refused(
-            |m| m.tasks[0].threads[0].xsave = vec![0; 64],
+            |m| m.tasks[0].threads[0].xsave = XsaveArea::new(&[0; 64]),
             "tasks[0].threads[0].xsave",
         );
         refused(|m| m.cpu.xsave_size = 1024, "tasks[0].threads[0].xsave");
         refused(
             |m| {
-                m.tasks[0].threads[0].xsave = vec![0; MAX_XSAVE_LEN + 1];
+                m.tasks[0].threads[0].xsave = XsaveArea::new(&vec![0; MAX_XSAVE_LEN + 1]);
                 m.cpu.xsave_size = (MAX_XSAVE_LEN + 1) as u32;
             },
             "tasks[0].threads[0].xsave",
@@ -2695,12 +2691,12 @@ mod tests {
         };
         for bad in [0, 9, 19, 65] {
             refused(
-                |m| m.tasks[0].sigactions = vec![action(bad)],
+                |m| m.tasks[0].sigactions = SigActions::new([action(bad)]),
                 "tasks[0].sigactions[0]",
             );
         }
         refused(
-            |m| m.tasks[0].sigactions = vec![action(10), action(10)],
+            |m| m.tasks[0].sigactions = SigActions::new([action(10), action(10)]),
             "tasks[0].sigactions[1] (signal 10)",
         );
         refused(
@@ -2987,7 +2983,9 @@ mod tests {
         refused(
             |m| {
                 two(m);
-                m.tasks[0].threads[1].xsave.push(0);
+                let mut bytes = m.tasks[0].threads[1].xsave.to_vec();
+                bytes.push(0);
+                m.tasks[0].threads[1].xsave = XsaveArea::new(&bytes);
             },
             "tasks[0].threads[1].xsave",
         );

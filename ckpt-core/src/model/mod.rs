@@ -41,6 +41,7 @@ pub mod mm;
 pub mod signals;
 pub mod task;
 pub mod timers;
+pub mod xsave;
 
 pub use creds::{Credentials, Namespaces, NsId, SeccompFilter};
 pub use files::{
@@ -53,8 +54,9 @@ pub use files::{
 };
 pub use files::{PtyQueues, PtyTerminal, Termios, WinSize, TERMIOS_NCCS};
 pub use mm::{MmLayout, VmFlags, Vma, VmaKind, MAX_VM_FLAG_LEN};
-pub use signals::{PendingSignal, SigAction};
+pub use signals::{PendingSignal, SigAction, SigActions};
 pub use task::{GpRegs, ProcessState, RobustFutex, Rseq, Sched, ThreadState, Zombie};
 pub use timers::{
     ITimer, PosixTimer, Rlimit, POSIX_TIMER_CLOCKS, POSIX_TIMER_NOTIFY, SIGEV_THREAD_ID,
 };
+pub use xsave::XsaveArea;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Credentials, FdState, FileIdentity, ITimer, MmLayout, Namespaces, PendingSignal, PosixTimer,
-    Rlimit, SeccompFilter, SigAction, Vma,
+    Rlimit, SeccompFilter, SigActions, Vma, XsaveArea,
 };
 
 /// Everything about one process except memory contents.
@@ -56,8 +56,7 @@ pub struct ProcessState {
     #[serde(deserialize_with = "super::shrunk")]
     pub threads: Vec<ThreadState>,
     /// Signal dispositions for signals 1..=64 (SIGKILL and SIGSTOP omitted).
-    #[serde(deserialize_with = "super::shrunk")]
-    pub sigactions: Vec<SigAction>,
+    pub sigactions: SigActions,
     /// Open file descriptors. Each names an open file description in the
     /// image's file table (`Manifest::files`), where two fds that share a
     /// description (dup, or inherited by another task) share an entry.
@@ -198,8 +197,7 @@ pub struct ThreadState {
     /// Registers as seen at the freeze, before any syscall-restart fix-up.
     pub regs: GpRegs,
     /// `NT_X86_XSTATE` regset, exactly as large as the kernel reported.
-    #[serde(deserialize_with = "super::shrunk")]
-    pub xsave: Vec<u8>,
+    pub xsave: XsaveArea,
     /// Blocked signal mask.
     pub sigmask: u64,
     /// sigaltstack: (ss_sp, ss_flags, ss_size).

@@ -372,6 +372,17 @@ impl Builder<'_> {
         if self.mode == StubMode::Root {
             self.set_fs_creds()?;
         }
+        // What is left of the stub's own mappings: the vdso family, which
+        // the fill moves (the trampoline is `tramp`). Every process of a
+        // tree keeps its blank until it is filled.
+        let mut stub_maps = stub_maps;
+        stub_maps.retain(|e| {
+            matches!(
+                e.path.as_deref(),
+                Some("[vdso]" | "[vvar]" | "[vvar_vclock]")
+            )
+        });
+        stub_maps.shrink_to_fit();
         Ok(Blank {
             tramp,
             occupied,

@@ -24,7 +24,7 @@ impl Builder<'_> {
             None
         };
         let mut calls = Vec::new();
-        for a in &p.sigactions {
+        for a in p.sigactions.iter() {
             if a.signal == 0
                 || a.signal > 64
                 || a.signal == libc::SIGKILL as u32

@@ -43,7 +43,7 @@ impl Builder<'_> {
             )));
         }
         let enabled = arch::xsave_enabled_features(&xsave_now).unwrap_or(0);
-        let used = arch::xsave_features_in_use(&plan.thread.xsave).unwrap_or(u64::MAX);
+        let used = arch::xsave_features_in_use(&plan.thread.xsave.to_vec()).unwrap_or(u64::MAX);
         if used & !enabled != 0 {
             return Err(RestoreError::Incompatible(format!(
                 "CPU lacks xsave features {:#x} the process uses",
@@ -188,7 +188,7 @@ impl Builder<'_> {
         let mut regs = arch::to_user_regs(&plan.thread.regs, &current);
         arch::restart_fixup(&mut regs, ResumeIn::Restored);
         self.inj.tracee().set_regs(&regs).map_err(self.tr())?;
-        sys::set_xstate(pid, &plan.thread.xsave).map_err(|errno| RestoreError::Trace {
+        sys::set_xstate(pid, &plan.thread.xsave.to_vec()).map_err(|errno| RestoreError::Trace {
             pid,
             source: PtraceError::Request {
                 op: "SETREGSET",

@@ -331,7 +331,7 @@ fn build_thread(
         }
     };
     sys::set_sigmask(tid, t.sigmask).map_err(req("SETSIGMASK"))?;
-    sys::set_xstate(tid, &t.xsave).map_err(req("SETREGSET"))?;
+    sys::set_xstate(tid, &t.xsave.to_vec()).map_err(req("SETREGSET"))?;
     inj.tracee().set_regs(&regs).map_err(tr)?;
     Ok(())
 }
