@@ -29,11 +29,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ckpt_tests::image::{flipped, Layout};
 use ckpt_tests::policy::PolicyGuard;
 use ckpt_tests::syslog::Syslog;
 use ckpt_tests::{
-    exit, path_str, processes_mentioning, procfs, wait_ready, wait_until, workload_result, Env,
-    Proc, TestDir, TreeGuard, Who, WAIT,
+    exit, path_str, processes_mentioning, procfs, wait_ready, wait_until, workload_result,
+    write_owned, Env, Proc, TestDir, TreeGuard, Who, WAIT,
 };
 
 fn workdir(env: &Env, dir: &TestDir, name: &str) -> PathBuf {
@@ -287,6 +288,62 @@ fn a_tree_checks_itself_after_restore() {
 /// processes map (a space of its own, its zero pages left out) and every
 /// process's memory come back, and the tree checks itself as after a
 /// plain dump.
+/// A chunk that does not match in the memory of a process built after
+/// others (the middle of the image's data, and its last byte: the last
+/// process's memory). Each process's memory is filled while the restorer
+/// goes on with the next one, and the processes before it are finished
+/// (credentials and all) by the time its fill fails: the restore must
+/// still be refused as tampered (exit 4) and leave no process and no pid
+/// file.
+#[test]
+fn a_tampered_chunk_of_a_later_process_leaves_nothing_behind() {
+    let env = Env::require();
+    let _guard = PolicyGuard::lock(&env);
+    let dir = TestDir::new(&env, "tree-tamper");
+    let (mut orig, wdir) = start_tree(&env, &dir, "t", &[]);
+    let image = dir.work.join("t.ckpt");
+    dump_tree(&env, &dir, orig.pid, &image);
+    orig.wait_gone("dump kills the root");
+    wait_until(WAIT, "the dump has killed every member of the tree", || {
+        processes_mentioning(path_str(&wdir)).is_empty()
+    });
+    let bytes = fs::read(&image).unwrap();
+    let l = Layout::parse(&bytes).unwrap();
+    assert!(
+        l.data.end > l.data.start,
+        "the tree's image holds memory: {l:?}"
+    );
+    for off in [
+        l.data.start + (l.data.end - l.data.start) / 2,
+        l.data.end - 1,
+    ] {
+        let bad = dir.work.join(format!("flip-{off}.ckpt"));
+        write_owned(&bad, &flipped(&bytes, off), &env.user);
+        let pidfile = dir.work.join(format!("flip-{off}.pid"));
+        let (run, proc) = env.restore(&dir, &bad, Some(&pidfile));
+        drop(proc);
+        let strays = processes_mentioning(path_str(&wdir));
+        for pid in &strays {
+            drop(Proc::adopt(*pid, "a process left by a refused restore"));
+        }
+        assert_eq!(
+            run.code,
+            Some(exit::TAMPERED),
+            "byte {off} of the data flipped: restore must be refused as tampered; got {}; stderr: {}",
+            run.describe_exit(),
+            run.stderr.trim()
+        );
+        assert!(
+            strays.is_empty(),
+            "byte {off} flipped: the refused restore left processes {strays:?}"
+        );
+        assert!(
+            !pidfile.exists(),
+            "byte {off} flipped: the refused restore wrote its pid file"
+        );
+    }
+}
+
 #[test]
 fn a_tree_checks_itself_after_restore_from_a_compressed_image() {
     let env = Env::require();

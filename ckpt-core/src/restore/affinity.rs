@@ -9,7 +9,10 @@
 //! ends with the mask it would have had without the pin, the caller's
 //! (a zombie, before it exits).
 //! Threads the restorer starts to fill memory give themselves the mask
-//! back first, to run on every CPU.
+//! back first, to run on every CPU; a tree's fill thread, which fills one
+//! process while the pinned thread builds the next, goes to the other
+//! CPUs ([`Pinned::elsewhere`]): left to the scheduler it was woken on
+//! the pinned CPU, and the two took turns there.
 //!
 //! Owns: the restorer thread's mask during the build. Trusts: nothing
 //! from the image (no mask is saved there).
@@ -27,6 +30,8 @@ const MASK_BYTES: usize = 128;
 /// The calling thread pinned to one CPU, and the mask it had before.
 pub(super) struct Pinned {
     original: CpuSet,
+    /// The CPU the thread is pinned to.
+    cpu: usize,
     /// `original` as the kernel's bitmap (bit `n` of byte `n / 8` for
     /// CPU `n`, a little-endian array of longs).
     mask: [u8; MASK_BYTES],
@@ -52,10 +57,15 @@ impl Pinned {
         if allowed < 2 {
             return None;
         }
+        let cpu = sched_getcpu().ok()?;
         let mut one = CpuSet::new();
-        one.set(sched_getcpu().ok()?).ok()?;
+        one.set(cpu).ok()?;
         sched_setaffinity(me, &one).ok()?;
-        Some(Pinned { original, mask })
+        Some(Pinned {
+            original,
+            cpu,
+            mask,
+        })
     }
 
     /// Makes the task behind `inj` give itself the restorer's own mask
@@ -74,6 +84,19 @@ impl Pinned {
     /// slower.
     pub(super) fn release_thread(&self) {
         let _ = sched_setaffinity(Pid::from_raw(0), &self.original);
+    }
+}
+
+impl Pinned {
+    /// Puts the calling thread (one the restorer started while pinned) on
+    /// the restorer's other CPUs, away from the pinned one. Best effort.
+    pub(super) fn elsewhere(&self) {
+        let mut others = self.original;
+        if others.unset(self.cpu).is_ok() {
+            let _ = sched_setaffinity(Pid::from_raw(0), &others);
+        } else {
+            self.release_thread();
+        }
     }
 }
 

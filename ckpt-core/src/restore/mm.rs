@@ -574,7 +574,25 @@ impl Builder<'_> {
         }
         Ok(fd)
     }
+}
 
+/// What filling one process's memory needs, apart from its builder: the
+/// fill of one process of a tree runs on a thread of its own while the
+/// restorer goes on with the others (see `tree`), and touches nothing but
+/// that process's memory, through `process_vm_writev`.
+#[derive(Clone)]
+pub(super) struct MemoryFill<'a> {
+    pub(super) reader: &'a ImageReader,
+    pub(super) m: &'a Manifest,
+    /// The task's memory space (`None`: nothing to fill).
+    pub(super) memory: Option<u32>,
+    /// The stub, stopped and traced by the restorer's main thread, which
+    /// does not run it until the fill is over.
+    pub(super) pid: i32,
+    pub(super) pinned: Option<&'a super::affinity::Pinned>,
+}
+
+impl MemoryFill<'_> {
     /// Stream every chunk into the stub. For 8 MiB or more, two threads
     /// each take every other chunk (less is filled by this thread alone:
     /// two threads cost more to start than a few chunks take) and stream
@@ -584,11 +602,14 @@ impl Builder<'_> {
     /// restore, and the stub, which has not run any of that memory, is
     /// killed. Each byte is read and hashed once; memory: one piece per
     /// thread, whatever the chunk size.
-    pub(super) fn fill_memory(&mut self, reader: &ImageReader) -> Result<(), RestoreError> {
-        let pid = self.pid();
+    pub(super) fn run(&self) -> Result<(), RestoreError> {
+        let (reader, pid) = (self.reader, self.pid);
         // The chunks of the task's memory space (others hold file
         // contents, written where those files are created).
         let memory = self.memory;
+        if memory.is_none() {
+            return Ok(());
+        }
         let chunks: Vec<usize> = (0..self.m.chunks.len())
             .filter(|&i| self.m.chunks.get(i).map(|c| Some(c.space)) == Some(memory))
             .collect();

@@ -281,7 +281,15 @@ struct Builder<'a> {
     pidns: Option<&'a pidns::PidNamespace>,
 }
 
-/// What [`Builder::blank`] leaves for [`Builder::fill`]: the stub emptied
+/// A builder's state between [`Builder::fill_before_memory`] and
+/// [`Builder::fill_after_memory`] (see [`Builder::park`]).
+struct Parked {
+    exe_fd: Option<u64>,
+    prepared: Vec<(usize, u64)>,
+    saved_fds: Vec<files::saved::SavedFd>,
+}
+
+/// What [`Builder::blank`] leaves for the fill: the stub emptied
 /// down to its trampoline and vdso.
 struct Blank {
     tramp: u64,
@@ -351,7 +359,7 @@ impl Builder<'_> {
 
     /// The first steps: the stub emptied down to a trampoline and the
     /// vdso, ready to fork the image's children (each a blank stub too)
-    /// and then to be filled ([`Builder::fill`]).
+    /// and then to be filled ([`Builder::fill_before_memory`]).
     fn blank(&mut self, plan: &Plan) -> Result<Blank, RestoreError> {
         // 1. The stub as it is: its mappings, vdso, registers, xsave size.
         let stub_maps = self.stub_maps()?;
@@ -395,13 +403,17 @@ impl Builder<'_> {
     /// credentials set in step 3, the final credentials are dropped to
     /// only after everything that needs privilege, the registers are set
     /// at the very last syscall's exit).
-    fn fill(
+    ///
+    /// This first part ends with every mapping made, writable; the stub
+    /// is not run again until its memory is filled ([`mm::MemoryFill`],
+    /// which a tree's restorer runs on a thread of its own while it goes
+    /// on with the next process), and [`Builder::fill_after_memory`] takes
+    /// it from there.
+    fn fill_before_memory(
         &mut self,
         reader: &ImageReader,
-        plan: &Plan,
         blank: &Blank,
     ) -> Result<(), RestoreError> {
-        let p = self.p;
         let (tramp, occupied, stub_maps) = (blank.tramp, &blank.occupied, &blank.stub_maps);
         self.inj.use_scratch(tramp + mm::PAGE, mm::PAGE);
 
@@ -409,11 +421,36 @@ impl Builder<'_> {
         self.move_vdso(stub_maps, occupied)?;
 
         // 5. Files whose content is in the image (their mappings map
-        //    them), mappings, memory, protections.
+        //    them), mappings, then (`MemoryFill`) memory.
         self.create_saved_files(reader)?;
         self.map_all()?;
-        self.seal_saved_files()?;
-        self.fill_memory(reader)?;
+        self.seal_saved_files()
+    }
+
+    /// What the steps before the memory fill leave for the steps after it,
+    /// while the builder is set aside (a tree's restorer fills one
+    /// process's memory on another thread while it builds the next).
+    fn park(&mut self) -> Parked {
+        Parked {
+            exe_fd: self.exe_fd.take(),
+            prepared: std::mem::take(&mut self.prepared),
+            saved_fds: std::mem::take(&mut self.saved_fds),
+        }
+    }
+
+    /// Takes back what [`Builder::park`] set aside.
+    fn unpark(&mut self, parked: Parked) {
+        self.exe_fd = parked.exe_fd;
+        self.prepared = parked.prepared;
+        self.saved_fds = parked.saved_fds;
+    }
+
+    /// The steps after the memory fill, which must be complete:
+    /// protections first.
+    fn fill_after_memory(&mut self, plan: &Plan, blank: &Blank) -> Result<(), RestoreError> {
+        let p = self.p;
+        let tramp = blank.tramp;
+        self.inj.use_scratch(tramp + mm::PAGE, mm::PAGE);
         self.set_protections()?;
 
         // The mm layout (brk, arg/env areas, auxv, exe link), while the

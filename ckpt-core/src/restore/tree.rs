@@ -11,8 +11,14 @@
 //! group `setpgid(0, 0)`, and one in another member's group joins it. A
 //! zombie is forked the same way and exits at once with its saved status,
 //! and its parent's stub drops the `SIGCHLD` that caused. Only then is
-//! each process filled ([`Builder::fill`]), in the image's order, sharing
-//! descriptions through the restorer ([`super::transfer`]). With
+//! each process filled, in the image's order, sharing descriptions
+//! through the restorer ([`super::transfer`]): its mappings
+//! ([`Builder::fill_before_memory`]); its memory, by a fill thread on the
+//! restorer's other CPU while this thread goes on with the next process's
+//! mappings; then, once its memory is in, the rest
+//! ([`Builder::fill_after_memory`]: protections, files, credentials,
+//! ...). No process runs, and none gets its protections or credentials,
+//! before its memory is complete. With
 //! `same-pid`, the root gets its pid through `clone3(set_tid)` and every
 //! other process through `ns_last_pid` (as for threads), each checked.
 //!
@@ -25,14 +31,16 @@
 //! come before their children, pids are unique).
 
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 use nix::unistd::Pid;
 
+use super::mm::MemoryFill;
 use super::pidns::PidNamespace;
 use super::plan::Plan;
 use super::stub::{spawn_stub, Stub, StubMode};
 use super::transfer::Shared;
-use super::{cstring, Blank, Builder, Release, RestoreError, RestoreOptions, Restored};
+use super::{cstring, Blank, Builder, Parked, Release, RestoreError, RestoreOptions, Restored};
 use crate::image::{ImageReader, Manifest};
 use crate::inject::Injector;
 use crate::model::{ProcessState, Zombie};
@@ -279,6 +287,30 @@ fn build_tree(
     Ok(restored)
 }
 
+/// A process between the steps before its memory fill and those after.
+struct Filling<'s> {
+    task: usize,
+    /// Its builder's state, until the steps after the fill.
+    parked: Parked,
+    /// Its fill.
+    fill: MemoryFill<'s>,
+    /// Whether the fill was given to the fill thread (else it had no
+    /// memory to fill, or is run by the caller).
+    sent: bool,
+}
+
+/// The fill thread's stack: it streams memory through a heap buffer and
+/// needs little of its own.
+const FILL_THREAD_STACK: usize = 256 << 10;
+
+fn stub_of(stubs: &mut Stubs, i: usize) -> Result<&mut Stub, RestoreError> {
+    stubs
+        .tasks
+        .get_mut(i)
+        .and_then(Option::as_mut)
+        .ok_or_else(|| RestoreError::Invalid(format!("task {i} was never created")))
+}
+
 /// What every step of the build reads.
 struct Ctx<'a> {
     reader: &'a ImageReader,
@@ -350,20 +382,154 @@ impl Ctx<'_> {
             stubs.tasks[i] = Some(stub);
             blanks.push(r?);
         }
-        // Then each is filled, in order.
-        for (i, blank) in blanks.iter().enumerate() {
-            let Some(stub) = stubs.tasks[i].as_mut() else {
-                return Err(RestoreError::Invalid(format!("task {i} was never created")));
-            };
-            let mut b = self.builder(stub, i, shared);
-            let r = b.fill(self.reader, &self.plans[i], blank);
-            let threads = std::mem::take(&mut b.threads);
-            notices.append(&mut b.notices);
-            drop(b);
-            stub.threads = threads;
-            r?;
+        // Then each is filled, in order: its memory on a thread of its own
+        // while this one goes on to the next process's mappings and then
+        // finishes this one (protections, files, credentials, ...) once
+        // its memory is in.
+        if n == 1 {
+            // A process alone has nothing to overlap its fill with.
+            let filling = self.before_memory(0, &blanks, stubs, shared, notices)?;
+            filling.fill.run()?;
+            return self.finish(filling, None, &blanks, stubs, shared, notices);
         }
-        Ok(())
+        std::thread::scope(|scope| {
+            // One thread fills every process's memory, in order, on the
+            // restorer's other CPU(s); each result comes back in order.
+            let (jobs, to_fill) = mpsc::channel::<MemoryFill<'_>>();
+            let (filled, results) = mpsc::channel::<Result<(), RestoreError>>();
+            let pinned = self.pinned;
+            let worker = std::thread::Builder::new()
+                .name("fill".into())
+                .stack_size(FILL_THREAD_STACK)
+                .spawn_scoped(scope, move || {
+                    if let Some(p) = pinned {
+                        p.elsewhere();
+                    }
+                    for job in to_fill {
+                        if filled.send(job.run()).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| RestoreError::Invalid(format!("cannot start a fill thread: {e}")))?;
+            let built = self.build_pipelined(&jobs, &results, &blanks, stubs, shared, notices);
+            // The thread ends once it has no more jobs to take (a fill
+            // under way is finished first), and is joined here whatever
+            // happened.
+            drop(jobs);
+            let joined = worker
+                .join()
+                .map_err(|_| RestoreError::Invalid("the fill thread panicked".into()));
+            built.and(joined)
+        })
+    }
+
+    /// The fill loop of [`Ctx::build`]: each process through the steps
+    /// before its memory, its memory handed to the fill thread (`jobs`),
+    /// then the process before it finished once its fill is back
+    /// (`results`).
+    fn build_pipelined<'s>(
+        &'s self,
+        jobs: &mpsc::Sender<MemoryFill<'s>>,
+        results: &mpsc::Receiver<Result<(), RestoreError>>,
+        blanks: &[Blank],
+        stubs: &mut Stubs,
+        shared: &mut Shared,
+        notices: &mut Vec<String>,
+    ) -> Result<(), RestoreError> {
+        let mut filling: Option<Filling<'s>> = None;
+        for i in 0..blanks.len() {
+            // A process that shares its parent's fd table must not get
+            // its saved files in that table before the parent's fds are in
+            // place: everything before it is finished first.
+            if self.m.tasks[i].fds_of_parent {
+                if let Some(f) = filling.take() {
+                    self.finish(f, Some(results), blanks, stubs, shared, notices)?;
+                }
+            }
+            let mut next = self.before_memory(i, blanks, stubs, shared, notices)?;
+            if next.fill.memory.is_some() {
+                jobs.send(next.fill.clone())
+                    .map_err(|_| RestoreError::Invalid("the fill thread is gone".into()))?;
+                next.sent = true;
+            }
+            if let Some(f) = filling.take() {
+                self.finish(f, Some(results), blanks, stubs, shared, notices)?;
+            }
+            filling = Some(next);
+        }
+        match filling {
+            Some(f) => self.finish(f, Some(results), blanks, stubs, shared, notices),
+            None => Ok(()),
+        }
+    }
+
+    /// Process `i` through the steps before its memory fill.
+    fn before_memory<'s>(
+        &'s self,
+        i: usize,
+        blanks: &[Blank],
+        stubs: &mut Stubs,
+        shared: &mut Shared,
+        notices: &mut Vec<String>,
+    ) -> Result<Filling<'s>, RestoreError> {
+        let blank = blanks
+            .get(i)
+            .ok_or_else(|| RestoreError::Invalid(format!("task {i} was never emptied")))?;
+        let stub = stub_of(stubs, i)?;
+        let mut b = self.builder(stub, i, shared);
+        let r = b.fill_before_memory(self.reader, blank);
+        let parked = b.park();
+        let fill = MemoryFill {
+            reader: self.reader,
+            m: self.m,
+            memory: b.memory,
+            pid: b.pid(),
+            pinned: self.pinned,
+        };
+        notices.append(&mut b.notices);
+        drop(b);
+        r?;
+        Ok(Filling {
+            task: i,
+            parked,
+            fill,
+            sent: false,
+        })
+    }
+
+    /// Waits for process `f.task`'s memory, then takes it through the
+    /// rest of its build.
+    fn finish(
+        &self,
+        f: Filling<'_>,
+        results: Option<&mpsc::Receiver<Result<(), RestoreError>>>,
+        blanks: &[Blank],
+        stubs: &mut Stubs,
+        shared: &mut Shared,
+        notices: &mut Vec<String>,
+    ) -> Result<(), RestoreError> {
+        let i = f.task;
+        if f.sent {
+            // The fill thread answers in the order it was given the jobs:
+            // this is this process's.
+            results
+                .ok_or_else(|| RestoreError::Invalid("no fill thread".into()))?
+                .recv()
+                .map_err(|_| RestoreError::Invalid("the fill thread is gone".into()))??;
+        }
+        let blank = blanks
+            .get(i)
+            .ok_or_else(|| RestoreError::Invalid(format!("task {i} was never emptied")))?;
+        let stub = stub_of(stubs, i)?;
+        let mut b = self.builder(stub, i, shared);
+        b.unpark(f.parked);
+        let r = b.fill_after_memory(&self.plans[i], blank);
+        let threads = std::mem::take(&mut b.threads);
+        notices.append(&mut b.notices);
+        drop(b);
+        stub.threads = threads;
+        r
     }
 
     /// Empty task `i`'s stub, then fork its children and zombies from it.
