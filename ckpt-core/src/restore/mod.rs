@@ -25,7 +25,8 @@
 //! process is released to run (the audit record of a granted restore must
 //! be durable before its effect) and call the restore off instead.
 //!
-//! Layout: this module holds the order of the steps ([`Builder::build`]);
+//! Layout: this module holds the order of the steps (`Builder::blank`,
+//! `Builder::fill_before_memory`, `Builder::fill_after_memory`);
 //! each kind of state is restored by its own module, the same split as
 //! [`crate::model`] and [`crate::dump`]: [`options`] (what was decided),
 //! [`plan`] (checks before anything is created), [`stub`] (creating the
