@@ -77,53 +77,114 @@ pub struct Vma {
 /// The longest `VmFlags` mnemonic accepted (the kernel's are two letters).
 pub const MAX_VM_FLAG_LEN: usize = 8;
 
+/// The mnemonics smaps prints, in the order it prints them (the order of
+/// the kernel's `vm_flags` bits, `show_smap_vma_flags`). Flags listed in
+/// this order are held as a bit set; anything else (a newer kernel's flag,
+/// another order, a flag twice) as text.
+const KNOWN_VM_FLAGS: [&str; 37] = [
+    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "pf", "dw", "lo", "io", "sr", "rr", "dc",
+    "de", "lf", "ac", "nr", "ht", "sf", "ar", "wf", "dd", "bt", "sd", "mm", "hg", "nh", "mg", "um",
+    "uw", "mt", "ui", "ss", "sl",
+];
+
 /// A mapping's `VmFlags` mnemonics, in the order smaps lists them (`rd wr
 /// mr mw me gd ac`).
 ///
-/// Held as one string, each mnemonic followed by a space, rather than as a
-/// `Vec` of two-byte `String`s: a tree of processes has thousands of
-/// mappings, and the `Vec` cost ~370 bytes of heap each, the largest part
-/// of a decoded manifest. Encoded as a CBOR array of text strings, as it
-/// always was. An entry that is not 1 to [`MAX_VM_FLAG_LEN`] ASCII letters
-/// and digits is not stored: it is counted, and
+/// A tree of processes has thousands of mappings, each with five to eight
+/// flags. Flags that follow the kernel's own order ([`KNOWN_VM_FLAGS`],
+/// every mapping smaps shows on current kernels) are held as a bit set, in
+/// the mapping itself; any others as one string, each mnemonic followed by
+/// a space. Encoded as a CBOR array of text strings, as it always was, in
+/// the order they came. An entry that is not 1 to [`MAX_VM_FLAG_LEN`]
+/// ASCII letters and digits is not stored: it is counted, and
 /// [`crate::image::validate`] refuses the mapping.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct VmFlags {
-    /// The valid mnemonics, each followed by one space.
-    text: String,
+    /// Bit `i` for `KNOWN_VM_FLAGS[i]`, when `text` is `None`.
+    known: u64,
+    /// The valid mnemonics, each followed by one space, when they are not
+    /// known ones in the known order.
+    text: Option<Box<str>>,
     /// Entries, valid or not.
-    entries: usize,
+    entries: u32,
     /// Whether an entry was not a mnemonic.
     malformed: bool,
+}
+
+/// Flags being read one entry at a time.
+#[derive(Default)]
+struct Building {
+    flags: VmFlags,
+    /// The text once the flags are not a bit set.
+    text: Option<String>,
+    /// The index in `KNOWN_VM_FLAGS` of the last flag set.
+    last: Option<usize>,
+}
+
+impl Building {
+    fn push(&mut self, flag: &str) {
+        self.flags.entries = self.flags.entries.saturating_add(1);
+        let mnemonic = !flag.is_empty()
+            && flag.len() <= MAX_VM_FLAG_LEN
+            && flag.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !mnemonic {
+            self.flags.malformed = true;
+            return;
+        }
+        if self.text.is_none() {
+            let at = KNOWN_VM_FLAGS.iter().position(|k| *k == flag);
+            match at {
+                Some(i) if self.last.is_none_or(|l| i > l) => {
+                    self.flags.known |= 1 << i;
+                    self.last = Some(i);
+                    return;
+                }
+                _ => {
+                    let mut text = String::new();
+                    for f in self.flags.iter() {
+                        text.push_str(f);
+                        text.push(' ');
+                    }
+                    self.flags.known = 0;
+                    self.text = Some(text);
+                }
+            }
+        }
+        if let Some(text) = self.text.as_mut() {
+            text.push_str(flag);
+            text.push(' ');
+        }
+    }
+
+    fn finish(mut self) -> VmFlags {
+        self.flags.text = self.text.map(String::into_boxed_str);
+        self.flags
+    }
 }
 
 impl VmFlags {
     /// The flags `flags`, in order.
     pub fn new<'a>(flags: impl IntoIterator<Item = &'a str>) -> VmFlags {
-        let mut f = VmFlags::default();
+        let mut b = Building::default();
         for flag in flags {
-            f.push(flag);
+            b.push(flag);
         }
-        f.text.shrink_to_fit();
-        f
-    }
-
-    fn push(&mut self, flag: &str) {
-        self.entries += 1;
-        let mnemonic = !flag.is_empty()
-            && flag.len() <= MAX_VM_FLAG_LEN
-            && flag.bytes().all(|b| b.is_ascii_alphanumeric());
-        if mnemonic {
-            self.text.push_str(flag);
-            self.text.push(' ');
-        } else {
-            self.malformed = true;
-        }
+        b.finish()
     }
 
     /// The mnemonics, in order (entries that were not are left out).
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.text.split_terminator(' ')
+        let text = self.text.as_deref().map(|t| t.split_terminator(' '));
+        let known = self.text.is_none().then(|| {
+            KNOWN_VM_FLAGS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.known & (1 << i) != 0)
+                .map(|(_, f)| *f)
+        });
+        text.into_iter()
+            .flatten()
+            .chain(known.into_iter().flatten())
     }
 
     /// Whether `flag` is one of them.
@@ -133,7 +194,7 @@ impl VmFlags {
 
     /// How many entries the flags had, mnemonics or not.
     pub fn len(&self) -> usize {
-        self.entries
+        self.entries as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -175,15 +236,14 @@ impl<'de> Deserialize<'de> for VmFlags {
                 f.write_str("a list of VmFlags mnemonics")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VmFlags, A::Error> {
-                let mut flags = VmFlags::default();
+                let mut flags = Building::default();
                 // Each entry is decoded as a `String`, one at a time: the
                 // decoder's memory budget charges it as a `Vec<String>`
                 // entry, more than it takes here.
                 while let Some(flag) = seq.next_element::<String>()? {
                     flags.push(&flag);
                 }
-                flags.text.shrink_to_fit();
-                Ok(flags)
+                Ok(flags.finish())
             }
         }
         d.deserialize_seq(V)
@@ -215,6 +275,33 @@ mod tests {
         let none: VmFlags =
             ciborium::de::from_reader(&cbor(&Vec::<String>::new())[..]).expect("decode");
         assert!(none.is_empty() && none.all_mnemonics());
+    }
+
+    #[test]
+    fn flags_in_the_kernels_order_are_a_bit_set_and_any_others_text() {
+        let usual = VmFlags::new(["rd", "wr", "mr", "mw", "me", "ac", "nh"]);
+        assert!(usual.text.is_none());
+        // Another order, a flag twice, a flag this table does not know:
+        // kept as they came, and encoded as they came.
+        for odd in [
+            vec!["wr", "rd"],
+            vec!["rd", "rd"],
+            vec!["rd", "zz", "wr"],
+            vec!["rd", "pk0"],
+        ] {
+            let f = VmFlags::new(odd.iter().copied());
+            assert!(f.text.is_some(), "{odd:?}");
+            assert_eq!(f.iter().collect::<Vec<_>>(), odd);
+            assert_eq!(f.len(), odd.len());
+            assert_eq!(cbor(&f), cbor(&odd));
+            let back: VmFlags = ciborium::de::from_reader(&cbor(&odd)[..]).expect("decode");
+            assert_eq!(back, f);
+        }
+        // Every known flag, in order, is a bit set.
+        let all = VmFlags::new(KNOWN_VM_FLAGS);
+        assert!(all.text.is_none());
+        assert_eq!(all.iter().collect::<Vec<_>>(), KNOWN_VM_FLAGS);
+        assert!(std::mem::size_of::<VmFlags>() <= 32);
     }
 
     #[test]
