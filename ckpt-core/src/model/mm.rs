@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -227,39 +226,27 @@ impl Serialize for VmFlags {
     }
 }
 
+impl super::ListBuilder<String> for Building {
+    type Built = VmFlags;
+    fn push_entry(&mut self, flag: String) {
+        self.push(&flag);
+    }
+    fn build(self) -> VmFlags {
+        self.finish()
+    }
+}
+
 impl<'de> Deserialize<'de> for VmFlags {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = VmFlags;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of VmFlags mnemonics")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VmFlags, A::Error> {
-                let mut flags = Building::default();
-                // Each entry is decoded as a `String`, one at a time: the
-                // decoder's memory budget charges it as a `Vec<String>`
-                // entry, more than it takes here.
-                while let Some(flag) = seq.next_element::<String>()? {
-                    flags.push(&flag);
-                }
-                Ok(flags.finish())
-            }
-        }
-        d.deserialize_seq(V)
+        super::deserialize_list::<D, String, Building>(d, "a list of VmFlags mnemonics")
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)]
+    use super::super::cbor;
     use super::*;
-
-    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
-        let mut out = Vec::new();
-        ciborium::ser::into_writer(v, &mut out).expect("encode");
-        out
-    }
 
     #[test]
     fn vm_flags_encode_as_the_list_of_strings_they_were() {

@@ -21,6 +21,10 @@
 //! test in `image` (`model_reencodes_seeds_byte_for_byte`) pins it against
 //! the committed fuzz seeds.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// `#[serde(deserialize_with = "shrunk")]` for the lists every process has
@@ -33,6 +37,53 @@ pub(crate) fn shrunk<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     let mut v = Vec::<T>::deserialize(d)?;
     v.shrink_to_fit();
     Ok(v)
+}
+
+/// What a compact model type is built from as its list is decoded, one
+/// entry at a time (`VmFlags`, `XsaveArea`, `SigActions`): each keeps only
+/// what it needs of an entry, so the decoded list is never held.
+pub(crate) trait ListBuilder<E>: Default {
+    type Built;
+    fn push_entry(&mut self, entry: E);
+    fn build(self) -> Self::Built;
+}
+
+/// Decodes a CBOR array of `E` through the builder `B`; `expecting` names
+/// it in errors. Each entry is decoded whole, one at a time: the decoder's
+/// memory budget charges it as an entry of a `Vec<E>`.
+pub(crate) fn deserialize_list<'de, D, E, B>(
+    d: D,
+    expecting: &'static str,
+) -> Result<B::Built, D::Error>
+where
+    D: Deserializer<'de>,
+    E: Deserialize<'de>,
+    B: ListBuilder<E>,
+{
+    struct V<E, B>(&'static str, PhantomData<(E, B)>);
+    impl<'de, E: Deserialize<'de>, B: ListBuilder<E>> Visitor<'de> for V<E, B> {
+        type Value = B::Built;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<B::Built, A::Error> {
+            let mut b = B::default();
+            while let Some(entry) = seq.next_element::<E>()? {
+                b.push_entry(entry);
+            }
+            Ok(b.build())
+        }
+    }
+    d.deserialize_seq(V::<E, B>(expecting, PhantomData))
+}
+
+/// The CBOR encoding of `v`, for the model's unit tests.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(v, &mut out).expect("encode");
+    out
 }
 
 pub mod creds;

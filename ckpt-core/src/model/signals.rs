@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -153,37 +152,28 @@ impl Serialize for SigActions {
     }
 }
 
+impl super::ListBuilder<SigAction> for SigActions {
+    type Built = SigActions;
+    fn push_entry(&mut self, a: SigAction) {
+        self.push(a);
+    }
+    fn build(mut self) -> SigActions {
+        self.set.shrink_to_fit();
+        self
+    }
+}
+
 impl<'de> Deserialize<'de> for SigActions {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SigActions;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of signal dispositions")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SigActions, A::Error> {
-                let mut all = SigActions::default();
-                while let Some(a) = seq.next_element::<SigAction>()? {
-                    all.push(a);
-                }
-                all.set.shrink_to_fit();
-                Ok(all)
-            }
-        }
-        d.deserialize_seq(V)
+        super::deserialize_list::<D, SigAction, SigActions>(d, "a list of signal dispositions")
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)]
+    use super::super::cbor;
     use super::*;
-
-    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
-        let mut out = Vec::new();
-        ciborium::ser::into_writer(v, &mut out).expect("encode");
-        out
-    }
 
     /// What dump captures: every signal but SIGKILL and SIGSTOP, in order,
     /// three of them caught or ignored.

@@ -14,7 +14,6 @@
 
 use std::fmt;
 
-use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -141,36 +140,27 @@ impl Serialize for XsaveArea {
     }
 }
 
+impl super::ListBuilder<u8> for Building {
+    type Built = XsaveArea;
+    fn push_entry(&mut self, b: u8) {
+        self.push(b);
+    }
+    fn build(self) -> XsaveArea {
+        self.finish()
+    }
+}
+
 impl<'de> Deserialize<'de> for XsaveArea {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = XsaveArea;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an xsave area (a list of bytes)")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<XsaveArea, A::Error> {
-                let mut area = Building::default();
-                while let Some(b) = seq.next_element::<u8>()? {
-                    area.push(b);
-                }
-                Ok(area.finish())
-            }
-        }
-        d.deserialize_seq(V)
+        super::deserialize_list::<D, u8, Building>(d, "an xsave area (a list of bytes)")
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)]
+    use super::super::cbor;
     use super::*;
-
-    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
-        let mut out = Vec::new();
-        ciborium::ser::into_writer(v, &mut out).expect("encode");
-        out
-    }
 
     /// An area like a real one: mostly zeros, a few lines of state, a
     /// last line shorter than the others (2440 bytes, PKRU at the end).
