@@ -11,8 +11,9 @@
 //! Threads the restorer starts to fill memory give themselves the mask
 //! back first, to run on every CPU; a tree's fill thread, which fills one
 //! process while the pinned thread builds the next, goes to the other
-//! CPUs ([`Pinned::elsewhere`]): left to the scheduler it was woken on
-//! the pinned CPU, and the two took turns there.
+//! CPUs ([`Pinned::elsewhere`]): left free to run anywhere, it gained
+//! nothing (most likely it ran on the pinned CPU, taking turns with the
+//! main thread).
 //!
 //! Owns: the restorer thread's mask during the build. Trusts: nothing
 //! from the image (no mask is saved there).
@@ -85,9 +86,7 @@ impl Pinned {
     pub(super) fn release_thread(&self) {
         let _ = sched_setaffinity(Pid::from_raw(0), &self.original);
     }
-}
 
-impl Pinned {
     /// Puts the calling thread (one the restorer started while pinned) on
     /// the restorer's other CPUs, away from the pinned one. Best effort.
     pub(super) fn elsewhere(&self) {

@@ -580,7 +580,6 @@ impl Builder<'_> {
 /// fill of one process of a tree runs on a thread of its own while the
 /// restorer goes on with the others (see `tree`), and touches nothing but
 /// that process's memory, through `process_vm_writev`.
-#[derive(Clone)]
 pub(super) struct MemoryFill<'a> {
     pub(super) reader: &'a ImageReader,
     pub(super) m: &'a Manifest,

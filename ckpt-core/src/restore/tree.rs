@@ -288,15 +288,27 @@ fn build_tree(
 }
 
 /// A process between the steps before its memory fill and those after.
-struct Filling<'s> {
+struct Filling {
     task: usize,
     /// Its builder's state, until the steps after the fill.
     parked: Parked,
-    /// Its fill.
-    fill: MemoryFill<'s>,
-    /// Whether the fill was given to the fill thread (else it had no
-    /// memory to fill, or is run by the caller).
+    /// Whether its fill was given to the fill thread (else it had no
+    /// memory to fill, or the caller ran it).
     sent: bool,
+}
+
+/// Waits for `f`'s fill when the fill thread has it: the thread answers
+/// in the order it was given the jobs, so the next result is `f`'s.
+fn filled(
+    f: &Filling,
+    results: &mpsc::Receiver<Result<(), RestoreError>>,
+) -> Result<(), RestoreError> {
+    if f.sent {
+        results
+            .recv()
+            .map_err(|_| RestoreError::Invalid("the fill thread is gone".into()))??;
+    }
+    Ok(())
 }
 
 /// The fill thread's stack: it streams memory through a heap buffer and
@@ -388,9 +400,9 @@ impl Ctx<'_> {
         // its memory is in.
         if n == 1 {
             // A process alone has nothing to overlap its fill with.
-            let filling = self.before_memory(0, &blanks, stubs, shared, notices)?;
-            filling.fill.run()?;
-            return self.finish(filling, None, &blanks, stubs, shared, notices);
+            let (filling, fill) = self.before_memory(0, &blanks, stubs, shared, notices)?;
+            fill.run()?;
+            return self.finish(filling, &blanks, stubs, shared, notices);
         }
         std::thread::scope(|scope| {
             // One thread fills every process's memory, in order, on the
@@ -437,34 +449,40 @@ impl Ctx<'_> {
         shared: &mut Shared,
         notices: &mut Vec<String>,
     ) -> Result<(), RestoreError> {
-        let mut filling: Option<Filling<'s>> = None;
+        let mut filling: Option<Filling> = None;
         for i in 0..blanks.len() {
             // A process that shares its parent's fd table must not get
             // its saved files in that table before the parent's fds are in
             // place: everything before it is finished first.
             if self.m.tasks[i].fds_of_parent {
                 if let Some(f) = filling.take() {
-                    self.finish(f, Some(results), blanks, stubs, shared, notices)?;
+                    filled(&f, results)?;
+                    self.finish(f, blanks, stubs, shared, notices)?;
                 }
             }
-            let mut next = self.before_memory(i, blanks, stubs, shared, notices)?;
-            if next.fill.memory.is_some() {
-                jobs.send(next.fill.clone())
+            let (mut next, fill) = self.before_memory(i, blanks, stubs, shared, notices)?;
+            if fill.memory.is_some() {
+                jobs.send(fill)
                     .map_err(|_| RestoreError::Invalid("the fill thread is gone".into()))?;
                 next.sent = true;
             }
             if let Some(f) = filling.take() {
-                self.finish(f, Some(results), blanks, stubs, shared, notices)?;
+                filled(&f, results)?;
+                self.finish(f, blanks, stubs, shared, notices)?;
             }
             filling = Some(next);
         }
         match filling {
-            Some(f) => self.finish(f, Some(results), blanks, stubs, shared, notices),
+            Some(f) => {
+                filled(&f, results)?;
+                self.finish(f, blanks, stubs, shared, notices)
+            }
             None => Ok(()),
         }
     }
 
-    /// Process `i` through the steps before its memory fill.
+    /// Process `i` through the steps before its memory fill; what its
+    /// fill needs.
     fn before_memory<'s>(
         &'s self,
         i: usize,
@@ -472,7 +490,7 @@ impl Ctx<'_> {
         stubs: &mut Stubs,
         shared: &mut Shared,
         notices: &mut Vec<String>,
-    ) -> Result<Filling<'s>, RestoreError> {
+    ) -> Result<(Filling, MemoryFill<'s>), RestoreError> {
         let blank = blanks
             .get(i)
             .ok_or_else(|| RestoreError::Invalid(format!("task {i} was never emptied")))?;
@@ -490,34 +508,27 @@ impl Ctx<'_> {
         notices.append(&mut b.notices);
         drop(b);
         r?;
-        Ok(Filling {
-            task: i,
-            parked,
+        Ok((
+            Filling {
+                task: i,
+                parked,
+                sent: false,
+            },
             fill,
-            sent: false,
-        })
+        ))
     }
 
-    /// Waits for process `f.task`'s memory, then takes it through the
-    /// rest of its build.
+    /// Takes process `f.task`, whose memory is filled, through the rest of
+    /// its build.
     fn finish(
         &self,
-        f: Filling<'_>,
-        results: Option<&mpsc::Receiver<Result<(), RestoreError>>>,
+        f: Filling,
         blanks: &[Blank],
         stubs: &mut Stubs,
         shared: &mut Shared,
         notices: &mut Vec<String>,
     ) -> Result<(), RestoreError> {
         let i = f.task;
-        if f.sent {
-            // The fill thread answers in the order it was given the jobs:
-            // this is this process's.
-            results
-                .ok_or_else(|| RestoreError::Invalid("no fill thread".into()))?
-                .recv()
-                .map_err(|_| RestoreError::Invalid("the fill thread is gone".into()))??;
-        }
         let blank = blanks
             .get(i)
             .ok_or_else(|| RestoreError::Invalid(format!("task {i} was never emptied")))?;
